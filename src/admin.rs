@@ -1,0 +1,244 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the state API
+//! `/v1/state/<namespace>/<id>` (GET, PUT, DELETE; bearer token).
+//!
+//! State API writes take the conversation's turn like any request, so an
+//! operator's PUT never interleaves with a request in flight.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::config::Secret;
+use crate::contract::StateChange;
+use crate::coord::{Turn, Turns};
+use crate::key::ConvKey;
+use crate::pipeline::Pipeline;
+use crate::store::{Commit, CommitOutcome, Store};
+
+pub struct Admin<S, T> {
+    pipeline: Arc<Pipeline<S, T>>,
+    token: Option<Secret>,
+    /// Set first on shutdown, so `/readyz` turns 503 before the listener stops.
+    pub draining: AtomicBool,
+    max_state_bytes: usize,
+    lock_wait: Duration,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+impl<S: Store, T: Turns> Admin<S, T> {
+    pub fn new(
+        pipeline: Arc<Pipeline<S, T>>,
+        token: Option<Secret>,
+        max_state_bytes: usize,
+        lock_wait: Duration,
+    ) -> Admin<S, T> {
+        Admin {
+            pipeline,
+            token,
+            draining: AtomicBool::new(false),
+            max_state_bytes,
+            lock_wait,
+        }
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let admin = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = Arc::clone(&admin);
+                    async move { Ok::<_, Infallible>(admin.route(req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    debug!(%peer, error = %e, "admin connection error");
+                }
+            });
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> AdminResponse {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => self.readyz().await,
+            (&Method::GET, "/metrics") => {
+                let mut resp = text(StatusCode::OK, self.pipeline.metrics().render());
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                resp
+            }
+            (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
+            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+        }
+    }
+
+    async fn readyz(&self) -> AdminResponse {
+        if self.draining.load(Ordering::Relaxed) {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ready": false, "reason": "shutting down"}),
+            );
+        }
+        let store = tokio::time::timeout(Duration::from_secs(2), self.pipeline.store().ping()).await;
+        let store_ok = matches!(store, Ok(Ok(())));
+        self.pipeline.metrics().set_store_up(store_ok);
+        let upstream_ok = self.pipeline.upstream().reachable().await;
+        if store_ok && upstream_ok {
+            return json_response(StatusCode::OK, json!({"ready": true}));
+        }
+        let reason = match (store_ok, upstream_ok) {
+            (false, false) => "store and upstream unreachable",
+            (false, true) => "store unreachable",
+            _ => "upstream unreachable",
+        };
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "reason": reason, "store": store_ok, "upstream": upstream_ok}),
+        )
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return false;
+        };
+        let Some(given) = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        let expected = token.expose().as_bytes();
+        given.len() == expected.len() && bool::from(given.ct_eq(expected))
+    }
+
+    async fn state_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if self.token.is_none() {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "state API disabled: set admin.token or admin.token_env"}),
+            );
+        }
+        if !self.authorized(&req) {
+            return json_response(StatusCode::UNAUTHORIZED, json!({"error": "bad or missing bearer token"}));
+        }
+        let rest = req.uri().path().trim_start_matches("/v1/state/");
+        let Some((ns, id)) = rest.split_once('/').filter(|(ns, id)| !ns.is_empty() && !id.is_empty()) else {
+            return json_response(StatusCode::NOT_FOUND, json!({"error": "use /v1/state/<namespace>/<id>"}));
+        };
+        let id = percent_decode(id);
+        let key = ConvKey::new(ns, &id);
+        let store = self.pipeline.store();
+        match *req.method() {
+            Method::GET => match store.load(&key, None).await {
+                Ok(loaded) => match loaded.state {
+                    Some(state) => {
+                        let state: serde_json::Value = serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
+                        json_response(
+                            StatusCode::OK,
+                            json!({"key": key.as_str(), "version": loaded.version, "state": state}),
+                        )
+                    }
+                    None => json_response(StatusCode::NOT_FOUND, json!({"error": "no snapshot", "version": loaded.version})),
+                },
+                Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+            },
+            Method::PUT => {
+                let body = match Limited::new(req.into_body(), self.max_state_bytes).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => {
+                        return json_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            json!({"error": "snapshot over store.max_state_bytes"}),
+                        )
+                    }
+                };
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                    return json_response(StatusCode::BAD_REQUEST, json!({"error": "body is not JSON"}));
+                }
+                self.write(&key, StateChange::Put(body)).await
+            }
+            Method::DELETE => self.write(&key, StateChange::Clear).await,
+            _ => json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "use GET, PUT or DELETE"})),
+        }
+    }
+
+    async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
+        let turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
+            Ok(t) => t,
+            Err(e) => return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+        };
+        let commit = Commit {
+            expected_version: None,
+            fence: turn.fence(),
+            change,
+            dedupe: None,
+        };
+        let result = self.pipeline.store().commit(key, commit).await;
+        drop(turn);
+        match result {
+            Ok(CommitOutcome::Committed { version }) => {
+                info!(key = %key.display(false), version, "snapshot written through the admin API");
+                json_response(StatusCode::OK, json!({"key": key.as_str(), "version": version}))
+            }
+            Ok(CommitOutcome::Conflict { current }) => {
+                json_response(StatusCode::CONFLICT, json!({"error": "conflict", "version": current}))
+            }
+            Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> AdminResponse {
+    let mut resp = text(status, body.to_string());
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,156 @@
+//! Wiring: builds the store, turns, upstream client and pipeline from a
+//! validated config, binds both listeners, runs the background purge, and
+//! shuts everything down in order when asked.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::{Backend, Config};
+use crate::coord::{LocalTurns, Turns};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::pipeline::route::Routes;
+use crate::server::{self, ServerSettings};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Why `serve` could not start. Each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Store(String),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Runs statehold until `shutdown` resolves. Returns once in-flight
+/// requests finished (or the grace period ran out).
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+    match config.store.backend {
+        Backend::Embedded => {
+            let store = EmbeddedStore::open(
+                &config.store.path,
+                config.store.ttl.get(),
+                config.store.dedupe_window.get(),
+            )
+            .map_err(|e| StartupError::Store(e.to_string()))?;
+            run(config, store, LocalTurns::default(), shutdown).await
+        }
+        Backend::Redis => Err(StartupError::Store(
+            "store.backend = \"redis\" is not available in this build yet; use \"embedded\"".into(),
+        )),
+    }
+}
+
+async fn run<S: Store, T: Turns>(
+    config: Config,
+    store: S,
+    turns: T,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let bind = |key: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { key, addr, source })
+    };
+    let listener = bind("server.listen", config.server.listen).await?;
+    let admin_listener = bind("admin.listen", config.admin.listen).await?;
+
+    let tls = match &config.server.tls {
+        Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartupError::Setup)?),
+        None => None,
+    };
+    let upstream = Upstream::new(&config.upstream).map_err(StartupError::Setup)?;
+    let metrics = Arc::new(Metrics::new(Routes::labels(&config)));
+    let pipeline = Arc::new(
+        Pipeline::new(&config, store, turns, upstream, metrics).map_err(StartupError::Setup)?,
+    );
+    let admin = Arc::new(Admin::new(
+        Arc::clone(&pipeline),
+        config.admin.token.clone(),
+        config.store.max_state_bytes as usize,
+        config.store.lock_wait.get(),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let admin_task = tokio::spawn(Arc::clone(&admin).run(admin_listener, stopped(stop_rx.clone())));
+    let purge_task = tokio::spawn(purge_loop(
+        Arc::clone(&pipeline),
+        config.store.purge_interval.get(),
+        stopped(stop_rx.clone()),
+    ));
+
+    info!(
+        listen = %config.server.listen,
+        admin = %config.admin.listen,
+        upstream = %config.upstream.url,
+        backend = ?config.store.backend,
+        routes = config.routes.len(),
+        tls = config.server.tls.is_some(),
+        "statehold serving"
+    );
+
+    let settings = ServerSettings {
+        max_connections: config.server.max_connections,
+        header_timeout: config.server.header_timeout.get(),
+        shutdown_grace: config.server.shutdown_grace.get(),
+        tls,
+    };
+    let proxy_shutdown = {
+        let admin = Arc::clone(&admin);
+        async move {
+            shutdown.await;
+            // Not ready first, so load balancers stop sending before we stop accepting.
+            admin.draining.store(true, Ordering::Relaxed);
+            info!("shutdown requested");
+        }
+    };
+    let drained = server::run(listener, Arc::clone(&pipeline), settings, proxy_shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    let _ = purge_task.await;
+    if drained {
+        info!("stopped cleanly");
+    }
+    Ok(())
+}
+
+/// Deletes expired snapshots and dedupe records in the background, so
+/// expired data does not wait for a read to go away.
+async fn purge_loop<S: Store, T: Turns>(
+    pipeline: Arc<Pipeline<S, T>>,
+    every: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        match pipeline.store().purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => info!(purged = n, "expired records purged"),
+            Err(e) => warn!(error = %e, "purge failed"),
+        }
+    }
+}

@@ -1,0 +1,784 @@
+//! Typed `config.toml`: parsing, defaults, validation and the masked printout
+//! of `check-config`.
+//!
+//! The key names of the contract (`CONTRACT.md` §4) are fixed; everything else
+//! here is statehold's own and documented in the shipped `config.toml`. Unknown
+//! keys are rejected (`deny_unknown_fields`) and every error names the dotted
+//! path of the offending key, so a typo never silently disables a feature.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::KeySource;
+use crate::presets::Preset;
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `route[0].key`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"24h"` or `"7d"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+/// Parses `"<integer><unit>"` with unit one of ms, s, m, h, d.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like \"250ms\" or \"24h\""))?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if ms != 0 && ms % per == 0 {
+                return write!(f, "{}{unit}", ms / per);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A secret given inline or through an environment variable (`*_env` keys).
+/// It prints as `"***"` everywhere.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub contract: ContractConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Webhook ingress address.
+    pub listen: SocketAddr,
+    /// Larger request bodies on matched routes: 413, bot not called.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Optional HTTPS termination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Open connections beyond this are closed at once (load shedding).
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// A client must send its complete request head within this.
+    #[serde(default = "defaults::header_timeout")]
+    pub header_timeout: Dur,
+    /// A client must send its complete body (matched routes) within this.
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: Dur,
+    /// After SIGTERM, in-flight requests get this long to finish.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The bot, `http://host:port[/base-path]`.
+    pub url: String,
+    /// Bot slower than this (until its full response): 504.
+    #[serde(default = "defaults::upstream_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Idle pooled connections are closed after this; keep it below the bot's
+    /// own keep-alive timeout so statehold never reuses a connection the bot
+    /// is closing.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub pool_idle_timeout: Dur,
+    /// A bot response on a matched route larger than this: 502.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    Reject,
+    Passthrough,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "defaults::backend")]
+    pub backend: Backend,
+    /// Embedded only: the database file.
+    #[serde(default = "defaults::store_path")]
+    pub path: PathBuf,
+    /// Redis only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Sliding: refreshed on every request of the conversation.
+    #[serde(default = "defaults::ttl")]
+    pub ttl: Dur,
+    #[serde(default = "defaults::max_state_bytes")]
+    pub max_state_bytes: u64,
+    #[serde(default = "defaults::on_unavailable")]
+    pub on_unavailable: OnUnavailable,
+    /// Exit at startup when the store cannot be reached.
+    #[serde(default)]
+    pub require_at_startup: bool,
+    /// How long a delivery's recorded response answers its redeliveries.
+    #[serde(default = "defaults::dedupe_window")]
+    pub dedupe_window: Dur,
+    /// Longest wait for a conversation's turn before answering 503.
+    #[serde(default = "defaults::lock_wait")]
+    pub lock_wait: Dur,
+    /// How often expired snapshots and dedupe records are purged.
+    #[serde(default = "defaults::purge_interval")]
+    pub purge_interval: Dur,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: defaults::backend(),
+            path: defaults::store_path(),
+            url: None,
+            url_env: None,
+            key_prefix: defaults::key_prefix(),
+            ttl: defaults::ttl(),
+            max_state_bytes: defaults::max_state_bytes(),
+            on_unavailable: defaults::on_unavailable(),
+            require_at_startup: false,
+            dedupe_window: defaults::dedupe_window(),
+            lock_wait: defaults::lock_wait(),
+            purge_interval: defaults::purge_interval(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContractMode {
+    Header,
+    Body,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractConfig {
+    #[serde(default = "defaults::mode")]
+    pub mode: ContractMode,
+    /// RFC 6901 pointer of the body-mode member.
+    #[serde(default = "defaults::body_field")]
+    pub body_field: String,
+}
+
+impl Default for ContractConfig {
+    fn default() -> Self {
+        ContractConfig {
+            mode: defaults::mode(),
+            body_field: defaults::body_field(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissingKey {
+    Passthrough,
+    Reject,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix; the longest matching prefix wins.
+    pub path: String,
+    pub namespace: String,
+    /// Key sources, first present wins.
+    #[serde(default)]
+    pub key: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<String>,
+    #[serde(default = "defaults::on_missing_key")]
+    pub on_missing_key: OnMissingKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyConfig>,
+}
+
+/// How a route checks that a webhook really comes from its platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyKind {
+    /// `X-Telegram-Bot-Api-Secret-Token` equals the secret.
+    Telegram,
+    /// `X-Hub-Signature-256` is the HMAC-SHA256 of the body (WhatsApp Cloud API).
+    Meta,
+    /// `X-Slack-Signature` over timestamp and body, timestamp within 5 minutes.
+    Slack,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Defaults to the route's preset platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<VerifyKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token of `/v1/state`; without one the state API answers 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::admin_listen(),
+            token: None,
+            token_env: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log conversation ids in full instead of `***4567`.
+    #[serde(default)]
+    pub reveal_ids: bool,
+    /// `tracing` filter, e.g. "info" or "statehold=debug"; `RUST_LOG` overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+mod defaults {
+    use super::*;
+    pub fn max_body_bytes() -> u64 {
+        1_048_576
+    }
+    pub fn max_connections() -> usize {
+        4096
+    }
+    pub fn header_timeout() -> Dur {
+        Dur::secs(10)
+    }
+    pub fn body_timeout() -> Dur {
+        Dur::secs(30)
+    }
+    pub fn shutdown_grace() -> Dur {
+        Dur::secs(10)
+    }
+    pub fn upstream_timeout() -> Dur {
+        Dur::secs(30)
+    }
+    pub fn connect_timeout() -> Dur {
+        Dur::secs(2)
+    }
+    pub fn pool_idle_timeout() -> Dur {
+        Dur::secs(4)
+    }
+    pub fn max_response_bytes() -> u64 {
+        4 * 1_048_576
+    }
+    pub fn backend() -> Backend {
+        Backend::Embedded
+    }
+    pub fn store_path() -> PathBuf {
+        PathBuf::from("./data/statehold.db")
+    }
+    pub fn key_prefix() -> String {
+        "statehold".into()
+    }
+    pub fn ttl() -> Dur {
+        Dur::secs(24 * 3600)
+    }
+    pub fn max_state_bytes() -> u64 {
+        65_536
+    }
+    pub fn on_unavailable() -> OnUnavailable {
+        OnUnavailable::Reject
+    }
+    pub fn dedupe_window() -> Dur {
+        Dur::secs(24 * 3600)
+    }
+    pub fn lock_wait() -> Dur {
+        Dur::secs(10)
+    }
+    pub fn purge_interval() -> Dur {
+        Dur::secs(60)
+    }
+    pub fn mode() -> ContractMode {
+        ContractMode::Header
+    }
+    pub fn body_field() -> String {
+        "/_statehold".into()
+    }
+    pub fn on_missing_key() -> OnMissingKey {
+        OnMissingKey::Passthrough
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9090))
+    }
+}
+
+/// Where environment lookups for `*_env` keys go; tests pass a map instead of
+/// touching the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Config::parse(&text, env)
+    }
+
+    /// Parses and validates config text; `*_env` keys are resolved through `env`.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // toml's message carries the line and a caret; keep only its last
+            // line, which is the reason, and name the key ourselves.
+            let inner = e.into_inner();
+            let reason = inner.message().trim().to_string();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let key = if path == "." { "config".into() } else { path };
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            ConfigError::new(key, format!("{reason}{at}"))
+        })?;
+        config.resolve_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        fn pick(
+            inline: &mut Option<Secret>,
+            from_env: &Option<String>,
+            key: &str,
+            env: &dyn Env,
+        ) -> Result<(), ConfigError> {
+            if let Some(name) = from_env {
+                if inline.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{key}_env"),
+                        format!("set either `{key}` or `{key}_env`, not both"),
+                    ));
+                }
+                let value = env.var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{key}_env"),
+                        format!("environment variable `{name}` is not set"),
+                    )
+                })?;
+                *inline = Some(Secret(value));
+            }
+            Ok(())
+        }
+        pick(&mut self.store.url, &self.store.url_env, "store.url", env)?;
+        pick(&mut self.admin.token, &self.admin.token_env, "admin.token", env)?;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if let Some(v) = route.verify.as_mut() {
+                pick(
+                    &mut v.secret,
+                    &v.secret_env,
+                    &format!("route[{i}].verify.secret"),
+                    env,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let positive = |key: &str, d: Dur| {
+            if d.0.is_zero() {
+                Err(ConfigError::new(key, "must be greater than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be greater than zero"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new("server.max_connections", "must be greater than zero"));
+        }
+        positive("server.header_timeout", self.server.header_timeout)?;
+        positive("server.body_timeout", self.server.body_timeout)?;
+        positive("upstream.timeout", self.upstream.timeout)?;
+        positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
+        positive("upstream.pool_idle_timeout", self.upstream.pool_idle_timeout)?;
+        positive("store.ttl", self.store.ttl)?;
+        positive("store.dedupe_window", self.store.dedupe_window)?;
+        positive("store.lock_wait", self.store.lock_wait)?;
+        positive("store.purge_interval", self.store.purge_interval)?;
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
+
+        crate::upstream::UpstreamTarget::parse(&self.upstream.url)
+            .map_err(|e| ConfigError::new("upstream.url", e))?;
+
+        if self.store.max_state_bytes == 0 {
+            return Err(ConfigError::new("store.max_state_bytes", "must be greater than zero"));
+        }
+        if self.store.key_prefix.is_empty()
+            || !self.store.key_prefix.chars().all(is_name_char)
+        {
+            return Err(ConfigError::new(
+                "store.key_prefix",
+                "must be non-empty and use only A-Z a-z 0-9 _ - .",
+            ));
+        }
+        match self.store.backend {
+            Backend::Embedded => {
+                if self.store.path.as_os_str().is_empty() {
+                    return Err(ConfigError::new("store.path", "must not be empty"));
+                }
+            }
+            Backend::Redis => {
+                let url = self.store.url.as_ref().ok_or_else(|| {
+                    ConfigError::new("store.url", "required with store.backend = \"redis\"")
+                })?;
+                if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
+                    return Err(ConfigError::new(
+                        "store.url",
+                        "must start with redis:// or rediss://",
+                    ));
+                }
+            }
+        }
+
+        if !self.contract.body_field.starts_with('/') || self.contract.body_field.len() < 2 {
+            return Err(ConfigError::new(
+                "contract.body_field",
+                "must be a JSON pointer naming a member, e.g. \"/_statehold\"",
+            ));
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            let at = |field: &str| format!("route[{i}].{field}");
+            if !route.path.starts_with('/') {
+                return Err(ConfigError::new(at("path"), "must start with `/`"));
+            }
+            if !seen.insert(route.path.clone()) {
+                return Err(ConfigError::new(
+                    at("path"),
+                    format!("`{}` is configured twice", route.path),
+                ));
+            }
+            if route.namespace.is_empty() || !route.namespace.chars().all(is_name_char) {
+                return Err(ConfigError::new(
+                    at("namespace"),
+                    "must be non-empty and use only A-Z a-z 0-9 _ - .",
+                ));
+            }
+            if let Some(preset) = route.preset {
+                preset.fill(route);
+            }
+            if route.key.is_empty() {
+                return Err(ConfigError::new(
+                    at("key"),
+                    "needs at least one source (or a preset)",
+                ));
+            }
+            for (j, source) in route.key.iter().enumerate() {
+                KeySource::parse(source)
+                    .map_err(|e| ConfigError::new(format!("route[{i}].key[{j}]"), e))?;
+            }
+            if let Some(source) = &route.dedupe {
+                KeySource::parse(source).map_err(|e| ConfigError::new(at("dedupe"), e))?;
+            }
+            if let Some(verify) = &route.verify {
+                if verify.kind.is_none() {
+                    return Err(ConfigError::new(
+                        at("verify.kind"),
+                        "required unless the route has a preset",
+                    ));
+                }
+                if verify.secret.as_ref().is_none_or(|s| s.0.is_empty()) {
+                    return Err(ConfigError::new(
+                        at("verify.secret"),
+                        "required (or verify.secret_env)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, secrets masked (for `check-config`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// The Redis URL with its password replaced, for logs.
+    pub fn redacted_store_url(&self) -> Option<String> {
+        self.store.url.as_ref().map(|u| redact_url(u.expose()))
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Replaces a URL's `user:password@` part with `***@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:3000"
+[[route]]
+path = "/telegram"
+namespace = "tg"
+key = ["json:/message/from/id"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &HashMap::new())
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("s").is_err());
+        assert_eq!(Dur::secs(86_400).to_string(), "1d");
+        assert_eq!(Dur::millis(1500).to_string(), "1500ms");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.store.backend, Backend::Embedded);
+        assert_eq!(c.store.ttl, Dur::secs(86_400));
+        assert_eq!(c.contract.body_field, "/_statehold");
+        assert_eq!(c.routes[0].on_missing_key, OnMissingKey::Passthrough);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("listen =", "lsten = \"x\"\nlisten =");
+        let err = parse(&text).expect_err("unknown key");
+        assert_eq!(err.key, "server.lsten");
+        assert!(err.message.contains("unknown field"), "{err}");
+        let text = format!("{MINIMAL}ttl_typo = 1\n");
+        let err = parse(&text).expect_err("unknown key in route");
+        assert!(err.key.starts_with("route"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = MINIMAL.replace("[upstream]", "[store]\nttl = 5\n[upstream]");
+        let err = parse(&text).expect_err("wrong type");
+        assert_eq!(err.key, "store.ttl");
+    }
+
+    #[test]
+    fn bad_key_source_is_named() {
+        let text = MINIMAL.replace("json:/message/from/id", "jsn:/x");
+        let err = parse(&text).expect_err("bad source");
+        assert_eq!(err.key, "route[0].key[0]");
+    }
+
+    #[test]
+    fn secrets_come_from_env_and_never_print() {
+        let text = format!("{MINIMAL}\n[admin]\ntoken_env = \"ADMIN_TOKEN\"\n");
+        assert_eq!(parse(&text).expect_err("unset env").key, "admin.token_env");
+        let env = HashMap::from([("ADMIN_TOKEN".to_string(), "s3cr3t-token".to_string())]);
+        let c = Config::parse(&text, &env).expect("valid");
+        assert_eq!(c.admin.token.as_ref().map(Secret::expose), Some("s3cr3t-token"));
+        let printed = c.to_masked_toml();
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(format!("{c:?}").find("s3cr3t").is_none());
+    }
+
+    #[test]
+    fn redis_url_password_is_redacted() {
+        assert_eq!(redact_url("redis://:pw@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn preset_fills_keys() {
+        let text = MINIMAL.replace(
+            "key = [\"json:/message/from/id\"]",
+            "preset = \"telegram\"",
+        );
+        let c = parse(&text).expect("valid");
+        assert!(!c.routes[0].key.is_empty());
+        assert_eq!(c.routes[0].dedupe.as_deref(), Some("json:/update_id"));
+    }
+}

@@ -1,0 +1,366 @@
+//! The wire contract between statehold and the bot (`CONTRACT.md` §3):
+//! reserved `X-Statehold-*` headers, injecting the snapshot into a request
+//! (header and body mode), and capturing the bot's reported snapshot from its
+//! response (decode, validate, size check, strip).
+//!
+//! Pure functions over `http` types and bytes: no I/O, easy to fuzz and bench.
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::key::ConvKey;
+
+pub const HEADER_KEY: &str = "x-statehold-key";
+pub const HEADER_VERSION: &str = "x-statehold-version";
+pub const HEADER_STATE: &str = "x-statehold-state";
+pub const HEADER_STATUS: &str = "x-statehold-status";
+pub const HEADER_CLEAR: &str = "x-statehold-clear";
+const RESERVED_PREFIX: &[u8] = b"x-statehold-";
+
+/// Injection encodes without padding, as the contract says.
+const B64_ENCODE: GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+/// Decoding accepts base64url with or without padding.
+const B64_DECODE: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+fn is_reserved(name: &HeaderName) -> bool {
+    // HeaderName is always lower case.
+    name.as_str().as_bytes().starts_with(RESERVED_PREFIX)
+}
+
+/// Removes every `X-Statehold-*` header. Runs on every inbound request before
+/// anything else, and on every response before it leaves.
+pub fn strip_reserved(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_reserved) {
+        return;
+    }
+    let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
+    for name in reserved {
+        headers.remove(name);
+    }
+}
+
+/// What `X-Statehold-Status` tells the bot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadStatus {
+    /// A snapshot is injected.
+    Restored,
+    /// None is stored.
+    New,
+    /// The store could not be read; the route passes through.
+    Degraded,
+}
+
+impl LoadStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadStatus::Restored => "restored",
+            LoadStatus::New => "new",
+            LoadStatus::Degraded => "degraded",
+        }
+    }
+}
+
+/// What statehold hands the bot with a request.
+pub struct Injection<'a> {
+    pub key: &'a ConvKey,
+    /// The snapshot's version, 0 when there is none.
+    pub version: u64,
+    pub status: LoadStatus,
+    /// The snapshot's JSON text.
+    pub state: Option<&'a [u8]>,
+}
+
+/// Sets the `X-Statehold-*` request headers. `with_state` is false in body
+/// mode, where the snapshot travels in the body and a large one would
+/// otherwise hit the bot server's header size limit.
+pub fn inject_headers(headers: &mut HeaderMap, inj: &Injection<'_>, with_state: bool) {
+    if let Ok(v) = HeaderValue::from_str(inj.key.as_str()) {
+        headers.insert(HeaderName::from_static(HEADER_KEY), v);
+    }
+    headers.insert(
+        HeaderName::from_static(HEADER_VERSION),
+        HeaderValue::from(inj.version),
+    );
+    headers.insert(
+        HeaderName::from_static(HEADER_STATUS),
+        HeaderValue::from_static(inj.status.as_str()),
+    );
+    if let (true, Some(state)) = (with_state, inj.state) {
+        let encoded = B64_ENCODE.encode(state);
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            headers.insert(HeaderName::from_static(HEADER_STATE), v);
+        }
+    }
+}
+
+/// Body mode: sets the member at `pointer` of a JSON-object body to
+/// `{"key","version","status","state"}`, replacing whatever the client put
+/// there. Returns false (body untouched) when the body is not a JSON object.
+pub fn inject_body(body: &mut Value, pointer: &str, inj: &Injection<'_>) -> bool {
+    let state = match inj.state {
+        // Stored snapshots were validated on capture; a failure here means
+        // the stored bytes are damaged, and the bot is better off with null.
+        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let mut field = Map::with_capacity(4);
+    field.insert("key".into(), Value::String(inj.key.as_str().into()));
+    field.insert("version".into(), Value::from(inj.version));
+    field.insert("status".into(), Value::String(inj.status.as_str().into()));
+    field.insert("state".into(), state);
+    let (parents, last) = split_pointer(pointer);
+    let Some(mut target) = body.as_object_mut() else {
+        return false;
+    };
+    for token in parents {
+        let slot = target
+            .entry(token)
+            .or_insert_with(|| Value::Object(Map::new()));
+        match slot.as_object_mut() {
+            Some(obj) => target = obj,
+            None => return false,
+        }
+    }
+    target.insert(last, Value::Object(field));
+    true
+}
+
+/// Splits an RFC 6901 pointer into its unescaped parent tokens and last token.
+fn split_pointer(pointer: &str) -> (Vec<String>, String) {
+    let mut tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let last = tokens.pop().unwrap_or_default();
+    (tokens, last)
+}
+
+/// What the bot asked for, from its response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// Neither state nor clear: keep the snapshot, refresh its TTL.
+    Keep,
+    /// Store this JSON text as the new snapshot.
+    Put(Bytes),
+    /// Delete the snapshot (flow finished).
+    Clear,
+}
+
+/// Why a reported snapshot was not stored. Never carries the content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureError {
+    #[error("snapshot is neither a JSON object nor base64url of JSON text")]
+    Undecodable,
+    #[error("snapshot is {size} bytes, over store.max_state_bytes = {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("body field is neither {{\"state\": ...}} nor {{\"clear\": true}}")]
+    BadBodyField,
+}
+
+/// Decodes an `X-Statehold-State` response value into JSON text: raw JSON
+/// when it starts with `{`, else base64url (padding optional) of JSON text.
+pub fn decode_state(value: &[u8], max: usize) -> Result<Bytes, CaptureError> {
+    let json: Bytes = if value.first() == Some(&b'{') {
+        if value.len() > max {
+            return Err(CaptureError::TooLarge { size: value.len(), max });
+        }
+        Bytes::copy_from_slice(value)
+    } else {
+        // Reject before decoding what could not fit anyway.
+        let estimate = value.len() / 4 * 3;
+        if estimate > max + 2 {
+            return Err(CaptureError::TooLarge { size: estimate, max });
+        }
+        let decoded = B64_DECODE
+            .decode(value)
+            .map_err(|_| CaptureError::Undecodable)?;
+        if decoded.len() > max {
+            return Err(CaptureError::TooLarge { size: decoded.len(), max });
+        }
+        Bytes::from(decoded)
+    };
+    validate_json(&json)?;
+    Ok(json)
+}
+
+/// Checks JSON syntax without building a tree (serde_json also bounds
+/// nesting depth, so hostile input cannot overflow the stack).
+fn validate_json(text: &[u8]) -> Result<(), CaptureError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|_| CaptureError::Undecodable)
+}
+
+/// Reads the bot's headers: `X-Statehold-Clear: 1` wins over a state.
+pub fn capture_headers(headers: &HeaderMap, max: usize) -> Result<StateChange, CaptureError> {
+    if let Some(v) = headers.get(HEADER_CLEAR) {
+        let v = v.as_bytes();
+        if v == b"1" || v.eq_ignore_ascii_case(b"true") {
+            return Ok(StateChange::Clear);
+        }
+    }
+    match headers.get(HEADER_STATE) {
+        Some(v) => decode_state(v.as_bytes(), max).map(StateChange::Put),
+        None => Ok(StateChange::Keep),
+    }
+}
+
+/// Body mode, response side: reads and removes the member at `pointer` of a
+/// JSON-object body. Returns the new body when the member was found (so the
+/// caller fixes `Content-Length`), and what the member asked for.
+pub fn capture_body(
+    body: &[u8],
+    pointer: &str,
+    max: usize,
+) -> (Option<Bytes>, Result<StateChange, CaptureError>) {
+    let looks_like_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if !looks_like_object {
+        return (None, Ok(StateChange::Keep));
+    }
+    let Ok(mut json) = serde_json::from_slice::<Value>(body) else {
+        return (None, Ok(StateChange::Keep));
+    };
+    let (parents, last) = split_pointer(pointer);
+    let mut target = json.as_object_mut();
+    for token in &parents {
+        target = target.and_then(|t| t.get_mut(token)).and_then(Value::as_object_mut);
+    }
+    let Some(member) = target.and_then(|t| t.shift_remove(&last)) else {
+        return (None, Ok(StateChange::Keep));
+    };
+    let change = field_change(member, max);
+    let new_body = serde_json::to_vec(&json).map(Bytes::from).ok();
+    (new_body, change)
+}
+
+fn field_change(member: Value, max: usize) -> Result<StateChange, CaptureError> {
+    let Value::Object(mut obj) = member else {
+        return Err(CaptureError::BadBodyField);
+    };
+    if obj.get("clear") == Some(&Value::Bool(true)) {
+        return Ok(StateChange::Clear);
+    }
+    match obj.shift_remove("state") {
+        Some(state) => {
+            let text = serde_json::to_vec(&state).map_err(|_| CaptureError::Undecodable)?;
+            if text.len() > max {
+                return Err(CaptureError::TooLarge { size: text.len(), max });
+            }
+            Ok(StateChange::Put(Bytes::from(text)))
+        }
+        None => Err(CaptureError::BadBodyField),
+    }
+}
+
+/// Sets `Content-Length` after the body was rewritten.
+pub fn fix_content_length(headers: &mut HeaderMap, len: usize) {
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+}
+
+/// Encodes JSON text as the contract's base64url without padding (tests,
+/// the demo bot and the admin API use it too).
+pub fn encode_state(json: &[u8]) -> String {
+    B64_ENCODE.encode(json)
+}
+
+/// Decodes base64url with or without padding.
+pub fn decode_b64(text: &[u8]) -> Option<Vec<u8>> {
+    B64_DECODE.decode(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_every_reserved_header() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Statehold-State", "e30".parse().unwrap());
+        h.insert("x-statehold-whatever", "1".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        strip_reserved(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn decodes_raw_and_base64() {
+        assert_eq!(decode_state(br#"{"a":1}"#, 100).unwrap(), &br#"{"a":1}"#[..]);
+        let b64 = encode_state(br#"[1,2]"#);
+        assert_eq!(decode_state(b64.as_bytes(), 100).unwrap(), &b"[1,2]"[..]);
+        // Padding is optional.
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(b"\"ab\"");
+        assert!(padded.ends_with('='));
+        assert_eq!(decode_state(padded.as_bytes(), 100).unwrap(), &b"\"ab\""[..]);
+    }
+
+    #[test]
+    fn rejects_garbage_and_oversize() {
+        assert_eq!(decode_state(b"{not json", 100), Err(CaptureError::Undecodable));
+        assert_eq!(decode_state(b"!!!", 100), Err(CaptureError::Undecodable));
+        // base64 of something that is not JSON
+        let b64 = encode_state(b"hello");
+        assert_eq!(decode_state(b64.as_bytes(), 100), Err(CaptureError::Undecodable));
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(200));
+        assert!(matches!(decode_state(big.as_bytes(), 100), Err(CaptureError::TooLarge { .. })));
+        let deep = "[".repeat(100_000);
+        assert_eq!(decode_state(encode_state(deep.as_bytes()).as_bytes(), 1 << 20), Err(CaptureError::Undecodable));
+    }
+
+    #[test]
+    fn clear_wins() {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_STATE, r#"{"a":1}"#.parse().unwrap());
+        h.insert(HEADER_CLEAR, "1".parse().unwrap());
+        assert_eq!(capture_headers(&h, 100), Ok(StateChange::Clear));
+        h.remove(HEADER_CLEAR);
+        assert!(matches!(capture_headers(&h, 100), Ok(StateChange::Put(_))));
+        h.remove(HEADER_STATE);
+        assert_eq!(capture_headers(&h, 100), Ok(StateChange::Keep));
+    }
+
+    #[test]
+    fn body_mode_roundtrip() {
+        let key = ConvKey::new("tg", "1");
+        let inj = Injection {
+            key: &key,
+            version: 3,
+            status: LoadStatus::Restored,
+            state: Some(br#"{"step":"email"}"#),
+        };
+        let mut body: Value = serde_json::json!({"update_id": 1, "_statehold": "forged"});
+        assert!(inject_body(&mut body, "/_statehold", &inj));
+        assert_eq!(body["_statehold"]["state"]["step"], "email");
+        assert_eq!(body["_statehold"]["version"], 3);
+        let mut nested: Value = serde_json::json!({"a": 1});
+        assert!(inject_body(&mut nested, "/meta/sh", &inj));
+        assert_eq!(nested["meta"]["sh"]["key"], "tg:1");
+        assert!(!inject_body(&mut Value::Array(vec![]), "/_statehold", &inj));
+
+        let resp = br#"{"method":"sendMessage","_statehold":{"state":{"step":"done"}},"text":"ok"}"#;
+        let (new_body, change) = capture_body(resp, "/_statehold", 100);
+        assert_eq!(change, Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#))));
+        assert_eq!(new_body.unwrap(), &br#"{"method":"sendMessage","text":"ok"}"#[..]);
+        let (new_body, change) = capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100);
+        assert_eq!(change, Ok(StateChange::Clear));
+        assert_eq!(new_body.unwrap(), &b"{}"[..]);
+        let (new_body, change) = capture_body(b"plain text", "/_statehold", 100);
+        assert_eq!((new_body, change), (None, Ok(StateChange::Keep)));
+        let (new_body, change) = capture_body(br#"{"_statehold":7}"#, "/_statehold", 100);
+        assert_eq!(change, Err(CaptureError::BadBodyField));
+        assert_eq!(new_body.unwrap(), &b"{}"[..]);
+    }
+}

@@ -1,0 +1,38 @@
+//! # statehold
+//!
+//! A reverse proxy beside a webhook bot that keeps the bot's conversation
+//! state across restarts, crashes and replicas. The external contract is
+//! `shared/spec/CONTRACT.md`; this crate implements it.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed `config.toml`, validation naming the offending key,
+//!   secrets (`*_env`), masked printout.
+//! - [`presets`]: per-platform defaults for keys, dedupe ids, verification.
+//! - [`contract`]: the wire contract: reserved headers, snapshot injection
+//!   and capture, header and body mode. Pure functions.
+//! - [`key`]: key sources (`json:`, `header:`, `query:`, `form:`) and the
+//!   `<namespace>:<id>` conversation key with log masking.
+//! - [`verify`]: platform webhook authenticity.
+//! - [`coord`]: turn-taking, one request per conversation at a time.
+//! - [`store`]: the `Store` trait and its backends ([`store::embedded`]).
+//! - [`upstream`]: the pooled client to the bot and proxy header rules.
+//! - [`pipeline`]: the request path, stage by stage, in order.
+//! - [`server`]: listener, TLS, connection cap, graceful shutdown.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state`.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`app`]: wiring all of the above from a config.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod contract;
+pub mod coord;
+pub mod key;
+pub mod metrics;
+pub mod pipeline;
+pub mod presets;
+pub mod server;
+pub mod store;
+pub mod upstream;
+pub mod verify;

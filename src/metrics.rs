@@ -1,0 +1,246 @@
+//! Prometheus metrics with the contract's names (`CONTRACT.md` §6), kept in
+//! fixed arrays of atomics: recording is a few relaxed adds, no locks, no
+//! allocation, and every label set is bounded by construction (routes come
+//! from the config, outcomes and results are enums).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::pipeline::Outcome;
+
+/// Latency buckets in seconds, from 100µs (the proxy's own overhead) to 30s
+/// (a slow bot).
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadResult {
+    Hit,
+    Miss,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveResult {
+    Ok,
+    /// The bot reported a snapshot that could not be decoded or was too big.
+    Rejected,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Load,
+    Commit,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub struct Metrics {
+    /// Route labels: each route's namespace, then "unmatched".
+    routes: Vec<String>,
+    /// [route][outcome][status class]
+    requests: Vec<Vec<[AtomicU64; 5]>>,
+    request_duration: Vec<Histogram>,
+    upstream_duration: Histogram,
+    store_duration: [Histogram; 2],
+    state_loads: [AtomicU64; 3],
+    state_saves: [AtomicU64; 3],
+    dedupe_hits: AtomicU64,
+    lock_wait: Histogram,
+    conflicts: AtomicU64,
+    store_up: AtomicU64,
+}
+
+impl Metrics {
+    /// `route_labels` are the configured routes' labels, in route order.
+    pub fn new(route_labels: impl IntoIterator<Item = String>) -> Metrics {
+        let mut routes: Vec<String> = route_labels.into_iter().collect();
+        routes.push("unmatched".into());
+        let n = routes.len();
+        Metrics {
+            requests: (0..n)
+                .map(|_| {
+                    (0..Outcome::ALL.len())
+                        .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                        .collect()
+                })
+                .collect(),
+            request_duration: (0..n).map(|_| Histogram::default()).collect(),
+            routes,
+            upstream_duration: Histogram::default(),
+            store_duration: Default::default(),
+            state_loads: Default::default(),
+            state_saves: Default::default(),
+            dedupe_hits: AtomicU64::new(0),
+            lock_wait: Histogram::default(),
+            conflicts: AtomicU64::new(0),
+            store_up: AtomicU64::new(1),
+        }
+    }
+
+    /// Index of the "unmatched" route label.
+    pub fn unmatched(&self) -> usize {
+        self.routes.len() - 1
+    }
+
+    pub fn request(&self, route: usize, outcome: Outcome, status: u16, took: Duration) {
+        let route = route.min(self.unmatched());
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[route][outcome as usize][class].fetch_add(1, Ordering::Relaxed);
+        self.request_duration[route].observe(took);
+    }
+
+    pub fn upstream(&self, took: Duration) {
+        self.upstream_duration.observe(took);
+    }
+    pub fn store(&self, op: StoreOp, took: Duration) {
+        self.store_duration[op as usize].observe(took);
+    }
+    pub fn load(&self, r: LoadResult) {
+        self.state_loads[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn save(&self, r: SaveResult) {
+        self.state_saves[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dedupe_hit(&self) {
+        self.dedupe_hits.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn lock_wait(&self, took: Duration) {
+        self.lock_wait.observe(took);
+    }
+    pub fn conflict(&self) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn set_store_up(&self, up: bool) {
+        self.store_up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
+            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
+        };
+
+        help(&mut out, "statehold_requests_total", "counter", "Requests by route, outcome and status class.");
+        for (r, route) in self.routes.iter().enumerate() {
+            for outcome in Outcome::ALL {
+                for (c, class) in STATUS_CLASSES.iter().enumerate() {
+                    let n = self.requests[r][outcome as usize][c].load(Ordering::Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "statehold_requests_total{{route=\"{route}\",outcome=\"{}\",code=\"{class}\"}} {n}",
+                            outcome.as_str()
+                        );
+                    }
+                }
+            }
+        }
+
+        help(&mut out, "statehold_request_duration_seconds", "histogram", "Whole request time inside statehold, bot included.");
+        for (r, route) in self.routes.iter().enumerate() {
+            self.request_duration[r].render(&mut out, "statehold_request_duration_seconds", &format!("route=\"{route}\""));
+        }
+        help(&mut out, "statehold_upstream_duration_seconds", "histogram", "Time the bot took to answer.");
+        self.upstream_duration.render(&mut out, "statehold_upstream_duration_seconds", "");
+        help(&mut out, "statehold_store_duration_seconds", "histogram", "Store operation time.");
+        for (i, op) in ["load", "commit"].iter().enumerate() {
+            self.store_duration[i].render(&mut out, "statehold_store_duration_seconds", &format!("op=\"{op}\""));
+        }
+
+        help(&mut out, "statehold_state_loads_total", "counter", "Snapshot loads by result.");
+        for (i, r) in ["hit", "miss", "error"].iter().enumerate() {
+            let _ = writeln!(out, "statehold_state_loads_total{{result=\"{r}\"}} {}", self.state_loads[i].load(Ordering::Relaxed));
+        }
+        help(&mut out, "statehold_state_saves_total", "counter", "Snapshot saves by result.");
+        for (i, r) in ["ok", "rejected", "error"].iter().enumerate() {
+            let _ = writeln!(out, "statehold_state_saves_total{{result=\"{r}\"}} {}", self.state_saves[i].load(Ordering::Relaxed));
+        }
+        help(&mut out, "statehold_dedupe_hits_total", "counter", "Redeliveries answered from the recorded response.");
+        let _ = writeln!(out, "statehold_dedupe_hits_total {}", self.dedupe_hits.load(Ordering::Relaxed));
+        help(&mut out, "statehold_lock_wait_seconds", "histogram", "Time spent waiting for a conversation's turn.");
+        self.lock_wait.render(&mut out, "statehold_lock_wait_seconds", "");
+        help(&mut out, "statehold_conflicts_total", "counter", "Commits refused because the record moved on (version or fence).");
+        let _ = writeln!(out, "statehold_conflicts_total {}", self.conflicts.load(Ordering::Relaxed));
+        help(&mut out, "statehold_store_up", "gauge", "1 when the last store operation succeeded.");
+        let _ = writeln!(out, "statehold_store_up {}", self.store_up.load(Ordering::Relaxed));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_names() {
+        let m = Metrics::new(["tg".to_string()]);
+        m.request(0, Outcome::Ok, 200, Duration::from_millis(3));
+        m.load(LoadResult::Hit);
+        m.save(SaveResult::Rejected);
+        m.dedupe_hit();
+        let text = m.render();
+        for name in [
+            "statehold_requests_total{route=\"tg\",outcome=\"ok\",code=\"2xx\"} 1",
+            "statehold_request_duration_seconds_bucket{route=\"tg\",le=\"0.005\"} 1",
+            "statehold_upstream_duration_seconds_count 0",
+            "statehold_store_duration_seconds_count{op=\"load\"} 0",
+            "statehold_state_loads_total{result=\"hit\"} 1",
+            "statehold_state_saves_total{result=\"rejected\"} 1",
+            "statehold_dedupe_hits_total 1",
+            "statehold_lock_wait_seconds_count 0",
+            "statehold_conflicts_total 0",
+            "statehold_store_up 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

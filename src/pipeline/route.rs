@@ -1,0 +1,110 @@
+//! The route table: which configured route a request path belongs to, and
+//! each route's compiled settings (key sources, dedupe source, verifier).
+
+use crate::config::{Config, OnMissingKey};
+use crate::key::KeySource;
+use crate::verify::Verifier;
+
+pub struct Route {
+    /// Index into the metrics' route labels.
+    pub index: usize,
+    pub path: String,
+    pub namespace: String,
+    pub key: Vec<KeySource>,
+    pub dedupe: Option<KeySource>,
+    pub on_missing_key: OnMissingKey,
+    pub verifier: Option<Verifier>,
+    /// Some key or dedupe source reads the JSON body.
+    pub needs_json: bool,
+}
+
+pub struct Routes {
+    /// Longest path first, so the first match is the longest.
+    by_length: Vec<Route>,
+}
+
+impl Routes {
+    /// Compiles the validated config's routes.
+    pub fn from_config(config: &Config) -> Result<Routes, String> {
+        let mut by_length = Vec::with_capacity(config.routes.len());
+        for (index, r) in config.routes.iter().enumerate() {
+            let key = r
+                .key
+                .iter()
+                .map(|s| KeySource::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let dedupe = r.dedupe.as_deref().map(KeySource::parse).transpose()?;
+            let needs_json =
+                key.iter().any(KeySource::needs_json) || dedupe.as_ref().is_some_and(KeySource::needs_json);
+            let verifier = match &r.verify {
+                Some(v) => match (v.kind, &v.secret) {
+                    (Some(kind), Some(secret)) => Some(Verifier::new(kind, secret.clone())),
+                    _ => return Err(format!("route[{index}].verify is incomplete")),
+                },
+                None => None,
+            };
+            by_length.push(Route {
+                index,
+                path: r.path.clone(),
+                namespace: r.namespace.clone(),
+                key,
+                dedupe,
+                on_missing_key: r.on_missing_key,
+                verifier,
+                needs_json,
+            });
+        }
+        by_length.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Ok(Routes { by_length })
+    }
+
+    /// The route whose path is the longest prefix of `path`, on segment
+    /// boundaries: `/telegram` matches `/telegram` and `/telegram/x`, not
+    /// `/telegramx`.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.by_length.iter().find(|r| {
+            path.strip_prefix(r.path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || r.path.ends_with('/'))
+        })
+    }
+
+    /// Route labels in config order, for metrics.
+    pub fn labels(config: &Config) -> Vec<String> {
+        config.routes.iter().map(|r| r.namespace.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn longest_prefix_on_segments() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:1"
+[upstream]
+url = "http://127.0.0.1:2"
+[[route]]
+path = "/hooks"
+namespace = "a"
+key = ["header:x-id"]
+[[route]]
+path = "/hooks/telegram"
+namespace = "b"
+key = ["header:x-id"]
+[[route]]
+path = "/"
+namespace = "c"
+key = ["header:x-id"]
+"#;
+        let config = Config::parse(text, &HashMap::<String, String>::new()).unwrap();
+        let routes = Routes::from_config(&config).unwrap();
+        assert_eq!(routes.find("/hooks/telegram/x").unwrap().namespace, "b");
+        assert_eq!(routes.find("/hooks/telegram").unwrap().namespace, "b");
+        assert_eq!(routes.find("/hooks/telegramx").unwrap().namespace, "a");
+        assert_eq!(routes.find("/hooks").unwrap().namespace, "a");
+        assert_eq!(routes.find("/other").unwrap().namespace, "c");
+    }
+}

@@ -1,0 +1,77 @@
+//! Platform presets (`route.preset`): default key sources, dedupe id and
+//! verification kind for the platforms in `shared/reference/PLATFORMS.md`.
+//!
+//! A preset only fills what the route leaves unset, so any default can be
+//! overridden key by key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RouteConfig, VerifyKind};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Telegram,
+    Whatsapp,
+    Slack,
+    Twilio,
+}
+
+impl Preset {
+    /// Key sources, most specific first. Telegram flows belong to a chat, so
+    /// the chat id comes before the sender's id (absent in channels).
+    pub fn key_sources(self) -> &'static [&'static str] {
+        match self {
+            Preset::Telegram => &[
+                "json:/message/chat/id",
+                "json:/edited_message/chat/id",
+                "json:/callback_query/message/chat/id",
+                "json:/callback_query/from/id",
+                "json:/channel_post/chat/id",
+                "json:/inline_query/from/id",
+                "json:/chosen_inline_result/from/id",
+            ],
+            // One request may batch several messages; the first one's sender
+            // keys the request (see README, Limits).
+            Preset::Whatsapp => &[
+                "json:/entry/0/changes/0/value/messages/0/from",
+                "json:/entry/0/changes/0/value/statuses/0/recipient_id",
+            ],
+            Preset::Slack => &["json:/event/user", "json:/event/channel"],
+            Preset::Twilio => &["form:From"],
+        }
+    }
+
+    pub fn dedupe_source(self) -> &'static str {
+        match self {
+            Preset::Telegram => "json:/update_id",
+            Preset::Whatsapp => "json:/entry/0/changes/0/value/messages/0/id",
+            Preset::Slack => "json:/event_id",
+            Preset::Twilio => "form:MessageSid",
+        }
+    }
+
+    pub fn verify_kind(self) -> Option<VerifyKind> {
+        match self {
+            Preset::Telegram => Some(VerifyKind::Telegram),
+            Preset::Whatsapp => Some(VerifyKind::Meta),
+            Preset::Slack => Some(VerifyKind::Slack),
+            Preset::Twilio => None,
+        }
+    }
+
+    /// Fills the route's unset fields with this platform's defaults.
+    pub fn fill(self, route: &mut RouteConfig) {
+        if route.key.is_empty() {
+            route.key = self.key_sources().iter().map(|s| s.to_string()).collect();
+        }
+        if route.dedupe.is_none() {
+            route.dedupe = Some(self.dedupe_source().to_string());
+        }
+        if let Some(verify) = route.verify.as_mut() {
+            if verify.kind.is_none() {
+                verify.kind = self.verify_kind();
+            }
+        }
+    }
+}

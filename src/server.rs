@@ -1,0 +1,151 @@
+//! The webhook listener: accept loop, optional TLS, connection cap, header
+//! read deadline, and graceful shutdown: `run(listener, pipeline, shutdown)`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::coord::Turns;
+use crate::pipeline::{ConnInfo, Pipeline};
+use crate::store::Store;
+
+/// Listener settings from `[server]`.
+#[derive(Clone)]
+pub struct ServerSettings {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and gives
+/// in-flight requests `shutdown_grace` to finish. Returns whether they all
+/// finished in time.
+pub async fn run<S: Store, T: Turns>(
+    listener: TcpListener,
+    pipeline: Arc<Pipeline<S, T>>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the cap: close at once rather than queue without bound.
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            debug!(%peer, "connection limit reached, closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let pipeline = Arc::clone(&pipeline);
+        let settings = settings.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, pipeline, &settings, watcher).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    info!("listener closed, draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(settings.shutdown_grace) => {
+            warn!(grace = ?settings.shutdown_grace, "requests still in flight after the grace period");
+            false
+        }
+    }
+}
+
+async fn serve_connection<S: Store, T: Turns>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pipeline: Arc<Pipeline<S, T>>,
+    settings: &ServerSettings,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let tls = settings.tls.is_some();
+    let info = ConnInfo { peer, tls };
+    let service = tower::service_fn(move |req| {
+        let pipeline = Arc::clone(&pipeline);
+        async move { Ok::<_, std::convert::Infallible>(pipeline.handle(req, info).await) }
+    });
+    let service = TowerToHyperService::new(service);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true);
+    let result = match &settings.tls {
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(conn).await
+        }
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    watcher.watch(conn).await
+                }
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Builds the TLS acceptor from PEM files (rustls with the ring provider).
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("server.tls.cert {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("server.tls.cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("server.tls.cert {}: no certificate found", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("server.tls.key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("server.tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls: {e}"))?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

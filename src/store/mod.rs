@@ -1,0 +1,197 @@
+//! The `Store` trait every backend implements with the same semantics, and
+//! the types it speaks: loaded snapshots, commits, dedupe records.
+//!
+//! # Semantics (checked by `tests/support/conformance.rs` on every backend)
+//!
+//! - A conversation has one record: a monotonically increasing `version`
+//!   and, unless cleared, a snapshot (JSON text). Versions survive `Clear`
+//!   (a tombstone) so a write based on an old version can always be told
+//!   apart; an expired record is gone, version included.
+//! - `load` never returns an expired snapshot; it also reports whether a
+//!   dedupe id already has a recorded response.
+//! - `commit` is atomic: compare the expected version, apply the change, set
+//!   the sliding TTL, and record the dedupe response, all or nothing. A
+//!   `Keep` commit only refreshes the TTL.
+//! - Dedupe records expire `dedupe_window` after they were written; they do
+//!   not slide.
+
+pub mod embedded;
+
+use std::future::Future;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, StatusCode};
+
+pub use crate::contract::StateChange;
+use crate::key::ConvKey;
+
+/// A conversation's record as read at the start of its turn.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The record's version; 0 when none exists.
+    pub version: u64,
+    /// The snapshot's JSON text; `None` when none is stored (or cleared).
+    pub state: Option<Bytes>,
+    /// The recorded response of the request's dedupe id, if already handled.
+    pub duplicate: Option<RecordedResponse>,
+}
+
+impl Loaded {
+    /// The version the bot is told: the snapshot's, or 0 without one.
+    pub fn visible_version(&self) -> u64 {
+        if self.state.is_some() {
+            self.version
+        } else {
+            0
+        }
+    }
+}
+
+/// One atomic write at the end of a turn.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// Apply only if the record is still at this version (`None`: always).
+    pub expected_version: Option<u64>,
+    /// The turn's fencing token; backends shared across processes reject a
+    /// commit whose fence is no longer the conversation's current one.
+    pub fence: u64,
+    pub change: StateChange,
+    /// Dedupe id and the response to answer its redeliveries with.
+    pub dedupe: Option<(String, RecordedResponse)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Written; the record is now at `version`.
+    Committed { version: u64 },
+    /// Nothing written: the record's version (or fence) moved on.
+    Conflict { current: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store operation timed out")]
+    Timeout,
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// Behaviour shared by every backend. See the module docs for semantics.
+pub trait Store: Send + Sync + 'static {
+    /// Reads the record (never an expired one) and, with a dedupe id, its
+    /// recorded response.
+    fn load(
+        &self,
+        key: &ConvKey,
+        dedupe_id: Option<&str>,
+    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// Atomic compare-version, write, TTL and dedupe record.
+    fn commit(
+        &self,
+        key: &ConvKey,
+        commit: Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// Cheap reachability check for `/readyz`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes expired records; returns how many. Backends whose engine
+    /// expires keys itself return 0.
+    fn purge_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// A bot response kept to answer redeliveries: status, end-to-end headers
+/// and the stripped body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl RecordedResponse {
+    /// `u16 status, u16 count, (u16 name len, name, u32 value len, value)*, body`.
+    pub fn encode(&self) -> Bytes {
+        let size = 4
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 6 + n.as_str().len() + v.len())
+                .sum::<usize>()
+            + self.body.len();
+        let mut out = BytesMut::with_capacity(size);
+        out.put_u16(self.status.as_u16());
+        out.put_u16(self.headers.len().min(u16::MAX as usize) as u16);
+        for (name, value) in self.headers.iter().take(u16::MAX as usize) {
+            out.put_u16(name.as_str().len() as u16);
+            out.put_slice(name.as_str().as_bytes());
+            out.put_u32(value.len() as u32);
+            out.put_slice(value.as_bytes());
+        }
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    pub fn decode(mut buf: Bytes) -> Result<RecordedResponse, StoreError> {
+        let bad = || StoreError::Corrupt("recorded response".into());
+        if buf.remaining() < 4 {
+            return Err(bad());
+        }
+        let status = StatusCode::from_u16(buf.get_u16()).map_err(|_| bad())?;
+        let count = buf.get_u16() as usize;
+        let mut headers = Vec::with_capacity(count);
+        for _ in 0..count {
+            if buf.remaining() < 2 {
+                return Err(bad());
+            }
+            let n = buf.get_u16() as usize;
+            if buf.remaining() < n + 4 {
+                return Err(bad());
+            }
+            let name = HeaderName::from_bytes(&buf.split_to(n)).map_err(|_| bad())?;
+            let v = buf.get_u32() as usize;
+            if buf.remaining() < v {
+                return Err(bad());
+            }
+            let value = HeaderValue::from_maybe_shared(buf.split_to(v)).map_err(|_| bad())?;
+            headers.push((name, value));
+        }
+        Ok(RecordedResponse {
+            status,
+            headers,
+            body: buf,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch: expiry times are stored on disk and
+/// must mean the same after a restart.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_response_roundtrip() {
+        let r = RecordedResponse {
+            status: StatusCode::CREATED,
+            headers: vec![(
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            )],
+            body: Bytes::from_static(b"{\"ok\":true}"),
+        };
+        assert_eq!(RecordedResponse::decode(r.encode()).unwrap(), r);
+        assert!(RecordedResponse::decode(Bytes::from_static(b"\x00")).is_err());
+        assert!(RecordedResponse::decode(Bytes::from_static(b"\x00\xc8\x00\x05")).is_err());
+    }
+}

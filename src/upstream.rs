@@ -1,0 +1,227 @@
+//! The bot side: target URL, pooled keep-alive client, and the proxy header
+//! rules of RFC 9110 (hop-by-hop removal, `X-Forwarded-For`/`-Proto`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Request, Response, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+
+/// Request bodies sent to the bot: buffered on matched routes, streamed on
+/// unmatched ones.
+pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
+
+/// Where the bot listens: `http://host:port[/base]`.
+#[derive(Clone, Debug)]
+pub struct UpstreamTarget {
+    pub authority: Authority,
+    base_path: String,
+}
+
+impl UpstreamTarget {
+    pub fn parse(url: &str) -> Result<UpstreamTarget, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!(
+                "`{url}`: only http:// is supported (the bot runs beside statehold)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("`{url}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("`{url}`: a query string is not allowed here"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamTarget {
+            authority,
+            base_path,
+        })
+    }
+
+    /// The bot's URI for an inbound path and query.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
+        let full = if self.base_path.is_empty() {
+            pq.to_string()
+        } else {
+            format!("{}{pq}", self.base_path)
+        };
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(full)
+            .build()
+    }
+
+    /// `host:port` for a TCP reachability check.
+    pub fn socket_addr_text(&self) -> String {
+        let port = self.authority.port_u16().unwrap_or(80);
+        format!("{}:{port}", self.authority.host())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("bot unreachable: {0}")]
+    Connect(String),
+    #[error("bot did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("bot connection failed: {0}")]
+    Failed(String),
+    #[error("bot response over upstream.max_response_bytes")]
+    TooLarge,
+}
+
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    pub target: UpstreamTarget,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+        let target = UpstreamTarget::parse(&config.url)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout.get()));
+        // The pool timer is what makes idle connections actually close
+        // (hyper-util pitfall): without it the idle timeout is never applied.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout.get())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            target,
+            timeout: config.timeout.get(),
+            max_response_bytes: config.max_response_bytes as usize,
+        })
+    }
+
+    /// Sends the request; the timeout covers the response head.
+    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Whether the bot accepts TCP connections (for `/readyz`).
+    pub async fn reachable(&self) -> bool {
+        let addr = self.target.socket_addr_text();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` is framing: hyper re-frames the message itself.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(http::header::TRANSFER_ENCODING);
+}
+
+/// Prepares an inbound request's headers for the bot.
+pub fn forward_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool) {
+    strip_hop_by_hop(headers);
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_and_uris() {
+        let t = UpstreamTarget::parse("http://127.0.0.1:3000").unwrap();
+        let pq: PathAndQuery = "/telegram?x=1".parse().unwrap();
+        assert_eq!(t.uri_for(Some(&pq)).unwrap(), "http://127.0.0.1:3000/telegram?x=1");
+        let t = UpstreamTarget::parse("http://bot:8000/api/").unwrap();
+        assert_eq!(t.uri_for(Some(&pq)).unwrap(), "http://bot:8000/api/telegram?x=1");
+        assert_eq!(t.socket_addr_text(), "bot:8000");
+        assert!(UpstreamTarget::parse("https://bot").is_err());
+        assert!(UpstreamTarget::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_and_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        forward_headers(&mut h, "127.0.0.1".parse().unwrap(), false);
+        assert!(h.get("x-private").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["content-type"], "application/json");
+    }
+}
