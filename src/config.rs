@@ -76,7 +76,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, per) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
             if ms != 0 && ms % per == 0 {
                 return write!(f, "{}{unit}", ms / per);
             }
@@ -715,7 +715,7 @@ key = ["json:/message/from/id"]
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("s").is_err());
-        assert_eq!(Dur::secs(86_400).to_string(), "1d");
+        assert_eq!(Dur::secs(86_400).to_string(), "24h");
         assert_eq!(Dur::millis(1500).to_string(), "1500ms");
     }
 

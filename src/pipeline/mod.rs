@@ -148,6 +148,8 @@ struct Trace {
     upstream_time: Duration,
     /// The stored version after this request (for the log line).
     version: Option<u64>,
+    /// Why statehold answered by itself (early rejects).
+    reason: Option<String>,
 }
 
 /// An early answer: status, outcome and a short reason for the client.
@@ -235,12 +237,15 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             store_time: Duration::ZERO,
             upstream_time: Duration::ZERO,
             version: None,
+            reason: None,
         };
         let resp = match self.matched(route, parts, body, conn, &mut trace).await {
             Ok(resp) => resp,
             Err(reject) => {
                 trace.outcome = reject.outcome;
-                error_response(&reject)
+                let resp = error_response(&reject);
+                trace.reason = Some(reject.reason);
+                resp
             }
         };
         let took = started.elapsed();
@@ -257,9 +262,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             outcome = trace.outcome.as_str(),
             status = resp.status().as_u16(),
             version = trace.version.unwrap_or(0),
-            ms = took.as_secs_f64() * 1e3,
-            upstream_ms = trace.upstream_time.as_secs_f64() * 1e3,
-            store_ms = trace.store_time.as_secs_f64() * 1e3,
+            took_us = took.as_micros() as u64,
+            upstream_us = trace.upstream_time.as_micros() as u64,
+            store_us = trace.store_time.as_micros() as u64,
+            reason = trace.reason.as_deref().unwrap_or(""),
             "request"
         );
         resp

@@ -1,0 +1,56 @@
+//! The backend-conformance suite on the embedded store.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use statehold::store::embedded::EmbeddedStore;
+use statehold::store::Store;
+use support::conformance::{suite, SHORT_TTL};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_conforms() {
+    let dir = support::temp_dir();
+    let hour = Duration::from_secs(3600);
+    let long = EmbeddedStore::open(&dir.path().join("long.db"), hour, hour).expect("open");
+    let short = EmbeddedStore::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL).expect("open");
+    suite(Arc::new(long), Arc::new(short), "conf").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_purge_deletes_what_expired() {
+    let dir = support::temp_dir();
+    let ttl = Duration::from_millis(300);
+    let store = EmbeddedStore::open(&dir.path().join("p.db"), ttl, ttl).expect("open");
+    for i in 0..50 {
+        let key = statehold::key::ConvKey::new("p", &i.to_string());
+        let commit = statehold::store::Commit {
+            expected_version: Some(0),
+            fence: 0,
+            change: statehold::store::StateChange::Put(bytes::Bytes::from_static(b"{}")),
+            dedupe: Some((format!("u{i}"), statehold::store::RecordedResponse {
+                status: http::StatusCode::OK,
+                headers: vec![],
+                body: bytes::Bytes::new(),
+            })),
+        };
+        store.commit(&key, commit).await.expect("commit");
+    }
+    assert_eq!(store.purge_expired().await.expect("purge"), 0, "nothing expired yet");
+    tokio::time::sleep(ttl * 2).await;
+    // 50 snapshots + 50 dedupe records.
+    assert_eq!(store.purge_expired().await.expect("purge"), 100);
+    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+}
+
+#[test]
+fn embedded_store_is_exclusive_to_one_process() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("x.db");
+    let hour = Duration::from_secs(3600);
+    let _first = EmbeddedStore::open(&path, hour, hour).expect("open");
+    let second = EmbeddedStore::open(&path, hour, hour);
+    let msg = second.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("already opened"), "{msg}");
+}

@@ -1,0 +1,503 @@
+//! Test harness: real processes on loopback. Starts the `statehold` binary,
+//! the demo bot and `redis-server` on free ports, waits for each to answer
+//! (readiness checks, never fixed sleeps), and kills them on drop.
+//! Includes a tiny raw HTTP/1.1 client so tests can also send what a
+//! well-behaved client library never would.
+
+#![allow(dead_code)]
+
+pub mod conformance;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any process gets to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, as a crash would: no cleanup runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("process running");
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        c.wait().expect("wait")
+    }
+
+    /// Whether the process already exited (and how).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(name: &str, cmd: &mut Command, log: Option<&Path>) -> Proc {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    match log {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file");
+            cmd.stderr(f);
+        }
+        None => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc {
+        child: Some(child),
+        name: name.to_string(),
+    }
+}
+
+/// Polls `check` until it holds or READY_WITHIN passes.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READY_WITHIN;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+// ---------------------------------------------------------------- the bot
+
+pub struct Bot {
+    pub proc: Proc,
+    pub port: u16,
+    body_mode: bool,
+}
+
+impl Bot {
+    pub fn start(port: u16) -> Bot {
+        Bot::start_with(port, false)
+    }
+
+    pub fn start_with(port: u16, body_mode: bool) -> Bot {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold-demo-bot"));
+        cmd.args(["--listen", &addr(port).to_string()]);
+        if body_mode {
+            cmd.arg("--body-mode");
+        }
+        let proc = spawn("demo-bot", &mut cmd, None);
+        wait_until("demo bot", || {
+            get(addr(port), "/_health").is_ok_and(|r| r.status == 200)
+        });
+        Bot {
+            proc,
+            port,
+            body_mode,
+        }
+    }
+
+    /// kill -9 and start a fresh process (empty dict) on the same port.
+    pub fn crash_and_restart(&mut self) {
+        self.proc.kill9();
+        *self = Bot::start_with(self.port, self.body_mode);
+    }
+
+    /// Everything this bot process handled, in order.
+    pub fn handled(&self) -> Vec<Value> {
+        let r = get(addr(self.port), "/_handled").expect("bot /_handled");
+        match r.json() {
+            Value::Array(v) => v,
+            other => panic!("unexpected /_handled: {other}"),
+        }
+    }
+
+    pub fn overlaps(&self) -> u64 {
+        let r = get(addr(self.port), "/_stats").expect("bot /_stats");
+        r.json()["overlaps"].as_u64().expect("overlaps")
+    }
+}
+
+// ---------------------------------------------------------------- statehold
+
+/// Config for one statehold process. `render` produces the TOML.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: u16,
+    pub admin: u16,
+    pub upstream: u16,
+    pub data_dir: PathBuf,
+    pub store_extra: String,
+    pub server_extra: String,
+    pub upstream_extra: String,
+    pub route_extra: String,
+    pub extra: String,
+    pub mode: &'static str,
+    pub key: &'static str,
+    pub dedupe: bool,
+}
+
+impl Config {
+    pub fn new(upstream: u16, data_dir: &Path) -> Config {
+        Config {
+            listen: free_port(),
+            admin: free_port(),
+            upstream,
+            data_dir: data_dir.to_path_buf(),
+            store_extra: String::new(),
+            server_extra: String::new(),
+            upstream_extra: String::new(),
+            route_extra: String::new(),
+            extra: String::new(),
+            mode: "header",
+            key: r#"["json:/message/chat/id", "json:/callback_query/from/id"]"#,
+            dedupe: true,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let dedupe = if self.dedupe {
+            "dedupe = \"json:/update_id\"\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{listen}"
+{server_extra}
+[upstream]
+url = "http://127.0.0.1:{upstream}"
+timeout = "10s"
+{upstream_extra}
+[store]
+backend = "embedded"
+path = "{path}"
+{store_extra}
+[contract]
+mode = "{mode}"
+
+[[route]]
+path = "/telegram"
+namespace = "tg"
+key = {key}
+{dedupe}{route_extra}
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "test-admin-token"
+{extra}"#,
+            listen = self.listen,
+            admin = self.admin,
+            upstream = self.upstream,
+            path = self.data_dir.join("statehold.db").display(),
+            server_extra = self.server_extra,
+            upstream_extra = self.upstream_extra,
+            store_extra = self.store_extra,
+            mode = self.mode,
+            key = self.key,
+            route_extra = self.route_extra,
+            extra = self.extra,
+        )
+    }
+}
+
+pub struct Statehold {
+    pub proc: Proc,
+    pub config: Config,
+    pub log: PathBuf,
+    config_path: PathBuf,
+}
+
+impl Statehold {
+    pub fn start(config: Config) -> Statehold {
+        let config_path = config.data_dir.join(format!("statehold-{}.toml", config.listen));
+        std::fs::write(&config_path, config.render()).expect("write config");
+        let log = config.data_dir.join(format!("statehold-{}.log", config.listen));
+        let proc = Self::spawn(&config_path, &log);
+        let mut s = Statehold {
+            proc,
+            config,
+            log,
+            config_path,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(config_path: &Path, log: &Path) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold"));
+        cmd.args(["serve", "--config"]).arg(config_path);
+        cmd.env("RUST_LOG", "statehold=debug,info");
+        spawn("statehold", &mut cmd, Some(log))
+    }
+
+    fn wait_ready(&mut self) {
+        let admin = addr(self.config.admin);
+        let deadline = Instant::now() + READY_WITHIN;
+        while Instant::now() < deadline {
+            if let Some(status) = self.proc.try_exit() {
+                panic!("statehold exited at startup ({status}):\n{}", self.logs());
+            }
+            if get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("statehold not ready:\n{}", self.logs());
+    }
+
+    /// kill -9 and start again with the same config and data.
+    pub fn crash_and_restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(&self.config_path, &self.log);
+        self.wait_ready();
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        addr(self.config.listen)
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        addr(self.config.admin)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a Telegram update to `/telegram`.
+    pub fn update(&self, update_id: u64, chat: i64, text: &str) -> Response {
+        self.update_with(update_id, chat, text, &[])
+    }
+
+    pub fn update_with(&self, update_id: u64, chat: i64, text: &str, headers: &[(&str, &str)]) -> Response {
+        post_json(self.addr(), "/telegram", &tg_update(update_id, chat, text), headers)
+            .expect("statehold answers")
+    }
+
+    /// The stored snapshot through the admin API (`None`: 404).
+    pub fn stored(&self, namespace: &str, id: &str) -> Option<Value> {
+        let r = request(
+            self.admin(),
+            "GET",
+            &format!("/v1/state/{namespace}/{id}"),
+            &[("authorization", "Bearer test-admin-token")],
+            b"",
+        )
+        .expect("admin answers");
+        match r.status {
+            200 => Some(r.json()),
+            404 => None,
+            other => panic!("admin state API: {other} {}", r.text()),
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        get(self.admin(), "/metrics").expect("metrics").text()
+    }
+
+    /// The value of one metric line, e.g. `statehold_dedupe_hits_total`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    }
+}
+
+// ---------------------------------------------------------------- payloads
+
+/// A Telegram update as the platform sends it (~same shape as the docs' sample).
+pub fn tg_update(update_id: u64, chat: i64, text: &str) -> String {
+    serde_json::json!({
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "date": 1_441_645_532,
+            "chat": {"id": chat, "type": "private", "first_name": "Test"},
+            "from": {"id": chat, "first_name": "Test"},
+            "text": text
+        }
+    })
+    .to_string()
+}
+
+/// The bot's reply text from a Telegram inline reply body.
+pub fn reply_text(r: &Response) -> String {
+    r.json()["text"].as_str().unwrap_or_default().to_string()
+}
+
+// ---------------------------------------------------------------- raw HTTP
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn reserved_headers(&self) -> Vec<&(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-statehold-"))
+            .collect()
+    }
+}
+
+pub fn get(to: SocketAddr, path: &str) -> std::io::Result<Response> {
+    request(to, "GET", path, &[], b"")
+}
+
+pub fn post_json(to: SocketAddr, path: &str, body: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request(to, "POST", path, &all, body.as_bytes())
+}
+
+pub fn request(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {to}\r\nconnection: close\r\n");
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    raw_request(to, &raw)
+}
+
+/// Sends raw bytes, reads the whole answer (the connection is closed by
+/// either side) and parses it.
+pub fn raw_request(to: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(raw)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of head"))?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("head not utf-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = buf[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("chunked body"))?;
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// A fresh temporary directory for one test's data and logs.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("statehold-test-")
+        .tempdir()
+        .expect("temp dir")
+}
