@@ -96,6 +96,7 @@ pub struct Metrics {
     lock_wait: Histogram,
     conflicts: AtomicU64,
     store_up: AtomicU64,
+    turns_waiting: AtomicU64,
 }
 
 impl Metrics {
@@ -122,6 +123,7 @@ impl Metrics {
             lock_wait: Histogram::default(),
             conflicts: AtomicU64::new(0),
             store_up: AtomicU64::new(1),
+            turns_waiting: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +156,14 @@ impl Metrics {
     }
     pub fn lock_wait(&self, took: Duration) {
         self.lock_wait.observe(took);
+    }
+    /// A request starts (`true`) or stops (`false`) waiting for its turn.
+    pub fn turn_waiting(&self, waiting: bool) {
+        if waiting {
+            self.turns_waiting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.turns_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     pub fn conflict(&self) {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +222,8 @@ impl Metrics {
         let _ = writeln!(out, "statehold_conflicts_total {}", self.conflicts.load(Ordering::Relaxed));
         help(&mut out, "statehold_store_up", "gauge", "1 when the last store operation succeeded.");
         let _ = writeln!(out, "statehold_store_up {}", self.store_up.load(Ordering::Relaxed));
+        help(&mut out, "statehold_turns_waiting", "gauge", "Requests waiting for their conversation's turn right now.");
+        let _ = writeln!(out, "statehold_turns_waiting {}", self.turns_waiting.load(Ordering::Relaxed));
         out
     }
 }

@@ -101,9 +101,11 @@ impl Bot {
             "/_handled" => return reply(StatusCode::OK, Value::Array(lock(&self.handled).clone())),
             "/_stats" => {
                 let flows = lock(&self.flows).len();
+                let in_flight: u32 = lock(&self.in_flight).values().sum();
                 return reply(
                     StatusCode::OK,
-                    json!({"overlaps": *lock(&self.overlaps), "handled": lock(&self.handled).len(), "flows": flows}),
+                    json!({"overlaps": *lock(&self.overlaps), "handled": lock(&self.handled).len(),
+                           "flows": flows, "in_flight": in_flight}),
                 );
             }
             "/_health" => return reply(StatusCode::OK, json!({"ok": true})),

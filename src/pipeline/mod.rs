@@ -322,7 +322,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
 
         // turn
         let wait_started = Instant::now();
-        let turn = match self.turns.acquire(&conv, self.settings.lock_wait).await {
+        self.metrics.turn_waiting(true);
+        let acquired = self.turns.acquire(&conv, self.settings.lock_wait).await;
+        self.metrics.turn_waiting(false);
+        let turn = match acquired {
             Ok(turn) => Some(turn),
             Err(TurnError::WaitExceeded(_)) => {
                 return Err(Reject::new(
