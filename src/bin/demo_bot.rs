@@ -206,6 +206,8 @@ impl Bot {
             "key": key, "update_id": update_id, "text": text, "start_us": start, "end_us": end,
             "status_seen": status_seen, "reserved_seen": reserved_seen,
             "path": parts.uri.path(), "query": parts.uri.query(),
+            "forwarded_for": header("x-forwarded-for"), "forwarded_proto": header("x-forwarded-proto"),
+            "header_names": parts.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
         }));
 
         if let Some(status) = forced_status {

@@ -170,6 +170,7 @@ pub struct Config {
     pub store_extra: String,
     pub server_extra: String,
     pub upstream_extra: String,
+    pub upstream_timeout: &'static str,
     pub route_extra: String,
     pub extra: String,
     pub mode: &'static str,
@@ -187,6 +188,7 @@ impl Config {
             store_extra: String::new(),
             server_extra: String::new(),
             upstream_extra: String::new(),
+            upstream_timeout: "10s",
             route_extra: String::new(),
             extra: String::new(),
             mode: "header",
@@ -207,7 +209,7 @@ listen = "127.0.0.1:{listen}"
 {server_extra}
 [upstream]
 url = "http://127.0.0.1:{upstream}"
-timeout = "10s"
+timeout = "{upstream_timeout}"
 {upstream_extra}
 [store]
 backend = "embedded"
@@ -231,6 +233,7 @@ token = "test-admin-token"
             path = self.data_dir.join("statehold.db").display(),
             server_extra = self.server_extra,
             upstream_extra = self.upstream_extra,
+            upstream_timeout = self.upstream_timeout,
             store_extra = self.store_extra,
             mode = self.mode,
             key = self.key,

@@ -1,0 +1,100 @@
+//! Bad input and failing bots: a clear status, a log line, and the stored
+//! snapshot intact.
+
+mod support;
+
+use support::{Bot, Config, Statehold};
+
+/// A statehold with one stored snapshot (chat 50 at step "email").
+fn with_snapshot(config_edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Bot, Statehold, serde_json::Value) {
+    let dir = support::temp_dir();
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    config_edit(&mut config);
+    let sh = Statehold::start(config);
+    sh.update(1, 50, "/start");
+    sh.update(2, 50, "Oli");
+    let before = sh.stored("tg", "50").expect("snapshot");
+    (dir, bot, sh, before)
+}
+
+#[test]
+fn oversized_body_is_413_and_the_bot_is_not_called() {
+    let (_d, bot, sh, before) = with_snapshot(|c| c.server_extra = "max_body_bytes = 2048\n".into());
+    let handled = bot.handled().len();
+    let big = support::tg_update(3, 50, &"y".repeat(4096));
+    let r = support::post_json(sh.addr(), "/telegram", &big, &[]).unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"], "too_large");
+    // Also when the size is not declared up front (chunked).
+    let head = "POST /telegram HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n";
+    let mut raw = head.as_bytes().to_vec();
+    raw.extend_from_slice(format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len()).as_bytes());
+    assert_eq!(support::raw_request(sh.addr(), &raw).unwrap().status, 413);
+    assert_eq!(bot.handled().len(), handled);
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    assert!(sh.logs().contains("outcome=\"too_large\""));
+}
+
+#[test]
+fn malformed_or_hostile_json_is_400_and_nothing_changes() {
+    let (_d, bot, sh, before) = with_snapshot(|_| {});
+    let handled = bot.handled().len();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for body in ["{\"update_id\": 3, \"message\": ", "\u{0}\u{1}garbage", deep.as_str()] {
+        let r = support::post_json(sh.addr(), "/telegram", body, &[]).unwrap();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json()["error"], "bad_request");
+    }
+    // Invalid UTF-8 inside a JSON string.
+    let mut raw = b"{\"update_id\":3,\"message\":{\"chat\":{\"id\":50},\"text\":\"".to_vec();
+    raw.extend_from_slice(&[0xff, 0xfe]);
+    raw.extend_from_slice(b"\"}}");
+    let r = support::request(sh.addr(), "POST", "/telegram", &[("content-type", "application/json")], &raw).unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(bot.handled().len(), handled, "bot not called");
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    assert!(sh.logs().contains("malformed JSON body"));
+}
+
+#[test]
+fn bot_down_is_502_and_nothing_is_recorded() {
+    let (_d, mut bot, sh, before) = with_snapshot(|_| {});
+    bot.proc.kill9();
+    let r = sh.update(3, 50, "oli@example.com");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "upstream_error");
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    assert!(sh.logs().contains("outcome=\"upstream_error\""));
+    // The platform's redelivery runs the bot once it is back.
+    bot.crash_and_restart();
+    let r = sh.update(3, 50, "oli@example.com");
+    assert_eq!(support::reply_text(&r), "Which plan: basic or pro?");
+}
+
+#[test]
+fn hanging_bot_is_504_and_the_turn_is_released() {
+    let (_d, bot, sh, before) = with_snapshot(|c| c.upstream_timeout = "300ms");
+    let _ = &bot;
+    let r = sh.update_with(3, 50, "oli@example.com", &[("x-demo-delay-ms", "2000")]);
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    // The conversation is not stuck behind the hung request.
+    let r = sh.update(4, 50, "oli@example.com");
+    assert_eq!(r.status, 200);
+    assert!(sh.logs().contains("outcome=\"upstream_timeout\""));
+}
+
+#[test]
+fn slow_body_is_408() {
+    let (_d, _bot, sh, before) = with_snapshot(|c| c.server_extra = "body_timeout = \"300ms\"\n".into());
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(sh.addr()).unwrap();
+    s.write_all(b"POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"update_id\":").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let r = support::parse_response(&buf).unwrap();
+    assert_eq!(r.status, 408);
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+}
