@@ -1,0 +1,126 @@
+//! The command line (CONTRACT.md §2): check-config, exit statuses, shutdown.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Bot, Config, Statehold};
+
+fn statehold(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_statehold"))
+        .args(args)
+        .env_remove("STATEHOLD_CONFIG")
+        .output()
+        .expect("run statehold")
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = statehold(&["check-config", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("backend = \"embedded\""));
+    assert!(printed.contains("json:/update_id"), "preset expanded");
+}
+
+#[test]
+fn unknown_key_fails_check_config_with_exit_2_naming_the_key() {
+    let dir = support::temp_dir();
+    let mut text = Config::new(1, dir.path()).render();
+    text = text.replace("[store]\n", "[store]\nttl_seconds = 5\n");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = statehold(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.ttl_seconds"), "{err}");
+    // serve refuses the same file with the same message.
+    let out = statehold(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.ttl_seconds"));
+}
+
+#[test]
+fn wrong_types_and_values_name_the_key() {
+    let dir = support::temp_dir();
+    let base = Config::new(1, dir.path()).render();
+    for (edit, key) in [
+        (base.replace("timeout = \"10s\"", "timeout = 10"), "upstream.timeout"),
+        (base.replace("timeout = \"10s\"", "timeout = \"10 parsecs\""), "upstream.timeout"),
+        (base.replace("mode = \"header\"", "mode = \"carrier-pigeon\""), "contract.mode"),
+        (base.replace("namespace = \"tg\"", "namespace = \"\""), "route[0].namespace"),
+        (base.replace("url = \"http://", "url = \"ftp://"), "upstream.url"),
+    ] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, edit).unwrap();
+        let out = statehold(&["check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "expected {key} in: {err}");
+    }
+    let out = statehold(&["check-config", "--config", "/nonexistent/statehold.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = statehold(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_config_masks_secrets() {
+    let dir = support::temp_dir();
+    let mut config = Config::new(1, dir.path());
+    config.route_extra = "[route.verify]\nkind = \"telegram\"\nsecret_env = \"TG_SECRET\"\n".into();
+    let text = config.render();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_statehold"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("TG_SECRET", "super-secret-value")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!printed.contains("super-secret-value"));
+    assert!(!printed.contains("test-admin-token"));
+    assert!(printed.contains("secret = \"***\""), "{printed}");
+    // Without the variable the config is invalid, naming the key.
+    let out = statehold(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("route[0].verify.secret_env"));
+}
+
+#[test]
+fn sigterm_exits_0_and_port_in_use_exits_nonzero() {
+    let dir = support::temp_dir();
+    let bot = Bot::start(support::free_port());
+    let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
+    sh.update(1, 60, "/start");
+
+    // A second instance on the same ports fails with a one-line reason.
+    let other_dir = support::temp_dir();
+    let mut clash = sh.config.clone();
+    clash.data_dir = other_dir.path().to_path_buf();
+    let path = other_dir.path().join("clash.toml");
+    std::fs::write(&path, clash.render()).unwrap();
+    let out = statehold(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen"), "{err}");
+
+    let status = sh.proc.terminate();
+    assert_eq!(status.code(), Some(0));
+    assert!(sh.logs().contains("stopped cleanly"));
+}
+
+#[test]
+fn config_path_defaults_to_env_var() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("env.toml");
+    std::fs::write(&path, Config::new(1, dir.path()).render()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_statehold"))
+        .arg("check-config")
+        .env("STATEHOLD_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
