@@ -113,7 +113,8 @@ impl<S: Store, T: Turns> Admin<S, T> {
                 json!({"ready": false, "reason": "shutting down"}),
             );
         }
-        let store = tokio::time::timeout(Duration::from_secs(2), self.pipeline.store().ping()).await;
+        let store =
+            tokio::time::timeout(Duration::from_secs(2), self.pipeline.store().ping()).await;
         let store_ok = matches!(store, Ok(Ok(())));
         self.pipeline.metrics().set_store_up(store_ok);
         let upstream_ok = self.pipeline.upstream().reachable().await;
@@ -154,11 +155,20 @@ impl<S: Store, T: Turns> Admin<S, T> {
             );
         }
         if !self.authorized(&req) {
-            return json_response(StatusCode::UNAUTHORIZED, json!({"error": "bad or missing bearer token"}));
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "bad or missing bearer token"}),
+            );
         }
         let rest = req.uri().path().trim_start_matches("/v1/state/");
-        let Some((ns, id)) = rest.split_once('/').filter(|(ns, id)| !ns.is_empty() && !id.is_empty()) else {
-            return json_response(StatusCode::NOT_FOUND, json!({"error": "use /v1/state/<namespace>/<id>"}));
+        let Some((ns, id)) = rest
+            .split_once('/')
+            .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
+        else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "use /v1/state/<namespace>/<id>"}),
+            );
         };
         let id = percent_decode(id);
         let key = ConvKey::new(ns, &id);
@@ -167,18 +177,28 @@ impl<S: Store, T: Turns> Admin<S, T> {
             Method::GET => match store.load(&key, None).await {
                 Ok(loaded) => match loaded.state {
                     Some(state) => {
-                        let state: serde_json::Value = serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
+                        let state: serde_json::Value =
+                            serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
                         json_response(
                             StatusCode::OK,
                             json!({"key": key.as_str(), "version": loaded.version, "state": state}),
                         )
                     }
-                    None => json_response(StatusCode::NOT_FOUND, json!({"error": "no snapshot", "version": loaded.version})),
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        json!({"error": "no snapshot", "version": loaded.version}),
+                    ),
                 },
-                Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+                Err(e) => json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": e.to_string()}),
+                ),
             },
             Method::PUT => {
-                let body = match Limited::new(req.into_body(), self.max_state_bytes).collect().await {
+                let body = match Limited::new(req.into_body(), self.max_state_bytes)
+                    .collect()
+                    .await
+                {
                     Ok(b) => b.to_bytes(),
                     Err(_) => {
                         return json_response(
@@ -188,19 +208,30 @@ impl<S: Store, T: Turns> Admin<S, T> {
                     }
                 };
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-                    return json_response(StatusCode::BAD_REQUEST, json!({"error": "body is not JSON"}));
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "body is not JSON"}),
+                    );
                 }
                 self.write(&key, StateChange::Put(body)).await
             }
             Method::DELETE => self.write(&key, StateChange::Clear).await,
-            _ => json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "use GET, PUT or DELETE"})),
+            _ => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "use GET, PUT or DELETE"}),
+            ),
         }
     }
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
         let turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
             Ok(t) => t,
-            Err(e) => return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+            Err(e) => {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": e.to_string()}),
+                )
+            }
         };
         let commit = Commit {
             expected_version: None,
@@ -213,12 +244,19 @@ impl<S: Store, T: Turns> Admin<S, T> {
         match result {
             Ok(CommitOutcome::Committed { version }) => {
                 info!(key = %key.display(false), version, "snapshot written through the admin API");
-                json_response(StatusCode::OK, json!({"key": key.as_str(), "version": version}))
+                json_response(
+                    StatusCode::OK,
+                    json!({"key": key.as_str(), "version": version}),
+                )
             }
-            Ok(CommitOutcome::Conflict { current }) => {
-                json_response(StatusCode::CONFLICT, json!({"error": "conflict", "version": current}))
-            }
-            Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()})),
+            Ok(CommitOutcome::Conflict { current }) => json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "conflict", "version": current}),
+            ),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            ),
         }
     }
 }

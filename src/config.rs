@@ -66,7 +66,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     n.checked_mul(ms_per)
         .map(Duration::from_millis)
@@ -88,7 +92,9 @@ impl fmt::Display for Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -523,7 +529,12 @@ impl Config {
             Ok(())
         }
         pick(&mut self.store.url, &self.store.url_env, "store.url", env)?;
-        pick(&mut self.admin.token, &self.admin.token_env, "admin.token", env)?;
+        pick(
+            &mut self.admin.token,
+            &self.admin.token_env,
+            "admin.token",
+            env,
+        )?;
         for (i, route) in self.routes.iter_mut().enumerate() {
             if let Some(v) = route.verify.as_mut() {
                 pick(
@@ -546,16 +557,25 @@ impl Config {
             }
         };
         if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::new("server.max_body_bytes", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be greater than zero",
+            ));
         }
         if self.server.max_connections == 0 {
-            return Err(ConfigError::new("server.max_connections", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be greater than zero",
+            ));
         }
         positive("server.header_timeout", self.server.header_timeout)?;
         positive("server.body_timeout", self.server.body_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
-        positive("upstream.pool_idle_timeout", self.upstream.pool_idle_timeout)?;
+        positive(
+            "upstream.pool_idle_timeout",
+            self.upstream.pool_idle_timeout,
+        )?;
         positive("store.ttl", self.store.ttl)?;
         positive("store.dedupe_window", self.store.dedupe_window)?;
         positive("store.lock_wait", self.store.lock_wait)?;
@@ -575,11 +595,12 @@ impl Config {
             .map_err(|e| ConfigError::new("upstream.url", e))?;
 
         if self.store.max_state_bytes == 0 {
-            return Err(ConfigError::new("store.max_state_bytes", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "store.max_state_bytes",
+                "must be greater than zero",
+            ));
         }
-        if self.store.key_prefix.is_empty()
-            || !self.store.key_prefix.chars().all(is_name_char)
-        {
+        if self.store.key_prefix.is_empty() || !self.store.key_prefix.chars().all(is_name_char) {
             return Err(ConfigError::new(
                 "store.key_prefix",
                 "must be non-empty and use only A-Z a-z 0-9 _ - .",
@@ -759,7 +780,10 @@ key = ["json:/message/from/id"]
         assert_eq!(parse(&text).expect_err("unset env").key, "admin.token_env");
         let env = HashMap::from([("ADMIN_TOKEN".to_string(), "s3cr3t-token".to_string())]);
         let c = Config::parse(&text, &env).expect("valid");
-        assert_eq!(c.admin.token.as_ref().map(Secret::expose), Some("s3cr3t-token"));
+        assert_eq!(
+            c.admin.token.as_ref().map(Secret::expose),
+            Some("s3cr3t-token")
+        );
         let printed = c.to_masked_toml();
         assert!(!printed.contains("s3cr3t"), "{printed}");
         assert!(format!("{c:?}").find("s3cr3t").is_none());
@@ -767,16 +791,16 @@ key = ["json:/message/from/id"]
 
     #[test]
     fn redis_url_password_is_redacted() {
-        assert_eq!(redact_url("redis://:pw@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(
+            redact_url("redis://:pw@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 
     #[test]
     fn preset_fills_keys() {
-        let text = MINIMAL.replace(
-            "key = [\"json:/message/from/id\"]",
-            "preset = \"telegram\"",
-        );
+        let text = MINIMAL.replace("key = [\"json:/message/from/id\"]", "preset = \"telegram\"");
         let c = parse(&text).expect("valid");
         assert!(!c.routes[0].key.is_empty());
         assert_eq!(c.routes[0].dedupe.as_deref(), Some("json:/update_id"));

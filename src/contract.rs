@@ -172,20 +172,29 @@ pub enum CaptureError {
 pub fn decode_state(value: &[u8], max: usize) -> Result<Bytes, CaptureError> {
     let json: Bytes = if value.first() == Some(&b'{') {
         if value.len() > max {
-            return Err(CaptureError::TooLarge { size: value.len(), max });
+            return Err(CaptureError::TooLarge {
+                size: value.len(),
+                max,
+            });
         }
         Bytes::copy_from_slice(value)
     } else {
         // Reject before decoding what could not fit anyway.
         let estimate = value.len() / 4 * 3;
         if estimate > max + 2 {
-            return Err(CaptureError::TooLarge { size: estimate, max });
+            return Err(CaptureError::TooLarge {
+                size: estimate,
+                max,
+            });
         }
         let decoded = B64_DECODE
             .decode(value)
             .map_err(|_| CaptureError::Undecodable)?;
         if decoded.len() > max {
-            return Err(CaptureError::TooLarge { size: decoded.len(), max });
+            return Err(CaptureError::TooLarge {
+                size: decoded.len(),
+                max,
+            });
         }
         Bytes::from(decoded)
     };
@@ -236,7 +245,9 @@ pub fn capture_body(
     let (parents, last) = split_pointer(pointer);
     let mut target = json.as_object_mut();
     for token in &parents {
-        target = target.and_then(|t| t.get_mut(token)).and_then(Value::as_object_mut);
+        target = target
+            .and_then(|t| t.get_mut(token))
+            .and_then(Value::as_object_mut);
     }
     let Some(member) = target.and_then(|t| t.shift_remove(&last)) else {
         return (None, Ok(StateChange::Keep));
@@ -257,7 +268,10 @@ fn field_change(member: Value, max: usize) -> Result<StateChange, CaptureError> 
         Some(state) => {
             let text = serde_json::to_vec(&state).map_err(|_| CaptureError::Undecodable)?;
             if text.len() > max {
-                return Err(CaptureError::TooLarge { size: text.len(), max });
+                return Err(CaptureError::TooLarge {
+                    size: text.len(),
+                    max,
+                });
             }
             Ok(StateChange::Put(Bytes::from(text)))
         }
@@ -298,26 +312,44 @@ mod tests {
 
     #[test]
     fn decodes_raw_and_base64() {
-        assert_eq!(decode_state(br#"{"a":1}"#, 100).unwrap(), &br#"{"a":1}"#[..]);
+        assert_eq!(
+            decode_state(br#"{"a":1}"#, 100).unwrap(),
+            &br#"{"a":1}"#[..]
+        );
         let b64 = encode_state(br#"[1,2]"#);
         assert_eq!(decode_state(b64.as_bytes(), 100).unwrap(), &b"[1,2]"[..]);
         // Padding is optional.
         let padded = base64::engine::general_purpose::URL_SAFE.encode(b"\"ab\"");
         assert!(padded.ends_with('='));
-        assert_eq!(decode_state(padded.as_bytes(), 100).unwrap(), &b"\"ab\""[..]);
+        assert_eq!(
+            decode_state(padded.as_bytes(), 100).unwrap(),
+            &b"\"ab\""[..]
+        );
     }
 
     #[test]
     fn rejects_garbage_and_oversize() {
-        assert_eq!(decode_state(b"{not json", 100), Err(CaptureError::Undecodable));
+        assert_eq!(
+            decode_state(b"{not json", 100),
+            Err(CaptureError::Undecodable)
+        );
         assert_eq!(decode_state(b"!!!", 100), Err(CaptureError::Undecodable));
         // base64 of something that is not JSON
         let b64 = encode_state(b"hello");
-        assert_eq!(decode_state(b64.as_bytes(), 100), Err(CaptureError::Undecodable));
+        assert_eq!(
+            decode_state(b64.as_bytes(), 100),
+            Err(CaptureError::Undecodable)
+        );
         let big = format!("{{\"a\":\"{}\"}}", "x".repeat(200));
-        assert!(matches!(decode_state(big.as_bytes(), 100), Err(CaptureError::TooLarge { .. })));
+        assert!(matches!(
+            decode_state(big.as_bytes(), 100),
+            Err(CaptureError::TooLarge { .. })
+        ));
         let deep = "[".repeat(100_000);
-        assert_eq!(decode_state(encode_state(deep.as_bytes()).as_bytes(), 1 << 20), Err(CaptureError::Undecodable));
+        assert_eq!(
+            decode_state(encode_state(deep.as_bytes()).as_bytes(), 1 << 20),
+            Err(CaptureError::Undecodable)
+        );
     }
 
     #[test]
@@ -350,11 +382,19 @@ mod tests {
         assert_eq!(nested["meta"]["sh"]["key"], "tg:1");
         assert!(!inject_body(&mut Value::Array(vec![]), "/_statehold", &inj));
 
-        let resp = br#"{"method":"sendMessage","_statehold":{"state":{"step":"done"}},"text":"ok"}"#;
+        let resp =
+            br#"{"method":"sendMessage","_statehold":{"state":{"step":"done"}},"text":"ok"}"#;
         let (new_body, change) = capture_body(resp, "/_statehold", 100);
-        assert_eq!(change, Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#))));
-        assert_eq!(new_body.unwrap(), &br#"{"method":"sendMessage","text":"ok"}"#[..]);
-        let (new_body, change) = capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100);
+        assert_eq!(
+            change,
+            Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#)))
+        );
+        assert_eq!(
+            new_body.unwrap(),
+            &br#"{"method":"sendMessage","text":"ok"}"#[..]
+        );
+        let (new_body, change) =
+            capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100);
         assert_eq!(change, Ok(StateChange::Clear));
         assert_eq!(new_body.unwrap(), &b"{}"[..]);
         let (new_body, change) = capture_body(b"plain text", "/_statehold", 100);

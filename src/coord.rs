@@ -90,7 +90,10 @@ fn release_slot(shards: &[Mutex<HashMap<String, Slot>>; SHARDS], shard: usize, k
     // Waiters and the holder keep clones; only the map's own is left when
     // the conversation is idle. Checked under the shard lock, which every
     // new waiter takes to clone the slot, so this cannot race.
-    if map.get(key).is_some_and(|slot| Arc::strong_count(slot) == 1) {
+    if map
+        .get(key)
+        .is_some_and(|slot| Arc::strong_count(slot) == 1)
+    {
         map.remove(key);
     }
 }
@@ -191,7 +194,10 @@ mod tests {
         assert!(matches!(err, Err(TurnError::WaitExceeded(_))));
         let f1 = held.fence();
         drop(held);
-        let again = turns.acquire(&key, Duration::from_millis(20)).await.unwrap();
+        let again = turns
+            .acquire(&key, Duration::from_millis(20))
+            .await
+            .unwrap();
         assert!(again.fence() > f1);
         drop(again);
         assert_eq!(turns.busy(), 0);

@@ -31,7 +31,9 @@ impl KeySource {
             format!("`{text}`: expected `json:<pointer>`, `header:<name>`, `query:<name>` or `form:<field>`")
         })?;
         if arg.is_empty() {
-            return Err(format!("`{text}`: the source names nothing after `{kind}:`"));
+            return Err(format!(
+                "`{text}`: the source names nothing after `{kind}:`"
+            ));
         }
         match kind {
             "json" => {
@@ -65,9 +67,7 @@ impl KeySource {
                 Value::Number(n) => Cow::Owned(n.to_string()),
                 _ => return None,
             },
-            KeySource::Header(name) => {
-                Cow::Borrowed(req.headers.get(name)?.to_str().ok()?.trim())
-            }
+            KeySource::Header(name) => Cow::Borrowed(req.headers.get(name)?.to_str().ok()?.trim()),
             KeySource::Query(name) => find_urlencoded(req.query?.as_bytes(), name)?,
             KeySource::Form(name) => find_urlencoded(req.body, name)?,
         };
@@ -95,10 +95,7 @@ pub struct RequestParts<'a> {
 }
 
 /// First present source wins.
-pub fn first_present<'a>(
-    sources: &[KeySource],
-    req: &RequestParts<'a>,
-) -> Option<Cow<'a, str>> {
+pub fn first_present<'a>(sources: &[KeySource], req: &RequestParts<'a>) -> Option<Cow<'a, str>> {
     sources.iter().find_map(|s| s.extract(req))
 }
 
@@ -177,7 +174,11 @@ pub fn mask_id(id: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parts<'a>(headers: &'a HeaderMap, json: Option<&'a Value>, body: &'a [u8]) -> RequestParts<'a> {
+    fn parts<'a>(
+        headers: &'a HeaderMap,
+        json: Option<&'a Value>,
+        body: &'a [u8],
+    ) -> RequestParts<'a> {
         RequestParts {
             headers,
             query: Some("chat=42&x=1"),

@@ -48,12 +48,21 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
         let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
         let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
     }
@@ -179,7 +188,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
         };
 
-        help(&mut out, "statehold_requests_total", "counter", "Requests by route, outcome and status class.");
+        help(
+            &mut out,
+            "statehold_requests_total",
+            "counter",
+            "Requests by route, outcome and status class.",
+        );
         for (r, route) in self.routes.iter().enumerate() {
             for outcome in Outcome::ALL {
                 for (c, class) in STATUS_CLASSES.iter().enumerate() {
@@ -195,35 +209,119 @@ impl Metrics {
             }
         }
 
-        help(&mut out, "statehold_request_duration_seconds", "histogram", "Whole request time inside statehold, bot included.");
+        help(
+            &mut out,
+            "statehold_request_duration_seconds",
+            "histogram",
+            "Whole request time inside statehold, bot included.",
+        );
         for (r, route) in self.routes.iter().enumerate() {
-            self.request_duration[r].render(&mut out, "statehold_request_duration_seconds", &format!("route=\"{route}\""));
+            self.request_duration[r].render(
+                &mut out,
+                "statehold_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
         }
-        help(&mut out, "statehold_upstream_duration_seconds", "histogram", "Time the bot took to answer.");
-        self.upstream_duration.render(&mut out, "statehold_upstream_duration_seconds", "");
-        help(&mut out, "statehold_store_duration_seconds", "histogram", "Store operation time.");
+        help(
+            &mut out,
+            "statehold_upstream_duration_seconds",
+            "histogram",
+            "Time the bot took to answer.",
+        );
+        self.upstream_duration
+            .render(&mut out, "statehold_upstream_duration_seconds", "");
+        help(
+            &mut out,
+            "statehold_store_duration_seconds",
+            "histogram",
+            "Store operation time.",
+        );
         for (i, op) in ["load", "commit"].iter().enumerate() {
-            self.store_duration[i].render(&mut out, "statehold_store_duration_seconds", &format!("op=\"{op}\""));
+            self.store_duration[i].render(
+                &mut out,
+                "statehold_store_duration_seconds",
+                &format!("op=\"{op}\""),
+            );
         }
 
-        help(&mut out, "statehold_state_loads_total", "counter", "Snapshot loads by result.");
+        help(
+            &mut out,
+            "statehold_state_loads_total",
+            "counter",
+            "Snapshot loads by result.",
+        );
         for (i, r) in ["hit", "miss", "error"].iter().enumerate() {
-            let _ = writeln!(out, "statehold_state_loads_total{{result=\"{r}\"}} {}", self.state_loads[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "statehold_state_loads_total{{result=\"{r}\"}} {}",
+                self.state_loads[i].load(Ordering::Relaxed)
+            );
         }
-        help(&mut out, "statehold_state_saves_total", "counter", "Snapshot saves by result.");
+        help(
+            &mut out,
+            "statehold_state_saves_total",
+            "counter",
+            "Snapshot saves by result.",
+        );
         for (i, r) in ["ok", "rejected", "error"].iter().enumerate() {
-            let _ = writeln!(out, "statehold_state_saves_total{{result=\"{r}\"}} {}", self.state_saves[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "statehold_state_saves_total{{result=\"{r}\"}} {}",
+                self.state_saves[i].load(Ordering::Relaxed)
+            );
         }
-        help(&mut out, "statehold_dedupe_hits_total", "counter", "Redeliveries answered from the recorded response.");
-        let _ = writeln!(out, "statehold_dedupe_hits_total {}", self.dedupe_hits.load(Ordering::Relaxed));
-        help(&mut out, "statehold_lock_wait_seconds", "histogram", "Time spent waiting for a conversation's turn.");
-        self.lock_wait.render(&mut out, "statehold_lock_wait_seconds", "");
-        help(&mut out, "statehold_conflicts_total", "counter", "Commits refused because the record moved on (version or fence).");
-        let _ = writeln!(out, "statehold_conflicts_total {}", self.conflicts.load(Ordering::Relaxed));
-        help(&mut out, "statehold_store_up", "gauge", "1 when the last store operation succeeded.");
-        let _ = writeln!(out, "statehold_store_up {}", self.store_up.load(Ordering::Relaxed));
-        help(&mut out, "statehold_turns_waiting", "gauge", "Requests waiting for their conversation's turn right now.");
-        let _ = writeln!(out, "statehold_turns_waiting {}", self.turns_waiting.load(Ordering::Relaxed));
+        help(
+            &mut out,
+            "statehold_dedupe_hits_total",
+            "counter",
+            "Redeliveries answered from the recorded response.",
+        );
+        let _ = writeln!(
+            out,
+            "statehold_dedupe_hits_total {}",
+            self.dedupe_hits.load(Ordering::Relaxed)
+        );
+        help(
+            &mut out,
+            "statehold_lock_wait_seconds",
+            "histogram",
+            "Time spent waiting for a conversation's turn.",
+        );
+        self.lock_wait
+            .render(&mut out, "statehold_lock_wait_seconds", "");
+        help(
+            &mut out,
+            "statehold_conflicts_total",
+            "counter",
+            "Commits refused because the record moved on (version or fence).",
+        );
+        let _ = writeln!(
+            out,
+            "statehold_conflicts_total {}",
+            self.conflicts.load(Ordering::Relaxed)
+        );
+        help(
+            &mut out,
+            "statehold_store_up",
+            "gauge",
+            "1 when the last store operation succeeded.",
+        );
+        let _ = writeln!(
+            out,
+            "statehold_store_up {}",
+            self.store_up.load(Ordering::Relaxed)
+        );
+        help(
+            &mut out,
+            "statehold_turns_waiting",
+            "gauge",
+            "Requests waiting for their conversation's turn right now.",
+        );
+        let _ = writeln!(
+            out,
+            "statehold_turns_waiting {}",
+            self.turns_waiting.load(Ordering::Relaxed)
+        );
         out
     }
 }

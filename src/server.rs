@@ -104,7 +104,8 @@ async fn serve_connection<S: Store, T: Turns>(
             watcher.watch(conn).await
         }
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
+            let handshake =
+                tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls_stream)) => {
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
@@ -135,9 +136,13 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("server.tls.cert {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("server.tls.cert {}: no certificate found", cert.display()));
+        return Err(format!(
+            "server.tls.cert {}: no certificate found",
+            cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("server.tls.key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("server.tls.key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

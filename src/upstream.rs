@@ -114,7 +114,10 @@ impl Upstream {
     }
 
     /// Sends the request; the timeout covers the response head.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
@@ -127,7 +130,8 @@ impl Upstream {
     pub async fn reachable(&self) -> bool {
         let addr = self.target.socket_addr_text();
         matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await,
             Ok(Ok(_))
         )
     }
@@ -200,9 +204,15 @@ mod tests {
     fn target_and_uris() {
         let t = UpstreamTarget::parse("http://127.0.0.1:3000").unwrap();
         let pq: PathAndQuery = "/telegram?x=1".parse().unwrap();
-        assert_eq!(t.uri_for(Some(&pq)).unwrap(), "http://127.0.0.1:3000/telegram?x=1");
+        assert_eq!(
+            t.uri_for(Some(&pq)).unwrap(),
+            "http://127.0.0.1:3000/telegram?x=1"
+        );
         let t = UpstreamTarget::parse("http://bot:8000/api/").unwrap();
-        assert_eq!(t.uri_for(Some(&pq)).unwrap(), "http://bot:8000/api/telegram?x=1");
+        assert_eq!(
+            t.uri_for(Some(&pq)).unwrap(),
+            "http://bot:8000/api/telegram?x=1"
+        );
         assert_eq!(t.socket_addr_text(), "bot:8000");
         assert!(UpstreamTarget::parse("https://bot").is_err());
         assert!(UpstreamTarget::parse("not a url").is_err());

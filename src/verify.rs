@@ -31,7 +31,12 @@ impl Verifier {
         Verifier { kind, secret }
     }
 
-    pub fn check(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<(), VerifyError> {
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), VerifyError> {
         let secret = self.secret.expose().as_bytes();
         match self.kind {
             VerifyKind::Telegram => {
@@ -51,7 +56,9 @@ impl Verifier {
             VerifyKind::Slack => {
                 let (ts_name, sig_name) = ("x-slack-request-timestamp", "x-slack-signature");
                 let ts = headers.get(ts_name).ok_or(VerifyError::Missing(ts_name))?;
-                let sig = headers.get(sig_name).ok_or(VerifyError::Missing(sig_name))?;
+                let sig = headers
+                    .get(sig_name)
+                    .ok_or(VerifyError::Missing(sig_name))?;
                 let ts_num: i64 = ts
                     .to_str()
                     .ok()
@@ -105,9 +112,15 @@ mod tests {
         let v = Verifier::new(VerifyKind::Telegram, Secret::new("tok_123"));
         let mut h = HeaderMap::new();
         assert!(matches!(v.check(&h, b"", 0), Err(VerifyError::Missing(_))));
-        h.insert("x-telegram-bot-api-secret-token", "tok_124".parse().unwrap());
+        h.insert(
+            "x-telegram-bot-api-secret-token",
+            "tok_124".parse().unwrap(),
+        );
         assert_eq!(v.check(&h, b"", 0), Err(VerifyError::Mismatch));
-        h.insert("x-telegram-bot-api-secret-token", "tok_123".parse().unwrap());
+        h.insert(
+            "x-telegram-bot-api-secret-token",
+            "tok_123".parse().unwrap(),
+        );
         assert_eq!(v.check(&h, b"", 0), Ok(()));
     }
 
@@ -124,17 +137,26 @@ mod tests {
 
     #[test]
     fn slack_signature_and_window() {
-        let v = Verifier::new(VerifyKind::Slack, Secret::new("8f742231b10e8888abcd99yyyzzz85a5"));
+        let v = Verifier::new(
+            VerifyKind::Slack,
+            Secret::new("8f742231b10e8888abcd99yyyzzz85a5"),
+        );
         let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J";
         let ts = "1531420618";
         let mut h = HeaderMap::new();
         let sig = format!(
             "v0={}",
-            hmac_hex(b"8f742231b10e8888abcd99yyyzzz85a5", &[b"v0:", ts.as_bytes(), b":", body])
+            hmac_hex(
+                b"8f742231b10e8888abcd99yyyzzz85a5",
+                &[b"v0:", ts.as_bytes(), b":", body]
+            )
         );
         h.insert("x-slack-request-timestamp", ts.parse().unwrap());
         h.insert("x-slack-signature", sig.parse().unwrap());
         assert_eq!(v.check(&h, body, 1_531_420_618 + 10), Ok(()));
-        assert_eq!(v.check(&h, body, 1_531_420_618 + 301), Err(VerifyError::Stale));
+        assert_eq!(
+            v.check(&h, body, 1_531_420_618 + 301),
+            Err(VerifyError::Stale)
+        );
     }
 }

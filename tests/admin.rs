@@ -46,18 +46,40 @@ fn state_api_needs_the_token_and_reads_writes_deletes() {
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     let path = "/v1/state/tg/71";
     assert_eq!(support::get(sh.admin(), path).unwrap().status, 401);
-    let wrong = support::request(sh.admin(), "GET", path, &[("authorization", "Bearer nope")], b"").unwrap();
+    let wrong = support::request(
+        sh.admin(),
+        "GET",
+        path,
+        &[("authorization", "Bearer nope")],
+        b"",
+    )
+    .unwrap();
     assert_eq!(wrong.status, 401);
-    assert_eq!(support::request(sh.admin(), "GET", path, &[AUTH], b"").unwrap().status, 404);
+    assert_eq!(
+        support::request(sh.admin(), "GET", path, &[AUTH], b"")
+            .unwrap()
+            .status,
+        404
+    );
 
     // An operator puts a conversation at the plan step; the flow continues from there.
     let state = json!({"step": "plan", "name": "Pia", "email": "pia@example.com", "applied": []});
-    let put = support::request(sh.admin(), "PUT", path, &[AUTH], state.to_string().as_bytes()).unwrap();
+    let put = support::request(
+        sh.admin(),
+        "PUT",
+        path,
+        &[AUTH],
+        state.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(put.json()["version"], 1);
     assert_eq!(sh.stored("tg", "71").unwrap()["state"], state);
     let r = sh.update(1, 71, "basic");
-    assert_eq!(reply_text(&r), "Registered Pia <pia@example.com> on the basic plan. Done!");
+    assert_eq!(
+        reply_text(&r),
+        "Registered Pia <pia@example.com> on the basic plan. Done!"
+    );
 
     let bad = support::request(sh.admin(), "PUT", path, &[AUTH], b"{nope").unwrap();
     assert_eq!(bad.status, 400);

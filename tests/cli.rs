@@ -18,7 +18,12 @@ fn statehold(args: &[&str]) -> std::process::Output {
 fn shipped_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     let out = statehold(&["check-config", "--config", path]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("backend = \"embedded\""));
     assert!(printed.contains("json:/update_id"), "preset expanded");
@@ -46,11 +51,26 @@ fn wrong_types_and_values_name_the_key() {
     let dir = support::temp_dir();
     let base = Config::new(1, dir.path()).render();
     for (edit, key) in [
-        (base.replace("timeout = \"10s\"", "timeout = 10"), "upstream.timeout"),
-        (base.replace("timeout = \"10s\"", "timeout = \"10 parsecs\""), "upstream.timeout"),
-        (base.replace("mode = \"header\"", "mode = \"carrier-pigeon\""), "contract.mode"),
-        (base.replace("namespace = \"tg\"", "namespace = \"\""), "route[0].namespace"),
-        (base.replace("url = \"http://", "url = \"ftp://"), "upstream.url"),
+        (
+            base.replace("timeout = \"10s\"", "timeout = 10"),
+            "upstream.timeout",
+        ),
+        (
+            base.replace("timeout = \"10s\"", "timeout = \"10 parsecs\""),
+            "upstream.timeout",
+        ),
+        (
+            base.replace("mode = \"header\"", "mode = \"carrier-pigeon\""),
+            "contract.mode",
+        ),
+        (
+            base.replace("namespace = \"tg\"", "namespace = \"\""),
+            "route[0].namespace",
+        ),
+        (
+            base.replace("url = \"http://", "url = \"ftp://"),
+            "upstream.url",
+        ),
     ] {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, edit).unwrap();
@@ -78,7 +98,12 @@ fn check_config_masks_secrets() {
         .env("TG_SECRET", "super-secret-value")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(!printed.contains("super-secret-value"));
     assert!(!printed.contains("test-admin-token"));
@@ -122,5 +147,10 @@ fn config_path_defaults_to_env_var() {
         .env("STATEHOLD_CONFIG", &path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

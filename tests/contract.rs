@@ -15,7 +15,8 @@ fn forged_inbound_statehold_headers_never_reach_the_bot() {
     let dir = support::temp_dir();
     let bot = Bot::start(support::free_port());
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
-    let forged_state = statehold::contract::encode_state(br#"{"step":"plan","name":"Mallory","applied":[]}"#);
+    let forged_state =
+        statehold::contract::encode_state(br#"{"step":"plan","name":"Mallory","applied":[]}"#);
     let forged = [
         ("X-Statehold-State", forged_state.as_str()),
         ("x-statehold-key", "tg:999"),
@@ -49,11 +50,21 @@ fn no_statehold_header_reaches_the_client() {
         sh.update(1, 31, "/start"),
         sh.update(2, 31, "Jo"),
         sh.update(2, 31, "Jo"), // answered from the dedupe record
-        support::post_json(sh.addr(), "/unrouted", &support::tg_update(3, 31, "x"), &[("x-demo-report", "{}")]).unwrap(),
+        support::post_json(
+            sh.addr(),
+            "/unrouted",
+            &support::tg_update(3, 31, "x"),
+            &[("x-demo-report", "{}")],
+        )
+        .unwrap(),
         sh.update_with(4, 31, "x", &[("x-demo-report", "not json")]),
     ] {
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.reserved_headers().is_empty(), "leaked: {:?}", r.reserved_headers());
+        assert!(
+            r.reserved_headers().is_empty(),
+            "leaked: {:?}",
+            r.reserved_headers()
+        );
     }
 }
 
@@ -95,17 +106,30 @@ fn body_mode_round_trip_and_no_field_leaks() {
         assert_eq!(reply_text(&r), want);
         let body = r.json();
         assert!(body.get("_statehold").is_none(), "field leaked: {body}");
-        assert_eq!(r.header("content-length").unwrap(), r.body.len().to_string());
+        assert_eq!(
+            r.header("content-length").unwrap(),
+            r.body.len().to_string()
+        );
         assert!(r.reserved_headers().is_empty());
     }
     let seen = last_handled(&bot);
     assert_eq!(seen["status_seen"], "restored");
-    assert!(seen["reserved_seen"].get("x-statehold-state").is_none(), "body mode keeps big state out of headers");
+    assert!(
+        seen["reserved_seen"].get("x-statehold-state").is_none(),
+        "body mode keeps big state out of headers"
+    );
     let stored = sh.stored("tg", "33").unwrap();
     assert_eq!(stored["state"]["name"], "Lee");
     let r = sh.update(4, 33, "pro");
-    assert_eq!(reply_text(&r), "Registered Lee <lee@example.com> on the pro plan. Done!");
-    assert_eq!(sh.stored("tg", "33"), None, "clear in the body field deletes the snapshot");
+    assert_eq!(
+        reply_text(&r),
+        "Registered Lee <lee@example.com> on the pro plan. Done!"
+    );
+    assert_eq!(
+        sh.stored("tg", "33"),
+        None,
+        "clear in the body field deletes the snapshot"
+    );
 }
 
 #[test]
@@ -138,17 +162,36 @@ fn undecodable_or_oversized_snapshot_is_refused_and_the_old_one_stays() {
 
     let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(300));
     let big_b64 = statehold::contract::encode_state(big.as_bytes());
-    for (n, bad) in ["not json at all", "{broken", "e30=!!", big.as_str(), big_b64.as_str()].iter().enumerate() {
+    for (n, bad) in [
+        "not json at all",
+        "{broken",
+        "e30=!!",
+        big.as_str(),
+        big_b64.as_str(),
+    ]
+    .iter()
+    .enumerate()
+    {
         let r = sh.update_with(10 + n as u64, 35, "Ned", &[("x-demo-report", bad)]);
         assert_eq!(r.status, 200, "the bot's answer still goes out");
         assert!(r.reserved_headers().is_empty());
-        assert_eq!(sh.stored("tg", "35").unwrap(), before, "old snapshot intact");
+        assert_eq!(
+            sh.stored("tg", "35").unwrap(),
+            before,
+            "old snapshot intact"
+        );
     }
-    assert_eq!(sh.metric("statehold_state_saves_total{result=\"rejected\"}"), 5.0);
+    assert_eq!(
+        sh.metric("statehold_state_saves_total{result=\"rejected\"}"),
+        5.0
+    );
     let logs = sh.logs();
     assert!(logs.contains("snapshot not stored"), "{logs}");
     assert!(logs.contains("over store.max_state_bytes"));
-    assert!(!logs.contains("xxxxxxxxxx"), "snapshot content never logged");
+    assert!(
+        !logs.contains("xxxxxxxxxx"),
+        "snapshot content never logged"
+    );
 }
 
 #[test]
@@ -157,7 +200,13 @@ fn missing_key_passes_through_or_is_rejected() {
     let bot = Bot::start(support::free_port());
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     // No chat id: forwarded without any state header.
-    let r = support::post_json(sh.addr(), "/telegram", r#"{"update_id":1,"poll":{"id":"5"}}"#, &[]).unwrap();
+    let r = support::post_json(
+        sh.addr(),
+        "/telegram",
+        r#"{"update_id":1,"poll":{"id":"5"}}"#,
+        &[],
+    )
+    .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(last_handled(&bot)["reserved_seen"], json!({}));
 
@@ -167,7 +216,13 @@ fn missing_key_passes_through_or_is_rejected() {
     config.route_extra = "on_missing_key = \"reject\"\n".into();
     let sh2 = Statehold::start(config);
     let handled = bot.handled().len();
-    let r = support::post_json(sh2.addr(), "/telegram", r#"{"update_id":2,"message":{"chat":{"id":{"nested":1}}}}"#, &[]).unwrap();
+    let r = support::post_json(
+        sh2.addr(),
+        "/telegram",
+        r#"{"update_id":2,"message":{"chat":{"id":{"nested":1}}}}"#,
+        &[],
+    )
+    .unwrap();
     assert_eq!(r.status, 400, "a key of the wrong JSON type is no key");
     assert_eq!(r.json()["error"], "bad_request");
     assert_eq!(bot.handled().len(), handled, "bot not called");
@@ -182,7 +237,11 @@ fn unmatched_paths_are_proxied_untouched() {
         sh.addr(),
         "POST",
         "/health/check?x=1&y=two",
-        &[("x-forwarded-for", "203.0.113.7"), ("connection", "close, x-hop"), ("x-hop", "1")],
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+        ],
         b"not json",
     )
     .unwrap();
@@ -194,6 +253,40 @@ fn unmatched_paths_are_proxied_untouched() {
     assert_eq!(seen["forwarded_for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(seen["forwarded_proto"], "http");
     let names = seen["header_names"].as_array().unwrap();
-    assert!(!names.contains(&json!("x-hop")), "headers named in Connection are hop-by-hop");
+    assert!(
+        !names.contains(&json!("x-hop")),
+        "headers named in Connection are hop-by-hop"
+    );
     assert!(sh.logs().lines().all(|l| !l.contains("route=/health")));
+}
+
+#[test]
+fn failed_signature_is_401_and_the_bot_is_not_called() {
+    let dir = support::temp_dir();
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    config.route_extra = "[route.verify]\nkind = \"telegram\"\nsecret = \"s3cret-token\"\n".into();
+    let sh = Statehold::start(config);
+    let r = sh.update(1, 36, "/start");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "unverified");
+    let r = sh.update_with(
+        1,
+        36,
+        "/start",
+        &[("x-telegram-bot-api-secret-token", "wrong")],
+    );
+    assert_eq!(r.status, 401);
+    assert!(bot.handled().is_empty());
+    let r = sh.update_with(
+        1,
+        36,
+        "/start",
+        &[("x-telegram-bot-api-secret-token", "s3cret-token")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(bot.handled().len(), 1);
+    let logs = sh.logs();
+    assert!(logs.contains("outcome=\"unverified\""));
+    assert!(!logs.contains("s3cret-token"), "secrets never logged");
 }

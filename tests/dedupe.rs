@@ -21,7 +21,11 @@ fn redelivered_update_is_processed_once() {
         assert_eq!(r.header("content-type"), first.header("content-type"));
         assert!(r.reserved_headers().is_empty());
     }
-    let handled: Vec<_> = bot.handled().iter().map(|h| h["update_id"].clone()).collect();
+    let handled: Vec<_> = bot
+        .handled()
+        .iter()
+        .map(|h| h["update_id"].clone())
+        .collect();
     assert_eq!(handled, vec![1, 2], "the bot saw update 2 once");
     assert_eq!(sh.metric("statehold_dedupe_hits_total"), 2.0);
     // The snapshot applied update 2 once.
@@ -40,16 +44,18 @@ fn redelivery_while_first_is_in_flight_waits_and_gets_the_same_answer() {
     let (a, b) = std::thread::scope(|s| {
         let slow = s.spawn(|| sh.update_with(2, 6, "Dee", &[("x-demo-delay-ms", "400")]));
         // The redelivery is sent once the first is inside the bot.
-        support::wait_until("first delivery in the bot", || {
-            in_flight(&bot)
-        });
+        support::wait_until("first delivery in the bot", || in_flight(&bot));
         let fast = s.spawn(|| sh.update(2, 6, "Dee"));
         (slow.join().unwrap(), fast.join().unwrap())
     });
     assert_eq!(a.status, 200);
     assert_eq!(a.body, b.body);
     assert_eq!(reply_text(&b), "Nice to meet you, Dee. Your email?");
-    let ids: Vec<_> = bot.handled().iter().map(|h| h["update_id"].clone()).collect();
+    let ids: Vec<_> = bot
+        .handled()
+        .iter()
+        .map(|h| h["update_id"].clone())
+        .collect();
     assert_eq!(ids, vec![1, 2]);
     assert_eq!(sh.metric("statehold_dedupe_hits_total"), 1.0);
 }

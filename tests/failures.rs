@@ -6,7 +6,9 @@ mod support;
 use support::{Bot, Config, Statehold};
 
 /// A statehold with one stored snapshot (chat 50 at step "email").
-fn with_snapshot(config_edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, Bot, Statehold, serde_json::Value) {
+fn with_snapshot(
+    config_edit: impl FnOnce(&mut Config),
+) -> (tempfile::TempDir, Bot, Statehold, serde_json::Value) {
     let dir = support::temp_dir();
     let bot = Bot::start(support::free_port());
     let mut config = Config::new(bot.port, dir.path());
@@ -20,7 +22,8 @@ fn with_snapshot(config_edit: impl FnOnce(&mut Config)) -> (tempfile::TempDir, B
 
 #[test]
 fn oversized_body_is_413_and_the_bot_is_not_called() {
-    let (_d, bot, sh, before) = with_snapshot(|c| c.server_extra = "max_body_bytes = 2048\n".into());
+    let (_d, bot, sh, before) =
+        with_snapshot(|c| c.server_extra = "max_body_bytes = 2048\n".into());
     let handled = bot.handled().len();
     let big = support::tg_update(3, 50, &"y".repeat(4096));
     let r = support::post_json(sh.addr(), "/telegram", &big, &[]).unwrap();
@@ -41,7 +44,11 @@ fn malformed_or_hostile_json_is_400_and_nothing_changes() {
     let (_d, bot, sh, before) = with_snapshot(|_| {});
     let handled = bot.handled().len();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    for body in ["{\"update_id\": 3, \"message\": ", "\u{0}\u{1}garbage", deep.as_str()] {
+    for body in [
+        "{\"update_id\": 3, \"message\": ",
+        "\u{0}\u{1}garbage",
+        deep.as_str(),
+    ] {
         let r = support::post_json(sh.addr(), "/telegram", body, &[]).unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(r.json()["error"], "bad_request");
@@ -50,7 +57,14 @@ fn malformed_or_hostile_json_is_400_and_nothing_changes() {
     let mut raw = b"{\"update_id\":3,\"message\":{\"chat\":{\"id\":50},\"text\":\"".to_vec();
     raw.extend_from_slice(&[0xff, 0xfe]);
     raw.extend_from_slice(b"\"}}");
-    let r = support::request(sh.addr(), "POST", "/telegram", &[("content-type", "application/json")], &raw).unwrap();
+    let r = support::request(
+        sh.addr(),
+        "POST",
+        "/telegram",
+        &[("content-type", "application/json")],
+        &raw,
+    )
+    .unwrap();
     assert_eq!(r.status, 400);
     assert_eq!(bot.handled().len(), handled, "bot not called");
     assert_eq!(sh.stored("tg", "50").unwrap(), before);
@@ -88,10 +102,14 @@ fn hanging_bot_is_504_and_the_turn_is_released() {
 
 #[test]
 fn slow_body_is_408() {
-    let (_d, _bot, sh, before) = with_snapshot(|c| c.server_extra = "body_timeout = \"300ms\"\n".into());
+    let (_d, _bot, sh, before) =
+        with_snapshot(|c| c.server_extra = "body_timeout = \"300ms\"\n".into());
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(sh.addr()).unwrap();
-    s.write_all(b"POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"update_id\":").unwrap();
+    s.write_all(
+        b"POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"update_id\":",
+    )
+    .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let r = support::parse_response(&buf).unwrap();

@@ -15,7 +15,11 @@ fn flow_survives_kill9_of_the_bot_between_every_step() {
         (1, "/start", "Welcome! What's your name?"),
         (2, "Ann", "Nice to meet you, Ann. Your email?"),
         (3, "ann@example.com", "Which plan: basic or pro?"),
-        (4, "pro", "Registered Ann <ann@example.com> on the pro plan. Done!"),
+        (
+            4,
+            "pro",
+            "Registered Ann <ann@example.com> on the pro plan. Done!",
+        ),
     ];
     for (update_id, text, expected) in steps {
         let r = sh.update(update_id, 42, text);
@@ -38,7 +42,10 @@ fn acknowledged_state_survives_kill9_of_statehold() {
     let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
 
     assert_eq!(sh.update(1, 7, "/start").status, 200);
-    assert_eq!(reply_text(&sh.update(2, 7, "Bo")), "Nice to meet you, Bo. Your email?");
+    assert_eq!(
+        reply_text(&sh.update(2, 7, "Bo")),
+        "Nice to meet you, Bo. Your email?"
+    );
     // kill -9 right after the answer: the save was acknowledged, so it is on disk.
     sh.crash_and_restart();
     let stored = sh.stored("tg", "7").expect("snapshot after restart");
@@ -48,10 +55,16 @@ fn acknowledged_state_survives_kill9_of_statehold() {
     // Kill the bot too: only statehold's copy is left.
     let mut bot = bot;
     bot.crash_and_restart();
-    assert_eq!(reply_text(&sh.update(3, 7, "bo@example.com")), "Which plan: basic or pro?");
+    assert_eq!(
+        reply_text(&sh.update(3, 7, "bo@example.com")),
+        "Which plan: basic or pro?"
+    );
     sh.crash_and_restart();
     let r = sh.update(4, 7, "basic");
-    assert_eq!(reply_text(&r), "Registered Bo <bo@example.com> on the basic plan. Done!");
+    assert_eq!(
+        reply_text(&r),
+        "Registered Bo <bo@example.com> on the basic plan. Done!"
+    );
 
     // A redelivery of an update answered before the crash is still deduped.
     sh.crash_and_restart();
@@ -71,7 +84,11 @@ fn many_conversations_survive_a_statehold_crash_mid_traffic() {
             let sh = &sh;
             s.spawn(move || {
                 assert_eq!(sh.update(chat as u64 * 10, chat, "/start").status, 200);
-                assert_eq!(sh.update(chat as u64 * 10 + 1, chat, &format!("user{chat}")).status, 200);
+                assert_eq!(
+                    sh.update(chat as u64 * 10 + 1, chat, &format!("user{chat}"))
+                        .status,
+                    200
+                );
             });
         }
     });
@@ -79,6 +96,9 @@ fn many_conversations_survive_a_statehold_crash_mid_traffic() {
     for &chat in &chats {
         let stored = sh.stored("tg", &chat.to_string()).expect("snapshot");
         assert_eq!(stored["state"]["name"], format!("user{chat}"));
-        assert_eq!(stored["state"]["applied"], serde_json::json!([chat * 10, chat * 10 + 1]));
+        assert_eq!(
+            stored["state"]["applied"],
+            serde_json::json!([chat * 10, chat * 10 + 1])
+        );
     }
 }

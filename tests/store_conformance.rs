@@ -14,7 +14,8 @@ async fn embedded_store_conforms() {
     let dir = support::temp_dir();
     let hour = Duration::from_secs(3600);
     let long = EmbeddedStore::open(&dir.path().join("long.db"), hour, hour).expect("open");
-    let short = EmbeddedStore::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL).expect("open");
+    let short =
+        EmbeddedStore::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL).expect("open");
     suite(Arc::new(long), Arc::new(short), "conf").await;
 }
 
@@ -29,15 +30,22 @@ async fn embedded_purge_deletes_what_expired() {
             expected_version: Some(0),
             fence: 0,
             change: statehold::store::StateChange::Put(bytes::Bytes::from_static(b"{}")),
-            dedupe: Some((format!("u{i}"), statehold::store::RecordedResponse {
-                status: http::StatusCode::OK,
-                headers: vec![],
-                body: bytes::Bytes::new(),
-            })),
+            dedupe: Some((
+                format!("u{i}"),
+                statehold::store::RecordedResponse {
+                    status: http::StatusCode::OK,
+                    headers: vec![],
+                    body: bytes::Bytes::new(),
+                },
+            )),
         };
         store.commit(&key, commit).await.expect("commit");
     }
-    assert_eq!(store.purge_expired().await.expect("purge"), 0, "nothing expired yet");
+    assert_eq!(
+        store.purge_expired().await.expect("purge"),
+        0,
+        "nothing expired yet"
+    );
     tokio::time::sleep(ttl * 2).await;
     // 50 snapshots + 50 dedupe records.
     assert_eq!(store.purge_expired().await.expect("purge"), 100);

@@ -6,7 +6,10 @@ use serde_json::Value;
 use support::{Bot, Config, Statehold};
 
 fn interval(h: &Value) -> (u64, u64) {
-    (h["start_us"].as_u64().unwrap(), h["end_us"].as_u64().unwrap())
+    (
+        h["start_us"].as_u64().unwrap(),
+        h["end_us"].as_u64().unwrap(),
+    )
 }
 
 fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -35,8 +38,17 @@ fn same_conversation_never_overlaps_while_others_proceed_in_parallel() {
 
     assert_eq!(bot.overlaps(), 0, "the bot never saw chat 10 twice at once");
     let handled = bot.handled();
-    let of = |id: u64| handled.iter().find(|h| h["update_id"] == id).map(interval).unwrap();
-    assert!(!overlap(of(3), of(4)), "chat 10's requests ran one after another");
+    let of = |id: u64| {
+        handled
+            .iter()
+            .find(|h| h["update_id"] == id)
+            .map(interval)
+            .unwrap()
+    };
+    assert!(
+        !overlap(of(3), of(4)),
+        "chat 10's requests ran one after another"
+    );
     assert!(
         overlap(of(5), of(3)) || overlap(of(5), of(4)),
         "chat 20 ran alongside chat 10"
@@ -82,7 +94,11 @@ fn arrival_order_is_kept_for_one_conversation() {
             assert_eq!(t.join().unwrap().status, 200);
         }
     });
-    let ids: Vec<_> = bot.handled().iter().map(|h| h["update_id"].as_u64().unwrap()).collect();
+    let ids: Vec<_> = bot
+        .handled()
+        .iter()
+        .map(|h| h["update_id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, vec![1, 2, 3, 4]);
 }
 

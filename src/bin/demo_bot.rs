@@ -112,8 +112,18 @@ impl Bot {
             _ => {}
         }
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let update: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let chat = update
             .pointer("/message/chat/id")
@@ -131,7 +141,10 @@ impl Bot {
         let (status_seen, injected) = if self.body_mode {
             let field = update.get("_statehold").cloned().unwrap_or(Value::Null);
             (
-                field.get("status").and_then(Value::as_str).map(str::to_string),
+                field
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 field.get("state").cloned().filter(|s| !s.is_null()),
             )
         } else {
@@ -144,7 +157,12 @@ impl Bot {
             .headers
             .iter()
             .filter(|(n, _)| n.as_str().starts_with("x-statehold-"))
-            .map(|(n, v)| (n.as_str().to_string(), Value::String(v.to_str().unwrap_or("?").into())))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    Value::String(v.to_str().unwrap_or("?").into()),
+                )
+            })
             .collect();
 
         let start = self.micros();
@@ -254,15 +272,25 @@ fn step(current: Option<Value>, text: &str, update_id: &Value) -> (String, Optio
     if let Some(applied) = state.get_mut("applied").and_then(Value::as_array_mut) {
         applied.push(update_id.clone());
     }
-    let step = state.get("step").and_then(Value::as_str).unwrap_or("name").to_string();
-    if text == "/start" && step == "name" && state["applied"].as_array().is_some_and(|a| a.len() == 1) {
+    let step = state
+        .get("step")
+        .and_then(Value::as_str)
+        .unwrap_or("name")
+        .to_string();
+    if text == "/start"
+        && step == "name"
+        && state["applied"].as_array().is_some_and(|a| a.len() == 1)
+    {
         return ("Welcome! What's your name?".into(), Some(state));
     }
     match step.as_str() {
         "name" => {
             state["name"] = json!(text);
             state["step"] = json!("email");
-            (format!("Nice to meet you, {text}. Your email?"), Some(state))
+            (
+                format!("Nice to meet you, {text}. Your email?"),
+                Some(state),
+            )
         }
         "email" => {
             state["email"] = json!(text);

@@ -226,8 +226,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 StatusCode::GATEWAY_TIMEOUT => Outcome::UpstreamTimeout,
                 _ => Outcome::Passthrough,
             };
-            self.metrics
-                .request(self.metrics.unmatched(), outcome, resp.status().as_u16(), started.elapsed());
+            self.metrics.request(
+                self.metrics.unmatched(),
+                outcome,
+                resp.status().as_u16(),
+                started.elapsed(),
+            );
             return resp;
         };
 
@@ -285,7 +289,11 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         if let Some(verifier) = &route.verifier {
             let now = crate::store::now_ms() as i64 / 1000;
             if let Err(e) = verifier.check(&parts.headers, &body, now) {
-                return Err(Reject::new(StatusCode::UNAUTHORIZED, Outcome::Unverified, e.to_string()));
+                return Err(Reject::new(
+                    StatusCode::UNAUTHORIZED,
+                    Outcome::Unverified,
+                    e.to_string(),
+                ));
             }
         }
 
@@ -299,7 +307,8 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 body: &body,
                 json: json.as_ref(),
             };
-            let conv = key::first_present(&route.key, &req).map(|id| ConvKey::new(&route.namespace, &id));
+            let conv =
+                key::first_present(&route.key, &req).map(|id| ConvKey::new(&route.namespace, &id));
             let dedupe_id = route
                 .dedupe
                 .as_ref()
@@ -316,7 +325,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 ));
             }
             trace.outcome = Outcome::NoKey;
-            return Ok(self.passthrough(parts, Either::Left(Full::new(body)), conn).await);
+            return Ok(self
+                .passthrough(parts, Either::Left(Full::new(body)), conn)
+                .await);
         };
         trace.key = Some(conv.clone());
 
@@ -388,10 +399,14 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let (mut resp_parts, mut resp_body) = exchange?;
 
         // capture
-        let mut change = contract::capture_headers(&resp_parts.headers, self.settings.max_state_bytes);
+        let mut change =
+            contract::capture_headers(&resp_parts.headers, self.settings.max_state_bytes);
         if body_mode {
-            let (new_body, from_body) =
-                contract::capture_body(&resp_body, &self.settings.body_field, self.settings.max_state_bytes);
+            let (new_body, from_body) = contract::capture_body(
+                &resp_body,
+                &self.settings.body_field,
+                self.settings.max_state_bytes,
+            );
             if let Some(new_body) = new_body {
                 resp_body = new_body;
                 contract::fix_content_length(&mut resp_parts.headers, resp_body.len());
@@ -433,7 +448,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
         drop(turn);
 
-        Ok(Response::from_parts(resp_parts, Either::Left(Full::new(resp_body))))
+        Ok(Response::from_parts(
+            resp_parts,
+            Either::Left(Full::new(resp_body)),
+        ))
     }
 
     /// Buffers a matched route's body within the size and time limits.
@@ -575,7 +593,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             .upstream
             .target
             .uri_for(parts.uri.path_and_query())
-            .map_err(|e| Reject::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, e.to_string()))?;
+            .map_err(|e| {
+                Reject::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, e.to_string())
+            })?;
         let req = Request::from_parts(parts, Either::Left(Full::new(body)));
         let max = self.upstream.max_response_bytes;
         let work = async {
@@ -596,7 +616,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Ok::<_, UpstreamError>((parts, bytes))
         };
         match tokio::time::timeout(self.upstream.timeout, work).await {
-            Err(_) => Err(upstream_reject(UpstreamError::Timeout(self.upstream.timeout))),
+            Err(_) => Err(upstream_reject(UpstreamError::Timeout(
+                self.upstream.timeout,
+            ))),
             Ok(Err(e)) => Err(upstream_reject(e)),
             Ok(Ok(done)) => Ok(done),
         }
@@ -604,19 +626,34 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
 
     /// Forwards without state: unmatched paths (streamed both ways) and
     /// keyless requests on matched routes.
-    pub async fn passthrough(&self, mut parts: Parts, body: Body, conn: ConnInfo) -> Response<Body> {
+    pub async fn passthrough(
+        &self,
+        mut parts: Parts,
+        body: Body,
+        conn: ConnInfo,
+    ) -> Response<Body> {
         forward_headers(&mut parts.headers, conn.peer.ip(), conn.tls);
         parts.uri = match self.upstream.target.uri_for(parts.uri.path_and_query()) {
             Ok(uri) => uri,
             Err(e) => {
-                return error_response(&Reject::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, e.to_string()))
+                return error_response(&Reject::new(
+                    StatusCode::BAD_REQUEST,
+                    Outcome::BadRequest,
+                    e.to_string(),
+                ))
             }
         };
         let started = Instant::now();
-        let result = tokio::time::timeout(self.upstream.timeout, self.upstream.send(Request::from_parts(parts, body))).await;
+        let result = tokio::time::timeout(
+            self.upstream.timeout,
+            self.upstream.send(Request::from_parts(parts, body)),
+        )
+        .await;
         self.metrics.upstream(started.elapsed());
         match result {
-            Err(_) => error_response(&upstream_reject(UpstreamError::Timeout(self.upstream.timeout))),
+            Err(_) => error_response(&upstream_reject(UpstreamError::Timeout(
+                self.upstream.timeout,
+            ))),
             Ok(Err(e)) => error_response(&upstream_reject(e)),
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
@@ -660,8 +697,16 @@ fn merge_changes(
 
 fn upstream_reject(e: UpstreamError) -> Reject {
     match e {
-        UpstreamError::Timeout(_) => Reject::new(StatusCode::GATEWAY_TIMEOUT, Outcome::UpstreamTimeout, e.to_string()),
-        _ => Reject::new(StatusCode::BAD_GATEWAY, Outcome::UpstreamError, e.to_string()),
+        UpstreamError::Timeout(_) => Reject::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Outcome::UpstreamTimeout,
+            e.to_string(),
+        ),
+        _ => Reject::new(
+            StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamError,
+            e.to_string(),
+        ),
     }
 }
 

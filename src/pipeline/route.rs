@@ -34,8 +34,8 @@ impl Routes {
                 .map(|s| KeySource::parse(s))
                 .collect::<Result<Vec<_>, _>>()?;
             let dedupe = r.dedupe.as_deref().map(KeySource::parse).transpose()?;
-            let needs_json =
-                key.iter().any(KeySource::needs_json) || dedupe.as_ref().is_some_and(KeySource::needs_json);
+            let needs_json = key.iter().any(KeySource::needs_json)
+                || dedupe.as_ref().is_some_and(KeySource::needs_json);
             let verifier = match &r.verify {
                 Some(v) => match (v.kind, &v.secret) {
                     (Some(kind), Some(secret)) => Some(Verifier::new(kind, secret.clone())),
@@ -63,8 +63,9 @@ impl Routes {
     /// `/telegramx`.
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.by_length.iter().find(|r| {
-            path.strip_prefix(r.path.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || r.path.ends_with('/'))
+            path.strip_prefix(r.path.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || r.path.ends_with('/')
+            })
         })
     }
 

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{now_ms, Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, Store, StoreError};
+use super::{
+    now_ms, Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, Store, StoreError,
+};
 use crate::key::ConvKey;
 
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
@@ -211,7 +213,8 @@ impl Store for EmbeddedStore {
 
     async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let key = key.clone();
-        self.submit(|reply| Job::Commit { key, commit, reply }).await
+        self.submit(|reply| Job::Commit { key, commit, reply })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -274,13 +277,9 @@ fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
             };
             for job in &batch {
                 outcomes.push(match job {
-                    Job::Commit { key, commit, .. } => Outcome::Commit(apply_commit(
-                        &mut tables,
-                        key,
-                        commit,
-                        now,
-                        limits,
-                    )?),
+                    Job::Commit { key, commit, .. } => {
+                        Outcome::Commit(apply_commit(&mut tables, key, commit, now, limits)?)
+                    }
                     Job::Purge { .. } => Outcome::Purge(purge(&mut tables, now)?),
                 });
             }
@@ -349,7 +348,8 @@ fn apply_commit(
     let current = match existing {
         Some((_, expires, _)) if expires <= now => {
             // Expired but not purged yet: gone, version included.
-            t.expiry.remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
+            t.expiry
+                .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
             t.snapshots.remove(key.as_str())?;
             None
         }
@@ -376,8 +376,10 @@ fn apply_commit(
         if let Some((_, old_expires, _)) = &current {
             t.expiry.remove((*old_expires, index_key.as_str()))?;
         }
-        t.snapshots
-            .insert(key.as_str(), encode_record(version, expires, state).as_slice())?;
+        t.snapshots.insert(
+            key.as_str(),
+            encode_record(version, expires, state).as_slice(),
+        )?;
         t.expiry.insert((expires, index_key.as_str()), ())?;
     }
     if let Some((id, response)) = &commit.dedupe {

@@ -74,13 +74,22 @@ async fn empty_conversation<S: Store>(s: &S, ns: &str) {
 
 async fn versions_increase<S: Store>(s: &S, ns: &str) {
     let key = ConvKey::new(ns, "versions");
-    assert_eq!(committed(s.commit(&key, put(r#"{"step":1}"#, Some(0))).await.unwrap()), 1);
-    assert_eq!(committed(s.commit(&key, put(r#"{"step":2}"#, Some(1))).await.unwrap()), 2);
+    assert_eq!(
+        committed(s.commit(&key, put(r#"{"step":1}"#, Some(0))).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        committed(s.commit(&key, put(r#"{"step":2}"#, Some(1))).await.unwrap()),
+        2
+    );
     let loaded = s.load(&key, None).await.unwrap();
     assert_eq!(loaded.version, 2);
     assert_eq!(loaded.state.as_deref(), Some(&br#"{"step":2}"#[..]));
     // Unconditional writes (admin API) also bump the version.
-    assert_eq!(committed(s.commit(&key, put(r#"{"step":3}"#, None)).await.unwrap()), 3);
+    assert_eq!(
+        committed(s.commit(&key, put(r#"{"step":3}"#, None)).await.unwrap()),
+        3
+    );
 }
 
 async fn stale_version_conflicts<S: Store>(s: &S, ns: &str) {
@@ -88,41 +97,74 @@ async fn stale_version_conflicts<S: Store>(s: &S, ns: &str) {
     committed(s.commit(&key, put(r#"{"a":1}"#, Some(0))).await.unwrap());
     committed(s.commit(&key, put(r#"{"a":2}"#, Some(1))).await.unwrap());
     // A writer that loaded version 1 is too late.
-    let outcome = s.commit(&key, put(r#"{"a":"stale"}"#, Some(1))).await.unwrap();
+    let outcome = s
+        .commit(&key, put(r#"{"a":"stale"}"#, Some(1)))
+        .await
+        .unwrap();
     assert_eq!(outcome, CommitOutcome::Conflict { current: 2 });
     let loaded = s.load(&key, None).await.unwrap();
-    assert_eq!(loaded.state.as_deref(), Some(&br#"{"a":2}"#[..]), "the newer snapshot stays");
+    assert_eq!(
+        loaded.state.as_deref(),
+        Some(&br#"{"a":2}"#[..]),
+        "the newer snapshot stays"
+    );
 }
 
 async fn keep_refreshes_only<S: Store>(s: &S, ns: &str) {
     let key = ConvKey::new(ns, "keep");
     committed(s.commit(&key, put(r#"{"k":1}"#, Some(0))).await.unwrap());
-    assert_eq!(committed(s.commit(&key, change(StateChange::Keep, Some(1))).await.unwrap()), 1);
+    assert_eq!(
+        committed(
+            s.commit(&key, change(StateChange::Keep, Some(1)))
+                .await
+                .unwrap()
+        ),
+        1
+    );
     let loaded = s.load(&key, None).await.unwrap();
-    assert_eq!((loaded.version, loaded.state.as_deref()), (1, Some(&br#"{"k":1}"#[..])));
+    assert_eq!(
+        (loaded.version, loaded.state.as_deref()),
+        (1, Some(&br#"{"k":1}"#[..]))
+    );
     // Keep on nothing creates nothing.
     let none = ConvKey::new(ns, "keep-none");
-    s.commit(&none, change(StateChange::Keep, Some(0))).await.unwrap();
+    s.commit(&none, change(StateChange::Keep, Some(0)))
+        .await
+        .unwrap();
     assert_eq!(s.load(&none, None).await.unwrap().version, 0);
 }
 
 async fn clear_keeps_a_tombstone<S: Store>(s: &S, ns: &str) {
     let key = ConvKey::new(ns, "clear");
     committed(s.commit(&key, put(r#"{"c":1}"#, Some(0))).await.unwrap());
-    assert_eq!(committed(s.commit(&key, change(StateChange::Clear, Some(1))).await.unwrap()), 2);
+    assert_eq!(
+        committed(
+            s.commit(&key, change(StateChange::Clear, Some(1)))
+                .await
+                .unwrap()
+        ),
+        2
+    );
     let loaded = s.load(&key, None).await.unwrap();
     assert_eq!(loaded.state, None);
     assert_eq!(loaded.version, 2, "the version survives a clear");
     assert_eq!(loaded.visible_version(), 0);
     // A writer based on the pre-clear version conflicts.
     assert_eq!(
-        s.commit(&key, put(r#"{"c":"late"}"#, Some(1))).await.unwrap(),
+        s.commit(&key, put(r#"{"c":"late"}"#, Some(1)))
+            .await
+            .unwrap(),
         CommitOutcome::Conflict { current: 2 }
     );
-    assert_eq!(committed(s.commit(&key, put(r#"{"c":2}"#, Some(2))).await.unwrap()), 3);
+    assert_eq!(
+        committed(s.commit(&key, put(r#"{"c":2}"#, Some(2))).await.unwrap()),
+        3
+    );
     // Clearing nothing stores nothing.
     let none = ConvKey::new(ns, "clear-none");
-    s.commit(&none, change(StateChange::Clear, Some(0))).await.unwrap();
+    s.commit(&none, change(StateChange::Clear, Some(0)))
+        .await
+        .unwrap();
     assert_eq!(s.load(&none, None).await.unwrap().version, 0);
 }
 
@@ -147,7 +189,10 @@ async fn dedupe_records<S: Store>(s: &S, ns: &str) {
     // A conflicting commit writes no record either.
     let mut stale = put(r#"{"d":"stale"}"#, Some(0));
     stale.dedupe = Some(("upd-3".into(), recorded("{}")));
-    assert!(matches!(s.commit(&key, stale).await.unwrap(), CommitOutcome::Conflict { .. }));
+    assert!(matches!(
+        s.commit(&key, stale).await.unwrap(),
+        CommitOutcome::Conflict { .. }
+    ));
     assert_eq!(s.load(&key, Some("upd-3")).await.unwrap().duplicate, None);
 }
 
@@ -155,7 +200,10 @@ async fn unicode_roundtrip<S: Store>(s: &S, ns: &str) {
     let key = ConvKey::new(ns, "üñí:cødé/with spaces");
     let json = r#"{"name":"Zoë 🚀","n":[1,2.5,null,true],"nested":{"a":"\u0000"}}"#;
     committed(s.commit(&key, put(json, Some(0))).await.unwrap());
-    assert_eq!(s.load(&key, None).await.unwrap().state.as_deref(), Some(json.as_bytes()));
+    assert_eq!(
+        s.load(&key, None).await.unwrap().state.as_deref(),
+        Some(json.as_bytes())
+    );
 }
 
 async fn many_concurrent_commits<S: Store>(s: Arc<S>, ns: &str) {
@@ -163,7 +211,10 @@ async fn many_concurrent_commits<S: Store>(s: Arc<S>, ns: &str) {
         .map(|i| {
             let s = Arc::clone(&s);
             let key = ConvKey::new(ns, &format!("many-{i}"));
-            tokio::spawn(async move { s.commit(&key, put(&format!("{{\"i\":{i}}}"), Some(0))).await })
+            tokio::spawn(async move {
+                s.commit(&key, put(&format!("{{\"i\":{i}}}"), Some(0)))
+                    .await
+            })
         })
         .collect();
     for t in tasks {
@@ -188,16 +239,26 @@ async fn expiry_and_sliding_ttl<S: Store>(s: &S, ns: &str) {
 
     tokio::time::sleep(ttl * 6 / 10).await;
     // A request of the conversation (a Keep commit) refreshes its TTL.
-    committed(s.commit(&sliding, change(StateChange::Keep, Some(1))).await.unwrap());
+    committed(
+        s.commit(&sliding, change(StateChange::Keep, Some(1)))
+            .await
+            .unwrap(),
+    );
     tokio::time::sleep(ttl * 6 / 10).await;
     // 1.2 TTL after the write: the untouched one is gone, the refreshed one is not.
     let f = s.load(&fixed, None).await.unwrap();
-    assert_eq!((f.version, f.state), (0, None), "expired snapshot must not be returned");
+    assert_eq!(
+        (f.version, f.state),
+        (0, None),
+        "expired snapshot must not be returned"
+    );
     let sl = s.load(&sliding, Some("upd-x")).await.unwrap();
     assert_eq!(sl.state.as_deref(), Some(&br#"{"s":1}"#[..]));
     assert_eq!(sl.duplicate, None, "dedupe records do not slide");
     // An expired record does not come back through a Keep.
-    s.commit(&fixed, change(StateChange::Keep, Some(0))).await.unwrap();
+    s.commit(&fixed, change(StateChange::Keep, Some(0)))
+        .await
+        .unwrap();
     assert_eq!(s.load(&fixed, None).await.unwrap().state, None);
 
     tokio::time::sleep(ttl * 6 / 10).await;

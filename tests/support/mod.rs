@@ -63,7 +63,9 @@ impl Proc {
 
     /// Whether the process already exited (and how).
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -88,7 +90,9 @@ fn spawn(name: &str, cmd: &mut Command, log: Option<&Path>) -> Proc {
             cmd.stderr(Stdio::null());
         }
     }
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     Proc {
         child: Some(child),
         name: name.to_string(),
@@ -252,9 +256,13 @@ pub struct Statehold {
 
 impl Statehold {
     pub fn start(config: Config) -> Statehold {
-        let config_path = config.data_dir.join(format!("statehold-{}.toml", config.listen));
+        let config_path = config
+            .data_dir
+            .join(format!("statehold-{}.toml", config.listen));
         std::fs::write(&config_path, config.render()).expect("write config");
-        let log = config.data_dir.join(format!("statehold-{}.log", config.listen));
+        let log = config
+            .data_dir
+            .join(format!("statehold-{}.log", config.listen));
         let proc = Self::spawn(&config_path, &log);
         let mut s = Statehold {
             proc,
@@ -312,9 +320,20 @@ impl Statehold {
         self.update_with(update_id, chat, text, &[])
     }
 
-    pub fn update_with(&self, update_id: u64, chat: i64, text: &str, headers: &[(&str, &str)]) -> Response {
-        post_json(self.addr(), "/telegram", &tg_update(update_id, chat, text), headers)
-            .expect("statehold answers")
+    pub fn update_with(
+        &self,
+        update_id: u64,
+        chat: i64,
+        text: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        post_json(
+            self.addr(),
+            "/telegram",
+            &tg_update(update_id, chat, text),
+            headers,
+        )
+        .expect("statehold answers")
     }
 
     /// The stored snapshot through the admin API (`None`: 404).
@@ -342,7 +361,10 @@ impl Statehold {
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.metrics();
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     }
@@ -408,7 +430,12 @@ pub fn get(to: SocketAddr, path: &str) -> std::io::Result<Response> {
     request(to, "GET", path, &[], b"")
 }
 
-pub fn post_json(to: SocketAddr, path: &str, body: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn post_json(
+    to: SocketAddr,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     request(to, "POST", path, &all, body.as_bytes())
@@ -487,7 +514,8 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Some(out);
