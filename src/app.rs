@@ -12,12 +12,14 @@ use tracing::{info, warn};
 
 use crate::admin::Admin;
 use crate::config::{Backend, Config};
-use crate::coord::{LocalTurns, Turns};
+use crate::coord::{LocalTurns, RedisTurns, Turns};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;
 use crate::pipeline::Pipeline;
+use crate::redis_conn::RedisConn;
 use crate::server::{self, ServerSettings};
 use crate::store::embedded::EmbeddedStore;
+use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::upstream::Upstream;
 
@@ -49,9 +51,42 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             .map_err(|e| StartupError::Store(e.to_string()))?;
             run(config, store, LocalTurns::default(), shutdown).await
         }
-        Backend::Redis => Err(StartupError::Store(
-            "store.backend = \"redis\" is not available in this build yet; use \"embedded\"".into(),
-        )),
+        Backend::Redis => {
+            let url = config
+                .store
+                .url
+                .as_ref()
+                .map(|u| u.expose().to_string())
+                .unwrap_or_default();
+            let conn = RedisConn::new(
+                &url,
+                config.store.tls_ca.as_deref(),
+                config.store.op_timeout.get(),
+                &config.store.key_prefix,
+            )
+            .map_err(StartupError::Store)?;
+            let store = RedisStore::new(
+                conn.clone(),
+                config.store.ttl.get(),
+                config.store.dedupe_window.get(),
+            );
+            let shown = config.redacted_store_url().unwrap_or_default();
+            match store.ping().await {
+                Ok(()) => info!(url = %shown, "redis reachable"),
+                Err(e) if config.store.require_at_startup => {
+                    return Err(StartupError::Store(format!(
+                        "store.url {shown}: unreachable at startup and store.require_at_startup = true: {e}"
+                    )))
+                }
+                Err(e) => warn!(url = %shown, error = %e, "redis unreachable at startup; serving per store.on_unavailable until it is back"),
+            }
+            let turns = RedisTurns::new(
+                conn,
+                config.store.lock_lease.get(),
+                config.store.lock_wait.get(),
+            );
+            run(config, store, turns, shutdown).await
+        }
     }
 }
 

@@ -253,6 +253,16 @@ pub struct StoreConfig {
     /// How often expired snapshots and dedupe records are purged.
     #[serde(default = "defaults::purge_interval")]
     pub purge_interval: Dur,
+    /// Redis only: a turn's lease; a crashed holder's turn passes on after it.
+    #[serde(default = "defaults::lock_lease")]
+    pub lock_lease: Dur,
+    /// Redis only: every store operation's timeout.
+    #[serde(default = "defaults::op_timeout")]
+    pub op_timeout: Dur,
+    /// Redis only: PEM file of the CA that signed the server's certificate
+    /// (`rediss://`); default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -270,6 +280,9 @@ impl Default for StoreConfig {
             dedupe_window: defaults::dedupe_window(),
             lock_wait: defaults::lock_wait(),
             purge_interval: defaults::purge_interval(),
+            lock_lease: defaults::lock_lease(),
+            op_timeout: defaults::op_timeout(),
+            tls_ca: None,
         }
     }
 }
@@ -439,6 +452,12 @@ mod defaults {
     pub fn purge_interval() -> Dur {
         Dur::secs(60)
     }
+    pub fn lock_lease() -> Dur {
+        Dur::secs(5)
+    }
+    pub fn op_timeout() -> Dur {
+        Dur::secs(1)
+    }
     pub fn mode() -> ContractMode {
         ContractMode::Header
     }
@@ -580,6 +599,16 @@ impl Config {
         positive("store.dedupe_window", self.store.dedupe_window)?;
         positive("store.lock_wait", self.store.lock_wait)?;
         positive("store.purge_interval", self.store.purge_interval)?;
+        positive("store.lock_lease", self.store.lock_lease)?;
+        positive("store.op_timeout", self.store.op_timeout)?;
+        if let Some(ca) = &self.store.tls_ca {
+            if !ca.is_file() {
+                return Err(ConfigError::new(
+                    "store.tls_ca",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
         if let Some(tls) = &self.server.tls {
             for (key, path) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
                 if !path.is_file() {

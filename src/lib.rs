@@ -14,8 +14,11 @@
 //! - [`key`]: key sources (`json:`, `header:`, `query:`, `form:`) and the
 //!   `<namespace>:<id>` conversation key with log masking.
 //! - [`verify`]: platform webhook authenticity.
-//! - [`coord`]: turn-taking, one request per conversation at a time.
-//! - [`store`]: the `Store` trait and its backends ([`store::embedded`]).
+//! - [`coord`]: turn-taking, one request per conversation at a time
+//!   (in-process, or across replicas through Redis).
+//! - [`store`]: the `Store` trait and its backends ([`store::embedded`],
+//!   [`store::redis`]).
+//! - [`redis_conn`]: the shared Redis connection and per-conversation key layout.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order.
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
@@ -32,6 +35,7 @@ pub mod key;
 pub mod metrics;
 pub mod pipeline;
 pub mod presets;
+pub mod redis_conn;
 pub mod server;
 pub mod store;
 pub mod upstream;

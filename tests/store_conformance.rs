@@ -62,3 +62,40 @@ fn embedded_store_is_exclusive_to_one_process() {
     let msg = second.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("already opened"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conforms() {
+    use statehold::redis_conn::RedisConn;
+    use statehold::store::redis::RedisStore;
+    let dir = support::temp_dir();
+    let redis = support::RedisServer::start(dir.path(), false);
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let timeout = Duration::from_secs(2);
+    let hour = Duration::from_secs(3600);
+    let long = RedisStore::new(
+        RedisConn::new(&url, None, timeout, "long").unwrap(),
+        hour,
+        hour,
+    );
+    let short = RedisStore::new(
+        RedisConn::new(&url, None, timeout, "short").unwrap(),
+        SHORT_TTL,
+        SHORT_TTL,
+    );
+    suite(Arc::new(long), Arc::new(short), "conf").await;
+    // Every key the suite wrote carries a TTL (never a key that lives forever).
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert!(!names.is_empty());
+    for name in names {
+        let ttl: i64 = redis::cmd("PTTL").arg(&name).query(&mut con).unwrap();
+        assert!(
+            ttl > 0,
+            "{} has no TTL ({ttl})",
+            String::from_utf8_lossy(&name)
+        );
+    }
+}

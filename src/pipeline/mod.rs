@@ -74,10 +74,13 @@ pub enum Outcome {
     UpstreamError,
     /// The bot did not answer within `upstream.timeout`.
     UpstreamTimeout,
+    /// The bot answered but the commit was refused: the conversation moved
+    /// on (the turn's lease was taken over). 503, so the update is redelivered.
+    Conflict,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::Duplicate,
         Outcome::Passthrough,
@@ -91,6 +94,7 @@ impl Outcome {
         Outcome::Busy,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
+        Outcome::Conflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +112,7 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::Conflict => "conflict",
         }
     }
 }
@@ -440,8 +445,19 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                         },
                     )
                 });
-                self.save(&conv, turn.fence(), loaded.version, change, dedupe, trace)
+                let saved = self
+                    .save(&conv, turn.fence(), loaded.version, change, dedupe, trace)
                     .await;
+                if !saved {
+                    // Our write was refused because someone else moved the
+                    // conversation on: this update is not in the stored state,
+                    // so ask the platform to deliver it again.
+                    return Err(Reject::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Outcome::Conflict,
+                        "the conversation moved on while the bot worked; redeliver",
+                    ));
+                }
             }
             (None, _) | (_, None) => trace.outcome = Outcome::Degraded,
             _ => {} // bot 5xx: passed through, nothing saved
@@ -535,6 +551,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     }
 
     /// The atomic end-of-turn write: version check, snapshot, TTL, dedupe.
+    /// Returns false only when the write was refused as stale.
     async fn save(
         &self,
         conv: &ConvKey,
@@ -543,7 +560,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         change: StateChange,
         dedupe: Option<(String, RecordedResponse)>,
         trace: &mut Trace,
-    ) {
+    ) -> bool {
         let stores_snapshot = change != StateChange::Keep;
         let commit = Commit {
             expected_version: Some(based_on),
@@ -564,10 +581,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                     self.metrics.save(SaveResult::Ok);
                 }
                 trace.version = Some(version);
+                true
             }
             Ok(CommitOutcome::Conflict { current }) => {
                 self.metrics.conflict();
                 warn!(key = %shown, based_on, current, "commit refused: the conversation moved on; the newer snapshot stays");
+                false
             }
             Err(e) => {
                 // The bot already acted on this update; answering an error
@@ -576,6 +595,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 self.metrics.set_store_up(false);
                 self.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit failed: snapshot not stored");
+                true
             }
         }
     }

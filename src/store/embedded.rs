@@ -50,6 +50,7 @@ pub enum OpenError {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Job>,
+    limits: Limits,
 }
 
 /// The writer's fixed TTLs.
@@ -68,6 +69,9 @@ enum Job {
     Purge {
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Slide a live record's TTL; fire and forget (a lost touch only means
+    /// the record expires a little earlier).
+    Touch { key: ConvKey },
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
@@ -123,7 +127,7 @@ impl EmbeddedStore {
                 path: path.display().to_string(),
                 reason: format!("cannot start writer thread: {e}"),
             })?;
-        Ok(EmbeddedStore { db, writer })
+        Ok(EmbeddedStore { db, writer, limits })
     }
 
     async fn submit<T>(
@@ -186,16 +190,22 @@ impl Store for EmbeddedStore {
         let db = Arc::clone(&self.db);
         let snap_key = key.as_str().to_string();
         let dedupe_key = dedupe_id.map(|id| dedupe_key(key, id));
-        let read = move || -> Result<Loaded, StoreError> {
+        let ttl_ms = self.limits.ttl_ms;
+        let read = move || -> Result<(Loaded, bool), StoreError> {
             let now = now_ms();
             let txn = db.begin_read().map_err(db_err)?;
             let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             let mut loaded = Loaded::default();
+            let mut touch = false;
             if let Some(raw) = snapshots.get(snap_key.as_str()).map_err(db_err)? {
                 let record = decode_record(raw.value())?;
                 if record.expires_ms > now {
                     loaded.version = record.version;
                     loaded.state = record.state.map(Bytes::copy_from_slice);
+                    // Slide the TTL unless a recent write already did (the
+                    // end-of-turn commit refreshes it too): at most one
+                    // extra write per 1% of the TTL per conversation.
+                    touch = record.expires_ms - now < ttl_ms - ttl_ms / 100;
                 }
             }
             if let Some(dk) = dedupe_key {
@@ -204,11 +214,15 @@ impl Store for EmbeddedStore {
                     loaded.duplicate = live_recorded(raw.value(), now)?;
                 }
             }
-            Ok(loaded)
+            Ok((loaded, touch))
         };
-        tokio::task::spawn_blocking(read)
+        let (loaded, touch) = tokio::task::spawn_blocking(read)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))??;
+        if touch {
+            let _ = self.writer.send(Job::Touch { key: key.clone() });
+        }
+        Ok(loaded)
     }
 
     async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
@@ -281,6 +295,10 @@ fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
                         Outcome::Commit(apply_commit(&mut tables, key, commit, now, limits)?)
                     }
                     Job::Purge { .. } => Outcome::Purge(purge(&mut tables, now)?),
+                    Job::Touch { key } => {
+                        touch(&mut tables, key, now, limits)?;
+                        Outcome::Touched
+                    }
                 });
             }
         }
@@ -311,6 +329,7 @@ fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
                     Job::Purge { reply } => {
                         let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
                     }
+                    Job::Touch { .. } => {}
                 }
             }
         }
@@ -320,6 +339,7 @@ fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
 enum Outcome {
     Commit(Result<CommitOutcome, StoreError>),
     Purge(u64),
+    Touched,
 }
 
 struct Tables<'a, 't> {
@@ -395,6 +415,35 @@ fn apply_commit(
         }
     }
     Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// Moves a live record's expiry to now + TTL.
+fn touch(
+    t: &mut Tables<'_, '_>,
+    key: &ConvKey,
+    now: u64,
+    limits: Limits,
+) -> Result<(), redb::Error> {
+    let record = match t.snapshots.get(key.as_str())? {
+        Some(raw) => match decode_record(raw.value()) {
+            Ok(r) if r.expires_ms > now => {
+                Some((r.version, r.expires_ms, r.state.map(<[u8]>::to_vec)))
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    if let Some((version, old_expires, state)) = record {
+        let expires = now.saturating_add(limits.ttl_ms);
+        let index_key = tagged(TAG_SNAPSHOT, key.as_str());
+        t.expiry.remove((old_expires, index_key.as_str()))?;
+        t.snapshots.insert(
+            key.as_str(),
+            encode_record(version, expires, state.as_deref()).as_slice(),
+        )?;
+        t.expiry.insert((expires, index_key.as_str()), ())?;
+    }
+    Ok(())
 }
 
 /// Deletes up to `PURGE_CHUNK` expired entries, oldest first.

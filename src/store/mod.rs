@@ -16,6 +16,7 @@
 //!   not slide.
 
 pub mod embedded;
+pub mod redis;
 
 use std::future::Future;
 

@@ -227,42 +227,56 @@ async fn many_concurrent_commits<S: Store>(s: Arc<S>, ns: &str) {
     }
 }
 
-/// Uses real time: the TTL under test is wall-clock by nature.
+/// Uses real time: the TTL under test is wall-clock by nature. Both a load
+/// and a commit of the conversation slide its TTL.
 async fn expiry_and_sliding_ttl<S: Store>(s: &S, ns: &str) {
     let ttl = SHORT_TTL;
-    let sliding = ConvKey::new(ns, "sliding");
+    let loaded = ConvKey::new(ns, "slides-by-load");
+    let kept = ConvKey::new(ns, "slides-by-commit");
     let fixed = ConvKey::new(ns, "fixed");
     let mut c = put(r#"{"s":1}"#, Some(0));
     c.dedupe = Some(("upd-x".into(), recorded("{}")));
-    committed(s.commit(&sliding, c).await.unwrap());
+    committed(s.commit(&loaded, c).await.unwrap());
+    committed(s.commit(&kept, put(r#"{"k":1}"#, Some(0))).await.unwrap());
     committed(s.commit(&fixed, put(r#"{"f":1}"#, Some(0))).await.unwrap());
 
     tokio::time::sleep(ttl * 6 / 10).await;
-    // A request of the conversation (a Keep commit) refreshes its TTL.
+    s.load(&loaded, None).await.unwrap();
     committed(
-        s.commit(&sliding, change(StateChange::Keep, Some(1)))
+        s.commit(&kept, change(StateChange::Keep, Some(1)))
             .await
             .unwrap(),
     );
+    // 0.6 TTL later the ones never touched since their write are gone.
     tokio::time::sleep(ttl * 6 / 10).await;
-    // 1.2 TTL after the write: the untouched one is gone, the refreshed one is not.
     let f = s.load(&fixed, None).await.unwrap();
     assert_eq!(
         (f.version, f.state),
         (0, None),
         "expired snapshot must not be returned"
     );
-    let sl = s.load(&sliding, Some("upd-x")).await.unwrap();
-    assert_eq!(sl.state.as_deref(), Some(&br#"{"s":1}"#[..]));
-    assert_eq!(sl.duplicate, None, "dedupe records do not slide");
+    let l = s.load(&loaded, Some("upd-x")).await.unwrap();
+    assert_eq!(
+        l.state.as_deref(),
+        Some(&br#"{"s":1}"#[..]),
+        "a load slides the TTL"
+    );
+    assert_eq!(l.duplicate, None, "dedupe records do not slide");
+    let k = s.load(&kept, None).await.unwrap();
+    assert_eq!(
+        k.state.as_deref(),
+        Some(&br#"{"k":1}"#[..]),
+        "a commit slides the TTL"
+    );
     // An expired record does not come back through a Keep.
     s.commit(&fixed, change(StateChange::Keep, Some(0)))
         .await
         .unwrap();
     assert_eq!(s.load(&fixed, None).await.unwrap().state, None);
 
-    tokio::time::sleep(ttl * 6 / 10).await;
+    // Untouched for 1.2 TTL: gone, version included.
+    tokio::time::sleep(ttl * 12 / 10).await;
     s.purge_expired().await.expect("purge");
-    let sl = s.load(&sliding, None).await.unwrap();
-    assert_eq!((sl.version, sl.state), (0, None));
+    let l = s.load(&loaded, None).await.unwrap();
+    assert_eq!((l.version, l.state), (0, None));
 }

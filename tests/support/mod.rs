@@ -180,6 +180,8 @@ pub struct Config {
     pub mode: &'static str,
     pub key: &'static str,
     pub dedupe: bool,
+    /// `Some(port)`: the Redis backend on that redis-server.
+    pub redis: Option<u16>,
 }
 
 impl Config {
@@ -198,7 +200,16 @@ impl Config {
             mode: "header",
             key: r#"["json:/message/chat/id", "json:/callback_query/from/id"]"#,
             dedupe: true,
+            redis: None,
         }
+    }
+
+    /// A replica of the same deployment: same settings and store, own ports.
+    pub fn replica(&self) -> Config {
+        let mut c = self.clone();
+        c.listen = free_port();
+        c.admin = free_port();
+        c
     }
 
     pub fn render(&self) -> String {
@@ -216,8 +227,7 @@ url = "http://127.0.0.1:{upstream}"
 timeout = "{upstream_timeout}"
 {upstream_extra}
 [store]
-backend = "embedded"
-path = "{path}"
+{backend}
 {store_extra}
 [contract]
 mode = "{mode}"
@@ -234,7 +244,16 @@ token = "test-admin-token"
             listen = self.listen,
             admin = self.admin,
             upstream = self.upstream,
-            path = self.data_dir.join("statehold.db").display(),
+            backend = match self.redis {
+                Some(port) => format!(
+                    "backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"",
+                    self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                ),
+                None => format!(
+                    "backend = \"embedded\"\npath = \"{}\"",
+                    self.data_dir.join("statehold.db").display()
+                ),
+            },
             server_extra = self.server_extra,
             upstream_extra = self.upstream_extra,
             upstream_timeout = self.upstream_timeout,
@@ -368,6 +387,92 @@ impl Statehold {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     }
+}
+
+// ---------------------------------------------------------------- redis
+
+/// A real `redis-server` on a free port with its own directory.
+pub struct RedisServer {
+    pub proc: Proc,
+    pub port: u16,
+    dir: PathBuf,
+    aof: bool,
+}
+
+impl RedisServer {
+    /// `aof`: append-only file with `appendfsync always`; else no persistence.
+    pub fn start(dir: &Path, aof: bool) -> RedisServer {
+        let port = free_port();
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let proc = Self::spawn(port, &dir, aof);
+        let mut r = RedisServer {
+            proc,
+            port,
+            dir,
+            aof,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn spawn(port: u16, dir: &Path, aof: bool) -> Proc {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--appendonly", if aof { "yes" } else { "no" }])
+        .args(["--appendfsync", "always", "--protected-mode", "no"]);
+        spawn("redis-server", &mut cmd, Some(&dir.join("redis.log")))
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        let proc = &mut self.proc;
+        wait_until("redis-server", || {
+            assert!(proc.try_exit().is_none(), "redis-server exited at startup");
+            redis_cmd(port, "PING").is_ok_and(|r| r.starts_with("+PONG"))
+        });
+    }
+
+    /// kill -9 and start again on the same port and directory.
+    pub fn crash_and_restart(&mut self) {
+        self.proc.kill9();
+        self.restart();
+    }
+
+    /// Starts again after `proc.kill9()`.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(self.port, &self.dir, self.aof);
+        self.wait_ready();
+    }
+}
+
+/// Sends one inline command, returns the raw reply.
+pub fn redis_cmd(port: u16, cmd: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{cmd}\r\n").as_bytes())?;
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// SIGSTOP / SIGCONT a process (a frozen replica).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }
 
 // ---------------------------------------------------------------- payloads

@@ -1,13 +1,6 @@
-//! Turn-taking: requests of one conversation reach the bot one at a time, in
-//! arrival order; different conversations never wait on each other.
-//!
-//! [`Turns`] is the interface; [`LocalTurns`] is the single-process
-//! implementation used with the embedded store (the store's file lock makes
-//! sure only one statehold process serves a database). A shared backend
-//! implements it across processes with leases and fencing tokens.
+//! In-process turns: one fair (FIFO) async mutex per busy conversation.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,35 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
 
+use super::{Turn, TurnError, Turns};
 use crate::key::ConvKey;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TurnError {
-    /// The conversation stayed busy for the whole wait bound.
-    #[error("waited {0:?} for the conversation's turn")]
-    WaitExceeded(Duration),
-    /// The coordination backend could not be reached.
-    #[error("turn coordination unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// A held turn; dropping it releases the turn.
-pub trait Turn: Send + Sync {
-    /// Fencing token: increases with every turn granted on a conversation.
-    fn fence(&self) -> u64;
-}
-
-pub trait Turns: Send + Sync + 'static {
-    type Turn: Turn + 'static;
-
-    /// Waits (at most `wait`) for the conversation's turn. Waiters are served
-    /// in the order they called `acquire`.
-    fn acquire(
-        &self,
-        key: &ConvKey,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Self::Turn, TurnError>> + Send;
-}
 
 const SHARDS: usize = 16;
 

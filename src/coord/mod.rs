@@ -1,0 +1,47 @@
+//! Turn-taking: requests of one conversation reach the bot one at a time, in
+//! arrival order; different conversations never wait on each other.
+//!
+//! [`Turns`] is the interface. [`LocalTurns`] serves one process (used with
+//! the embedded store, whose file lock makes sure only one statehold serves a
+//! database); [`RedisTurns`] serves every replica sharing a Redis, with a
+//! leased, fenced ticket queue per conversation.
+
+pub mod local;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use local::LocalTurns;
+pub use redis::RedisTurns;
+
+use crate::key::ConvKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The conversation stayed busy for the whole wait bound.
+    #[error("waited {0:?} for the conversation's turn")]
+    WaitExceeded(Duration),
+    /// The coordination backend could not be reached.
+    #[error("turn coordination unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A held turn; dropping it releases the turn.
+pub trait Turn: Send + Sync {
+    /// Fencing token: identifies this turn. A shared store refuses a commit
+    /// whose token no longer holds the conversation's lease.
+    fn fence(&self) -> u64;
+}
+
+pub trait Turns: Send + Sync + 'static {
+    type Turn: Turn + 'static;
+
+    /// Waits (at most `wait`) for the conversation's turn. Waiters are served
+    /// in the order they called `acquire`.
+    fn acquire(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Self::Turn, TurnError>> + Send;
+}

@@ -1,0 +1,288 @@
+//! Turns across replicas: a leased, fenced ticket queue per conversation in
+//! Redis (`{t}:q` list of tokens in arrival order, `{t}:l` lease holding the
+//! current holder's token).
+//!
+//! - **Fair order**: `acquire.lua` appends the request's token to the queue;
+//!   the head holds the lease. Arrival order at Redis is service order.
+//! - **No polling race**: a releasing holder hands the lease straight to the
+//!   next token and announces it on one pub/sub channel; each process keeps
+//!   a map token → waiting request. A waiter also checks every
+//!   `CHECK_EVERY` (a missed notice, a dead holder), so waiting costs one
+//!   small script per waiter per interval, not a spin.
+//! - **Crashed holder**: its lease is no longer extended and expires after
+//!   `store.lock_lease`; the next check skips it.
+//! - **Fencing**: the lease holds the holder's token; `commit.lua` refuses a
+//!   write whose token no longer holds the lease (a holder that froze past
+//!   its lease and was taken over).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Script;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::{Turn, TurnError, Turns};
+use crate::key::ConvKey;
+use crate::redis_conn::{script, RedisConn};
+
+/// How often a waiter checks by itself, notices aside.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+pub struct RedisTurns {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: RedisConn,
+    lease_ms: u64,
+    queue_ttl_ms: u64,
+    channel: String,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    acquire: Script,
+    check: Script,
+    release: Script,
+    extend: Script,
+    tokens: RandomState,
+    counter: AtomicU64,
+}
+
+impl RedisTurns {
+    /// `lease`: how long a silent holder keeps the turn; `max_wait`: the
+    /// longest wait (sizes the queue's TTL).
+    pub fn new(conn: RedisConn, lease: Duration, max_wait: Duration) -> RedisTurns {
+        let shared = Arc::new(Shared {
+            channel: conn.turn_channel(),
+            conn,
+            lease_ms: lease.as_millis() as u64,
+            queue_ttl_ms: (max_wait + lease * 2).as_millis() as u64,
+            waiters: Mutex::new(HashMap::new()),
+            acquire: script(include_str!("redis/acquire.lua")),
+            check: script(include_str!("redis/check.lua")),
+            release: script(include_str!("redis/release.lua")),
+            extend: script(include_str!("redis/extend.lua")),
+            tokens: RandomState::new(),
+            counter: AtomicU64::new(0),
+        });
+        tokio::spawn(listen_for_handovers(Arc::downgrade(&shared)));
+        RedisTurns { shared }
+    }
+}
+
+impl Shared {
+    /// A token no other turn, here or on another replica, will ever use.
+    fn fresh_token(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // Never 0: commit.lua reads '0' as "unfenced".
+        self.tokens.hash_one((n, now)).max(1)
+    }
+
+    fn forget(&self, token: u64) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&token);
+        }
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &LeaseKeys,
+        args: &[String],
+    ) -> Result<i64, TurnError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&keys.lease).key(&keys.queue);
+        for a in args {
+            inv.arg(a);
+        }
+        self.conn
+            .eval(&inv)
+            .await
+            .map_err(|e| TurnError::Unavailable(e.to_string()))
+    }
+
+    async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
+        let args = [
+            token.to_string(),
+            self.lease_ms.to_string(),
+            self.channel.clone(),
+        ];
+        self.run(&self.release, keys, &args).await
+    }
+}
+
+#[derive(Clone)]
+struct LeaseKeys {
+    lease: String,
+    queue: String,
+}
+
+/// Routes hand-over notices to the waiting requests of this process.
+/// Reconnects by itself; while it is down, waiters' own checks carry on.
+async fn listen_for_handovers(shared: Weak<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let (client, channel) = (s.conn.client().clone(), s.channel.clone());
+        drop(s);
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if let Err(e) = pubsub.subscribe(&channel).await {
+                    debug!(error = %e, "turn channel subscribe failed");
+                } else {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(s) = shared.upgrade() else { return };
+                        let token = std::str::from_utf8(msg.get_payload_bytes())
+                            .ok()
+                            .and_then(|t| t.parse::<u64>().ok());
+                        if let Some(token) = token {
+                            let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&token));
+                            if let Some(tx) = waiter {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "turn channel connect failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+pub struct RedisTurn {
+    token: u64,
+    keys: LeaseKeys,
+    shared: Arc<Shared>,
+    extender: JoinHandle<()>,
+    lost: Arc<AtomicBool>,
+}
+
+impl RedisTurn {
+    /// Whether the lease was taken over while held (the commit will be refused).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
+impl Turn for RedisTurn {
+    fn fence(&self) -> u64 {
+        self.token
+    }
+}
+
+impl Drop for RedisTurn {
+    fn drop(&mut self) {
+        self.extender.abort();
+        let (shared, keys, token) = (Arc::clone(&self.shared), self.keys.clone(), self.token);
+        // Release off the request path; if it fails the lease expires.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = shared.release(&keys, token).await {
+                    warn!(error = %e, "turn release failed; it expires with its lease");
+                }
+            });
+        }
+    }
+}
+
+impl Turns for RedisTurns {
+    type Turn = RedisTurn;
+
+    async fn acquire(&self, key: &ConvKey, wait: Duration) -> Result<RedisTurn, TurnError> {
+        let s = &self.shared;
+        let conv_keys = s.conn.keys(key);
+        let keys = LeaseKeys {
+            lease: conv_keys.lease(),
+            queue: conv_keys.queue(),
+        };
+        let token = s.fresh_token();
+        let deadline = tokio::time::Instant::now() + wait;
+        // Listen before queueing, so a hand-over cannot slip past us.
+        let (tx, mut notice) = oneshot::channel();
+        if let Ok(mut w) = s.waiters.lock() {
+            w.insert(token, tx);
+        }
+        let args = [
+            token.to_string(),
+            s.lease_ms.to_string(),
+            s.queue_ttl_ms.to_string(),
+            s.channel.clone(),
+        ];
+        let mut granted = match s.run(&s.acquire, &keys, &args).await {
+            Ok(g) => g == 1,
+            Err(e) => {
+                s.forget(token);
+                // The script may have run before the reply was lost.
+                let _ = s.release(&keys, token).await;
+                return Err(e);
+            }
+        };
+        while !granted {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                s.forget(token);
+                // Leave the queue; if the turn arrived meanwhile, pass it on.
+                let _ = s.release(&keys, token).await;
+                return Err(TurnError::WaitExceeded(wait));
+            }
+            let nap = CHECK_EVERY.min(deadline - now);
+            tokio::select! {
+                // A hand-over sets the lease to our token before announcing it.
+                _ = &mut notice => granted = true,
+                _ = tokio::time::sleep(nap) => {
+                    granted = s.run(&s.check, &keys, &args).await.map(|g| g == 1).unwrap_or(false);
+                }
+            }
+        }
+        s.forget(token);
+        let lost = Arc::new(AtomicBool::new(false));
+        let extender = tokio::spawn(keep_alive(
+            Arc::clone(s),
+            keys.clone(),
+            token,
+            Arc::clone(&lost),
+        ));
+        Ok(RedisTurn {
+            token,
+            keys,
+            shared: Arc::clone(s),
+            extender,
+            lost,
+        })
+    }
+}
+
+/// Extends the lease every third of its length while the turn is held.
+async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64, lost: Arc<AtomicBool>) {
+    let every = Duration::from_millis((shared.lease_ms / 3).max(10));
+    let args = [
+        token.to_string(),
+        shared.lease_ms.to_string(),
+        shared.queue_ttl_ms.to_string(),
+    ];
+    loop {
+        tokio::time::sleep(every).await;
+        match shared.run(&shared.extend, &keys, &args).await {
+            Ok(1) => {}
+            Ok(_) => {
+                lost.store(true, Ordering::Relaxed);
+                warn!("turn lease taken over while held; this request's write will be refused");
+                return;
+            }
+            // Redis unreachable: try again; if it stays away the lease expires.
+            Err(e) => debug!(error = %e, "lease extension failed"),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+-- A waiter's periodic check, for when a hand-over notice was missed or the
+-- holder died: is the turn ours, or can the expired holder be skipped?
+-- KEYS[1] lease  KEYS[2] queue
+-- ARGV[1] token  ARGV[2] lease ms  ARGV[3] queue ttl ms  ARGV[4] channel
+-- Returns 1 when the turn is ours, 0 when we keep waiting.
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  return 1
+end
+if not redis.call('LPOS', KEYS[2], ARGV[1]) then
+  -- Our place was lost (the queue expired): queue again rather than starve.
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if holder then
+  return 0
+end
+local head = redis.call('LINDEX', KEYS[2], 0)
+if head ~= ARGV[1] then
+  redis.call('LPOP', KEYS[2])
+  head = redis.call('LINDEX', KEYS[2], 0)
+end
+redis.call('SET', KEYS[1], head, 'PX', ARGV[2])
+if head == ARGV[1] then
+  return 1
+end
+redis.call('PUBLISH', ARGV[4], head)
+return 0

@@ -1,0 +1,164 @@
+//! The shared Redis connection of the Redis store and Redis turns: one
+//! multiplexed, auto-reconnecting connection per process (redis-rs
+//! `ConnectionManager`), TLS through rustls (`rediss://`, optional CA file),
+//! a timeout on every operation, and the per-conversation key layout.
+//!
+//! The connection is made lazily: statehold starts while Redis is down and
+//! connects on the first operation that finds it up.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, Script, ScriptInvocation};
+
+use crate::key::ConvKey;
+use crate::store::StoreError;
+
+#[derive(Clone)]
+pub struct RedisConn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    manager: Mutex<Option<ConnectionManager>>,
+    /// Serialises (re)connect attempts so a dead Redis sees one at a time.
+    connecting: tokio::sync::Mutex<()>,
+    op_timeout: Duration,
+    prefix: String,
+}
+
+/// The keys of one conversation, all under one hash tag so every script
+/// touches a single Redis Cluster slot.
+pub struct ConvKeys {
+    /// `{prefix:ns:id}`
+    tag: String,
+}
+
+impl ConvKeys {
+    pub fn snapshot(&self) -> String {
+        format!("{}:s", self.tag)
+    }
+    pub fn dedupe(&self, id: &str) -> String {
+        format!("{}:d:{id}", self.tag)
+    }
+    pub fn lease(&self) -> String {
+        format!("{}:l", self.tag)
+    }
+    pub fn queue(&self) -> String {
+        format!("{}:q", self.tag)
+    }
+}
+
+impl RedisConn {
+    /// Builds the client; connects on first use.
+    pub fn new(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        op_timeout: Duration,
+        prefix: &str,
+    ) -> Result<RedisConn, String> {
+        let client = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("store.tls_ca {}: {e}", path.display()))?;
+                Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            None => Client::open(url),
+        }
+        .map_err(|e| format!("store.url: {e}"))?;
+        Ok(RedisConn {
+            inner: Arc::new(Inner {
+                client,
+                manager: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                op_timeout,
+                prefix: prefix.to_string(),
+            }),
+        })
+    }
+
+    pub fn keys(&self, key: &ConvKey) -> ConvKeys {
+        ConvKeys {
+            tag: format!("{{{}:{}}}", self.inner.prefix, key.as_str()),
+        }
+    }
+
+    /// The pub/sub channel turn hand-overs are announced on.
+    pub fn turn_channel(&self) -> String {
+        format!("{}:turns", self.inner.prefix)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        self.inner.op_timeout
+    }
+
+    async fn manager(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(m) = self.cached() {
+            return Ok(m);
+        }
+        let _one_at_a_time = self.inner.connecting.lock().await;
+        if let Some(m) = self.cached() {
+            return Ok(m);
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.inner.op_timeout))
+            .set_connection_timeout(Some(self.inner.op_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connect = self.inner.client.get_connection_manager_with_config(config);
+        let manager = tokio::time::timeout(self.inner.op_timeout * 2, connect)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if let Ok(mut slot) = self.inner.manager.lock() {
+            *slot = Some(manager.clone());
+        }
+        Ok(manager)
+    }
+
+    fn cached(&self) -> Option<ConnectionManager> {
+        self.inner.manager.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Runs a script within the operation timeout.
+    pub async fn eval<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.manager().await?;
+        match tokio::time::timeout(self.inner.op_timeout, invocation.invoke_async(&mut conn)).await
+        {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// Runs a command within the operation timeout.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.manager().await?;
+        match tokio::time::timeout(self.inner.op_timeout, cmd.query_async(&mut conn)).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+}
+
+/// A script loaded once per process; redis-rs sends EVALSHA and falls back
+/// to EVAL after a Redis restart emptied the script cache.
+pub fn script(source: &'static str) -> Script {
+    Script::new(source)
+}

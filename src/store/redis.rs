@@ -1,0 +1,139 @@
+//! The Redis backend: snapshots shared by every replica.
+//!
+//! Layout, per conversation, under one hash tag `{<prefix>:<ns>:<id>}` so
+//! every script touches one Redis Cluster slot:
+//! - `{t}:s` hash: `v` version, `d` snapshot JSON (absent once cleared); TTL = `store.ttl`
+//! - `{t}:d:<dedupe id>` string: the recorded response; TTL = `store.dedupe_window`
+//! - `{t}:l`, `{t}:q`: the turn lease and queue (see `coord::redis`)
+//!
+//! Two scripts, one round trip each: `load.lua` (read + refresh TTL + dedupe
+//! lookup) and `commit.lua` (fence + version check, write, TTL, dedupe record).
+//! Redis expires keys itself, so `purge_expired` has nothing to do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::{Script, Value};
+
+use super::{Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, Store, StoreError};
+use crate::key::ConvKey;
+use crate::redis_conn::{script, RedisConn};
+
+pub struct RedisStore {
+    conn: RedisConn,
+    ttl_ms: u64,
+    dedupe_ms: u64,
+    load: Script,
+    commit: Script,
+}
+
+impl RedisStore {
+    pub fn new(conn: RedisConn, ttl: Duration, dedupe_window: Duration) -> RedisStore {
+        RedisStore {
+            conn,
+            ttl_ms: ttl.as_millis() as u64,
+            dedupe_ms: dedupe_window.as_millis() as u64,
+            load: script(include_str!("redis/load.lua")),
+            commit: script(include_str!("redis/commit.lua")),
+        }
+    }
+
+    pub fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+}
+
+fn bad_reply(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unexpected reply to {what}"))
+}
+
+fn bytes_of(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+        Value::SimpleString(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        _ => None,
+    }
+}
+
+fn u64_of(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+impl Store for RedisStore {
+    async fn load(&self, key: &ConvKey, dedupe_id: Option<&str>) -> Result<Loaded, StoreError> {
+        let keys = self.conn.keys(key);
+        let mut inv = self.load.prepare_invoke();
+        inv.key(keys.snapshot())
+            .key(keys.dedupe(dedupe_id.unwrap_or("")))
+            .arg(self.ttl_ms)
+            .arg(if dedupe_id.is_some() { "1" } else { "0" });
+        let reply: Vec<Value> = self.conn.eval(&inv).await?;
+        let [version, state, recorded] = reply.as_slice() else {
+            return Err(bad_reply("load"));
+        };
+        let version = u64_of(version).ok_or_else(|| bad_reply("load"))?;
+        let duplicate = match bytes_of(recorded) {
+            Some(raw) => Some(RecordedResponse::decode(raw)?),
+            None => None,
+        };
+        Ok(Loaded {
+            version,
+            state: bytes_of(state),
+            duplicate,
+        })
+    }
+
+    async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let keys = self.conn.keys(key);
+        let (change, data): (&str, Bytes) = match commit.change {
+            StateChange::Put(json) => ("p", json),
+            StateChange::Clear => ("c", Bytes::new()),
+            StateChange::Keep => ("k", Bytes::new()),
+        };
+        let (dedupe_id, recorded) = match &commit.dedupe {
+            Some((id, response)) => (id.as_str(), response.encode()),
+            None => ("", Bytes::new()),
+        };
+        let mut inv = self.commit.prepare_invoke();
+        inv.key(keys.snapshot())
+            .key(keys.lease())
+            .key(keys.dedupe(dedupe_id))
+            .arg(commit.fence.to_string())
+            .arg(
+                commit
+                    .expected_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(change)
+            .arg(data.as_ref())
+            .arg(self.ttl_ms)
+            .arg(if commit.dedupe.is_some() { "1" } else { "0" })
+            .arg(recorded.as_ref())
+            .arg(self.dedupe_ms);
+        let (status, version): (String, u64) = self.conn.eval(&inv).await?;
+        match status.as_str() {
+            "ok" => Ok(CommitOutcome::Committed { version }),
+            "conflict" | "fenced" => Ok(CommitOutcome::Conflict { current: version }),
+            _ => Err(bad_reply("commit")),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self.conn.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(bad_reply("PING"))
+        }
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
