@@ -132,28 +132,60 @@ impl RedisConn {
         self.inner.manager.lock().ok().and_then(|m| m.clone())
     }
 
+    /// Forgets a connection that failed, so the next operation connects
+    /// afresh instead of waiting out the manager's own reconnect backoff.
+    fn invalidate(&self) {
+        if let Ok(mut slot) = self.inner.manager.lock() {
+            *slot = None;
+        }
+    }
+
     /// Runs a script within the operation timeout.
     pub async fn eval<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.manager().await?;
-        match tokio::time::timeout(self.inner.op_timeout, invocation.invoke_async(&mut conn)).await
-        {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Ok(Ok(v)) => Ok(v),
-        }
+        self.with_retry(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     /// Runs a command within the operation timeout.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.manager().await?;
-        match tokio::time::timeout(self.inner.op_timeout, cmd.query_async(&mut conn)).await {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-            Ok(Ok(v)) => Ok(v),
+        self.with_retry(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// One attempt, and one more on a fresh connection when the first failed
+    /// at the connection level (e.g. the first command after a Redis
+    /// restart). Every statehold script is safe to run twice: loads and
+    /// releases are idempotent, and a replayed commit is refused by its
+    /// version check.
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        for attempt in 0..2 {
+            let conn = self.manager().await?;
+            match tokio::time::timeout(self.inner.op_timeout, op(conn)).await {
+                Err(_) => return Err(StoreError::Timeout),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let connection_level = e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_unrecoverable_error();
+                    if !connection_level {
+                        return Err(StoreError::Unavailable(e.to_string()));
+                    }
+                    self.invalidate();
+                    if attempt == 1 {
+                        return Err(StoreError::Unavailable(e.to_string()));
+                    }
+                }
+            }
         }
+        Err(StoreError::Unavailable("unreachable".into()))
     }
 }
 

@@ -166,14 +166,8 @@ impl Bot {
             .collect();
 
         let start = self.micros();
-        {
-            let mut in_flight = lock(&self.in_flight);
-            let n = in_flight.entry(key.clone()).or_insert(0);
-            if *n > 0 {
-                *lock(&self.overlaps) += 1;
-            }
-            *n += 1;
-        }
+        // Counted out on drop: hyper drops this future when the caller hangs up.
+        let _inside = InFlight::enter(&self.in_flight, &self.overlaps, &key);
         if let Some(ms) = header("x-demo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -211,15 +205,6 @@ impl Bot {
         };
 
         let end = self.micros();
-        {
-            let mut in_flight = lock(&self.in_flight);
-            if let Some(n) = in_flight.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    in_flight.remove(&key);
-                }
-            }
-        }
         lock(&self.handled).push(json!({
             "key": key, "update_id": update_id, "text": text, "start_us": start, "end_us": end,
             "status_seen": status_seen, "reserved_seen": reserved_seen,
@@ -258,6 +243,39 @@ impl Bot {
             }
         }
         resp
+    }
+}
+
+/// A request of one conversation inside the handler.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<String, u32>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(map: &'a Mutex<HashMap<String, u32>>, overlaps: &Mutex<u64>, key: &str) -> Self {
+        let mut m = lock(map);
+        let n = m.entry(key.to_string()).or_insert(0);
+        if *n > 0 {
+            *lock(overlaps) += 1;
+        }
+        *n += 1;
+        InFlight {
+            map,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(self.map);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -455,14 +455,22 @@ impl RedisServer {
     }
 }
 
-/// Sends one inline command, returns the raw reply.
-pub fn redis_cmd(port: u16, cmd: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(format!("{cmd}\r\n").as_bytes())?;
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+/// Runs one command (words split on spaces); a status or bulk reply as text.
+pub fn redis_cmd(port: u16, cmd: &str) -> Result<String, redis::RedisError> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let mut words = cmd.split_whitespace();
+    let mut c = redis::cmd(words.next().unwrap_or("PING"));
+    for w in words {
+        c.arg(w);
+    }
+    let v: redis::Value = c.query(&mut con)?;
+    Ok(match v {
+        redis::Value::SimpleString(s) => format!("+{s}"),
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => format!("{other:?}"),
+    })
 }
 
 /// SIGSTOP / SIGCONT a process (a frozen replica).

@@ -1,0 +1,298 @@
+//! Replicas sharing one Redis: three statehold processes in front of one
+//! bot, real `redis-server` started by the test. Each test checks the bot's
+//! own record (what it handled, whether one user's requests ever overlapped)
+//! and the stored snapshot's `applied` list: nothing lost, nothing applied
+//! twice.
+
+mod support;
+
+use support::{reply_text, Bot, Config, RedisServer, Statehold};
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    redis: RedisServer,
+    bot: Bot,
+    replicas: Vec<Statehold>,
+}
+
+fn cluster(n: usize, aof: bool, edit: impl Fn(&mut Config)) -> Cluster {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), aof);
+    let bot = Bot::start(support::free_port());
+    let mut base = Config::new(bot.port, dir.path());
+    base.redis = Some(redis.port);
+    edit(&mut base);
+    let replicas = (0..n).map(|_| Statehold::start(base.replica())).collect();
+    Cluster {
+        _dir: dir,
+        redis,
+        bot,
+        replicas,
+    }
+}
+
+fn applied(sh: &Statehold, chat: i64) -> Vec<u64> {
+    let stored = sh.stored("tg", &chat.to_string()).expect("snapshot");
+    stored["state"]["applied"]
+        .as_array()
+        .expect("applied list")
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+fn handled_ids(bot: &Bot, chat: i64) -> Vec<u64> {
+    bot.handled()
+        .iter()
+        .filter(|h| h["key"] == format!("tg:{chat}"))
+        .map(|h| h["update_id"].as_u64().unwrap())
+        .collect()
+}
+
+fn in_flight(bot: &Bot) -> u64 {
+    support::get(support::addr(bot.port), "/_stats")
+        .map(|r| r.json()["in_flight"].as_u64().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+#[test]
+fn double_clicks_on_two_replicas_are_serialized() {
+    let c = cluster(3, false, |_| {});
+    let [a, b, third] = &c.replicas[..] else {
+        unreachable!()
+    };
+    third.update(1, 80, "/start");
+    // The same button twice: two updates of one user at once, via two replicas.
+    let slow = [("x-demo-delay-ms", "200")];
+    std::thread::scope(|s| {
+        let x = s.spawn(|| a.update_with(2, 80, "Quin", &slow));
+        let y = s.spawn(|| b.update_with(3, 80, "quin@example.com", &slow));
+        assert_eq!(x.join().unwrap().status, 200);
+        assert_eq!(y.join().unwrap().status, 200);
+    });
+    assert_eq!(
+        c.bot.overlaps(),
+        0,
+        "one user's requests never overlapped in the bot"
+    );
+    let mut got = applied(third, 80);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![1, 2, 3],
+        "both clicks landed, none lost, none twice"
+    );
+    assert_eq!(third.stored("tg", "80").unwrap()["version"], 3);
+}
+
+#[test]
+fn fast_typers_land_in_arrival_order_across_replicas() {
+    let c = cluster(3, false, |_| {});
+    let [a, b, _] = &c.replicas[..] else {
+        unreachable!()
+    };
+    for chat in 810..816i64 {
+        let first = chat as u64 * 10;
+        // "/start" then the name, 10 ms apart, through two replicas. The bot
+        // is slow enough that the second arrives while the first is handled;
+        // out of order, the name would meet "Session expired".
+        std::thread::scope(|s| {
+            let x = s.spawn(|| a.update_with(first, chat, "/start", &[("x-demo-delay-ms", "50")]));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let y = s.spawn(|| b.update(first + 1, chat, "Vic"));
+            assert_eq!(x.join().unwrap().status, 200);
+            assert_eq!(
+                reply_text(&y.join().unwrap()),
+                "Nice to meet you, Vic. Your email?"
+            );
+        });
+        assert_eq!(
+            handled_ids(&c.bot, chat),
+            vec![first, first + 1],
+            "arrival order in the bot"
+        );
+        assert_eq!(
+            applied(a, chat),
+            vec![first, first + 1],
+            "and in the snapshot"
+        );
+    }
+    assert_eq!(c.bot.overlaps(), 0);
+}
+
+#[test]
+fn redelivery_to_two_replicas_at_once_runs_the_bot_once() {
+    let c = cluster(3, false, |_| {});
+    c.replicas[0].update(1, 82, "/start");
+    let slow = [("x-demo-delay-ms", "150")];
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = c
+            .replicas
+            .iter()
+            .map(|r| s.spawn(|| r.update_with(2, 82, "Rae", &slow)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &answers {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, answers[0].body, "every caller gets the same answer");
+    }
+    assert_eq!(
+        reply_text(&answers[0]),
+        "Nice to meet you, Rae. Your email?"
+    );
+    assert_eq!(
+        handled_ids(&c.bot, 82),
+        vec![1, 2],
+        "the bot ran update 2 once"
+    );
+    assert_eq!(applied(&c.replicas[1], 82), vec![1, 2]);
+    let hits: f64 = c
+        .replicas
+        .iter()
+        .map(|r| r.metric("statehold_dedupe_hits_total"))
+        .sum();
+    assert_eq!(hits, 2.0);
+}
+
+#[test]
+fn a_replica_killed_mid_request_is_taken_over_after_its_lease() {
+    let mut c = cluster(3, false, |cfg| {
+        cfg.store_extra = "lock_lease = \"1s\"\n".into()
+    });
+    c.replicas[1].update(1, 83, "/start");
+    std::thread::scope(|s| {
+        let doomed = &c.replicas[0];
+        let body = support::tg_update(2, 83, "Sol");
+        let lost = s.spawn(move || {
+            // The connection dies with the replica: no answer.
+            support::post_json(
+                doomed.addr(),
+                "/telegram",
+                &body,
+                &[("x-demo-delay-ms", "300")],
+            )
+        });
+        support::wait_until("update 2 in the bot", || in_flight(&c.bot) == 1);
+        // SIGKILL while holding the turn: no release, no commit.
+        let pid = doomed.proc.pid();
+        support::signal(pid, "KILL");
+        assert!(
+            lost.join().unwrap().is_err(),
+            "the killed replica never answered"
+        );
+    });
+    // The platform redelivers through another replica; it waits out the
+    // dead holder's lease, then runs the update.
+    let r = c.replicas[2].update(2, 83, "Sol");
+    assert_eq!(r.status, 200);
+    assert_eq!(reply_text(&r), "Nice to meet you, Sol. Your email?");
+    assert_eq!(applied(&c.replicas[2], 83), vec![1, 2], "applied once");
+    assert_eq!(c.bot.overlaps(), 0);
+    c.replicas[0].proc.kill9();
+}
+
+#[test]
+fn redis_restart_with_aof_mid_flow_loses_nothing() {
+    let mut c = cluster(2, true, |_| {});
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    a.update(1, 84, "/start");
+    b.update(2, 84, "Tia");
+    c.redis.proc.kill9();
+    // While Redis is down: on_unavailable = "reject" answers 503, bot not called.
+    let handled = c.bot.handled().len();
+    let down = a.update(3, 84, "tia@example.com");
+    assert_eq!(down.status, 503);
+    assert_eq!(down.header("retry-after"), Some("1"));
+    assert_eq!(c.bot.handled().len(), handled);
+    assert!(a.logs().contains("store unavailable"));
+    c.redis.restart();
+    // No statehold restart: the redelivery goes through once Redis is back.
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    support::wait_until("statehold reconnects", || {
+        support::get(a.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(
+        reply_text(&a.update(3, 84, "tia@example.com")),
+        "Which plan: basic or pro?"
+    );
+    assert_eq!(
+        reply_text(&b.update(4, 84, "pro")),
+        "Registered Tia <tia@example.com> on the pro plan. Done!"
+    );
+    assert_eq!(handled_ids(&c.bot, 84), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_frozen_holder_past_its_lease_is_fenced_off() {
+    let c = cluster(2, false, |cfg| {
+        cfg.store_extra = "lock_lease = \"600ms\"\n".into()
+    });
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    a.update(1, 85, "/start");
+    std::thread::scope(|s| {
+        // A's request sits in a bot slower than the lease...
+        let stale = s.spawn(|| a.update_with(2, 85, "Uma", &[("x-demo-delay-ms", "1500")]));
+        support::wait_until("update 2 in the bot", || in_flight(&c.bot) == 1);
+        // ...and A freezes (a GC pause, a stopped VM): it cannot extend its lease.
+        support::signal(a.proc.pid(), "STOP");
+        // B takes the turn once the lease runs out and handles update 3.
+        let r = b.update(3, 85, "Uma B");
+        assert_eq!(r.status, 200);
+        support::signal(a.proc.pid(), "CONT");
+        // A wakes up with the bot's answer to update 2: its write is refused
+        // and the platform is asked to redeliver.
+        let r = stale.join().unwrap();
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"], "conflict");
+    });
+    assert_eq!(a.metric("statehold_conflicts_total"), 1.0);
+    assert_eq!(applied(b, 85), vec![1, 3], "the fenced write left no trace");
+    let stored = b.stored("tg", "85").unwrap();
+    assert_eq!(stored["state"]["name"], "Uma B");
+    // The redelivery of update 2 then applies it, once.
+    assert_eq!(b.update(2, 85, "Uma").status, 200);
+    assert_eq!(applied(b, 85), vec![1, 3, 2]);
+    assert_eq!(
+        handled_ids(&c.bot, 85),
+        vec![1, 3, 2, 2],
+        "update 2 ran twice in the bot (A's fenced run, the redelivery); A sent nothing more"
+    );
+}
+
+#[test]
+fn a_request_costs_four_redis_round_trips() {
+    let c = cluster(1, false, |_| {});
+    let sh = &c.replicas[0];
+    sh.update(1, 86, "/start");
+    let calls = || -> u64 {
+        let info = support::redis_cmd(c.redis.port, "INFO commandstats").unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .map(|l| {
+                // Successful script runs; a first EVALSHA answered NOSCRIPT
+                // (then sent as EVAL) counts as failed.
+                let field = |name: &str| -> u64 {
+                    l.split([':', ','])
+                        .find_map(|kv| kv.strip_prefix(name))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                field("calls=") - field("failed_calls=")
+            })
+            .sum()
+    };
+    // The first request's release lands just after its answer.
+    support::wait_until("first request's four scripts", || calls() == 4);
+    let before = calls();
+    for id in 2..12u64 {
+        assert_eq!(
+            sh.update(id, 86, if id == 2 { "Wes" } else { "x" }).status,
+            200
+        );
+    }
+    // The release runs after the answer; wait for the last one to land.
+    support::wait_until("last release", || calls() - before >= 40);
+    // acquire, load (+ TTL + dedupe lookup), commit, release: one script each.
+    assert_eq!(calls() - before, 40);
+}
