@@ -38,6 +38,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes ownership of a child started elsewhere.
+    pub fn from_child(name: &str, child: Child) -> Proc {
+        Proc {
+            child: Some(child),
+            name: name.to_string(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }

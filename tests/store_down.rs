@@ -1,0 +1,107 @@
+//! The store is down: `on_unavailable` decides, `/readyz` and
+//! `statehold_store_up` say so, and statehold recovers by itself.
+
+mod support;
+
+use support::{reply_text, Bot, Config, RedisServer, Statehold};
+
+fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehold) {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), true);
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra = format!("on_unavailable = \"{on_unavailable}\"\nop_timeout = \"300ms\"\n");
+    let sh = Statehold::start(config);
+    (dir, redis, bot, sh)
+}
+
+#[test]
+fn reject_answers_503_and_readyz_follows() {
+    let (_d, mut redis, bot, sh) = setup("reject");
+    sh.update(1, 90, "/start");
+    let before = sh.stored("tg", "90").unwrap();
+    redis.proc.kill9();
+    let r = sh.update(2, 90, "Xia");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["error"], "store_unavailable");
+    assert_eq!(bot.handled().len(), 1, "bot not called");
+    let ready = support::get(sh.admin(), "/readyz").unwrap();
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["reason"], "store unreachable");
+    assert_eq!(sh.metric("statehold_store_up"), 0.0);
+    assert!(sh.logs().contains("outcome=\"store_unavailable\""));
+
+    redis.restart();
+    support::wait_until("ready again", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(sh.stored("tg", "90").unwrap(), before, "snapshot intact (AOF)");
+    assert_eq!(reply_text(&sh.update(2, 90, "Xia")), "Nice to meet you, Xia. Your email?");
+    assert_eq!(sh.metric("statehold_store_up"), 1.0);
+}
+
+#[test]
+fn passthrough_forwards_degraded_without_state() {
+    let (_d, mut redis, bot, sh) = setup("passthrough");
+    sh.update(1, 91, "/start");
+    redis.proc.kill9();
+    let r = sh.update(2, 91, "Yan");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.reserved_headers().is_empty());
+    let last = bot.handled().pop().unwrap();
+    assert_eq!(last["status_seen"], "degraded");
+    assert!(last["reserved_seen"].get("x-statehold-state").is_none());
+    assert!(sh.logs().contains("outcome=\"degraded\""));
+    redis.restart();
+    // What the bot reported while degraded was not stored: the snapshot is
+    // the one from before the outage.
+    support::wait_until("ready again", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    let stored = sh.stored("tg", "91").unwrap();
+    assert_eq!(stored["state"]["applied"], serde_json::json!([1]));
+}
+
+#[test]
+fn starts_while_redis_is_down_unless_required() {
+    let dir = support::temp_dir();
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    let dead_port = support::free_port();
+    config.redis = Some(dead_port);
+    config.store_extra = "op_timeout = \"200ms\"\n".into();
+    // Not required: it starts, answers 503, and is not ready.
+    let sh = Statehold::start(config.clone());
+    assert_eq!(sh.update(1, 92, "/start").status, 503);
+    assert_eq!(support::get(sh.admin(), "/readyz").unwrap().status, 503);
+    // Redis appears on that port: statehold recovers by itself.
+    let redis_dir = dir.path().join("late");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let _redis = {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--port", &dead_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .stdout(std::process::Stdio::null());
+        support::Proc::from_child("redis-server", cmd.spawn().unwrap())
+    };
+    support::wait_until("ready once redis is up", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(sh.update(1, 92, "/start").status, 200);
+    drop(sh);
+
+    // Required: a clear one-line reason and a non-zero exit.
+    let mut required = config.replica();
+    required.redis = Some(support::free_port());
+    required.store_extra = "op_timeout = \"200ms\"\nrequire_at_startup = true\n".into();
+    let path = dir.path().join("required.toml");
+    std::fs::write(&path, required.render()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statehold"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("require_at_startup"), "{err}");
+}
