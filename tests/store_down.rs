@@ -37,8 +37,15 @@ fn reject_answers_503_and_readyz_follows() {
     support::wait_until("ready again", || {
         support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
     });
-    assert_eq!(sh.stored("tg", "90").unwrap(), before, "snapshot intact (AOF)");
-    assert_eq!(reply_text(&sh.update(2, 90, "Xia")), "Nice to meet you, Xia. Your email?");
+    assert_eq!(
+        sh.stored("tg", "90").unwrap(),
+        before,
+        "snapshot intact (AOF)"
+    );
+    assert_eq!(
+        reply_text(&sh.update(2, 90, "Xia")),
+        "Nice to meet you, Xia. Your email?"
+    );
     assert_eq!(sh.metric("statehold_store_up"), 1.0);
 }
 
@@ -81,8 +88,15 @@ fn starts_while_redis_is_down_unless_required() {
     std::fs::create_dir_all(&redis_dir).unwrap();
     let _redis = {
         let mut cmd = std::process::Command::new("redis-server");
-        cmd.args(["--port", &dead_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .stdout(std::process::Stdio::null());
+        cmd.args([
+            "--port",
+            &dead_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null());
         support::Proc::from_child("redis-server", cmd.spawn().unwrap())
     };
     support::wait_until("ready once redis is up", || {

@@ -190,6 +190,8 @@ pub struct Config {
     pub dedupe: bool,
     /// `Some(port)`: the Redis backend on that redis-server.
     pub redis: Option<u16>,
+    /// With `redis`: connect with TLS (`rediss://`), trusting this CA file.
+    pub redis_tls_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -209,6 +211,7 @@ impl Config {
             key: r#"["json:/message/chat/id", "json:/callback_query/from/id"]"#,
             dedupe: true,
             redis: None,
+            redis_tls_ca: None,
         }
     }
 
@@ -254,8 +257,10 @@ token = "test-admin-token"
             upstream = self.upstream,
             backend = match self.redis {
                 Some(port) => format!(
-                    "backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"",
-                    self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                    "backend = \"redis\"\nurl = \"{scheme}://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"\n{ca}",
+                    self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), ""),
+                    scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" },
+                    ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"", p.display())).unwrap_or_default(),
                 ),
                 None => format!(
                     "backend = \"embedded\"\npath = \"{}\"",
