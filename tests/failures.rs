@@ -116,3 +116,50 @@ fn slow_body_is_408() {
     assert_eq!(r.status, 408);
     assert_eq!(sh.stored("tg", "50").unwrap(), before);
 }
+
+/// Content-Length and Transfer-Encoding together: hyper frames the request
+/// by Transfer-Encoding alone and closes the connection after answering
+/// (RFC 9112 §6.1), and statehold re-frames what it forwards, so a request
+/// smuggled behind the first never reaches the bot. Two different
+/// Content-Lengths are a 400.
+#[test]
+fn conflicting_framing_cannot_smuggle_a_request() {
+    let (_d, bot, sh, _before) = with_snapshot(|_| {});
+    let handled = bot.handled().len();
+    let body = support::tg_update(3, 50, "oli@example.com");
+    let smuggled = "GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    let raw = format!(
+        "POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n{smuggled}",
+        body.len()
+    );
+    let r = support::raw_request(sh.addr(), raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let seen: Vec<String> = bot.handled().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(seen.len(), handled + 1);
+    assert!(!seen.contains(&"/smuggled".to_string()), "the smuggled request never reached the bot");
+
+    let raw = format!(
+        "POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(support::raw_request(sh.addr(), raw.as_bytes()).unwrap().status, 400);
+    assert_eq!(bot.handled().len(), handled + 1);
+}
+
+#[test]
+fn slow_request_head_is_cut_off() {
+    let (_d, _bot, sh, _before) = with_snapshot(|c| c.server_extra = "header_timeout = \"300ms\"\n".into());
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(sh.addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /telegram HTTP/1.1\r\nhost: x\r\n").unwrap();
+    // Never finish the head: the server must close (408 or plain close).
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = s.read_to_end(&mut buf);
+    assert!(started.elapsed() < std::time::Duration::from_secs(9), "connection closed by the server");
+    if !buf.is_empty() {
+        assert_eq!(support::parse_response(&buf).unwrap().status, 408);
+    }
+}
