@@ -63,6 +63,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 config.store.tls_ca.as_deref(),
                 config.store.op_timeout.get(),
                 &config.store.key_prefix,
+                (
+                    config.store.breaker_failures,
+                    config.store.breaker_cooldown.get(),
+                ),
             )
             .map_err(StartupError::Store)?;
             let store = RedisStore::new(

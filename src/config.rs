@@ -259,6 +259,12 @@ pub struct StoreConfig {
     /// Redis only: every store operation's timeout.
     #[serde(default = "defaults::op_timeout")]
     pub op_timeout: Dur,
+    /// Redis only: consecutive failed operations that open the circuit
+    /// breaker (then operations fail at once for `breaker_cooldown`).
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "defaults::breaker_cooldown")]
+    pub breaker_cooldown: Dur,
     /// Redis only: PEM file of the CA that signed the server's certificate
     /// (`rediss://`); default: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,6 +288,8 @@ impl Default for StoreConfig {
             purge_interval: defaults::purge_interval(),
             lock_lease: defaults::lock_lease(),
             op_timeout: defaults::op_timeout(),
+            breaker_failures: defaults::breaker_failures(),
+            breaker_cooldown: defaults::breaker_cooldown(),
             tls_ca: None,
         }
     }
@@ -458,6 +466,12 @@ mod defaults {
     pub fn op_timeout() -> Dur {
         Dur::secs(1)
     }
+    pub fn breaker_failures() -> u32 {
+        3
+    }
+    pub fn breaker_cooldown() -> Dur {
+        Dur::secs(1)
+    }
     pub fn mode() -> ContractMode {
         ContractMode::Header
     }
@@ -601,6 +615,13 @@ impl Config {
         positive("store.purge_interval", self.store.purge_interval)?;
         positive("store.lock_lease", self.store.lock_lease)?;
         positive("store.op_timeout", self.store.op_timeout)?;
+        positive("store.breaker_cooldown", self.store.breaker_cooldown)?;
+        if self.store.breaker_failures == 0 {
+            return Err(ConfigError::new(
+                "store.breaker_failures",
+                "must be greater than zero",
+            ));
+        }
         if let Some(ca) = &self.store.tls_ca {
             if !ca.is_file() {
                 return Err(ConfigError::new(

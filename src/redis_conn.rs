@@ -6,6 +6,7 @@
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,45 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     op_timeout: Duration,
     prefix: String,
+    breaker: Breaker,
+}
+
+/// A circuit breaker: after `threshold` consecutive failed operations Redis
+/// is considered down for `cooldown`, and operations fail at once instead of
+/// each waiting out `op_timeout`. After the cooldown the next operation goes
+/// through as a probe; one success closes the circuit.
+struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the circuit is open.
+    open_until_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_open(&self) -> bool {
+        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            let until = self.now_ms() + self.cooldown.as_millis() as u64;
+            if self.open_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
+                tracing::warn!(failures = n, cooldown = ?self.cooldown, "redis circuit open: failing fast");
+            }
+        }
+    }
 }
 
 /// The keys of one conversation, all under one hash tag so every script
@@ -58,6 +98,7 @@ impl RedisConn {
         ca_file: Option<&std::path::Path>,
         op_timeout: Duration,
         prefix: &str,
+        breaker: (u32, Duration),
     ) -> Result<RedisConn, String> {
         let client = match ca_file {
             Some(path) => {
@@ -81,6 +122,13 @@ impl RedisConn {
                 connecting: tokio::sync::Mutex::new(()),
                 op_timeout,
                 prefix: prefix.to_string(),
+                breaker: Breaker {
+                    threshold: breaker.0.max(1),
+                    cooldown: breaker.1,
+                    failures: AtomicU32::new(0),
+                    open_until_ms: AtomicU64::new(0),
+                    epoch: std::time::Instant::now(),
+                },
             }),
         })
     }
@@ -165,6 +213,32 @@ impl RedisConn {
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let breaker = &self.inner.breaker;
+        if breaker.is_open() {
+            return Err(StoreError::Unavailable(
+                "circuit open (redis failing)".into(),
+            ));
+        }
+        let result = self.attempt_twice(op).await;
+        match &result {
+            Ok(_) => breaker.success(),
+            // A script error is Redis answering: the store is up.
+            Err(StoreError::Corrupt(_)) => breaker.success(),
+            Err(_) => breaker.failure(),
+        }
+        result
+    }
+
+    /// Whether the circuit breaker currently fails operations fast.
+    pub fn circuit_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    async fn attempt_twice<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         for attempt in 0..2 {
             let conn = self.manager().await?;
             match tokio::time::timeout(self.inner.op_timeout, op(conn)).await {
@@ -176,7 +250,8 @@ impl RedisConn {
                         || e.is_connection_refusal()
                         || e.is_unrecoverable_error();
                     if !connection_level {
-                        return Err(StoreError::Unavailable(e.to_string()));
+                        // Redis answered with an error (e.g. a script error).
+                        return Err(StoreError::Corrupt(e.to_string()));
                     }
                     self.invalidate();
                     if attempt == 1 {

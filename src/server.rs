@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::coord::Turns;
-use crate::pipeline::{ConnInfo, Pipeline};
+use crate::pipeline::{ConnInfo, Outcome, Pipeline};
 use crate::store::Store;
 
 /// Listener settings from `[server]`.
@@ -39,6 +39,7 @@ pub async fn run<S: Store, T: Turns>(
 ) -> bool {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let shedders = Arc::new(Semaphore::new(MAX_SHEDDING));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -53,10 +54,28 @@ pub async fn run<S: Store, T: Turns>(
                 }
             },
         };
-        // Over the cap: close at once rather than queue without bound.
+        // Over the cap: shed load with a quick 503 rather than queue without
+        // bound. The shedding itself is capped too; past that, plain close.
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            debug!(%peer, "connection limit reached, closing");
-            drop(stream);
+            pipeline.metrics().request(
+                pipeline.metrics().unmatched(),
+                Outcome::Overloaded,
+                503,
+                Duration::ZERO,
+            );
+            match (
+                settings.tls.is_none(),
+                Arc::clone(&shedders).try_acquire_owned(),
+            ) {
+                (true, Ok(shedder)) => {
+                    tokio::spawn(async move {
+                        shed(stream).await;
+                        drop(shedder);
+                    });
+                }
+                _ => drop(stream),
+            }
+            debug!(%peer, "connection limit reached, shedding");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -77,6 +96,31 @@ pub async fn run<S: Store, T: Turns>(
             false
         }
     }
+}
+
+/// Connections being answered 503 at once, at most.
+const MAX_SHEDDING: usize = 256;
+
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 65\r\n\r\n{\"error\":\"overloaded\",\"message\":\"server.max_connections reached\"}";
+
+/// Answers 503 without reading the request, then lets the client finish
+/// sending (so closing does not reset the connection under its answer).
+async fn shed(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(OVERLOADED).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 65_536 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 async fn serve_connection<S: Store, T: Turns>(

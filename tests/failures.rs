@@ -135,31 +135,74 @@ fn conflicting_framing_cannot_smuggle_a_request() {
     let r = support::raw_request(sh.addr(), raw.as_bytes()).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
-    let seen: Vec<String> = bot.handled().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect();
+    let seen: Vec<String> = bot
+        .handled()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(seen.len(), handled + 1);
-    assert!(!seen.contains(&"/smuggled".to_string()), "the smuggled request never reached the bot");
+    assert!(
+        !seen.contains(&"/smuggled".to_string()),
+        "the smuggled request never reached the bot"
+    );
 
     let raw = format!(
         "POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    assert_eq!(support::raw_request(sh.addr(), raw.as_bytes()).unwrap().status, 400);
+    assert_eq!(
+        support::raw_request(sh.addr(), raw.as_bytes())
+            .unwrap()
+            .status,
+        400
+    );
     assert_eq!(bot.handled().len(), handled + 1);
 }
 
 #[test]
 fn slow_request_head_is_cut_off() {
-    let (_d, _bot, sh, _before) = with_snapshot(|c| c.server_extra = "header_timeout = \"300ms\"\n".into());
+    let (_d, _bot, sh, _before) =
+        with_snapshot(|c| c.server_extra = "header_timeout = \"300ms\"\n".into());
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(sh.addr()).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /telegram HTTP/1.1\r\nhost: x\r\n").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"POST /telegram HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
     // Never finish the head: the server must close (408 or plain close).
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
     let _ = s.read_to_end(&mut buf);
-    assert!(started.elapsed() < std::time::Duration::from_secs(9), "connection closed by the server");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(9),
+        "connection closed by the server"
+    );
     if !buf.is_empty() {
         assert_eq!(support::parse_response(&buf).unwrap().status, 408);
     }
+}
+
+#[test]
+fn connection_flood_is_shed_with_503() {
+    let (_d, _bot, sh, before) = with_snapshot(|c| c.server_extra = "max_connections = 2\n".into());
+    // Two idle keep-alive connections take every slot.
+    let hold: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(sh.addr()).unwrap())
+        .collect();
+    support::wait_until("both slots taken", || {
+        let r = support::post_json(sh.addr(), "/telegram", &support::tg_update(9, 50, "x"), &[]);
+        r.is_ok_and(|r| r.status == 503)
+    });
+    let r =
+        support::post_json(sh.addr(), "/telegram", &support::tg_update(9, 50, "x"), &[]).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["error"], "overloaded");
+    drop(hold);
+    // Slots free again: served normally, nothing was lost meanwhile.
+    support::wait_until("slots free", || {
+        support::get(sh.addr(), "/ping").is_ok_and(|r| r.status != 503)
+    });
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    assert!(sh.metrics().contains("outcome=\"overloaded\""));
 }

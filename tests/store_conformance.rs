@@ -73,12 +73,12 @@ async fn redis_store_conforms() {
     let timeout = Duration::from_secs(2);
     let hour = Duration::from_secs(3600);
     let long = RedisStore::new(
-        RedisConn::new(&url, None, timeout, "long").unwrap(),
+        RedisConn::new(&url, None, timeout, "long", (3, Duration::from_secs(1))).unwrap(),
         hour,
         hour,
     );
     let short = RedisStore::new(
-        RedisConn::new(&url, None, timeout, "short").unwrap(),
+        RedisConn::new(&url, None, timeout, "short", (3, Duration::from_secs(1))).unwrap(),
         SHORT_TTL,
         SHORT_TTL,
     );

@@ -119,3 +119,42 @@ fn starts_while_redis_is_down_unless_required() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("require_at_startup"), "{err}");
 }
+
+#[test]
+fn a_hung_redis_trips_the_circuit_breaker_and_recovers() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra =
+        "op_timeout = \"300ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"1s\"\nlock_wait = \"2s\"\n".into();
+    let sh = Statehold::start(config);
+    sh.update(1, 93, "/start");
+    // Redis hangs (not down: connections stay open, nothing answers).
+    support::signal(redis.proc.pid(), "STOP");
+    for id in 2..6 {
+        let r = sh.update(id, 93, "Abe");
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
+    let logs = sh.logs();
+    assert!(logs.contains("redis circuit open"), "{logs}");
+    assert!(
+        logs.contains("circuit open (redis failing)"),
+        "later requests failed fast"
+    );
+    assert_eq!(
+        bot.handled().len(),
+        1,
+        "bot not called while the store is out"
+    );
+    assert_eq!(sh.metric("statehold_store_up"), 0.0);
+    support::signal(redis.proc.pid(), "CONT");
+    support::wait_until("circuit closes after the cooldown", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(
+        reply_text(&sh.update(2, 93, "Abe")),
+        "Nice to meet you, Abe. Your email?"
+    );
+}

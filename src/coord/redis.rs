@@ -50,6 +50,11 @@ struct Shared {
     extend: Script,
     tokens: RandomState,
     counter: AtomicU64,
+    /// Tokens we gave up on (a timed-out acquire, a failed release) while
+    /// Redis was unreachable. An operation that timed out may still run
+    /// when Redis comes back, leaving our token queued or even holding the
+    /// lease; the sweeper removes them as soon as Redis answers again.
+    orphans: Mutex<Vec<(LeaseKeys, u64, tokio::time::Instant)>>,
 }
 
 impl RedisTurns {
@@ -68,8 +73,10 @@ impl RedisTurns {
             extend: script(include_str!("redis/extend.lua")),
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
+            orphans: Mutex::new(Vec::new()),
         });
         tokio::spawn(listen_for_handovers(Arc::downgrade(&shared)));
+        tokio::spawn(sweep_orphans(Arc::downgrade(&shared)));
         RedisTurns { shared }
     }
 }
@@ -116,6 +123,41 @@ impl Shared {
             self.channel.clone(),
         ];
         self.run(&self.release, keys, &args).await
+    }
+
+    /// Leaves the queue; if Redis cannot be told now, the sweeper will.
+    async fn leave(&self, keys: &LeaseKeys, token: u64) {
+        if self.release(keys, token).await.is_err() {
+            if let Ok(mut o) = self.orphans.lock() {
+                o.push((keys.clone(), token, tokio::time::Instant::now()));
+            }
+        }
+    }
+}
+
+/// Releases abandoned tokens once Redis answers again. Entries older than
+/// the queue's TTL are dropped: Redis has expired them by then.
+async fn sweep_orphans(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let Some(s) = shared.upgrade() else { return };
+        let pending: Vec<_> = match s.orphans.lock() {
+            Ok(mut o) if !o.is_empty() => std::mem::take(&mut *o),
+            _ => continue,
+        };
+        let max_age = Duration::from_millis(s.queue_ttl_ms);
+        let mut keep = Vec::new();
+        for (keys, token, since) in pending {
+            if since.elapsed() > max_age {
+                continue;
+            }
+            if s.release(&keys, token).await.is_err() {
+                keep.push((keys, token, since));
+            }
+        }
+        if let Ok(mut o) = s.orphans.lock() {
+            o.extend(keep);
+        };
     }
 }
 
@@ -186,13 +228,10 @@ impl Drop for RedisTurn {
     fn drop(&mut self) {
         self.extender.abort();
         let (shared, keys, token) = (Arc::clone(&self.shared), self.keys.clone(), self.token);
-        // Release off the request path; if it fails the lease expires.
+        // Release off the request path; if Redis cannot be told, the
+        // sweeper retries (and the lease expires in any case).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = shared.release(&keys, token).await {
-                    warn!(error = %e, "turn release failed; it expires with its lease");
-                }
-            });
+            rt.spawn(async move { shared.leave(&keys, token).await });
         }
     }
 }
@@ -224,8 +263,9 @@ impl Turns for RedisTurns {
             Ok(g) => g == 1,
             Err(e) => {
                 s.forget(token);
-                // The script may have run before the reply was lost.
-                let _ = s.release(&keys, token).await;
+                // The script may have run (or may still run) without us
+                // seeing the reply.
+                s.leave(&keys, token).await;
                 return Err(e);
             }
         };
@@ -234,7 +274,7 @@ impl Turns for RedisTurns {
             if now >= deadline {
                 s.forget(token);
                 // Leave the queue; if the turn arrived meanwhile, pass it on.
-                let _ = s.release(&keys, token).await;
+                s.leave(&keys, token).await;
                 return Err(TurnError::WaitExceeded(wait));
             }
             let nap = CHECK_EVERY.min(deadline - now);

@@ -77,10 +77,12 @@ pub enum Outcome {
     /// The bot answered but the commit was refused: the conversation moved
     /// on (the turn's lease was taken over). 503, so the update is redelivered.
     Conflict,
+    /// Shed at accept: `server.max_connections` reached. 503.
+    Overloaded,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Ok,
         Outcome::Duplicate,
         Outcome::Passthrough,
@@ -95,6 +97,7 @@ impl Outcome {
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
         Outcome::Conflict,
+        Outcome::Overloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +116,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::Conflict => "conflict",
+            Outcome::Overloaded => "overloaded",
         }
     }
 }
@@ -351,6 +355,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 ))
             }
             Err(TurnError::Unavailable(e)) => {
+                self.metrics.set_store_up(false);
                 self.store_unavailable(&conv, &e)?;
                 None
             }
