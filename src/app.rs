@@ -18,7 +18,7 @@ use crate::pipeline::route::Routes;
 use crate::pipeline::Pipeline;
 use crate::redis_conn::RedisConn;
 use crate::server::{self, ServerSettings};
-use crate::store::embedded::EmbeddedStore;
+use crate::store::embedded::{EmbeddedStore, OpenError};
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -26,6 +26,9 @@ use crate::upstream::Upstream;
 /// Why `serve` could not start. Each message names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// A configured value that cannot work (exit status 2, like a bad config).
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     Store(String),
     #[error("cannot listen on {addr} ({key}): {source}")]
@@ -48,7 +51,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 config.store.ttl.get(),
                 config.store.dedupe_window.get(),
             )
-            .map_err(|e| StartupError::Store(e.to_string()))?;
+            .map_err(|e| match e {
+                // The file cannot be created or opened where configured.
+                OpenError::Dir { .. } => StartupError::Config(e.to_string()),
+                OpenError::Db { .. } => StartupError::Store(e.to_string()),
+            })?;
             run(config, store, LocalTurns::default(), shutdown).await
         }
         Backend::Redis => {

@@ -658,9 +658,7 @@ impl Config {
         }
         match self.store.backend {
             Backend::Embedded => {
-                if self.store.path.as_os_str().is_empty() {
-                    return Err(ConfigError::new("store.path", "must not be empty"));
-                }
+                check_store_path(&self.store.path).map_err(|e| ConfigError::new("store.path", e))?;
             }
             Backend::Redis => {
                 let url = self.store.url.as_ref().ok_or_else(|| {
@@ -743,6 +741,34 @@ impl Config {
     pub fn redacted_store_url(&self) -> Option<String> {
         self.store.url.as_ref().map(|u| redact_url(u.expose()))
     }
+}
+
+/// Catches store paths that can never work without touching the disk: the
+/// nearest existing ancestor must be a directory. (What only opening can
+/// tell, such as a read-only file system, fails at startup with the same key.)
+fn check_store_path(path: &Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a directory; name the database file", path.display()));
+    }
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if dir.exists() {
+            if !dir.is_dir() {
+                return Err(format!(
+                    "{}: {} is not a directory",
+                    path.display(),
+                    dir.display()
+                ));
+            }
+            return Ok(());
+        }
+        ancestor = dir.parent();
+    }
+    Ok(())
 }
 
 fn is_name_char(c: char) -> bool {

@@ -42,7 +42,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("statehold: {e:#}");
-                ExitCode::FAILURE
+                let config_problem = matches!(
+                    e.downcast_ref::<statehold::app::StartupError>(),
+                    Some(statehold::app::StartupError::Config(_))
+                );
+                if config_problem {
+                    ExitCode::from(EXIT_INVALID)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         },
     }

@@ -154,3 +154,25 @@ fn config_path_defaults_to_env_var() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn unusable_store_path_is_a_config_error_naming_the_key() {
+    let dir = support::temp_dir();
+    let base = Config::new(1, dir.path()).render();
+    let db_line = format!("path = \"{}\"", dir.path().join("statehold.db").display());
+    // Under a regular file: check-config already knows.
+    let under_file = base.replace(&db_line, "path = \"/etc/hostname/statehold.db\"");
+    let path = dir.path().join("f.toml");
+    std::fs::write(&path, under_file).unwrap();
+    let out = statehold(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.path") && err.contains("not a directory"), "{err}");
+    // On a file system that refuses writes: serve finds out at startup.
+    let read_only = base.replace(&db_line, "path = \"/proc/statehold-test/statehold.db\"");
+    std::fs::write(&path, read_only).unwrap();
+    let out = statehold(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.path"), "{err}");
+}

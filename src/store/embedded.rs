@@ -38,7 +38,7 @@ const PURGE_CHUNK: usize = 5_000;
 /// Why the database could not be opened (a startup error).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("store.path {path}: cannot create its directory: {source}")]
+    #[error("store.path {path}: cannot create the database there: {source}")]
     Dir {
         path: String,
         source: std::io::Error,
@@ -92,13 +92,18 @@ impl EmbeddedStore {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| OpenError::Db {
-            path: shown.clone(),
-            reason: match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "already opened by another statehold process".into()
-                }
-                other => other.to_string(),
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
+                path: shown.clone(),
+                reason: "already opened by another statehold process".into(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
+                path: shown.clone(),
+                source,
+            },
+            other => OpenError::Db {
+                path: shown.clone(),
+                reason: other.to_string(),
             },
         })?;
         let init = || -> Result<(), redb::Error> {
