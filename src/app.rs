@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -169,6 +170,9 @@ async fn run<S: Store, T: Turns>(
         }
     };
     let drained = server::run(listener, Arc::clone(&pipeline), settings, proxy_shutdown).await;
+    // Hand released turns over before exiting, so other replicas do not
+    // wait out our leases.
+    pipeline.turns().quiesce(Duration::from_secs(2)).await;
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = purge_task.await;

@@ -44,4 +44,12 @@ pub trait Turns: Send + Sync + 'static {
         key: &ConvKey,
         wait: Duration,
     ) -> impl Future<Output = Result<Self::Turn, TurnError>> + Send;
+
+    /// At shutdown: waits (at most `within`) until released turns have
+    /// reached the coordination backend, so other replicas need not wait
+    /// for leases to expire.
+    fn quiesce(&self, within: Duration) -> impl Future<Output = ()> + Send {
+        let _ = within;
+        async {}
+    }
 }

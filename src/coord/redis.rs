@@ -55,6 +55,9 @@ struct Shared {
     /// when Redis comes back, leaving our token queued or even holding the
     /// lease; the sweeper removes them as soon as Redis answers again.
     orphans: Mutex<Vec<(LeaseKeys, u64, tokio::time::Instant)>>,
+    /// Releases spawned and not finished yet (for `quiesce`).
+    releasing: std::sync::atomic::AtomicUsize,
+    released: tokio::sync::Notify,
 }
 
 impl RedisTurns {
@@ -74,6 +77,8 @@ impl RedisTurns {
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
+            releasing: std::sync::atomic::AtomicUsize::new(0),
+            released: tokio::sync::Notify::new(),
         });
         tokio::spawn(listen_for_handovers(Arc::downgrade(&shared)));
         tokio::spawn(sweep_orphans(Arc::downgrade(&shared)));
@@ -231,7 +236,12 @@ impl Drop for RedisTurn {
         // Release off the request path; if Redis cannot be told, the
         // sweeper retries (and the lease expires in any case).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { shared.leave(&keys, token).await });
+            shared.releasing.fetch_add(1, Ordering::SeqCst);
+            rt.spawn(async move {
+                shared.leave(&keys, token).await;
+                shared.releasing.fetch_sub(1, Ordering::SeqCst);
+                shared.released.notify_waiters();
+            });
         }
     }
 }
@@ -301,6 +311,22 @@ impl Turns for RedisTurns {
             extender,
             lost,
         })
+    }
+
+    async fn quiesce(&self, within: Duration) {
+        let s = &self.shared;
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let notified = s.released.notified();
+                let orphans = s.orphans.lock().map(|o| o.len()).unwrap_or(0);
+                if s.releasing.load(Ordering::SeqCst) == 0 && orphans == 0 {
+                    return;
+                }
+                // Orphans are retried by the sweeper; look again shortly.
+                let _ = tokio::time::timeout(CHECK_EVERY, notified).await;
+            }
+        })
+        .await;
     }
 }
 

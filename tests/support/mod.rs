@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod traffic;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -326,6 +327,17 @@ impl Statehold {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("statehold not ready:\n{}", self.logs());
+    }
+
+    /// SIGTERM; returns the exit status once the process is gone.
+    pub fn stop_gracefully(&mut self) -> std::process::ExitStatus {
+        self.proc.terminate()
+    }
+
+    /// Starts again (after a stop) with the same config and data.
+    pub fn start_again(&mut self) {
+        self.proc = Self::spawn(&self.config_path, &self.log);
+        self.wait_ready();
     }
 
     /// kill -9 and start again with the same config and data.

@@ -1,0 +1,60 @@
+//! Graceful shutdown: a rolling restart of three replicas under load loses
+//! nothing and answers no 5xx but the documented 503.
+
+mod support;
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use support::traffic::{drive, Report};
+use support::{Bot, Config, RedisServer, Statehold};
+
+#[test]
+fn rolling_restart_under_load_loses_nothing() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    let bot = Bot::start(support::free_port());
+    let mut base = Config::new(bot.port, dir.path());
+    base.redis = Some(redis.port);
+    base.server_extra = "shutdown_grace = \"5s\"\n".into();
+    let mut replicas: Vec<Statehold> = (0..3).map(|_| Statehold::start(base.replica())).collect();
+    let targets: Vec<_> = replicas.iter().map(Statehold::addr).collect();
+    let chats: Vec<i64> = (1000..1150).collect();
+    let report = Report::default();
+    let stop = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(90);
+
+    let progress = std::thread::scope(|s| {
+        let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &stop));
+        for replica in replicas.iter_mut() {
+            // Let traffic flow, then restart this replica.
+            let before = report.acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+            support::wait_until("traffic flowing", || {
+                report.acknowledged.load(std::sync::atomic::Ordering::Relaxed) >= before + 40
+            });
+            let status = replica.stop_gracefully();
+            assert_eq!(status.code(), Some(0), "{}", replica.logs());
+            replica.start_again();
+        }
+        traffic.join().unwrap()
+    });
+
+    let violations = report.violations.lock().unwrap();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(progress.len(), chats.len());
+    assert!(progress.iter().all(|&(_, done)| done == 4), "every flow completed");
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(report.status_502.load(ordering), 0);
+    assert_eq!(report.status_504.load(ordering), 0);
+    assert_eq!(bot.overlaps(), 0);
+    for r in &replicas {
+        assert!(r.logs().contains("stopped cleanly"));
+    }
+    eprintln!(
+        "rolling restart: {} steps acknowledged, {} redeliveries, {} answered 503, {} unanswered",
+        report.acknowledged.load(ordering),
+        report.redeliveries.load(ordering),
+        report.status_503.load(ordering),
+        report.no_answer.load(ordering)
+    );
+}

@@ -1,0 +1,143 @@
+//! A platform simulator for the soak and rolling-restart tests: drives many
+//! registration flows through a set of replicas, redelivering an update the
+//! way platforms do when the answer is an error or never arrives, and checks
+//! every answer against the flow's expected next prompt.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What each step of the demo flow answers when applied exactly once, in order.
+pub fn expected_reply(chat: i64, step: usize) -> String {
+    match step {
+        0 => "Welcome! What's your name?".into(),
+        1 => format!("Nice to meet you, n{chat}. Your email?"),
+        2 => "Which plan: basic or pro?".into(),
+        _ => format!("Registered n{chat} <n{chat}@example.com> on the pro plan. Done!"),
+    }
+}
+
+pub fn step_text(chat: i64, step: usize) -> String {
+    match step {
+        0 => "/start".into(),
+        1 => format!("n{chat}"),
+        2 => format!("n{chat}@example.com"),
+        _ => "pro".into(),
+    }
+}
+
+pub fn update_id(chat: i64, step: usize) -> u64 {
+    chat as u64 * 10 + step as u64
+}
+
+/// Counts of what the platform saw.
+#[derive(Default, Debug)]
+pub struct Report {
+    /// Steps acknowledged with the expected answer.
+    pub acknowledged: AtomicU64,
+    /// Redeliveries (after a 502/503/504 or no answer).
+    pub redeliveries: AtomicU64,
+    pub status_502: AtomicU64,
+    pub status_503: AtomicU64,
+    pub status_504: AtomicU64,
+    pub no_answer: AtomicU64,
+    /// Anything else: wrong status or an answer that shows a lost or
+    /// doubled step. Must stay empty.
+    pub violations: Mutex<Vec<String>>,
+}
+
+/// Drives `chats` through `targets` until each reached its `goal(chat)`
+/// step (0..=3, inclusive) or `deadline` passed. Returns how far each got.
+pub fn drive(
+    targets: &[SocketAddr],
+    chats: &[i64],
+    goal: impl Fn(i64) -> usize + Sync,
+    threads: usize,
+    deadline: Instant,
+    report: &Report,
+    stop: &AtomicBool,
+) -> Vec<(i64, usize)> {
+    let next = AtomicU64::new(0);
+    let progress = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (next, progress, goal) = (&next, &progress, &goal);
+            s.spawn(move || {
+                let mut pick = t;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&chat) = chats.get(i) else { return };
+                    let mut done = 0;
+                    for step in 0..=goal(chat) {
+                        if !deliver(targets, &mut pick, chat, step, deadline, report, stop) {
+                            break;
+                        }
+                        done = step + 1;
+                    }
+                    progress.lock().unwrap().push((chat, done));
+                }
+            });
+        }
+    });
+    progress.into_inner().unwrap()
+}
+
+/// Delivers one update until it is acknowledged. False if time ran out.
+fn deliver(
+    targets: &[SocketAddr],
+    pick: &mut usize,
+    chat: i64,
+    step: usize,
+    deadline: Instant,
+    report: &Report,
+    stop: &AtomicBool,
+) -> bool {
+    let body = super::tg_update(update_id(chat, step), chat, &step_text(chat, step));
+    let mut first = true;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if !first {
+            report.redeliveries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        first = false;
+        *pick = pick.wrapping_add(1);
+        let target = targets[*pick % targets.len()];
+        match super::post_json(target, "/telegram", &body, &[]) {
+            Err(_) => {
+                report.no_answer.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => match r.status {
+                200 => {
+                    let got = super::reply_text(&r);
+                    let want = expected_reply(chat, step);
+                    if got != want {
+                        report.violations.lock().unwrap().push(format!(
+                            "chat {chat} step {step}: answered {got:?}, expected {want:?}"
+                        ));
+                    }
+                    report.acknowledged.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                502 => {
+                    report.status_502.fetch_add(1, Ordering::Relaxed);
+                }
+                503 => {
+                    report.status_503.fetch_add(1, Ordering::Relaxed);
+                }
+                504 => {
+                    report.status_504.fetch_add(1, Ordering::Relaxed);
+                }
+                other => {
+                    report
+                        .violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("chat {chat} step {step}: status {other}: {}", r.text()));
+                    return false;
+                }
+            },
+        }
+    }
+    false
+}
