@@ -12,13 +12,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::Admin;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, OnUnavailable};
 use crate::coord::{LocalTurns, RedisTurns, Turns};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;
 use crate::pipeline::Pipeline;
 use crate::redis_conn::RedisConn;
 use crate::server::{self, ServerSettings};
+use crate::spool::Spool;
 use crate::store::embedded::{EmbeddedStore, OpenError};
 use crate::store::redis::RedisStore;
 use crate::store::Store;
@@ -122,8 +123,21 @@ async fn run<S: Store, T: Turns>(
     };
     let upstream = Upstream::new(&config.upstream).map_err(StartupError::Setup)?;
     let metrics = Arc::new(Metrics::new(Routes::labels(&config)));
+    // A spool only makes sense where the store is remote and requests pass
+    // through while it is out.
+    let spool = match (config.store.backend, config.store.on_unavailable) {
+        (Backend::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
+            Spool::open(&config.store.spool_path, config.store.spool_max)
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    if let Some(spool) = &spool {
+        metrics.set_spool_depth(spool.depth());
+    }
     let pipeline = Arc::new(
-        Pipeline::new(&config, store, turns, upstream, metrics).map_err(StartupError::Setup)?,
+        Pipeline::new(&config, store, turns, upstream, metrics, spool)
+            .map_err(StartupError::Setup)?,
     );
     let admin = Arc::new(Admin::new(
         Arc::clone(&pipeline),
@@ -138,6 +152,10 @@ async fn run<S: Store, T: Turns>(
     };
 
     let admin_task = tokio::spawn(Arc::clone(&admin).run(admin_listener, stopped(stop_rx.clone())));
+    let spool_task = tokio::spawn(write_back_loop(
+        Arc::clone(&pipeline),
+        stopped(stop_rx.clone()),
+    ));
     let purge_task = tokio::spawn(purge_loop(
         Arc::clone(&pipeline),
         config.store.purge_interval.get(),
@@ -176,10 +194,51 @@ async fn run<S: Store, T: Turns>(
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     let _ = purge_task.await;
+    let _ = spool_task.await;
+    // One last write-back attempt; what remains waits on disk for the next start.
+    if let Some(spool) = pipeline.spool() {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            spool.write_back(pipeline.store(), pipeline.turns(), pipeline.metrics()),
+        )
+        .await;
+        let left = spool.depth();
+        if left > 0 {
+            warn!(left, "spooled snapshots kept on disk for the next start");
+        }
+    }
     if drained {
         info!("stopped cleanly");
     }
     Ok(())
+}
+
+/// Writes spooled snapshots back once the store answers again.
+async fn write_back_loop<S: Store, T: Turns>(
+    pipeline: Arc<Pipeline<S, T>>,
+    stop: impl Future<Output = ()>,
+) {
+    let Some(spool) = pipeline.spool().cloned() else {
+        return;
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if spool.depth() == 0 || pipeline.store().ping().await.is_err() {
+            continue;
+        }
+        let settled = spool
+            .write_back(pipeline.store(), pipeline.turns(), pipeline.metrics())
+            .await;
+        let depth = spool.depth();
+        pipeline.metrics().set_spool_depth(depth);
+        if settled > 0 {
+            info!(settled, left = depth, "spool written back");
+        }
+    }
 }
 
 /// Deletes expired snapshots and dedupe records in the background, so

@@ -265,6 +265,13 @@ pub struct StoreConfig {
     pub breaker_failures: u32,
     #[serde(default = "defaults::breaker_cooldown")]
     pub breaker_cooldown: Dur,
+    /// With `on_unavailable = "passthrough"` and Redis: where snapshots
+    /// reported during an outage wait to be written back.
+    #[serde(default = "defaults::spool_path")]
+    pub spool_path: PathBuf,
+    /// Most conversations the spool holds; later ones are dropped (logged).
+    #[serde(default = "defaults::spool_max")]
+    pub spool_max: u64,
     /// Redis only: PEM file of the CA that signed the server's certificate
     /// (`rediss://`); default: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +297,8 @@ impl Default for StoreConfig {
             op_timeout: defaults::op_timeout(),
             breaker_failures: defaults::breaker_failures(),
             breaker_cooldown: defaults::breaker_cooldown(),
+            spool_path: defaults::spool_path(),
+            spool_max: defaults::spool_max(),
             tls_ca: None,
         }
     }
@@ -471,6 +480,12 @@ mod defaults {
     }
     pub fn breaker_cooldown() -> Dur {
         Dur::secs(1)
+    }
+    pub fn spool_path() -> PathBuf {
+        PathBuf::from("./data/spool.db")
+    }
+    pub fn spool_max() -> u64 {
+        10_000
     }
     pub fn mode() -> ContractMode {
         ContractMode::Header
@@ -658,7 +673,8 @@ impl Config {
         }
         match self.store.backend {
             Backend::Embedded => {
-                check_store_path(&self.store.path).map_err(|e| ConfigError::new("store.path", e))?;
+                check_store_path(&self.store.path)
+                    .map_err(|e| ConfigError::new("store.path", e))?;
             }
             Backend::Redis => {
                 let url = self.store.url.as_ref().ok_or_else(|| {
@@ -751,11 +767,18 @@ fn check_store_path(path: &Path) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if path.is_dir() {
-        return Err(format!("{} is a directory; name the database file", path.display()));
+        return Err(format!(
+            "{} is a directory; name the database file",
+            path.display()
+        ));
     }
     let mut ancestor = path.parent();
     while let Some(dir) = ancestor {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if dir.exists() {
             if !dir.is_dir() {
                 return Err(format!(

@@ -19,6 +19,7 @@
 //! - [`store`]: the `Store` trait and its backends ([`store::embedded`],
 //!   [`store::redis`]).
 //! - [`redis_conn`]: the shared Redis connection and per-conversation key layout.
+//! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order.
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
@@ -37,6 +38,7 @@ pub mod pipeline;
 pub mod presets;
 pub mod redis_conn;
 pub mod server;
+pub mod spool;
 pub mod store;
 pub mod upstream;
 pub mod verify;

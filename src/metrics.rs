@@ -106,6 +106,7 @@ pub struct Metrics {
     conflicts: AtomicU64,
     store_up: AtomicU64,
     turns_waiting: AtomicU64,
+    spool_depth: AtomicU64,
 }
 
 impl Metrics {
@@ -133,6 +134,7 @@ impl Metrics {
             conflicts: AtomicU64::new(0),
             store_up: AtomicU64::new(1),
             turns_waiting: AtomicU64::new(0),
+            spool_depth: AtomicU64::new(0),
         }
     }
 
@@ -173,6 +175,9 @@ impl Metrics {
         } else {
             self.turns_waiting.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+    pub fn set_spool_depth(&self, depth: u64) {
+        self.spool_depth.store(depth, Ordering::Relaxed);
     }
     pub fn conflict(&self) {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +326,17 @@ impl Metrics {
             out,
             "statehold_turns_waiting {}",
             self.turns_waiting.load(Ordering::Relaxed)
+        );
+        help(
+            &mut out,
+            "statehold_spool_depth",
+            "gauge",
+            "Conversations whose degraded-mode snapshot waits to be written back.",
+        );
+        let _ = writeln!(
+            out,
+            "statehold_spool_depth {}",
+            self.spool_depth.load(Ordering::Relaxed)
         );
         out
     }

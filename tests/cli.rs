@@ -167,7 +167,10 @@ fn unusable_store_path_is_a_config_error_naming_the_key() {
     let out = statehold(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("store.path") && err.contains("not a directory"), "{err}");
+    assert!(
+        err.contains("store.path") && err.contains("not a directory"),
+        "{err}"
+    );
     // On a file system that refuses writes: serve finds out at startup.
     let read_only = base.replace(&db_line, "path = \"/proc/statehold-test/statehold.db\"");
     std::fs::write(&path, read_only).unwrap();

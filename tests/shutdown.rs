@@ -28,9 +28,14 @@ fn rolling_restart_under_load_loses_nothing() {
         let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &stop));
         for replica in replicas.iter_mut() {
             // Let traffic flow, then restart this replica.
-            let before = report.acknowledged.load(std::sync::atomic::Ordering::Relaxed);
+            let before = report
+                .acknowledged
+                .load(std::sync::atomic::Ordering::Relaxed);
             support::wait_until("traffic flowing", || {
-                report.acknowledged.load(std::sync::atomic::Ordering::Relaxed) >= before + 40
+                report
+                    .acknowledged
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    >= before + 40
             });
             let status = replica.stop_gracefully();
             assert_eq!(status.code(), Some(0), "{}", replica.logs());
@@ -42,7 +47,10 @@ fn rolling_restart_under_load_loses_nothing() {
     let violations = report.violations.lock().unwrap();
     assert!(violations.is_empty(), "{violations:#?}");
     assert_eq!(progress.len(), chats.len());
-    assert!(progress.iter().all(|&(_, done)| done == 4), "every flow completed");
+    assert!(
+        progress.iter().all(|&(_, done)| done == 4),
+        "every flow completed"
+    );
     let ordering = std::sync::atomic::Ordering::Relaxed;
     assert_eq!(report.status_502.load(ordering), 0);
     assert_eq!(report.status_504.load(ordering), 0);

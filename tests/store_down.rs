@@ -50,25 +50,94 @@ fn reject_answers_503_and_readyz_follows() {
 }
 
 #[test]
-fn passthrough_forwards_degraded_without_state() {
-    let (_d, mut redis, bot, sh) = setup("passthrough");
+fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
+    let (_d, mut redis, bot, mut sh) = setup("passthrough");
     sh.update(1, 91, "/start");
+    sh.update(1, 94, "/start");
     redis.proc.kill9();
+    // The bot still has its dict; it is told the store is out.
     let r = sh.update(2, 91, "Yan");
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(reply_text(&r), "Nice to meet you, Yan. Your email?");
     assert!(r.reserved_headers().is_empty());
     let last = bot.handled().pop().unwrap();
     assert_eq!(last["status_seen"], "degraded");
     assert!(last["reserved_seen"].get("x-statehold-state").is_none());
+    assert_eq!(
+        reply_text(&sh.update(3, 91, "yan@example.com")),
+        "Which plan: basic or pro?"
+    );
+    sh.update(2, 94, "Zoe");
     assert!(sh.logs().contains("outcome=\"degraded\""));
+    assert!(sh.logs().contains("snapshot spooled"));
+    assert_eq!(
+        sh.metric("statehold_spool_depth"),
+        2.0,
+        "one entry per conversation"
+    );
+
+    // statehold itself restarts during the outage: the spool is on disk.
+    sh.crash_and_restart();
+    assert_eq!(sh.metric("statehold_spool_depth"), 2.0);
+
+    // Redis returns: both conversations are written back by themselves.
     redis.restart();
-    // What the bot reported while degraded was not stored: the snapshot is
-    // the one from before the outage.
-    support::wait_until("ready again", || {
-        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    support::wait_until("spool written back", || {
+        sh.metric("statehold_spool_depth") == 0.0
     });
     let stored = sh.stored("tg", "91").unwrap();
-    assert_eq!(stored["state"]["applied"], serde_json::json!([1]));
+    assert_eq!(
+        stored["state"]["step"], "plan",
+        "the degraded steps were kept"
+    );
+    assert_eq!(stored["state"]["applied"], serde_json::json!([1, 2, 3]));
+    assert_eq!(
+        stored["version"], 2,
+        "one write-back on top of the version seen before the outage"
+    );
+    assert_eq!(
+        reply_text(&sh.update(4, 91, "pro")),
+        "Registered Yan <yan@example.com> on the pro plan. Done!"
+    );
+    assert!(sh.logs().contains("spooled snapshot written back"));
+}
+
+#[test]
+fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
+    let dir = support::temp_dir();
+    let mut redis = RedisServer::start(dir.path(), true);
+    let bot = Bot::start(support::free_port());
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
+    let mut a = Statehold::start(config.replica());
+    let b = Statehold::start(config.replica());
+    a.update(1, 97, "/start");
+    // A loses Redis (as if partitioned): kill Redis, spool on A.
+    redis.proc.kill9();
+    assert_eq!(a.update(2, 97, "Old").status, 200);
+    assert_eq!(a.metric("statehold_spool_depth"), 1.0);
+    // Stop A before Redis returns, so B moves the conversation on first.
+    a.proc.kill9();
+    redis.restart();
+    support::wait_until("B ready", || {
+        support::get(b.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(
+        reply_text(&b.update(2, 97, "New")),
+        "Nice to meet you, New. Your email?"
+    );
+    a.start_again();
+    support::wait_until("A's spool settled", || {
+        a.metric("statehold_spool_depth") == 0.0
+    });
+    assert_eq!(a.metric("statehold_conflicts_total"), 1.0);
+    assert!(a.logs().contains("spooled snapshot dropped"));
+    assert_eq!(
+        b.stored("tg", "97").unwrap()["state"]["name"],
+        "New",
+        "the newer state stays"
+    );
 }
 
 #[test]

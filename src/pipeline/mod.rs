@@ -37,6 +37,7 @@ use crate::contract::{self, CaptureError, Injection, LoadStatus, StateChange};
 use crate::coord::{Turn, TurnError, Turns};
 use crate::key::{self, ConvKey, RequestParts};
 use crate::metrics::{LoadResult, Metrics, SaveResult, StoreOp};
+use crate::spool::Spool;
 use crate::store::{Commit, CommitOutcome, Loaded, RecordedResponse, Store};
 use crate::upstream::{forward_headers, strip_hop_by_hop, Upstream, UpstreamError};
 use route::{Route, Routes};
@@ -141,6 +142,8 @@ struct Settings {
 }
 
 pub struct Pipeline<S, T> {
+    /// Degraded-mode spool (passthrough on a shared store), if any.
+    spool: Option<Arc<Spool>>,
     routes: Routes,
     store: S,
     turns: T,
@@ -188,8 +191,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         turns: T,
         upstream: Upstream,
         metrics: Arc<Metrics>,
+        spool: Option<Arc<Spool>>,
     ) -> Result<Pipeline<S, T>, String> {
         Ok(Pipeline {
+            spool,
             routes: Routes::from_config(config)?,
             store,
             turns,
@@ -219,6 +224,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
     }
 
     /// Handles one inbound request; never fails (errors become responses).
@@ -464,7 +472,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                     ));
                 }
             }
-            (None, _) | (_, None) => trace.outcome = Outcome::Degraded,
+            (None, _) | (_, None) => {
+                trace.outcome = Outcome::Degraded;
+                if resp_parts.status.as_u16() < 500 {
+                    self.spool_degraded(&conv, change).await;
+                }
+            }
             _ => {} // bot 5xx: passed through, nothing saved
         }
         drop(turn);
@@ -531,6 +544,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                     LoadResult::Miss
                 });
                 trace.version = Some(loaded.version);
+                if let Some(spool) = &self.spool {
+                    spool.saw(conv, loaded.version);
+                }
                 Ok(Some(loaded))
             }
             Err(e) => {
@@ -585,6 +601,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 if stores_snapshot {
                     self.metrics.save(SaveResult::Ok);
                 }
+                if let Some(spool) = &self.spool {
+                    spool.saw(conv, version);
+                }
                 trace.version = Some(version);
                 true
             }
@@ -602,6 +621,38 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 warn!(key = %shown, error = %e, "commit failed: snapshot not stored");
                 true
             }
+        }
+    }
+
+    /// Keeps what the bot reported while the store was out, for write-back.
+    async fn spool_degraded(&self, conv: &ConvKey, change: StateChange) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        if change == StateChange::Keep {
+            return;
+        }
+        let key = conv.clone();
+        let pushed = tokio::task::spawn_blocking(move || {
+            let r = spool.push(&key, &change);
+            (r, spool.depth())
+        })
+        .await;
+        let shown = conv.display(self.settings.reveal_ids);
+        match pushed {
+            Ok((Ok(true), depth)) => {
+                self.metrics.set_spool_depth(depth);
+                info!(key = %shown, depth, "snapshot spooled until the store returns");
+            }
+            Ok((Ok(false), depth)) => {
+                self.metrics.save(SaveResult::Error);
+                warn!(key = %shown, depth, "spool full (store.spool_max): snapshot dropped");
+            }
+            Ok((Err(e), _)) => {
+                self.metrics.save(SaveResult::Error);
+                warn!(key = %shown, error = %e, "spool write failed: snapshot dropped");
+            }
+            Err(e) => warn!(key = %shown, error = %e, "spool task failed"),
         }
     }
 

@@ -258,10 +258,11 @@ token = "test-admin-token"
             upstream = self.upstream,
             backend = match self.redis {
                 Some(port) => format!(
-                    "backend = \"redis\"\nurl = \"{scheme}://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"\n{ca}",
+                    "backend = \"redis\"\nurl = \"{scheme}://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"\nspool_path = \"{spool}\"\n{ca}",
                     self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), ""),
                     scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" },
                     ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"", p.display())).unwrap_or_default(),
+                    spool = self.data_dir.join(format!("spool-{}.db", self.listen)).display(),
                 ),
                 None => format!(
                     "backend = \"embedded\"\npath = \"{}\"",

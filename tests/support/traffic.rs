@@ -129,11 +129,10 @@ fn deliver(
                     report.status_504.fetch_add(1, Ordering::Relaxed);
                 }
                 other => {
-                    report
-                        .violations
-                        .lock()
-                        .unwrap()
-                        .push(format!("chat {chat} step {step}: status {other}: {}", r.text()));
+                    report.violations.lock().unwrap().push(format!(
+                        "chat {chat} step {step}: status {other}: {}",
+                        r.text()
+                    ));
                     return false;
                 }
             },

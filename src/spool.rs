@@ -1,0 +1,227 @@
+//! The degraded-mode spool (`on_unavailable = "passthrough"` with a shared
+//! store): snapshots a bot reported while the store was unreachable are kept
+//! in a local redb file and written back when the store returns.
+//!
+//! - One entry per conversation: a newer report replaces the snapshot but
+//!   keeps the version the first one was based on (the last version this
+//!   process saw before the outage).
+//! - Write-back takes the conversation's turn and commits only if the stored
+//!   version is still that base; otherwise another replica moved the
+//!   conversation on, and the spooled snapshot is dropped, counted as a
+//!   conflict and logged.
+//! - Bounded by `store.spool_max` conversations; it survives a restart.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tracing::{info, warn};
+
+use crate::contract::StateChange;
+use crate::coord::{Turn, Turns};
+use crate::key::ConvKey;
+use crate::metrics::Metrics;
+use crate::store::{Commit, CommitOutcome, Store};
+
+/// `<ns>:<id>` → `has_base u8 | base u64 | change u8 ('p'|'c') | json`
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool");
+
+/// Last versions seen, per shard; a shard is cleared when it grows past this.
+const SEEN_PER_SHARD: usize = 8192;
+const SHARDS: usize = 16;
+
+pub struct Spool {
+    db: Database,
+    max_entries: u64,
+    seen: [Mutex<HashMap<String, u64>>; SHARDS],
+    hasher: RandomState,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("store.spool_path {path}: {reason}")]
+pub struct SpoolOpenError {
+    path: String,
+    reason: String,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> String {
+    e.into().to_string()
+}
+
+impl Spool {
+    pub fn open(path: &Path, max_entries: u64) -> Result<Spool, SpoolOpenError> {
+        let fail = |reason: String| SpoolOpenError {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| fail(db_err(e)))?;
+        txn.open_table(ENTRIES).map_err(|e| fail(db_err(e)))?;
+        txn.commit().map_err(|e| fail(db_err(e)))?;
+        Ok(Spool {
+            db,
+            max_entries,
+            seen: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: RandomState::new(),
+        })
+    }
+
+    /// Records the version the store reported for a conversation (on every
+    /// successful load and commit), the base for a later degraded write.
+    pub fn saw(&self, key: &ConvKey, version: u64) {
+        let shard = (self.hasher.hash_one(key.as_str()) as usize) % SHARDS;
+        if let Ok(mut m) = self.seen[shard].lock() {
+            if m.len() >= SEEN_PER_SHARD && !m.contains_key(key.as_str()) {
+                m.clear();
+            }
+            m.insert(key.as_str().to_string(), version);
+        }
+    }
+
+    fn last_seen(&self, key: &ConvKey) -> Option<u64> {
+        let shard = (self.hasher.hash_one(key.as_str()) as usize) % SHARDS;
+        self.seen[shard].lock().ok()?.get(key.as_str()).copied()
+    }
+
+    /// Keeps a snapshot reported in degraded mode. `Ok(false)`: the spool is
+    /// full and the snapshot is dropped.
+    pub fn push(&self, key: &ConvKey, change: &StateChange) -> Result<bool, String> {
+        let (tag, data): (u8, &[u8]) = match change {
+            StateChange::Put(json) => (b'p', json),
+            StateChange::Clear => (b'c', &[]),
+            StateChange::Keep => return Ok(true),
+        };
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let accepted = {
+            let mut t = txn.open_table(ENTRIES).map_err(db_err)?;
+            let previous_base = t
+                .get(key.as_str())
+                .map_err(db_err)?
+                .map(|raw| decode(raw.value()).0);
+            if previous_base.is_none() && t.len().map_err(db_err)? >= self.max_entries {
+                false
+            } else {
+                // A newer report keeps the first one's base.
+                let base = previous_base.unwrap_or_else(|| self.last_seen(key));
+                let mut value = Vec::with_capacity(10 + data.len());
+                value.push(u8::from(base.is_some()));
+                value.extend_from_slice(&base.unwrap_or(0).to_le_bytes());
+                value.push(tag);
+                value.extend_from_slice(data);
+                t.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
+                true
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(accepted)
+    }
+
+    /// Conversations waiting to be written back.
+    pub fn depth(&self) -> u64 {
+        self.db
+            .begin_read()
+            .ok()
+            .and_then(|t| t.open_table(ENTRIES).ok())
+            .and_then(|t| t.len().ok())
+            .unwrap_or(0)
+    }
+
+    fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, String> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (base, change) = decode(v.value());
+            out.push((k.value().to_string(), base, change));
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, key: &str) -> Result<(), String> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(ENTRIES)
+            .map_err(db_err)?
+            .remove(key)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Writes spooled snapshots back; stops at the first store failure.
+    /// Returns how many entries were settled (written or dropped).
+    pub async fn write_back<S: Store, T: Turns>(
+        &self,
+        store: &S,
+        turns: &T,
+        metrics: &Metrics,
+    ) -> usize {
+        let entries = match self.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "spool unreadable");
+                return 0;
+            }
+        };
+        let mut settled = 0;
+        for (full, base, change) in entries {
+            let Some((ns, id)) = full.split_once(':') else {
+                let _ = self.remove(&full);
+                continue;
+            };
+            let key = ConvKey::new(ns, id);
+            let Ok(turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
+                return settled;
+            };
+            let commit = Commit {
+                // Unknown base: only if nothing is stored.
+                expected_version: Some(base.unwrap_or(0)),
+                fence: turn.fence(),
+                change,
+                dedupe: None,
+            };
+            let result = store.commit(&key, commit).await;
+            drop(turn);
+            match result {
+                Ok(CommitOutcome::Committed { version }) => {
+                    info!(key = %key.display(false), version, "spooled snapshot written back");
+                    self.saw(&key, version);
+                }
+                Ok(CommitOutcome::Conflict { current }) => {
+                    metrics.conflict();
+                    warn!(key = %key.display(false), based_on = base.unwrap_or(0), current,
+                        "spooled snapshot dropped: the conversation moved on during the outage");
+                }
+                Err(_) => return settled,
+            }
+            if let Err(e) = self.remove(&full) {
+                warn!(error = %e, "spool entry could not be removed");
+                return settled;
+            }
+            settled += 1;
+        }
+        settled
+    }
+}
+
+fn decode(raw: &[u8]) -> (Option<u64>, StateChange) {
+    if raw.len() < 10 {
+        return (None, StateChange::Keep);
+    }
+    let base = (raw[0] == 1).then(|| u64::from_le_bytes(raw[1..9].try_into().unwrap_or_default()));
+    let change = match raw[9] {
+        b'p' => StateChange::Put(Bytes::copy_from_slice(&raw[10..])),
+        b'c' => StateChange::Clear,
+        _ => StateChange::Keep,
+    };
+    (base, change)
+}
+
+/// Shared handle used by the pipeline and the write-back task.
+pub type SharedSpool = Arc<Spool>;
