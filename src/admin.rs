@@ -207,7 +207,7 @@ impl<S: Store, T: Turns> Admin<S, T> {
                         )
                     }
                 };
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
                     return json_response(
                         StatusCode::BAD_REQUEST,
                         json!({"error": "body is not JSON"}),

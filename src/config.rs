@@ -543,7 +543,11 @@ impl Config {
             let line = inner
                 .span()
                 .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            let key = if path == "." { "config".into() } else { path };
+            let key = if path.is_empty() || path == "." {
+                "config".into()
+            } else {
+                path
+            };
             let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
             ConfigError::new(key, format!("{reason}{at}"))
         })?;

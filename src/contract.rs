@@ -203,8 +203,11 @@ pub fn decode_state(value: &[u8], max: usize) -> Result<Bytes, CaptureError> {
 }
 
 /// Checks JSON syntax without building a tree (serde_json also bounds
-/// nesting depth, so hostile input cannot overflow the stack).
+/// nesting depth, so hostile input cannot overflow the stack). UTF-8 is
+/// checked first: skipping over strings, serde_json does not validate it
+/// (found by the `contract_decode` fuzz target).
 fn validate_json(text: &[u8]) -> Result<(), CaptureError> {
+    std::str::from_utf8(text).map_err(|_| CaptureError::Undecodable)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|_| CaptureError::Undecodable)
@@ -345,6 +348,10 @@ mod tests {
             decode_state(big.as_bytes(), 100),
             Err(CaptureError::TooLarge { .. })
         ));
+        // Invalid UTF-8 inside a JSON string (a fuzzer find).
+        let bad_utf8 = encode_state(b"{\"step\":\"em\xe1\"}");
+        assert_eq!(decode_state(bad_utf8.as_bytes(), 100), Err(CaptureError::Undecodable));
+        assert_eq!(decode_state(b"{\"a\":\"\xff\"}", 100), Err(CaptureError::Undecodable));
         let deep = "[".repeat(100_000);
         assert_eq!(
             decode_state(encode_state(deep.as_bytes()).as_bytes(), 1 << 20),
