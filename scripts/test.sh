@@ -19,3 +19,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+echo "== fuzz (bounded)"
+./scripts/fuzz.sh 15

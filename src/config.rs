@@ -864,6 +864,13 @@ key = ["json:/message/from/id"]
     }
 
     #[test]
+    fn empty_key_name_still_names_a_key() {
+        // Found by the config_parse fuzz target.
+        let err = parse(r#"''='''=''''"#).expect_err("invalid");
+        assert_eq!(err.key, "config");
+    }
+
+    #[test]
     fn wrong_type_is_named() {
         let text = MINIMAL.replace("[upstream]", "[store]\nttl = 5\n[upstream]");
         let err = parse(&text).expect_err("wrong type");
