@@ -350,8 +350,14 @@ mod tests {
         ));
         // Invalid UTF-8 inside a JSON string (a fuzzer find).
         let bad_utf8 = encode_state(b"{\"step\":\"em\xe1\"}");
-        assert_eq!(decode_state(bad_utf8.as_bytes(), 100), Err(CaptureError::Undecodable));
-        assert_eq!(decode_state(b"{\"a\":\"\xff\"}", 100), Err(CaptureError::Undecodable));
+        assert_eq!(
+            decode_state(bad_utf8.as_bytes(), 100),
+            Err(CaptureError::Undecodable)
+        );
+        assert_eq!(
+            decode_state(b"{\"a\":\"\xff\"}", 100),
+            Err(CaptureError::Undecodable)
+        );
         let deep = "[".repeat(100_000);
         assert_eq!(
             decode_state(encode_state(deep.as_bytes()).as_bytes(), 1 << 20),

@@ -21,11 +21,11 @@ fn rolling_restart_under_load_loses_nothing() {
     let targets: Vec<_> = replicas.iter().map(Statehold::addr).collect();
     let chats: Vec<i64> = (1000..1150).collect();
     let report = Report::default();
-    let stop = AtomicBool::new(false);
+    let no_new = AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(90);
 
     let progress = std::thread::scope(|s| {
-        let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &stop));
+        let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &no_new));
         for replica in replicas.iter_mut() {
             // Let traffic flow, then restart this replica.
             let before = report

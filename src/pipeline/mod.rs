@@ -181,6 +181,15 @@ impl Reject {
     }
 }
 
+/// How the end-of-turn write went.
+enum Saved {
+    Committed,
+    /// Refused: the conversation moved on (version or fence).
+    Stale,
+    /// The store failed; the change is handed back to be kept elsewhere.
+    Failed(StateChange),
+}
+
 /// Seconds the platform is asked to wait after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
 
@@ -458,24 +467,44 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                         },
                     )
                 });
-                let saved = self
+                match self
                     .save(&conv, turn.fence(), loaded.version, change, dedupe, trace)
-                    .await;
-                if !saved {
-                    // Our write was refused because someone else moved the
-                    // conversation on: this update is not in the stored state,
-                    // so ask the platform to deliver it again.
-                    return Err(Reject::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Outcome::Conflict,
-                        "the conversation moved on while the bot worked; redeliver",
-                    ));
+                    .await
+                {
+                    Saved::Committed => {}
+                    Saved::Stale => {
+                        // Someone else moved the conversation on: this update
+                        // is not in the stored state, so ask the platform to
+                        // deliver it again.
+                        return Err(Reject::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Outcome::Conflict,
+                            "the conversation moved on while the bot worked; redeliver",
+                        ));
+                    }
+                    Saved::Failed(StateChange::Keep) => {
+                        // Nothing to lose: the snapshot was to stay as it is.
+                    }
+                    Saved::Failed(change) => {
+                        // Never acknowledge a snapshot that is nowhere durable:
+                        // keep it in the spool, or have the update redelivered.
+                        if !self.spool_degraded(&conv, change).await {
+                            return Err(Reject::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Outcome::Unavailable,
+                                "the snapshot could not be stored; redeliver",
+                            ));
+                        }
+                        trace.outcome = Outcome::Degraded;
+                    }
                 }
             }
             (None, _) | (_, None) => {
                 trace.outcome = Outcome::Degraded;
-                if resp_parts.status.as_u16() < 500 {
-                    self.spool_degraded(&conv, change).await;
+                // Passthrough trades durability for availability: what
+                // cannot be spooled is lost, and said so.
+                if resp_parts.status.as_u16() < 500 && !self.spool_degraded(&conv, change).await {
+                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
                 }
             }
             _ => {} // bot 5xx: passed through, nothing saved
@@ -572,7 +601,6 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     }
 
     /// The atomic end-of-turn write: version check, snapshot, TTL, dedupe.
-    /// Returns false only when the write was refused as stale.
     async fn save(
         &self,
         conv: &ConvKey,
@@ -581,12 +609,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         change: StateChange,
         dedupe: Option<(String, RecordedResponse)>,
         trace: &mut Trace,
-    ) -> bool {
+    ) -> Saved {
         let stores_snapshot = change != StateChange::Keep;
         let commit = Commit {
             expected_version: Some(based_on),
             fence,
-            change,
+            change: change.clone(),
             dedupe,
         };
         let started = Instant::now();
@@ -605,33 +633,31 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                     spool.saw(conv, version);
                 }
                 trace.version = Some(version);
-                true
+                Saved::Committed
             }
             Ok(CommitOutcome::Conflict { current }) => {
                 self.metrics.conflict();
                 warn!(key = %shown, based_on, current, "commit refused: the conversation moved on; the newer snapshot stays");
-                false
+                Saved::Stale
             }
             Err(e) => {
-                // The bot already acted on this update; answering an error
-                // would make the platform run it again, so its response
-                // still goes out and the loss is logged and counted.
                 self.metrics.set_store_up(false);
                 self.metrics.save(SaveResult::Error);
-                warn!(key = %shown, error = %e, "commit failed: snapshot not stored");
-                true
+                warn!(key = %shown, error = %e, "commit failed");
+                Saved::Failed(change)
             }
         }
     }
 
     /// Keeps what the bot reported while the store was out, for write-back.
-    async fn spool_degraded(&self, conv: &ConvKey, change: StateChange) {
-        let Some(spool) = self.spool.clone() else {
-            return;
-        };
+    /// True when nothing needs keeping or it is safely in the spool.
+    async fn spool_degraded(&self, conv: &ConvKey, change: StateChange) -> bool {
         if change == StateChange::Keep {
-            return;
+            return true;
         }
+        let Some(spool) = self.spool.clone() else {
+            return false;
+        };
         let key = conv.clone();
         let pushed = tokio::task::spawn_blocking(move || {
             let r = spool.push(&key, &change);
@@ -643,16 +669,22 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Ok((Ok(true), depth)) => {
                 self.metrics.set_spool_depth(depth);
                 info!(key = %shown, depth, "snapshot spooled until the store returns");
+                true
             }
             Ok((Ok(false), depth)) => {
                 self.metrics.save(SaveResult::Error);
                 warn!(key = %shown, depth, "spool full (store.spool_max): snapshot dropped");
+                false
             }
             Ok((Err(e), _)) => {
                 self.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "spool write failed: snapshot dropped");
+                false
             }
-            Err(e) => warn!(key = %shown, error = %e, "spool task failed"),
+            Err(e) => {
+                warn!(key = %shown, error = %e, "spool task failed");
+                false
+            }
         }
     }
 

@@ -48,7 +48,9 @@ pub struct Report {
 }
 
 /// Drives `chats` through `targets` until each reached its `goal(chat)`
-/// step (0..=3, inclusive) or `deadline` passed. Returns how far each got.
+/// step (0..=3, inclusive) or `deadline` passed; once `no_new` is set, no
+/// further conversation is started (those under way are finished). Returns
+/// how many steps of each started conversation were acknowledged.
 pub fn drive(
     targets: &[SocketAddr],
     chats: &[i64],
@@ -56,8 +58,10 @@ pub fn drive(
     threads: usize,
     deadline: Instant,
     report: &Report,
-    stop: &AtomicBool,
+    no_new: &AtomicBool,
 ) -> Vec<(i64, usize)> {
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
     let next = AtomicU64::new(0);
     let progress = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -66,6 +70,9 @@ pub fn drive(
             s.spawn(move || {
                 let mut pick = t;
                 loop {
+                    if no_new.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(&chat) = chats.get(i) else { return };
                     let mut done = 0;
