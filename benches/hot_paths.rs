@@ -141,6 +141,7 @@ fn embedded_store(c: &mut Criterion) {
                 fence: 0,
                 change: StateChange::Put(state.clone()),
                 dedupe: None,
+                ends_turn: false,
             };
             store.commit(&key, commit).await.unwrap();
         }
@@ -165,6 +166,7 @@ fn embedded_store(c: &mut Criterion) {
                     fence: 0,
                     change: StateChange::Put(state.clone()),
                     dedupe: None,
+                    ends_turn: false,
                 };
                 black_box(store.commit(&key, commit).await.unwrap())
             })
@@ -187,6 +189,7 @@ fn embedded_store(c: &mut Criterion) {
                                 fence: 0,
                                 change: StateChange::Put(state),
                                 dedupe: None,
+                                ends_turn: false,
                             };
                             store.commit(&key, commit).await.unwrap()
                         })

@@ -224,7 +224,7 @@ impl<S: Store, T: Turns> Admin<S, T> {
     }
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
-        let turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
+        let mut turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
             Ok(t) => t,
             Err(e) => {
                 return json_response(
@@ -238,8 +238,12 @@ impl<S: Store, T: Turns> Admin<S, T> {
             fence: turn.fence(),
             change,
             dedupe: None,
+            ends_turn: true,
         };
         let result = self.pipeline.store().commit(key, commit).await;
+        if result.is_ok() {
+            turn.mark_released();
+        }
         drop(turn);
         match result {
             Ok(CommitOutcome::Committed { version }) => {

@@ -82,6 +82,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 conn.clone(),
                 config.store.ttl.get(),
                 config.store.dedupe_window.get(),
+                config.store.lock_lease.get(),
             );
             let shown = config.redacted_store_url().unwrap_or_default();
             match store.ping().await {
@@ -97,6 +98,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 conn,
                 config.store.lock_lease.get(),
                 config.store.lock_wait.get(),
+                config.store.ttl.get(),
             );
             run(config, store, turns, shutdown).await
         }

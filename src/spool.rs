@@ -176,7 +176,7 @@ impl Spool {
                 continue;
             };
             let key = ConvKey::new(ns, id);
-            let Ok(turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
+            let Ok(mut turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
                 return settled;
             };
             let commit = Commit {
@@ -185,8 +185,12 @@ impl Spool {
                 fence: turn.fence(),
                 change,
                 dedupe: None,
+                ends_turn: true,
             };
             let result = store.commit(&key, commit).await;
+            if result.is_ok() {
+                turn.mark_released();
+            }
             drop(turn);
             match result {
                 Ok(CommitOutcome::Committed { version }) => {

@@ -38,6 +38,7 @@ async fn embedded_purge_deletes_what_expired() {
                     body: bytes::Bytes::new(),
                 },
             )),
+            ends_turn: false,
         };
         store.commit(&key, commit).await.expect("commit");
     }
@@ -76,11 +77,13 @@ async fn redis_store_conforms() {
         RedisConn::new(&url, None, timeout, "long", (3, Duration::from_secs(1))).unwrap(),
         hour,
         hour,
+        hour,
     );
     let short = RedisStore::new(
         RedisConn::new(&url, None, timeout, "short", (3, Duration::from_secs(1))).unwrap(),
         SHORT_TTL,
         SHORT_TTL,
+        hour,
     );
     suite(Arc::new(long), Arc::new(short), "conf").await;
     // Every key the suite wrote carries a TTL (never a key that lives forever).

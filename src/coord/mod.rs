@@ -16,6 +16,7 @@ pub use local::LocalTurns;
 pub use redis::RedisTurns;
 
 use crate::key::ConvKey;
+use crate::store::Loaded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TurnError {
@@ -32,6 +33,16 @@ pub trait Turn: Send + Sync {
     /// Fencing token: identifies this turn. A shared store refuses a commit
     /// whose token no longer holds the conversation's lease.
     fn fence(&self) -> u64;
+
+    /// The conversation's record, when the backend read it in the same
+    /// round trip that granted the turn (see [`Turns::acquire_for_request`]).
+    fn take_loaded(&mut self) -> Option<Loaded> {
+        None
+    }
+
+    /// The store already released this turn (a commit with `ends_turn`);
+    /// dropping it must not release it again.
+    fn mark_released(&mut self) {}
 }
 
 pub trait Turns: Send + Sync + 'static {
@@ -44,6 +55,19 @@ pub trait Turns: Send + Sync + 'static {
         key: &ConvKey,
         wait: Duration,
     ) -> impl Future<Output = Result<Self::Turn, TurnError>> + Send;
+
+    /// `acquire` for a request that will load the conversation next: a
+    /// backend that can read the record in the same round trip does so and
+    /// hands it over through [`Turn::take_loaded`].
+    fn acquire_for_request(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> impl Future<Output = Result<Self::Turn, TurnError>> + Send {
+        let _ = dedupe_id;
+        self.acquire(key, wait)
+    }
 
     /// At shutdown: waits (at most `within`) until released turns have
     /// reached the coordination backend, so other replicas need not wait

@@ -29,7 +29,8 @@ use tracing::{debug, warn};
 
 use super::{Turn, TurnError, Turns};
 use crate::key::ConvKey;
-use crate::redis_conn::{script, RedisConn};
+use crate::redis_conn::{script, ConvKeys, RedisConn};
+use crate::store::Loaded;
 
 /// How often a waiter checks by itself, notices aside.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -41,6 +42,8 @@ pub struct RedisTurns {
 struct Shared {
     conn: RedisConn,
     lease_ms: u64,
+    /// Snapshot TTL, refreshed when acquire.lua loads the record.
+    ttl_ms: u64,
     queue_ttl_ms: u64,
     channel: String,
     waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
@@ -63,11 +66,12 @@ struct Shared {
 impl RedisTurns {
     /// `lease`: how long a silent holder keeps the turn; `max_wait`: the
     /// longest wait (sizes the queue's TTL).
-    pub fn new(conn: RedisConn, lease: Duration, max_wait: Duration) -> RedisTurns {
+    pub fn new(conn: RedisConn, lease: Duration, max_wait: Duration, ttl: Duration) -> RedisTurns {
         let shared = Arc::new(Shared {
             channel: conn.turn_channel(),
             conn,
             lease_ms: lease.as_millis() as u64,
+            ttl_ms: ttl.as_millis() as u64,
             queue_ttl_ms: (max_wait + lease * 2).as_millis() as u64,
             waiters: Mutex::new(HashMap::new()),
             acquire: script(include_str!("redis/acquire.lua")),
@@ -119,6 +123,50 @@ impl Shared {
             .eval(&inv)
             .await
             .map_err(|e| TurnError::Unavailable(e.to_string()))
+    }
+
+    /// acquire.lua; with `load`, a granted turn brings the record along.
+    async fn run_acquire(
+        &self,
+        keys: &LeaseKeys,
+        token: u64,
+        load: Option<(&ConvKeys, Option<&str>)>,
+    ) -> Result<(bool, Option<Loaded>), TurnError> {
+        let mut inv = self.acquire.prepare_invoke();
+        let (snapshot, dedupe) = match load {
+            Some((k, id)) => (k.snapshot(), k.dedupe(id.unwrap_or(""))),
+            // Same slot, never read: acquire.lua ignores them without ARGV[6].
+            None => (keys.lease.clone(), keys.lease.clone()),
+        };
+        inv.key(&keys.lease)
+            .key(&keys.queue)
+            .key(snapshot)
+            .key(dedupe);
+        inv.arg(token)
+            .arg(self.lease_ms)
+            .arg(self.queue_ttl_ms)
+            .arg(&self.channel)
+            .arg(self.ttl_ms)
+            .arg(if load.is_some() { "1" } else { "0" })
+            .arg(if load.is_some_and(|(_, id)| id.is_some()) {
+                "1"
+            } else {
+                "0"
+            });
+        let reply: Vec<redis::Value> = self
+            .conn
+            .eval(&inv)
+            .await
+            .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+        match reply.as_slice() {
+            [redis::Value::Int(1)] => Ok((true, None)),
+            [redis::Value::Int(1), rest @ ..] => {
+                let loaded = crate::store::redis::parse_loaded(rest)
+                    .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+                Ok((true, Some(loaded)))
+            }
+            _ => Ok((false, None)),
+        }
     }
 
     async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
@@ -214,6 +262,10 @@ pub struct RedisTurn {
     shared: Arc<Shared>,
     extender: JoinHandle<()>,
     lost: Arc<AtomicBool>,
+    /// The record acquire.lua read along with the grant.
+    prefetched: Option<Loaded>,
+    /// Released by the store's commit already.
+    released: bool,
 }
 
 impl RedisTurn {
@@ -227,11 +279,22 @@ impl Turn for RedisTurn {
     fn fence(&self) -> u64 {
         self.token
     }
+
+    fn take_loaded(&mut self) -> Option<Loaded> {
+        self.prefetched.take()
+    }
+
+    fn mark_released(&mut self) {
+        self.released = true;
+    }
 }
 
 impl Drop for RedisTurn {
     fn drop(&mut self) {
         self.extender.abort();
+        if self.released {
+            return;
+        }
         let (shared, keys, token) = (Arc::clone(&self.shared), self.keys.clone(), self.token);
         // Release off the request path; if Redis cannot be told, the
         // sweeper retries (and the lease expires in any case).
@@ -250,6 +313,32 @@ impl Turns for RedisTurns {
     type Turn = RedisTurn;
 
     async fn acquire(&self, key: &ConvKey, wait: Duration) -> Result<RedisTurn, TurnError> {
+        self.acquire_inner(key, wait, None).await
+    }
+
+    async fn acquire_for_request(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> Result<RedisTurn, TurnError> {
+        self.acquire_inner(key, wait, Some(dedupe_id)).await
+    }
+
+    async fn quiesce(&self, within: Duration) {
+        self.quiesce_inner(within).await
+    }
+}
+
+impl RedisTurns {
+    /// `load`: `Some(dedupe id)` to read the record along with an
+    /// immediate grant.
+    async fn acquire_inner(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        load: Option<Option<&str>>,
+    ) -> Result<RedisTurn, TurnError> {
         let s = &self.shared;
         let conv_keys = s.conn.keys(key);
         let keys = LeaseKeys {
@@ -269,8 +358,9 @@ impl Turns for RedisTurns {
             s.queue_ttl_ms.to_string(),
             s.channel.clone(),
         ];
-        let mut granted = match s.run(&s.acquire, &keys, &args).await {
-            Ok(g) => g == 1,
+        let load_keys = load.map(|id| (&conv_keys, id));
+        let (mut granted, prefetched) = match s.run_acquire(&keys, token, load_keys).await {
+            Ok(answer) => answer,
             Err(e) => {
                 s.forget(token);
                 // The script may have run (or may still run) without us
@@ -310,10 +400,12 @@ impl Turns for RedisTurns {
             shared: Arc::clone(s),
             extender,
             lost,
+            prefetched,
+            released: false,
         })
     }
 
-    async fn quiesce(&self, within: Duration) {
+    async fn quiesce_inner(&self, within: Duration) {
         let s = &self.shared;
         let _ = tokio::time::timeout(within, async {
             loop {

@@ -357,12 +357,16 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         };
         trace.key = Some(conv.clone());
 
-        // turn
+        // turn (a shared backend reads the record in the same round trip
+        // when the turn is free at once)
         let wait_started = Instant::now();
         self.metrics.turn_waiting(true);
-        let acquired = self.turns.acquire(&conv, self.settings.lock_wait).await;
+        let acquired = self
+            .turns
+            .acquire_for_request(&conv, self.settings.lock_wait, dedupe_id.as_deref())
+            .await;
         self.metrics.turn_waiting(false);
-        let turn = match acquired {
+        let mut turn = match acquired {
             Ok(turn) => Some(turn),
             Err(TurnError::WaitExceeded(_)) => {
                 return Err(Reject::new(
@@ -380,9 +384,11 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         self.metrics.lock_wait(wait_started.elapsed());
 
         // load + dedupe
-        let loaded = match &turn {
-            Some(_) => self.load(&conv, dedupe_id.as_deref(), trace).await?,
-            None => None,
+        let prefetched = turn.as_mut().and_then(Turn::take_loaded);
+        let loaded = match (&turn, prefetched) {
+            (Some(_), Some(loaded)) => Some(self.loaded(&conv, loaded, trace)),
+            (Some(_), None) => self.load(&conv, dedupe_id.as_deref(), trace).await?,
+            (None, _) => None,
         };
         if let Some(recorded) = loaded.as_ref().and_then(|l| l.duplicate.clone()) {
             self.metrics.dedupe_hit();
@@ -451,7 +457,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         };
 
         // save
-        match (&turn, &loaded) {
+        match (&mut turn, &loaded) {
             (Some(turn), Some(loaded)) if resp_parts.status.as_u16() < 500 => {
                 let dedupe = dedupe_id.map(|id| {
                     (
@@ -467,10 +473,14 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                         },
                     )
                 });
-                match self
+                let saved = self
                     .save(&conv, turn.fence(), loaded.version, change, dedupe, trace)
-                    .await
-                {
+                    .await;
+                if !matches!(saved, Saved::Failed(_)) {
+                    // The commit script released the turn with the write.
+                    turn.mark_released();
+                }
+                match saved {
                     Saved::Committed => {}
                     Saved::Stale => {
                         // Someone else moved the conversation on: this update
@@ -565,19 +575,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         trace.store_time += took;
         self.metrics.store(StoreOp::Load, took);
         match result {
-            Ok(loaded) => {
-                self.metrics.set_store_up(true);
-                self.metrics.load(if loaded.state.is_some() {
-                    LoadResult::Hit
-                } else {
-                    LoadResult::Miss
-                });
-                trace.version = Some(loaded.version);
-                if let Some(spool) = &self.spool {
-                    spool.saw(conv, loaded.version);
-                }
-                Ok(Some(loaded))
-            }
+            Ok(loaded) => Ok(Some(self.loaded(conv, loaded, trace))),
             Err(e) => {
                 self.metrics.set_store_up(false);
                 self.metrics.load(LoadResult::Error);
@@ -585,6 +583,21 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 Ok(None)
             }
         }
+    }
+
+    /// Accounts for a record read (by `load` or along with the turn).
+    fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
+        self.metrics.set_store_up(true);
+        self.metrics.load(if loaded.state.is_some() {
+            LoadResult::Hit
+        } else {
+            LoadResult::Miss
+        });
+        trace.version = Some(loaded.version);
+        if let Some(spool) = &self.spool {
+            spool.saw(conv, loaded.version);
+        }
+        loaded
     }
 
     /// Applies `store.on_unavailable`: `Err` rejects, `Ok` degrades.
@@ -616,6 +629,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             fence,
             change: change.clone(),
             dedupe,
+            ends_turn: true,
         };
         let started = Instant::now();
         let result = self.store.commit(conv, commit).await;

@@ -50,6 +50,7 @@ pub enum OpenError {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Job>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     limits: Limits,
 }
 
@@ -125,14 +126,29 @@ impl EmbeddedStore {
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
         };
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("statehold-writer".into())
             .spawn(move || writer_loop(&writer_db, jobs, limits))
             .map_err(|e| OpenError::Db {
                 path: path.display().to_string(),
                 reason: format!("cannot start writer thread: {e}"),
             })?;
-        Ok(EmbeddedStore { db, writer, limits })
+        Ok(EmbeddedStore {
+            db,
+            writer,
+            writer_thread: Some(writer_thread),
+            limits,
+        })
+    }
+
+    /// Finishes pending writes and closes the file (releasing its lock), for
+    /// tools that hand the database to a statehold process afterwards.
+    pub fn close(mut self) {
+        let thread = self.writer_thread.take();
+        drop(self);
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 
     async fn submit<T>(

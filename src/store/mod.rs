@@ -59,6 +59,9 @@ pub struct Commit {
     pub change: StateChange,
     /// Dedupe id and the response to answer its redeliveries with.
     pub dedupe: Option<(String, RecordedResponse)>,
+    /// This write ends the turn `fence` holds: a shared backend releases it
+    /// in the same atomic step (the caller then marks the turn released).
+    pub ends_turn: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

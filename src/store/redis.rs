@@ -7,7 +7,10 @@
 //! - `{t}:l`, `{t}:q`: the turn lease and queue (see `coord::redis`)
 //!
 //! Two scripts, one round trip each: `load.lua` (read + refresh TTL + dedupe
-//! lookup) and `commit.lua` (fence + version check, write, TTL, dedupe record).
+//! lookup) and `commit.lua` (fence + version check, write, TTL, dedupe
+//! record, and the turn's release). On the request path the load usually
+//! rides along with the turn's `acquire.lua`, so an uncontended request
+//! costs two round trips.
 //! Redis expires keys itself, so `purge_expired` has nothing to do.
 
 use std::time::Duration;
@@ -23,16 +26,24 @@ pub struct RedisStore {
     conn: RedisConn,
     ttl_ms: u64,
     dedupe_ms: u64,
+    /// For hand-over when a commit ends the turn.
+    lease_ms: u64,
     load: Script,
     commit: Script,
 }
 
 impl RedisStore {
-    pub fn new(conn: RedisConn, ttl: Duration, dedupe_window: Duration) -> RedisStore {
+    pub fn new(
+        conn: RedisConn,
+        ttl: Duration,
+        dedupe_window: Duration,
+        lease: Duration,
+    ) -> RedisStore {
         RedisStore {
             conn,
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
+            lease_ms: lease.as_millis() as u64,
             load: script(include_str!("redis/load.lua")),
             commit: script(include_str!("redis/commit.lua")),
         }
@@ -45,6 +56,24 @@ impl RedisStore {
 
 fn bad_reply(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unexpected reply to {what}"))
+}
+
+/// Parses load.lua's `{version, data, recorded}` (also the tail of
+/// acquire.lua's answer).
+pub fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
+    let [version, state, recorded] = reply else {
+        return Err(bad_reply("load"));
+    };
+    let version = u64_of(version).ok_or_else(|| bad_reply("load"))?;
+    let duplicate = match bytes_of(recorded) {
+        Some(raw) => Some(RecordedResponse::decode(raw)?),
+        None => None,
+    };
+    Ok(Loaded {
+        version,
+        state: bytes_of(state),
+        duplicate,
+    })
 }
 
 fn bytes_of(v: &Value) -> Option<Bytes> {
@@ -73,19 +102,7 @@ impl Store for RedisStore {
             .arg(self.ttl_ms)
             .arg(if dedupe_id.is_some() { "1" } else { "0" });
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
-        let [version, state, recorded] = reply.as_slice() else {
-            return Err(bad_reply("load"));
-        };
-        let version = u64_of(version).ok_or_else(|| bad_reply("load"))?;
-        let duplicate = match bytes_of(recorded) {
-            Some(raw) => Some(RecordedResponse::decode(raw)?),
-            None => None,
-        };
-        Ok(Loaded {
-            version,
-            state: bytes_of(state),
-            duplicate,
-        })
+        parse_loaded(&reply)
     }
 
     async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
@@ -103,6 +120,7 @@ impl Store for RedisStore {
         inv.key(keys.snapshot())
             .key(keys.lease())
             .key(keys.dedupe(dedupe_id))
+            .key(keys.queue())
             .arg(commit.fence.to_string())
             .arg(
                 commit
@@ -115,7 +133,10 @@ impl Store for RedisStore {
             .arg(self.ttl_ms)
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
             .arg(recorded.as_ref())
-            .arg(self.dedupe_ms);
+            .arg(self.dedupe_ms)
+            .arg(if commit.ends_turn { "1" } else { "0" })
+            .arg(self.lease_ms)
+            .arg(self.conn.turn_channel());
         let (status, version): (String, u64) = self.conn.eval(&inv).await?;
         match status.as_str() {
             "ok" => Ok(CommitOutcome::Committed { version }),

@@ -19,6 +19,7 @@ fn put(json: &str, expected: Option<u64>) -> Commit {
         fence: 0,
         change: StateChange::Put(Bytes::copy_from_slice(json.as_bytes())),
         dedupe: None,
+        ends_turn: false,
     }
 }
 
@@ -28,6 +29,7 @@ fn change(change: StateChange, expected: Option<u64>) -> Commit {
         fence: 0,
         change,
         dedupe: None,
+        ends_turn: false,
     }
 }
 

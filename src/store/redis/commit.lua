@@ -1,8 +1,10 @@
 -- The end-of-turn write, atomic: fence check, version check, snapshot write,
--- TTL, dedupe record. A key is never written without its TTL.
+-- TTL, dedupe record, and (when asked) the turn's release with hand-over to
+-- the next in line. A key is never written without its TTL.
 -- KEYS[1] snapshot hash {t}:s
 -- KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>
+-- KEYS[4] turn queue {t}:q
 -- ARGV[1] fencing token ('0': unfenced)
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep
@@ -11,28 +13,47 @@
 -- ARGV[6] '1' to write the dedupe record
 -- ARGV[7] recorded response
 -- ARGV[8] dedupe window in ms
+-- ARGV[9] '1' to end the turn  ARGV[10] lease ms  ARGV[11] hand-over channel
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if ARGV[1] ~= '0' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return {'fenced', current}
-end
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
-  return {'conflict', current}
-end
-local version = current
-if ARGV[3] == 'p' then
-  version = current + 1
-  redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-elseif current > 0 then
-  if ARGV[3] == 'c' then
-    version = current + 1
-    redis.call('HSET', KEYS[1], 'v', version)
-    redis.call('HDEL', KEYS[1], 'd')
+local function write()
+  local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+  if ARGV[1] ~= '0' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+    return {'fenced', current}
   end
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
+    return {'conflict', current}
+  end
+  local version = current
+  if ARGV[3] == 'p' then
+    version = current + 1
+    redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  elseif current > 0 then
+    if ARGV[3] == 'c' then
+      version = current + 1
+      redis.call('HSET', KEYS[1], 'v', version)
+      redis.call('HDEL', KEYS[1], 'd')
+    end
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  end
+  if ARGV[6] == '1' then
+    redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8], 'NX')
+  end
+  return {'ok', version}
 end
-if ARGV[6] == '1' then
-  redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8], 'NX')
+
+local result = write()
+if ARGV[9] == '1' and ARGV[1] ~= '0' then
+  -- As release.lua: leave the queue, pass the lease on.
+  redis.call('LREM', KEYS[4], 0, ARGV[1])
+  if redis.call('GET', KEYS[2]) == ARGV[1] then
+    local head = redis.call('LINDEX', KEYS[4], 0)
+    if head then
+      redis.call('SET', KEYS[2], head, 'PX', ARGV[10])
+      redis.call('PUBLISH', ARGV[11], head)
+    else
+      redis.call('DEL', KEYS[2])
+    end
+  end
 end
-return {'ok', version}
+return result

@@ -1,0 +1,664 @@
+//! End-to-end load benchmark: statehold against a direct connection and
+//! nginx, in one invocation on one machine. Run it with `scripts/bench.sh`
+//! (which builds in release mode and installs nginx and redis-server when
+//! missing), or `cargo run --release --example loadbench -- [--quick]`.
+//!
+//! It starts a fast bot (a minimal hyper server answering with a ~500-byte
+//! snapshot), a real `redis-server`, nginx as a plain reverse proxy, and
+//! statehold in three configurations: an unmatched path (pure passthrough),
+//! the embedded store, and Redis with dedupe and turn-taking. The load
+//! generator is open-loop: request `i` is due at `start + i / rate`, and its
+//! latency is measured from that due time, so a stall shows up in every
+//! request it delays (no coordinated omission). Bodies are ~1 KB Telegram
+//! updates spread over 10,000 conversations, each with a fresh update id.
+//!
+//! Printed: added latency over direct at a fixed rate (p50, p90, p99,
+//! p99.9), saturation throughput relative to nginx, CPU seconds per 1000
+//! requests, and peak RSS; then p99 with 1,000 and 1,000,000 stored
+//! conversations.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const TELEGRAM: &str = r#"{"update_id":UPDATE,"message":{"date":1441645532,"chat":{"id":CHAT,"type":"private","first_name":"Test","last_name":"Testov","username":"Test"},"message_id":1365,"from":{"id":CHAT,"is_bot":false,"first_name":"Test","last_name":"Testov","username":"Test","language_code":"en"},"text":"I would like to book a table for four people tomorrow evening at eight, preferably by the window, and please note that one of us is vegetarian and another has a nut allergy, so the kitchen should be told in advance. Also, could you confirm whether there is parking nearby and if the restaurant is wheelchair accessible? Thank you very much for your help with this booking, it is for a birthday party.","entities":[{"offset":0,"length":1,"type":"bold"}]}}"#;
+
+fn snapshot() -> String {
+    let state = serde_json::json!({
+        "step": "payment", "name": "Sheena Nelson", "email": "sheena@example.com",
+        "items": [{"sku": "A-1001", "qty": 2, "price": 1999}, {"sku": "B-2002", "qty": 1, "price": 4999}],
+        "address": {"street": "1 Infinite Loop", "city": "Cupertino", "zip": "95014", "country": "US"},
+        "notes": "Leave at the front desk. Call on arrival. Fragile items inside, handle with care.",
+        "applied": [10001, 10002, 10003, 10004, 10005, 10006, 10007, 10008, 10009, 10010, 10011]
+    });
+    state.to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bot") {
+        let listen: SocketAddr = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .expect("bot --listen ADDR");
+        run_bot(listen);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Err(e) = orchestrate(quick) {
+        eprintln!("loadbench: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ------------------------------------------------------------------ the bot
+
+fn run_bot(listen: SocketAddr) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+        let header = http::HeaderValue::from_str(&snapshot()).expect("header");
+        let reply = Bytes::from_static(br#"{"method":"sendMessage","chat_id":1,"text":"ok"}"#);
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (header, reply) = (header.clone(), reply.clone());
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (header, reply) = (header.clone(), reply.clone());
+                        async move {
+                            let _ = req.into_body().collect().await;
+                            let mut resp = http::Response::new(Full::new(reply));
+                            resp.headers_mut().insert("x-statehold-state", header);
+                            resp.headers_mut().insert(
+                                "content-type",
+                                http::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+// ------------------------------------------------------------------ processes
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn wait_for_port(port: u16, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{what} did not start listening on {port}"))
+}
+
+fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc, String> {
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(Proc { child })
+}
+
+/// utime + stime of a process and its children threads, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after "(comm)": state is [0]; utime is field 14 overall = [11], stime [12].
+    (get(11) + get(12)) / ticks
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A process and its direct children (nginx's workers).
+fn family(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let after = stat.rsplit(')').next().unwrap_or("");
+            if after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+                == Some(pid)
+            {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+// ------------------------------------------------------------------ load
+
+struct Latencies {
+    micros: Vec<u64>,
+    errors: u64,
+}
+
+impl Latencies {
+    fn pct(&self, p: f64) -> f64 {
+        if self.micros.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.micros.len() as f64 * p).ceil() as usize).clamp(1, self.micros.len()) - 1;
+        self.micros[i] as f64 / 1000.0
+    }
+}
+
+static UPDATE_ID: AtomicU64 = AtomicU64::new(1);
+
+fn body(conversations: u64) -> Bytes {
+    let id = UPDATE_ID.fetch_add(1, Ordering::Relaxed);
+    // Spread over the conversations with a multiplicative hash.
+    let chat = (id.wrapping_mul(2_654_435_761) % conversations) + 1;
+    Bytes::from(
+        TELEGRAM
+            .replace("UPDATE", &id.to_string())
+            .replace("CHAT", &chat.to_string()),
+    )
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+async fn send(client: &HttpClient, url: &str, body: Bytes) -> bool {
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .expect("request");
+    match client.request(req).await {
+        Ok(resp) => {
+            let ok = resp.status().is_success();
+            ok && resp.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Open loop: `rate` requests per second for `secs`, latency from due time.
+fn fixed_rate(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    rate: u64,
+    secs: u64,
+    conversations: u64,
+) -> Latencies {
+    rt.block_on(async {
+        let client = client();
+        // Warm the connection pool.
+        for _ in 0..20 {
+            send(&client, url, body(conversations)).await;
+        }
+        let n = rate * secs;
+        let interval = Duration::from_nanos(1_000_000_000 / rate);
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let results = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let due = start + interval * i as u32;
+            tokio::time::sleep_until(due).await;
+            let (client, url, results, errors) = (
+                client.clone(),
+                url.to_string(),
+                results.clone(),
+                errors.clone(),
+            );
+            let b = body(conversations);
+            tasks.push(tokio::spawn(async move {
+                let ok = send(&client, &url, b).await;
+                let took = due.elapsed().as_micros() as u64;
+                if ok {
+                    results.lock().expect("results").push(took);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let mut micros = std::mem::take(&mut *results.lock().expect("results"));
+        micros.sort_unstable();
+        Latencies {
+            micros,
+            errors: errors.load(Ordering::Relaxed),
+        }
+    })
+}
+
+/// Closed loop with `concurrency` connections: completed requests per second.
+fn saturation(rt: &tokio::runtime::Runtime, url: &str, concurrency: usize, secs: u64) -> f64 {
+    rt.block_on(async {
+        let client = client();
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, url, done) = (client.clone(), url.to_string(), done.clone());
+                tokio::spawn(async move {
+                    while tokio::time::Instant::now() < deadline {
+                        if send(&client, &url, body(10_000)).await {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+// ------------------------------------------------------------------ setup
+
+struct Target {
+    name: &'static str,
+    url: String,
+    /// Processes whose CPU and memory count for this target.
+    pids: Vec<u32>,
+}
+
+fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16) {
+    let (listen, admin) = (free_port(), free_port());
+    let text = format!(
+        r#"[server]
+listen = "127.0.0.1:{listen}"
+[upstream]
+url = "http://127.0.0.1:{bot}"
+[store]
+{store}
+[[route]]
+path = "/telegram"
+namespace = "tg"
+preset = "telegram"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+level = "warn"
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("config");
+    (path, listen)
+}
+
+fn orchestrate(quick: bool) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = dir.path();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let statehold = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("statehold"))
+        .filter(|p| p.exists())
+        .ok_or("build the statehold binary first (cargo build --release)")?;
+    let (rate, secs, sat_secs) = if quick { (1000, 4, 3) } else { (1000, 15, 6) };
+
+    let bot_port = free_port();
+    let bot = spawn(
+        "bot",
+        Command::new(&exe).args(["bot", "--listen", &format!("127.0.0.1:{bot_port}")]),
+        &dir.join("bot.log"),
+    )?;
+    wait_for_port(bot_port, "bot")?;
+
+    let redis_port = free_port();
+    let redis = spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+        &dir.join("redis.log"),
+    )?;
+    wait_for_port(redis_port, "redis-server")?;
+
+    let nginx_port = free_port();
+    std::fs::create_dir_all(dir.join("nginx/logs")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("nginx/nginx.conf"),
+        format!(
+            r#"worker_processes 2;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path /tmp;
+  upstream bot {{ server 127.0.0.1:{bot_port}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{nginx_port};
+    location / {{
+      proxy_pass http://bot;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+"#
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let nginx = spawn(
+        "nginx",
+        Command::new("nginx")
+            .arg("-p")
+            .arg(dir.join("nginx"))
+            .args(["-c", "nginx.conf", "-g", "daemon off;"]),
+        &dir.join("nginx.log"),
+    )?;
+    wait_for_port(nginx_port, "nginx")?;
+    let nginx_pid = nginx.child.id();
+
+    let mut procs = vec![bot, redis, nginx];
+    let mut start_statehold = |name: &str, store: String| -> Result<(u16, u32), String> {
+        let (config, port) = statehold_config(dir, name, bot_port, &store);
+        let p = spawn(
+            name,
+            Command::new(&statehold)
+                .arg("serve")
+                .arg("--config")
+                .arg(&config),
+            &dir.join(format!("{name}.log")),
+        )?;
+        wait_for_port(port, name)?;
+        let pid = p.child.id();
+        procs.push(p);
+        Ok((port, pid))
+    };
+    let (pass_port, pass_pid) = start_statehold(
+        "sh-passthrough",
+        format!("path = \"{}\"", dir.join("p.db").display()),
+    )?;
+    let (emb_port, emb_pid) = start_statehold(
+        "sh-embedded",
+        format!("path = \"{}\"", dir.join("e.db").display()),
+    )?;
+    let (red_port, red_pid) = start_statehold(
+        "sh-redis",
+        format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"bench\""),
+    )?;
+
+    let targets = [
+        Target {
+            name: "direct (no proxy)",
+            url: format!("http://127.0.0.1:{bot_port}/telegram"),
+            pids: vec![],
+        },
+        Target {
+            name: "nginx passthrough",
+            url: format!("http://127.0.0.1:{nginx_port}/telegram"),
+            pids: family(nginx_pid),
+        },
+        Target {
+            name: "statehold, unmatched path",
+            url: format!("http://127.0.0.1:{pass_port}/other"),
+            pids: vec![pass_pid],
+        },
+        Target {
+            name: "statehold, embedded store",
+            url: format!("http://127.0.0.1:{emb_port}/telegram"),
+            pids: vec![emb_pid],
+        },
+        Target {
+            name: "statehold, redis + dedupe + turns",
+            url: format!("http://127.0.0.1:{red_port}/telegram"),
+            pids: vec![red_pid],
+        },
+    ];
+
+    // The load generator gets its own thread; the machine's cores are shared
+    // by generator, proxy and bot alike, the same for every target.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    println!("# statehold load benchmark ({} s at {rate} rps per target, ~1 KB Telegram updates, 10,000 conversations)\n", secs);
+    let mut rows = Vec::new();
+    let mut direct: Option<Latencies> = None;
+    for t in &targets {
+        let cpu_before: f64 = t.pids.iter().map(|&p| cpu_seconds(p)).sum();
+        let lat = fixed_rate(&rt, &t.url, rate, secs, 10_000);
+        let cpu = t.pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+        let rss: f64 = t.pids.iter().map(|&p| peak_rss_mb(p)).sum();
+        let per_1000 = cpu / (lat.micros.len().max(1) as f64 / 1000.0);
+        eprintln!(
+            "  {}: {} ok, {} errors",
+            t.name,
+            lat.micros.len(),
+            lat.errors
+        );
+        rows.push((t, lat, per_1000, rss));
+        if direct.is_none() {
+            direct = rows.last().map(|r| Latencies {
+                micros: r.1.micros.clone(),
+                errors: 0,
+            });
+        }
+    }
+    let direct = direct.ok_or("no baseline")?;
+    let mut sat = Vec::new();
+    for t in &targets {
+        let rps = saturation(&rt, &t.url, 64, sat_secs);
+        eprintln!("  {}: saturation {:.0} rps", t.name, rps);
+        sat.push(rps);
+    }
+    let nginx_rps = sat[1];
+    println!("| target | added p50 | added p90 | added p99 | added p99.9 | saturation | vs nginx | CPU s / 1000 req | peak RSS |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (i, (t, lat, cpu, rss)) in rows.iter().enumerate() {
+        let added = |p: f64| lat.pct(p) - direct.pct(p);
+        let (a50, a90, a99, a999) = if i == 0 {
+            (
+                direct.pct(0.5),
+                direct.pct(0.9),
+                direct.pct(0.99),
+                direct.pct(0.999),
+            )
+        } else {
+            (added(0.5), added(0.9), added(0.99), added(0.999))
+        };
+        let prefix = if i == 0 { "" } else { "+" };
+        println!(
+            "| {} | {prefix}{a50:.3} ms | {prefix}{a90:.3} ms | {prefix}{a99:.3} ms | {prefix}{a999:.3} ms | {:.0} rps | {:.2}x | {} | {} |",
+            t.name,
+            sat[i],
+            sat[i] / nginx_rps,
+            if t.pids.is_empty() { "-".to_string() } else { format!("{cpu:.3}") },
+            if t.pids.is_empty() { "-".to_string() } else { format!("{rss:.1} MB") },
+        );
+    }
+    println!("\n(row 1 shows direct latency itself; the others show what each proxy adds to it)\n");
+
+    // Cost growth: the same fixed-rate run with 1,000 and 1,000,000 stored conversations.
+    let sizes: [u64; 2] = if quick {
+        [1_000, 100_000]
+    } else {
+        [1_000, 1_000_000]
+    };
+    println!("| store | stored conversations | p50 | p99 | p99 change |");
+    println!("| --- | --- | --- | --- | --- |");
+    for backend in ["embedded", "redis"] {
+        let mut p99_small = None;
+        for &n in &sizes {
+            let store = if backend == "embedded" {
+                let path = dir.join(format!("grow-{n}.db"));
+                prefill_embedded(&rt, &path, n)?;
+                format!("path = \"{}\"", path.display())
+            } else {
+                let prefix = format!("grow{n}");
+                prefill_redis(redis_port, &prefix, n)?;
+                format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"{prefix}\"")
+            };
+            let (port, _) = start_statehold(&format!("grow-{backend}-{n}"), store)?;
+            let lat = fixed_rate(
+                &rt,
+                &format!("http://127.0.0.1:{port}/telegram"),
+                rate,
+                secs,
+                n,
+            );
+            let p99 = lat.pct(0.99);
+            let change = match p99_small {
+                None => {
+                    p99_small = Some(p99);
+                    "-".to_string()
+                }
+                Some(small) => format!("{:+.1}%", (p99 / small - 1.0) * 100.0),
+            };
+            println!(
+                "| {backend} | {n} | {:.3} ms | {p99:.3} ms | {change} |",
+                lat.pct(0.5)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Stores `n` conversations through the embedded store's own API.
+fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result<(), String> {
+    use statehold::key::ConvKey;
+    use statehold::store::{Commit, StateChange, Store};
+    let day = Duration::from_secs(86_400);
+    let store = Arc::new(
+        statehold::store::embedded::EmbeddedStore::open(path, day, day)
+            .map_err(|e| e.to_string())?,
+    );
+    let state = Bytes::from(snapshot());
+    rt.block_on(async {
+        let mut next = 1u64;
+        while next <= n {
+            let batch: Vec<_> = (next..(next + 2048).min(n + 1))
+                .map(|i| {
+                    let (store, state) = (store.clone(), state.clone());
+                    tokio::spawn(async move {
+                        let key = ConvKey::new("tg", &i.to_string());
+                        let commit = Commit {
+                            expected_version: None,
+                            fence: 0,
+                            change: StateChange::Put(state),
+                            dedupe: None,
+                            ends_turn: false,
+                        };
+                        store.commit(&key, commit).await.is_ok()
+                    })
+                })
+                .collect();
+            next += batch.len() as u64;
+            for t in batch {
+                let _ = t.await;
+            }
+        }
+    });
+    match Arc::try_unwrap(store) {
+        Ok(store) => store.close(),
+        Err(_) => return Err("prefill store still shared".into()),
+    }
+    Ok(())
+}
+
+/// Stores `n` conversations directly in Redis, in statehold's key layout.
+fn prefill_redis(port: u16, prefix: &str, n: u64) -> Result<(), String> {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/0")).map_err(|e| e.to_string())?;
+    let mut con = client.get_connection().map_err(|e| e.to_string())?;
+    let state = snapshot();
+    let mut next = 1u64;
+    while next <= n {
+        let mut pipe = redis::pipe();
+        for i in next..(next + 10_000).min(n + 1) {
+            let key = format!("{{{prefix}:tg:{i}}}:s");
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("v")
+                .arg(1)
+                .arg("d")
+                .arg(&state)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(86_400_000u64).ignore();
+        }
+        pipe.query::<()>(&mut con).map_err(|e| e.to_string())?;
+        next += 10_000;
+    }
+    Ok(())
+}
