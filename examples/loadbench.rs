@@ -245,55 +245,53 @@ async fn send(client: &HttpClient, url: &str, body: Bytes) -> bool {
 }
 
 /// Open loop: `rate` requests per second for `secs`, latency from due time.
-fn fixed_rate(
-    rt: &tokio::runtime::Runtime,
-    url: &str,
-    rate: u64,
-    secs: u64,
-    conversations: u64,
-) -> Latencies {
+/// A dedicated OS thread paces the sends (sleeping to each due time has
+/// ~0.1 ms resolution; tokio's timer wheel has 1 ms), and the runtime's
+/// worker only does the I/O.
+fn fixed_rate(rt: &tokio::runtime::Runtime, url: &str, rate: u64, secs: u64, conversations: u64) -> Latencies {
+    let client = client();
     rt.block_on(async {
-        let client = client();
         // Warm the connection pool.
         for _ in 0..20 {
             send(&client, url, body(conversations)).await;
         }
-        let n = rate * secs;
-        let interval = Duration::from_nanos(1_000_000_000 / rate);
-        let start = tokio::time::Instant::now() + Duration::from_millis(50);
-        let results = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
-        let errors = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let due = start + interval * i as u32;
-            tokio::time::sleep_until(due).await;
-            let (client, url, results, errors) = (
-                client.clone(),
-                url.to_string(),
-                results.clone(),
-                errors.clone(),
-            );
-            let b = body(conversations);
-            tasks.push(tokio::spawn(async move {
-                let ok = send(&client, &url, b).await;
-                let took = due.elapsed().as_micros() as u64;
-                if ok {
-                    results.lock().expect("results").push(took);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
+    });
+    let n = rate * secs;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let results = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
+    let errors = Arc::new(AtomicU64::new(0));
+    let handle = rt.handle().clone();
+    let mut tasks = Vec::with_capacity(n as usize);
+    let start = Instant::now() + Duration::from_millis(50);
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
         }
+        let (client, url, results, errors) = (client.clone(), url.to_string(), results.clone(), errors.clone());
+        let b = body(conversations);
+        tasks.push(handle.spawn(async move {
+            let ok = send(&client, &url, b).await;
+            let took = due.elapsed().as_micros() as u64;
+            if ok {
+                results.lock().expect("results").push(took);
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    rt.block_on(async {
         for t in tasks {
             let _ = t.await;
         }
-        let mut micros = std::mem::take(&mut *results.lock().expect("results"));
-        micros.sort_unstable();
-        Latencies {
-            micros,
-            errors: errors.load(Ordering::Relaxed),
-        }
-    })
+    });
+    let mut micros = std::mem::take(&mut *results.lock().expect("results"));
+    micros.sort_unstable();
+    Latencies {
+        micros,
+        errors: errors.load(Ordering::Relaxed),
+    }
 }
 
 /// Closed loop with `concurrency` connections: completed requests per second.

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use statehold::config::{Config, ProcessEnv};
 
+/// mimalloc: measurably cheaper than glibc malloc for the proxy's many small,
+/// short-lived allocations (headers, bodies), and it returns memory to the
+/// system more eagerly (README, Performance).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: statehold <serve|check-config> [--config <FILE>]
 
   serve          run the proxy
