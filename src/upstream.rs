@@ -51,18 +51,21 @@ impl UpstreamTarget {
         })
     }
 
-    /// The bot's URI for an inbound path and query.
+    /// The bot's URI for an inbound path and query. Without a base path the
+    /// parts are reused as they are (no formatting, no re-parsing).
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
-        let full = if self.base_path.is_empty() {
-            pq.to_string()
-        } else {
-            format!("{}{pq}", self.base_path)
+        let pq = match (self.base_path.is_empty(), path_and_query) {
+            (true, Some(pq)) => pq.clone(),
+            (true, None) => PathAndQuery::from_static("/"),
+            (false, pq) => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{pq}", self.base_path))?
+            }
         };
         Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(self.authority.clone())
-            .path_and_query(full)
+            .path_and_query(pq)
             .build()
     }
 
