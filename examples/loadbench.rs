@@ -357,10 +357,11 @@ fn orchestrate(quick: bool) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let dir = dir.path();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let statehold = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("statehold"))
+    // STATEHOLD_BIN: measure another build (e.g. an older commit) with the
+    // same generator.
+    let statehold = std::env::var_os("STATEHOLD_BIN")
+        .map(PathBuf::from)
+        .or_else(|| exe.parent().and_then(Path::parent).map(|p| p.join("statehold")))
         .filter(|p| p.exists())
         .ok_or("build the statehold binary first (cargo build --release)")?;
     let (rate, secs, sat_secs) = if quick { (1000, 4, 3) } else { (1000, 15, 6) };
