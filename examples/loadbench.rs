@@ -493,6 +493,16 @@ http {{
         .build()
         .map_err(|e| e.to_string())?;
     println!("# statehold load benchmark ({} s at {rate} rps per target, ~1 KB Telegram updates, 10,000 conversations)\n", secs);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb / 1024 / 1024);
+    println!("machine: {cores} cores ({cpu}), {mem} GiB; generator, bot, proxies and redis share them\n");
     let mut rows = Vec::new();
     let mut direct: Option<Latencies> = None;
     for t in &targets {
