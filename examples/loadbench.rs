@@ -106,7 +106,18 @@ struct Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first (nginx's master then stops its workers), SIGKILL after 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -246,52 +257,72 @@ async fn send(client: &HttpClient, url: &str, body: Bytes) -> bool {
 
 /// Open loop: `rate` requests per second for `secs`, latency from due time.
 /// A dedicated OS thread paces the sends (sleeping to each due time has
-/// ~0.1 ms resolution; tokio's timer wheel has 1 ms), and the runtime's
-/// worker only does the I/O.
-fn fixed_rate(rt: &tokio::runtime::Runtime, url: &str, rate: u64, secs: u64, conversations: u64) -> Latencies {
-    let client = client();
-    rt.block_on(async {
-        // Warm the connection pool.
-        for _ in 0..20 {
-            send(&client, url, body(conversations)).await;
-        }
-    });
+/// ~0.1 ms resolution; tokio's timer wheel has 1 ms) and hands each one to a
+/// single-threaded runtime on another thread, which does all the I/O.
+fn fixed_rate(url: &str, rate: u64, secs: u64, conversations: u64) -> Latencies {
     let n = rate * secs;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let results = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
-    let errors = Arc::new(AtomicU64::new(0));
-    let handle = rt.handle().clone();
-    let mut tasks = Vec::with_capacity(n as usize);
-    let start = Instant::now() + Duration::from_millis(50);
+    // The first 5% warm connections and caches up; they are sent but not counted.
+    let warm = n / 20;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant, Bytes)>();
+    let url = url.to_string();
+    let io = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let client = client();
+            for _ in 0..20 {
+                send(&client, &url, body(conversations)).await;
+            }
+            let errors = Arc::new(AtomicU64::new(0));
+            let results = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
+            let mut tasks = Vec::with_capacity(n as usize);
+            while let Some((i, due, b)) = rx.recv().await {
+                let (client, url, results, errors) =
+                    (client.clone(), url.clone(), results.clone(), errors.clone());
+                tasks.push(tokio::spawn(async move {
+                    let ok = send(&client, &url, b).await;
+                    let took = due.elapsed().as_micros() as u64;
+                    if i < warm {
+                        return;
+                    }
+                    if ok {
+                        results.lock().expect("results").push(took);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            let micros = std::mem::take(&mut *results.lock().expect("results"));
+            (micros, errors.load(Ordering::Relaxed))
+        })
+    });
+    // Give the I/O thread time to warm its connections.
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
     for i in 0..n {
         let due = start + interval * i as u32;
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
-        let (client, url, results, errors) = (client.clone(), url.to_string(), results.clone(), errors.clone());
-        let b = body(conversations);
-        tasks.push(handle.spawn(async move {
-            let ok = send(&client, &url, b).await;
-            let took = due.elapsed().as_micros() as u64;
-            if ok {
-                results.lock().expect("results").push(took);
-            } else {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        let _ = tx.send((i, due, body(conversations)));
     }
-    rt.block_on(async {
-        for t in tasks {
-            let _ = t.await;
-        }
-    });
-    let mut micros = std::mem::take(&mut *results.lock().expect("results"));
+    let paced = start.elapsed();
+    drop(tx);
+    let (mut micros, errors) = io.join().expect("io thread");
+    eprintln!(
+        "    paced {n} requests in {:.2} s (due span {:.2} s)",
+        paced.as_secs_f64(),
+        (interval * n as u32).as_secs_f64()
+    );
     micros.sort_unstable();
-    Latencies {
-        micros,
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Latencies { micros, errors }
 }
 
 /// Closed loop with `concurrency` connections: completed requests per second.
@@ -361,7 +392,11 @@ fn orchestrate(quick: bool) -> Result<(), String> {
     // same generator.
     let statehold = std::env::var_os("STATEHOLD_BIN")
         .map(PathBuf::from)
-        .or_else(|| exe.parent().and_then(Path::parent).map(|p| p.join("statehold")))
+        .or_else(|| {
+            exe.parent()
+                .and_then(Path::parent)
+                .map(|p| p.join("statehold"))
+        })
         .filter(|p| p.exists())
         .ok_or("build the statehold binary first (cargo build --release)")?;
     let (rate, secs, sat_secs) = if quick { (1000, 4, 3) } else { (1000, 15, 6) };
@@ -495,19 +530,31 @@ http {{
     println!("# statehold load benchmark ({} s at {rate} rps per target, ~1 KB Telegram updates, 10,000 conversations)\n", secs);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb / 1024 / 1024);
-    println!("machine: {cores} cores ({cpu}), {mem} GiB; generator, bot, proxies and redis share them\n");
+    println!(
+        "machine: {cores} cores ({cpu}), {mem} GiB; generator, bot, proxies and redis share them\n"
+    );
     let mut rows = Vec::new();
     let mut direct: Option<Latencies> = None;
     for t in &targets {
         let cpu_before: f64 = t.pids.iter().map(|&p| cpu_seconds(p)).sum();
-        let lat = fixed_rate(&rt, &t.url, rate, secs, 10_000);
+        let lat = fixed_rate(&t.url, rate, secs, 10_000);
         let cpu = t.pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
         let rss: f64 = t.pids.iter().map(|&p| peak_rss_mb(p)).sum();
         let per_1000 = cpu / (lat.micros.len().max(1) as f64 / 1000.0);
@@ -580,13 +627,7 @@ http {{
                 format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"{prefix}\"")
             };
             let (port, _) = start_statehold(&format!("grow-{backend}-{n}"), store)?;
-            let lat = fixed_rate(
-                &rt,
-                &format!("http://127.0.0.1:{port}/telegram"),
-                rate,
-                secs,
-                n,
-            );
+            let lat = fixed_rate(&format!("http://127.0.0.1:{port}/telegram"), rate, secs, n);
             let p99 = lat.pct(0.99);
             let change = match p99_small {
                 None => {
