@@ -130,7 +130,8 @@ fn embedded_store(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hour = Duration::from_secs(3600);
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("bench.db"), hour, hour).unwrap());
+    let store =
+        Arc::new(EmbeddedStore::open(&dir.path().join("bench.db"), hour, hour, 32 << 20).unwrap());
     let state = Bytes::from(snapshot_500());
     // 10,000 stored conversations.
     rt.block_on(async {

@@ -682,7 +682,7 @@ fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result
     use statehold::store::{Commit, StateChange, Store};
     let day = Duration::from_secs(86_400);
     let store = Arc::new(
-        statehold::store::embedded::EmbeddedStore::open(path, day, day)
+        statehold::store::embedded::EmbeddedStore::open(path, day, day, 32 << 20)
             .map_err(|e| e.to_string())?,
     );
     let state = Bytes::from(snapshot());

@@ -52,6 +52,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 &config.store.path,
                 config.store.ttl.get(),
                 config.store.dedupe_window.get(),
+                config.store.cache_bytes as usize,
             )
             .map_err(|e| match e {
                 // The file cannot be created or opened where configured.

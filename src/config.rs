@@ -253,6 +253,9 @@ pub struct StoreConfig {
     /// How often expired snapshots and dedupe records are purged.
     #[serde(default = "defaults::purge_interval")]
     pub purge_interval: Dur,
+    /// Embedded only: memory for the database's page cache.
+    #[serde(default = "defaults::cache_bytes")]
+    pub cache_bytes: u64,
     /// Redis only: a turn's lease; a crashed holder's turn passes on after it.
     #[serde(default = "defaults::lock_lease")]
     pub lock_lease: Dur,
@@ -293,6 +296,7 @@ impl Default for StoreConfig {
             dedupe_window: defaults::dedupe_window(),
             lock_wait: defaults::lock_wait(),
             purge_interval: defaults::purge_interval(),
+            cache_bytes: defaults::cache_bytes(),
             lock_lease: defaults::lock_lease(),
             op_timeout: defaults::op_timeout(),
             breaker_failures: defaults::breaker_failures(),
@@ -468,6 +472,9 @@ mod defaults {
     }
     pub fn purge_interval() -> Dur {
         Dur::secs(60)
+    }
+    pub fn cache_bytes() -> u64 {
+        32 * 1_048_576
     }
     pub fn lock_lease() -> Dur {
         Dur::secs(5)

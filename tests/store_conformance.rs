@@ -13,9 +13,10 @@ use support::conformance::{suite, SHORT_TTL};
 async fn embedded_store_conforms() {
     let dir = support::temp_dir();
     let hour = Duration::from_secs(3600);
-    let long = EmbeddedStore::open(&dir.path().join("long.db"), hour, hour).expect("open");
-    let short =
-        EmbeddedStore::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL).expect("open");
+    let long =
+        EmbeddedStore::open(&dir.path().join("long.db"), hour, hour, 32 << 20).expect("open");
+    let short = EmbeddedStore::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL, 32 << 20)
+        .expect("open");
     suite(Arc::new(long), Arc::new(short), "conf").await;
 }
 
@@ -23,7 +24,7 @@ async fn embedded_store_conforms() {
 async fn embedded_purge_deletes_what_expired() {
     let dir = support::temp_dir();
     let ttl = Duration::from_millis(300);
-    let store = EmbeddedStore::open(&dir.path().join("p.db"), ttl, ttl).expect("open");
+    let store = EmbeddedStore::open(&dir.path().join("p.db"), ttl, ttl, 32 << 20).expect("open");
     for i in 0..50 {
         let key = statehold::key::ConvKey::new("p", &i.to_string());
         let commit = statehold::store::Commit {
@@ -58,8 +59,8 @@ fn embedded_store_is_exclusive_to_one_process() {
     let dir = support::temp_dir();
     let path = dir.path().join("x.db");
     let hour = Duration::from_secs(3600);
-    let _first = EmbeddedStore::open(&path, hour, hour).expect("open");
-    let second = EmbeddedStore::open(&path, hour, hour);
+    let _first = EmbeddedStore::open(&path, hour, hour, 32 << 20).expect("open");
+    let second = EmbeddedStore::open(&path, hour, hour, 32 << 20);
     let msg = second.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("already opened"), "{msg}");
 }

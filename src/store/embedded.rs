@@ -81,10 +81,13 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 
 impl EmbeddedStore {
     /// Opens (or creates) the database and starts its writer thread.
+    /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
+    /// which would make RSS grow with the data).
     pub fn open(
         path: &Path,
         ttl: std::time::Duration,
         dedupe_window: std::time::Duration,
+        cache_bytes: usize,
     ) -> Result<EmbeddedStore, OpenError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -93,20 +96,23 @@ impl EmbeddedStore {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
-                path: shown.clone(),
-                reason: "already opened by another statehold process".into(),
-            },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
-                path: shown.clone(),
-                source,
-            },
-            other => OpenError::Db {
-                path: shown.clone(),
-                reason: other.to_string(),
-            },
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
+                    path: shown.clone(),
+                    reason: "already opened by another statehold process".into(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
+                    path: shown.clone(),
+                    source,
+                },
+                other => OpenError::Db {
+                    path: shown.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
         let init = || -> Result<(), redb::Error> {
             let txn = db.begin_write()?;
             txn.open_table(SNAPSHOTS)?;
