@@ -577,6 +577,12 @@ http {{
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
+    // Peak RSS after the fixed-rate rounds (10,000 active conversations),
+    // before the saturation runs pile up connections and buffers.
+    let rss: Vec<f64> = targets
+        .iter()
+        .map(|t| t.pids.iter().map(|&p| peak_rss_mb(p)).sum())
+        .collect();
     for (i, t) in targets.iter().enumerate() {
         eprintln!("  {}: {} ok, {} errors", t.name, served[i], errors[i]);
     }
@@ -598,7 +604,7 @@ http {{
             }
         };
         let per_1000 = cpu[i] / (served[i].max(1) as f64 / 1000.0);
-        let rss: f64 = t.pids.iter().map(|&p| peak_rss_mb(p)).sum();
+        let rss = rss[i];
         println!(
             "| {} | {:.3} ms | {} | {} | {} | {} | {:.0} rps | {:.2}x | {} | {} |",
             t.name,

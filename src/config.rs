@@ -474,7 +474,7 @@ mod defaults {
         Dur::secs(60)
     }
     pub fn cache_bytes() -> u64 {
-        32 * 1_048_576
+        8 * 1_048_576
     }
     pub fn lock_lease() -> Dur {
         Dur::secs(5)
