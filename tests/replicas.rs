@@ -57,6 +57,7 @@ fn in_flight(bot: &Bot) -> u64 {
 
 #[test]
 fn double_clicks_on_two_replicas_are_serialized() {
+    let _serial = support::serial();
     let c = cluster(3, false, |_| {});
     let [a, b, third] = &c.replicas[..] else {
         unreachable!()
@@ -87,6 +88,7 @@ fn double_clicks_on_two_replicas_are_serialized() {
 
 #[test]
 fn fast_typers_land_in_arrival_order_across_replicas() {
+    let _serial = support::serial();
     let c = cluster(3, false, |_| {});
     let [a, b, _] = &c.replicas[..] else {
         unreachable!()
@@ -122,6 +124,7 @@ fn fast_typers_land_in_arrival_order_across_replicas() {
 
 #[test]
 fn redelivery_to_two_replicas_at_once_runs_the_bot_once() {
+    let _serial = support::serial();
     let c = cluster(3, false, |_| {});
     c.replicas[0].update(1, 82, "/start");
     let slow = [("x-demo-delay-ms", "150")];
@@ -157,6 +160,7 @@ fn redelivery_to_two_replicas_at_once_runs_the_bot_once() {
 
 #[test]
 fn a_replica_killed_mid_request_is_taken_over_after_its_lease() {
+    let _serial = support::serial();
     let mut c = cluster(3, false, |cfg| {
         cfg.store_extra = "lock_lease = \"1s\"\n".into()
     });
@@ -194,6 +198,7 @@ fn a_replica_killed_mid_request_is_taken_over_after_its_lease() {
 
 #[test]
 fn redis_restart_with_aof_mid_flow_loses_nothing() {
+    let _serial = support::serial();
     let mut c = cluster(2, true, |_| {});
     let (a, b) = (&c.replicas[0], &c.replicas[1]);
     a.update(1, 84, "/start");
@@ -225,6 +230,7 @@ fn redis_restart_with_aof_mid_flow_loses_nothing() {
 
 #[test]
 fn a_frozen_holder_past_its_lease_is_fenced_off() {
+    let _serial = support::serial();
     let c = cluster(2, false, |cfg| {
         cfg.store_extra = "lock_lease = \"600ms\"\n".into()
     });
@@ -262,6 +268,7 @@ fn a_frozen_holder_past_its_lease_is_fenced_off() {
 
 #[test]
 fn a_request_costs_two_redis_round_trips() {
+    let _serial = support::serial();
     let c = cluster(1, false, |_| {});
     let sh = &c.replicas[0];
     sh.update(1, 86, "/start");

@@ -18,6 +18,7 @@ fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehol
 
 #[test]
 fn reject_answers_503_and_readyz_follows() {
+    let _serial = support::serial();
     let (_d, mut redis, bot, sh) = setup("reject");
     sh.update(1, 90, "/start");
     let before = sh.stored("tg", "90").unwrap();
@@ -51,6 +52,7 @@ fn reject_answers_503_and_readyz_follows() {
 
 #[test]
 fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
+    let _serial = support::serial();
     let (_d, mut redis, bot, mut sh) = setup("passthrough");
     sh.update(1, 91, "/start");
     sh.update(1, 94, "/start");
@@ -104,6 +106,7 @@ fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
 
 #[test]
 fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
+    let _serial = support::serial();
     let dir = support::temp_dir();
     let mut redis = RedisServer::start(dir.path(), true);
     let bot = Bot::start(support::free_port());
@@ -142,6 +145,7 @@ fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
 
 #[test]
 fn starts_while_redis_is_down_unless_required() {
+    let _serial = support::serial();
     let dir = support::temp_dir();
     let bot = Bot::start(support::free_port());
     let mut config = Config::new(bot.port, dir.path());
@@ -191,6 +195,7 @@ fn starts_while_redis_is_down_unless_required() {
 
 #[test]
 fn a_hung_redis_trips_the_circuit_breaker_and_recovers() {
+    let _serial = support::serial();
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
     let bot = Bot::start(support::free_port());

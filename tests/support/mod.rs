@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs the multi-process tests of one file one at a time: each starts
+/// several statehold replicas, a bot and Redis, and on a 2-core machine their
+/// timing-sensitive assertions (arrival order 10 ms apart) should not race
+/// against four other such tests.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// How long any process gets to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
