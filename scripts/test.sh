@@ -18,6 +18,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+log="$(mktemp)"
+cargo test --all-targets --locked 2>&1 | tee "$log"
+read -r passed failed < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
+  if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } } END { print p + 0, f + 0 }' "$log")
+rm -f "$log"
 echo "== fuzz (bounded)"
 ./scripts/fuzz.sh 15
+echo "tests: ${passed} passed, ${failed} failed"

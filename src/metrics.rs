@@ -249,42 +249,30 @@ impl Metrics {
             );
         }
 
-        help(
+        let by_result =
+            |out: &mut String, name: &str, text: &str, labels: &[&str], values: &[AtomicU64]| {
+                help(out, name, "counter", text);
+                for (label, value) in labels.iter().zip(values) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{result=\"{label}\"}} {}",
+                        value.load(Ordering::Relaxed)
+                    );
+                }
+            };
+        by_result(
             &mut out,
             "statehold_state_loads_total",
-            "counter",
             "Snapshot loads by result.",
+            &["hit", "miss", "error"],
+            &self.state_loads,
         );
-        for (i, r) in ["hit", "miss", "error"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "statehold_state_loads_total{{result=\"{r}\"}} {}",
-                self.state_loads[i].load(Ordering::Relaxed)
-            );
-        }
-        help(
+        by_result(
             &mut out,
             "statehold_state_saves_total",
-            "counter",
             "Snapshot saves by result.",
-        );
-        for (i, r) in ["ok", "rejected", "error"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "statehold_state_saves_total{{result=\"{r}\"}} {}",
-                self.state_saves[i].load(Ordering::Relaxed)
-            );
-        }
-        help(
-            &mut out,
-            "statehold_dedupe_hits_total",
-            "counter",
-            "Redeliveries answered from the recorded response.",
-        );
-        let _ = writeln!(
-            out,
-            "statehold_dedupe_hits_total {}",
-            self.dedupe_hits.load(Ordering::Relaxed)
+            &["ok", "rejected", "error"],
+            &self.state_saves,
         );
         help(
             &mut out,
@@ -294,50 +282,41 @@ impl Metrics {
         );
         self.lock_wait
             .render(&mut out, "statehold_lock_wait_seconds", "");
-        help(
-            &mut out,
-            "statehold_conflicts_total",
-            "counter",
-            "Commits refused because the record moved on (version or fence).",
-        );
-        let _ = writeln!(
-            out,
-            "statehold_conflicts_total {}",
-            self.conflicts.load(Ordering::Relaxed)
-        );
-        help(
-            &mut out,
-            "statehold_store_up",
-            "gauge",
-            "1 when the last store operation succeeded.",
-        );
-        let _ = writeln!(
-            out,
-            "statehold_store_up {}",
-            self.store_up.load(Ordering::Relaxed)
-        );
-        help(
-            &mut out,
-            "statehold_turns_waiting",
-            "gauge",
-            "Requests waiting for their conversation's turn right now.",
-        );
-        let _ = writeln!(
-            out,
-            "statehold_turns_waiting {}",
-            self.turns_waiting.load(Ordering::Relaxed)
-        );
-        help(
-            &mut out,
-            "statehold_spool_depth",
-            "gauge",
-            "Conversations whose degraded-mode snapshot waits to be written back.",
-        );
-        let _ = writeln!(
-            out,
-            "statehold_spool_depth {}",
-            self.spool_depth.load(Ordering::Relaxed)
-        );
+        for (name, kind, text, value) in [
+            (
+                "statehold_dedupe_hits_total",
+                "counter",
+                "Redeliveries answered from the recorded response.",
+                &self.dedupe_hits,
+            ),
+            (
+                "statehold_conflicts_total",
+                "counter",
+                "Commits refused because the record moved on (version or fence).",
+                &self.conflicts,
+            ),
+            (
+                "statehold_store_up",
+                "gauge",
+                "1 when the last store operation succeeded.",
+                &self.store_up,
+            ),
+            (
+                "statehold_turns_waiting",
+                "gauge",
+                "Requests waiting for their conversation's turn right now.",
+                &self.turns_waiting,
+            ),
+            (
+                "statehold_spool_depth",
+                "gauge",
+                "Conversations whose degraded-mode snapshot waits to be written back.",
+                &self.spool_depth,
+            ),
+        ] {
+            help(&mut out, name, kind, text);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         out
     }
 }

@@ -265,7 +265,9 @@ impl RedisConn {
 }
 
 /// A script loaded once per process; redis-rs sends EVALSHA and falls back
-/// to EVAL after a Redis restart emptied the script cache.
+/// to EVAL after a Redis restart emptied the script cache. Scripts that
+/// share helpers are built with `concat!` of a `*_lib.lua` and their body
+/// (Redis scripts cannot include one another).
 pub fn script(source: &'static str) -> Script {
     Script::new(source)
 }

@@ -74,9 +74,19 @@ impl RedisTurns {
             ttl_ms: ttl.as_millis() as u64,
             queue_ttl_ms: (max_wait + lease * 2).as_millis() as u64,
             waiters: Mutex::new(HashMap::new()),
-            acquire: script(include_str!("redis/acquire.lua")),
-            check: script(include_str!("redis/check.lua")),
-            release: script(include_str!("redis/release.lua")),
+            acquire: script(concat!(
+                include_str!("../store/redis/load_lib.lua"),
+                include_str!("redis/turn_lib.lua"),
+                include_str!("redis/acquire.lua")
+            )),
+            check: script(concat!(
+                include_str!("redis/turn_lib.lua"),
+                include_str!("redis/check.lua")
+            )),
+            release: script(concat!(
+                include_str!("redis/turn_lib.lua"),
+                include_str!("redis/release.lua")
+            )),
             extend: script(include_str!("redis/extend.lua")),
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),

@@ -44,8 +44,14 @@ impl RedisStore {
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
             lease_ms: lease.as_millis() as u64,
-            load: script(include_str!("redis/load.lua")),
-            commit: script(include_str!("redis/commit.lua")),
+            load: script(concat!(
+                include_str!("redis/load_lib.lua"),
+                include_str!("redis/load.lua")
+            )),
+            commit: script(concat!(
+                include_str!("../coord/redis/turn_lib.lua"),
+                include_str!("redis/commit.lua")
+            )),
         }
     }
 

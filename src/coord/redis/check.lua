@@ -1,5 +1,6 @@
 -- A waiter's periodic check, for when a hand-over notice was missed or the
 -- holder died: is the turn ours, or can the expired holder be skipped?
+-- (turn_lib.lua is prepended.)
 -- KEYS[1] lease  KEYS[2] queue
 -- ARGV[1] token  ARGV[2] lease ms  ARGV[3] queue ttl ms  ARGV[4] channel
 -- Returns 1 when the turn is ours, 0 when we keep waiting.
@@ -15,14 +16,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if holder then
   return 0
 end
-local head = redis.call('LINDEX', KEYS[2], 0)
-if head ~= ARGV[1] then
-  redis.call('LPOP', KEYS[2])
-  head = redis.call('LINDEX', KEYS[2], 0)
-end
-redis.call('SET', KEYS[1], head, 'PX', ARGV[2])
-if head == ARGV[1] then
+if promote(KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[1]) == ARGV[1] then
   return 1
 end
-redis.call('PUBLISH', ARGV[4], head)
 return 0

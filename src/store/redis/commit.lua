@@ -1,6 +1,7 @@
 -- The end-of-turn write, atomic: fence check, version check, snapshot write,
 -- TTL, dedupe record, and (when asked) the turn's release with hand-over to
--- the next in line. A key is never written without its TTL.
+-- the next in line. A key is never written without its TTL. (turn_lib.lua
+-- is prepended.)
 -- KEYS[1] snapshot hash {t}:s
 -- KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>
@@ -44,16 +45,6 @@ end
 
 local result = write()
 if ARGV[9] == '1' and ARGV[1] ~= '0' then
-  -- As release.lua: leave the queue, pass the lease on.
-  redis.call('LREM', KEYS[4], 0, ARGV[1])
-  if redis.call('GET', KEYS[2]) == ARGV[1] then
-    local head = redis.call('LINDEX', KEYS[4], 0)
-    if head then
-      redis.call('SET', KEYS[2], head, 'PX', ARGV[10])
-      redis.call('PUBLISH', ARGV[11], head)
-    else
-      redis.call('DEL', KEYS[2])
-    end
-  end
+  leave(KEYS[2], KEYS[4], ARGV[1], ARGV[10], ARGV[11])
 end
 return result
