@@ -4,15 +4,22 @@
 //! 2. **body**    buffered up to `server.max_body_bytes` within `server.body_timeout`
 //! 3. **verify**  platform authenticity ([`crate::verify`])
 //! 4. **key**     conversation key and dedupe id ([`crate::key`])
-//! 5. **turn**    wait for the conversation's turn ([`crate::coord`])
-//! 6. **load + dedupe**  one store read: snapshot and the dedupe record. It
-//!    runs inside the turn, so a redelivery that arrives while the first
-//!    delivery is still in flight waits for it and is answered from its record.
+//! 5. **turn**    wait for the conversation's turn ([`crate::coord`]); on
+//!    Redis the same round trip also performs step 6 when the turn is free
+//! 6. **load + dedupe**  one store read: snapshot, sliding-TTL refresh and the
+//!    dedupe record. It runs inside the turn, so a redelivery that arrives
+//!    while the first delivery is still in flight waits for it and is
+//!    answered from its record.
 //! 7. **inject**  snapshot into the request ([`contract::inject_headers`] / [`contract::inject_body`])
 //! 8. **upstream** the bot ([`crate::upstream`])
 //! 9. **capture** the bot's reported snapshot ([`contract::capture_headers`] / [`contract::capture_body`])
-//! 10. **save**   one atomic commit: version check, snapshot, sliding TTL refresh, dedupe record
-//! 11. **strip**  reserved headers out of the response, turn released
+//! 10. **save**   one atomic commit: version and fence check, snapshot, sliding
+//!     TTL refresh, dedupe record, and the turn's release; a snapshot that
+//!     cannot be committed is spooled or answered 503, never acknowledged
+//! 11. **strip**  reserved headers out of the response
+//!
+//! Where is the TTL refreshed? In the store, by every load (step 6) and every
+//! commit (step 10): `store/embedded.rs` and `store/redis/*.lua`.
 //!
 //! Requests on unmatched paths skip all of it and are streamed untouched
 //! ([`Pipeline::passthrough`]).
