@@ -23,6 +23,7 @@
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order.
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
+//! - [`framing`]: request-head scanning that refuses ambiguous framing.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state`.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`app`]: wiring all of the above from a config.
@@ -32,6 +33,7 @@ pub mod app;
 pub mod config;
 pub mod contract;
 pub mod coord;
+pub mod framing;
 pub mod key;
 pub mod metrics;
 pub mod pipeline;

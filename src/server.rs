@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::coord::Turns;
+use crate::framing::{Ambiguous, HeadScanner};
 use crate::pipeline::{ConnInfo, Outcome, Pipeline};
 use crate::store::Store;
 
@@ -132,11 +133,21 @@ async fn serve_connection<S: Store, T: Turns>(
 ) {
     let tls = settings.tls.is_some();
     let info = ConnInfo { peer, tls };
-    let service = tower::service_fn(move |req| {
-        let pipeline = Arc::clone(&pipeline);
-        async move { Ok::<_, std::convert::Infallible>(pipeline.handle(req, info).await) }
-    });
-    let service = TowerToHyperService::new(service);
+    let make_service = |verdict: Ambiguous| {
+        let service = tower::service_fn(move |req| {
+            let pipeline = Arc::clone(&pipeline);
+            let ambiguous = verdict.next_is_ambiguous();
+            async move {
+                if ambiguous {
+                    return Ok::<_, std::convert::Infallible>(
+                        pipeline.reject_ambiguous_framing(&req),
+                    );
+                }
+                Ok(pipeline.handle(req, info).await)
+            }
+        });
+        TowerToHyperService::new(service)
+    };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -144,6 +155,8 @@ async fn serve_connection<S: Store, T: Turns>(
         .keep_alive(true);
     let result = match &settings.tls {
         None => {
+            let stream = HeadScanner::new(stream);
+            let service = make_service(stream.verdict());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             watcher.watch(conn).await
         }
@@ -152,7 +165,9 @@ async fn serve_connection<S: Store, T: Turns>(
                 tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls_stream)) => {
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    let stream = HeadScanner::new(tls_stream);
+                    let service = make_service(stream.verdict());
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
                     watcher.watch(conn).await
                 }
                 Ok(Err(e)) => {

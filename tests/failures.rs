@@ -117,33 +117,44 @@ fn slow_body_is_408() {
     assert_eq!(sh.stored("tg", "50").unwrap(), before);
 }
 
-/// Content-Length and Transfer-Encoding together: hyper frames the request
-/// by Transfer-Encoding alone and closes the connection after answering
-/// (RFC 9112 §6.1), and statehold re-frames what it forwards, so a request
-/// smuggled behind the first never reaches the bot. Two different
-/// Content-Lengths are a 400.
+/// Content-Length and Transfer-Encoding together (a request-smuggling
+/// vector): 400, never forwarded, connection closed, also when the request
+/// is the second on a keep-alive connection or on an unmatched path; a
+/// request smuggled behind it never reaches the bot. Two different
+/// Content-Lengths are a 400 too.
 #[test]
-fn conflicting_framing_cannot_smuggle_a_request() {
-    let (_d, bot, sh, _before) = with_snapshot(|_| {});
+fn conflicting_framing_is_rejected_and_never_forwarded() {
+    let (_d, bot, sh, before) = with_snapshot(|_| {});
     let handled = bot.handled().len();
     let body = support::tg_update(3, 50, "oli@example.com");
     let smuggled = "GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
-    let raw = format!(
-        "POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n{smuggled}",
+    let ambiguous = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n{smuggled}",
+            body.len()
+        )
+    };
+    for raw in [ambiguous("/telegram"), ambiguous("/other")] {
+        let r = support::raw_request(sh.addr(), raw.as_bytes()).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    // Second request on a keep-alive connection, after a clean one.
+    let clean = format!(
+        "POST /other HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let r = support::raw_request(sh.addr(), raw.as_bytes()).unwrap();
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("connection"), Some("close"));
-    let seen: Vec<String> = bot
-        .handled()
-        .iter()
-        .map(|h| h["path"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(seen.len(), handled + 1);
+    let raw = format!("{clean}{}", ambiguous("/telegram"));
+    let mut s = std::net::TcpStream::connect(sh.addr()).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
-        !seen.contains(&"/smuggled".to_string()),
-        "the smuggled request never reached the bot"
+        text.contains("HTTP/1.1 400"),
+        "second answer is 400: {text}"
     );
 
     let raw = format!(
@@ -156,7 +167,22 @@ fn conflicting_framing_cannot_smuggle_a_request() {
             .status,
         400
     );
-    assert_eq!(bot.handled().len(), handled + 1);
+
+    let seen: Vec<String> = bot
+        .handled()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        handled + 1,
+        "only the clean request reached the bot"
+    );
+    assert!(!seen.contains(&"/smuggled".to_string()));
+    assert_eq!(sh.stored("tg", "50").unwrap(), before);
+    assert!(sh
+        .logs()
+        .contains("both Content-Length and Transfer-Encoding"));
 }
 
 #[test]

@@ -308,6 +308,28 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         resp
     }
 
+    /// A request whose head carried both `Content-Length` and
+    /// `Transfer-Encoding` (seen by [`crate::framing`]): 400, never forwarded,
+    /// and the connection is closed.
+    pub fn reject_ambiguous_framing<B>(&self, req: &Request<B>) -> Response<Body> {
+        let reject = Reject::new(
+            StatusCode::BAD_REQUEST,
+            Outcome::BadRequest,
+            "both Content-Length and Transfer-Encoding",
+        );
+        let index = self
+            .routes
+            .find(req.uri().path())
+            .map_or(self.metrics.unmatched(), |r| r.index);
+        self.metrics
+            .request(index, reject.outcome, 400, Duration::ZERO);
+        warn!(path = %req.uri().path(), reason = %reject.reason, "request rejected");
+        let mut resp = error_response(&reject);
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
     async fn matched(
         &self,
         route: &Route,
