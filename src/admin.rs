@@ -265,11 +265,11 @@ impl<S: Store, T: Turns> Admin<S, T> {
     }
 }
 
+/// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`).
 fn percent_decode(text: &str) -> String {
-    form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {

@@ -148,10 +148,6 @@ impl RedisConn {
         &self.inner.client
     }
 
-    pub fn op_timeout(&self) -> Duration {
-        self.inner.op_timeout
-    }
-
     async fn manager(&self) -> Result<ConnectionManager, StoreError> {
         if let Some(m) = self.cached() {
             return Ok(m);
@@ -227,11 +223,6 @@ impl RedisConn {
             Err(_) => breaker.failure(),
         }
         result
-    }
-
-    /// Whether the circuit breaker currently fails operations fast.
-    pub fn circuit_open(&self) -> bool {
-        self.inner.breaker.is_open()
     }
 
     async fn attempt_twice<T, F, Fut>(&self, op: F) -> Result<T, StoreError>

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -271,18 +271,10 @@ pub struct RedisTurn {
     keys: LeaseKeys,
     shared: Arc<Shared>,
     extender: JoinHandle<()>,
-    lost: Arc<AtomicBool>,
     /// The record acquire.lua read along with the grant.
     prefetched: Option<Loaded>,
     /// Released by the store's commit already.
     released: bool,
-}
-
-impl RedisTurn {
-    /// Whether the lease was taken over while held (the commit will be refused).
-    pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::Relaxed)
-    }
 }
 
 impl Turn for RedisTurn {
@@ -397,19 +389,12 @@ impl RedisTurns {
             }
         }
         s.forget(token);
-        let lost = Arc::new(AtomicBool::new(false));
-        let extender = tokio::spawn(keep_alive(
-            Arc::clone(s),
-            keys.clone(),
-            token,
-            Arc::clone(&lost),
-        ));
+        let extender = tokio::spawn(keep_alive(Arc::clone(s), keys.clone(), token));
         Ok(RedisTurn {
             token,
             keys,
             shared: Arc::clone(s),
             extender,
-            lost,
             prefetched,
             released: false,
         })
@@ -433,7 +418,7 @@ impl RedisTurns {
 }
 
 /// Extends the lease every third of its length while the turn is held.
-async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64, lost: Arc<AtomicBool>) {
+async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64) {
     let every = Duration::from_millis((shared.lease_ms / 3).max(10));
     let args = [
         token.to_string(),
@@ -445,7 +430,6 @@ async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64, lost: Arc<
         match shared.run(&shared.extend, &keys, &args).await {
             Ok(1) => {}
             Ok(_) => {
-                lost.store(true, Ordering::Relaxed);
                 warn!("turn lease taken over while held; this request's write will be refused");
                 return;
             }

@@ -288,14 +288,14 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let took = started.elapsed();
         self.metrics
             .request(route.index, trace.outcome, resp.status().as_u16(), took);
-        let key = trace
-            .key
-            .as_ref()
-            .map(|k| k.display(self.settings.reveal_ids).to_string());
+        // Fields are only evaluated when the line is logged.
         info!(
             route = %route.path,
             namespace = %route.namespace,
-            key = key.as_deref().unwrap_or("-"),
+            key = trace
+                .key
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |k| k.display(self.settings.reveal_ids).to_string()),
             outcome = trace.outcome.as_str(),
             status = resp.status().as_u16(),
             version = trace.version.unwrap_or(0),

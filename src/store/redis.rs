@@ -54,10 +54,6 @@ impl RedisStore {
             )),
         }
     }
-
-    pub fn conn(&self) -> &RedisConn {
-        &self.conn
-    }
 }
 
 fn bad_reply(what: &str) -> StoreError {
