@@ -122,6 +122,17 @@ fn contract_codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// An unfenced commit storing `state`.
+fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
+    Commit {
+        expected_version,
+        fence: 0,
+        change: StateChange::Put(state),
+        dedupe: None,
+        ends_turn: false,
+    }
+}
+
 fn embedded_store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -137,13 +148,7 @@ fn embedded_store(c: &mut Criterion) {
     rt.block_on(async {
         for i in 0..10_000 {
             let key = ConvKey::new("b", &i.to_string());
-            let commit = Commit {
-                expected_version: None,
-                fence: 0,
-                change: StateChange::Put(state.clone()),
-                dedupe: None,
-                ends_turn: false,
-            };
+            let commit = put(state.clone(), None);
             store.commit(&key, commit).await.unwrap();
         }
     });
@@ -162,13 +167,7 @@ fn embedded_store(c: &mut Criterion) {
             let key = ConvKey::new("b", &i.to_string());
             rt.block_on(async {
                 let loaded = store.load(&key, None).await.unwrap();
-                let commit = Commit {
-                    expected_version: Some(loaded.version),
-                    fence: 0,
-                    change: StateChange::Put(state.clone()),
-                    dedupe: None,
-                    ends_turn: false,
-                };
+                let commit = put(state.clone(), Some(loaded.version));
                 black_box(store.commit(&key, commit).await.unwrap())
             })
         })
@@ -185,13 +184,7 @@ fn embedded_store(c: &mut Criterion) {
                         tokio::spawn(async move {
                             let key = ConvKey::new("b", &j.to_string());
                             let loaded = store.load(&key, None).await.unwrap();
-                            let commit = Commit {
-                                expected_version: Some(loaded.version),
-                                fence: 0,
-                                change: StateChange::Put(state),
-                                dedupe: None,
-                                ends_turn: false,
-                            };
+                            let commit = put(state, Some(loaded.version));
                             store.commit(&key, commit).await.unwrap()
                         })
                     })

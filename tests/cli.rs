@@ -2,16 +2,10 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::{Bot, Config, Statehold};
+use support::{assert_exit, run_statehold, Bot, Config, Statehold};
 
 fn statehold(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_statehold"))
-        .args(args)
-        .env_remove("STATEHOLD_CONFIG")
-        .output()
-        .expect("run statehold")
+    run_statehold(args, &[])
 }
 
 #[test]
@@ -93,17 +87,11 @@ fn check_config_masks_secrets() {
     let text = config.render();
     let path = dir.path().join("s.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_statehold"))
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("TG_SECRET", "super-secret-value")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_statehold(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[("TG_SECRET", "super-secret-value")],
     );
+    assert_exit(&out, 0);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(!printed.contains("super-secret-value"));
     assert!(!printed.contains("test-admin-token"));
@@ -142,17 +130,11 @@ fn config_path_defaults_to_env_var() {
     let dir = support::temp_dir();
     let path = dir.path().join("env.toml");
     std::fs::write(&path, Config::new(1, dir.path()).render()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_statehold"))
-        .arg("check-config")
-        .env("STATEHOLD_CONFIG", &path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_statehold(
+        &["check-config"],
+        &[("STATEHOLD_CONFIG", path.to_str().unwrap())],
     );
+    assert_exit(&out, 0);
 }
 
 #[test]

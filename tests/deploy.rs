@@ -1,7 +1,7 @@
 //! The shipped deployment files stay valid: the config embedded in the
 //! Kubernetes ConfigMap passes `check-config`.
 
-use std::process::Command;
+mod support;
 
 #[test]
 fn configmap_config_passes_check_config() {
@@ -16,16 +16,12 @@ fn configmap_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_statehold"))
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("TELEGRAM_SECRET_TOKEN", "x")
-        .env("STATEHOLD_ADMIN_TOKEN", "y")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_statehold(
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[
+            ("TELEGRAM_SECRET_TOKEN", "x"),
+            ("STATEHOLD_ADMIN_TOKEN", "y"),
+        ],
     );
+    support::assert_exit(&out, 0);
 }

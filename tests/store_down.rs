@@ -184,11 +184,8 @@ fn starts_while_redis_is_down_unless_required() {
     required.store_extra = "op_timeout = \"200ms\"\nrequire_at_startup = true\n".into();
     let path = dir.path().join("required.toml");
     std::fs::write(&path, required.render()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statehold"))
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = support::run_statehold(&["serve", "--config", path.to_str().unwrap()], &[]);
+    support::assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("require_at_startup"), "{err}");
 }

@@ -180,6 +180,27 @@ impl Bot {
     }
 }
 
+/// Runs the statehold binary to completion (`check-config`, a failing
+/// `serve`) with only the given environment additions.
+pub fn run_statehold(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold"));
+    cmd.args(args).env_remove("STATEHOLD_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run statehold")
+}
+
+/// Asserts a finished run exited with `code`, showing stderr otherwise.
+pub fn assert_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // ---------------------------------------------------------------- statehold
 
 /// Config for one statehold process. `render` produces the TOML.
