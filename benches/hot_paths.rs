@@ -48,7 +48,11 @@ fn keys(c: &mut Criterion) {
             .iter()
             .map(|s| KeySource::parse(s).unwrap())
             .collect();
-        let dedupe = KeySource::parse(preset.dedupe_source()).unwrap();
+        let dedupe: Vec<KeySource> = preset
+            .dedupe_sources()
+            .iter()
+            .map(|s| KeySource::parse(s).unwrap())
+            .collect();
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function(format!("{name}/parse+extract"), |b| {
             b.iter(|| {
@@ -59,9 +63,11 @@ fn keys(c: &mut Criterion) {
                     body: body.as_bytes(),
                     json: Some(&json),
                 };
-                let id = first_present(&sources, &req).unwrap();
+                let id = first_present(&sources, &req).unwrap().unwrap();
                 let key = ConvKey::new("ns", &id);
-                let d = dedupe.extract(&req).map(|d| d.into_owned());
+                let d = first_present(&dedupe, &req)
+                    .unwrap()
+                    .map(|d| d.into_owned());
                 black_box((key, d))
             })
         });

@@ -170,7 +170,12 @@ impl<S: Store, T: Turns> Admin<S, T> {
                 json!({"error": "use /v1/state/<namespace>/<id>"}),
             );
         };
-        let id = percent_decode(id);
+        let Some(id) = strict_decode(id) else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
+            );
+        };
         let key = ConvKey::new(ns, &id);
         let store = self.pipeline.store();
         match *req.method() {
@@ -265,11 +270,16 @@ impl<S: Store, T: Turns> Admin<S, T> {
     }
 }
 
-/// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`).
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
+/// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:
+/// bytes that are not UTF-8 (lossy decoding would name another id) and the
+/// ids the proxy itself never accepts (control characters, over 256 bytes).
+fn strict_decode(text: &str) -> Option<String> {
+    let id = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let usable = id.len() <= crate::key::MAX_ID_BYTES && !id.chars().any(char::is_control);
+    usable.then_some(id)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {

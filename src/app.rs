@@ -165,6 +165,9 @@ async fn run<S: Store, T: Turns>(
         stopped(stop_rx.clone()),
     ));
 
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     info!(
         listen = %config.server.listen,
         admin = %config.admin.listen,

@@ -176,6 +176,26 @@ pub struct ServerConfig {
     /// After SIGTERM, in-flight requests get this long to finish.
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: Dur,
+    /// Requests on paths no route matches: `forward` them untouched, or
+    /// `reject` them with 404 (they never reach the bot).
+    #[serde(default = "defaults::unmatched")]
+    pub unmatched: Unmatched,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For`,
+    /// `Forwarded` and `X-Real-IP` are passed on; from anyone else they are
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Request bodies buffered across all requests at once, at most;
+    /// past it, 503 (bounds what unauthenticated clients make us hold).
+    #[serde(default = "defaults::max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    Forward,
+    Reject,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -350,14 +370,91 @@ pub struct RouteConfig {
     /// Key sources, first present wins.
     #[serde(default)]
     pub key: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dedupe: Option<String>,
+    /// Dedupe id sources (one string or a list), first present wins.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dedupe: Vec<String>,
     #[serde(default = "defaults::on_missing_key")]
     pub on_missing_key: OnMissingKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
+    /// A `[route.verify]` table, or `"none"` to accept unverified
+    /// requests on a listener that is not loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<VerifyConfig>,
+    pub verify: Option<RouteVerify>,
+}
+
+/// `route.verify`: checked, or explicitly none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteVerify {
+    None,
+    Check(VerifyConfig),
+}
+
+impl RouteVerify {
+    pub fn check(&self) -> Option<&VerifyConfig> {
+        match self {
+            RouteVerify::Check(v) => Some(v),
+            RouteVerify::None => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RouteVerify;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [route.verify] table or \"none\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RouteVerify, E> {
+                match v {
+                    "none" => Ok(RouteVerify::None),
+                    _ => Err(E::custom(format!(
+                        "`{v}`: expected a [route.verify] table or \"none\""
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RouteVerify, A::Error> {
+                VerifyConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RouteVerify::Check)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for RouteVerify {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RouteVerify::None => s.serialize_str("none"),
+            RouteVerify::Check(v) => v.serialize(s),
+        }
+    }
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a key source or a list of key sources",
+        )),
+    }
 }
 
 /// How a route checks that a webhook really comes from its platform.
@@ -370,9 +467,27 @@ pub enum VerifyKind {
     Meta,
     /// `X-Slack-Signature` over timestamp and body, timestamp within 5 minutes.
     Slack,
+    /// `X-Twilio-Signature`: HMAC-SHA1 over `verify.public_url` and the
+    /// sorted form parameters.
+    Twilio,
+    /// `X-Signature-Ed25519` over `X-Signature-Timestamp` and body, with
+    /// `verify.public_key`; timestamp within 5 minutes.
+    Discord,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+impl VerifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyKind::Telegram => "telegram",
+            VerifyKind::Meta => "meta",
+            VerifyKind::Slack => "slack",
+            VerifyKind::Twilio => "twilio",
+            VerifyKind::Discord => "discord",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// Defaults to the route's preset platform.
@@ -382,6 +497,20 @@ pub struct VerifyConfig {
     pub secret: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    /// Twilio: the public URL the platform calls for this route's path
+    /// (e.g. `https://bot.example.com/twilio`); deeper paths and the query
+    /// are appended as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Discord: the application's Ed25519 public key (64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Meta: the handshake's `hub.verify_token` (checked when set; else the
+    /// bot checks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token_env: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -433,6 +562,12 @@ mod defaults {
     }
     pub fn shutdown_grace() -> Dur {
         Dur::secs(10)
+    }
+    pub fn unmatched() -> Unmatched {
+        Unmatched::Forward
+    }
+    pub fn max_buffered_bytes() -> u64 {
+        32 * 1_048_576
     }
     pub fn upstream_timeout() -> Dur {
         Dur::secs(30)
@@ -577,12 +712,15 @@ impl Config {
                         format!("set either `{key}` or `{key}_env`, not both"),
                     ));
                 }
-                let value = env.var(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    ConfigError::new(
-                        format!("{key}_env"),
-                        format!("environment variable `{name}` is not set"),
-                    )
-                })?;
+                let value = env
+                    .var(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{key}_env"),
+                            format!("environment variable `{name}` is not set (or blank)"),
+                        )
+                    })?;
                 *inline = Some(Secret(value));
             }
             Ok(())
@@ -595,11 +733,17 @@ impl Config {
             env,
         )?;
         for (i, route) in self.routes.iter_mut().enumerate() {
-            if let Some(v) = route.verify.as_mut() {
+            if let Some(RouteVerify::Check(v)) = route.verify.as_mut() {
                 pick(
                     &mut v.secret,
                     &v.secret_env,
                     &format!("route[{i}].verify.secret"),
+                    env,
+                )?;
+                pick(
+                    &mut v.verify_token,
+                    &v.verify_token_env,
+                    &format!("route[{i}].verify.verify_token"),
                     env,
                 )?;
             }
@@ -738,25 +882,62 @@ impl Config {
                 KeySource::parse(source)
                     .map_err(|e| ConfigError::new(format!("route[{i}].key[{j}]"), e))?;
             }
-            if let Some(source) = &route.dedupe {
-                KeySource::parse(source).map_err(|e| ConfigError::new(at("dedupe"), e))?;
+            for (j, source) in route.dedupe.iter().enumerate() {
+                KeySource::parse(source)
+                    .map_err(|e| ConfigError::new(format!("route[{i}].dedupe[{j}]"), e))?;
             }
-            if let Some(verify) = &route.verify {
-                if verify.kind.is_none() {
+            match &route.verify {
+                Some(RouteVerify::Check(verify)) => validate_verify(verify, &at)?,
+                Some(RouteVerify::None) => {}
+                None if !self.server.listen.ip().is_loopback() => {
                     return Err(ConfigError::new(
-                        at("verify.kind"),
-                        "required unless the route has a preset",
+                        at("verify"),
+                        format!(
+                            "server.listen = {} is not loopback, so anyone who can reach it can forge this route's webhooks: configure [route.verify], or say verify = \"none\" to accept that",
+                            self.server.listen
+                        ),
                     ));
                 }
-                if verify.secret.as_ref().is_none_or(|s| s.0.is_empty()) {
-                    return Err(ConfigError::new(
-                        at("verify.secret"),
-                        "required (or verify.secret_env)",
-                    ));
-                }
+                None => {}
             }
         }
+        for (key, secret) in [
+            ("store.url", self.store.url.as_ref()),
+            ("admin.token", self.admin.token.as_ref()),
+        ] {
+            if secret.is_some_and(|s| s.0.trim().is_empty()) {
+                return Err(ConfigError::new(key, "must not be blank"));
+            }
+        }
+        if self.server.max_buffered_bytes < self.server.max_body_bytes {
+            return Err(ConfigError::new(
+                "server.max_buffered_bytes",
+                "must be at least server.max_body_bytes",
+            ));
+        }
+        if self.server.max_body_bytes > MAX_BODY_LIMIT {
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                format!("must be at most {MAX_BODY_LIMIT}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// What an operator should know about a valid config: routes that
+    /// accept unverified requests. Printed by `check-config`, logged by `serve`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.verify == Some(RouteVerify::None))
+            .map(|(i, r)| {
+                format!(
+                    "route[{i}] ({}): verify = \"none\": webhooks on this route are not verified; anyone who reaches {} can send them",
+                    r.path, self.server.listen
+                )
+            })
+            .collect()
     }
 
     /// The effective config as TOML, secrets masked (for `check-config`).
@@ -768,6 +949,46 @@ impl Config {
     pub fn redacted_store_url(&self) -> Option<String> {
         self.store.url.as_ref().map(|u| redact_url(u.expose()))
     }
+}
+
+/// Largest `server.max_body_bytes` (the buffer budget counts in u32 steps).
+const MAX_BODY_LIMIT: u64 = 1 << 30;
+
+/// A `[route.verify]` table is complete for its kind.
+fn validate_verify(verify: &VerifyConfig, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let Some(kind) = verify.kind else {
+        return Err(ConfigError::new(
+            at("verify.kind"),
+            "required unless the route has a preset",
+        ));
+    };
+    let blank = |s: &Option<Secret>| s.as_ref().is_none_or(|s| s.0.trim().is_empty());
+    if kind == VerifyKind::Discord {
+        let key = verify.public_key.as_deref().unwrap_or_default();
+        crate::verify::Verifier::discord(key)
+            .map_err(|e| ConfigError::new(at("verify.public_key"), e))?;
+    } else if blank(&verify.secret) {
+        return Err(ConfigError::new(
+            at("verify.secret"),
+            "required and not blank (or verify.secret_env)",
+        ));
+    }
+    if kind == VerifyKind::Twilio {
+        let url = verify.public_url.as_deref().unwrap_or_default();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::new(
+                at("verify.public_url"),
+                "required with kind = \"twilio\": the URL Twilio calls, e.g. \"https://bot.example.com/twilio\"",
+            ));
+        }
+    }
+    if verify.verify_token.is_some() && blank(&verify.verify_token) {
+        return Err(ConfigError::new(
+            at("verify.verify_token"),
+            "must not be blank",
+        ));
+    }
+    Ok(())
 }
 
 /// Catches store paths that can never work without touching the disk: the
@@ -920,6 +1141,45 @@ key = ["json:/message/from/id"]
         let text = MINIMAL.replace("key = [\"json:/message/from/id\"]", "preset = \"telegram\"");
         let c = parse(&text).expect("valid");
         assert!(!c.routes[0].key.is_empty());
-        assert_eq!(c.routes[0].dedupe.as_deref(), Some("json:/update_id"));
+        assert_eq!(c.routes[0].dedupe, vec!["json:/update_id".to_string()]);
+    }
+
+    #[test]
+    fn public_listener_needs_verification_or_an_explicit_none() {
+        let public = MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        let err = parse(&public).expect_err("unverified on a public listener");
+        assert_eq!(err.key, "route[0].verify");
+        let explicit = format!("{public}verify = \"none\"\n");
+        let c = parse(&explicit).expect("explicit none");
+        assert_eq!(c.warnings().len(), 1);
+        assert!(parse(&format!("{public}verify = \"nope\"\n")).is_err());
+        let verified = format!("{public}[route.verify]\nkind = \"telegram\"\nsecret = \"tok\"\n");
+        assert!(parse(&verified).expect("verified").warnings().is_empty());
+        // Blank secrets are refused, inline or from the environment.
+        let blank = format!("{public}[route.verify]\nkind = \"telegram\"\nsecret = \"   \"\n");
+        assert_eq!(
+            parse(&blank).expect_err("blank").key,
+            "route[0].verify.secret"
+        );
+        let env_text = format!("{public}[route.verify]\nkind = \"telegram\"\nsecret_env = \"T\"\n");
+        let env = HashMap::from([("T".to_string(), " \t".to_string())]);
+        assert_eq!(
+            Config::parse(&env_text, &env).expect_err("blank env").key,
+            "route[0].verify.secret_env"
+        );
+    }
+
+    #[test]
+    fn twilio_and_discord_need_their_settings() {
+        let twilio = format!("{MINIMAL}[route.verify]\nkind = \"twilio\"\nsecret = \"tok\"\n");
+        assert_eq!(
+            parse(&twilio).expect_err("no url").key,
+            "route[0].verify.public_url"
+        );
+        let discord = format!("{MINIMAL}[route.verify]\nkind = \"discord\"\npublic_key = \"ab\"\n");
+        assert_eq!(
+            parse(&discord).expect_err("bad key").key,
+            "route[0].verify.public_key"
+        );
     }
 }

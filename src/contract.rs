@@ -21,6 +21,9 @@ pub const HEADER_VERSION: &str = "x-statehold-version";
 pub const HEADER_STATE: &str = "x-statehold-state";
 pub const HEADER_STATUS: &str = "x-statehold-status";
 pub const HEADER_CLEAR: &str = "x-statehold-clear";
+/// Tells the bot which check statehold made (`telegram`, `meta`, ...): in
+/// body mode the body it forwards is not the one the platform signed.
+pub const HEADER_VERIFIED: &str = "x-statehold-verified";
 const RESERVED_PREFIX: &[u8] = b"x-statehold-";
 
 /// Injection encodes without padding, as the contract says.
@@ -31,9 +34,17 @@ const B64_DECODE: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// `X-Statehold-*`, also spelled with `_` for `-`: WSGI and CGI servers
+/// turn `X_Statehold_State` into `HTTP_X_STATEHOLD_STATE`, the same as
+/// `X-Statehold-State`.
 fn is_reserved(name: &HeaderName) -> bool {
     // HeaderName is always lower case.
-    name.as_str().as_bytes().starts_with(RESERVED_PREFIX)
+    let name = name.as_str().as_bytes();
+    name.len() >= RESERVED_PREFIX.len()
+        && name
+            .iter()
+            .zip(RESERVED_PREFIX)
+            .all(|(&got, &want)| got == want || (got == b'_' && want == b'-'))
 }
 
 /// Removes every `X-Statehold-*` header. Runs on every inbound request before
@@ -232,25 +243,34 @@ pub fn capture_headers(headers: &HeaderMap, max: usize) -> Result<StateChange, C
     }
 }
 
+/// What the body of a bot's answer held, body mode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyReport {
+    /// Not a JSON object, or no member at the pointer: nothing to strip.
+    Absent,
+    /// The member was found and removed: the new body (the caller fixes
+    /// `Content-Length`) and what it asked for.
+    Found(Bytes, Result<StateChange, CaptureError>),
+    /// Looks like a JSON object that mentions the member, but does not
+    /// parse strictly (`NaN`, a lone surrogate): it cannot be stripped, so
+    /// it must not leave.
+    Unreadable,
+}
+
 /// Body mode, response side: reads and removes the member at `pointer` of a
-/// JSON-object body. Returns the new body when the member was found (so the
-/// caller fixes `Content-Length`), and what the member asked for.
-pub fn capture_body(
-    body: &[u8],
-    pointer: &str,
-    max: usize,
-) -> (Option<Bytes>, Result<StateChange, CaptureError>) {
-    let looks_like_object = body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{');
-    if !looks_like_object {
-        return (None, Ok(StateChange::Keep));
+/// JSON-object body.
+pub fn capture_body(body: &[u8], pointer: &str, max: usize) -> BodyReport {
+    if !looks_like_json(body) {
+        return BodyReport::Absent;
     }
-    let Ok(mut json) = serde_json::from_slice::<Value>(body) else {
-        return (None, Ok(StateChange::Keep));
-    };
     let (parents, last) = split_pointer(pointer);
+    let Ok(mut json) = serde_json::from_slice::<Value>(body) else {
+        return if mentions(body, &last) {
+            BodyReport::Unreadable
+        } else {
+            BodyReport::Absent
+        };
+    };
     let mut target = json.as_object_mut();
     for token in &parents {
         target = target
@@ -258,11 +278,47 @@ pub fn capture_body(
             .and_then(Value::as_object_mut);
     }
     let Some(member) = target.and_then(|t| t.shift_remove(&last)) else {
-        return (None, Ok(StateChange::Keep));
+        return BodyReport::Absent;
     };
     let change = field_change(member, max);
-    let new_body = serde_json::to_vec(&json).map(Bytes::from).ok();
-    (new_body, change)
+    match serde_json::to_vec(&json) {
+        Ok(new_body) => BodyReport::Found(Bytes::from(new_body), change),
+        Err(_) => BodyReport::Unreadable,
+    }
+}
+
+/// Removes the member at `pointer` from a parsed body; true when there was one.
+pub fn remove_member(body: &mut Value, pointer: &str) -> bool {
+    let (parents, last) = split_pointer(pointer);
+    let mut target = body.as_object_mut();
+    for token in &parents {
+        target = target
+            .and_then(|t| t.get_mut(token))
+            .and_then(Value::as_object_mut);
+    }
+    target.and_then(|t| t.shift_remove(&last)).is_some()
+}
+
+/// Whether some lenient JSON parser could read `body` as a JSON document
+/// holding objects: after an optional UTF-8 BOM and white space it starts
+/// with `{` or `[`, or it is UTF-16/32 (a BOM or NUL bytes up front, which
+/// Python's `json.loads` detects).
+pub fn looks_like_json(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(4)];
+    if head.starts_with(&[0xFE, 0xFF]) || head.starts_with(&[0xFF, 0xFE]) || head.contains(&0) {
+        return true;
+    }
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{' || b == b'[')
+}
+
+/// The member name appears in the text, plainly or through an escape.
+fn mentions(body: &[u8], name: &str) -> bool {
+    body.windows(name.len().max(1))
+        .any(|w| w == name.as_bytes())
+        || body.windows(2).any(|w| w == b"\\u")
 }
 
 fn field_change(member: Value, max: usize) -> Result<StateChange, CaptureError> {
@@ -408,23 +464,59 @@ mod tests {
 
         let resp =
             br#"{"method":"sendMessage","_statehold":{"state":{"step":"done"}},"text":"ok"}"#;
-        let (new_body, change) = capture_body(resp, "/_statehold", 100);
         assert_eq!(
-            change,
-            Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#)))
+            capture_body(resp, "/_statehold", 100),
+            BodyReport::Found(
+                Bytes::from_static(br#"{"method":"sendMessage","text":"ok"}"#),
+                Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#)))
+            )
         );
         assert_eq!(
-            new_body.unwrap(),
-            &br#"{"method":"sendMessage","text":"ok"}"#[..]
+            capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100),
+            BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear))
         );
-        let (new_body, change) =
-            capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100);
-        assert_eq!(change, Ok(StateChange::Clear));
-        assert_eq!(new_body.unwrap(), &b"{}"[..]);
-        let (new_body, change) = capture_body(b"plain text", "/_statehold", 100);
-        assert_eq!((new_body, change), (None, Ok(StateChange::Keep)));
-        let (new_body, change) = capture_body(br#"{"_statehold":7}"#, "/_statehold", 100);
-        assert_eq!(change, Err(CaptureError::BadBodyField));
-        assert_eq!(new_body.unwrap(), &b"{}"[..]);
+        assert_eq!(
+            capture_body(b"plain text", "/_statehold", 100),
+            BodyReport::Absent
+        );
+        assert_eq!(
+            capture_body(br#"{"_statehold":7}"#, "/_statehold", 100),
+            BodyReport::Found(Bytes::from_static(b"{}"), Err(CaptureError::BadBodyField))
+        );
+        // A lenient parser's JSON that mentions the member cannot leave.
+        assert_eq!(
+            capture_body(
+                br#"{"x": NaN, "_statehold":{"state":{}}}"#,
+                "/_statehold",
+                100
+            ),
+            BodyReport::Unreadable
+        );
+        assert_eq!(
+            capture_body(br#"{"x": NaN}"#, "/_statehold", 100),
+            BodyReport::Absent
+        );
+    }
+
+    #[test]
+    fn underscore_spellings_are_reserved() {
+        let mut h = HeaderMap::new();
+        h.insert("X_Statehold_State", "e30".parse().unwrap());
+        h.insert("x-statehold_key", "tg:1".parse().unwrap());
+        h.insert("x_statehold-verified", "meta".parse().unwrap());
+        h.insert("x-stateholdx", "1".parse().unwrap());
+        strip_reserved(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-stateholdx"));
+    }
+
+    #[test]
+    fn what_looks_like_json() {
+        assert!(looks_like_json(b" {\"a\":1}"));
+        assert!(looks_like_json(b"\xEF\xBB\xBF{}"));
+        assert!(looks_like_json(b"\x00{\x00}"));
+        assert!(looks_like_json(b"[1]"));
+        assert!(!looks_like_json(b"From=%2B1&Body=hi"));
+        assert!(!looks_like_json(b""));
     }
 }

@@ -1,8 +1,10 @@
 //! Request-head scanning for ambiguous framing. hyper frames a request that
 //! carries both `Content-Length` and `Transfer-Encoding` by the latter and
-//! drops the former before the application sees it; to answer such a request
-//! 400 instead (never forward it), this I/O layer looks at each request head
-//! as its bytes arrive and flags the connection.
+//! drops the former before the application sees it, and it accepts heads
+//! whose lines end in a bare LF (which other servers and proxies split
+//! differently). To answer such a request 400 instead (never forward it),
+//! this I/O layer looks at each request head as its bytes arrive and flags
+//! the connection.
 //!
 //! It follows message boundaries while it can: after a head with a
 //! `Content-Length` it skips that many body bytes to the next head; after a
@@ -33,6 +35,24 @@ enum Scan {
 /// No ambiguous head seen.
 const NONE: u64 = u64::MAX;
 
+/// What was wrong with a flagged head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flaw {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    BothFramings,
+    /// A line ended in LF without CR.
+    BareLf,
+}
+
+impl Flaw {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Flaw::BothFramings => "both Content-Length and Transfer-Encoding",
+            Flaw::BareLf => "request head lines must end in CRLF",
+        }
+    }
+}
+
 /// Wraps a connection's stream and records which request on it (0, 1, ...)
 /// carried both framing headers. Heads are counted as they arrive, so a
 /// pipelined clean request before the ambiguous one is not affected.
@@ -41,20 +61,29 @@ pub struct HeadScanner<S> {
     scan: Scan,
     heads: u64,
     flagged: Arc<AtomicU64>,
+    /// 1: both framings, 2: bare LF (valid once `flagged` is set).
+    flaw: Arc<AtomicU64>,
 }
 
 /// The per-connection verdict the service consults, request by request.
 #[derive(Clone)]
 pub struct Ambiguous {
     flagged: Arc<AtomicU64>,
+    flaw: Arc<AtomicU64>,
     served: Arc<AtomicU64>,
 }
 
 impl Ambiguous {
-    /// Called once per request, in order: is this one the ambiguous one?
-    pub fn next_is_ambiguous(&self) -> bool {
+    /// Called once per request, in order: is this one the flagged one?
+    pub fn next_flaw(&self) -> Option<Flaw> {
         let index = self.served.fetch_add(1, Ordering::Relaxed);
-        self.flagged.load(Ordering::Relaxed) == index
+        if self.flagged.load(Ordering::Acquire) != index {
+            return None;
+        }
+        Some(match self.flaw.load(Ordering::Relaxed) {
+            2 => Flaw::BareLf,
+            _ => Flaw::BothFramings,
+        })
     }
 }
 
@@ -65,14 +94,27 @@ impl<S> HeadScanner<S> {
             scan: Scan::Head(Vec::new()),
             heads: 0,
             flagged: Arc::new(AtomicU64::new(NONE)),
+            flaw: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub fn verdict(&self) -> Ambiguous {
         Ambiguous {
             flagged: Arc::clone(&self.flagged),
+            flaw: Arc::clone(&self.flaw),
             served: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    fn flag(&self, index: u64, flaw: Flaw) {
+        self.flaw.store(
+            match flaw {
+                Flaw::BothFramings => 1,
+                Flaw::BareLf => 2,
+            },
+            Ordering::Relaxed,
+        );
+        self.flagged.store(index, Ordering::Release);
     }
 
     fn observe(&mut self, mut bytes: &[u8]) {
@@ -88,25 +130,41 @@ impl<S> HeadScanner<S> {
                     }
                 }
                 Scan::Head(head) => {
+                    if head.is_empty() {
+                        // Empty lines before a request line are skipped (as
+                        // hyper does), not taken for the end of a head.
+                        let skip = bytes
+                            .iter()
+                            .take_while(|b| matches!(b, b'\r' | b'\n'))
+                            .count();
+                        bytes = &bytes[skip..];
+                        if bytes.is_empty() {
+                            return;
+                        }
+                    }
                     // Resume the search a little before the old end, in case
                     // the blank line straddles two reads.
-                    let from = head.len().saturating_sub(3);
+                    let from = head.len().saturating_sub(2);
                     head.extend_from_slice(bytes);
-                    let Some(end) = head[from..].windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let Some(end) = head_end(head, from) else {
                         if head.len() > MAX_HEAD {
                             self.scan = Scan::Off;
                         }
                         return;
                     };
-                    let end = from + end + 4;
                     let consumed_here = bytes.len() - (head.len() - end);
+                    let bare_lf = has_bare_lf(&head[..end]);
                     let (cl, te) = framing(&head[..end]);
                     bytes = &bytes[consumed_here..];
                     let index = self.heads;
                     self.heads += 1;
                     self.scan = match (cl, te) {
+                        _ if bare_lf => {
+                            self.flag(index, Flaw::BareLf);
+                            Scan::Off
+                        }
                         (Some(_), true) => {
-                            self.flagged.store(index, Ordering::Relaxed);
+                            self.flag(index, Flaw::BothFramings);
                             Scan::Off
                         }
                         (_, true) => Scan::Off,
@@ -117,6 +175,28 @@ impl<S> HeadScanner<S> {
             }
         }
     }
+}
+
+/// The index just past a head's blank line (`\n\n` or `\n\r\n`), searching
+/// from `from`.
+fn head_end(head: &[u8], from: usize) -> Option<usize> {
+    (from..head.len()).find_map(|i| {
+        if head[i] != b'\n' {
+            return None;
+        }
+        match (head.get(i + 1), head.get(i + 2)) {
+            (Some(b'\n'), _) => Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        }
+    })
+}
+
+/// A line feed not preceded by a carriage return.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// `(Content-Length, has Transfer-Encoding)` of a request head.
@@ -215,6 +295,22 @@ mod tests {
         assert!(!scan(&[
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
         ]));
+    }
+
+    #[test]
+    fn flags_bare_lf_heads() {
+        let mut s = HeadScanner::new(());
+        s.observe(
+            b"POST /telegram HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
+        );
+        assert_eq!(s.verdict().next_flaw(), Some(Flaw::BareLf));
+        // One bare LF anywhere in the head is enough.
+        assert!(scan(&[b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n"]));
+        // Split across reads.
+        assert!(scan(&[b"GET / HTTP/1.1\r\nHost: x\n", b"\n"]));
+        // Leading empty lines are not a head.
+        assert!(!scan(&[b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"]));
+        assert!(!scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r", b"\n"]));
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! Conversation keys: the key sources of `route.key` / `route.dedupe`
-//! (`json:`, `header:`, `query:`, `form:`) and the `<namespace>:<id>` key.
+//! (`json:`, `header:`, `query:`, `form:`, `form:<field>#<pointer>`) and the
+//! `<namespace>:<id>` key.
 //!
 //! Sources are parsed once at startup; extraction borrows from the request and
-//! allocates only the final key.
+//! allocates only the final key. Extraction refuses what is ambiguous: a
+//! source found more than once (`From=a&From=b`: Rack and PHP take the last,
+//! Python the first), a number that is not an integer, an id that is too long
+//! or carries a control character. Integral JSON numbers are canonicalized
+//! (`1111111`, `1111111.0` and `1.111111e6` are one key).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,6 +19,9 @@ use serde_json::Value;
 /// Longest accepted conversation id or dedupe id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Most digits of a canonicalized integral number (u64 has 20).
+const MAX_INTEGER_DIGITS: usize = 64;
+
 /// One place a key (or dedupe id) may be found in a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -21,32 +29,64 @@ pub enum KeySource {
     Json(String),
     Header(HeaderName),
     Query(String),
-    /// Field of an `application/x-www-form-urlencoded` body.
-    Form(String),
+    /// Field of an `application/x-www-form-urlencoded` body; with a pointer,
+    /// the field holds a JSON document (Slack's `payload=`) and the pointer
+    /// picks the value inside it.
+    Form {
+        field: String,
+        pointer: Option<String>,
+    },
+}
+
+/// Why a request's key cannot be used. Never carries the id itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("key source `{0}` appears more than once in the request")]
+    Repeated(String),
+    #[error("key source `{0}` holds a number that is not an integer")]
+    NotInteger(String),
+    #[error("key source `{0}` holds a value over {MAX_ID_BYTES} bytes")]
+    TooLong(String),
+    #[error("key source `{0}` holds a control character or undecodable bytes")]
+    NotText(String),
+    #[error("key source `{0}` holds a JSON document that does not parse")]
+    Malformed(String),
 }
 
 impl KeySource {
     pub fn parse(text: &str) -> Result<KeySource, String> {
         let (kind, arg) = text.split_once(':').ok_or_else(|| {
-            format!("`{text}`: expected `json:<pointer>`, `header:<name>`, `query:<name>` or `form:<field>`")
+            format!("`{text}`: expected `json:<pointer>`, `header:<name>`, `query:<name>`, `form:<field>` or `form:<field>#<pointer>`")
         })?;
         if arg.is_empty() {
             return Err(format!(
                 "`{text}`: the source names nothing after `{kind}:`"
             ));
         }
-        match kind {
-            "json" => {
-                if !arg.starts_with('/') {
-                    return Err(format!("`{text}`: a JSON pointer starts with `/`"));
-                }
-                Ok(KeySource::Json(arg.to_string()))
+        let pointer = |p: &str| {
+            if p.starts_with('/') {
+                Ok(p.to_string())
+            } else {
+                Err(format!("`{text}`: a JSON pointer starts with `/`"))
             }
+        };
+        match kind {
+            "json" => pointer(arg).map(KeySource::Json),
             "header" => HeaderName::from_bytes(arg.as_bytes())
                 .map(KeySource::Header)
                 .map_err(|_| format!("`{text}`: `{arg}` is not a valid header name")),
             "query" => Ok(KeySource::Query(arg.to_string())),
-            "form" => Ok(KeySource::Form(arg.to_string())),
+            "form" => match arg.split_once('#') {
+                Some(("", _)) => Err(format!("`{text}`: the form field name is empty")),
+                Some((field, p)) => Ok(KeySource::Form {
+                    field: field.to_string(),
+                    pointer: Some(pointer(p)?),
+                }),
+                None => Ok(KeySource::Form {
+                    field: arg.to_string(),
+                    pointer: None,
+                }),
+            },
             _ => Err(format!(
                 "`{text}`: unknown source `{kind}` (use json, header, query or form)"
             )),
@@ -57,36 +97,168 @@ impl KeySource {
         matches!(self, KeySource::Json(_))
     }
 
-    /// The value this source finds in the request, if any. A JSON number or
-    /// string counts; other JSON types, empty values, values longer than
-    /// [`MAX_ID_BYTES`] and values with control characters do not.
-    pub fn extract<'a>(&self, req: &RequestParts<'a>) -> Option<Cow<'a, str>> {
-        let found: Cow<'a, str> = match self {
-            KeySource::Json(pointer) => match req.json?.pointer(pointer)? {
-                Value::String(s) => Cow::Borrowed(s.as_str()),
-                Value::Number(n) => Cow::Owned(n.to_string()),
-                _ => return None,
+    /// The value this source finds in the request: `Ok(None)` when absent
+    /// (a JSON value other than a number or string, or an empty value, counts
+    /// as absent), `Err` when present but unusable or ambiguous.
+    pub fn extract<'a>(&self, req: &RequestParts<'a>) -> Result<Option<Cow<'a, str>>, KeyError> {
+        let found: Option<Cow<'a, str>> = match self {
+            KeySource::Json(pointer) => match req.json.and_then(|j| j.pointer(pointer)) {
+                Some(v) => self.json_id(v)?,
+                None => None,
             },
-            KeySource::Header(name) => Cow::Borrowed(req.headers.get(name)?.to_str().ok()?.trim()),
-            KeySource::Query(name) => find_urlencoded(req.query?.as_bytes(), name)?,
-            KeySource::Form(name) => find_urlencoded(req.body, name)?,
+            KeySource::Header(name) => {
+                let mut all = req.headers.get_all(name).iter();
+                match (all.next(), all.next()) {
+                    (None, _) => None,
+                    (Some(_), Some(_)) => return Err(KeyError::Repeated(self.to_string())),
+                    (Some(v), None) => Some(Cow::Borrowed(
+                        v.to_str()
+                            .map_err(|_| KeyError::NotText(self.to_string()))?
+                            .trim(),
+                    )),
+                }
+            }
+            KeySource::Query(name) => match req.query {
+                Some(q) => self.unique_field(q.as_bytes(), name)?,
+                None => None,
+            },
+            KeySource::Form { field, pointer } => match self.unique_field(req.body, field)? {
+                None => None,
+                Some(doc) => match pointer {
+                    None => Some(doc),
+                    Some(p) => {
+                        let json: Value = serde_json::from_str(&doc)
+                            .map_err(|_| KeyError::Malformed(self.to_string()))?;
+                        match json.pointer(p) {
+                            Some(v) => self.json_id(v)?.map(|c| Cow::Owned(c.into_owned())),
+                            None => None,
+                        }
+                    }
+                },
+            },
         };
-        valid_id(&found).then_some(found)
+        match found {
+            Some(id) if !id.is_empty() => self.valid(id).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn json_id<'v>(&self, value: &'v Value) -> Result<Option<Cow<'v, str>>, KeyError> {
+        Ok(match value {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(Cow::Owned(
+                canonical_integer(&n.to_string())
+                    .ok_or_else(|| KeyError::NotInteger(self.to_string()))?,
+            )),
+            _ => None,
+        })
+    }
+
+    /// The one value of `name` in urlencoded `data`; a second one is an error.
+    fn unique_field<'a>(
+        &self,
+        data: &'a [u8],
+        name: &str,
+    ) -> Result<Option<Cow<'a, str>>, KeyError> {
+        let mut found = None;
+        for (k, v) in form_urlencoded::parse(data) {
+            if k == name {
+                if found.is_some() {
+                    return Err(KeyError::Repeated(self.to_string()));
+                }
+                // Lossy decoding turns different raw bytes into one key.
+                if v.contains('\u{FFFD}') {
+                    return Err(KeyError::NotText(self.to_string()));
+                }
+                found = Some(v);
+            }
+        }
+        Ok(found)
+    }
+
+    fn valid<'a>(&self, id: Cow<'a, str>) -> Result<Cow<'a, str>, KeyError> {
+        if id.len() > MAX_ID_BYTES {
+            return Err(KeyError::TooLong(self.to_string()));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(KeyError::NotText(self.to_string()));
+        }
+        Ok(id)
     }
 }
 
-fn find_urlencoded<'a>(data: &'a [u8], name: &str) -> Option<Cow<'a, str>> {
-    form_urlencoded::parse(data)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Json(p) => write!(f, "json:{p}"),
+            KeySource::Header(h) => write!(f, "header:{h}"),
+            KeySource::Query(q) => write!(f, "query:{q}"),
+            KeySource::Form {
+                field,
+                pointer: None,
+            } => write!(f, "form:{field}"),
+            KeySource::Form {
+                field,
+                pointer: Some(p),
+            } => write!(f, "form:{field}#{p}"),
+        }
+    }
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
+/// The canonical decimal text of an integral JSON number (`1.5e1` → `15`,
+/// `-0` → `0`); `None` when it is not an integer or has too many digits.
+pub fn canonical_integer(text: &str) -> Option<String> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => {
+            let exp: i64 = unsigned[at + 1..].trim_start_matches('+').parse().ok()?;
+            (&unsigned[..at], exp)
+        }
+        None => (unsigned, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if exponent.unsigned_abs() > 4 * MAX_INTEGER_DIGITS as u64 {
+        return None;
+    }
+    let digits: String = int.chars().chain(frac.chars()).collect();
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some("0".into());
+    }
+    let scale = exponent - frac.len() as i64;
+    let magnitude = if scale >= 0 {
+        let len = digits.len() + scale as usize;
+        if len > MAX_INTEGER_DIGITS {
+            return None;
+        }
+        let mut s = String::with_capacity(len);
+        s.push_str(digits);
+        s.extend(std::iter::repeat_n('0', scale as usize));
+        s
+    } else {
+        let cut = digits.len().checked_sub(scale.unsigned_abs() as usize)?;
+        let (kept, dropped) = digits.split_at(cut);
+        if kept.is_empty() || dropped.bytes().any(|b| b != b'0') || kept.len() > MAX_INTEGER_DIGITS
+        {
+            return None;
+        }
+        kept.to_string()
+    };
+    Some(if negative {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    })
 }
 
-/// What key extraction may look at. `json` is the parsed body when the route
-/// has a `json:` source and the body is JSON.
+/// What key extraction may look at. `json` is the parsed body when the body
+/// is JSON.
 pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
@@ -94,9 +266,18 @@ pub struct RequestParts<'a> {
     pub json: Option<&'a Value>,
 }
 
-/// First present source wins.
-pub fn first_present<'a>(sources: &[KeySource], req: &RequestParts<'a>) -> Option<Cow<'a, str>> {
-    sources.iter().find_map(|s| s.extract(req))
+/// First present source wins; an ambiguous or unusable source met on the way
+/// is an error.
+pub fn first_present<'a>(
+    sources: &[KeySource],
+    req: &RequestParts<'a>,
+) -> Result<Option<Cow<'a, str>>, KeyError> {
+    for source in sources {
+        if let Some(id) = source.extract(req)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// A conversation key, `<namespace>:<id>`.
@@ -181,10 +362,14 @@ mod tests {
     ) -> RequestParts<'a> {
         RequestParts {
             headers,
-            query: Some("chat=42&x=1"),
+            query: Some("chat=42&x=1&dup=1&dup=2"),
             body,
             json,
         }
+    }
+
+    fn source(s: &str) -> KeySource {
+        KeySource::parse(s).unwrap()
     }
 
     #[test]
@@ -198,6 +383,12 @@ mod tests {
         assert!(KeySource::parse("header:").is_err());
         assert!(KeySource::parse("header:bad name").is_err());
         assert!(KeySource::parse("nothing").is_err());
+        assert!(KeySource::parse("form:payload#user").is_err());
+        assert!(KeySource::parse("form:#/user").is_err());
+        assert_eq!(
+            source("form:payload#/user/id").to_string(),
+            "form:payload#/user/id"
+        );
     }
 
     #[test]
@@ -212,15 +403,111 @@ mod tests {
         let p = parts(&headers, Some(&json), b"From=%2B14158675310&Body=hi");
         let sources: Vec<KeySource> = ["json:/obj/id", "json:/empty", "json:/message/from/id"]
             .iter()
-            .map(|s| KeySource::parse(s).unwrap())
+            .map(|s| source(s))
             .collect();
-        assert_eq!(first_present(&sources, &p).as_deref(), Some("1111111"));
-        let s = KeySource::parse("json:/s").unwrap();
-        assert_eq!(s.extract(&p).as_deref(), Some("abc"));
-        let q = KeySource::parse("query:chat").unwrap();
-        assert_eq!(q.extract(&p).as_deref(), Some("42"));
-        let f = KeySource::parse("form:From").unwrap();
-        assert_eq!(f.extract(&p).as_deref(), Some("+14158675310"));
+        assert_eq!(
+            first_present(&sources, &p).unwrap().as_deref(),
+            Some("1111111")
+        );
+        assert_eq!(
+            source("json:/s").extract(&p).unwrap().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            source("query:chat").extract(&p).unwrap().as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            source("form:From").extract(&p).unwrap().as_deref(),
+            Some("+14158675310")
+        );
+    }
+
+    #[test]
+    fn repeated_sources_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-session", "a".parse().unwrap());
+        headers.append("x-session", "b".parse().unwrap());
+        let p = parts(&headers, None, b"From=victim&From=attacker");
+        assert!(matches!(
+            source("form:From").extract(&p),
+            Err(KeyError::Repeated(_))
+        ));
+        assert!(matches!(
+            source("query:dup").extract(&p),
+            Err(KeyError::Repeated(_))
+        ));
+        assert!(matches!(
+            source("header:x-session").extract(&p),
+            Err(KeyError::Repeated(_))
+        ));
+        // Percent-encoded names are the same name.
+        let p = parts(&headers, None, b"From=a&Fr%6Fm=b");
+        assert!(matches!(
+            source("form:From").extract(&p),
+            Err(KeyError::Repeated(_))
+        ));
+        // Lossy decoding would merge different raw values.
+        let p = parts(&headers, None, b"From=%ff");
+        assert!(matches!(
+            source("form:From").extract(&p),
+            Err(KeyError::NotText(_))
+        ));
+    }
+
+    #[test]
+    fn integral_numbers_are_canonical() {
+        for text in [
+            "1111111",
+            "1111111.0",
+            "1.111111e6",
+            "111111100e-2",
+            "1.111111E+6",
+        ] {
+            assert_eq!(
+                canonical_integer(text).as_deref(),
+                Some("1111111"),
+                "{text}"
+            );
+        }
+        assert_eq!(canonical_integer("-0").as_deref(), Some("0"));
+        assert_eq!(canonical_integer("-0.0e5").as_deref(), Some("0"));
+        assert_eq!(canonical_integer("-12").as_deref(), Some("-12"));
+        assert_eq!(canonical_integer("1.5"), None);
+        assert_eq!(canonical_integer("0.5e0"), None);
+        assert_eq!(canonical_integer("1e999999999999"), None);
+        assert_eq!(canonical_integer("1e65"), None);
+        let json: Value = serde_json::from_str(r#"{"a": 1.111111e6, "b": 1.5}"#).unwrap();
+        let headers = HeaderMap::new();
+        let p = parts(&headers, Some(&json), b"");
+        assert_eq!(
+            source("json:/a").extract(&p).unwrap().as_deref(),
+            Some("1111111")
+        );
+        assert!(matches!(
+            source("json:/b").extract(&p),
+            Err(KeyError::NotInteger(_))
+        ));
+    }
+
+    #[test]
+    fn json_inside_a_form_field() {
+        let body = b"payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U123%22%7D%7D";
+        let headers = HeaderMap::new();
+        let p = parts(&headers, None, body);
+        assert_eq!(
+            source("form:payload#/user/id")
+                .extract(&p)
+                .unwrap()
+                .as_deref(),
+            Some("U123")
+        );
+        assert_eq!(source("form:payload#/user/name").extract(&p).unwrap(), None);
+        let p = parts(&headers, None, b"payload=%7Bnot");
+        assert!(matches!(
+            source("form:payload#/user/id").extract(&p),
+            Err(KeyError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -228,10 +515,21 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-session", "sess-1".parse().unwrap());
         let p = parts(&headers, None, b"");
-        let h = KeySource::parse("header:X-Session").unwrap();
-        assert_eq!(h.extract(&p).as_deref(), Some("sess-1"));
-        assert!(!valid_id(&"x".repeat(MAX_ID_BYTES + 1)));
-        assert!(!valid_id("a\nb"));
+        assert_eq!(
+            source("header:X-Session").extract(&p).unwrap().as_deref(),
+            Some("sess-1")
+        );
+        let long = format!("a={}", "x".repeat(MAX_ID_BYTES + 1));
+        let p = parts(&headers, None, long.as_bytes());
+        assert!(matches!(
+            source("form:a").extract(&p),
+            Err(KeyError::TooLong(_))
+        ));
+        let p = parts(&headers, None, b"a=x%0Ay");
+        assert!(matches!(
+            source("form:a").extract(&p),
+            Err(KeyError::NotText(_))
+        ));
     }
 
     #[test]

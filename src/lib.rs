@@ -2,7 +2,7 @@
 //!
 //! A reverse proxy beside a webhook bot that keeps the bot's conversation
 //! state across restarts, crashes and replicas. The external contract is
-//! `shared/spec/CONTRACT.md`; this crate implements it.
+//! `docs/contract.md`; the trust boundary is `docs/security.md`.
 //!
 //! # Layout
 //!
@@ -13,13 +13,15 @@
 //!   and capture, header and body mode. Pure functions.
 //! - [`key`]: key sources (`json:`, `header:`, `query:`, `form:`) and the
 //!   `<namespace>:<id>` conversation key with log masking.
-//! - [`verify`]: platform webhook authenticity.
+//! - [`verify`]: platform webhook authenticity, from the head, then the body.
+//! - [`path`]: request-path normalization before routes are matched.
 //! - [`coord`]: turn-taking, one request per conversation at a time
 //!   (in-process, or across replicas through Redis).
 //! - [`store`]: the `Store` trait and its backends ([`store::embedded`],
 //!   [`store::redis`]).
 //! - [`redis_conn`]: the shared Redis connection and per-conversation key layout.
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
+//! - [`private_file`]: data files created 0600 in 0700 directories.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order.
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
@@ -36,8 +38,10 @@ pub mod coord;
 pub mod framing;
 pub mod key;
 pub mod metrics;
+pub mod path;
 pub mod pipeline;
 pub mod presets;
+pub mod private_file;
 pub mod redis_conn;
 pub mod server;
 pub mod spool;

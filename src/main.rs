@@ -41,6 +41,9 @@ fn main() -> ExitCode {
     match command.as_str() {
         "check-config" => {
             print!("{}", config.to_masked_toml());
+            for warning in config.warnings() {
+                eprintln!("statehold: warning: {warning}");
+            }
             eprintln!("statehold: {} is valid", config_path.display());
             ExitCode::SUCCESS
         }

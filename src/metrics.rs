@@ -102,6 +102,8 @@ pub struct Metrics {
     state_loads: [AtomicU64; 3],
     state_saves: [AtomicU64; 3],
     dedupe_hits: AtomicU64,
+    dedupe_mismatches: AtomicU64,
+    buffered_bytes: AtomicU64,
     lock_wait: Histogram,
     conflicts: AtomicU64,
     store_up: AtomicU64,
@@ -130,6 +132,8 @@ impl Metrics {
             state_loads: Default::default(),
             state_saves: Default::default(),
             dedupe_hits: AtomicU64::new(0),
+            dedupe_mismatches: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
             lock_wait: Histogram::default(),
             conflicts: AtomicU64::new(0),
             store_up: AtomicU64::new(1),
@@ -164,6 +168,14 @@ impl Metrics {
     }
     pub fn dedupe_hit(&self) {
         self.dedupe_hits.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A known dedupe id arrived with a different body (answered 409).
+    pub fn dedupe_mismatch(&self) {
+        self.dedupe_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Request body bytes buffered right now, across all requests.
+    pub fn set_buffered_bytes(&self, bytes: u64) {
+        self.buffered_bytes.store(bytes, Ordering::Relaxed);
     }
     pub fn lock_wait(&self, took: Duration) {
         self.lock_wait.observe(took);
@@ -288,6 +300,18 @@ impl Metrics {
                 "counter",
                 "Redeliveries answered from the recorded response.",
                 &self.dedupe_hits,
+            ),
+            (
+                "statehold_dedupe_mismatch_total",
+                "counter",
+                "Requests refused (409) because a known dedupe id came with a different body.",
+                &self.dedupe_mismatches,
+            ),
+            (
+                "statehold_buffered_bytes",
+                "gauge",
+                "Request body bytes buffered right now (bounded by server.max_buffered_bytes).",
+                &self.buffered_bytes,
             ),
             (
                 "statehold_conflicts_total",

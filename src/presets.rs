@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RouteConfig, VerifyKind};
+use crate::config::{RouteConfig, RouteVerify, VerifyKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -15,6 +15,7 @@ pub enum Preset {
     Whatsapp,
     Slack,
     Twilio,
+    Discord,
 }
 
 impl Preset {
@@ -37,26 +38,43 @@ impl Preset {
                 "json:/entry/0/changes/0/value/messages/0/from",
                 "json:/entry/0/changes/0/value/statuses/0/recipient_id",
             ],
-            Preset::Slack => &["json:/event/user", "json:/event/channel"],
+            // Events API (JSON), slash commands (form), interactivity (a
+            // JSON document in the `payload` form field).
+            Preset::Slack => &[
+                "json:/event/user",
+                "json:/event/channel",
+                "form:user_id",
+                "form:payload#/user/id",
+            ],
             Preset::Twilio => &["form:From"],
+            // Interactions: `member.user` in a guild, `user` in a DM.
+            Preset::Discord => &["json:/member/user/id", "json:/user/id"],
         }
     }
 
-    pub fn dedupe_source(self) -> &'static str {
+    /// Dedupe id sources, first present wins.
+    pub fn dedupe_sources(self) -> &'static [&'static str] {
         match self {
-            Preset::Telegram => "json:/update_id",
-            Preset::Whatsapp => "json:/entry/0/changes/0/value/messages/0/id",
-            Preset::Slack => "json:/event_id",
-            Preset::Twilio => "form:MessageSid",
+            Preset::Telegram => &["json:/update_id"],
+            Preset::Whatsapp => &["json:/entry/0/changes/0/value/messages/0/id"],
+            Preset::Slack => &[
+                "json:/event_id",
+                "form:trigger_id",
+                "form:payload#/trigger_id",
+            ],
+            Preset::Twilio => &["form:MessageSid"],
+            Preset::Discord => &["json:/id"],
         }
     }
 
-    pub fn verify_kind(self) -> Option<VerifyKind> {
+    /// Every platform here signs its webhooks.
+    pub fn verify_kind(self) -> VerifyKind {
         match self {
-            Preset::Telegram => Some(VerifyKind::Telegram),
-            Preset::Whatsapp => Some(VerifyKind::Meta),
-            Preset::Slack => Some(VerifyKind::Slack),
-            Preset::Twilio => None,
+            Preset::Telegram => VerifyKind::Telegram,
+            Preset::Whatsapp => VerifyKind::Meta,
+            Preset::Slack => VerifyKind::Slack,
+            Preset::Twilio => VerifyKind::Twilio,
+            Preset::Discord => VerifyKind::Discord,
         }
     }
 
@@ -65,12 +83,16 @@ impl Preset {
         if route.key.is_empty() {
             route.key = self.key_sources().iter().map(|s| s.to_string()).collect();
         }
-        if route.dedupe.is_none() {
-            route.dedupe = Some(self.dedupe_source().to_string());
+        if route.dedupe.is_empty() {
+            route.dedupe = self
+                .dedupe_sources()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         }
-        if let Some(verify) = route.verify.as_mut() {
+        if let Some(RouteVerify::Check(verify)) = route.verify.as_mut() {
             if verify.kind.is_none() {
-                verify.kind = self.verify_kind();
+                verify.kind = Some(self.verify_kind());
             }
         }
     }

@@ -71,9 +71,32 @@ impl Breaker {
 
 /// The keys of one conversation, all under one hash tag so every script
 /// touches a single Redis Cluster slot.
+///
+/// Key names are an injective encoding of (prefix, namespace, id, dedupe
+/// id): `%`, `{` and `}` in ids are percent-escaped, so an id cannot end
+/// the hash tag early and two different (id, dedupe id) pairs never share a
+/// key (`x}:d:evil` + `123` against `x` + `evil}:d:123`). The prefix and
+/// namespace use name characters only, so `:` splits them unambiguously.
 pub struct ConvKeys {
-    /// `{prefix:ns:id}`
+    /// `{prefix:ns:escaped id}`
     tag: String,
+}
+
+/// `%`, `{`, `}` as `%25`, `%7B`, `%7D`; everything else as is.
+pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
+    if !part.contains(['%', '{', '}']) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    let mut out = String::with_capacity(part.len() + 8);
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl ConvKeys {
@@ -81,7 +104,7 @@ impl ConvKeys {
         format!("{}:s", self.tag)
     }
     pub fn dedupe(&self, id: &str) -> String {
-        format!("{}:d:{id}", self.tag)
+        format!("{}:d:{}", self.tag, escape_key_part(id))
     }
     pub fn lease(&self) -> String {
         format!("{}:l", self.tag)
@@ -135,7 +158,12 @@ impl RedisConn {
 
     pub fn keys(&self, key: &ConvKey) -> ConvKeys {
         ConvKeys {
-            tag: format!("{{{}:{}}}", self.inner.prefix, key.as_str()),
+            tag: format!(
+                "{{{}:{}:{}}}",
+                self.inner.prefix,
+                key.namespace(),
+                escape_key_part(key.id())
+            ),
         }
     }
 
@@ -261,4 +289,34 @@ impl RedisConn {
 /// (Redis scripts cannot include one another).
 pub fn script(source: &'static str) -> Script {
     Script::new(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_injective() {
+        let conn = RedisConn::new(
+            "redis://127.0.0.1:1/0",
+            None,
+            Duration::from_secs(1),
+            "sh",
+            (3, Duration::from_secs(1)),
+        )
+        .expect("client");
+        let a = conn.keys(&ConvKey::new("tg", "x}:d:evil")).dedupe("123");
+        let b = conn.keys(&ConvKey::new("tg", "x")).dedupe("evil}:d:123");
+        assert_ne!(a, b);
+        assert_eq!(a, "{sh:tg:x%7D:d:evil}:d:123");
+        assert_eq!(b, "{sh:tg:x}:d:evil%7D:d:123");
+        // An escape cannot be forged by sending it literally.
+        let c = conn.keys(&ConvKey::new("tg", "x%7D")).snapshot();
+        let d = conn.keys(&ConvKey::new("tg", "x}")).snapshot();
+        assert_ne!(c, d);
+        assert_eq!(
+            conn.keys(&ConvKey::new("tg", "42")).snapshot(),
+            "{sh:tg:42}:s"
+        );
+    }
 }

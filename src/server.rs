@@ -136,11 +136,11 @@ async fn serve_connection<S: Store, T: Turns>(
     let make_service = |verdict: Ambiguous| {
         let service = tower::service_fn(move |req| {
             let pipeline = Arc::clone(&pipeline);
-            let ambiguous = verdict.next_is_ambiguous();
+            let flaw = verdict.next_flaw();
             async move {
-                if ambiguous {
+                if let Some(flaw) = flaw {
                     return Ok::<_, std::convert::Infallible>(
-                        pipeline.reject_ambiguous_framing(&req),
+                        pipeline.reject_ambiguous_framing(&req, flaw),
                     );
                 }
                 Ok(pipeline.handle(req, info).await)

@@ -58,9 +58,7 @@ impl Spool {
             path: path.display().to_string(),
             reason,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        }
+        crate::private_file::prepare(path).map_err(|e| fail(e.to_string()))?;
         let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| fail(db_err(e)))?;
         txn.open_table(ENTRIES).map_err(|e| fail(db_err(e)))?;

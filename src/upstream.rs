@@ -88,6 +88,9 @@ pub enum UpstreamError {
     TooLarge,
 }
 
+/// Most headers accepted in a bot's answer.
+const MAX_RESPONSE_HEADERS: usize = 500;
+
 pub struct Upstream {
     client: Client<HttpConnector, UpstreamBody>,
     pub target: UpstreamTarget,
@@ -107,6 +110,9 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout.get())
             .pool_max_idle_per_host(256)
+            // Bots behind frameworks and CDNs can send many headers; hyper's
+            // default of 100 turned such answers into 502s.
+            .http1_max_headers(MAX_RESPONSE_HEADERS)
             .build(connector);
         Ok(Upstream {
             client,
@@ -182,9 +188,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(http::header::TRANSFER_ENCODING);
 }
 
-/// Prepares an inbound request's headers for the bot.
-pub fn forward_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool) {
+/// Forwarding headers a client could set to pose as someone else.
+const CLIENT_FORWARDING: [&str; 6] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+];
+
+/// Prepares an inbound request's headers for the bot. From a peer in
+/// `server.trusted_proxies` the forwarding headers are kept and the peer is
+/// appended to `X-Forwarded-For`; from anyone else they are replaced by
+/// what statehold saw.
+pub fn forward_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool, trusted_peer: bool) {
     strip_hop_by_hop(headers);
+    if !trusted_peer {
+        for name in CLIENT_FORWARDING {
+            headers.remove(name);
+        }
+    }
     let xff = HeaderName::from_static("x-forwarded-for");
     let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {peer}"),
@@ -193,10 +217,13 @@ pub fn forward_headers(headers: &mut HeaderMap, peer: IpAddr, tls: bool) {
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(xff, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !headers.contains_key(&proto) {
+        headers.insert(
+            proto,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -228,13 +255,22 @@ mod tests {
         h.insert("x-private", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.insert("x-real-ip", "203.0.113.9".parse().unwrap());
+        h.insert("forwarded", "for=203.0.113.9".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
-        forward_headers(&mut h, "127.0.0.1".parse().unwrap(), false);
+        let mut trusted = h.clone();
+        forward_headers(&mut h, "127.0.0.1".parse().unwrap(), false, false);
         assert!(h.get("x-private").is_none());
         assert!(h.get("connection").is_none());
         assert!(h.get("keep-alive").is_none());
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert!(h.get("x-real-ip").is_none() && h.get("forwarded").is_none());
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["content-type"], "application/json");
+        forward_headers(&mut trusted, "10.0.0.2".parse().unwrap(), false, true);
+        assert_eq!(trusted["x-forwarded-for"], "203.0.113.9, 10.0.0.2");
+        assert_eq!(trusted["x-real-ip"], "203.0.113.9");
+        assert_eq!(trusted["x-forwarded-proto"], "https");
     }
 }

@@ -1,80 +1,314 @@
-//! Webhook authenticity (`route.verify`), checked on the raw body bytes
-//! before anything else reads them. Comparisons are constant-time.
+//! Webhook authenticity (`route.verify`), in two stages so that an
+//! unauthenticated client costs as little as possible:
+//!
+//! 1. [`Verifier::check_head`] runs before the body is read. Telegram's
+//!    secret token is checked completely here; for the signature kinds the
+//!    headers must be present and well formed, and Slack's and Discord's
+//!    timestamps within the replay window.
+//! 2. [`Verifier::check_body`] checks the signature over the raw body bytes.
+//!
+//! Signature checks apply to the methods that carry one: Meta's subscription
+//! handshake (`GET ?hub.mode=subscribe`) carries none and is forwarded to
+//! the bot without state ([`HeadVerdict::Handshake`]), after checking
+//! `hub.verify_token` when `verify.verify_token` is set. Comparisons are
+//! constant-time.
 
+use base64::Engine;
 use hmac::{Hmac, Mac};
-use http::HeaderMap;
-use sha2::Sha256;
+use http::{HeaderMap, Method};
+use ring::signature::{UnparsedPublicKey, ED25519};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Secret, VerifyKind};
 
-/// Slack's replay window.
-const SLACK_MAX_SKEW_SECS: i64 = 300;
+/// Slack's replay window; also applied to Discord's signed timestamp.
+const MAX_SKEW_SECS: u64 = 300;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("missing {0} header")]
     Missing(&'static str),
+    #[error("malformed {0} header")]
+    Malformed(&'static str),
     #[error("signature does not match")]
     Mismatch,
     #[error("timestamp outside the replay window")]
     Stale,
+    #[error("hub.verify_token does not match")]
+    HandshakeToken,
+}
+
+/// What the head alone decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadVerdict {
+    /// Authentic; the body need not be checked (Telegram).
+    Verified,
+    /// Plausible; the signature over the body decides.
+    NeedsBody,
+    /// Meta's subscription handshake: forwarded to the bot without state.
+    Handshake,
+}
+
+/// What a check looks at besides the body.
+pub struct HeadParts<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    /// The request path after the route's prefix (Twilio signs the URL).
+    pub path_suffix: &'a str,
+}
+
+/// The key material of one kind.
+enum Key {
+    /// HMAC key or shared token.
+    Secret(Secret),
+    /// Discord's Ed25519 public key.
+    Ed25519(Vec<u8>),
 }
 
 pub struct Verifier {
     kind: VerifyKind,
-    secret: Secret,
+    key: Key,
+    /// Twilio: the public URL the platform calls for this route's path.
+    public_url: Option<String>,
+    /// Meta: the handshake's `hub.verify_token`.
+    verify_token: Option<Secret>,
 }
 
 impl Verifier {
+    /// A verifier for the secret-based kinds (all but Discord).
     pub fn new(kind: VerifyKind, secret: Secret) -> Verifier {
-        Verifier { kind, secret }
+        Verifier {
+            kind,
+            key: Key::Secret(secret),
+            public_url: None,
+            verify_token: None,
+        }
     }
 
-    pub fn check(
+    /// Discord: the application's public key, 64 hex digits.
+    pub fn discord(public_key_hex: &str) -> Result<Verifier, String> {
+        let key = decode_hex(public_key_hex.trim())
+            .filter(|k| k.len() == 32)
+            .ok_or("must be 64 hex digits (the application's Ed25519 public key)")?;
+        Ok(Verifier {
+            kind: VerifyKind::Discord,
+            key: Key::Ed25519(key),
+            public_url: None,
+            verify_token: None,
+        })
+    }
+
+    pub fn with_public_url(mut self, url: Option<String>) -> Verifier {
+        self.public_url = url.map(|u| u.trim_end_matches('/').to_string());
+        self
+    }
+
+    pub fn with_verify_token(mut self, token: Option<Secret>) -> Verifier {
+        self.verify_token = token;
+        self
+    }
+
+    pub fn kind(&self) -> VerifyKind {
+        self.kind
+    }
+
+    /// Stage 1: what can be decided from the request head.
+    pub fn check_head(
         &self,
-        headers: &HeaderMap,
-        body: &[u8],
+        req: &HeadParts<'_>,
         now_secs: i64,
-    ) -> Result<(), VerifyError> {
-        let secret = self.secret.expose().as_bytes();
+    ) -> Result<HeadVerdict, VerifyError> {
+        let h = req.headers;
         match self.kind {
             VerifyKind::Telegram => {
                 let name = "x-telegram-bot-api-secret-token";
-                let got = headers.get(name).ok_or(VerifyError::Missing(name))?;
-                ct_eq(got.as_bytes(), secret)
+                let got = h.get(name).ok_or(VerifyError::Missing(name))?;
+                ct_eq(got.as_bytes(), self.secret())?;
+                Ok(HeadVerdict::Verified)
+            }
+            VerifyKind::Meta if req.method == Method::GET || req.method == Method::HEAD => {
+                if let Some(token) = &self.verify_token {
+                    let got = query_value(req.query, "hub.verify_token").unwrap_or_default();
+                    ct_eq(got.as_bytes(), token.expose().as_bytes())
+                        .map_err(|_| VerifyError::HandshakeToken)?;
+                }
+                Ok(HeadVerdict::Handshake)
             }
             VerifyKind::Meta => {
                 let name = "x-hub-signature-256";
-                let got = headers.get(name).ok_or(VerifyError::Missing(name))?;
+                let got = h.get(name).ok_or(VerifyError::Missing(name))?;
+                let hex = got.as_bytes().strip_prefix(b"sha256=");
+                if !hex.is_some_and(|x| x.len() == 64 && x.iter().all(u8::is_ascii_hexdigit)) {
+                    return Err(VerifyError::Malformed(name));
+                }
+                Ok(HeadVerdict::NeedsBody)
+            }
+            VerifyKind::Slack => {
+                h.get("x-slack-signature")
+                    .ok_or(VerifyError::Missing("x-slack-signature"))?;
+                fresh(h, "x-slack-request-timestamp", now_secs)?;
+                Ok(HeadVerdict::NeedsBody)
+            }
+            VerifyKind::Twilio => {
+                let name = "x-twilio-signature";
+                h.get(name).ok_or(VerifyError::Missing(name))?;
+                Ok(HeadVerdict::NeedsBody)
+            }
+            VerifyKind::Discord => {
+                let name = "x-signature-ed25519";
+                let sig = h.get(name).ok_or(VerifyError::Missing(name))?;
+                if sig.len() != 128 || !sig.as_bytes().iter().all(u8::is_ascii_hexdigit) {
+                    return Err(VerifyError::Malformed(name));
+                }
+                fresh(h, "x-signature-timestamp", now_secs)?;
+                Ok(HeadVerdict::NeedsBody)
+            }
+        }
+    }
+
+    /// Stage 2: the signature over the raw body (after `check_head` said
+    /// [`HeadVerdict::NeedsBody`]).
+    pub fn check_body(&self, req: &HeadParts<'_>, body: &[u8]) -> Result<(), VerifyError> {
+        let h = req.headers;
+        match self.kind {
+            VerifyKind::Telegram => Ok(()),
+            VerifyKind::Meta => {
+                let got = h
+                    .get("x-hub-signature-256")
+                    .ok_or(VerifyError::Missing("x-hub-signature-256"))?;
                 let hex = got
                     .as_bytes()
                     .strip_prefix(b"sha256=")
                     .ok_or(VerifyError::Mismatch)?;
-                ct_eq(hex, hmac_hex(secret, &[body]).as_bytes())
+                let expected = hmac_hex(self.secret(), &[body]);
+                ct_eq(&hex.to_ascii_lowercase(), expected.as_bytes())
             }
             VerifyKind::Slack => {
-                let (ts_name, sig_name) = ("x-slack-request-timestamp", "x-slack-signature");
-                let ts = headers.get(ts_name).ok_or(VerifyError::Missing(ts_name))?;
-                let sig = headers
-                    .get(sig_name)
-                    .ok_or(VerifyError::Missing(sig_name))?;
-                let ts_num: i64 = ts
-                    .to_str()
-                    .ok()
-                    .and_then(|t| t.parse().ok())
-                    .ok_or(VerifyError::Stale)?;
-                if (now_secs - ts_num).abs() > SLACK_MAX_SKEW_SECS {
-                    return Err(VerifyError::Stale);
-                }
+                let ts = h
+                    .get("x-slack-request-timestamp")
+                    .ok_or(VerifyError::Missing("x-slack-request-timestamp"))?;
+                let sig = h
+                    .get("x-slack-signature")
+                    .ok_or(VerifyError::Missing("x-slack-signature"))?;
                 let expected = format!(
                     "v0={}",
-                    hmac_hex(secret, &[b"v0:", ts.as_bytes(), b":", body])
+                    hmac_hex(self.secret(), &[b"v0:", ts.as_bytes(), b":", body])
                 );
                 ct_eq(sig.as_bytes(), expected.as_bytes())
             }
+            VerifyKind::Twilio => {
+                let sig = h
+                    .get("x-twilio-signature")
+                    .ok_or(VerifyError::Missing("x-twilio-signature"))?;
+                let url = self.twilio_url(req);
+                let expected = twilio_signature(self.secret(), &url, req.query, body)?;
+                ct_eq(sig.as_bytes(), expected.as_bytes())
+            }
+            VerifyKind::Discord => {
+                let (Some(sig), Some(ts)) =
+                    (h.get("x-signature-ed25519"), h.get("x-signature-timestamp"))
+                else {
+                    return Err(VerifyError::Missing("x-signature-ed25519"));
+                };
+                let sig = decode_hex(sig.to_str().unwrap_or_default())
+                    .ok_or(VerifyError::Malformed("x-signature-ed25519"))?;
+                let Key::Ed25519(key) = &self.key else {
+                    return Err(VerifyError::Mismatch);
+                };
+                let mut message = Vec::with_capacity(ts.len() + body.len());
+                message.extend_from_slice(ts.as_bytes());
+                message.extend_from_slice(body);
+                UnparsedPublicKey::new(&ED25519, key)
+                    .verify(&message, &sig)
+                    .map_err(|_| VerifyError::Mismatch)
+            }
         }
     }
+
+    fn secret(&self) -> &[u8] {
+        match &self.key {
+            Key::Secret(s) => s.expose().as_bytes(),
+            Key::Ed25519(_) => &[],
+        }
+    }
+
+    /// The URL Twilio signed: `verify.public_url`, the path below the
+    /// route's prefix, and the query as received.
+    fn twilio_url(&self, req: &HeadParts<'_>) -> String {
+        let mut url = self.public_url.clone().unwrap_or_default();
+        url.push_str(req.path_suffix);
+        if let Some(q) = req.query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+}
+
+/// Twilio's `X-Twilio-Signature`: base64 of HMAC-SHA1 over the URL followed
+/// by every form parameter as `name` + `value`, sorted by name. JSON bodies
+/// are signed through the URL's `bodySHA256` parameter instead.
+pub fn twilio_signature(
+    token: &[u8],
+    url: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<String, VerifyError> {
+    let mut data = url.as_bytes().to_vec();
+    match query_value(query, "bodySHA256") {
+        Some(hash) => {
+            let actual = Sha256::digest(body);
+            let actual: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+            ct_eq(hash.to_ascii_lowercase().as_bytes(), actual.as_bytes())?;
+        }
+        None => {
+            let mut params: Vec<(String, String)> = form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            params.sort();
+            for (k, v) in params {
+                data.extend_from_slice(k.as_bytes());
+                data.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token);
+    let tag = ring::hmac::sign(&key, &data);
+    Ok(base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
+}
+
+/// A timestamp header (Unix seconds) within the replay window.
+fn fresh(h: &HeaderMap, name: &'static str, now_secs: i64) -> Result<(), VerifyError> {
+    let ts: i64 = h
+        .get(name)
+        .ok_or(VerifyError::Missing(name))?
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or(VerifyError::Malformed(name))?;
+    // abs_diff: no overflow whatever the client sends (i64::MIN included).
+    if now_secs.abs_diff(ts) > MAX_SKEW_SECS {
+        return Err(VerifyError::Stale);
+    }
+    Ok(())
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> Result<(), VerifyError> {
@@ -107,32 +341,77 @@ pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
 mod tests {
     use super::*;
 
+    fn head<'a>(
+        headers: &'a HeaderMap,
+        method: &'a Method,
+        query: Option<&'a str>,
+    ) -> HeadParts<'a> {
+        HeadParts {
+            method,
+            headers,
+            query,
+            path_suffix: "",
+        }
+    }
+
+    fn check(v: &Verifier, h: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
+        let req = head(h, &Method::POST, None);
+        match v.check_head(&req, now)? {
+            HeadVerdict::NeedsBody => v.check_body(&req, body),
+            _ => Ok(()),
+        }
+    }
+
     #[test]
     fn telegram_token() {
         let v = Verifier::new(VerifyKind::Telegram, Secret::new("tok_123"));
         let mut h = HeaderMap::new();
-        assert!(matches!(v.check(&h, b"", 0), Err(VerifyError::Missing(_))));
+        assert!(matches!(
+            check(&v, &h, b"", 0),
+            Err(VerifyError::Missing(_))
+        ));
         h.insert(
             "x-telegram-bot-api-secret-token",
             "tok_124".parse().unwrap(),
         );
-        assert_eq!(v.check(&h, b"", 0), Err(VerifyError::Mismatch));
+        assert_eq!(check(&v, &h, b"", 0), Err(VerifyError::Mismatch));
         h.insert(
             "x-telegram-bot-api-secret-token",
             "tok_123".parse().unwrap(),
         );
-        assert_eq!(v.check(&h, b"", 0), Ok(()));
+        let req = head(&h, &Method::POST, None);
+        assert_eq!(v.check_head(&req, 0), Ok(HeadVerdict::Verified));
     }
 
     #[test]
-    fn meta_signature() {
-        let v = Verifier::new(VerifyKind::Meta, Secret::new("app-secret"));
+    fn meta_signature_and_handshake() {
+        let v = Verifier::new(VerifyKind::Meta, Secret::new("app-secret"))
+            .with_verify_token(Some(Secret::new("hub-token")));
         let body = br#"{"object":"whatsapp_business_account"}"#;
         let mut h = HeaderMap::new();
         let sig = format!("sha256={}", hmac_hex(b"app-secret", &[body]));
         h.insert("x-hub-signature-256", sig.parse().unwrap());
-        assert_eq!(v.check(&h, body, 0), Ok(()));
-        assert_eq!(v.check(&h, b"{}", 0), Err(VerifyError::Mismatch));
+        assert_eq!(check(&v, &h, body, 0), Ok(()));
+        assert_eq!(check(&v, &h, b"{}", 0), Err(VerifyError::Mismatch));
+        h.insert("x-hub-signature-256", "sha256=zz".parse().unwrap());
+        assert!(matches!(
+            check(&v, &h, body, 0),
+            Err(VerifyError::Malformed(_))
+        ));
+        // The handshake carries no signature.
+        let empty = HeaderMap::new();
+        let q = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=hub-token";
+        assert_eq!(
+            v.check_head(&head(&empty, &Method::GET, Some(q)), 0),
+            Ok(HeadVerdict::Handshake)
+        );
+        let bad = "hub.mode=subscribe&hub.challenge=1&hub.verify_token=guess";
+        assert_eq!(
+            v.check_head(&head(&empty, &Method::GET, Some(bad)), 0),
+            Err(VerifyError::HandshakeToken)
+        );
+        // A POST without a signature is refused from its head.
+        assert!(v.check_head(&head(&empty, &Method::POST, None), 0).is_err());
     }
 
     #[test]
@@ -153,10 +432,67 @@ mod tests {
         );
         h.insert("x-slack-request-timestamp", ts.parse().unwrap());
         h.insert("x-slack-signature", sig.parse().unwrap());
-        assert_eq!(v.check(&h, body, 1_531_420_618 + 10), Ok(()));
+        assert_eq!(check(&v, &h, body, 1_531_420_618 + 10), Ok(()));
         assert_eq!(
-            v.check(&h, body, 1_531_420_618 + 301),
+            check(&v, &h, body, 1_531_420_618 + 301),
             Err(VerifyError::Stale)
         );
+        // No overflow on hostile timestamps.
+        h.insert(
+            "x-slack-request-timestamp",
+            i64::MIN.to_string().parse().unwrap(),
+        );
+        assert_eq!(check(&v, &h, body, i64::MAX), Err(VerifyError::Stale));
+    }
+
+    #[test]
+    fn twilio_documentation_vector() {
+        // Twilio's documented example: auth token 12345, this URL and these
+        // parameters sign to GvWf1cFY/Q7PnoempGyD5oXAezc=.
+        let body = b"CallSid=CA1234567890ABCDE&Caller=%2B14158675310&Digits=1234&From=%2B14158675310&To=%2B18005551212";
+        let sig = twilio_signature(
+            b"12345",
+            "https://mycompany.com/myapp.php?foo=1&bar=2",
+            Some("foo=1&bar=2"),
+            body,
+        )
+        .unwrap();
+        assert_eq!(sig, "GvWf1cFY/Q7PnoempGyD5oXAezc=");
+        let v = Verifier::new(VerifyKind::Twilio, Secret::new("12345"))
+            .with_public_url(Some("https://mycompany.com/myapp.php".into()));
+        let mut h = HeaderMap::new();
+        h.insert("x-twilio-signature", sig.parse().unwrap());
+        let req = head(&h, &Method::POST, Some("foo=1&bar=2"));
+        assert_eq!(v.check_head(&req, 0), Ok(HeadVerdict::NeedsBody));
+        assert_eq!(v.check_body(&req, body), Ok(()));
+        assert_eq!(
+            v.check_body(&req, b"From=%2B10000000000"),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn discord_ed25519() {
+        // RFC 8032 §7.1 TEST 1 key pair.
+        let seed =
+            decode_hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        let v =
+            Verifier::discord("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+                .unwrap();
+        let body = br#"{"type":1}"#;
+        let ts = "1700000000";
+        let sig = pair.sign(&[ts.as_bytes(), body].concat());
+        let sig_hex: String = sig.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let mut h = HeaderMap::new();
+        h.insert("x-signature-ed25519", sig_hex.parse().unwrap());
+        h.insert("x-signature-timestamp", ts.parse().unwrap());
+        assert_eq!(check(&v, &h, body, 1_700_000_010), Ok(()));
+        assert_eq!(
+            check(&v, &h, br#"{"type":2}"#, 1_700_000_010),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(check(&v, &h, body, 1_700_001_000), Err(VerifyError::Stale));
+        assert!(Verifier::discord("abcd").is_err());
     }
 }

@@ -37,6 +37,7 @@ async fn embedded_purge_deletes_what_expired() {
                     status: http::StatusCode::OK,
                     headers: vec![],
                     body: bytes::Bytes::new(),
+                    request_digest: None,
                 },
             )),
             ends_turn: false,

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         body,
         json: json.as_ref(),
     };
-    if let Some(id) = first_present(&sources, &req) {
+    if let Ok(Some(id)) = first_present(&sources, &req) {
         assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
         assert!(!id.chars().any(char::is_control));
     }

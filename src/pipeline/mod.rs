@@ -1,133 +1,77 @@
-//! The request path. For a request on a configured route, in this order:
+//! The request path. For every request, in this order:
 //!
-//! 1. **strip**   inbound `X-Statehold-*` headers are dropped first ([`contract::strip_reserved`])
-//! 2. **body**    buffered up to `server.max_body_bytes` within `server.body_timeout`
-//! 3. **verify**  platform authenticity ([`crate::verify`])
-//! 4. **key**     conversation key and dedupe id ([`crate::key`])
-//! 5. **turn**    wait for the conversation's turn ([`crate::coord`]); on
-//!    Redis the same round trip also performs step 6 when the turn is free
-//! 6. **load + dedupe**  one store read: snapshot, sliding-TTL refresh and the
-//!    dedupe record. It runs inside the turn, so a redelivery that arrives
-//!    while the first delivery is still in flight waits for it and is
-//!    answered from its record.
-//! 7. **inject**  snapshot into the request ([`contract::inject_headers`] / [`contract::inject_body`])
-//! 8. **upstream** the bot ([`crate::upstream`])
-//! 9. **capture** the bot's reported snapshot ([`contract::capture_headers`] / [`contract::capture_body`])
-//! 10. **save**   one atomic commit: version and fence check, snapshot, sliding
-//!     TTL refresh, dedupe record, and the turn's release; a snapshot that
-//!     cannot be committed is spooled or answered 503, never acknowledged
-//! 11. **strip**  reserved headers out of the response
+//! 1. **strip**     inbound `X-Statehold-*` headers (any `_`/`-` spelling) are
+//!    dropped first ([`contract::strip_reserved`])
+//! 2. **normalize** the path is normalized ([`crate::path`]); what cannot be
+//!    is answered 400. Routes match the normalized path (ASCII case
+//!    ignored), and the bot is sent the normalized path.
 //!
-//! Where is the TTL refreshed? In the store, by every load (step 6) and every
-//! commit (step 10): `store/embedded.rs` and `store/redis/*.lua`.
+//! Unmatched paths are then streamed untouched ([`Pipeline::passthrough`])
+//! or, with `server.unmatched = "reject"`, answered 404. On a route:
 //!
-//! Requests on unmatched paths skip all of it and are streamed untouched
-//! ([`Pipeline::passthrough`]).
+//! 3. **verify (head)**  what the head alone decides ([`crate::verify`]),
+//!    before a byte of the body is read
+//! 4. **body**      buffered within `server.max_body_bytes`,
+//!    `server.body_timeout` and the shared `server.max_buffered_bytes` ([`body`])
+//! 5. **verify (body)**  the signature over the raw body
+//! 6. **key**       conversation key and dedupe id ([`crate::key`]); an
+//!    ambiguous key is a 400. Keyless requests are forwarded without state
+//!    (body mode: the client's member removed) or refused (`on_missing_key`).
+//! 7. **turn**      wait for the conversation's turn ([`crate::coord`]); on
+//!    Redis the same round trip also performs step 8 when the turn is free
+//! 8. **load + dedupe**  one store read: snapshot, sliding-TTL refresh and the
+//!    dedupe record. A redelivery with the same body is answered from the
+//!    record; a different body under a known dedupe id gets 409.
+//! 9. **inject**    snapshot into the request ([`contract::inject_headers`] /
+//!    [`body::set_member`]) and `X-Statehold-Verified`
+//! 10. **upstream** the bot, asked for an uncompressed answer ([`crate::upstream`])
+//! 11. **capture**  the bot's reported snapshot, and **strip** every trace of
+//!     it from the answer; an answer that cannot be stripped is a 502
+//! 12. **save**     one atomic commit: version and fence check, snapshot, sliding
+//!     TTL refresh, dedupe record (2xx answers only), and the turn's release;
+//!     a snapshot that cannot be committed is spooled or answered 503
+//!
+//! Where is the TTL refreshed? In the store, by every load (step 8) and every
+//! commit (step 12): `store/embedded.rs` and `store/redis/*.lua`.
 
+pub mod body;
+pub mod budget;
+pub mod outcome;
 pub mod route;
+mod state;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable};
-use crate::contract::{self, CaptureError, Injection, LoadStatus, StateChange};
+use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched, VerifyKind};
+use crate::contract::{self, BodyReport, CaptureError, Injection, LoadStatus, StateChange};
 use crate::coord::{Turn, TurnError, Turns};
+use crate::framing::Flaw;
 use crate::key::{self, ConvKey, RequestParts};
-use crate::metrics::{LoadResult, Metrics, SaveResult, StoreOp};
+use crate::metrics::{Metrics, SaveResult};
 use crate::spool::Spool;
-use crate::store::{Commit, CommitOutcome, Loaded, RecordedResponse, Store};
+use crate::store::{Loaded, RecordedResponse, Store};
 use crate::upstream::{forward_headers, strip_hop_by_hop, Upstream, UpstreamError};
+use crate::verify::{HeadParts, HeadVerdict, VerifyError};
+pub use outcome::{Outcome, Reject};
 use route::{Route, Routes};
 
 /// Bodies in both directions: buffered (matched routes, statehold's own
 /// answers) or streamed (unmatched paths).
 pub type Body = Either<Full<Bytes>, Incoming>;
-
-/// How a request ended; a bounded label of `statehold_requests_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The bot answered and the turn was committed.
-    Ok,
-    /// Answered from the dedupe record; the bot was not called.
-    Duplicate,
-    /// Unmatched path, streamed untouched.
-    Passthrough,
-    /// Matched route, no key found, forwarded without state.
-    NoKey,
-    /// Store unreachable, forwarded with `X-Statehold-Status: degraded`.
-    Degraded,
-    /// Rejected before the bot: verification failed.
-    Unverified,
-    /// Rejected before the bot: bad request (no key, malformed body).
-    BadRequest,
-    /// Rejected before the bot: body over the limit.
-    TooLarge,
-    /// Rejected before the bot: body not received in time.
-    SlowClient,
-    /// Rejected before the bot: store unavailable (`on_unavailable = reject`).
-    Unavailable,
-    /// Rejected before the bot: the turn wait exceeded `store.lock_wait`.
-    Busy,
-    /// The bot failed (unreachable, broken connection, oversized answer).
-    UpstreamError,
-    /// The bot did not answer within `upstream.timeout`.
-    UpstreamTimeout,
-    /// The bot answered but the commit was refused: the conversation moved
-    /// on (the turn's lease was taken over). 503, so the update is redelivered.
-    Conflict,
-    /// Shed at accept: `server.max_connections` reached. 503.
-    Overloaded,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 15] = [
-        Outcome::Ok,
-        Outcome::Duplicate,
-        Outcome::Passthrough,
-        Outcome::NoKey,
-        Outcome::Degraded,
-        Outcome::Unverified,
-        Outcome::BadRequest,
-        Outcome::TooLarge,
-        Outcome::SlowClient,
-        Outcome::Unavailable,
-        Outcome::Busy,
-        Outcome::UpstreamError,
-        Outcome::UpstreamTimeout,
-        Outcome::Conflict,
-        Outcome::Overloaded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Passthrough => "passthrough",
-            Outcome::NoKey => "no_key",
-            Outcome::Degraded => "degraded",
-            Outcome::Unverified => "unverified",
-            Outcome::BadRequest => "bad_request",
-            Outcome::TooLarge => "too_large",
-            Outcome::SlowClient => "slow_client",
-            Outcome::Unavailable => "store_unavailable",
-            Outcome::Busy => "busy",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::UpstreamTimeout => "upstream_timeout",
-            Outcome::Conflict => "conflict",
-            Outcome::Overloaded => "overloaded",
-        }
-    }
-}
 
 /// Who sent the request.
 #[derive(Clone, Copy, Debug)]
@@ -146,6 +90,8 @@ struct Settings {
     mode: ContractMode,
     body_field: String,
     reveal_ids: bool,
+    unmatched: Unmatched,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 pub struct Pipeline<S, T> {
@@ -156,6 +102,7 @@ pub struct Pipeline<S, T> {
     turns: T,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    budget: Arc<budget::Budget>,
     settings: Settings,
 }
 
@@ -171,23 +118,6 @@ struct Trace {
     reason: Option<String>,
 }
 
-/// An early answer: status, outcome and a short reason for the client.
-struct Reject {
-    status: StatusCode,
-    outcome: Outcome,
-    reason: String,
-}
-
-impl Reject {
-    fn new(status: StatusCode, outcome: Outcome, reason: impl Into<String>) -> Reject {
-        Reject {
-            status,
-            outcome,
-            reason: reason.into(),
-        }
-    }
-}
-
 /// How the end-of-turn write went.
 enum Saved {
     Committed,
@@ -197,8 +127,9 @@ enum Saved {
     Failed(StateChange),
 }
 
-/// Seconds the platform is asked to wait after a 503.
-const RETRY_AFTER_SECS: u32 = 1;
+/// A keyed request: its conversation, and its dedupe id with the digest of
+/// the body it came with.
+type Dedupe = Option<(String, [u8; 32])>;
 
 impl<S: Store, T: Turns> Pipeline<S, T> {
     pub fn new(
@@ -215,6 +146,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             store,
             turns,
             upstream,
+            budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
             settings: Settings {
                 max_body_bytes: config.server.max_body_bytes,
@@ -225,6 +157,8 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 mode: config.contract.mode,
                 body_field: config.contract.body_field.clone(),
                 reveal_ids: config.log.reveal_ids,
+                unmatched: config.server.unmatched,
+                trusted_proxies: config.server.trusted_proxies.clone(),
             },
         })
     }
@@ -249,23 +183,15 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
-        // Before anything else: a client can never inject state.
+        // strip: before anything else, a client can never inject state.
         contract::strip_reserved(&mut parts.headers);
-
+        // normalize: routes match what the bot's framework will route on.
+        if let Err(e) = normalize_uri(&mut parts.uri) {
+            let reject = Reject::bad_request("the request path cannot be normalized").detail(e);
+            return self.unrouted(reject, started);
+        }
         let Some(route) = self.routes.find(parts.uri.path()) else {
-            let resp = self.passthrough(parts, Either::Right(body), conn).await;
-            let outcome = match resp.status() {
-                StatusCode::BAD_GATEWAY => Outcome::UpstreamError,
-                StatusCode::GATEWAY_TIMEOUT => Outcome::UpstreamTimeout,
-                _ => Outcome::Passthrough,
-            };
-            self.metrics.request(
-                self.metrics.unmatched(),
-                outcome,
-                resp.status().as_u16(),
-                started.elapsed(),
-            );
-            return resp;
+            return self.unmatched(parts, body, conn, started).await;
         };
 
         let mut trace = Trace {
@@ -280,9 +206,8 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Ok(resp) => resp,
             Err(reject) => {
                 trace.outcome = reject.outcome;
-                let resp = error_response(&reject);
-                trace.reason = Some(reject.reason);
-                resp
+                trace.reason = Some(reject.log_text());
+                reject.response()
             }
         };
         let took = started.elapsed();
@@ -308,28 +233,62 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         resp
     }
 
-    /// A request whose head carried both `Content-Length` and
-    /// `Transfer-Encoding` (seen by [`crate::framing`]): 400, never forwarded,
-    /// and the connection is closed.
-    pub fn reject_ambiguous_framing<B>(&self, req: &Request<B>) -> Response<Body> {
-        let reject = Reject::new(
-            StatusCode::BAD_REQUEST,
-            Outcome::BadRequest,
-            "both Content-Length and Transfer-Encoding",
-        );
-        let index = self
-            .routes
-            .find(req.uri().path())
-            .map_or(self.metrics.unmatched(), |r| r.index);
-        self.metrics
-            .request(index, reject.outcome, 400, Duration::ZERO);
-        warn!(path = %req.uri().path(), reason = %reject.reason, "request rejected");
-        let mut resp = error_response(&reject);
+    /// A request whose head [`crate::framing`] flagged (both framing
+    /// headers, bare LF line ends): 400, never forwarded, connection closed.
+    pub fn reject_ambiguous_framing<B>(&self, req: &Request<B>, flaw: Flaw) -> Response<Body> {
+        let mut resp = self.unrouted(Reject::bad_request(flaw.reason()), Instant::now());
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        let _ = req;
         resp
     }
 
+    /// An answer given before any route was chosen: counted under the
+    /// `unmatched` label and logged without the path (it may carry ids).
+    fn unrouted(&self, reject: Reject, started: Instant) -> Response<Body> {
+        let status = reject.status.as_u16();
+        self.metrics.request(
+            self.metrics.unmatched(),
+            reject.outcome,
+            status,
+            started.elapsed(),
+        );
+        warn!(outcome = reject.outcome.as_str(), status, reason = %reject.log_text(), "request rejected");
+        reject.response()
+    }
+
+    /// Paths no route matches: streamed to the bot, or 404.
+    async fn unmatched(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        conn: ConnInfo,
+        started: Instant,
+    ) -> Response<Body> {
+        if self.settings.unmatched == Unmatched::Reject {
+            let reject = Reject::new(
+                StatusCode::NOT_FOUND,
+                Outcome::NotFound,
+                "no route for this path",
+            );
+            return self.unrouted(reject, started);
+        }
+        let resp = self.passthrough(parts, Either::Right(body), conn).await;
+        let outcome = match resp.status() {
+            StatusCode::BAD_GATEWAY => Outcome::UpstreamError,
+            StatusCode::GATEWAY_TIMEOUT => Outcome::UpstreamTimeout,
+            _ => Outcome::Passthrough,
+        };
+        self.metrics.request(
+            self.metrics.unmatched(),
+            outcome,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        resp
+    }
+
+    /// A request on a route, stage by stage (see the module docs).
     async fn matched(
         &self,
         route: &Route,
@@ -338,93 +297,42 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         conn: ConnInfo,
         trace: &mut Trace,
     ) -> Result<Response<Body>, Reject> {
-        let mut body = self.read_body(&parts, body).await?;
-
-        // verify
-        if let Some(verifier) = &route.verifier {
-            let now = crate::store::now_ms() as i64 / 1000;
-            if let Err(e) = verifier.check(&parts.headers, &body, now) {
-                return Err(Reject::new(
-                    StatusCode::UNAUTHORIZED,
-                    Outcome::Unverified,
-                    e.to_string(),
-                ));
-            }
+        // verify (head)
+        let head = self.verify_head(route, &parts)?;
+        if head == Some(HeadVerdict::Handshake) {
+            trace.outcome = Outcome::Handshake;
+            return Ok(self.passthrough(parts, Either::Right(body), conn).await);
         }
-
+        // body
+        let buffered = body::read(
+            &parts,
+            body,
+            self.settings.max_body_bytes,
+            self.settings.body_timeout,
+            &self.budget,
+        )
+        .await?;
+        let body = buffered.bytes.clone();
+        // verify (body)
+        if head == Some(HeadVerdict::NeedsBody) {
+            self.verify_body(route, &parts, &body)?;
+        }
+        let verified = route.verifier.as_ref().map(|v| v.kind());
         // key
-        let body_mode = self.settings.mode == ContractMode::Body;
-        let mut json = parse_json(&body, route.needs_json || body_mode, route.needs_json)?;
-        let (conv, dedupe_id) = {
-            let req = RequestParts {
-                headers: &parts.headers,
-                query: parts.uri.query(),
-                body: &body,
-                json: json.as_ref(),
-            };
-            let conv =
-                key::first_present(&route.key, &req).map(|id| ConvKey::new(&route.namespace, &id));
-            let dedupe_id = route
-                .dedupe
-                .as_ref()
-                .and_then(|s| s.extract(&req))
-                .map(|id| id.into_owned());
-            (conv, dedupe_id)
-        };
-        let Some(conv) = conv else {
-            if route.on_missing_key == OnMissingKey::Reject {
-                return Err(Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    Outcome::BadRequest,
-                    "no conversation key in the request",
-                ));
-            }
-            trace.outcome = Outcome::NoKey;
-            return Ok(self
-                .passthrough(parts, Either::Left(Full::new(body)), conn)
-                .await);
+        let mut json = body::parse_json(&body, route.needs_json || self.body_mode())?;
+        let Some((conv, dedupe)) = self.keys(route, &parts, &body, json.as_ref())? else {
+            return self
+                .keyless(route, parts, body, json, verified, conn, trace)
+                .await;
         };
         trace.key = Some(conv.clone());
-
-        // turn (a shared backend reads the record in the same round trip
-        // when the turn is free at once)
-        let wait_started = Instant::now();
-        self.metrics.turn_waiting(true);
-        let acquired = self
-            .turns
-            .acquire_for_request(&conv, self.settings.lock_wait, dedupe_id.as_deref())
-            .await;
-        self.metrics.turn_waiting(false);
-        let mut turn = match acquired {
-            Ok(turn) => Some(turn),
-            Err(TurnError::WaitExceeded(_)) => {
-                return Err(Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::Busy,
-                    "conversation busy: an earlier request is still with the bot",
-                ))
-            }
-            Err(TurnError::Unavailable(e)) => {
-                self.metrics.set_store_up(false);
-                self.store_unavailable(&conv, &e)?;
-                None
-            }
-        };
-        self.metrics.lock_wait(wait_started.elapsed());
-
-        // load + dedupe
-        let prefetched = turn.as_mut().and_then(Turn::take_loaded);
-        let loaded = match (&turn, prefetched) {
-            (Some(_), Some(loaded)) => Some(self.loaded(&conv, loaded, trace)),
-            (Some(_), None) => self.load(&conv, dedupe_id.as_deref(), trace).await?,
-            (None, _) => None,
-        };
+        // turn + load + dedupe
+        let dedupe_id = dedupe.as_ref().map(|(id, _)| id.as_str());
+        let (turn, loaded) = self.turn_and_load(&conv, dedupe_id, trace).await?;
         if let Some(recorded) = loaded.as_ref().and_then(|l| l.duplicate.clone()) {
-            self.metrics.dedupe_hit();
-            trace.outcome = Outcome::Duplicate;
-            return Ok(recorded_response(recorded));
+            let digest = dedupe.as_ref().map(|(_, d)| d);
+            return self.answer_duplicate(&conv, recorded, digest, trace);
         }
-
         // inject
         let status = match &loaded {
             Some(l) if l.state.is_some() => LoadStatus::Restored,
@@ -439,296 +347,367 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             status,
             state: loaded_ref.state.as_deref(),
         };
-        contract::inject_headers(&mut parts.headers, &injection, !body_mode);
-        if body_mode {
-            if let Some(doc) = json.as_mut() {
-                if contract::inject_body(doc, &self.settings.body_field, &injection) {
-                    body = serde_json::to_vec(doc).map(Bytes::from).unwrap_or(body);
-                    contract::fix_content_length(&mut parts.headers, body.len());
-                }
-            }
-        }
+        let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified);
         drop(json);
-
         // upstream
-        let upstream_started = Instant::now();
-        let exchange = self.exchange(parts, body, conn).await;
-        trace.upstream_time = upstream_started.elapsed();
-        self.metrics.upstream(trace.upstream_time);
-        // On failure nothing is saved and no dedupe record is written, so the
-        // platform's redelivery runs the bot again; the turn is released on
-        // return.
-        let (mut resp_parts, mut resp_body) = exchange?;
-
-        // capture
-        let mut change =
-            contract::capture_headers(&resp_parts.headers, self.settings.max_state_bytes);
-        if body_mode {
-            let (new_body, from_body) = contract::capture_body(
-                &resp_body,
-                &self.settings.body_field,
-                self.settings.max_state_bytes,
-            );
-            if let Some(new_body) = new_body {
-                resp_body = new_body;
-                contract::fix_content_length(&mut resp_parts.headers, resp_body.len());
-            }
-            change = merge_changes(change, from_body);
-        }
-        contract::strip_reserved(&mut resp_parts.headers);
-        let change = match change {
-            Ok(change) => change,
-            Err(e) => {
-                self.metrics.save(SaveResult::Rejected);
-                warn!(key = %conv.display(self.settings.reveal_ids), reason = %e, "snapshot not stored: the previous one stays");
-                StateChange::Keep
-            }
-        };
-
+        let (mut resp_parts, mut resp_body) = self.timed_exchange(parts, body, conn, trace).await?;
+        // capture + strip
+        let change = self.capture(&mut resp_parts, &mut resp_body, Some(&conv))?;
         // save
-        match (&mut turn, &loaded) {
-            (Some(turn), Some(loaded)) if resp_parts.status.as_u16() < 500 => {
-                let dedupe = dedupe_id.map(|id| {
-                    (
-                        id,
-                        RecordedResponse {
-                            status: resp_parts.status,
-                            headers: resp_parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (n.clone(), v.clone()))
-                                .collect(),
-                            body: resp_body.clone(),
-                        },
-                    )
-                });
-                let saved = self
-                    .save(&conv, turn.fence(), loaded.version, change, dedupe, trace)
-                    .await;
-                if !matches!(saved, Saved::Failed(_)) {
-                    // The commit script released the turn with the write.
-                    turn.mark_released();
-                }
-                match saved {
-                    Saved::Committed => {}
-                    Saved::Stale => {
-                        // Someone else moved the conversation on: this update
-                        // is not in the stored state, so ask the platform to
-                        // deliver it again.
-                        return Err(Reject::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Outcome::Conflict,
-                            "the conversation moved on while the bot worked; redeliver",
-                        ));
-                    }
-                    Saved::Failed(StateChange::Keep) => {
-                        // Nothing to lose: the snapshot was to stay as it is.
-                    }
-                    Saved::Failed(change) => {
-                        // Never acknowledge a snapshot that is nowhere durable:
-                        // keep it in the spool, or have the update redelivered.
-                        if !self.spool_degraded(&conv, change).await {
-                            return Err(Reject::new(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Outcome::Unavailable,
-                                "the snapshot could not be stored; redeliver",
-                            ));
-                        }
-                        trace.outcome = Outcome::Degraded;
-                    }
-                }
-            }
-            (None, _) | (_, None) => {
-                trace.outcome = Outcome::Degraded;
-                // Passthrough trades durability for availability: what
-                // cannot be spooled is lost, and said so.
-                if resp_parts.status.as_u16() < 500 && !self.spool_degraded(&conv, change).await {
-                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
-                }
-            }
-            _ => {} // bot 5xx: passed through, nothing saved
-        }
-        drop(turn);
-
+        self.finish_turn(
+            turn,
+            loaded,
+            &conv,
+            change,
+            dedupe,
+            &resp_parts,
+            &resp_body,
+            trace,
+        )
+        .await?;
         Ok(Response::from_parts(
             resp_parts,
             Either::Left(Full::new(resp_body)),
         ))
     }
 
-    /// Buffers a matched route's body within the size and time limits.
-    async fn read_body(&self, parts: &Parts, body: Incoming) -> Result<Bytes, Reject> {
-        let max = self.settings.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let too_large = || {
-            Reject::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Outcome::TooLarge,
-                format!("body over server.max_body_bytes = {max}"),
-            )
+    fn body_mode(&self) -> bool {
+        self.settings.mode == ContractMode::Body
+    }
+
+    fn verify_head(&self, route: &Route, parts: &Parts) -> Result<Option<HeadVerdict>, Reject> {
+        let Some(verifier) = &route.verifier else {
+            return Ok(None);
         };
-        if declared.is_some_and(|len| len > max) {
-            return Err(too_large());
-        }
-        let limited = Limited::new(body, max as usize);
-        match tokio::time::timeout(self.settings.body_timeout, limited.collect()).await {
-            Err(_) => Err(Reject::new(
-                StatusCode::REQUEST_TIMEOUT,
-                Outcome::SlowClient,
-                "body not received within server.body_timeout",
-            )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(e)) => Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                Outcome::BadRequest,
-                format!("cannot read body: {e}"),
-            )),
+        let now = crate::store::now_ms() as i64 / 1000;
+        verifier
+            .check_head(&head_parts(route, parts), now)
+            .map(Some)
+            .map_err(unverified)
+    }
+
+    fn verify_body(&self, route: &Route, parts: &Parts, body: &[u8]) -> Result<(), Reject> {
+        match &route.verifier {
+            Some(v) => v
+                .check_body(&head_parts(route, parts), body)
+                .map_err(unverified),
+            None => Ok(()),
         }
     }
 
-    /// Reads the snapshot and dedupe record. `Ok(None)` means degraded.
-    async fn load(
+    /// The conversation key and dedupe id; `None` when the request has no key.
+    fn keys(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        body: &Bytes,
+        json: Option<&Value>,
+    ) -> Result<Option<(ConvKey, Dedupe)>, Reject> {
+        let req = RequestParts {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            body,
+            json,
+        };
+        let ambiguous = |e: key::KeyError| {
+            Reject::bad_request("ambiguous or unusable conversation key").detail(e)
+        };
+        let Some(id) = key::first_present(&route.key, &req).map_err(ambiguous)? else {
+            return Ok(None);
+        };
+        let conv = ConvKey::new(&route.namespace, &id);
+        let dedupe = key::first_present(&route.dedupe, &req)
+            .map_err(ambiguous)?
+            .map(|d| (d.into_owned(), Sha256::digest(body).into()));
+        Ok(Some((conv, dedupe)))
+    }
+
+    /// A route request without a key: refused, or forwarded without state.
+    #[allow(clippy::too_many_arguments)]
+    async fn keyless(
+        &self,
+        route: &Route,
+        mut parts: Parts,
+        body: Bytes,
+        mut json: Option<Value>,
+        verified: Option<VerifyKind>,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Reject> {
+        if route.on_missing_key == OnMissingKey::Reject {
+            return Err(Reject::bad_request("no conversation key in the request"));
+        }
+        trace.outcome = Outcome::NoKey;
+        let body = self.inject(&mut parts, body, json.as_mut(), None, verified);
+        drop(json);
+        let (mut resp_parts, mut resp_body) = self.timed_exchange(parts, body, conn, trace).await?;
+        if self.capture(&mut resp_parts, &mut resp_body, None)? != StateChange::Keep {
+            self.metrics.save(SaveResult::Rejected);
+            warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
+        }
+        Ok(Response::from_parts(
+            resp_parts,
+            Either::Left(Full::new(resp_body)),
+        ))
+    }
+
+    /// Waits for the turn and reads the record. `(None, _)` or `(_, None)`:
+    /// the store is out and the route degrades.
+    async fn turn_and_load(
         &self,
         conv: &ConvKey,
         dedupe_id: Option<&str>,
         trace: &mut Trace,
-    ) -> Result<Option<Loaded>, Reject> {
-        let started = Instant::now();
-        let result = self.store.load(conv, dedupe_id).await;
-        let took = started.elapsed();
-        trace.store_time += took;
-        self.metrics.store(StoreOp::Load, took);
-        match result {
-            Ok(loaded) => Ok(Some(self.loaded(conv, loaded, trace))),
-            Err(e) => {
-                self.metrics.set_store_up(false);
-                self.metrics.load(LoadResult::Error);
-                self.store_unavailable(conv, &e.to_string())?;
-                Ok(None)
+    ) -> Result<(Option<T::Turn>, Option<Loaded>), Reject> {
+        let wait_started = Instant::now();
+        self.metrics.turn_waiting(true);
+        let acquired = self
+            .turns
+            .acquire_for_request(conv, self.settings.lock_wait, dedupe_id)
+            .await;
+        self.metrics.turn_waiting(false);
+        let mut turn = match acquired {
+            Ok(turn) => turn,
+            Err(TurnError::WaitExceeded(_)) => {
+                return Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Busy,
+                    "conversation busy: an earlier request is still with the bot",
+                ))
             }
-        }
+            Err(TurnError::Unavailable(e)) => {
+                self.metrics.set_store_up(false);
+                self.store_unavailable(conv, &e)?;
+                return Ok((None, None));
+            }
+        };
+        self.metrics.lock_wait(wait_started.elapsed());
+        // A shared backend may have read the record along with the turn.
+        let loaded = match turn.take_loaded() {
+            Some(loaded) => Some(self.loaded(conv, loaded, trace)),
+            None => self.load(conv, dedupe_id, trace).await?,
+        };
+        Ok((Some(turn), loaded))
     }
 
-    /// Accounts for a record read (by `load` or along with the turn).
-    fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
-        self.metrics.set_store_up(true);
-        self.metrics.load(if loaded.state.is_some() {
-            LoadResult::Hit
-        } else {
-            LoadResult::Miss
-        });
-        trace.version = Some(loaded.version);
-        if let Some(spool) = &self.spool {
-            spool.saw(conv, loaded.version);
-        }
-        loaded
-    }
-
-    /// Applies `store.on_unavailable`: `Err` rejects, `Ok` degrades.
-    fn store_unavailable(&self, conv: &ConvKey, reason: &str) -> Result<(), Reject> {
-        warn!(key = %conv.display(self.settings.reveal_ids), %reason, "store unavailable");
-        match self.settings.on_unavailable {
-            OnUnavailable::Reject => Err(Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Outcome::Unavailable,
-                "state store unavailable",
-            )),
-            OnUnavailable::Passthrough => Ok(()),
-        }
-    }
-
-    /// The atomic end-of-turn write: version check, snapshot, TTL, dedupe.
-    async fn save(
+    /// A known dedupe id: the recorded answer if the body is the one it
+    /// answered, else 409 (the record is never handed to a different request).
+    fn answer_duplicate(
         &self,
         conv: &ConvKey,
-        fence: u64,
-        based_on: u64,
-        change: StateChange,
-        dedupe: Option<(String, RecordedResponse)>,
+        recorded: RecordedResponse,
+        digest: Option<&[u8; 32]>,
         trace: &mut Trace,
-    ) -> Saved {
-        let stores_snapshot = change != StateChange::Keep;
-        let commit = Commit {
-            expected_version: Some(based_on),
-            fence,
-            change: change.clone(),
-            dedupe,
-            ends_turn: true,
+    ) -> Result<Response<Body>, Reject> {
+        if digest.is_some_and(|d| !recorded.answers(d)) {
+            self.metrics.dedupe_mismatch();
+            warn!(key = %conv.display(self.settings.reveal_ids), "known dedupe id with a different body: refused, the record stays");
+            return Err(Reject::new(
+                StatusCode::CONFLICT,
+                Outcome::DedupeMismatch,
+                "this dedupe id was already used by a different request",
+            ));
+        }
+        self.metrics.dedupe_hit();
+        trace.outcome = Outcome::Duplicate;
+        Ok(recorded_response(recorded))
+    }
+
+    /// Puts the snapshot and the verification kind into the request; in body
+    /// mode the client's member is replaced or removed. Returns the body.
+    fn inject(
+        &self,
+        parts: &mut Parts,
+        body: Bytes,
+        json: Option<&mut Value>,
+        injection: Option<&Injection<'_>>,
+        verified: Option<VerifyKind>,
+    ) -> Bytes {
+        let (body, state_in_body) = if self.body_mode() {
+            body::set_member(json, body, &self.settings.body_field, injection)
+        } else {
+            (body, false)
         };
-        let started = Instant::now();
-        let result = self.store.commit(conv, commit).await;
-        let took = started.elapsed();
-        trace.store_time += took;
-        self.metrics.store(StoreOp::Commit, took);
-        let shown = conv.display(self.settings.reveal_ids);
-        match result {
-            Ok(CommitOutcome::Committed { version }) => {
-                self.metrics.set_store_up(true);
-                if stores_snapshot {
-                    self.metrics.save(SaveResult::Ok);
+        if let Some(inj) = injection {
+            contract::inject_headers(&mut parts.headers, inj, !state_in_body);
+        }
+        if let Some(kind) = verified {
+            parts.headers.insert(
+                HeaderName::from_static(contract::HEADER_VERIFIED),
+                HeaderValue::from_static(kind.as_str()),
+            );
+        }
+        contract::fix_content_length(&mut parts.headers, body.len());
+        body
+    }
+
+    /// Reads the bot's report and strips it from the answer. A body-mode
+    /// answer that cannot be stripped (compressed, or JSON that mentions the
+    /// member but does not parse) never leaves: 502.
+    fn capture(
+        &self,
+        parts: &mut http::response::Parts,
+        body: &mut Bytes,
+        conv: Option<&ConvKey>,
+    ) -> Result<StateChange, Reject> {
+        let shown = conv.map_or_else(
+            || "-".to_string(),
+            |k| k.display(self.settings.reveal_ids).to_string(),
+        );
+        let max = self.settings.max_state_bytes;
+        let mut change = contract::capture_headers(&parts.headers, max);
+        if self.body_mode() {
+            let encoded = parts
+                .headers
+                .get(CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            let report = if encoded {
+                BodyReport::Unreadable
+            } else {
+                contract::capture_body(body, &self.settings.body_field, max)
+            };
+            match report {
+                BodyReport::Absent => {}
+                BodyReport::Found(new_body, from_body) => {
+                    *body = new_body;
+                    contract::fix_content_length(&mut parts.headers, body.len());
+                    change = merge_changes(change, from_body);
                 }
-                if let Some(spool) = &self.spool {
-                    spool.saw(conv, version);
+                BodyReport::Unreadable => {
+                    self.metrics.save(SaveResult::Rejected);
+                    warn!(key = %shown, compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
+                    return Err(Reject::bad_gateway("the bot's answer could not be read"));
                 }
-                trace.version = Some(version);
-                Saved::Committed
             }
-            Ok(CommitOutcome::Conflict { current }) => {
-                self.metrics.conflict();
-                warn!(key = %shown, based_on, current, "commit refused: the conversation moved on; the newer snapshot stays");
-                Saved::Stale
-            }
+        }
+        contract::strip_reserved(&mut parts.headers);
+        match change {
+            Ok(change) => Ok(change),
             Err(e) => {
-                self.metrics.set_store_up(false);
-                self.metrics.save(SaveResult::Error);
-                warn!(key = %shown, error = %e, "commit failed");
-                Saved::Failed(change)
+                self.metrics.save(SaveResult::Rejected);
+                warn!(key = %shown, reason = %e, "snapshot not stored: the previous one stays");
+                Ok(StateChange::Keep)
             }
         }
     }
 
-    /// Keeps what the bot reported while the store was out, for write-back.
-    /// True when nothing needs keeping or it is safely in the spool.
-    async fn spool_degraded(&self, conv: &ConvKey, change: StateChange) -> bool {
-        if change == StateChange::Keep {
-            return true;
-        }
-        let Some(spool) = self.spool.clone() else {
-            return false;
+    /// The save stage: commit (with the dedupe record of a 2xx answer) and
+    /// release the turn, or keep the change safe while the store is out.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_turn(
+        &self,
+        turn: Option<T::Turn>,
+        loaded: Option<Loaded>,
+        conv: &ConvKey,
+        change: StateChange,
+        dedupe: Dedupe,
+        resp: &http::response::Parts,
+        resp_body: &Bytes,
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        let status = resp.status;
+        let (mut turn, loaded) = match (turn, loaded) {
+            (Some(turn), Some(loaded)) => (turn, loaded),
+            _ => {
+                trace.outcome = Outcome::Degraded;
+                // Passthrough trades durability for availability: what
+                // cannot be spooled is lost, and said so.
+                if status.as_u16() < 500 && !self.spool_degraded(conv, change).await {
+                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
+                }
+                return Ok(());
+            }
         };
-        let key = conv.clone();
-        let pushed = tokio::task::spawn_blocking(move || {
-            let r = spool.push(&key, &change);
-            (r, spool.depth())
-        })
-        .await;
-        let shown = conv.display(self.settings.reveal_ids);
-        match pushed {
-            Ok((Ok(true), depth)) => {
-                self.metrics.set_spool_depth(depth);
-                info!(key = %shown, depth, "snapshot spooled until the store returns");
-                true
-            }
-            Ok((Ok(false), depth)) => {
-                self.metrics.save(SaveResult::Error);
-                warn!(key = %shown, depth, "spool full (store.spool_max): snapshot dropped");
-                false
-            }
-            Ok((Err(e), _)) => {
-                self.metrics.save(SaveResult::Error);
-                warn!(key = %shown, error = %e, "spool write failed: snapshot dropped");
-                false
-            }
-            Err(e) => {
-                warn!(key = %shown, error = %e, "spool task failed");
-                false
+        if status.as_u16() >= 500 {
+            return Ok(()); // bot 5xx: passed through, nothing saved
+        }
+        // Only a success is worth replaying: a recorded 429 or 408 would
+        // answer every redelivery for the whole dedupe window.
+        let dedupe = dedupe.filter(|_| status.is_success()).map(|(id, digest)| {
+            let headers = resp
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            let body = resp_body.clone();
+            (
+                id,
+                RecordedResponse {
+                    status,
+                    headers,
+                    body,
+                    request_digest: Some(digest),
+                },
+            )
+        });
+        let saved = self
+            .save(conv, turn.fence(), loaded.version, change, dedupe, trace)
+            .await;
+        if !matches!(saved, Saved::Failed(_)) {
+            // The commit script released the turn with the write.
+            turn.mark_released();
+        }
+        match saved {
+            Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
+            // Someone else moved the conversation on: this update is not in
+            // the stored state, so ask the platform to deliver it again.
+            Saved::Stale => Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Conflict,
+                "the conversation moved on while the bot worked; redeliver",
+            )),
+            // Never acknowledge a snapshot that is nowhere durable: keep it
+            // in the spool, or have the update redelivered.
+            Saved::Failed(change) => {
+                if !self.spool_degraded(conv, change).await {
+                    return Err(Reject::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Outcome::Unavailable,
+                        "the snapshot could not be stored; redeliver",
+                    ));
+                }
+                trace.outcome = Outcome::Degraded;
+                Ok(())
             }
         }
+    }
+
+    fn trusted(&self, peer: std::net::IpAddr) -> bool {
+        self.settings
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer))
+    }
+
+    /// Forwarding headers and the bot's URI.
+    fn forward(&self, parts: &mut Parts, conn: ConnInfo) -> Result<(), Reject> {
+        let peer = conn.peer.ip();
+        forward_headers(&mut parts.headers, peer, conn.tls, self.trusted(peer));
+        // statehold speaks HTTP/1.1 to the bot, whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        parts.uri = self
+            .upstream
+            .target
+            .uri_for(parts.uri.path_and_query())
+            .map_err(|e| Reject::bad_request("the request path cannot be forwarded").detail(e))?;
+        Ok(())
+    }
+
+    async fn timed_exchange(
+        &self,
+        parts: Parts,
+        body: Bytes,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Result<(http::response::Parts, Bytes), Reject> {
+        let started = Instant::now();
+        let exchange = self.exchange(parts, body, conn).await;
+        trace.upstream_time = started.elapsed();
+        self.metrics.upstream(trace.upstream_time);
+        // On failure nothing is saved and no dedupe record is written, so
+        // the platform's redelivery runs the bot again; the turn is
+        // released on return.
+        exchange
     }
 
     /// Sends a buffered request to the bot and buffers its answer, all
@@ -739,20 +718,19 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         body: Bytes,
         conn: ConnInfo,
     ) -> Result<(http::response::Parts, Bytes), Reject> {
-        forward_headers(&mut parts.headers, conn.peer.ip(), conn.tls);
-        parts.uri = self
-            .upstream
-            .target
-            .uri_for(parts.uri.path_and_query())
-            .map_err(|e| {
-                Reject::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, e.to_string())
-            })?;
+        self.forward(&mut parts, conn)?;
+        // The answer is read (body mode) and recorded: ask for it plain.
+        parts
+            .headers
+            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let req = Request::from_parts(parts, Either::Left(Full::new(body)));
         let max = self.upstream.max_response_bytes;
         let work = async {
             let resp = self.upstream.send(req).await?;
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            // A proxy speaks its own version (RFC 9110 §6.2), not the bot's.
+            parts.version = Version::HTTP_11;
             let bytes = Limited::new(body, max)
                 .collect()
                 .await
@@ -775,25 +753,17 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
     }
 
-    /// Forwards without state: unmatched paths (streamed both ways) and
-    /// keyless requests on matched routes.
+    /// Forwards without state, streamed both ways: unmatched paths and
+    /// Meta's handshake.
     pub async fn passthrough(
         &self,
         mut parts: Parts,
         body: Body,
         conn: ConnInfo,
     ) -> Response<Body> {
-        forward_headers(&mut parts.headers, conn.peer.ip(), conn.tls);
-        parts.uri = match self.upstream.target.uri_for(parts.uri.path_and_query()) {
-            Ok(uri) => uri,
-            Err(e) => {
-                return error_response(&Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    Outcome::BadRequest,
-                    e.to_string(),
-                ))
-            }
-        };
+        if let Err(reject) = self.forward(&mut parts, conn) {
+            return reject.response();
+        }
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.upstream.timeout,
@@ -801,36 +771,54 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         )
         .await;
         self.metrics.upstream(started.elapsed());
-        match result {
-            Err(_) => error_response(&upstream_reject(UpstreamError::Timeout(
-                self.upstream.timeout,
-            ))),
-            Ok(Err(e)) => error_response(&upstream_reject(e)),
+        let reject = match result {
+            Err(_) => upstream_reject(UpstreamError::Timeout(self.upstream.timeout)),
+            Ok(Err(e)) => upstream_reject(e),
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 contract::strip_reserved(&mut parts.headers);
-                Response::from_parts(parts, Either::Right(body))
+                parts.version = Version::HTTP_11;
+                return Response::from_parts(parts, Either::Right(body));
             }
-        }
+        };
+        warn!(reason = %reject.log_text(), "bot failed on a forwarded request");
+        reject.response()
     }
 }
 
-/// Parses the body as JSON when something needs it. Malformed JSON is a
-/// 400 only when a key source depends on it; body mode alone forwards it.
-fn parse_json(body: &[u8], wanted: bool, required: bool) -> Result<Option<Value>, Reject> {
-    if !wanted || body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+/// Rewrites `uri` to its normalized origin form when normalizing changes it.
+fn normalize_uri(uri: &mut Uri) -> Result<(), crate::path::PathError> {
+    let path = match crate::path::normalize(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(path) => path,
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    // Normalized output is a valid path: only unreserved characters were
+    // decoded.
+    let pq = PathAndQuery::try_from(pq).map_err(|_| crate::path::PathError::BadEscape)?;
+    *uri = Uri::from(pq);
+    Ok(())
+}
+
+fn head_parts<'a>(route: &Route, parts: &'a Parts) -> HeadParts<'a> {
+    HeadParts {
+        method: &parts.method,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        path_suffix: route.suffix(parts.uri.path()),
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if required => Err(Reject::new(
-            StatusCode::BAD_REQUEST,
-            Outcome::BadRequest,
-            format!("malformed JSON body: {e}"),
-        )),
-        Err(_) => Ok(None),
-    }
+}
+
+fn unverified(e: VerifyError) -> Reject {
+    let status = match e {
+        VerifyError::HandshakeToken => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    Reject::new(status, Outcome::Unverified, "webhook verification failed").detail(e)
 }
 
 /// Body mode: a clear from either place wins; otherwise the body field's
@@ -846,19 +834,31 @@ fn merge_changes(
     }
 }
 
+/// Fixed words for the client; the error chain goes to the log only.
 fn upstream_reject(e: UpstreamError) -> Reject {
-    match e {
-        UpstreamError::Timeout(_) => Reject::new(
+    let (status, outcome, reason) = match e {
+        UpstreamError::Timeout(_) => (
             StatusCode::GATEWAY_TIMEOUT,
             Outcome::UpstreamTimeout,
-            e.to_string(),
+            "the bot did not answer in time",
         ),
-        _ => Reject::new(
+        UpstreamError::Connect(_) => (
             StatusCode::BAD_GATEWAY,
             Outcome::UpstreamError,
-            e.to_string(),
+            "the bot is unreachable",
         ),
-    }
+        UpstreamError::TooLarge => (
+            StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamError,
+            "the bot's answer is too large",
+        ),
+        UpstreamError::Failed(_) => (
+            StatusCode::BAD_GATEWAY,
+            Outcome::UpstreamError,
+            "the bot's connection failed",
+        ),
+    };
+    Reject::new(status, outcome, reason).detail(e)
 }
 
 fn recorded_response(recorded: RecordedResponse) -> Response<Body> {
@@ -867,24 +867,6 @@ fn recorded_response(recorded: RecordedResponse) -> Response<Body> {
     let headers = resp.headers_mut();
     for (name, value) in recorded.headers {
         headers.append(name, value);
-    }
-    resp
-}
-
-/// statehold's own answers: a small JSON body naming the reason.
-fn error_response(reject: &Reject) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": reject.outcome.as_str(),
-        "message": reject.reason,
-    })
-    .to_string();
-    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
-    *resp.status_mut() = reject.status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if reject.status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     resp
 }

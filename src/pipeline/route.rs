@@ -1,7 +1,12 @@
-//! The route table: which configured route a request path belongs to, and
-//! each route's compiled settings (key sources, dedupe source, verifier).
+//! The route table: which configured route a (normalized) request path
+//! belongs to, and each route's compiled settings (key sources, dedupe
+//! sources, verifier).
+//!
+//! Matching ignores ASCII case: Express and several other frameworks route
+//! `/TELEGRAM` to a `/telegram` handler, so a request spelled that way must
+//! meet the route's checks too. Matching more never skips a check.
 
-use crate::config::{Config, OnMissingKey};
+use crate::config::{Config, OnMissingKey, RouteVerify, VerifyKind};
 use crate::key::KeySource;
 use crate::verify::Verifier;
 
@@ -11,7 +16,8 @@ pub struct Route {
     pub path: String,
     pub namespace: String,
     pub key: Vec<KeySource>,
-    pub dedupe: Option<KeySource>,
+    /// Dedupe id sources, first present wins.
+    pub dedupe: Vec<KeySource>,
     pub on_missing_key: OnMissingKey,
     pub verifier: Option<Verifier>,
     /// Some key or dedupe source reads the JSON body.
@@ -21,6 +27,14 @@ pub struct Route {
 pub struct Routes {
     /// Longest path first, so the first match is the longest.
     by_length: Vec<Route>,
+}
+
+impl Route {
+    /// The part of a matched path below the route's prefix (Twilio signs it).
+    pub fn suffix<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.path.trim_end_matches('/').len()..)
+            .unwrap_or("")
+    }
 }
 
 impl Routes {
@@ -33,14 +47,24 @@ impl Routes {
                 .iter()
                 .map(|s| KeySource::parse(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let dedupe = r.dedupe.as_deref().map(KeySource::parse).transpose()?;
-            let needs_json = key.iter().any(KeySource::needs_json)
-                || dedupe.as_ref().is_some_and(KeySource::needs_json);
-            let verifier = match &r.verify {
-                Some(v) => match (v.kind, &v.secret) {
-                    (Some(kind), Some(secret)) => Some(Verifier::new(kind, secret.clone())),
+            let dedupe = r
+                .dedupe
+                .iter()
+                .map(|s| KeySource::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let needs_json =
+                key.iter().any(KeySource::needs_json) || dedupe.iter().any(KeySource::needs_json);
+            let verifier = match r.verify.as_ref().and_then(RouteVerify::check) {
+                Some(v) => Some(match (v.kind, &v.secret, &v.public_key) {
+                    (Some(VerifyKind::Discord), _, Some(key)) => Verifier::discord(key)
+                        .map_err(|e| format!("route[{index}].verify.public_key: {e}"))?,
+                    (Some(kind), Some(secret), _) if kind != VerifyKind::Discord => {
+                        Verifier::new(kind, secret.clone())
+                            .with_public_url(v.public_url.clone())
+                            .with_verify_token(v.verify_token.clone())
+                    }
                     _ => return Err(format!("route[{index}].verify is incomplete")),
-                },
+                }),
                 None => None,
             };
             by_length.push(Route {
@@ -58,14 +82,15 @@ impl Routes {
         Ok(Routes { by_length })
     }
 
-    /// The route whose path is the longest prefix of `path`, on segment
-    /// boundaries: `/telegram` matches `/telegram` and `/telegram/x`, not
-    /// `/telegramx`.
+    /// The route whose path is the longest prefix of the normalized
+    /// `path`, on segment boundaries and ignoring ASCII case: `/telegram`
+    /// matches `/telegram`, `/Telegram` and `/telegram/x`, not `/telegramx`.
     pub fn find(&self, path: &str) -> Option<&Route> {
         self.by_length.iter().find(|r| {
-            path.strip_prefix(r.path.as_str()).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with('/') || r.path.ends_with('/')
-            })
+            let (p, prefix) = (path.as_bytes(), r.path.as_bytes());
+            p.len() >= prefix.len()
+                && p[..prefix.len()].eq_ignore_ascii_case(prefix)
+                && (p.len() == prefix.len() || p[prefix.len()] == b'/' || r.path.ends_with('/'))
         })
     }
 
@@ -107,5 +132,6 @@ key = ["header:x-id"]
         assert_eq!(routes.find("/hooks/telegramx").unwrap().namespace, "a");
         assert_eq!(routes.find("/hooks").unwrap().namespace, "a");
         assert_eq!(routes.find("/other").unwrap().namespace, "c");
+        assert_eq!(routes.find("/HOOKS/Telegram").unwrap().namespace, "b");
     }
 }

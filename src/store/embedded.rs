@@ -90,12 +90,10 @@ impl EmbeddedStore {
         cache_bytes: usize,
     ) -> Result<EmbeddedStore, OpenError> {
         let shown = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
-                path: shown.clone(),
-                source,
-            })?;
-        }
+        crate::private_file::prepare(path).map_err(|source| OpenError::Dir {
+            path: shown.clone(),
+            source,
+        })?;
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)

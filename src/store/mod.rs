@@ -108,18 +108,32 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// A bot response kept to answer redeliveries: status, end-to-end headers
-/// and the stripped body.
+/// and the stripped body, with the SHA-256 of the request body it answered:
+/// only a byte-identical redelivery is answered from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedResponse {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+    /// `None` only for records written before digests were kept.
+    pub request_digest: Option<[u8; 32]>,
 }
 
+/// First byte of a record that carries a request digest. Older records
+/// start with the status's high byte, which is at most 0x03.
+const DIGEST_MARK: u8 = 0xD1;
+
 impl RecordedResponse {
-    /// `u16 status, u16 count, (u16 name len, name, u32 value len, value)*, body`.
+    /// Whether `digest` (of a redelivery's body) is the request this answered.
+    pub fn answers(&self, digest: &[u8; 32]) -> bool {
+        self.request_digest.is_none_or(|d| &d == digest)
+    }
+
+    /// `[0xD1, digest(32)]`, `u16 status, u16 count, (u16 name len, name,
+    /// u32 value len, value)*, body`.
     pub fn encode(&self) -> Bytes {
-        let size = 4
+        let size = 33
+            + 4
             + self
                 .headers
                 .iter()
@@ -127,6 +141,10 @@ impl RecordedResponse {
                 .sum::<usize>()
             + self.body.len();
         let mut out = BytesMut::with_capacity(size);
+        if let Some(digest) = &self.request_digest {
+            out.put_u8(DIGEST_MARK);
+            out.put_slice(digest);
+        }
         out.put_u16(self.status.as_u16());
         out.put_u16(self.headers.len().min(u16::MAX as usize) as u16);
         for (name, value) in self.headers.iter().take(u16::MAX as usize) {
@@ -141,6 +159,16 @@ impl RecordedResponse {
 
     pub fn decode(mut buf: Bytes) -> Result<RecordedResponse, StoreError> {
         let bad = || StoreError::Corrupt("recorded response".into());
+        let mut request_digest = None;
+        if buf.first() == Some(&DIGEST_MARK) {
+            if buf.remaining() < 33 {
+                return Err(bad());
+            }
+            buf.advance(1);
+            let mut digest = [0u8; 32];
+            buf.copy_to_slice(&mut digest);
+            request_digest = Some(digest);
+        }
         if buf.remaining() < 4 {
             return Err(bad());
         }
@@ -167,6 +195,7 @@ impl RecordedResponse {
             status,
             headers,
             body: buf,
+            request_digest,
         })
     }
 }
@@ -193,8 +222,15 @@ mod tests {
                 HeaderValue::from_static("application/json"),
             )],
             body: Bytes::from_static(b"{\"ok\":true}"),
+            request_digest: Some([7; 32]),
         };
         assert_eq!(RecordedResponse::decode(r.encode()).unwrap(), r);
+        assert!(r.answers(&[7; 32]) && !r.answers(&[8; 32]));
+        let old = RecordedResponse {
+            request_digest: None,
+            ..r.clone()
+        };
+        assert_eq!(RecordedResponse::decode(old.encode()).unwrap(), old);
         assert!(RecordedResponse::decode(Bytes::from_static(b"\x00")).is_err());
         assert!(RecordedResponse::decode(Bytes::from_static(b"\x00\xc8\x00\x05")).is_err());
     }

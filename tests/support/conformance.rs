@@ -41,6 +41,7 @@ fn recorded(body: &str) -> RecordedResponse {
             HeaderValue::from_static("application/json"),
         )],
         body: Bytes::copy_from_slice(body.as_bytes()),
+        request_digest: Some([1; 32]),
     }
 }
 
