@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded libFuzzer runs of the three fuzz targets on the stable toolchain
+# Bounded libFuzzer runs of the fuzz targets on the stable toolchain
 # (no cargo-fuzz or nightly needed: the same coverage flags, set by hand).
 #   scripts/fuzz.sh [seconds per target, default 20]
 # Exits non-zero on the first crash; the crashing input is left in fuzz/artifacts/.
@@ -17,7 +17,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 host="$(rustc -vV | sed -n 's/^host: //p')"
 cargo build --release --quiet --target "$host" --target-dir target
 mkdir -p artifacts
-for t in key_extraction contract_decode config_parse; do
+for t in key_extraction path_normalize contract_decode config_parse; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${secs}s"
   "target/$host/release/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -rss_limit_mb=2048 \

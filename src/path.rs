@@ -62,15 +62,16 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Decodes `%XX` of unreserved characters; refuses the ambiguous ones.
+/// Works on bytes: a path may hold raw UTF-8 (the `http` crate accepts it),
+/// which passes through unchanged (a fuzzer find).
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            // The path came from a valid `Uri`, so it is ASCII.
-            out.push(bytes[i] as char);
+            out.push(bytes[i]);
             i += 1;
             continue;
         }
@@ -85,16 +86,17 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             b'/' => return Err(PathError::EncodedSlash),
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::Control),
-            b if is_unreserved(b) => out.push(b as char),
-            b => {
-                out.push('%');
-                out.push(UPPER_HEX[(b >> 4) as usize] as char);
-                out.push(UPPER_HEX[(b & 0xf) as usize] as char);
-            }
+            b if is_unreserved(b) => out.push(b),
+            b => out.extend_from_slice(&[
+                b'%',
+                UPPER_HEX[(b >> 4) as usize],
+                UPPER_HEX[(b & 0xf) as usize],
+            ]),
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII was decoded, and every other byte was copied as it was.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 /// Merges slashes and resolves dot segments; a trailing `/` (or a final
@@ -160,6 +162,8 @@ mod tests {
         assert_eq!(norm("/").as_deref(), Ok("/"));
         assert_eq!(norm("/caf%c3%a9").as_deref(), Ok("/caf%C3%A9"));
         assert_eq!(norm("/a%20b").as_deref(), Ok("/a%20b"));
+        // Raw UTF-8 passes through unchanged (a fuzzer find).
+        assert_eq!(norm("//caf\u{e9}/./x%41").as_deref(), Ok("/caf\u{e9}/xA"));
         assert!(matches!(normalize("/telegram/x"), Ok(Cow::Borrowed(_))));
     }
 

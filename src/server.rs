@@ -99,6 +99,9 @@ pub async fn run<S: Store, T: Turns>(
     }
 }
 
+/// hyper's per-connection read buffer, at most.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+
 /// Connections being answered 503 at once, at most.
 const MAX_SHEDDING: usize = 256;
 
@@ -152,6 +155,10 @@ async fn serve_connection<S: Store, T: Turns>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        // hyper's default read buffer grows to ~400 KB per connection; 64 KB
+        // bounds what a slow upload holds inside hyper (heads included,
+        // the same bound the framing scanner follows).
+        .max_buf_size(MAX_CONNECTION_BUFFER)
         .keep_alive(true);
     let result = match &settings.tls {
         None => {

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use statehold::contract::{capture_body, decode_state, StateChange};
+use statehold::contract::{capture_body, decode_state, BodyReport, StateChange};
 use statehold::store::RecordedResponse;
 
 const MAX: usize = 4096;
@@ -18,12 +18,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(json) = decode_state(data, MAX) {
         assert!(valid(&json));
     }
-    let (new_body, change) = capture_body(data, "/_statehold", MAX);
-    if let Ok(StateChange::Put(json)) = change {
-        assert!(valid(&json));
-    }
-    if let Some(body) = new_body {
-        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
+    if let BodyReport::Found(body, change) = capture_body(data, "/_statehold", MAX) {
+        if let Ok(StateChange::Put(json)) = change {
+            assert!(valid(&json));
+        }
+        // The member is gone from what leaves.
+        let left: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+        assert!(left.get("_statehold").is_none());
     }
     if let Ok(r) = RecordedResponse::decode(Bytes::copy_from_slice(data)) {
         // What decodes re-encodes to the same bytes.

@@ -1,10 +1,11 @@
-//! Key extraction on arbitrary bodies, queries and header values: never
-//! panics, and what it extracts obeys the id rules.
+//! Key extraction on arbitrary bodies, queries and header values (JSON,
+//! form fields, JSON inside form fields): never panics, what it extracts
+//! obeys the id rules, and integral numbers are canonical.
 #![no_main]
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use statehold::key::{first_present, KeySource, RequestParts, MAX_ID_BYTES};
+use statehold::key::{canonical_integer, first_present, KeySource, RequestParts, MAX_ID_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     // First line: query string and header value; the rest: the body.
@@ -23,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
         "header:x-session",
         "query:chat",
         "form:From",
+        "form:payload#/user/id",
+        "form:payload#/a~1b/0",
     ]
     .iter()
     .map(|s| KeySource::parse(s).expect("valid source"))
@@ -33,9 +36,23 @@ fuzz_target!(|data: &[u8]| {
         body,
         json: json.as_ref(),
     };
-    if let Ok(Some(id)) = first_present(&sources, &req) {
-        assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
-        assert!(!id.chars().any(char::is_control));
+    for source in &sources {
+        if let Ok(Some(id)) = source.extract(&req) {
+            assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
+            assert!(!id.chars().any(char::is_control));
+            assert!(!id.contains('\u{FFFD}') || matches!(source, KeySource::Json(_) | KeySource::Header(_)));
+        }
+    }
+    let _ = first_present(&sources, &req);
+    // Canonical integers are a fixed point and integers in plain form.
+    if let Some(text) = query {
+        if let Some(c) = canonical_integer(text) {
+            assert_eq!(canonical_integer(&c).as_deref(), Some(c.as_str()));
+            let digits = c.strip_prefix('-').unwrap_or(&c);
+            assert!(!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+            assert!(digits == "0" || !digits.starts_with('0'), "{c}");
+            assert_ne!(c, "-0");
+        }
     }
     // Source parsing itself.
     if let Ok(text) = std::str::from_utf8(data) {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod recorder;
 pub mod traffic;
 
 use std::io::{Read, Write};
@@ -180,10 +181,16 @@ impl Bot {
     }
 }
 
+/// The binary under test: this build's, or `STATEHOLD_BIN` (to run the
+/// same tests against another build, e.g. to show a test fails on old code).
+pub fn statehold_bin() -> std::ffi::OsString {
+    std::env::var_os("STATEHOLD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_statehold").into())
+}
+
 /// Runs the statehold binary to completion (`check-config`, a failing
 /// `serve`) with only the given environment additions.
 pub fn run_statehold(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold"));
+    let mut cmd = Command::new(statehold_bin());
     cmd.args(args).env_remove("STATEHOLD_CONFIG");
     for (k, v) in env {
         cmd.env(k, v);
@@ -223,6 +230,8 @@ pub struct Config {
     pub redis: Option<u16>,
     /// With `redis`: connect with TLS (`rediss://`), trusting this CA file.
     pub redis_tls_ca: Option<PathBuf>,
+    /// Replaces the default `/telegram` route with these `[[route]]` tables.
+    pub routes: Option<String>,
 }
 
 impl Config {
@@ -243,6 +252,7 @@ impl Config {
             dedupe: true,
             redis: None,
             redis_tls_ca: None,
+            routes: None,
         }
     }
 
@@ -274,11 +284,7 @@ timeout = "{upstream_timeout}"
 [contract]
 mode = "{mode}"
 
-[[route]]
-path = "/telegram"
-namespace = "tg"
-key = {key}
-{dedupe}{route_extra}
+{routes}
 [admin]
 listen = "127.0.0.1:{admin}"
 token = "test-admin-token"
@@ -304,8 +310,10 @@ token = "test-admin-token"
             upstream_timeout = self.upstream_timeout,
             store_extra = self.store_extra,
             mode = self.mode,
-            key = self.key,
-            route_extra = self.route_extra,
+            routes = self.routes.clone().unwrap_or_else(|| format!(
+                "[[route]]\npath = \"/telegram\"\nnamespace = \"tg\"\nkey = {}\n{dedupe}{}",
+                self.key, self.route_extra
+            )),
             extra = self.extra,
         )
     }
@@ -339,7 +347,7 @@ impl Statehold {
     }
 
     fn spawn(config_path: &Path, log: &Path) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold"));
+        let mut cmd = Command::new(statehold_bin());
         cmd.args(["serve", "--config"]).arg(config_path);
         cmd.env("RUST_LOG", "statehold=debug,info");
         spawn("statehold", &mut cmd, Some(log))
@@ -433,6 +441,18 @@ impl Statehold {
     }
 
     /// The value of one metric line, e.g. `statehold_dedupe_hits_total`.
+    /// Like [`Statehold::metric`], 0 for a series not rendered yet.
+    pub fn metric_or_zero(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.metrics();
         text.lines()
