@@ -19,10 +19,20 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
-cargo test --all-targets --locked 2>&1 | tee "$log"
+# --no-fail-fast: every test binary runs, so a failure still prints the count.
+set +e
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log"
+test_status=${PIPESTATUS[0]}
+set -e
 read -r passed failed < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
   if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
 echo "== fuzz (bounded)"
+set +e
 ./scripts/fuzz.sh 15
+fuzz_status=$?
+set -e
 echo "tests: ${passed} passed, ${failed} failed"
+if [ "$test_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then
+  exit 1
+fi

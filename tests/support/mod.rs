@@ -327,23 +327,35 @@ pub struct Statehold {
 }
 
 impl Statehold {
-    pub fn start(config: Config) -> Statehold {
-        let config_path = config
-            .data_dir
-            .join(format!("statehold-{}.toml", config.listen));
-        std::fs::write(&config_path, config.render()).expect("write config");
-        let log = config
-            .data_dir
-            .join(format!("statehold-{}.log", config.listen));
-        let proc = Self::spawn(&config_path, &log);
-        let mut s = Statehold {
-            proc,
-            config,
-            log,
-            config_path,
-        };
-        s.wait_ready();
-        s
+    /// Starts statehold and waits until it answers. `free_port()` can race
+    /// with another test taking the same port between choosing and binding
+    /// it; then the start is retried on fresh ports.
+    pub fn start(mut config: Config) -> Statehold {
+        for attempt in 0.. {
+            let config_path = config
+                .data_dir
+                .join(format!("statehold-{}.toml", config.listen));
+            std::fs::write(&config_path, config.render()).expect("write config");
+            let log = config
+                .data_dir
+                .join(format!("statehold-{}.log", config.listen));
+            let proc = Self::spawn(&config_path, &log);
+            let mut s = Statehold {
+                proc,
+                config: config.clone(),
+                log,
+                config_path,
+            };
+            match s.try_wait_ready() {
+                Ok(()) => return s,
+                Err(logs) if attempt < 3 && logs.contains("Address already in use") => {
+                    config.listen = free_port();
+                    config.admin = free_port();
+                }
+                Err(logs) => panic!("statehold did not start:\n{logs}"),
+            }
+        }
+        unreachable!()
     }
 
     fn spawn(config_path: &Path, log: &Path) -> Proc {
@@ -354,18 +366,26 @@ impl Statehold {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(logs) = self.try_wait_ready() {
+            panic!("statehold did not start:\n{logs}");
+        }
+    }
+
+    /// Ok once `/healthz` answers; Err(logs) when the process exited or
+    /// did not become ready in time.
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let admin = addr(self.config.admin);
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
             if let Some(status) = self.proc.try_exit() {
-                panic!("statehold exited at startup ({status}):\n{}", self.logs());
+                return Err(format!("exited at startup ({status}):\n{}", self.logs()));
             }
             if get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("statehold not ready:\n{}", self.logs());
+        Err(format!("not ready:\n{}", self.logs()))
     }
 
     /// SIGTERM; returns the exit status once the process is gone.
