@@ -143,7 +143,7 @@ async fn serve_connection<S: Store, T: Turns>(
             async move {
                 if let Some(flaw) = flaw {
                     return Ok::<_, std::convert::Infallible>(
-                        pipeline.reject_ambiguous_framing(&req, flaw),
+                        pipeline.reject_ambiguous_framing(flaw),
                     );
                 }
                 Ok(pipeline.handle(req, info).await)

@@ -235,11 +235,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
 
     /// A request whose head [`crate::framing`] flagged (both framing
     /// headers, bare LF line ends): 400, never forwarded, connection closed.
-    pub fn reject_ambiguous_framing<B>(&self, req: &Request<B>, flaw: Flaw) -> Response<Body> {
+    pub fn reject_ambiguous_framing(&self, flaw: Flaw) -> Response<Body> {
         let mut resp = self.unrouted(Reject::bad_request(flaw.reason()), Instant::now());
         resp.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        let _ = req;
         resp
     }
 
