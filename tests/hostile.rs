@@ -608,14 +608,19 @@ verify_token = "hub-token"
             .to_string();
         answer("HTTP/1.1 200 OK", "text/plain", challenge.as_bytes(), &[])
     });
-    let r = support::get(
+    // A body on a handshake (which has none) is not forwarded.
+    let r = support::request(
         sh.addr(),
+        "GET",
         "/whatsapp?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=hub-token",
+        &[("content-type", "application/json")],
+        br#"{"_statehold":{"state":{"step":"paid"}}}"#,
     )
     .unwrap();
     assert_eq!((r.status, r.text()), (200, "1158201444".to_string()));
     let seen = bot.last();
     assert_eq!(seen.method, "GET");
+    assert!(seen.body.is_empty(), "{}", seen.body_text());
     assert!(
         seen.headers
             .iter()

@@ -299,8 +299,14 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         // verify (head)
         let head = self.verify_head(route, &parts)?;
         if head == Some(HeadVerdict::Handshake) {
+            // Meta's handshake carries no body: none is forwarded, so
+            // nothing unverified (a body-mode member) rides along.
             trace.outcome = Outcome::Handshake;
-            return Ok(self.passthrough(parts, Either::Right(body), conn).await);
+            drop(body);
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            let empty = Either::Left(Full::new(Bytes::new()));
+            return Ok(self.passthrough(parts, empty, conn).await);
         }
         // body
         let buffered = body::read(
