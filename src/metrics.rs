@@ -83,6 +83,15 @@ pub enum SaveResult {
     Error,
 }
 
+/// See [`Metrics::turn_waiting`].
+pub struct WaitingGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreOp {
     Load,
@@ -180,13 +189,11 @@ impl Metrics {
     pub fn lock_wait(&self, took: Duration) {
         self.lock_wait.observe(took);
     }
-    /// A request starts (`true`) or stops (`false`) waiting for its turn.
-    pub fn turn_waiting(&self, waiting: bool) {
-        if waiting {
-            self.turns_waiting.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.turns_waiting.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// Counts a request as waiting for its turn until the guard is dropped
+    /// (also when the request is cancelled mid-wait).
+    pub fn turn_waiting(&self) -> WaitingGuard<'_> {
+        self.turns_waiting.fetch_add(1, Ordering::Relaxed);
+        WaitingGuard(&self.turns_waiting)
     }
     pub fn set_spool_depth(&self, depth: u64) {
         self.spool_depth.store(depth, Ordering::Relaxed);

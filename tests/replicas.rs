@@ -303,3 +303,58 @@ fn a_request_costs_two_redis_round_trips() {
     // acquire + load (+ TTL + dedupe lookup), then commit + release: one script each.
     assert_eq!(calls() - before, 20);
 }
+
+#[test]
+fn a_waiter_whose_client_left_gives_its_turn_up_at_once() {
+    let _serial = support::serial();
+    // A long lease and a short wait: had the departed waiter kept its place,
+    // the turn would pass to it and sit unused for 30 s, and the next
+    // request would be refused busy after 4 s.
+    let c = cluster(1, false, |cfg| {
+        cfg.store_extra = "lock_lease = \"30s\"\nlock_wait = \"4s\"".into();
+    });
+    let sh = &c.replicas[0];
+    let chat = 901;
+    let first = {
+        let addr = sh.addr();
+        std::thread::spawn(move || {
+            support::post_json(
+                addr,
+                "/telegram",
+                &support::tg_update(1, chat, "/start"),
+                &[("x-demo-delay-ms", "1500")],
+            )
+            .expect("first answered")
+        })
+    };
+    support::wait_until("the first request is with the bot", || {
+        in_flight(&c.bot) == 1
+    });
+
+    // The second request waits for the turn; then its client goes away.
+    let body = support::tg_update(2, chat, "Ana");
+    let raw = format!(
+        "POST /telegram HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut gone = std::net::TcpStream::connect(sh.addr()).unwrap();
+    std::io::Write::write_all(&mut gone, raw.as_bytes()).unwrap();
+    support::wait_until("the second request waits", || {
+        sh.metric("statehold_turns_waiting") == 1.0
+    });
+    drop(gone);
+    support::wait_until("the departed waiter is cancelled", || {
+        sh.metric("statehold_turns_waiting") == 0.0
+    });
+
+    assert_eq!(first.join().unwrap().status, 200);
+    let third = sh.update(3, chat, "Ana");
+    assert_eq!(third.status, 200, "{}", third.text());
+    assert_eq!(reply_text(&third), "Nice to meet you, Ana. Your email?");
+    assert_eq!(
+        handled_ids(&c.bot, chat),
+        vec![1, 3],
+        "the departed request never ran"
+    );
+    assert_eq!(applied(sh, chat), vec![1, 3]);
+}

@@ -297,16 +297,49 @@ impl Drop for RedisTurn {
         if self.released {
             return;
         }
-        let (shared, keys, token) = (Arc::clone(&self.shared), self.keys.clone(), self.token);
-        // Release off the request path; if Redis cannot be told, the
-        // sweeper retries (and the lease expires in any case).
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            shared.releasing.fetch_add(1, Ordering::SeqCst);
-            rt.spawn(async move {
-                shared.leave(&keys, token).await;
-                shared.releasing.fetch_sub(1, Ordering::SeqCst);
-                shared.released.notify_waiters();
-            });
+        spawn_leave(&self.shared, self.keys.clone(), self.token);
+    }
+}
+
+/// Leaves the queue (releasing the turn if `token` holds it) off the
+/// request path; if Redis cannot be told, the sweeper retries (and the
+/// lease expires in any case).
+fn spawn_leave(shared: &Arc<Shared>, keys: LeaseKeys, token: u64) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let shared = Arc::clone(shared);
+        shared.releasing.fetch_add(1, Ordering::SeqCst);
+        rt.spawn(async move {
+            shared.leave(&keys, token).await;
+            shared.releasing.fetch_sub(1, Ordering::SeqCst);
+            shared.released.notify_waiters();
+        });
+    }
+}
+
+/// A request's place in a conversation's queue while it waits. Dropped
+/// without [`QueuePlace::taken`] (the wait failed, or the request was
+/// cancelled because its client went away), it leaves the queue at once,
+/// so the turn passes to the next request instead of waiting out a lease
+/// nobody will use.
+struct QueuePlace {
+    shared: Arc<Shared>,
+    keys: LeaseKeys,
+    token: u64,
+    held: bool,
+}
+
+impl QueuePlace {
+    /// The turn is ours: from now on `RedisTurn` releases it.
+    fn taken(mut self) {
+        self.held = true;
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.shared.forget(self.token);
+        if !self.held {
+            spawn_leave(&self.shared, self.keys.clone(), self.token);
         }
     }
 }
@@ -354,6 +387,14 @@ impl RedisTurns {
         if let Ok(mut w) = s.waiters.lock() {
             w.insert(token, tx);
         }
+        // From here on, however this future ends (an error, the wait bound,
+        // or being dropped mid-wait), the place is given up unless taken.
+        let place = QueuePlace {
+            shared: Arc::clone(s),
+            keys: keys.clone(),
+            token,
+            held: false,
+        };
         let args = [
             token.to_string(),
             s.lease_ms.to_string(),
@@ -361,22 +402,14 @@ impl RedisTurns {
             s.channel.clone(),
         ];
         let load_keys = load.map(|id| (&conv_keys, id));
-        let (mut granted, prefetched) = match s.run_acquire(&keys, token, load_keys).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                s.forget(token);
-                // The script may have run (or may still run) without us
-                // seeing the reply.
-                s.leave(&keys, token).await;
-                return Err(e);
-            }
-        };
+        // On an error the script may have run (or may still run) without us
+        // seeing the reply: dropping `place` leaves the queue either way.
+        let (mut granted, prefetched) = s.run_acquire(&keys, token, load_keys).await?;
         while !granted {
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                s.forget(token);
-                // Leave the queue; if the turn arrived meanwhile, pass it on.
-                s.leave(&keys, token).await;
+                // Dropping `place` leaves the queue; if the turn arrived
+                // meanwhile, it is passed on.
                 return Err(TurnError::WaitExceeded(wait));
             }
             let nap = CHECK_EVERY.min(deadline - now);
@@ -388,7 +421,7 @@ impl RedisTurns {
                 }
             }
         }
-        s.forget(token);
+        place.taken();
         let extender = tokio::spawn(keep_alive(Arc::clone(s), keys.clone(), token));
         Ok(RedisTurn {
             token,

@@ -465,12 +465,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         trace: &mut Trace,
     ) -> Result<(Option<T::Turn>, Option<Loaded>), Reject> {
         let wait_started = Instant::now();
-        self.metrics.turn_waiting(true);
+        let waiting = self.metrics.turn_waiting();
         let acquired = self
             .turns
             .acquire_for_request(conv, self.settings.lock_wait, dedupe_id)
             .await;
-        self.metrics.turn_waiting(false);
+        drop(waiting);
         let mut turn = match acquired {
             Ok(turn) => turn,
             Err(TurnError::WaitExceeded(_)) => {
