@@ -124,7 +124,8 @@ async fn run<S: Store, T: Turns>(
         Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartupError::Setup)?),
         None => None,
     };
-    let upstream = Upstream::new(&config.upstream).map_err(StartupError::Setup)?;
+    let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())
+        .map_err(StartupError::Setup)?;
     let metrics = Arc::new(Metrics::new(Routes::labels(&config)));
     // A spool only makes sense where the store is remote and requests pass
     // through while it is out.

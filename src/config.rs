@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::KeySource;
 use crate::presets::Preset;
+pub use crate::secret::Secret;
+pub use crate::verify::VerifyKind;
 
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -101,38 +103,6 @@ impl<'de> Deserialize<'de> for Dur {
 impl Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
-    }
-}
-
-/// A secret given inline or through an environment variable (`*_env` keys).
-/// It prints as `"***"` everywhere.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
     }
 }
 
@@ -387,6 +357,40 @@ pub struct RouteConfig {
     pub verify: Option<RouteVerify>,
 }
 
+impl UpstreamConfig {
+    /// The client's settings, for [`crate::upstream::Upstream::new`].
+    pub fn options(&self) -> crate::upstream::UpstreamOptions {
+        crate::upstream::UpstreamOptions {
+            timeout: self.timeout.get(),
+            connect_timeout: self.connect_timeout.get(),
+            pool_idle_timeout: self.pool_idle_timeout.get(),
+            max_response_bytes: self.max_response_bytes,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// Fills the route's unset fields with this platform's defaults.
+    fn apply_preset(&mut self, preset: Preset) {
+        let route = self;
+        if route.key.is_empty() {
+            route.key = preset.key_sources().iter().map(|s| s.to_string()).collect();
+        }
+        if route.dedupe.is_empty() {
+            route.dedupe = preset
+                .dedupe_sources()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        }
+        if let Some(RouteVerify::Check(verify)) = route.verify.as_mut() {
+            if verify.kind.is_none() {
+                verify.kind = Some(preset.verify_kind());
+            }
+        }
+    }
+}
+
 /// `route.verify`: checked, or explicitly none.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RouteVerify {
@@ -454,36 +458,6 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         Err(_) => Err(serde::de::Error::custom(
             "expected a key source or a list of key sources",
         )),
-    }
-}
-
-/// How a route checks that a webhook really comes from its platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyKind {
-    /// `X-Telegram-Bot-Api-Secret-Token` equals the secret.
-    Telegram,
-    /// `X-Hub-Signature-256` is the HMAC-SHA256 of the body (WhatsApp Cloud API).
-    Meta,
-    /// `X-Slack-Signature` over timestamp and body, timestamp within 5 minutes.
-    Slack,
-    /// `X-Twilio-Signature`: HMAC-SHA1 over `verify.public_url` and the
-    /// sorted form parameters.
-    Twilio,
-    /// `X-Signature-Ed25519` over `X-Signature-Timestamp` and body, with
-    /// `verify.public_key`; timestamp within 5 minutes.
-    Discord,
-}
-
-impl VerifyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifyKind::Telegram => "telegram",
-            VerifyKind::Meta => "meta",
-            VerifyKind::Slack => "slack",
-            VerifyKind::Twilio => "twilio",
-            VerifyKind::Discord => "discord",
-        }
     }
 }
 
@@ -870,7 +844,7 @@ impl Config {
                 ));
             }
             if let Some(preset) = route.preset {
-                preset.fill(route);
+                route.apply_preset(preset);
             }
             if route.key.is_empty() {
                 return Err(ConfigError::new(

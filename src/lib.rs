@@ -19,7 +19,8 @@
 //!   (in-process, or across replicas through Redis).
 //! - [`store`]: the `Store` trait and its backends ([`store::embedded`],
 //!   [`store::redis`]).
-//! - [`redis_conn`]: the shared Redis connection and per-conversation key layout.
+//! - [`redis_conn`]: the shared Redis connection, its error classification
+//!   and circuit breaker, and the per-conversation key layout.
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
 //! - [`private_file`]: data files created 0600 in 0700 directories.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
@@ -28,7 +29,11 @@
 //! - [`framing`]: request-head scanning that refuses ambiguous framing.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state`.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`outcome`]: how a request ended (the metrics' `outcome` label).
+//! - [`secret`]: secret config values that print as `***`.
 //! - [`app`]: wiring all of the above from a config.
+//!
+//! Modules import one another without circles (`tests/structure.rs`).
 
 pub mod admin;
 pub mod app;
@@ -38,11 +43,13 @@ pub mod coord;
 pub mod framing;
 pub mod key;
 pub mod metrics;
+pub mod outcome;
 pub mod path;
 pub mod pipeline;
 pub mod presets;
 pub mod private_file;
 pub mod redis_conn;
+pub mod secret;
 pub mod server;
 pub mod spool;
 pub mod store;

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::pipeline::Outcome;
+use crate::outcome::Outcome;
 
 /// Latency buckets in seconds, from 100µs (the proxy's own overhead) to 30s
 /// (a slow bot).

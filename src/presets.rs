@@ -1,12 +1,12 @@
-//! Platform presets (`route.preset`): default key sources, dedupe id and
-//! verification kind for the platforms in `shared/reference/PLATFORMS.md`.
+//! Platform presets (`route.preset`): default key sources, dedupe ids and
+//! verification kind for Telegram, WhatsApp, Slack, Twilio and Discord.
 //!
-//! A preset only fills what the route leaves unset, so any default can be
-//! overridden key by key.
+//! A preset only fills what the route leaves unset (`config` applies it),
+//! so any default can be overridden key by key.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RouteConfig, RouteVerify, VerifyKind};
+use crate::verify::VerifyKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,25 +75,6 @@ impl Preset {
             Preset::Slack => VerifyKind::Slack,
             Preset::Twilio => VerifyKind::Twilio,
             Preset::Discord => VerifyKind::Discord,
-        }
-    }
-
-    /// Fills the route's unset fields with this platform's defaults.
-    pub fn fill(self, route: &mut RouteConfig) {
-        if route.key.is_empty() {
-            route.key = self.key_sources().iter().map(|s| s.to_string()).collect();
-        }
-        if route.dedupe.is_empty() {
-            route.dedupe = self
-                .dedupe_sources()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        }
-        if let Some(RouteVerify::Check(verify)) = route.verify.as_mut() {
-            if verify.kind.is_none() {
-                verify.kind = Some(self.verify_kind());
-            }
         }
     }
 }

@@ -14,7 +14,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, Script, ScriptInvocation};
 
 use crate::key::ConvKey;
-use crate::store::StoreError;
 
 #[derive(Clone)]
 pub struct RedisConn {
@@ -67,6 +66,33 @@ impl Breaker {
             }
         }
     }
+}
+
+/// Why a Redis operation failed. The store and the turns map it to their
+/// own errors; the circuit breaker counts all but [`OpError::Reply`].
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Unreachable, or answering that it cannot serve now.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis operation timed out")]
+    Timeout,
+    /// Redis answered with an error of ours (a script error).
+    #[error("redis replied with an error: {0}")]
+    Reply(String),
+}
+
+/// Error replies that mean "not now, or not here" rather than a fault in
+/// the request: a replica after a failover (`READONLY`), a server loading
+/// its data (`LOADING`), a replica whose primary is gone (`MASTERDOWN`), a
+/// cluster without quorum or in the middle of a move (`CLUSTERDOWN`,
+/// `TRYAGAIN`). They count as the store being unavailable (breaker, retry
+/// on a fresh connection), never as damaged data.
+fn is_unavailable_reply(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("READONLY" | "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN")
+    )
 }
 
 /// The keys of one conversation, all under one hash tag so every script
@@ -176,7 +202,7 @@ impl RedisConn {
         &self.inner.client
     }
 
-    async fn manager(&self) -> Result<ConnectionManager, StoreError> {
+    async fn manager(&self) -> Result<ConnectionManager, OpError> {
         if let Some(m) = self.cached() {
             return Ok(m);
         }
@@ -192,8 +218,8 @@ impl RedisConn {
         let connect = self.inner.client.get_connection_manager_with_config(config);
         let manager = tokio::time::timeout(self.inner.op_timeout * 2, connect)
             .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|_| OpError::Timeout)?
+            .map_err(|e| OpError::Unavailable(e.to_string()))?;
         if let Ok(mut slot) = self.inner.manager.lock() {
             *slot = Some(manager.clone());
         }
@@ -216,13 +242,13 @@ impl RedisConn {
     pub async fn eval<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, OpError> {
         self.with_retry(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
     }
 
     /// Runs a command within the operation timeout.
-    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, OpError> {
         self.with_retry(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
     }
@@ -232,28 +258,26 @@ impl RedisConn {
     /// restart). Every statehold script is safe to run twice: loads and
     /// releases are idempotent, and a replayed commit is refused by its
     /// version check.
-    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let breaker = &self.inner.breaker;
         if breaker.is_open() {
-            return Err(StoreError::Unavailable(
-                "circuit open (redis failing)".into(),
-            ));
+            return Err(OpError::Unavailable("circuit open (redis failing)".into()));
         }
         let result = self.attempt_twice(op).await;
         match &result {
             Ok(_) => breaker.success(),
             // A script error is Redis answering: the store is up.
-            Err(StoreError::Corrupt(_)) => breaker.success(),
+            Err(OpError::Reply(_)) => breaker.success(),
             Err(_) => breaker.failure(),
         }
         result
     }
 
-    async fn attempt_twice<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn attempt_twice<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -261,25 +285,25 @@ impl RedisConn {
         for attempt in 0..2 {
             let conn = self.manager().await?;
             match tokio::time::timeout(self.inner.op_timeout, op(conn)).await {
-                Err(_) => return Err(StoreError::Timeout),
+                Err(_) => return Err(OpError::Timeout),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     let connection_level = e.is_io_error()
                         || e.is_connection_dropped()
                         || e.is_connection_refusal()
                         || e.is_unrecoverable_error();
-                    if !connection_level {
+                    if !connection_level && !is_unavailable_reply(&e) {
                         // Redis answered with an error (e.g. a script error).
-                        return Err(StoreError::Corrupt(e.to_string()));
+                        return Err(OpError::Reply(e.to_string()));
                     }
                     self.invalidate();
                     if attempt == 1 {
-                        return Err(StoreError::Unavailable(e.to_string()));
+                        return Err(OpError::Unavailable(e.to_string()));
                     }
                 }
             }
         }
-        Err(StoreError::Unavailable("unreachable".into()))
+        Err(OpError::Unavailable("unreachable".into()))
     }
 }
 

@@ -14,8 +14,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::UpstreamConfig;
-
 /// Request bodies sent to the bot: buffered on matched routes, streamed on
 /// unmatched ones.
 pub type UpstreamBody = Either<Full<Bytes>, Incoming>;
@@ -98,17 +96,26 @@ pub struct Upstream {
     pub max_response_bytes: usize,
 }
 
+/// How the client to the bot behaves (from `[upstream]`).
+pub struct UpstreamOptions {
+    /// The whole exchange, answer included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
-        let target = UpstreamTarget::parse(&config.url)?;
+    pub fn new(url: &str, options: &UpstreamOptions) -> Result<Upstream, String> {
+        let target = UpstreamTarget::parse(url)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout.get()));
+        connector.set_connect_timeout(Some(options.connect_timeout));
         // The pool timer is what makes idle connections actually close
         // (hyper-util pitfall): without it the idle timeout is never applied.
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout.get())
+            .pool_idle_timeout(options.pool_idle_timeout)
             .pool_max_idle_per_host(256)
             // Bots behind frameworks and CDNs can send many headers; hyper's
             // default of 100 turned such answers into 502s.
@@ -117,8 +124,8 @@ impl Upstream {
         Ok(Upstream {
             client,
             target,
-            timeout: config.timeout.get(),
-            max_response_bytes: config.max_response_bytes as usize,
+            timeout: options.timeout,
+            max_response_bytes: options.max_response_bytes as usize,
         })
     }
 

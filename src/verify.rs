@@ -20,7 +20,39 @@ use ring::signature::{UnparsedPublicKey, ED25519};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Secret, VerifyKind};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// How a route checks that a webhook really comes from its platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyKind {
+    /// `X-Telegram-Bot-Api-Secret-Token` equals the secret.
+    Telegram,
+    /// `X-Hub-Signature-256` is the HMAC-SHA256 of the body (WhatsApp Cloud API).
+    Meta,
+    /// `X-Slack-Signature` over timestamp and body, timestamp within 5 minutes.
+    Slack,
+    /// `X-Twilio-Signature`: HMAC-SHA1 over `verify.public_url` and the
+    /// sorted form parameters.
+    Twilio,
+    /// `X-Signature-Ed25519` over `X-Signature-Timestamp` and body, with
+    /// `verify.public_key`; timestamp within 5 minutes.
+    Discord,
+}
+
+impl VerifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyKind::Telegram => "telegram",
+            VerifyKind::Meta => "meta",
+            VerifyKind::Slack => "slack",
+            VerifyKind::Twilio => "twilio",
+            VerifyKind::Discord => "discord",
+        }
+    }
+}
 
 /// Slack's replay window; also applied to Discord's signed timestamp.
 const MAX_SKEW_SECS: u64 = 300;

@@ -229,3 +229,37 @@ fn a_hung_redis_trips_the_circuit_breaker_and_recovers() {
         "Nice to meet you, Abe. Your email?"
     );
 }
+
+#[test]
+fn a_redis_that_turned_read_only_counts_as_down_not_as_damaged_data() {
+    let _serial = support::serial();
+    let (_d, redis, bot, sh) = setup("reject");
+    sh.update(1, 92, "/start");
+    let before = sh.stored("tg", "92").unwrap();
+    // What a failover leaves behind: the old primary is now a replica
+    // (of a primary that does not answer) and refuses writes with READONLY.
+    let dead = support::free_port();
+    support::redis_cmd(redis.port, &format!("REPLICAOF 127.0.0.1 {dead}")).unwrap();
+    for update in 2..6 {
+        let r = sh.update(update, 92, "Ama");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"], "store_unavailable");
+    }
+    assert_eq!(bot.handled().len(), 1, "bot not called");
+    assert_eq!(sh.metric("statehold_store_up"), 0.0);
+    let logs = sh.logs();
+    assert!(
+        logs.contains("read only replica"),
+        "the reason is logged: {logs}"
+    );
+    assert!(
+        logs.contains("redis circuit open"),
+        "READONLY counts as a failure: {logs}"
+    );
+
+    // Back to a primary: statehold recovers by itself, nothing was lost.
+    support::redis_cmd(redis.port, "REPLICAOF NO ONE").unwrap();
+    support::wait_until("serving again", || sh.update(6, 92, "Ama").status == 200);
+    let after = sh.stored("tg", "92").unwrap();
+    assert_eq!(after["version"], before["version"].as_u64().unwrap() + 1);
+}

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::budget::{Budget, Lease};
-use super::outcome::{Outcome, Reject};
+use super::reject::{Outcome, Reject};
 use crate::contract;
 
 /// A buffered body and the budget it holds until the request ends.

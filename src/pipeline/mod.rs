@@ -36,7 +36,7 @@
 
 pub mod body;
 pub mod budget;
-pub mod outcome;
+pub mod reject;
 pub mod route;
 mod state;
 
@@ -62,11 +62,12 @@ use crate::coord::{Turn, TurnError, Turns};
 use crate::framing::Flaw;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::metrics::{Metrics, SaveResult};
+pub use crate::outcome::Outcome;
 use crate::spool::Spool;
 use crate::store::{Loaded, RecordedResponse, Store};
 use crate::upstream::{forward_headers, strip_hop_by_hop, Upstream, UpstreamError};
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
-pub use outcome::{Outcome, Reject};
+pub use reject::Reject;
 use route::{Route, Routes};
 
 /// Bodies in both directions: buffered (matched routes, statehold's own

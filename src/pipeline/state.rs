@@ -6,7 +6,7 @@ use std::time::Instant;
 use http::StatusCode;
 use tracing::{info, warn};
 
-use super::outcome::{Outcome, Reject};
+use super::reject::{Outcome, Reject};
 use super::{Pipeline, Saved, Trace};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;

@@ -82,6 +82,17 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<crate::redis_conn::OpError> for StoreError {
+    fn from(e: crate::redis_conn::OpError) -> StoreError {
+        use crate::redis_conn::OpError;
+        match e {
+            OpError::Unavailable(m) => StoreError::Unavailable(m),
+            OpError::Timeout => StoreError::Timeout,
+            OpError::Reply(m) => StoreError::Corrupt(m),
+        }
+    }
+}
+
 /// Behaviour shared by every backend. See the module docs for semantics.
 pub trait Store: Send + Sync + 'static {
     /// Reads the record (never an expired one) and, with a dedupe id, its

@@ -1,0 +1,81 @@
+//! statehold's own answers ([`Reject`]): a status, the outcome, a fixed
+//! short message for the client, and details for the log only (never error
+//! chains, ids or state in a body that leaves).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use super::Body;
+pub use crate::outcome::Outcome;
+
+/// An answer statehold gives by itself.
+pub struct Reject {
+    pub status: StatusCode,
+    pub outcome: Outcome,
+    /// Short and fixed: sent to the client.
+    pub reason: Cow<'static, str>,
+    /// For the log line only.
+    pub detail: Option<String>,
+}
+
+impl Reject {
+    pub fn new(
+        status: StatusCode,
+        outcome: Outcome,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Reject {
+        Reject {
+            status,
+            outcome,
+            reason: reason.into(),
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl ToString) -> Reject {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    /// What the log line says: the reason, then the detail.
+    pub fn log_text(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.reason),
+            None => self.reason.to_string(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Reject {
+        Reject::new(StatusCode::BAD_REQUEST, Outcome::BadRequest, reason)
+    }
+
+    /// The bot's answer cannot leave as it is.
+    pub fn bad_gateway(reason: &'static str) -> Reject {
+        Reject::new(StatusCode::BAD_GATEWAY, Outcome::UpstreamError, reason)
+    }
+
+    /// A small JSON body naming the outcome and the fixed reason.
+    pub fn response(&self) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": self.outcome.as_str(),
+            "message": self.reason,
+        })
+        .to_string();
+        let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+        *resp.status_mut() = self.status;
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+/// Seconds the platform is asked to wait after a 503.
+const RETRY_AFTER_SECS: u32 = 1;
