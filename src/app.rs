@@ -33,7 +33,8 @@ pub enum StartupError {
     Config(String),
     #[error("{0}")]
     Store(String),
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    // The cause is the error's source: printed once, by the chain.
+    #[error("cannot listen on {addr} ({key})")]
     Bind {
         key: &'static str,
         addr: std::net::SocketAddr,

@@ -1,8 +1,10 @@
-//! The `statehold` binary: `serve` and `check-config` (CONTRACT.md §2).
+//! The `statehold` binary: `serve` and `check-config` (docs/contract.md §2).
 //! `anyhow` lives here only.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
 
 use statehold::config::{Config, ProcessEnv};
 
@@ -12,24 +14,41 @@ use statehold::config::{Config, ProcessEnv};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: statehold <serve|check-config> [--config <FILE>]
+/// statehold: keeps an in-memory chat bot's conversation state safe across
+/// restarts, crashes and replicas.
+#[derive(Parser)]
+#[command(name = "statehold", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-  serve          run the proxy
-  check-config   validate and print the effective config (secrets masked)
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ConfigFile),
+    /// Validate and print the effective config (secrets masked); exit 0
+    /// valid, 2 invalid.
+    CheckConfig(ConfigFile),
+}
 
---config defaults to $STATEHOLD_CONFIG, then ./config.toml";
+#[derive(Args)]
+struct ConfigFile {
+    /// The config file.
+    #[arg(long, short, env = "STATEHOLD_CONFIG", default_value = "config.toml")]
+    config: PathBuf,
+}
 
-/// Exit status for an invalid config or command line.
+/// Exit status for an invalid config or command line (clap's too).
 const EXIT_INVALID: u8 = 2;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, config_path) = match parse_args(&args) {
-        Ok(parsed) => parsed,
-        Err(msg) => {
-            eprintln!("statehold: {msg}\n\n{USAGE}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+    // --help and --version print to stdout and exit 0; usage errors print
+    // once to stderr and exit 2.
+    let cli = Cli::parse();
+    let (check_only, config_path) = match cli.command {
+        Command::Serve(f) => (false, f.config),
+        Command::CheckConfig(f) => (true, f.config),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -38,54 +57,29 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    match command.as_str() {
-        "check-config" => {
-            print!("{}", config.to_masked_toml());
-            for warning in config.warnings() {
-                eprintln!("statehold: warning: {warning}");
-            }
-            eprintln!("statehold: {} is valid", config_path.display());
-            ExitCode::SUCCESS
+    if check_only {
+        print!("{}", config.to_masked_toml());
+        for warning in config.warnings() {
+            eprintln!("statehold: warning: {warning}");
         }
-        _ => match serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("statehold: {e:#}");
-                let config_problem = matches!(
-                    e.downcast_ref::<statehold::app::StartupError>(),
-                    Some(statehold::app::StartupError::Config(_))
-                );
-                if config_problem {
-                    ExitCode::from(EXIT_INVALID)
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-        },
+        eprintln!("statehold: {} is valid", config_path.display());
+        return ExitCode::SUCCESS;
     }
-}
-
-fn parse_args(args: &[String]) -> Result<(String, PathBuf), String> {
-    let mut command = None;
-    let mut config = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--config" | "-c" => {
-                let v = it.next().ok_or("--config needs a file")?;
-                config = Some(PathBuf::from(v));
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statehold: {e:#}");
+            let config_problem = matches!(
+                e.downcast_ref::<statehold::app::StartupError>(),
+                Some(statehold::app::StartupError::Config(_))
+            );
+            if config_problem {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::FAILURE
             }
-            s if s.starts_with("--config=") => config = Some(PathBuf::from(&s[9..])),
-            "-h" | "--help" | "help" => return Err("help".into()),
-            "serve" | "check-config" if command.is_none() => command = Some(arg.clone()),
-            other => return Err(format!("unexpected argument `{other}`")),
         }
     }
-    let command = command.ok_or("missing command")?;
-    let config = config
-        .or_else(|| std::env::var_os("STATEHOLD_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("config.toml"));
-    Ok((command, config))
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

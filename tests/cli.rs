@@ -119,6 +119,11 @@ fn sigterm_exits_0_and_port_in_use_exits_nonzero() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.listen"), "{err}");
+    assert_eq!(
+        err.matches("Address already in use").count(),
+        1,
+        "the cause once: {err}"
+    );
 
     let status = sh.proc.terminate();
     assert_eq!(status.code(), Some(0));
@@ -160,4 +165,27 @@ fn unusable_store_path_is_a_config_error_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("store.path"), "{err}");
+}
+
+#[test]
+fn help_and_version_exit_0_on_stdout_and_usage_errors_exit_2() {
+    for args in [&["--help"][..], &["serve", "--help"], &["--version"]] {
+        let out = statehold(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.is_empty() && out.stderr.is_empty(),
+            "{args:?}: {text}"
+        );
+    }
+    assert!(String::from_utf8_lossy(&statehold(&["--version"]).stdout)
+        .contains(env!("CARGO_PKG_VERSION")));
+    assert!(String::from_utf8_lossy(&statehold(&["serve", "--help"]).stdout).contains("--config"));
+    for args in [&["bogus"][..], &[], &["serve", "--nope"]] {
+        let out = statehold(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("Usage:").count(), 1, "{err}");
+    }
 }
