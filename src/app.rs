@@ -51,8 +51,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Backend::Embedded => {
             let store = EmbeddedStore::open(
                 &config.store.path,
-                config.store.ttl.get(),
-                config.store.dedupe_window.get(),
+                config.store.ttl,
+                config.store.dedupe_window,
                 config.store.cache_bytes as usize,
             )
             .map_err(|e| match e {
@@ -72,19 +72,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             let conn = RedisConn::new(
                 &url,
                 config.store.tls_ca.as_deref(),
-                config.store.op_timeout.get(),
+                config.store.op_timeout,
                 &config.store.key_prefix,
-                (
-                    config.store.breaker_failures,
-                    config.store.breaker_cooldown.get(),
-                ),
+                (config.store.breaker_failures, config.store.breaker_cooldown),
             )
             .map_err(StartupError::Store)?;
             let store = RedisStore::new(
                 conn.clone(),
-                config.store.ttl.get(),
-                config.store.dedupe_window.get(),
-                config.store.lock_lease.get(),
+                config.store.ttl,
+                config.store.dedupe_window,
+                config.store.lock_lease,
             );
             let shown = config.redacted_store_url().unwrap_or_default();
             match store.ping().await {
@@ -98,9 +95,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }
             let turns = RedisTurns::new(
                 conn,
-                config.store.lock_lease.get(),
-                config.store.lock_wait.get(),
-                config.store.ttl.get(),
+                config.store.lock_lease,
+                config.store.lock_wait,
+                config.store.ttl,
             );
             run(config, store, turns, shutdown).await
         }
@@ -148,7 +145,7 @@ async fn run<S: Store, T: Turns>(
         Arc::clone(&pipeline),
         config.admin.token.clone(),
         config.store.max_state_bytes as usize,
-        config.store.lock_wait.get(),
+        config.store.lock_wait,
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,7 +160,7 @@ async fn run<S: Store, T: Turns>(
     ));
     let purge_task = tokio::spawn(purge_loop(
         Arc::clone(&pipeline),
-        config.store.purge_interval.get(),
+        config.store.purge_interval,
         stopped(stop_rx.clone()),
     ));
 
@@ -182,8 +179,8 @@ async fn run<S: Store, T: Turns>(
 
     let settings = ServerSettings {
         max_connections: config.server.max_connections,
-        header_timeout: config.server.header_timeout.get(),
-        shutdown_grace: config.server.shutdown_grace.get(),
+        header_timeout: config.server.header_timeout,
+        shutdown_grace: config.server.shutdown_grace,
         tls,
     };
     let proxy_shutdown = {

@@ -1,5 +1,6 @@
 //! Typed `config.toml`: parsing, defaults, validation and the masked printout
-//! of `check-config`.
+//! of `check-config`. Durations are humantime strings (`"250ms"`, `"30s"`,
+//! `"24h"`, `"7d"`, `"1h 30m"`), through `humantime-serde`.
 //!
 //! The key names of the contract (`CONTRACT.md` §4) are fixed; everything else
 //! here is statehold's own and documented in the shipped `config.toml`. Unknown
@@ -36,76 +37,6 @@ impl ConfigError {
     }
 }
 
-/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"24h"` or `"7d"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub const fn secs(s: u64) -> Self {
-        Dur(Duration::from_secs(s))
-    }
-    pub const fn millis(ms: u64) -> Self {
-        Dur(Duration::from_millis(ms))
-    }
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-/// Parses `"<integer><unit>"` with unit one of ms, s, m, h, d.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like \"250ms\" or \"24h\""))?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    n.checked_mul(ms_per)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too large"))
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        for (unit, per) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if ms != 0 && ms % per == 0 {
-                return write!(f, "{}{unit}", ms / per);
-            }
-        }
-        write!(f, "{ms}ms")
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -138,14 +69,14 @@ pub struct ServerConfig {
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
     /// A client must send its complete request head within this.
-    #[serde(default = "defaults::header_timeout")]
-    pub header_timeout: Dur,
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// A client must send its complete body (matched routes) within this.
-    #[serde(default = "defaults::body_timeout")]
-    pub body_timeout: Dur,
+    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// After SIGTERM, in-flight requests get this long to finish.
-    #[serde(default = "defaults::shutdown_grace")]
-    pub shutdown_grace: Dur,
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Requests on paths no route matches: `forward` them untouched, or
     /// `reject` them with 404 (they never reach the bot).
     #[serde(default = "defaults::unmatched")]
@@ -181,15 +112,15 @@ pub struct UpstreamConfig {
     /// The bot, `http://host:port[/base-path]`.
     pub url: String,
     /// Bot slower than this (until its full response): 504.
-    #[serde(default = "defaults::upstream_timeout")]
-    pub timeout: Dur,
-    #[serde(default = "defaults::connect_timeout")]
-    pub connect_timeout: Dur,
+    #[serde(default = "defaults::upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Idle pooled connections are closed after this; keep it below the bot's
     /// own keep-alive timeout so statehold never reuses a connection the bot
     /// is closing.
-    #[serde(default = "defaults::pool_idle_timeout")]
-    pub pool_idle_timeout: Dur,
+    #[serde(default = "defaults::pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
     /// A bot response on a matched route larger than this: 502.
     #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: u64,
@@ -225,8 +156,8 @@ pub struct StoreConfig {
     #[serde(default = "defaults::key_prefix")]
     pub key_prefix: String,
     /// Sliding: refreshed on every request of the conversation.
-    #[serde(default = "defaults::ttl")]
-    pub ttl: Dur,
+    #[serde(default = "defaults::ttl", with = "humantime_serde")]
+    pub ttl: Duration,
     #[serde(default = "defaults::max_state_bytes")]
     pub max_state_bytes: u64,
     #[serde(default = "defaults::on_unavailable")]
@@ -235,29 +166,29 @@ pub struct StoreConfig {
     #[serde(default)]
     pub require_at_startup: bool,
     /// How long a delivery's recorded response answers its redeliveries.
-    #[serde(default = "defaults::dedupe_window")]
-    pub dedupe_window: Dur,
+    #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
+    pub dedupe_window: Duration,
     /// Longest wait for a conversation's turn before answering 503.
-    #[serde(default = "defaults::lock_wait")]
-    pub lock_wait: Dur,
+    #[serde(default = "defaults::lock_wait", with = "humantime_serde")]
+    pub lock_wait: Duration,
     /// How often expired snapshots and dedupe records are purged.
-    #[serde(default = "defaults::purge_interval")]
-    pub purge_interval: Dur,
+    #[serde(default = "defaults::purge_interval", with = "humantime_serde")]
+    pub purge_interval: Duration,
     /// Embedded only: memory for the database's page cache.
     #[serde(default = "defaults::cache_bytes")]
     pub cache_bytes: u64,
     /// Redis only: a turn's lease; a crashed holder's turn passes on after it.
-    #[serde(default = "defaults::lock_lease")]
-    pub lock_lease: Dur,
+    #[serde(default = "defaults::lock_lease", with = "humantime_serde")]
+    pub lock_lease: Duration,
     /// Redis only: every store operation's timeout.
-    #[serde(default = "defaults::op_timeout")]
-    pub op_timeout: Dur,
+    #[serde(default = "defaults::op_timeout", with = "humantime_serde")]
+    pub op_timeout: Duration,
     /// Redis only: consecutive failed operations that open the circuit
     /// breaker (then operations fail at once for `breaker_cooldown`).
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
-    #[serde(default = "defaults::breaker_cooldown")]
-    pub breaker_cooldown: Dur,
+    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
     /// With `on_unavailable = "passthrough"` and Redis: where snapshots
     /// reported during an outage wait to be written back.
     #[serde(default = "defaults::spool_path")]
@@ -361,9 +292,9 @@ impl UpstreamConfig {
     /// The client's settings, for [`crate::upstream::Upstream::new`].
     pub fn options(&self) -> crate::upstream::UpstreamOptions {
         crate::upstream::UpstreamOptions {
-            timeout: self.timeout.get(),
-            connect_timeout: self.connect_timeout.get(),
-            pool_idle_timeout: self.pool_idle_timeout.get(),
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
             max_response_bytes: self.max_response_bytes,
         }
     }
@@ -528,14 +459,14 @@ mod defaults {
     pub fn max_connections() -> usize {
         4096
     }
-    pub fn header_timeout() -> Dur {
-        Dur::secs(10)
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
     }
-    pub fn body_timeout() -> Dur {
-        Dur::secs(30)
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(30)
     }
-    pub fn shutdown_grace() -> Dur {
-        Dur::secs(10)
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn unmatched() -> Unmatched {
         Unmatched::Forward
@@ -543,14 +474,14 @@ mod defaults {
     pub fn max_buffered_bytes() -> u64 {
         32 * 1_048_576
     }
-    pub fn upstream_timeout() -> Dur {
-        Dur::secs(30)
+    pub fn upstream_timeout() -> Duration {
+        Duration::from_secs(30)
     }
-    pub fn connect_timeout() -> Dur {
-        Dur::secs(2)
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
     }
-    pub fn pool_idle_timeout() -> Dur {
-        Dur::secs(4)
+    pub fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(4)
     }
     pub fn max_response_bytes() -> u64 {
         4 * 1_048_576
@@ -564,8 +495,8 @@ mod defaults {
     pub fn key_prefix() -> String {
         "statehold".into()
     }
-    pub fn ttl() -> Dur {
-        Dur::secs(24 * 3600)
+    pub fn ttl() -> Duration {
+        Duration::from_secs(24 * 3600)
     }
     pub fn max_state_bytes() -> u64 {
         65_536
@@ -573,29 +504,29 @@ mod defaults {
     pub fn on_unavailable() -> OnUnavailable {
         OnUnavailable::Reject
     }
-    pub fn dedupe_window() -> Dur {
-        Dur::secs(24 * 3600)
+    pub fn dedupe_window() -> Duration {
+        Duration::from_secs(24 * 3600)
     }
-    pub fn lock_wait() -> Dur {
-        Dur::secs(10)
+    pub fn lock_wait() -> Duration {
+        Duration::from_secs(10)
     }
-    pub fn purge_interval() -> Dur {
-        Dur::secs(60)
+    pub fn purge_interval() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn cache_bytes() -> u64 {
         8 * 1_048_576
     }
-    pub fn lock_lease() -> Dur {
-        Dur::secs(5)
+    pub fn lock_lease() -> Duration {
+        Duration::from_secs(5)
     }
-    pub fn op_timeout() -> Dur {
-        Dur::secs(1)
+    pub fn op_timeout() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn breaker_failures() -> u32 {
         3
     }
-    pub fn breaker_cooldown() -> Dur {
-        Dur::secs(1)
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn spool_path() -> PathBuf {
         PathBuf::from("./data/spool.db")
@@ -726,8 +657,8 @@ impl Config {
     }
 
     fn validate(&mut self) -> Result<(), ConfigError> {
-        let positive = |key: &str, d: Dur| {
-            if d.0.is_zero() {
+        let positive = |key: &str, d: Duration| {
+            if d.is_zero() {
                 Err(ConfigError::new(key, "must be greater than zero"))
             } else {
                 Ok(())
@@ -1035,21 +966,40 @@ key = ["json:/message/from/id"]
     }
 
     #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("s").is_err());
-        assert_eq!(Dur::secs(86_400).to_string(), "24h");
-        assert_eq!(Dur::millis(1500).to_string(), "1500ms");
+    fn durations_are_humantime() {
+        let with = |value: &str| {
+            parse(&MINIMAL.replace(
+                "[upstream]",
+                &format!("[store]\nttl = \"{value}\"\n[upstream]"),
+            ))
+        };
+        assert_eq!(
+            with("1h30m").expect("valid").store.ttl,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            with("250ms").expect("valid").store.ttl,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            with("7d").expect("valid").store.ttl,
+            Duration::from_secs(7 * 86_400)
+        );
+        for bad in ["10", "1x", "s", ""] {
+            assert_eq!(with(bad).expect_err(bad).key, "store.ttl", "{bad}");
+        }
+        assert_eq!(with("0s").expect_err("zero").key, "store.ttl");
+        // What check-config prints parses again to the same config.
+        let c = with("1h30m").unwrap();
+        let again = parse(&c.to_masked_toml()).expect("printed config parses");
+        assert_eq!(again.store.ttl, c.store.ttl);
     }
 
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).expect("valid");
         assert_eq!(c.store.backend, Backend::Embedded);
-        assert_eq!(c.store.ttl, Dur::secs(86_400));
+        assert_eq!(c.store.ttl, Duration::from_secs(86_400));
         assert_eq!(c.contract.body_field, "/_statehold");
         assert_eq!(c.routes[0].on_missing_key, OnMissingKey::Passthrough);
     }

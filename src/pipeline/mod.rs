@@ -151,10 +151,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             metrics,
             settings: Settings {
                 max_body_bytes: config.server.max_body_bytes,
-                body_timeout: config.server.body_timeout.get(),
+                body_timeout: config.server.body_timeout,
                 max_state_bytes: config.store.max_state_bytes as usize,
                 on_unavailable: config.store.on_unavailable,
-                lock_wait: config.store.lock_wait.get(),
+                lock_wait: config.store.lock_wait,
                 mode: config.contract.mode,
                 body_field: config.contract.body_field.clone(),
                 reveal_ids: config.log.reveal_ids,
