@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::Admin;
 use crate::config::{Backend, Config, OnUnavailable};
@@ -196,17 +196,29 @@ async fn run<S: Store, T: Turns>(
     // Hand released turns over before exiting, so other replicas do not
     // wait out our leases.
     pipeline.turns().quiesce(Duration::from_secs(2)).await;
+    // Every task holds a receiver until it returns; a send error would only
+    // mean all of them are gone already.
     let _ = stop_tx.send(true);
-    let _ = admin_task.await;
-    let _ = purge_task.await;
-    let _ = spool_task.await;
+    for (name, task) in [
+        ("admin listener", admin_task),
+        ("purge loop", purge_task),
+        ("spool write-back loop", spool_task),
+    ] {
+        // A panicked background task must not go unnoticed.
+        if let Err(e) = task.await {
+            error!(task = name, error = %e, "background task failed");
+        }
+    }
     // One last write-back attempt; what remains waits on disk for the next start.
     if let Some(spool) = pipeline.spool() {
-        let _ = tokio::time::timeout(
+        let last = tokio::time::timeout(
             Duration::from_secs(2),
             spool.write_back(pipeline.store(), pipeline.turns(), pipeline.metrics()),
         )
         .await;
+        if last.is_err() {
+            warn!("last spool write-back did not finish within 2s");
+        }
         let left = spool.depth();
         if left > 0 {
             warn!(left, "spooled snapshots kept on disk for the next start");

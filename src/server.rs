@@ -79,7 +79,9 @@ pub async fn run<S: Store, T: Turns>(
             debug!(%peer, "connection limit reached, shedding");
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
         let pipeline = Arc::clone(&pipeline);
         let settings = settings.clone();
         let watcher = graceful.watcher();

@@ -170,7 +170,10 @@ impl Spool {
         let mut settled = 0;
         for (full, base, change) in entries {
             let Some((ns, id)) = full.split_once(':') else {
-                let _ = self.remove(&full);
+                // Not a key statehold wrote: drop it rather than retry forever.
+                if let Err(e) = self.remove(&full) {
+                    warn!(error = %e, "spool: cannot remove an unreadable entry");
+                }
                 continue;
             };
             let key = ConvKey::new(ns, id);
