@@ -24,10 +24,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Secret;
 use crate::contract::StateChange;
-use crate::coord::{Turn, Turns};
+use crate::coord::{commit_and_release, Turns};
 use crate::key::ConvKey;
 use crate::pipeline::Pipeline;
-use crate::store::{Commit, CommitOutcome, Store};
+use crate::store::{CommitOutcome, Store};
 
 pub struct Admin<S, T> {
     pipeline: Arc<Pipeline<S, T>>,
@@ -229,7 +229,7 @@ impl<S: Store, T: Turns> Admin<S, T> {
     }
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
-        let mut turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
+        let turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
             Ok(t) => t,
             Err(e) => {
                 return json_response(
@@ -238,19 +238,8 @@ impl<S: Store, T: Turns> Admin<S, T> {
                 )
             }
         };
-        let commit = Commit {
-            expected_version: None,
-            fence: turn.fence(),
-            change,
-            dedupe: None,
-            ends_turn: true,
-        };
-        let result = self.pipeline.store().commit(key, commit).await;
-        if result.is_ok() {
-            turn.mark_released();
-        }
-        drop(turn);
-        match result {
+        let store = self.pipeline.store();
+        match commit_and_release(store, key, turn, None, change, None).await {
             Ok(CommitOutcome::Committed { version }) => {
                 info!(key = %key.display(false), version, "snapshot written through the admin API");
                 json_response(

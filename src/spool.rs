@@ -22,10 +22,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tracing::{info, warn};
 
 use crate::contract::StateChange;
-use crate::coord::{Turn, Turns};
+use crate::coord::{commit_and_release, Turns};
 use crate::key::ConvKey;
 use crate::metrics::Metrics;
-use crate::store::{Commit, CommitOutcome, Store};
+use crate::store::{CommitOutcome, Store};
 
 /// `<ns>:<id>` → `has_base u8 | base u64 | change u8 ('p'|'c') | json`
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool");
@@ -177,23 +177,12 @@ impl Spool {
                 continue;
             };
             let key = ConvKey::new(ns, id);
-            let Ok(mut turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
+            let Ok(turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
                 return settled;
             };
-            let commit = Commit {
-                // Unknown base: only if nothing is stored.
-                expected_version: Some(base.unwrap_or(0)),
-                fence: turn.fence(),
-                change,
-                dedupe: None,
-                ends_turn: true,
-            };
-            let result = store.commit(&key, commit).await;
-            if result.is_ok() {
-                turn.mark_released();
-            }
-            drop(turn);
-            match result {
+            // Unknown base: only if nothing is stored.
+            let expected = Some(base.unwrap_or(0));
+            match commit_and_release(store, &key, turn, expected, change, None).await {
                 Ok(CommitOutcome::Committed { version }) => {
                     info!(key = %key.display(false), version, "spooled snapshot written back");
                     self.saw(&key, version);

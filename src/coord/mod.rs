@@ -16,7 +16,9 @@ pub use local::LocalTurns;
 pub use redis::RedisTurns;
 
 use crate::key::ConvKey;
-use crate::store::Loaded;
+use crate::store::{
+    Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, Store, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TurnError {
@@ -43,6 +45,32 @@ pub trait Turn: Send + Sync {
     /// The store already released this turn (a commit with `ends_turn`);
     /// dropping it must not release it again.
     fn mark_released(&mut self) {}
+}
+
+/// Ends a held turn with one atomic commit; a shared store releases the
+/// turn in the same step. The one place the request path, the spool's
+/// write-back and the admin API end a turn with a write: when the commit
+/// fails, dropping the turn releases it instead.
+pub async fn commit_and_release<S: Store, U: Turn>(
+    store: &S,
+    key: &ConvKey,
+    mut turn: U,
+    expected_version: Option<u64>,
+    change: StateChange,
+    dedupe: Option<(String, RecordedResponse)>,
+) -> Result<CommitOutcome, StoreError> {
+    let commit = Commit {
+        expected_version,
+        fence: turn.fence(),
+        change,
+        dedupe,
+        ends_turn: true,
+    };
+    let result = store.commit(key, commit).await;
+    if result.is_ok() {
+        turn.mark_released();
+    }
+    result
 }
 
 pub trait Turns: Send + Sync + 'static {

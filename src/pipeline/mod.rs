@@ -612,7 +612,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         trace: &mut Trace,
     ) -> Result<(), Reject> {
         let status = resp.status;
-        let (mut turn, loaded) = match (turn, loaded) {
+        let (turn, loaded) = match (turn, loaded) {
             (Some(turn), Some(loaded)) => (turn, loaded),
             _ => {
                 trace.outcome = Outcome::Degraded;
@@ -646,14 +646,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 },
             )
         });
-        let saved = self
-            .save(conv, turn.fence(), loaded.version, change, dedupe, trace)
-            .await;
-        if !matches!(saved, Saved::Failed(_)) {
-            // The commit script released the turn with the write.
-            turn.mark_released();
-        }
-        match saved {
+        match self
+            .save(conv, turn, loaded.version, change, dedupe, trace)
+            .await
+        {
             Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.

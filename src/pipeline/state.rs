@@ -10,10 +10,10 @@ use super::reject::{Outcome, Reject};
 use super::{Pipeline, Saved, Trace};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
-use crate::coord::Turns;
+use crate::coord::{commit_and_release, Turns};
 use crate::key::ConvKey;
 use crate::metrics::{LoadResult, SaveResult, StoreOp};
-use crate::store::{Commit, CommitOutcome, Loaded, RecordedResponse, Store};
+use crate::store::{CommitOutcome, Loaded, RecordedResponse, Store};
 
 impl<S: Store, T: Turns> Pipeline<S, T> {
     /// Reads the snapshot and dedupe record. `Ok(None)` means degraded.
@@ -67,26 +67,28 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
     }
 
-    /// The atomic end-of-turn write: version check, snapshot, TTL, dedupe.
+    /// The atomic end-of-turn write (version and fence check, snapshot,
+    /// TTL, dedupe record), which also ends the turn.
     pub(super) async fn save(
         &self,
         conv: &ConvKey,
-        fence: u64,
+        turn: T::Turn,
         based_on: u64,
         change: StateChange,
         dedupe: Option<(String, RecordedResponse)>,
         trace: &mut Trace,
     ) -> Saved {
         let stores_snapshot = change != StateChange::Keep;
-        let commit = Commit {
-            expected_version: Some(based_on),
-            fence,
-            change: change.clone(),
-            dedupe,
-            ends_turn: true,
-        };
         let started = Instant::now();
-        let result = self.store.commit(conv, commit).await;
+        let result = commit_and_release(
+            &self.store,
+            conv,
+            turn,
+            Some(based_on),
+            change.clone(),
+            dedupe,
+        )
+        .await;
         let took = started.elapsed();
         trace.store_time += took;
         self.metrics.store(StoreOp::Commit, took);
