@@ -270,14 +270,14 @@ pub struct RouteConfig {
     pub namespace: String,
     /// Key sources, first present wins.
     #[serde(default)]
-    pub key: Vec<String>,
+    pub key: Vec<KeySource>,
     /// Dedupe id sources (one string or a list), first present wins.
     #[serde(
         default,
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub dedupe: Vec<String>,
+    pub dedupe: Vec<KeySource>,
     #[serde(default = "defaults::on_missing_key")]
     pub on_missing_key: OnMissingKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,15 +304,18 @@ impl RouteConfig {
     /// Fills the route's unset fields with this platform's defaults.
     fn apply_preset(&mut self, preset: Preset) {
         let route = self;
+        // Preset sources are constants, each parsed by a unit test.
+        let parse = |sources: &[&str]| -> Vec<KeySource> {
+            sources
+                .iter()
+                .filter_map(|s| KeySource::parse(s).ok())
+                .collect()
+        };
         if route.key.is_empty() {
-            route.key = preset.key_sources().iter().map(|s| s.to_string()).collect();
+            route.key = parse(preset.key_sources());
         }
         if route.dedupe.is_empty() {
-            route.dedupe = preset
-                .dedupe_sources()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            route.dedupe = parse(preset.dedupe_sources());
         }
         if let Some(RouteVerify::Check(verify)) = route.verify.as_mut() {
             if verify.kind.is_none() {
@@ -375,21 +378,27 @@ impl Serialize for RouteVerify {
     }
 }
 
-/// A string or a list of strings.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// One key source or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KeySource>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),
     }
-    match OneOrMany::deserialize(d) {
-        Ok(OneOrMany::One(s)) => Ok(vec![s]),
-        Ok(OneOrMany::Many(v)) => Ok(v),
-        Err(_) => Err(serde::de::Error::custom(
-            "expected a key source or a list of key sources",
-        )),
-    }
+    let texts = match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => vec![s],
+        Ok(OneOrMany::Many(v)) => v,
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "expected a key source or a list of key sources",
+            ))
+        }
+    };
+    texts
+        .iter()
+        .map(|t| KeySource::parse(t).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -783,14 +792,6 @@ impl Config {
                     "needs at least one source (or a preset)",
                 ));
             }
-            for (j, source) in route.key.iter().enumerate() {
-                KeySource::parse(source)
-                    .map_err(|e| ConfigError::new(format!("route[{i}].key[{j}]"), e))?;
-            }
-            for (j, source) in route.dedupe.iter().enumerate() {
-                KeySource::parse(source)
-                    .map_err(|e| ConfigError::new(format!("route[{i}].dedupe[{j}]"), e))?;
-            }
             match &route.verify {
                 Some(RouteVerify::Check(verify)) => validate_verify(verify, &at)?,
                 Some(RouteVerify::None) => {}
@@ -1065,7 +1066,7 @@ key = ["json:/message/from/id"]
         let text = MINIMAL.replace("key = [\"json:/message/from/id\"]", "preset = \"telegram\"");
         let c = parse(&text).expect("valid");
         assert!(!c.routes[0].key.is_empty());
-        assert_eq!(c.routes[0].dedupe, vec!["json:/update_id".to_string()]);
+        assert_eq!(c.routes[0].dedupe[0].to_string(), "json:/update_id");
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Most digits of a canonicalized integral number (u64 has 20).
 const MAX_INTEGER_DIGITS: usize = 64;
 
-/// One place a key (or dedupe id) may be found in a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One place a key (or dedupe id) may be found in a request. In the config
+/// it is a string (`"json:/message/chat/id"`), parsed once when the config
+/// is read.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum KeySource {
     /// RFC 6901 pointer into a JSON body.
     Json(String),
@@ -184,6 +187,19 @@ impl KeySource {
             return Err(KeyError::NotText(self.to_string()));
         }
         Ok(id)
+    }
+}
+
+impl TryFrom<String> for KeySource {
+    type Error = String;
+    fn try_from(text: String) -> Result<KeySource, String> {
+        KeySource::parse(&text)
+    }
+}
+
+impl From<KeySource> for String {
+    fn from(source: KeySource) -> String {
+        source.to_string()
     }
 }
 

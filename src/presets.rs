@@ -78,3 +78,24 @@ impl Preset {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeySource;
+
+    #[test]
+    fn every_preset_source_parses() {
+        for preset in [
+            Preset::Telegram,
+            Preset::Whatsapp,
+            Preset::Slack,
+            Preset::Twilio,
+            Preset::Discord,
+        ] {
+            for source in preset.key_sources().iter().chain(preset.dedupe_sources()) {
+                assert!(KeySource::parse(source).is_ok(), "{preset:?}: {source}");
+            }
+        }
+    }
+}

@@ -42,16 +42,7 @@ impl Routes {
     pub fn from_config(config: &Config) -> Result<Routes, String> {
         let mut by_length = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
-            let key = r
-                .key
-                .iter()
-                .map(|s| KeySource::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
-            let dedupe = r
-                .dedupe
-                .iter()
-                .map(|s| KeySource::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (key, dedupe) = (r.key.clone(), r.dedupe.clone());
             let needs_json =
                 key.iter().any(KeySource::needs_json) || dedupe.iter().any(KeySource::needs_json);
             let verifier = match r.verify.as_ref().and_then(RouteVerify::check) {
