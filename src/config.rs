@@ -40,7 +40,9 @@ impl ConfigError {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub store: StoreConfig,
@@ -55,41 +57,54 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Webhook ingress address.
     pub listen: SocketAddr,
     /// Larger request bodies on matched routes: 413, bot not called.
-    #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
     /// Optional HTTPS termination.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Open connections beyond this are closed at once (load shedding).
-    #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
     /// A client must send its complete request head within this.
-    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     /// A client must send its complete body (matched routes) within this.
-    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// After SIGTERM, in-flight requests get this long to finish.
-    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Requests on paths no route matches: `forward` them untouched, or
     /// `reject` them with 404 (they never reach the bot).
-    #[serde(default = "defaults::unmatched")]
     pub unmatched: Unmatched,
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For`,
     /// `Forwarded` and `X-Real-IP` are passed on; from anyone else they are
     /// replaced.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Request bodies buffered across all requests at once, at most;
     /// past it, 503 (bounds what unauthenticated clients make us hold).
-    #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1_048_576,
+            tls: Default::default(),
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            unmatched: Unmatched::Forward,
+            trusted_proxies: Default::default(),
+            max_buffered_bytes: 32 * 1_048_576,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -107,23 +122,34 @@ pub struct TlsConfig {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The bot, `http://host:port[/base-path]`.
     pub url: String,
     /// Bot slower than this (until its full response): 504.
-    #[serde(default = "defaults::upstream_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Idle pooled connections are closed after this; keep it below the bot's
     /// own keep-alive timeout so statehold never reuses a connection the bot
     /// is closing.
-    #[serde(default = "defaults::pool_idle_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     /// A bot response on a matched route larger than this: 502.
-    #[serde(default = "defaults::max_response_bytes")]
     pub max_response_bytes: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: String::new(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            pool_idle_timeout: Duration::from_secs(4),
+            max_response_bytes: 4 * 1_048_576,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -141,90 +167,80 @@ pub enum OnUnavailable {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    #[serde(default = "defaults::backend")]
     pub backend: Backend,
     /// Embedded only: the database file.
-    #[serde(default = "defaults::store_path")]
     pub path: PathBuf,
     /// Redis only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url_env: Option<String>,
-    #[serde(default = "defaults::key_prefix")]
     pub key_prefix: String,
     /// Sliding: refreshed on every request of the conversation.
-    #[serde(default = "defaults::ttl", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
-    #[serde(default = "defaults::max_state_bytes")]
     pub max_state_bytes: u64,
-    #[serde(default = "defaults::on_unavailable")]
     pub on_unavailable: OnUnavailable,
     /// Exit at startup when the store cannot be reached.
-    #[serde(default)]
     pub require_at_startup: bool,
     /// How long a delivery's recorded response answers its redeliveries.
-    #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
     /// Longest wait for a conversation's turn before answering 503.
-    #[serde(default = "defaults::lock_wait", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub lock_wait: Duration,
     /// How often expired snapshots and dedupe records are purged.
-    #[serde(default = "defaults::purge_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
     /// Embedded only: memory for the database's page cache.
-    #[serde(default = "defaults::cache_bytes")]
     pub cache_bytes: u64,
     /// Redis only: a turn's lease; a crashed holder's turn passes on after it.
-    #[serde(default = "defaults::lock_lease", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub lock_lease: Duration,
     /// Redis only: every store operation's timeout.
-    #[serde(default = "defaults::op_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
     /// Redis only: consecutive failed operations that open the circuit
     /// breaker (then operations fail at once for `breaker_cooldown`).
-    #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
-    #[serde(default = "defaults::breaker_cooldown", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
     /// With `on_unavailable = "passthrough"` and Redis: where snapshots
     /// reported during an outage wait to be written back.
-    #[serde(default = "defaults::spool_path")]
     pub spool_path: PathBuf,
     /// Most conversations the spool holds; later ones are dropped (logged).
-    #[serde(default = "defaults::spool_max")]
     pub spool_max: u64,
     /// Redis only: PEM file of the CA that signed the server's certificate
     /// (`rediss://`); default: the system's roots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            backend: defaults::backend(),
-            path: defaults::store_path(),
-            url: None,
-            url_env: None,
-            key_prefix: defaults::key_prefix(),
-            ttl: defaults::ttl(),
-            max_state_bytes: defaults::max_state_bytes(),
-            on_unavailable: defaults::on_unavailable(),
-            require_at_startup: false,
-            dedupe_window: defaults::dedupe_window(),
-            lock_wait: defaults::lock_wait(),
-            purge_interval: defaults::purge_interval(),
-            cache_bytes: defaults::cache_bytes(),
-            lock_lease: defaults::lock_lease(),
-            op_timeout: defaults::op_timeout(),
-            breaker_failures: defaults::breaker_failures(),
-            breaker_cooldown: defaults::breaker_cooldown(),
-            spool_path: defaults::spool_path(),
-            spool_max: defaults::spool_max(),
-            tls_ca: None,
+            backend: Backend::Embedded,
+            path: PathBuf::from("./data/statehold.db"),
+            url: Default::default(),
+            url_env: Default::default(),
+            key_prefix: "statehold".into(),
+            ttl: Duration::from_secs(24 * 3600),
+            max_state_bytes: 65_536,
+            on_unavailable: OnUnavailable::Reject,
+            require_at_startup: Default::default(),
+            dedupe_window: Duration::from_secs(24 * 3600),
+            lock_wait: Duration::from_secs(10),
+            purge_interval: Duration::from_secs(60),
+            cache_bytes: 8 * 1_048_576,
+            lock_lease: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(1),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            spool_path: PathBuf::from("./data/spool.db"),
+            spool_max: 10_000,
+            tls_ca: Default::default(),
         }
     }
 }
@@ -237,27 +253,26 @@ pub enum ContractMode {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ContractConfig {
-    #[serde(default = "defaults::mode")]
     pub mode: ContractMode,
     /// RFC 6901 pointer of the body-mode member.
-    #[serde(default = "defaults::body_field")]
     pub body_field: String,
 }
 
 impl Default for ContractConfig {
     fn default() -> Self {
         ContractConfig {
-            mode: defaults::mode(),
-            body_field: defaults::body_field(),
+            mode: ContractMode::Header,
+            body_field: "/_statehold".into(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMissingKey {
+    #[default]
     Passthrough,
     Reject,
 }
@@ -278,7 +293,7 @@ pub struct RouteConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub dedupe: Vec<KeySource>,
-    #[serde(default = "defaults::on_missing_key")]
+    #[serde(default)]
     pub on_missing_key: OnMissingKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
@@ -428,23 +443,22 @@ pub struct VerifyConfig {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
     /// Bearer token of `/v1/state`; without one the state API answers 404.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: defaults::admin_listen(),
-            token: None,
-            token_env: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: Default::default(),
+            token_env: Default::default(),
         }
     }
 }
@@ -458,103 +472,6 @@ pub struct LogConfig {
     /// `tracing` filter, e.g. "info" or "statehold=debug"; `RUST_LOG` overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
-}
-
-mod defaults {
-    use super::*;
-    pub fn max_body_bytes() -> u64 {
-        1_048_576
-    }
-    pub fn max_connections() -> usize {
-        4096
-    }
-    pub fn header_timeout() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn body_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn shutdown_grace() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn unmatched() -> Unmatched {
-        Unmatched::Forward
-    }
-    pub fn max_buffered_bytes() -> u64 {
-        32 * 1_048_576
-    }
-    pub fn upstream_timeout() -> Duration {
-        Duration::from_secs(30)
-    }
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-    pub fn pool_idle_timeout() -> Duration {
-        Duration::from_secs(4)
-    }
-    pub fn max_response_bytes() -> u64 {
-        4 * 1_048_576
-    }
-    pub fn backend() -> Backend {
-        Backend::Embedded
-    }
-    pub fn store_path() -> PathBuf {
-        PathBuf::from("./data/statehold.db")
-    }
-    pub fn key_prefix() -> String {
-        "statehold".into()
-    }
-    pub fn ttl() -> Duration {
-        Duration::from_secs(24 * 3600)
-    }
-    pub fn max_state_bytes() -> u64 {
-        65_536
-    }
-    pub fn on_unavailable() -> OnUnavailable {
-        OnUnavailable::Reject
-    }
-    pub fn dedupe_window() -> Duration {
-        Duration::from_secs(24 * 3600)
-    }
-    pub fn lock_wait() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn purge_interval() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn cache_bytes() -> u64 {
-        8 * 1_048_576
-    }
-    pub fn lock_lease() -> Duration {
-        Duration::from_secs(5)
-    }
-    pub fn op_timeout() -> Duration {
-        Duration::from_secs(1)
-    }
-    pub fn breaker_failures() -> u32 {
-        3
-    }
-    pub fn breaker_cooldown() -> Duration {
-        Duration::from_secs(1)
-    }
-    pub fn spool_path() -> PathBuf {
-        PathBuf::from("./data/spool.db")
-    }
-    pub fn spool_max() -> u64 {
-        10_000
-    }
-    pub fn mode() -> ContractMode {
-        ContractMode::Header
-    }
-    pub fn body_field() -> String {
-        "/_statehold".into()
-    }
-    pub fn on_missing_key() -> OnMissingKey {
-        OnMissingKey::Passthrough
-    }
-    pub fn admin_listen() -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 9090))
-    }
 }
 
 /// Where environment lookups for `*_env` keys go; tests pass a map instead of
@@ -725,6 +642,12 @@ impl Config {
             }
         }
 
+        if self.upstream.url.is_empty() {
+            return Err(ConfigError::new(
+                "upstream.url",
+                "required: the bot, e.g. \"http://127.0.0.1:3000\"",
+            ));
+        }
         crate::upstream::UpstreamTarget::parse(&self.upstream.url)
             .map_err(|e| ConfigError::new("upstream.url", e))?;
 
@@ -994,6 +917,16 @@ key = ["json:/message/from/id"]
         let c = with("1h30m").unwrap();
         let again = parse(&c.to_masked_toml()).expect("printed config parses");
         assert_eq!(again.store.ttl, c.store.ttl);
+    }
+
+    #[test]
+    fn only_the_upstream_is_required() {
+        let err = parse("").expect_err("no upstream");
+        assert_eq!(err.key, "upstream.url");
+        let c = parse("[upstream]\nurl = \"http://127.0.0.1:3000\"\n").expect("valid");
+        assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.store.ttl, Duration::from_secs(86_400));
+        assert_eq!(c.admin.listen, SocketAddr::from(([127, 0, 0, 1], 9090)));
     }
 
     #[test]
