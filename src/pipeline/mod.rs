@@ -128,9 +128,32 @@ enum Saved {
     Failed(StateChange),
 }
 
-/// A keyed request: its conversation, and its dedupe id with the digest of
-/// the body it came with.
+/// A dedupe id with the digest of the body it came with.
 type Dedupe = Option<(String, [u8; 32])>;
+
+/// A keyed request: its conversation and dedupe id.
+struct Keyed {
+    conv: ConvKey,
+    dedupe: Dedupe,
+}
+
+/// The turn and the record read with it; `None`s when the store is out.
+struct Held<U> {
+    turn: Option<U>,
+    loaded: Option<Loaded>,
+}
+
+/// The bot's answer, buffered.
+struct Answer {
+    parts: http::response::Parts,
+    body: Bytes,
+}
+
+impl Answer {
+    fn into_response(self) -> Response<Body> {
+        Response::from_parts(self.parts, Either::Left(Full::new(self.body)))
+    }
+}
 
 impl<S: Store, T: Turns> Pipeline<S, T> {
     pub fn new(
@@ -326,21 +349,23 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let verified = route.verifier.as_ref().map(|v| v.kind());
         // key
         let mut json = body::parse_json(&body, route.needs_json || self.body_mode())?;
-        let Some((conv, dedupe)) = self.keys(route, &parts, &body, json.as_ref())? else {
-            return self
-                .keyless(route, parts, body, json, verified, conn, trace)
-                .await;
+        let Some(keyed) = self.keys(route, &parts, &body, json.as_ref())? else {
+            let body = self.inject(&mut parts, body, json.as_mut(), None, verified);
+            drop(json);
+            return self.keyless(route, parts, body, conn, trace).await;
         };
+        let conv = keyed.conv.clone();
         trace.key = Some(conv.clone());
         // turn + load + dedupe
-        let dedupe_id = dedupe.as_ref().map(|(id, _)| id.as_str());
-        let (turn, loaded) = self.turn_and_load(&conv, dedupe_id, trace).await?;
+        let dedupe_id = keyed.dedupe.as_ref().map(|(id, _)| id.as_str());
+        let held = self.turn_and_load(&conv, dedupe_id, trace).await?;
+        let loaded = &held.loaded;
         if let Some(recorded) = loaded.as_ref().and_then(|l| l.duplicate.clone()) {
-            let digest = dedupe.as_ref().map(|(_, d)| d);
+            let digest = keyed.dedupe.as_ref().map(|(_, d)| d);
             return self.answer_duplicate(&conv, recorded, digest, trace);
         }
         // inject
-        let status = match &loaded {
+        let status = match loaded {
             Some(l) if l.state.is_some() => LoadStatus::Restored,
             Some(_) => LoadStatus::New,
             None => LoadStatus::Degraded,
@@ -356,25 +381,13 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified);
         drop(json);
         // upstream
-        let (mut resp_parts, mut resp_body) = self.timed_exchange(parts, body, conn, trace).await?;
+        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         // capture + strip
-        let change = self.capture(&mut resp_parts, &mut resp_body, Some(&conv))?;
+        let change = self.capture(&mut answer, Some(&conv))?;
         // save
-        self.finish_turn(
-            turn,
-            loaded,
-            &conv,
-            change,
-            dedupe,
-            &resp_parts,
-            &resp_body,
-            trace,
-        )
-        .await?;
-        Ok(Response::from_parts(
-            resp_parts,
-            Either::Left(Full::new(resp_body)),
-        ))
+        self.finish_turn(held, keyed, change, &answer, trace)
+            .await?;
+        Ok(answer.into_response())
     }
 
     fn body_mode(&self) -> bool {
@@ -408,7 +421,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         parts: &Parts,
         body: &Bytes,
         json: Option<&Value>,
-    ) -> Result<Option<(ConvKey, Dedupe)>, Reject> {
+    ) -> Result<Option<Keyed>, Reject> {
         let req = RequestParts {
             headers: &parts.headers,
             query: parts.uri.query(),
@@ -425,18 +438,16 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let dedupe = key::first_present(&route.dedupe, &req)
             .map_err(ambiguous)?
             .map(|d| (d.into_owned(), Sha256::digest(body).into()));
-        Ok(Some((conv, dedupe)))
+        Ok(Some(Keyed { conv, dedupe }))
     }
 
-    /// A route request without a key: refused, or forwarded without state.
-    #[allow(clippy::too_many_arguments)]
+    /// A route request without a key (already stripped of any client
+    /// member by `inject`): refused, or forwarded without state.
     async fn keyless(
         &self,
         route: &Route,
-        mut parts: Parts,
+        parts: Parts,
         body: Bytes,
-        mut json: Option<Value>,
-        verified: Option<VerifyKind>,
         conn: ConnInfo,
         trace: &mut Trace,
     ) -> Result<Response<Body>, Reject> {
@@ -444,17 +455,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             return Err(Reject::bad_request("no conversation key in the request"));
         }
         trace.outcome = Outcome::NoKey;
-        let body = self.inject(&mut parts, body, json.as_mut(), None, verified);
-        drop(json);
-        let (mut resp_parts, mut resp_body) = self.timed_exchange(parts, body, conn, trace).await?;
-        if self.capture(&mut resp_parts, &mut resp_body, None)? != StateChange::Keep {
+        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
+        if self.capture(&mut answer, None)? != StateChange::Keep {
             self.metrics.save(SaveResult::Rejected);
             warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
         }
-        Ok(Response::from_parts(
-            resp_parts,
-            Either::Left(Full::new(resp_body)),
-        ))
+        Ok(answer.into_response())
     }
 
     /// Waits for the turn and reads the record. `(None, _)` or `(_, None)`:
@@ -464,7 +470,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         conv: &ConvKey,
         dedupe_id: Option<&str>,
         trace: &mut Trace,
-    ) -> Result<(Option<T::Turn>, Option<Loaded>), Reject> {
+    ) -> Result<Held<T::Turn>, Reject> {
         let wait_started = Instant::now();
         let waiting = self.metrics.turn_waiting();
         let acquired = self
@@ -484,7 +490,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Err(TurnError::Unavailable(e)) => {
                 self.metrics.set_store_up(false);
                 self.store_unavailable(conv, &e)?;
-                return Ok((None, None));
+                return Ok(Held {
+                    turn: None,
+                    loaded: None,
+                });
             }
         };
         self.metrics.lock_wait(wait_started.elapsed());
@@ -493,7 +502,10 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Some(loaded) => Some(self.loaded(conv, loaded, trace)),
             None => self.load(conv, dedupe_id, trace).await?,
         };
-        Ok((Some(turn), loaded))
+        Ok(Held {
+            turn: Some(turn),
+            loaded,
+        })
     }
 
     /// A known dedupe id: the recorded answer if the body is the one it
@@ -550,12 +562,8 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     /// Reads the bot's report and strips it from the answer. A body-mode
     /// answer that cannot be stripped (compressed, or JSON that mentions the
     /// member but does not parse) never leaves: 502.
-    fn capture(
-        &self,
-        parts: &mut http::response::Parts,
-        body: &mut Bytes,
-        conv: Option<&ConvKey>,
-    ) -> Result<StateChange, Reject> {
+    fn capture(&self, answer: &mut Answer, conv: Option<&ConvKey>) -> Result<StateChange, Reject> {
+        let Answer { parts, body } = answer;
         let shown = conv.map_or_else(
             || "-".to_string(),
             |k| k.display(self.settings.reveal_ids).to_string(),
@@ -599,20 +607,19 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
 
     /// The save stage: commit (with the dedupe record of a 2xx answer) and
     /// release the turn, or keep the change safe while the store is out.
-    #[allow(clippy::too_many_arguments)]
     async fn finish_turn(
         &self,
-        turn: Option<T::Turn>,
-        loaded: Option<Loaded>,
-        conv: &ConvKey,
+        held: Held<T::Turn>,
+        keyed: Keyed,
         change: StateChange,
-        dedupe: Dedupe,
-        resp: &http::response::Parts,
-        resp_body: &Bytes,
+        answer: &Answer,
         trace: &mut Trace,
     ) -> Result<(), Reject> {
+        let Keyed { conv, dedupe } = keyed;
+        let conv = &conv;
+        let (resp, resp_body) = (&answer.parts, &answer.body);
         let status = resp.status;
-        let (turn, loaded) = match (turn, loaded) {
+        let (turn, loaded) = match (held.turn, held.loaded) {
             (Some(turn), Some(loaded)) => (turn, loaded),
             _ => {
                 trace.outcome = Outcome::Degraded;
@@ -701,7 +708,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         body: Bytes,
         conn: ConnInfo,
         trace: &mut Trace,
-    ) -> Result<(http::response::Parts, Bytes), Reject> {
+    ) -> Result<Answer, Reject> {
         let started = Instant::now();
         let exchange = self.exchange(parts, body, conn).await;
         trace.upstream_time = started.elapsed();
@@ -719,7 +726,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         mut parts: Parts,
         body: Bytes,
         conn: ConnInfo,
-    ) -> Result<(http::response::Parts, Bytes), Reject> {
+    ) -> Result<Answer, Reject> {
         self.forward(&mut parts, conn)?;
         // The answer is read (body mode) and recorded: ask for it plain.
         parts
@@ -744,7 +751,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                     }
                 })?
                 .to_bytes();
-            Ok::<_, UpstreamError>((parts, bytes))
+            Ok::<_, UpstreamError>(Answer { parts, body: bytes })
         };
         match tokio::time::timeout(self.upstream.timeout, work).await {
             Err(_) => Err(upstream_reject(UpstreamError::Timeout(
