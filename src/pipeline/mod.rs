@@ -31,42 +31,49 @@
 //!     TTL refresh, dedupe record (2xx answers only), and the turn's release;
 //!     a snapshot that cannot be committed is spooled or answered 503
 //!
+//! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
+//! (reading within the budgets of `budget.rs`, the body-mode member),
+//! `state.rs` (turn, load, dedupe answer, save, spool), `wire.rs` (inject,
+//! capture and strip), `forward.rs` (upstream), `reject.rs` (statehold's own
+//! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
+//! and `Pipeline::matched`.
+//!
 //! Where is the TTL refreshed? In the store, by every load (step 8) and every
 //! commit (step 12): `store/embedded.rs` and `store/redis/*.lua`.
 
+mod admit;
 pub mod body;
 pub mod budget;
+mod forward;
 pub mod reject;
 pub mod route;
 mod state;
+mod wire;
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING};
+use http::header::HeaderValue;
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http::{Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched, VerifyKind};
-use crate::contract::{self, BodyReport, CaptureError, Injection, LoadStatus, StateChange};
-use crate::coord::{Turn, TurnError, Turns};
+use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched};
+use crate::contract::{self, Injection, LoadStatus, StateChange};
+use crate::coord::Turns;
 use crate::framing::Flaw;
-use crate::key::{self, ConvKey, RequestParts};
+use crate::key::ConvKey;
 use crate::metrics::{Metrics, SaveResult};
 pub use crate::outcome::Outcome;
 use crate::spool::Spool;
-use crate::store::{Loaded, RecordedResponse, Store};
-use crate::upstream::{forward_headers, strip_hop_by_hop, Upstream, UpstreamError};
-use crate::verify::{HeadParts, HeadVerdict, VerifyError};
+use crate::store::{Loaded, Store};
+use crate::upstream::Upstream;
+use crate::verify::HeadVerdict;
+use admit::normalize_uri;
 pub use reject::Reject;
 use route::{Route, Routes};
 
@@ -394,53 +401,6 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         self.settings.mode == ContractMode::Body
     }
 
-    fn verify_head(&self, route: &Route, parts: &Parts) -> Result<Option<HeadVerdict>, Reject> {
-        let Some(verifier) = &route.verifier else {
-            return Ok(None);
-        };
-        let now = crate::store::now_ms() as i64 / 1000;
-        verifier
-            .check_head(&head_parts(route, parts), now)
-            .map(Some)
-            .map_err(unverified)
-    }
-
-    fn verify_body(&self, route: &Route, parts: &Parts, body: &[u8]) -> Result<(), Reject> {
-        match &route.verifier {
-            Some(v) => v
-                .check_body(&head_parts(route, parts), body)
-                .map_err(unverified),
-            None => Ok(()),
-        }
-    }
-
-    /// The conversation key and dedupe id; `None` when the request has no key.
-    fn keys(
-        &self,
-        route: &Route,
-        parts: &Parts,
-        body: &Bytes,
-        json: Option<&Value>,
-    ) -> Result<Option<Keyed>, Reject> {
-        let req = RequestParts {
-            headers: &parts.headers,
-            query: parts.uri.query(),
-            body,
-            json,
-        };
-        let ambiguous = |e: key::KeyError| {
-            Reject::bad_request("ambiguous or unusable conversation key").detail(e)
-        };
-        let Some(id) = key::first_present(&route.key, &req).map_err(ambiguous)? else {
-            return Ok(None);
-        };
-        let conv = ConvKey::new(&route.namespace, &id);
-        let dedupe = key::first_present(&route.dedupe, &req)
-            .map_err(ambiguous)?
-            .map(|d| (d.into_owned(), Sha256::digest(body).into()));
-        Ok(Some(Keyed { conv, dedupe }))
-    }
-
     /// A route request without a key (already stripped of any client
     /// member by `inject`): refused, or forwarded without state.
     async fn keyless(
@@ -462,420 +422,4 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
         Ok(answer.into_response())
     }
-
-    /// Waits for the turn and reads the record. `(None, _)` or `(_, None)`:
-    /// the store is out and the route degrades.
-    async fn turn_and_load(
-        &self,
-        conv: &ConvKey,
-        dedupe_id: Option<&str>,
-        trace: &mut Trace,
-    ) -> Result<Held<T::Turn>, Reject> {
-        let wait_started = Instant::now();
-        let waiting = self.metrics.turn_waiting();
-        let acquired = self
-            .turns
-            .acquire_for_request(conv, self.settings.lock_wait, dedupe_id)
-            .await;
-        drop(waiting);
-        let mut turn = match acquired {
-            Ok(turn) => turn,
-            Err(TurnError::WaitExceeded(_)) => {
-                return Err(Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::Busy,
-                    "conversation busy: an earlier request is still with the bot",
-                ))
-            }
-            Err(TurnError::Unavailable(e)) => {
-                self.metrics.set_store_up(false);
-                self.store_unavailable(conv, &e)?;
-                return Ok(Held {
-                    turn: None,
-                    loaded: None,
-                });
-            }
-        };
-        self.metrics.lock_wait(wait_started.elapsed());
-        // A shared backend may have read the record along with the turn.
-        let loaded = match turn.take_loaded() {
-            Some(loaded) => Some(self.loaded(conv, loaded, trace)),
-            None => self.load(conv, dedupe_id, trace).await?,
-        };
-        Ok(Held {
-            turn: Some(turn),
-            loaded,
-        })
-    }
-
-    /// A known dedupe id: the recorded answer if the body is the one it
-    /// answered, else 409 (the record is never handed to a different request).
-    fn answer_duplicate(
-        &self,
-        conv: &ConvKey,
-        recorded: RecordedResponse,
-        digest: Option<&[u8; 32]>,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, Reject> {
-        if digest.is_some_and(|d| !recorded.answers(d)) {
-            self.metrics.dedupe_mismatch();
-            warn!(key = %conv.display(self.settings.reveal_ids), "known dedupe id with a different body: refused, the record stays");
-            return Err(Reject::new(
-                StatusCode::CONFLICT,
-                Outcome::DedupeMismatch,
-                "this dedupe id was already used by a different request",
-            ));
-        }
-        self.metrics.dedupe_hit();
-        trace.outcome = Outcome::Duplicate;
-        Ok(recorded_response(recorded))
-    }
-
-    /// Puts the snapshot and the verification kind into the request; in body
-    /// mode the client's member is replaced or removed. Returns the body.
-    fn inject(
-        &self,
-        parts: &mut Parts,
-        body: Bytes,
-        json: Option<&mut Value>,
-        injection: Option<&Injection<'_>>,
-        verified: Option<VerifyKind>,
-    ) -> Bytes {
-        let (body, state_in_body) = if self.body_mode() {
-            body::set_member(json, body, &self.settings.body_field, injection)
-        } else {
-            (body, false)
-        };
-        if let Some(inj) = injection {
-            contract::inject_headers(&mut parts.headers, inj, !state_in_body);
-        }
-        if let Some(kind) = verified {
-            parts.headers.insert(
-                HeaderName::from_static(contract::HEADER_VERIFIED),
-                HeaderValue::from_static(kind.as_str()),
-            );
-        }
-        contract::fix_content_length(&mut parts.headers, body.len());
-        body
-    }
-
-    /// Reads the bot's report and strips it from the answer. A body-mode
-    /// answer that cannot be stripped (compressed, or JSON that mentions the
-    /// member but does not parse) never leaves: 502.
-    fn capture(&self, answer: &mut Answer, conv: Option<&ConvKey>) -> Result<StateChange, Reject> {
-        let Answer { parts, body } = answer;
-        let shown = conv.map_or_else(
-            || "-".to_string(),
-            |k| k.display(self.settings.reveal_ids).to_string(),
-        );
-        let max = self.settings.max_state_bytes;
-        let mut change = contract::capture_headers(&parts.headers, max);
-        if self.body_mode() {
-            let encoded = parts
-                .headers
-                .get(CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-            let report = if encoded {
-                BodyReport::Unreadable
-            } else {
-                contract::capture_body(body, &self.settings.body_field, max)
-            };
-            match report {
-                BodyReport::Absent => {}
-                BodyReport::Found(new_body, from_body) => {
-                    *body = new_body;
-                    contract::fix_content_length(&mut parts.headers, body.len());
-                    change = merge_changes(change, from_body);
-                }
-                BodyReport::Unreadable => {
-                    self.metrics.save(SaveResult::Rejected);
-                    warn!(key = %shown, compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
-                    return Err(Reject::bad_gateway("the bot's answer could not be read"));
-                }
-            }
-        }
-        contract::strip_reserved(&mut parts.headers);
-        match change {
-            Ok(change) => Ok(change),
-            Err(e) => {
-                self.metrics.save(SaveResult::Rejected);
-                warn!(key = %shown, reason = %e, "snapshot not stored: the previous one stays");
-                Ok(StateChange::Keep)
-            }
-        }
-    }
-
-    /// The save stage: commit (with the dedupe record of a 2xx answer) and
-    /// release the turn, or keep the change safe while the store is out.
-    async fn finish_turn(
-        &self,
-        held: Held<T::Turn>,
-        keyed: Keyed,
-        change: StateChange,
-        answer: &Answer,
-        trace: &mut Trace,
-    ) -> Result<(), Reject> {
-        let Keyed { conv, dedupe } = keyed;
-        let conv = &conv;
-        let (resp, resp_body) = (&answer.parts, &answer.body);
-        let status = resp.status;
-        let (turn, loaded) = match (held.turn, held.loaded) {
-            (Some(turn), Some(loaded)) => (turn, loaded),
-            _ => {
-                trace.outcome = Outcome::Degraded;
-                // Passthrough trades durability for availability: what
-                // cannot be spooled is lost, and said so.
-                if status.as_u16() < 500 && !self.spool_degraded(conv, change).await {
-                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
-                }
-                return Ok(());
-            }
-        };
-        if status.as_u16() >= 500 {
-            return Ok(()); // bot 5xx: passed through, nothing saved
-        }
-        // Only a success is worth replaying: a recorded 429 or 408 would
-        // answer every redelivery for the whole dedupe window.
-        let dedupe = dedupe.filter(|_| status.is_success()).map(|(id, digest)| {
-            let headers = resp
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect();
-            let body = resp_body.clone();
-            (
-                id,
-                RecordedResponse {
-                    status,
-                    headers,
-                    body,
-                    request_digest: Some(digest),
-                },
-            )
-        });
-        match self
-            .save(conv, turn, loaded.version, change, dedupe, trace)
-            .await
-        {
-            Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
-            // Someone else moved the conversation on: this update is not in
-            // the stored state, so ask the platform to deliver it again.
-            Saved::Stale => Err(Reject::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Outcome::Conflict,
-                "the conversation moved on while the bot worked; redeliver",
-            )),
-            // Never acknowledge a snapshot that is nowhere durable: keep it
-            // in the spool, or have the update redelivered.
-            Saved::Failed(change) => {
-                if !self.spool_degraded(conv, change).await {
-                    return Err(Reject::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Outcome::Unavailable,
-                        "the snapshot could not be stored; redeliver",
-                    ));
-                }
-                trace.outcome = Outcome::Degraded;
-                Ok(())
-            }
-        }
-    }
-
-    fn trusted(&self, peer: std::net::IpAddr) -> bool {
-        self.settings
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&peer))
-    }
-
-    /// Forwarding headers and the bot's URI.
-    fn forward(&self, parts: &mut Parts, conn: ConnInfo) -> Result<(), Reject> {
-        let peer = conn.peer.ip();
-        forward_headers(&mut parts.headers, peer, conn.tls, self.trusted(peer));
-        // statehold speaks HTTP/1.1 to the bot, whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        parts.uri = self
-            .upstream
-            .target
-            .uri_for(parts.uri.path_and_query())
-            .map_err(|e| Reject::bad_request("the request path cannot be forwarded").detail(e))?;
-        Ok(())
-    }
-
-    async fn timed_exchange(
-        &self,
-        parts: Parts,
-        body: Bytes,
-        conn: ConnInfo,
-        trace: &mut Trace,
-    ) -> Result<Answer, Reject> {
-        let started = Instant::now();
-        let exchange = self.exchange(parts, body, conn).await;
-        trace.upstream_time = started.elapsed();
-        self.metrics.upstream(trace.upstream_time);
-        // On failure nothing is saved and no dedupe record is written, so
-        // the platform's redelivery runs the bot again; the turn is
-        // released on return.
-        exchange
-    }
-
-    /// Sends a buffered request to the bot and buffers its answer, all
-    /// within `upstream.timeout`.
-    async fn exchange(
-        &self,
-        mut parts: Parts,
-        body: Bytes,
-        conn: ConnInfo,
-    ) -> Result<Answer, Reject> {
-        self.forward(&mut parts, conn)?;
-        // The answer is read (body mode) and recorded: ask for it plain.
-        parts
-            .headers
-            .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        let req = Request::from_parts(parts, Either::Left(Full::new(body)));
-        let max = self.upstream.max_response_bytes;
-        let work = async {
-            let resp = self.upstream.send(req).await?;
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            // A proxy speaks its own version (RFC 9110 §6.2), not the bot's.
-            parts.version = Version::HTTP_11;
-            let bytes = Limited::new(body, max)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError::TooLarge
-                    } else {
-                        UpstreamError::Failed(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok::<_, UpstreamError>(Answer { parts, body: bytes })
-        };
-        match tokio::time::timeout(self.upstream.timeout, work).await {
-            Err(_) => Err(upstream_reject(UpstreamError::Timeout(
-                self.upstream.timeout,
-            ))),
-            Ok(Err(e)) => Err(upstream_reject(e)),
-            Ok(Ok(done)) => Ok(done),
-        }
-    }
-
-    /// Forwards without state, streamed both ways: unmatched paths and
-    /// Meta's handshake.
-    pub async fn passthrough(
-        &self,
-        mut parts: Parts,
-        body: Body,
-        conn: ConnInfo,
-    ) -> Response<Body> {
-        if let Err(reject) = self.forward(&mut parts, conn) {
-            return reject.response();
-        }
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.upstream.timeout,
-            self.upstream.send(Request::from_parts(parts, body)),
-        )
-        .await;
-        self.metrics.upstream(started.elapsed());
-        let reject = match result {
-            Err(_) => upstream_reject(UpstreamError::Timeout(self.upstream.timeout)),
-            Ok(Err(e)) => upstream_reject(e),
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                contract::strip_reserved(&mut parts.headers);
-                parts.version = Version::HTTP_11;
-                return Response::from_parts(parts, Either::Right(body));
-            }
-        };
-        warn!(reason = %reject.log_text(), "bot failed on a forwarded request");
-        reject.response()
-    }
-}
-
-/// Rewrites `uri` to its normalized origin form when normalizing changes it.
-fn normalize_uri(uri: &mut Uri) -> Result<(), crate::path::PathError> {
-    let path = match crate::path::normalize(uri.path())? {
-        Cow::Borrowed(_) => return Ok(()),
-        Cow::Owned(path) => path,
-    };
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    // Normalized output is a valid path: only unreserved characters were
-    // decoded.
-    let pq = PathAndQuery::try_from(pq).map_err(|_| crate::path::PathError::BadEscape)?;
-    *uri = Uri::from(pq);
-    Ok(())
-}
-
-fn head_parts<'a>(route: &Route, parts: &'a Parts) -> HeadParts<'a> {
-    HeadParts {
-        method: &parts.method,
-        headers: &parts.headers,
-        query: parts.uri.query(),
-        path_suffix: route.suffix(parts.uri.path()),
-    }
-}
-
-fn unverified(e: VerifyError) -> Reject {
-    let status = match e {
-        VerifyError::HandshakeToken => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    Reject::new(status, Outcome::Unverified, "webhook verification failed").detail(e)
-}
-
-/// Body mode: a clear from either place wins; otherwise the body field's
-/// state wins over the header's.
-fn merge_changes(
-    header: Result<StateChange, CaptureError>,
-    body: Result<StateChange, CaptureError>,
-) -> Result<StateChange, CaptureError> {
-    match (header, body) {
-        (Ok(StateChange::Clear), _) | (_, Ok(StateChange::Clear)) => Ok(StateChange::Clear),
-        (h, Ok(StateChange::Keep)) => h,
-        (_, b) => b,
-    }
-}
-
-/// Fixed words for the client; the error chain goes to the log only.
-fn upstream_reject(e: UpstreamError) -> Reject {
-    let (status, outcome, reason) = match e {
-        UpstreamError::Timeout(_) => (
-            StatusCode::GATEWAY_TIMEOUT,
-            Outcome::UpstreamTimeout,
-            "the bot did not answer in time",
-        ),
-        UpstreamError::Connect(_) => (
-            StatusCode::BAD_GATEWAY,
-            Outcome::UpstreamError,
-            "the bot is unreachable",
-        ),
-        UpstreamError::TooLarge => (
-            StatusCode::BAD_GATEWAY,
-            Outcome::UpstreamError,
-            "the bot's answer is too large",
-        ),
-        UpstreamError::Failed(_) => (
-            StatusCode::BAD_GATEWAY,
-            Outcome::UpstreamError,
-            "the bot's connection failed",
-        ),
-    };
-    Reject::new(status, outcome, reason).detail(e)
-}
-
-fn recorded_response(recorded: RecordedResponse) -> Response<Body> {
-    let mut resp = Response::new(Either::Left(Full::new(recorded.body)));
-    *resp.status_mut() = recorded.status;
-    let headers = resp.headers_mut();
-    for (name, value) in recorded.headers {
-        headers.append(name, value);
-    }
-    resp
 }

@@ -1,16 +1,18 @@
-//! The store stages of the request path: load (with the dedupe lookup),
-//! the end-of-turn commit, and the degraded-mode spool.
+//! The store stages of the request path: the turn and the load (with the
+//! dedupe lookup), the answer from a dedupe record, the end-of-turn commit,
+//! and the degraded-mode spool.
 
 use std::time::Instant;
 
-use http::StatusCode;
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
 use tracing::{info, warn};
 
 use super::reject::{Outcome, Reject};
-use super::{Pipeline, Saved, Trace};
+use super::{Answer, Body, Held, Keyed, Pipeline, Saved, Trace};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
-use crate::coord::{commit_and_release, Turns};
+use crate::coord::{commit_and_release, Turn, TurnError, Turns};
 use crate::key::ConvKey;
 use crate::metrics::{LoadResult, SaveResult, StoreOp};
 use crate::store::{CommitOutcome, Loaded, RecordedResponse, Store};
@@ -157,4 +159,158 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             }
         }
     }
+
+    /// Waits for the turn and reads the record. `(None, _)` or `(_, None)`:
+    /// the store is out and the route degrades.
+    pub(super) async fn turn_and_load(
+        &self,
+        conv: &ConvKey,
+        dedupe_id: Option<&str>,
+        trace: &mut Trace,
+    ) -> Result<Held<T::Turn>, Reject> {
+        let wait_started = Instant::now();
+        let waiting = self.metrics.turn_waiting();
+        let acquired = self
+            .turns
+            .acquire_for_request(conv, self.settings.lock_wait, dedupe_id)
+            .await;
+        drop(waiting);
+        let mut turn = match acquired {
+            Ok(turn) => turn,
+            Err(TurnError::WaitExceeded(_)) => {
+                return Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Busy,
+                    "conversation busy: an earlier request is still with the bot",
+                ))
+            }
+            Err(TurnError::Unavailable(e)) => {
+                self.metrics.set_store_up(false);
+                self.store_unavailable(conv, &e)?;
+                return Ok(Held {
+                    turn: None,
+                    loaded: None,
+                });
+            }
+        };
+        self.metrics.lock_wait(wait_started.elapsed());
+        // A shared backend may have read the record along with the turn.
+        let loaded = match turn.take_loaded() {
+            Some(loaded) => Some(self.loaded(conv, loaded, trace)),
+            None => self.load(conv, dedupe_id, trace).await?,
+        };
+        Ok(Held {
+            turn: Some(turn),
+            loaded,
+        })
+    }
+
+    /// A known dedupe id: the recorded answer if the body is the one it
+    /// answered, else 409 (the record is never handed to a different request).
+    pub(super) fn answer_duplicate(
+        &self,
+        conv: &ConvKey,
+        recorded: RecordedResponse,
+        digest: Option<&[u8; 32]>,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Reject> {
+        if digest.is_some_and(|d| !recorded.answers(d)) {
+            self.metrics.dedupe_mismatch();
+            warn!(key = %conv.display(self.settings.reveal_ids), "known dedupe id with a different body: refused, the record stays");
+            return Err(Reject::new(
+                StatusCode::CONFLICT,
+                Outcome::DedupeMismatch,
+                "this dedupe id was already used by a different request",
+            ));
+        }
+        self.metrics.dedupe_hit();
+        trace.outcome = Outcome::Duplicate;
+        Ok(recorded_response(recorded))
+    }
+
+    /// The save stage: commit (with the dedupe record of a 2xx answer) and
+    /// release the turn, or keep the change safe while the store is out.
+    pub(super) async fn finish_turn(
+        &self,
+        held: Held<T::Turn>,
+        keyed: Keyed,
+        change: StateChange,
+        answer: &Answer,
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        let Keyed { conv, dedupe } = keyed;
+        let conv = &conv;
+        let (resp, resp_body) = (&answer.parts, &answer.body);
+        let status = resp.status;
+        let (turn, loaded) = match (held.turn, held.loaded) {
+            (Some(turn), Some(loaded)) => (turn, loaded),
+            _ => {
+                trace.outcome = Outcome::Degraded;
+                // Passthrough trades durability for availability: what
+                // cannot be spooled is lost, and said so.
+                if status.as_u16() < 500 && !self.spool_degraded(conv, change).await {
+                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
+                }
+                return Ok(());
+            }
+        };
+        if status.as_u16() >= 500 {
+            return Ok(()); // bot 5xx: passed through, nothing saved
+        }
+        // Only a success is worth replaying: a recorded 429 or 408 would
+        // answer every redelivery for the whole dedupe window.
+        let dedupe = dedupe.filter(|_| status.is_success()).map(|(id, digest)| {
+            let headers = resp
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            let body = resp_body.clone();
+            (
+                id,
+                RecordedResponse {
+                    status,
+                    headers,
+                    body,
+                    request_digest: Some(digest),
+                },
+            )
+        });
+        match self
+            .save(conv, turn, loaded.version, change, dedupe, trace)
+            .await
+        {
+            Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
+            // Someone else moved the conversation on: this update is not in
+            // the stored state, so ask the platform to deliver it again.
+            Saved::Stale => Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Conflict,
+                "the conversation moved on while the bot worked; redeliver",
+            )),
+            // Never acknowledge a snapshot that is nowhere durable: keep it
+            // in the spool, or have the update redelivered.
+            Saved::Failed(change) => {
+                if !self.spool_degraded(conv, change).await {
+                    return Err(Reject::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Outcome::Unavailable,
+                        "the snapshot could not be stored; redeliver",
+                    ));
+                }
+                trace.outcome = Outcome::Degraded;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn recorded_response(recorded: RecordedResponse) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(recorded.body)));
+    *resp.status_mut() = recorded.status;
+    let headers = resp.headers_mut();
+    for (name, value) in recorded.headers {
+        headers.append(name, value);
+    }
+    resp
 }

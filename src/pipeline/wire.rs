@@ -1,0 +1,111 @@
+//! The wire contract's two stages on the request path: inject the
+//! snapshot (and the verification kind) into the request, capture the bot's
+//! report from its answer and strip every trace of it.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_ENCODING};
+use http::request::Parts;
+use serde_json::Value;
+use tracing::warn;
+
+use super::reject::Reject;
+use super::{body, Answer, Pipeline};
+use crate::contract::{self, BodyReport, CaptureError, Injection, StateChange};
+use crate::coord::Turns;
+use crate::key::ConvKey;
+use crate::metrics::SaveResult;
+use crate::store::Store;
+use crate::verify::VerifyKind;
+
+impl<S: Store, T: Turns> Pipeline<S, T> {
+    /// Puts the snapshot and the verification kind into the request; in body
+    /// mode the client's member is replaced or removed. Returns the body.
+    pub(super) fn inject(
+        &self,
+        parts: &mut Parts,
+        body: Bytes,
+        json: Option<&mut Value>,
+        injection: Option<&Injection<'_>>,
+        verified: Option<VerifyKind>,
+    ) -> Bytes {
+        let (body, state_in_body) = if self.body_mode() {
+            body::set_member(json, body, &self.settings.body_field, injection)
+        } else {
+            (body, false)
+        };
+        if let Some(inj) = injection {
+            contract::inject_headers(&mut parts.headers, inj, !state_in_body);
+        }
+        if let Some(kind) = verified {
+            parts.headers.insert(
+                HeaderName::from_static(contract::HEADER_VERIFIED),
+                HeaderValue::from_static(kind.as_str()),
+            );
+        }
+        contract::fix_content_length(&mut parts.headers, body.len());
+        body
+    }
+
+    /// Reads the bot's report and strips it from the answer. A body-mode
+    /// answer that cannot be stripped (compressed, or JSON that mentions the
+    /// member but does not parse) never leaves: 502.
+    pub(super) fn capture(
+        &self,
+        answer: &mut Answer,
+        conv: Option<&ConvKey>,
+    ) -> Result<StateChange, Reject> {
+        let Answer { parts, body } = answer;
+        let shown = conv.map_or_else(
+            || "-".to_string(),
+            |k| k.display(self.settings.reveal_ids).to_string(),
+        );
+        let max = self.settings.max_state_bytes;
+        let mut change = contract::capture_headers(&parts.headers, max);
+        if self.body_mode() {
+            let encoded = parts
+                .headers
+                .get(CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            let report = if encoded {
+                BodyReport::Unreadable
+            } else {
+                contract::capture_body(body, &self.settings.body_field, max)
+            };
+            match report {
+                BodyReport::Absent => {}
+                BodyReport::Found(new_body, from_body) => {
+                    *body = new_body;
+                    contract::fix_content_length(&mut parts.headers, body.len());
+                    change = merge_changes(change, from_body);
+                }
+                BodyReport::Unreadable => {
+                    self.metrics.save(SaveResult::Rejected);
+                    warn!(key = %shown, compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
+                    return Err(Reject::bad_gateway("the bot's answer could not be read"));
+                }
+            }
+        }
+        contract::strip_reserved(&mut parts.headers);
+        match change {
+            Ok(change) => Ok(change),
+            Err(e) => {
+                self.metrics.save(SaveResult::Rejected);
+                warn!(key = %shown, reason = %e, "snapshot not stored: the previous one stays");
+                Ok(StateChange::Keep)
+            }
+        }
+    }
+}
+
+/// Body mode: a clear from either place wins; otherwise the body field's
+/// state wins over the header's.
+fn merge_changes(
+    header: Result<StateChange, CaptureError>,
+    body: Result<StateChange, CaptureError>,
+) -> Result<StateChange, CaptureError> {
+    match (header, body) {
+        (Ok(StateChange::Clear), _) | (_, Ok(StateChange::Clear)) => Ok(StateChange::Clear),
+        (h, Ok(StateChange::Keep)) => h,
+        (_, b) => b,
+    }
+}
