@@ -74,7 +74,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 config.store.tls_ca.as_deref(),
                 config.store.op_timeout,
                 &config.store.key_prefix,
-                (config.store.breaker_failures, config.store.breaker_cooldown),
+                (
+                    config.store.breaker_failures.get(),
+                    config.store.breaker_cooldown,
+                ),
             )
             .map_err(StartupError::Store)?;
             let store = RedisStore::new(
@@ -144,7 +147,7 @@ async fn run<S: Store, T: Turns>(
     let admin = Arc::new(Admin::new(
         Arc::clone(&pipeline),
         config.admin.token.clone(),
-        config.store.max_state_bytes as usize,
+        config.store.max_state_bytes.get() as usize,
         config.store.lock_wait,
     ));
 
@@ -178,7 +181,7 @@ async fn run<S: Store, T: Turns>(
     );
 
     let settings = ServerSettings {
-        max_connections: config.server.max_connections,
+        max_connections: config.server.max_connections.get(),
         header_timeout: config.server.header_timeout,
         shutdown_grace: config.server.shutdown_grace,
         tls,

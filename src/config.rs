@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,12 +63,12 @@ pub struct ServerConfig {
     /// Webhook ingress address.
     pub listen: SocketAddr,
     /// Larger request bodies on matched routes: 413, bot not called.
-    pub max_body_bytes: u64,
+    pub max_body_bytes: NonZeroU64,
     /// Optional HTTPS termination.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Open connections beyond this are closed at once (load shedding).
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// A client must send its complete request head within this.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -94,9 +95,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            max_body_bytes: 1_048_576,
+            max_body_bytes: nonzero::MAX_BODY_BYTES,
             tls: Default::default(),
-            max_connections: 4096,
+            max_connections: nonzero::MAX_CONNECTIONS,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -181,7 +182,7 @@ pub struct StoreConfig {
     /// Sliding: refreshed on every request of the conversation.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
-    pub max_state_bytes: u64,
+    pub max_state_bytes: NonZeroU64,
     pub on_unavailable: OnUnavailable,
     /// Exit at startup when the store cannot be reached.
     pub require_at_startup: bool,
@@ -204,7 +205,7 @@ pub struct StoreConfig {
     pub op_timeout: Duration,
     /// Redis only: consecutive failed operations that open the circuit
     /// breaker (then operations fail at once for `breaker_cooldown`).
-    pub breaker_failures: u32,
+    pub breaker_failures: NonZeroU32,
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
     /// With `on_unavailable = "passthrough"` and Redis: where snapshots
@@ -227,7 +228,7 @@ impl Default for StoreConfig {
             url_env: Default::default(),
             key_prefix: "statehold".into(),
             ttl: Duration::from_secs(24 * 3600),
-            max_state_bytes: 65_536,
+            max_state_bytes: nonzero::MAX_STATE_BYTES,
             on_unavailable: OnUnavailable::Reject,
             require_at_startup: Default::default(),
             dedupe_window: Duration::from_secs(24 * 3600),
@@ -236,7 +237,7 @@ impl Default for StoreConfig {
             cache_bytes: 8 * 1_048_576,
             lock_lease: Duration::from_secs(5),
             op_timeout: Duration::from_secs(1),
-            breaker_failures: 3,
+            breaker_failures: nonzero::BREAKER_FAILURES,
             breaker_cooldown: Duration::from_secs(1),
             spool_path: PathBuf::from("./data/spool.db"),
             spool_max: 10_000,
@@ -590,18 +591,6 @@ impl Config {
                 Ok(())
             }
         };
-        if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::new(
-                "server.max_body_bytes",
-                "must be greater than zero",
-            ));
-        }
-        if self.server.max_connections == 0 {
-            return Err(ConfigError::new(
-                "server.max_connections",
-                "must be greater than zero",
-            ));
-        }
         positive("server.header_timeout", self.server.header_timeout)?;
         positive("server.body_timeout", self.server.body_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;
@@ -617,12 +606,6 @@ impl Config {
         positive("store.lock_lease", self.store.lock_lease)?;
         positive("store.op_timeout", self.store.op_timeout)?;
         positive("store.breaker_cooldown", self.store.breaker_cooldown)?;
-        if self.store.breaker_failures == 0 {
-            return Err(ConfigError::new(
-                "store.breaker_failures",
-                "must be greater than zero",
-            ));
-        }
         if let Some(ca) = &self.store.tls_ca {
             if !ca.is_file() {
                 return Err(ConfigError::new(
@@ -651,12 +634,6 @@ impl Config {
         crate::upstream::UpstreamTarget::parse(&self.upstream.url)
             .map_err(|e| ConfigError::new("upstream.url", e))?;
 
-        if self.store.max_state_bytes == 0 {
-            return Err(ConfigError::new(
-                "store.max_state_bytes",
-                "must be greater than zero",
-            ));
-        }
         if self.store.key_prefix.is_empty() || !self.store.key_prefix.chars().all(is_name_char) {
             return Err(ConfigError::new(
                 "store.key_prefix",
@@ -738,13 +715,13 @@ impl Config {
                 return Err(ConfigError::new(key, "must not be blank"));
             }
         }
-        if self.server.max_buffered_bytes < self.server.max_body_bytes {
+        if self.server.max_buffered_bytes < self.server.max_body_bytes.get() {
             return Err(ConfigError::new(
                 "server.max_buffered_bytes",
                 "must be at least server.max_body_bytes",
             ));
         }
-        if self.server.max_body_bytes > MAX_BODY_LIMIT {
+        if self.server.max_body_bytes.get() > MAX_BODY_LIMIT {
             return Err(ConfigError::new(
                 "server.max_body_bytes",
                 format!("must be at most {MAX_BODY_LIMIT}"),
@@ -778,6 +755,15 @@ impl Config {
     pub fn redacted_store_url(&self) -> Option<String> {
         self.store.url.as_ref().map(|u| redact_url(u.expose()))
     }
+}
+
+/// Non-zero defaults, checked when the crate compiles.
+mod nonzero {
+    use super::*;
+    pub const MAX_BODY_BYTES: NonZeroU64 = NonZeroU64::new(1_048_576).unwrap();
+    pub const MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+    pub const MAX_STATE_BYTES: NonZeroU64 = NonZeroU64::new(65_536).unwrap();
+    pub const BREAKER_FAILURES: NonZeroU32 = NonZeroU32::new(3).unwrap();
 }
 
 /// Largest `server.max_body_bytes` (the buffer budget counts in u32 steps).
@@ -917,6 +903,21 @@ key = ["json:/message/from/id"]
         let c = with("1h30m").unwrap();
         let again = parse(&c.to_masked_toml()).expect("printed config parses");
         assert_eq!(again.store.ttl, c.store.ttl);
+    }
+
+    #[test]
+    fn zero_where_zero_cannot_work_is_named() {
+        for (table, key) in [
+            ("server", "max_body_bytes"),
+            ("server", "max_connections"),
+            ("store", "max_state_bytes"),
+            ("store", "breaker_failures"),
+        ] {
+            let text = format!("[{table}]\n{key} = 0\n[upstream]\nurl = \"http://127.0.0.1:1\"\n");
+            let err = parse(&text).expect_err(key);
+            assert_eq!(err.key, format!("{table}.{key}"));
+            assert!(err.message.contains("nonzero"), "{err}");
+        }
     }
 
     #[test]

@@ -180,9 +180,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
             settings: Settings {
-                max_body_bytes: config.server.max_body_bytes,
+                max_body_bytes: config.server.max_body_bytes.get(),
                 body_timeout: config.server.body_timeout,
-                max_state_bytes: config.store.max_state_bytes as usize,
+                max_state_bytes: config.store.max_state_bytes.get() as usize,
                 on_unavailable: config.store.on_unavailable,
                 lock_wait: config.store.lock_wait,
                 mode: config.contract.mode,
