@@ -60,10 +60,11 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched};
-use crate::contract::{self, Injection, LoadStatus, StateChange};
+use crate::contract::{self, StateChange};
 use crate::coord::Turns;
 use crate::framing::Flaw;
 use crate::key::ConvKey;
@@ -72,7 +73,7 @@ pub use crate::outcome::Outcome;
 use crate::spool::Spool;
 use crate::store::{Loaded, Store};
 use crate::upstream::Upstream;
-use crate::verify::HeadVerdict;
+use crate::verify::{HeadVerdict, VerifyKind};
 use admit::normalize_uri;
 pub use reject::Reject;
 use route::{Route, Routes};
@@ -148,6 +149,14 @@ struct Keyed {
 struct Held<U> {
     turn: Option<U>,
     loaded: Option<Loaded>,
+}
+
+/// A route request that passed verification, with its body.
+struct Admitted {
+    parts: Parts,
+    body: Bytes,
+    json: Option<Value>,
+    verified: Option<VerifyKind>,
 }
 
 /// The bot's answer, buffered.
@@ -361,30 +370,41 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             drop(json);
             return self.keyless(route, parts, body, conn, trace).await;
         };
+        let admitted = Admitted {
+            parts,
+            body,
+            json,
+            verified,
+        };
+        self.keyed(admitted, keyed, conn, trace).await
+    }
+
+    /// The rest of a keyed request: turn, load and dedupe, inject, the
+    /// bot, capture, save.
+    async fn keyed(
+        &self,
+        admitted: Admitted,
+        keyed: Keyed,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Reject> {
+        let Admitted {
+            mut parts,
+            body,
+            mut json,
+            verified,
+        } = admitted;
         let conv = keyed.conv.clone();
         trace.key = Some(conv.clone());
         // turn + load + dedupe
         let dedupe_id = keyed.dedupe.as_ref().map(|(id, _)| id.as_str());
         let held = self.turn_and_load(&conv, dedupe_id, trace).await?;
-        let loaded = &held.loaded;
-        if let Some(recorded) = loaded.as_ref().and_then(|l| l.duplicate.clone()) {
+        if let Some(recorded) = held.loaded.as_ref().and_then(|l| l.duplicate.clone()) {
             let digest = keyed.dedupe.as_ref().map(|(_, d)| d);
             return self.answer_duplicate(&conv, recorded, digest, trace);
         }
         // inject
-        let status = match loaded {
-            Some(l) if l.state.is_some() => LoadStatus::Restored,
-            Some(_) => LoadStatus::New,
-            None => LoadStatus::Degraded,
-        };
-        let empty = Loaded::default();
-        let loaded_ref = loaded.as_ref().unwrap_or(&empty);
-        let injection = Injection {
-            key: &conv,
-            version: loaded_ref.visible_version(),
-            status,
-            state: loaded_ref.state.as_deref(),
-        };
+        let injection = wire::injection(&conv, held.loaded.as_ref());
         let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified);
         drop(json);
         // upstream

@@ -10,10 +10,11 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::{body, Answer, Pipeline};
-use crate::contract::{self, BodyReport, CaptureError, Injection, StateChange};
+use crate::contract::{self, BodyReport, CaptureError, Injection, LoadStatus, StateChange};
 use crate::coord::Turns;
 use crate::key::ConvKey;
 use crate::metrics::SaveResult;
+use crate::store::Loaded;
 use crate::store::Store;
 use crate::verify::VerifyKind;
 
@@ -94,6 +95,26 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 Ok(StateChange::Keep)
             }
         }
+    }
+}
+
+/// What the bot is told of the conversation (`loaded` is `None` while the
+/// store is out).
+pub(super) fn injection<'a>(conv: &'a ConvKey, loaded: Option<&'a Loaded>) -> Injection<'a> {
+    let (status, version, state) = match loaded {
+        Some(l) if l.state.is_some() => (
+            LoadStatus::Restored,
+            l.visible_version(),
+            l.state.as_deref(),
+        ),
+        Some(l) => (LoadStatus::New, l.visible_version(), None),
+        None => (LoadStatus::Degraded, 0, None),
+    };
+    Injection {
+        key: conv,
+        version,
+        status,
+        state,
     }
 }
 
