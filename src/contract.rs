@@ -263,21 +263,14 @@ pub fn capture_body(body: &[u8], pointer: &str, max: usize) -> BodyReport {
     if !looks_like_json(body) {
         return BodyReport::Absent;
     }
-    let (parents, last) = split_pointer(pointer);
     let Ok(mut json) = serde_json::from_slice::<Value>(body) else {
-        return if mentions(body, &last) {
+        return if mentions(body, &split_pointer(pointer).1) {
             BodyReport::Unreadable
         } else {
             BodyReport::Absent
         };
     };
-    let mut target = json.as_object_mut();
-    for token in &parents {
-        target = target
-            .and_then(|t| t.get_mut(token))
-            .and_then(Value::as_object_mut);
-    }
-    let Some(member) = target.and_then(|t| t.shift_remove(&last)) else {
+    let Some(member) = take_member(&mut json, pointer) else {
         return BodyReport::Absent;
     };
     let change = field_change(member, max);
@@ -287,8 +280,8 @@ pub fn capture_body(body: &[u8], pointer: &str, max: usize) -> BodyReport {
     }
 }
 
-/// Removes the member at `pointer` from a parsed body; true when there was one.
-pub fn remove_member(body: &mut Value, pointer: &str) -> bool {
+/// Removes and returns the member at `pointer` of a parsed body, if any.
+pub fn take_member(body: &mut Value, pointer: &str) -> Option<Value> {
     let (parents, last) = split_pointer(pointer);
     let mut target = body.as_object_mut();
     for token in &parents {
@@ -296,7 +289,7 @@ pub fn remove_member(body: &mut Value, pointer: &str) -> bool {
             .and_then(|t| t.get_mut(token))
             .and_then(Value::as_object_mut);
     }
-    target.and_then(|t| t.shift_remove(&last)).is_some()
+    target.and_then(|t| t.shift_remove(&last))
 }
 
 /// Whether some lenient JSON parser could read `body` as a JSON document

@@ -17,7 +17,8 @@ use tracing::{debug, info, warn};
 
 use crate::coord::Turns;
 use crate::framing::{Ambiguous, HeadScanner};
-use crate::pipeline::{ConnInfo, Outcome, Pipeline};
+use crate::outcome::Outcome;
+use crate::pipeline::{ConnInfo, Pipeline};
 use crate::store::Store;
 
 /// Listener settings from `[server]`.

@@ -10,11 +10,12 @@ use http::{StatusCode, Uri};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::reject::{Outcome, Reject};
+use super::reject::Reject;
 use super::route::Route;
 use super::{Keyed, Pipeline};
 use crate::coord::Turns;
 use crate::key::{self, ConvKey, RequestParts};
+use crate::outcome::Outcome;
 use crate::store::Store;
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
 

@@ -19,8 +19,9 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::budget::{Budget, Lease};
-use super::reject::{Outcome, Reject};
+use super::reject::Reject;
 use crate::contract;
+use crate::outcome::Outcome;
 
 /// A buffered body and the budget it holds until the request ends.
 pub struct Buffered {
@@ -110,29 +111,28 @@ pub fn parse_json(body: &[u8], needed: bool) -> Result<Option<Value>, Reject> {
 /// Body mode, request side: the client's member is replaced by `field`
 /// (keyed requests) or removed (keyless ones). Returns the body to forward
 /// and whether `field` is in it; the body is re-serialized only when it
-/// changed.
+/// changed. A body that cannot be re-serialized is refused: the old one
+/// may carry the client's member.
 pub fn set_member(
     json: Option<&mut Value>,
     body: Bytes,
     pointer: &str,
     field: Option<&contract::Injection<'_>>,
-) -> (Bytes, bool) {
+) -> Result<(Bytes, bool), Reject> {
     let Some(doc) = json else {
-        return (body, false);
+        return Ok((body, false));
     };
     let (changed, injected) = match field {
         Some(inj) => {
             let injected = contract::inject_body(doc, pointer, inj);
             (injected, injected)
         }
-        None => (contract::remove_member(doc, pointer), false),
+        None => (contract::take_member(doc, pointer).is_some(), false),
     };
     if !changed {
-        return (body, false);
+        return Ok((body, false));
     }
-    match serde_json::to_vec(doc) {
-        Ok(v) => (Bytes::from(v), injected),
-        // Not reachable for a parsed Value; never forward the old body then.
-        Err(_) => (Bytes::new(), false),
-    }
+    let rewritten = serde_json::to_vec(doc)
+        .map_err(|e| Reject::bad_request("the body cannot be re-encoded").detail(e))?;
+    Ok((Bytes::from(rewritten), injected))
 }

@@ -11,10 +11,11 @@ use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use tracing::warn;
 
-use super::reject::{Outcome, Reject};
+use super::reject::Reject;
 use super::{Answer, Body, ConnInfo, Pipeline, Trace};
 use crate::contract;
 use crate::coord::Turns;
+use crate::outcome::Outcome;
 use crate::store::Store;
 use crate::upstream::{forward_headers, strip_hop_by_hop, UpstreamError};
 

@@ -69,7 +69,7 @@ use crate::coord::Turns;
 use crate::framing::Flaw;
 use crate::key::ConvKey;
 use crate::metrics::{Metrics, SaveResult};
-pub use crate::outcome::Outcome;
+use crate::outcome::Outcome;
 use crate::spool::Spool;
 use crate::store::{Loaded, Store};
 use crate::upstream::Upstream;
@@ -366,7 +366,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         // key
         let mut json = body::parse_json(&body, route.needs_json || self.body_mode())?;
         let Some(keyed) = self.keys(route, &parts, &body, json.as_ref())? else {
-            let body = self.inject(&mut parts, body, json.as_mut(), None, verified);
+            let body = self.inject(&mut parts, body, json.as_mut(), None, verified)?;
             drop(json);
             return self.keyless(route, parts, body, conn, trace).await;
         };
@@ -405,7 +405,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
         // inject
         let injection = wire::injection(&conv, held.loaded.as_ref());
-        let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified);
+        let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified)?;
         drop(json);
         // upstream
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;

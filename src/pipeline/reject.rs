@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use super::Body;
-pub use crate::outcome::Outcome;
+use crate::outcome::Outcome;
 
 /// An answer statehold gives by itself.
 pub struct Reject {

@@ -8,13 +8,14 @@ use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use tracing::{info, warn};
 
-use super::reject::{Outcome, Reject};
+use super::reject::Reject;
 use super::{Answer, Body, Held, Keyed, Pipeline, Saved, Trace};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
 use crate::coord::{commit_and_release, Turn, TurnError, Turns};
 use crate::key::ConvKey;
 use crate::metrics::{LoadResult, SaveResult, StoreOp};
+use crate::outcome::Outcome;
 use crate::store::{CommitOutcome, Loaded, RecordedResponse, Store};
 
 impl<S: Store, T: Turns> Pipeline<S, T> {

@@ -28,9 +28,9 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         json: Option<&mut Value>,
         injection: Option<&Injection<'_>>,
         verified: Option<VerifyKind>,
-    ) -> Bytes {
+    ) -> Result<Bytes, Reject> {
         let (body, state_in_body) = if self.body_mode() {
-            body::set_member(json, body, &self.settings.body_field, injection)
+            body::set_member(json, body, &self.settings.body_field, injection)?
         } else {
             (body, false)
         };
@@ -44,7 +44,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             );
         }
         contract::fix_content_length(&mut parts.headers, body.len());
-        body
+        Ok(body)
     }
 
     /// Reads the bot's report and strips it from the answer. A body-mode
@@ -56,10 +56,13 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         conv: Option<&ConvKey>,
     ) -> Result<StateChange, Reject> {
         let Answer { parts, body } = answer;
-        let shown = conv.map_or_else(
-            || "-".to_string(),
-            |k| k.display(self.settings.reveal_ids).to_string(),
-        );
+        // Formatted only when a line is logged (tracing evaluates fields lazily).
+        let shown = || {
+            conv.map_or_else(
+                || "-".to_string(),
+                |k| k.display(self.settings.reveal_ids).to_string(),
+            )
+        };
         let max = self.settings.max_state_bytes;
         let mut change = contract::capture_headers(&parts.headers, max);
         if self.body_mode() {
@@ -81,7 +84,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 }
                 BodyReport::Unreadable => {
                     self.metrics.save(SaveResult::Rejected);
-                    warn!(key = %shown, compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
+                    warn!(key = %shown(), compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
                     return Err(Reject::bad_gateway("the bot's answer could not be read"));
                 }
             }
@@ -91,7 +94,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             Ok(change) => Ok(change),
             Err(e) => {
                 self.metrics.save(SaveResult::Rejected);
-                warn!(key = %shown, reason = %e, "snapshot not stored: the previous one stays");
+                warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
                 Ok(StateChange::Keep)
             }
         }

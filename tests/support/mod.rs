@@ -463,26 +463,31 @@ impl Statehold {
     /// The value of one metric line, e.g. `statehold_dedupe_hits_total`.
     /// Like [`Statehold::metric`], 0 for a series not rendered yet.
     pub fn metric_or_zero(&self, series: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        series_value(&self.metrics(), series).unwrap_or(0.0)
     }
 
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.metrics();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+        series_value(&text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))
     }
+}
+
+/// The value of one series in a Prometheus text exposition.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The first header named `name` (any case) in a list of header lines.
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 // ---------------------------------------------------------------- redis
@@ -612,10 +617,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {

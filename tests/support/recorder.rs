@@ -22,10 +22,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::find_header(&self.headers, name)
     }
 
     /// Header names as a WSGI/CGI server sees them: upper case, `-` as `_`.
@@ -163,12 +160,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Recorded> {
         let (n, v) = h.split_once(':')?;
         headers.push((n.to_string(), v.trim().to_string()));
     }
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _): &&(String, String)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let find = |name: &str| super::find_header(&headers, name).map(str::to_string);
     let mut body = Vec::new();
     if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.resize(len, 0);
