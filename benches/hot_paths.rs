@@ -15,11 +15,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use statehold::backend::embedded::EmbeddedBackend;
+use statehold::backend::{Backend, Commit, Held, StateChange};
 use statehold::contract::{self, Injection, LoadStatus};
 use statehold::key::{first_present, ConvKey, KeySource, RequestParts};
 use statehold::presets::Preset;
-use statehold::store::embedded::EmbeddedStore;
-use statehold::store::{Commit, StateChange, Store};
 
 const TELEGRAM: &str = r#"{"update_id":10000,"message":{"date":1441645532,"chat":{"id":1111111,"type":"private","first_name":"Test","last_name":"Testov","username":"Test"},"message_id":1365,"from":{"id":1111111,"is_bot":false,"first_name":"Test","last_name":"Testov","username":"Test","language_code":"en"},"text":"I would like to book a table for four people tomorrow evening at eight, preferably by the window, and please note that one of us is vegetarian and another has a nut allergy, so the kitchen should be told in advance. Also, could you confirm whether there is parking nearby and if the restaurant is wheelchair accessible? Thank you very much for your help with this booking, it is for a birthday.","entities":[{"offset":0,"length":1,"type":"bold"}]}}"#;
 
@@ -128,16 +128,17 @@ fn contract_codec(c: &mut Criterion) {
     g.finish();
 }
 
-/// An unfenced commit storing `state`.
+/// A commit storing `state`.
 fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
     Commit {
         expected_version,
-        fence: 0,
         change: StateChange::Put(state),
         dedupe: None,
-        ends_turn: false,
     }
 }
+
+/// No turn in these benches waits on another.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn embedded_store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -147,40 +148,41 @@ fn embedded_store(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let hour = Duration::from_secs(3600);
-    let store =
-        Arc::new(EmbeddedStore::open(&dir.path().join("bench.db"), hour, hour, 32 << 20).unwrap());
+    let store = Arc::new(
+        EmbeddedBackend::open(&dir.path().join("bench.db"), hour, hour, 32 << 20).unwrap(),
+    );
     let state = Bytes::from(snapshot_500());
     // 10,000 stored conversations.
     rt.block_on(async {
         for i in 0..10_000 {
             let key = ConvKey::new("b", &i.to_string());
-            let commit = put(state.clone(), None);
-            store.commit(&key, commit).await.unwrap();
+            let (held, _) = store.begin(&key, WAIT, None).await.unwrap();
+            held.finish(put(state.clone(), None)).await.unwrap();
         }
     });
     let mut g = c.benchmark_group("embedded");
     let mut i = 0u64;
-    g.bench_function("load/500B", |b| {
+    g.bench_function("begin (turn + load)/500B", |b| {
         b.iter(|| {
             i = (i + 7919) % 10_000;
             let key = ConvKey::new("b", &i.to_string());
-            black_box(rt.block_on(store.load(&key, Some("u"))).unwrap())
+            black_box(rt.block_on(store.begin(&key, WAIT, Some("u"))).unwrap())
         })
     });
-    g.bench_function("load+commit/500B (fsync)", |b| {
+    g.bench_function("begin+finish/500B (fsync)", |b| {
         b.iter(|| {
             i = (i + 7919) % 10_000;
             let key = ConvKey::new("b", &i.to_string());
             rt.block_on(async {
-                let loaded = store.load(&key, None).await.unwrap();
+                let (held, loaded) = store.begin(&key, WAIT, None).await.unwrap();
                 let commit = put(state.clone(), Some(loaded.version));
-                black_box(store.commit(&key, commit).await.unwrap())
+                black_box(held.finish(commit).await.unwrap())
             })
         })
     });
     // 32 concurrent commits share fsyncs through group commit.
     g.throughput(Throughput::Elements(32));
-    g.bench_function("32 concurrent load+commit", |b| {
+    g.bench_function("32 concurrent begin+finish", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let tasks: Vec<_> = (0..32)
@@ -189,9 +191,9 @@ fn embedded_store(c: &mut Criterion) {
                         let state = state.clone();
                         tokio::spawn(async move {
                             let key = ConvKey::new("b", &j.to_string());
-                            let loaded = store.load(&key, None).await.unwrap();
+                            let (held, loaded) = store.begin(&key, WAIT, None).await.unwrap();
                             let commit = put(state, Some(loaded.version));
-                            store.commit(&key, commit).await.unwrap()
+                            held.finish(commit).await.unwrap()
                         })
                     })
                     .collect();

@@ -684,11 +684,11 @@ http {{
 
 /// Stores `n` conversations through the embedded store's own API.
 fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result<(), String> {
+    use statehold::backend::{Backend, Commit, Held, StateChange};
     use statehold::key::ConvKey;
-    use statehold::store::{Commit, StateChange, Store};
     let day = Duration::from_secs(86_400);
     let store = Arc::new(
-        statehold::store::embedded::EmbeddedStore::open(path, day, day, 32 << 20)
+        statehold::backend::embedded::EmbeddedBackend::open(path, day, day, 32 << 20)
             .map_err(|e| e.to_string())?,
     );
     let state = Bytes::from(snapshot());
@@ -702,12 +702,14 @@ fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result
                         let key = ConvKey::new("tg", &i.to_string());
                         let commit = Commit {
                             expected_version: None,
-                            fence: 0,
                             change: StateChange::Put(state),
                             dedupe: None,
-                            ends_turn: false,
                         };
-                        store.commit(&key, commit).await.is_ok()
+                        let wait = Duration::from_secs(5);
+                        match store.begin(&key, wait, None).await {
+                            Ok((held, _)) => held.finish(commit).await.is_ok(),
+                            Err(_) => false,
+                        }
                     })
                 })
                 .collect();

@@ -22,15 +22,14 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::backend::{Backend, Commit, CommitOutcome, Held};
 use crate::config::Secret;
 use crate::contract::StateChange;
-use crate::coord::{commit_and_release, Turns};
 use crate::key::ConvKey;
 use crate::pipeline::Pipeline;
-use crate::store::{CommitOutcome, Store};
 
-pub struct Admin<S, T> {
-    pipeline: Arc<Pipeline<S, T>>,
+pub struct Admin<B> {
+    pipeline: Arc<Pipeline<B>>,
     token: Option<Secret>,
     /// Set first on shutdown, so `/readyz` turns 503 before the listener stops.
     pub draining: AtomicBool,
@@ -40,13 +39,13 @@ pub struct Admin<S, T> {
 
 type AdminResponse = Response<Full<Bytes>>;
 
-impl<S: Store, T: Turns> Admin<S, T> {
+impl<B: Backend> Admin<B> {
     pub fn new(
-        pipeline: Arc<Pipeline<S, T>>,
+        pipeline: Arc<Pipeline<B>>,
         token: Option<Secret>,
         max_state_bytes: usize,
         lock_wait: Duration,
-    ) -> Admin<S, T> {
+    ) -> Admin<B> {
         Admin {
             pipeline,
             token,
@@ -114,7 +113,7 @@ impl<S: Store, T: Turns> Admin<S, T> {
             );
         }
         let store =
-            tokio::time::timeout(Duration::from_secs(2), self.pipeline.store().ping()).await;
+            tokio::time::timeout(Duration::from_secs(2), self.pipeline.backend().ping()).await;
         let store_ok = matches!(store, Ok(Ok(())));
         self.pipeline.metrics().set_store_up(store_ok);
         let upstream_ok = self.pipeline.upstream().reachable().await;
@@ -177,9 +176,8 @@ impl<S: Store, T: Turns> Admin<S, T> {
             );
         };
         let key = ConvKey::new(ns, &id);
-        let store = self.pipeline.store();
         match *req.method() {
-            Method::GET => match store.load(&key, None).await {
+            Method::GET => match self.pipeline.backend().load(&key).await {
                 Ok(loaded) => match loaded.state {
                     Some(state) => {
                         let state: serde_json::Value =
@@ -229,8 +227,9 @@ impl<S: Store, T: Turns> Admin<S, T> {
     }
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
-        let turn = match self.pipeline.turns().acquire(key, self.lock_wait).await {
-            Ok(t) => t,
+        let backend = self.pipeline.backend();
+        let held = match backend.begin(key, self.lock_wait, None).await {
+            Ok((held, _)) => held,
             Err(e) => {
                 return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -238,8 +237,12 @@ impl<S: Store, T: Turns> Admin<S, T> {
                 )
             }
         };
-        let store = self.pipeline.store();
-        match commit_and_release(store, key, turn, None, change, None).await {
+        let commit = Commit {
+            expected_version: None,
+            change,
+            dedupe: None,
+        };
+        match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {
                 info!(key = %key.display(false), version, "snapshot written through the admin API");
                 json_response(

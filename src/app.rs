@@ -1,6 +1,7 @@
-//! Wiring: builds the store, turns, upstream client and pipeline from a
-//! validated config, binds both listeners, runs the background purge, and
-//! shuts everything down in order when asked.
+//! Wiring: builds the backend, upstream client and pipeline from a
+//! validated config, serves on listeners bound by the caller ([`run`]) or
+//! by [`serve`], runs the background purge and write-back, and shuts
+//! everything down in order when asked.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -12,17 +13,15 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin::Admin;
-use crate::config::{Backend, Config, OnUnavailable};
-use crate::coord::{LocalTurns, RedisTurns, Turns};
+use crate::backend::embedded::{EmbeddedBackend, OpenError};
+use crate::backend::redis::{RedisBackend, RedisConn, Timings};
+use crate::backend::Backend;
+use crate::config::{BackendKind, Config, OnUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;
 use crate::pipeline::Pipeline;
-use crate::redis_conn::RedisConn;
 use crate::server::{self, ServerSettings};
 use crate::spool::Spool;
-use crate::store::embedded::{EmbeddedStore, OpenError};
-use crate::store::redis::RedisStore;
-use crate::store::Store;
 use crate::upstream::Upstream;
 
 /// Why `serve` could not start. Each message names what to fix.
@@ -44,83 +43,108 @@ pub enum StartupError {
     Setup(String),
 }
 
-/// Runs statehold until `shutdown` resolves. Returns once in-flight
-/// requests finished (or the grace period ran out).
+/// The two sockets statehold serves on. Bound by [`Listeners::bind`] from
+/// the config, or by the caller (tests bind port 0 and read the address).
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `admin.listen`.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartupError> {
+        let bind = |key: &'static str, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { key, addr, source })
+        };
+        Ok(Listeners {
+            proxy: bind("server.listen", config.server.listen).await?,
+            admin: bind("admin.listen", config.admin.listen).await?,
+        })
+    }
+}
+
+/// Binds the configured listeners and runs until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+    let listeners = Listeners::bind(&config).await?;
+    run(listeners, config, shutdown).await
+}
+
+/// Runs statehold on `listeners` until `shutdown` resolves: the one entry
+/// point of the binary and of in-process tests. Returns once in-flight
+/// requests finished (or the grace period ran out).
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
     match config.store.backend {
-        Backend::Embedded => {
-            let store = EmbeddedStore::open(
-                &config.store.path,
-                config.store.ttl,
-                config.store.dedupe_window,
-                config.store.cache_bytes as usize,
-            )
-            .map_err(|e| match e {
-                // The file cannot be created or opened where configured.
-                OpenError::Dir { .. } => StartupError::Config(e.to_string()),
-                OpenError::Db { .. } => StartupError::Store(e.to_string()),
-            })?;
-            run(config, store, LocalTurns::default(), shutdown).await
+        BackendKind::Embedded => {
+            let backend = open_embedded(&config)?;
+            run_with(listeners, config, backend, shutdown).await
         }
-        Backend::Redis => {
-            let url = config
-                .store
-                .url
-                .as_ref()
-                .map(|u| u.expose().to_string())
-                .unwrap_or_default();
-            let conn = RedisConn::new(
-                &url,
-                config.store.tls_ca.as_deref(),
-                config.store.op_timeout,
-                &config.store.key_prefix,
-                (
-                    config.store.breaker_failures.get(),
-                    config.store.breaker_cooldown,
-                ),
-            )
-            .map_err(StartupError::Store)?;
-            let store = RedisStore::new(
-                conn.clone(),
-                config.store.ttl,
-                config.store.dedupe_window,
-                config.store.lock_lease,
-            );
-            let shown = config.redacted_store_url().unwrap_or_default();
-            match store.ping().await {
-                Ok(()) => info!(url = %shown, "redis reachable"),
-                Err(e) if config.store.require_at_startup => {
-                    return Err(StartupError::Store(format!(
-                        "store.url {shown}: unreachable at startup and store.require_at_startup = true: {e}"
-                    )))
-                }
-                Err(e) => warn!(url = %shown, error = %e, "redis unreachable at startup; serving per store.on_unavailable until it is back"),
-            }
-            let turns = RedisTurns::new(
-                conn,
-                config.store.lock_lease,
-                config.store.lock_wait,
-                config.store.ttl,
-            );
-            run(config, store, turns, shutdown).await
+        BackendKind::Redis => {
+            let backend = connect_redis(&config).await?;
+            run_with(listeners, config, backend, shutdown).await
         }
     }
 }
 
-async fn run<S: Store, T: Turns>(
+fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
+    EmbeddedBackend::open(
+        &config.store.path,
+        config.store.ttl,
+        config.store.dedupe_window,
+        config.store.cache_bytes as usize,
+    )
+    .map_err(|e| match e {
+        // The file cannot be created or opened where configured.
+        OpenError::Dir { .. } => StartupError::Config(e.to_string()),
+        OpenError::Db { .. } => StartupError::Store(e.to_string()),
+    })
+}
+
+async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
+    let store = &config.store;
+    let url = store.url.as_ref().map(|u| u.expose()).unwrap_or_default();
+    let breaker = (store.breaker_failures.get(), store.breaker_cooldown);
+    let conn = RedisConn::new(
+        url,
+        store.tls_ca.as_deref(),
+        store.op_timeout,
+        &store.key_prefix,
+        breaker,
+    )
+    .map_err(|e| StartupError::Store(e.to_string()))?;
+    let timings = Timings {
+        ttl: store.ttl,
+        dedupe_window: store.dedupe_window,
+        lease: store.lock_lease,
+        max_wait: store.lock_wait,
+    };
+    let backend = RedisBackend::new(conn, timings);
+    let shown = config.redacted_store_url().unwrap_or_default();
+    match backend.ping().await {
+        Ok(()) => info!(url = %shown, "redis reachable"),
+        Err(e) if store.require_at_startup => {
+            return Err(StartupError::Store(format!(
+                "store.url {shown}: unreachable at startup and store.require_at_startup = true: {e}"
+            )))
+        }
+        Err(e) => {
+            warn!(url = %shown, error = %e, "redis unreachable at startup; serving per store.on_unavailable until it is back")
+        }
+    }
+    Ok(backend)
+}
+
+async fn run_with<B: Backend>(
+    listeners: Listeners,
     config: Config,
-    store: S,
-    turns: T,
+    backend: B,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
-    let bind = |key: &'static str, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { key, addr, source })
-    };
-    let listener = bind("server.listen", config.server.listen).await?;
-    let admin_listener = bind("admin.listen", config.admin.listen).await?;
-
     let tls = match &config.server.tls {
         Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartupError::Setup)?),
         None => None,
@@ -131,7 +155,7 @@ async fn run<S: Store, T: Turns>(
     // A spool only makes sense where the store is remote and requests pass
     // through while it is out.
     let spool = match (config.store.backend, config.store.on_unavailable) {
-        (Backend::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
+        (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
             Spool::open(&config.store.spool_path, config.store.spool_max)
                 .map_err(|e| StartupError::Config(e.to_string()))?,
         )),
@@ -141,8 +165,7 @@ async fn run<S: Store, T: Turns>(
         metrics.set_spool_depth(spool.depth());
     }
     let pipeline = Arc::new(
-        Pipeline::new(&config, store, turns, upstream, metrics, spool)
-            .map_err(StartupError::Setup)?,
+        Pipeline::new(&config, backend, upstream, metrics, spool).map_err(StartupError::Setup)?,
     );
     let admin = Arc::new(Admin::new(
         Arc::clone(&pipeline),
@@ -156,7 +179,8 @@ async fn run<S: Store, T: Turns>(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let admin_task = tokio::spawn(Arc::clone(&admin).run(admin_listener, stopped(stop_rx.clone())));
+    let admin_task =
+        tokio::spawn(Arc::clone(&admin).run(listeners.admin, stopped(stop_rx.clone())));
     let spool_task = tokio::spawn(write_back_loop(
         Arc::clone(&pipeline),
         stopped(stop_rx.clone()),
@@ -195,10 +219,16 @@ async fn run<S: Store, T: Turns>(
             info!("shutdown requested");
         }
     };
-    let drained = server::run(listener, Arc::clone(&pipeline), settings, proxy_shutdown).await;
+    let drained = server::run(
+        listeners.proxy,
+        Arc::clone(&pipeline),
+        settings,
+        proxy_shutdown,
+    )
+    .await;
     // Hand released turns over before exiting, so other replicas do not
     // wait out our leases.
-    pipeline.turns().quiesce(Duration::from_secs(2)).await;
+    pipeline.backend().quiesce(Duration::from_secs(2)).await;
     // Every task holds a receiver until it returns; a send error would only
     // mean all of them are gone already.
     let _ = stop_tx.send(true);
@@ -216,7 +246,7 @@ async fn run<S: Store, T: Turns>(
     if let Some(spool) = pipeline.spool() {
         let last = tokio::time::timeout(
             Duration::from_secs(2),
-            spool.write_back(pipeline.store(), pipeline.turns(), pipeline.metrics()),
+            spool.write_back(pipeline.backend(), pipeline.metrics()),
         )
         .await;
         if last.is_err() {
@@ -234,10 +264,7 @@ async fn run<S: Store, T: Turns>(
 }
 
 /// Writes spooled snapshots back once the store answers again.
-async fn write_back_loop<S: Store, T: Turns>(
-    pipeline: Arc<Pipeline<S, T>>,
-    stop: impl Future<Output = ()>,
-) {
+async fn write_back_loop<B: Backend>(pipeline: Arc<Pipeline<B>>, stop: impl Future<Output = ()>) {
     let Some(spool) = pipeline.spool().cloned() else {
         return;
     };
@@ -247,11 +274,11 @@ async fn write_back_loop<S: Store, T: Turns>(
             _ = &mut stop => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        if spool.depth() == 0 || pipeline.store().ping().await.is_err() {
+        if spool.depth() == 0 || pipeline.backend().ping().await.is_err() {
             continue;
         }
         let settled = spool
-            .write_back(pipeline.store(), pipeline.turns(), pipeline.metrics())
+            .write_back(pipeline.backend(), pipeline.metrics())
             .await;
         let depth = spool.depth();
         pipeline.metrics().set_spool_depth(depth);
@@ -263,8 +290,8 @@ async fn write_back_loop<S: Store, T: Turns>(
 
 /// Deletes expired snapshots and dedupe records in the background, so
 /// expired data does not wait for a read to go away.
-async fn purge_loop<S: Store, T: Turns>(
-    pipeline: Arc<Pipeline<S, T>>,
+async fn purge_loop<B: Backend>(
+    pipeline: Arc<Pipeline<B>>,
     every: std::time::Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -276,7 +303,7 @@ async fn purge_loop<S: Store, T: Turns>(
             _ = &mut stop => return,
             _ = ticker.tick() => {}
         }
-        match pipeline.store().purge_expired().await {
+        match pipeline.backend().purge_expired().await {
             Ok(0) => {}
             Ok(n) => info!(purged = n, "expired records purged"),
             Err(e) => warn!(error = %e, "purge failed"),

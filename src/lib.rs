@@ -15,12 +15,8 @@
 //!   `<namespace>:<id>` conversation key with log masking.
 //! - [`verify`]: platform webhook authenticity, from the head, then the body.
 //! - [`path`]: request-path normalization before routes are matched.
-//! - [`coord`]: turn-taking, one request per conversation at a time
-//!   (in-process, or across replicas through Redis).
-//! - [`store`]: the `Store` trait and its backends ([`store::embedded`],
-//!   [`store::redis`]).
-//! - [`redis_conn`]: the shared Redis connection, its error classification
-//!   and circuit breaker, and the per-conversation key layout.
+//! - [`backend`]: where conversations live and how their turns are taken;
+//!   each backend one unit ([`backend::embedded`], [`backend::redis`]).
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
 //! - [`private_file`]: data files created 0600 in 0700 directories.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
@@ -37,9 +33,9 @@
 
 pub mod admin;
 pub mod app;
+pub mod backend;
 pub mod config;
 pub mod contract;
-pub mod coord;
 pub mod framing;
 pub mod key;
 pub mod metrics;
@@ -48,10 +44,8 @@ pub mod path;
 pub mod pipeline;
 pub mod presets;
 pub mod private_file;
-pub mod redis_conn;
 pub mod secret;
 pub mod server;
 pub mod spool;
-pub mod store;
 pub mod upstream;
 pub mod verify;

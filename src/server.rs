@@ -15,11 +15,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::coord::Turns;
+use crate::backend::Backend;
 use crate::framing::{Ambiguous, HeadScanner};
 use crate::outcome::Outcome;
 use crate::pipeline::{ConnInfo, Pipeline};
-use crate::store::Store;
 
 /// Listener settings from `[server]`.
 #[derive(Clone)]
@@ -33,9 +32,9 @@ pub struct ServerSettings {
 /// Serves until `shutdown` resolves, then stops accepting and gives
 /// in-flight requests `shutdown_grace` to finish. Returns whether they all
 /// finished in time.
-pub async fn run<S: Store, T: Turns>(
+pub async fn run<B: Backend>(
     listener: TcpListener,
-    pipeline: Arc<Pipeline<S, T>>,
+    pipeline: Arc<Pipeline<B>>,
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> bool {
@@ -130,10 +129,10 @@ async fn shed(mut stream: TcpStream) {
     .await;
 }
 
-async fn serve_connection<S: Store, T: Turns>(
+async fn serve_connection<B: Backend>(
     stream: TcpStream,
     peer: SocketAddr,
-    pipeline: Arc<Pipeline<S, T>>,
+    pipeline: Arc<Pipeline<B>>,
     settings: &ServerSettings,
     watcher: hyper_util::server::graceful::Watcher,
 ) {

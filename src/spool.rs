@@ -21,11 +21,10 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{info, warn};
 
+use crate::backend::{Backend, Commit, CommitOutcome, Held};
 use crate::contract::StateChange;
-use crate::coord::{commit_and_release, Turns};
 use crate::key::ConvKey;
 use crate::metrics::Metrics;
-use crate::store::{CommitOutcome, Store};
 
 /// `<ns>:<id>` → `has_base u8 | base u64 | change u8 ('p'|'c') | json`
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool");
@@ -154,12 +153,7 @@ impl Spool {
 
     /// Writes spooled snapshots back; stops at the first store failure.
     /// Returns how many entries were settled (written or dropped).
-    pub async fn write_back<S: Store, T: Turns>(
-        &self,
-        store: &S,
-        turns: &T,
-        metrics: &Metrics,
-    ) -> usize {
+    pub async fn write_back<B: Backend>(&self, backend: &B, metrics: &Metrics) -> usize {
         let entries = match self.entries() {
             Ok(e) => e,
             Err(e) => {
@@ -177,12 +171,16 @@ impl Spool {
                 continue;
             };
             let key = ConvKey::new(ns, id);
-            let Ok(turn) = turns.acquire(&key, Duration::from_secs(1)).await else {
+            let Ok((held, _)) = backend.begin(&key, Duration::from_secs(1), None).await else {
                 return settled;
             };
-            // Unknown base: only if nothing is stored.
-            let expected = Some(base.unwrap_or(0));
-            match commit_and_release(store, &key, turn, expected, change, None).await {
+            let commit = Commit {
+                // Unknown base: only if nothing is stored.
+                expected_version: Some(base.unwrap_or(0)),
+                change,
+                dedupe: None,
+            };
+            match held.finish(commit).await {
                 Ok(CommitOutcome::Committed { version }) => {
                     info!(key = %key.display(false), version, "spooled snapshot written back");
                     self.saw(&key, version);

@@ -73,3 +73,112 @@ fn top_level_modules_import_each_other_without_circles() {
         .collect();
     assert!(circles.is_empty(), "import circles through: {circles:?}");
 }
+
+/// Library sources (the demo bot aside), each with its text before any
+/// `#[cfg(test)]` module (tests aside).
+fn library_sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .filter(|f| !f.ends_with("bin/demo_bot.rs"))
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).expect("read source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            let name = f
+                .strip_prefix(&src)
+                .expect("under src")
+                .display()
+                .to_string();
+            (name, code)
+        })
+        .collect()
+}
+
+const MAX_FILE_LINES: usize = 400;
+const MAX_FN_LINES: usize = 60;
+
+#[test]
+fn no_source_file_is_over_400_lines() {
+    let over: Vec<String> = library_sources()
+        .iter()
+        .map(|(name, code)| (name, code.lines().count()))
+        .filter(|(_, n)| *n > MAX_FILE_LINES)
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    assert!(
+        over.is_empty(),
+        "files over {MAX_FILE_LINES} lines: {over:?}"
+    );
+}
+
+/// A function runs from its `fn` line to the first line that closes it at
+/// the same indentation (rustfmt's layout).
+fn function_lengths(code: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let words: Vec<&str> = trimmed.split_whitespace().collect();
+        let Some(fn_at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let qualifiers = &words[..fn_at];
+        let is_item = qualifiers
+            .iter()
+            .all(|w| w.starts_with("pub") || matches!(*w, "async" | "const" | "unsafe" | "extern"));
+        if !is_item || trimmed.ends_with(';') {
+            continue;
+        }
+        let close = " ".repeat(indent) + "}";
+        let end = lines[at..]
+            .iter()
+            .position(|l| l.starts_with(&close) && l[indent..].starts_with('}'))
+            .unwrap_or(0);
+        let name = words
+            .get(fn_at + 1)
+            .unwrap_or(&"?")
+            .split('(')
+            .next()
+            .unwrap_or("?");
+        out.push((name.split('<').next().unwrap_or("?").to_string(), end + 1));
+    }
+    out
+}
+
+#[test]
+fn no_function_is_over_60_lines() {
+    let mut over = Vec::new();
+    for (name, code) in library_sources() {
+        for (func, n) in function_lengths(&code) {
+            if n > MAX_FN_LINES {
+                over.push(format!("{name}: {func} ({n})"));
+            }
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "functions over {MAX_FN_LINES} lines: {over:#?}"
+    );
+}
+
+/// Errors are typed inside the library: a `String` error cannot be matched
+/// on, and loses its source.
+#[test]
+fn no_string_errors_in_the_library() {
+    let mut found = Vec::new();
+    for (name, code) in library_sources() {
+        if name == "main.rs" {
+            continue; // the binary's edge (anyhow)
+        }
+        for (n, line) in code.lines().enumerate() {
+            if line.contains(", String>") && line.contains("Result<") {
+                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "Result<_, String> in: {found:#?}");
+}

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use statehold::contract::{capture_body, decode_state, BodyReport, StateChange};
-use statehold::store::RecordedResponse;
+use statehold::backend::RecordedResponse;
 
 const MAX: usize = 4096;
 

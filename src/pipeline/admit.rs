@@ -13,13 +13,12 @@ use sha2::{Digest, Sha256};
 use super::reject::Reject;
 use super::route::Route;
 use super::{Keyed, Pipeline};
-use crate::coord::Turns;
+use crate::backend::Backend;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::outcome::Outcome;
-use crate::store::Store;
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
 
-impl<S: Store, T: Turns> Pipeline<S, T> {
+impl<B: Backend> Pipeline<B> {
     pub(super) fn verify_head(
         &self,
         route: &Route,
@@ -28,7 +27,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         let Some(verifier) = &route.verifier else {
             return Ok(None);
         };
-        let now = crate::store::now_ms() as i64 / 1000;
+        let now = crate::backend::now_ms() as i64 / 1000;
         verifier
             .check_head(&head_parts(route, parts), now)
             .map(Some)

@@ -13,13 +13,12 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::{Answer, Body, ConnInfo, Pipeline, Trace};
+use crate::backend::Backend;
 use crate::contract;
-use crate::coord::Turns;
 use crate::outcome::Outcome;
-use crate::store::Store;
 use crate::upstream::{forward_headers, strip_hop_by_hop, UpstreamError};
 
-impl<S: Store, T: Turns> Pipeline<S, T> {
+impl<B: Backend> Pipeline<B> {
     pub(super) fn trusted(&self, peer: std::net::IpAddr) -> bool {
         self.settings
             .trusted_proxies

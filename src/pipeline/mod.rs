@@ -17,18 +17,19 @@
 //! 6. **key**       conversation key and dedupe id ([`crate::key`]); an
 //!    ambiguous key is a 400. Keyless requests are forwarded without state
 //!    (body mode: the client's member removed) or refused (`on_missing_key`).
-//! 7. **turn**      wait for the conversation's turn ([`crate::coord`]); on
+//! 7. **turn**      wait for the conversation's turn ([`Backend::begin`]); on
 //!    Redis the same round trip also performs step 8 when the turn is free
-//! 8. **load + dedupe**  one store read: snapshot, sliding-TTL refresh and the
-//!    dedupe record. A redelivery with the same body is answered from the
+//! 8. **load + dedupe**  the record read with the turn: snapshot, sliding-TTL
+//!    refresh and the dedupe record. A redelivery with the same body is answered from the
 //!    record; a different body under a known dedupe id gets 409.
 //! 9. **inject**    snapshot into the request ([`contract::inject_headers`] /
 //!    [`body::set_member`]) and `X-Statehold-Verified`
 //! 10. **upstream** the bot, asked for an uncompressed answer ([`crate::upstream`])
 //! 11. **capture**  the bot's reported snapshot, and **strip** every trace of
 //!     it from the answer; an answer that cannot be stripped is a 502
-//! 12. **save**     one atomic commit: version and fence check, snapshot, sliding
-//!     TTL refresh, dedupe record (2xx answers only), and the turn's release;
+//! 12. **save**     one atomic commit ([`crate::backend::Held::finish`]):
+//!     version and fence check, snapshot, sliding TTL refresh, dedupe record
+//!     (2xx answers only), and the turn's release;
 //!     a snapshot that cannot be committed is spooled or answered 503
 //!
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
@@ -38,8 +39,8 @@
 //! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
 //! and `Pipeline::matched`.
 //!
-//! Where is the TTL refreshed? In the store, by every load (step 8) and every
-//! commit (step 12): `store/embedded.rs` and `store/redis/*.lua`.
+//! Where is the TTL refreshed? In the backend, by every load (step 8) and
+//! every commit (step 12): `backend/embedded/` and `backend/redis/*.lua`.
 
 mod admit;
 pub mod body;
@@ -63,15 +64,14 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::backend::{Backend, Loaded};
 use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched};
 use crate::contract::{self, StateChange};
-use crate::coord::Turns;
 use crate::framing::Flaw;
 use crate::key::ConvKey;
 use crate::metrics::{Metrics, SaveResult};
 use crate::outcome::Outcome;
 use crate::spool::Spool;
-use crate::store::{Loaded, Store};
 use crate::upstream::Upstream;
 use crate::verify::{HeadVerdict, VerifyKind};
 use admit::normalize_uri;
@@ -103,12 +103,11 @@ struct Settings {
     trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-pub struct Pipeline<S, T> {
+pub struct Pipeline<B> {
     /// Degraded-mode spool (passthrough on a shared store), if any.
     spool: Option<Arc<Spool>>,
     routes: Routes,
-    store: S,
-    turns: T,
+    backend: B,
     upstream: Upstream,
     metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
@@ -145,10 +144,22 @@ struct Keyed {
     dedupe: Dedupe,
 }
 
-/// The turn and the record read with it; `None`s when the store is out.
-struct Held<U> {
-    turn: Option<U>,
-    loaded: Option<Loaded>,
+/// This request's turn.
+enum Turn<H> {
+    /// Held, with the record read at its start.
+    Held { held: H, loaded: Loaded },
+    /// The store is out and the route degrades (`on_unavailable =
+    /// "passthrough"`): no turn, no record.
+    Degraded,
+}
+
+impl<H> Turn<H> {
+    fn loaded(&self) -> Option<&Loaded> {
+        match self {
+            Turn::Held { loaded, .. } => Some(loaded),
+            Turn::Degraded => None,
+        }
+    }
 }
 
 /// A route request that passed verification, with its body.
@@ -171,20 +182,18 @@ impl Answer {
     }
 }
 
-impl<S: Store, T: Turns> Pipeline<S, T> {
+impl<B: Backend> Pipeline<B> {
     pub fn new(
         config: &Config,
-        store: S,
-        turns: T,
+        backend: B,
         upstream: Upstream,
         metrics: Arc<Metrics>,
         spool: Option<Arc<Spool>>,
-    ) -> Result<Pipeline<S, T>, String> {
+    ) -> Result<Pipeline<B>, String> {
         Ok(Pipeline {
             spool,
             routes: Routes::from_config(config)?,
-            store,
-            turns,
+            backend,
             upstream,
             budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
@@ -203,11 +212,8 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         })
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-    pub fn turns(&self) -> &T {
-        &self.turns
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
@@ -398,13 +404,13 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         trace.key = Some(conv.clone());
         // turn + load + dedupe
         let dedupe_id = keyed.dedupe.as_ref().map(|(id, _)| id.as_str());
-        let held = self.turn_and_load(&conv, dedupe_id, trace).await?;
-        if let Some(recorded) = held.loaded.as_ref().and_then(|l| l.duplicate.clone()) {
+        let turn = self.begin_turn(&conv, dedupe_id, trace).await?;
+        if let Some(recorded) = turn.loaded().and_then(|l| l.duplicate.clone()) {
             let digest = keyed.dedupe.as_ref().map(|(_, d)| d);
             return self.answer_duplicate(&conv, recorded, digest, trace);
         }
         // inject
-        let injection = wire::injection(&conv, held.loaded.as_ref());
+        let injection = wire::injection(&conv, turn.loaded());
         let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified)?;
         drop(json);
         // upstream
@@ -412,7 +418,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         // capture + strip
         let change = self.capture(&mut answer, Some(&conv))?;
         // save
-        self.finish_turn(held, keyed, change, &answer, trace)
+        self.finish_turn(turn, keyed, change, &answer, trace)
             .await?;
         Ok(answer.into_response())
     }

@@ -9,40 +9,16 @@ use http_body_util::{Either, Full};
 use tracing::{info, warn};
 
 use super::reject::Reject;
-use super::{Answer, Body, Held, Keyed, Pipeline, Saved, Trace};
+use super::{Answer, Body, Keyed, Pipeline, Saved, Trace, Turn};
+use crate::backend::{Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, TurnError};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
-use crate::coord::{commit_and_release, Turn, TurnError, Turns};
 use crate::key::ConvKey;
 use crate::metrics::{LoadResult, SaveResult, StoreOp};
 use crate::outcome::Outcome;
-use crate::store::{CommitOutcome, Loaded, RecordedResponse, Store};
 
-impl<S: Store, T: Turns> Pipeline<S, T> {
-    /// Reads the snapshot and dedupe record. `Ok(None)` means degraded.
-    pub(super) async fn load(
-        &self,
-        conv: &ConvKey,
-        dedupe_id: Option<&str>,
-        trace: &mut Trace,
-    ) -> Result<Option<Loaded>, Reject> {
-        let started = Instant::now();
-        let result = self.store.load(conv, dedupe_id).await;
-        let took = started.elapsed();
-        trace.store_time += took;
-        self.metrics.store(StoreOp::Load, took);
-        match result {
-            Ok(loaded) => Ok(Some(self.loaded(conv, loaded, trace))),
-            Err(e) => {
-                self.metrics.set_store_up(false);
-                self.metrics.load(LoadResult::Error);
-                self.store_unavailable(conv, &e.to_string())?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Accounts for a record read (by `load` or along with the turn).
+impl<B: Backend> Pipeline<B> {
+    /// Accounts for the record read with the turn.
     pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
         self.metrics.set_store_up(true);
         self.metrics.load(if loaded.state.is_some() {
@@ -75,7 +51,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     pub(super) async fn save(
         &self,
         conv: &ConvKey,
-        turn: T::Turn,
+        held: B::Held,
         based_on: u64,
         change: StateChange,
         dedupe: Option<(String, RecordedResponse)>,
@@ -83,15 +59,12 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     ) -> Saved {
         let stores_snapshot = change != StateChange::Keep;
         let started = Instant::now();
-        let result = commit_and_release(
-            &self.store,
-            conv,
-            turn,
-            Some(based_on),
-            change.clone(),
+        let commit = Commit {
+            expected_version: Some(based_on),
+            change: change.clone(),
             dedupe,
-        )
-        .await;
+        };
+        let result = held.finish(commit).await;
         let took = started.elapsed();
         trace.store_time += took;
         self.metrics.store(StoreOp::Commit, took);
@@ -161,49 +134,39 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
         }
     }
 
-    /// Waits for the turn and reads the record. `(None, _)` or `(_, None)`:
-    /// the store is out and the route degrades.
-    pub(super) async fn turn_and_load(
+    /// Waits for the turn and reads the record; `Turn::Degraded` when the
+    /// store is out and the route passes through.
+    pub(super) async fn begin_turn(
         &self,
         conv: &ConvKey,
         dedupe_id: Option<&str>,
         trace: &mut Trace,
-    ) -> Result<Held<T::Turn>, Reject> {
-        let wait_started = Instant::now();
+    ) -> Result<Turn<B::Held>, Reject> {
+        let started = Instant::now();
         let waiting = self.metrics.turn_waiting();
-        let acquired = self
-            .turns
-            .acquire_for_request(conv, self.settings.lock_wait, dedupe_id)
+        let begun = self
+            .backend
+            .begin(conv, self.settings.lock_wait, dedupe_id)
             .await;
         drop(waiting);
-        let mut turn = match acquired {
-            Ok(turn) => turn,
-            Err(TurnError::WaitExceeded(_)) => {
-                return Err(Reject::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::Busy,
-                    "conversation busy: an earlier request is still with the bot",
-                ))
+        match begun {
+            Ok((held, loaded)) => {
+                self.metrics.lock_wait(started.elapsed());
+                let loaded = self.loaded(conv, loaded, trace);
+                Ok(Turn::Held { held, loaded })
             }
+            Err(TurnError::WaitExceeded(_)) => Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Busy,
+                "conversation busy: an earlier request is still with the bot",
+            )),
             Err(TurnError::Unavailable(e)) => {
                 self.metrics.set_store_up(false);
+                self.metrics.load(LoadResult::Error);
                 self.store_unavailable(conv, &e)?;
-                return Ok(Held {
-                    turn: None,
-                    loaded: None,
-                });
+                Ok(Turn::Degraded)
             }
-        };
-        self.metrics.lock_wait(wait_started.elapsed());
-        // A shared backend may have read the record along with the turn.
-        let loaded = match turn.take_loaded() {
-            Some(loaded) => Some(self.loaded(conv, loaded, trace)),
-            None => self.load(conv, dedupe_id, trace).await?,
-        };
-        Ok(Held {
-            turn: Some(turn),
-            loaded,
-        })
+        }
     }
 
     /// A known dedupe id: the recorded answer if the body is the one it
@@ -233,52 +196,33 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
     /// release the turn, or keep the change safe while the store is out.
     pub(super) async fn finish_turn(
         &self,
-        held: Held<T::Turn>,
+        turn: Turn<B::Held>,
         keyed: Keyed,
         change: StateChange,
         answer: &Answer,
         trace: &mut Trace,
     ) -> Result<(), Reject> {
-        let Keyed { conv, dedupe } = keyed;
-        let conv = &conv;
-        let (resp, resp_body) = (&answer.parts, &answer.body);
-        let status = resp.status;
-        let (turn, loaded) = match (held.turn, held.loaded) {
-            (Some(turn), Some(loaded)) => (turn, loaded),
-            _ => {
-                trace.outcome = Outcome::Degraded;
-                // Passthrough trades durability for availability: what
-                // cannot be spooled is lost, and said so.
-                if status.as_u16() < 500 && !self.spool_degraded(conv, change).await {
-                    warn!(key = %conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
-                }
-                return Ok(());
+        let status = answer.parts.status;
+        let Turn::Held { held, loaded } = turn else {
+            trace.outcome = Outcome::Degraded;
+            // Passthrough trades durability for availability: what cannot
+            // be spooled is lost, and said so.
+            if status.as_u16() < 500 && !self.spool_degraded(&keyed.conv, change).await {
+                warn!(key = %keyed.conv.display(self.settings.reveal_ids), "degraded: snapshot not stored");
             }
+            return Ok(());
         };
         if status.as_u16() >= 500 {
-            return Ok(()); // bot 5xx: passed through, nothing saved
+            return Ok(()); // bot 5xx: passed through, nothing saved; dropping `held` releases the turn
         }
+        let Keyed { conv, dedupe } = keyed;
         // Only a success is worth replaying: a recorded 429 or 408 would
         // answer every redelivery for the whole dedupe window.
-        let dedupe = dedupe.filter(|_| status.is_success()).map(|(id, digest)| {
-            let headers = resp
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect();
-            let body = resp_body.clone();
-            (
-                id,
-                RecordedResponse {
-                    status,
-                    headers,
-                    body,
-                    request_digest: Some(digest),
-                },
-            )
-        });
+        let dedupe = dedupe
+            .filter(|_| status.is_success())
+            .map(|(id, digest)| (id, answer.recorded(digest)));
         match self
-            .save(conv, turn, loaded.version, change, dedupe, trace)
+            .save(&conv, held, loaded.version, change, dedupe, trace)
             .await
         {
             Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
@@ -292,7 +236,7 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
             // Never acknowledge a snapshot that is nowhere durable: keep it
             // in the spool, or have the update redelivered.
             Saved::Failed(change) => {
-                if !self.spool_degraded(conv, change).await {
+                if !self.spool_degraded(&conv, change).await {
                     return Err(Reject::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         Outcome::Unavailable,
@@ -302,6 +246,24 @@ impl<S: Store, T: Turns> Pipeline<S, T> {
                 trace.outcome = Outcome::Degraded;
                 Ok(())
             }
+        }
+    }
+}
+
+impl Answer {
+    /// This answer as the record that answers redeliveries of the request
+    /// whose body has `digest`.
+    fn recorded(&self, digest: [u8; 32]) -> RecordedResponse {
+        RecordedResponse {
+            status: self.parts.status,
+            headers: self
+                .parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            body: self.body.clone(),
+            request_digest: Some(digest),
         }
     }
 }

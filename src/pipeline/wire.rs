@@ -10,15 +10,14 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::{body, Answer, Pipeline};
+use crate::backend::Backend;
+use crate::backend::Loaded;
 use crate::contract::{self, BodyReport, CaptureError, Injection, LoadStatus, StateChange};
-use crate::coord::Turns;
 use crate::key::ConvKey;
 use crate::metrics::SaveResult;
-use crate::store::Loaded;
-use crate::store::Store;
 use crate::verify::VerifyKind;
 
-impl<S: Store, T: Turns> Pipeline<S, T> {
+impl<B: Backend> Pipeline<B> {
     /// Puts the snapshot and the verification kind into the request; in body
     /// mode the client's member is replaced or removed. Returns the body.
     pub(super) fn inject(

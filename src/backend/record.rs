@@ -1,30 +1,11 @@
-//! The `Store` trait every backend implements with the same semantics, and
-//! the types it speaks: loaded snapshots, commits, dedupe records.
-//!
-//! # Semantics (checked by `tests/support/conformance.rs` on every backend)
-//!
-//! - A conversation has one record: a monotonically increasing `version`
-//!   and, unless cleared, a snapshot (JSON text). Versions survive `Clear`
-//!   (a tombstone) so a write based on an old version can always be told
-//!   apart; an expired record is gone, version included.
-//! - `load` never returns an expired snapshot; it also reports whether a
-//!   dedupe id already has a recorded response.
-//! - `commit` is atomic: compare the expected version, apply the change, set
-//!   the sliding TTL, and record the dedupe response, all or nothing. A
-//!   `Keep` commit only refreshes the TTL.
-//! - Dedupe records expire `dedupe_window` after they were written; they do
-//!   not slide.
-
-pub mod embedded;
-pub mod redis;
-
-use std::future::Future;
+//! The types a backend speaks: a conversation's record as loaded, the
+//! commit that ends a turn, recorded responses for redeliveries, and the
+//! errors of a record operation.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use crate::contract::StateChange;
-use crate::key::ConvKey;
 
 /// A conversation's record as read at the start of its turn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,15 +34,9 @@ impl Loaded {
 pub struct Commit {
     /// Apply only if the record is still at this version (`None`: always).
     pub expected_version: Option<u64>,
-    /// The turn's fencing token; backends shared across processes reject a
-    /// commit whose fence is no longer the conversation's current one.
-    pub fence: u64,
     pub change: StateChange,
     /// Dedupe id and the response to answer its redeliveries with.
     pub dedupe: Option<(String, RecordedResponse)>,
-    /// This write ends the turn `fence` holds: a shared backend releases it
-    /// in the same atomic step (the caller then marks the turn released).
-    pub ends_turn: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,42 +55,6 @@ pub enum StoreError {
     Timeout,
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
-}
-
-impl From<crate::redis_conn::OpError> for StoreError {
-    fn from(e: crate::redis_conn::OpError) -> StoreError {
-        use crate::redis_conn::OpError;
-        match e {
-            OpError::Unavailable(m) => StoreError::Unavailable(m),
-            OpError::Timeout => StoreError::Timeout,
-            OpError::Reply(m) => StoreError::Corrupt(m),
-        }
-    }
-}
-
-/// Behaviour shared by every backend. See the module docs for semantics.
-pub trait Store: Send + Sync + 'static {
-    /// Reads the record (never an expired one) and, with a dedupe id, its
-    /// recorded response.
-    fn load(
-        &self,
-        key: &ConvKey,
-        dedupe_id: Option<&str>,
-    ) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
-
-    /// Atomic compare-version, write, TTL and dedupe record.
-    fn commit(
-        &self,
-        key: &ConvKey,
-        commit: Commit,
-    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
-
-    /// Cheap reachability check for `/readyz`.
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Deletes expired records; returns how many. Backends whose engine
-    /// expires keys itself return 0.
-    fn purge_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// A bot response kept to answer redeliveries: status, end-to-end headers

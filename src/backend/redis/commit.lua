@@ -1,12 +1,12 @@
 -- The end-of-turn write, atomic: fence check, version check, snapshot write,
--- TTL, dedupe record, and (when asked) the turn's release with hand-over to
--- the next in line. A key is never written without its TTL. (turn_lib.lua
+-- TTL, dedupe record, and the turn's release with hand-over to the next in
+-- line (also when the write is refused: the turn is over either way). A key is never written without its TTL. (turn_lib.lua
 -- is prepended.)
 -- KEYS[1] snapshot hash {t}:s
 -- KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>
 -- KEYS[4] turn queue {t}:q
--- ARGV[1] fencing token ('0': unfenced)
+-- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep
 -- ARGV[4] snapshot JSON (put)
@@ -14,11 +14,11 @@
 -- ARGV[6] '1' to write the dedupe record
 -- ARGV[7] recorded response
 -- ARGV[8] dedupe window in ms
--- ARGV[9] '1' to end the turn  ARGV[10] lease ms  ARGV[11] hand-over channel
+-- ARGV[9] lease ms  ARGV[10] hand-over channel
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
 local function write()
   local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-  if ARGV[1] ~= '0' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  if redis.call('GET', KEYS[2]) ~= ARGV[1] then
     return {'fenced', current}
   end
   if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
@@ -44,7 +44,5 @@ local function write()
 end
 
 local result = write()
-if ARGV[9] == '1' and ARGV[1] ~= '0' then
-  leave(KEYS[2], KEYS[4], ARGV[1], ARGV[10], ARGV[11])
-end
+leave(KEYS[2], KEYS[4], ARGV[1], ARGV[9], ARGV[10])
 return result

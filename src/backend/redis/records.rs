@@ -1,28 +1,23 @@
-//! The Redis backend: snapshots shared by every replica.
-//!
-//! Layout, per conversation, under one hash tag `{<prefix>:<ns>:<id>}` so
-//! every script touches one Redis Cluster slot:
-//! - `{t}:s` hash: `v` version, `d` snapshot JSON (absent once cleared); TTL = `store.ttl`
-//! - `{t}:d:<dedupe id>` string: the recorded response; TTL = `store.dedupe_window`
-//! - `{t}:l`, `{t}:q`: the turn lease and queue (see `coord::redis`)
+//! The Redis backend's records, shared by every replica (key layout in
+//! `keys.rs`).
 //!
 //! Two scripts, one round trip each: `load.lua` (read + refresh TTL + dedupe
-//! lookup) and `commit.lua` (fence + version check, write, TTL, dedupe
-//! record, and the turn's release). On the request path the load usually
-//! rides along with the turn's `acquire.lua`, so an uncontended request
-//! costs two round trips.
-//! Redis expires keys itself, so `purge_expired` has nothing to do.
+//! lookup, for reads outside a turn) and `commit.lua` (fence + version
+//! check, write, TTL, dedupe record, and the turn's release). On the
+//! request path the load rides along with the turn's `acquire.lua`, so an
+//! uncontended request costs two round trips.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::{Script, Value};
 
-use super::{Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, Store, StoreError};
+use super::conn::{script, RedisConn};
+use crate::backend::{Commit, CommitOutcome, Loaded, RecordedResponse, StoreError};
+use crate::contract::StateChange;
 use crate::key::ConvKey;
-use crate::redis_conn::{script, RedisConn};
 
-pub struct RedisStore {
+pub(super) struct RedisRecords {
     conn: RedisConn,
     ttl_ms: u64,
     dedupe_ms: u64,
@@ -32,25 +27,25 @@ pub struct RedisStore {
     commit: Script,
 }
 
-impl RedisStore {
-    pub fn new(
+impl RedisRecords {
+    pub(super) fn new(
         conn: RedisConn,
         ttl: Duration,
         dedupe_window: Duration,
         lease: Duration,
-    ) -> RedisStore {
-        RedisStore {
+    ) -> RedisRecords {
+        RedisRecords {
             conn,
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
             lease_ms: lease.as_millis() as u64,
             load: script(concat!(
-                include_str!("redis/load_lib.lua"),
-                include_str!("redis/load.lua")
+                include_str!("load_lib.lua"),
+                include_str!("load.lua")
             )),
             commit: script(concat!(
-                include_str!("../coord/redis/turn_lib.lua"),
-                include_str!("redis/commit.lua")
+                include_str!("turn_lib.lua"),
+                include_str!("commit.lua")
             )),
         }
     }
@@ -62,7 +57,7 @@ fn bad_reply(what: &str) -> StoreError {
 
 /// Parses load.lua's `{version, data, recorded}` (also the tail of
 /// acquire.lua's answer).
-pub fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
+pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
     let [version, state, recorded] = reply else {
         return Err(bad_reply("load"));
     };
@@ -95,8 +90,13 @@ fn u64_of(v: &Value) -> Option<u64> {
     }
 }
 
-impl Store for RedisStore {
-    async fn load(&self, key: &ConvKey, dedupe_id: Option<&str>) -> Result<Loaded, StoreError> {
+impl RedisRecords {
+    /// Reads the record (refreshing its TTL) outside a turn.
+    pub(super) async fn load(
+        &self,
+        key: &ConvKey,
+        dedupe_id: Option<&str>,
+    ) -> Result<Loaded, StoreError> {
         let keys = self.conn.keys(key);
         let mut inv = self.load.prepare_invoke();
         inv.key(keys.snapshot())
@@ -107,7 +107,14 @@ impl Store for RedisStore {
         parse_loaded(&reply)
     }
 
-    async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
+    /// The turn's commit: refused unless `fence` still holds the lease;
+    /// releases the turn (handing it to the next in the queue) when applied.
+    pub(super) async fn commit(
+        &self,
+        key: &ConvKey,
+        fence: u64,
+        commit: Commit,
+    ) -> Result<CommitOutcome, StoreError> {
         let keys = self.conn.keys(key);
         let (change, data): (&str, Bytes) = match commit.change {
             StateChange::Put(json) => ("p", json),
@@ -123,7 +130,7 @@ impl Store for RedisStore {
             .key(keys.lease())
             .key(keys.dedupe(dedupe_id))
             .key(keys.queue())
-            .arg(commit.fence.to_string())
+            .arg(fence.to_string())
             .arg(
                 commit
                     .expected_version
@@ -136,7 +143,6 @@ impl Store for RedisStore {
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
             .arg(recorded.as_ref())
             .arg(self.dedupe_ms)
-            .arg(if commit.ends_turn { "1" } else { "0" })
             .arg(self.lease_ms)
             .arg(self.conn.turn_channel());
         let (status, version): (String, u64) = self.conn.eval(&inv).await?;
@@ -147,16 +153,12 @@ impl Store for RedisStore {
         }
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let pong: String = self.conn.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {
             Ok(())
         } else {
             Err(bad_reply("PING"))
         }
-    }
-
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        Ok(0)
     }
 }

@@ -1,18 +1,20 @@
-//! The shared Redis connection of the Redis store and Redis turns: one
-//! multiplexed, auto-reconnecting connection per process (redis-rs
-//! `ConnectionManager`), TLS through rustls (`rediss://`, optional CA file),
-//! a timeout on every operation, and the per-conversation key layout.
+//! The Redis backend's connection: one multiplexed, auto-reconnecting
+//! connection per process (redis-rs `ConnectionManager`), TLS through
+//! rustls (`rediss://`, optional CA file), a timeout on every operation, the
+//! circuit breaker, and the classification of Redis errors.
 //!
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, Script, ScriptInvocation};
 
+use super::breaker::Breaker;
+use super::keys::ConvKeys;
+use crate::backend::StoreError;
 use crate::key::ConvKey;
 
 #[derive(Clone)]
@@ -30,44 +32,6 @@ struct Inner {
     breaker: Breaker,
 }
 
-/// A circuit breaker: after `threshold` consecutive failed operations Redis
-/// is considered down for `cooldown`, and operations fail at once instead of
-/// each waiting out `op_timeout`. After the cooldown the next operation goes
-/// through as a probe; one success closes the circuit.
-struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    failures: AtomicU32,
-    /// Milliseconds since `epoch` until which the circuit is open.
-    open_until_ms: AtomicU64,
-    epoch: std::time::Instant,
-}
-
-impl Breaker {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn is_open(&self) -> bool {
-        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
-    }
-
-    fn success(&self) {
-        self.failures.store(0, Ordering::Relaxed);
-        self.open_until_ms.store(0, Ordering::Relaxed);
-    }
-
-    fn failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.threshold {
-            let until = self.now_ms() + self.cooldown.as_millis() as u64;
-            if self.open_until_ms.swap(until, Ordering::Relaxed) <= self.now_ms() {
-                tracing::warn!(failures = n, cooldown = ?self.cooldown, "redis circuit open: failing fast");
-            }
-        }
-    }
-}
-
 /// Why a Redis operation failed. The store and the turns map it to their
 /// own errors; the circuit breaker counts all but [`OpError::Reply`].
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +44,28 @@ pub enum OpError {
     /// Redis answered with an error of ours (a script error).
     #[error("redis replied with an error: {0}")]
     Reply(String),
+}
+
+impl From<OpError> for StoreError {
+    fn from(e: OpError) -> StoreError {
+        match e {
+            OpError::Unavailable(m) => StoreError::Unavailable(m),
+            OpError::Timeout => StoreError::Timeout,
+            OpError::Reply(m) => StoreError::Corrupt(m),
+        }
+    }
+}
+
+/// Why the Redis client could not be built (a startup error).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("store.tls_ca {path}: {source}")]
+    Ca {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store.url: {0}")]
+    Url(redis::RedisError),
 }
 
 /// Error replies that mean "not now, or not here" rather than a fault in
@@ -95,51 +81,6 @@ fn is_unavailable_reply(e: &redis::RedisError) -> bool {
     )
 }
 
-/// The keys of one conversation, all under one hash tag so every script
-/// touches a single Redis Cluster slot.
-///
-/// Key names are an injective encoding of (prefix, namespace, id, dedupe
-/// id): `%`, `{` and `}` in ids are percent-escaped, so an id cannot end
-/// the hash tag early and two different (id, dedupe id) pairs never share a
-/// key (`x}:d:evil` + `123` against `x` + `evil}:d:123`). The prefix and
-/// namespace use name characters only, so `:` splits them unambiguously.
-pub struct ConvKeys {
-    /// `{prefix:ns:escaped id}`
-    tag: String,
-}
-
-/// `%`, `{`, `}` as `%25`, `%7B`, `%7D`; everything else as is.
-pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
-    if !part.contains(['%', '{', '}']) {
-        return std::borrow::Cow::Borrowed(part);
-    }
-    let mut out = String::with_capacity(part.len() + 8);
-    for c in part.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-impl ConvKeys {
-    pub fn snapshot(&self) -> String {
-        format!("{}:s", self.tag)
-    }
-    pub fn dedupe(&self, id: &str) -> String {
-        format!("{}:d:{}", self.tag, escape_key_part(id))
-    }
-    pub fn lease(&self) -> String {
-        format!("{}:l", self.tag)
-    }
-    pub fn queue(&self) -> String {
-        format!("{}:q", self.tag)
-    }
-}
-
 impl RedisConn {
     /// Builds the client; connects on first use.
     pub fn new(
@@ -148,11 +89,13 @@ impl RedisConn {
         op_timeout: Duration,
         prefix: &str,
         breaker: (u32, Duration),
-    ) -> Result<RedisConn, String> {
+    ) -> Result<RedisConn, ConnError> {
         let client = match ca_file {
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("store.tls_ca {}: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|source| ConnError::Ca {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 Client::build_with_tls(
                     url,
                     redis::TlsCertificates {
@@ -163,7 +106,7 @@ impl RedisConn {
             }
             None => Client::open(url),
         }
-        .map_err(|e| format!("store.url: {e}"))?;
+        .map_err(ConnError::Url)?;
         Ok(RedisConn {
             inner: Arc::new(Inner {
                 client,
@@ -171,26 +114,14 @@ impl RedisConn {
                 connecting: tokio::sync::Mutex::new(()),
                 op_timeout,
                 prefix: prefix.to_string(),
-                breaker: Breaker {
-                    threshold: breaker.0.max(1),
-                    cooldown: breaker.1,
-                    failures: AtomicU32::new(0),
-                    open_until_ms: AtomicU64::new(0),
-                    epoch: std::time::Instant::now(),
-                },
+                breaker: Breaker::new(breaker.0, breaker.1),
             }),
         })
     }
 
+    /// The keys of one conversation.
     pub fn keys(&self, key: &ConvKey) -> ConvKeys {
-        ConvKeys {
-            tag: format!(
-                "{{{}:{}:{}}}",
-                self.inner.prefix,
-                key.namespace(),
-                escape_key_part(key.id())
-            ),
-        }
+        ConvKeys::new(&self.inner.prefix, key)
     }
 
     /// The pub/sub channel turn hand-overs are announced on.
@@ -313,34 +244,4 @@ impl RedisConn {
 /// (Redis scripts cannot include one another).
 pub fn script(source: &'static str) -> Script {
     Script::new(source)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_names_are_injective() {
-        let conn = RedisConn::new(
-            "redis://127.0.0.1:1/0",
-            None,
-            Duration::from_secs(1),
-            "sh",
-            (3, Duration::from_secs(1)),
-        )
-        .expect("client");
-        let a = conn.keys(&ConvKey::new("tg", "x}:d:evil")).dedupe("123");
-        let b = conn.keys(&ConvKey::new("tg", "x")).dedupe("evil}:d:123");
-        assert_ne!(a, b);
-        assert_eq!(a, "{sh:tg:x%7D:d:evil}:d:123");
-        assert_eq!(b, "{sh:tg:x}:d:evil%7D:d:123");
-        // An escape cannot be forged by sending it literally.
-        let c = conn.keys(&ConvKey::new("tg", "x%7D")).snapshot();
-        let d = conn.keys(&ConvKey::new("tg", "x}")).snapshot();
-        assert_ne!(c, d);
-        assert_eq!(
-            conn.keys(&ConvKey::new("tg", "42")).snapshot(),
-            "{sh:tg:42}:s"
-        );
-    }
 }

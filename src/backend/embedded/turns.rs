@@ -1,14 +1,15 @@
-//! In-process turns: one fair (FIFO) async mutex per busy conversation.
+//! The embedded backend's turns: in-process, one fair (FIFO) async mutex
+//! per busy conversation (the database's file lock keeps a second process
+//! away, so in-process is enough).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
 
-use super::{Turn, TurnError, Turns};
+use crate::backend::TurnError;
 use crate::key::ConvKey;
 
 const SHARDS: usize = 16;
@@ -21,7 +22,6 @@ type Slot = Arc<tokio::sync::Mutex<()>>;
 pub struct LocalTurns {
     shards: Arc<[Mutex<HashMap<String, Slot>>; SHARDS]>,
     hasher: RandomState,
-    fences: AtomicU64,
 }
 
 impl Default for LocalTurns {
@@ -29,7 +29,6 @@ impl Default for LocalTurns {
         LocalTurns {
             shards: Arc::new(std::array::from_fn(|_| Mutex::new(HashMap::new()))),
             hasher: RandomState::new(),
-            fences: AtomicU64::new(0),
         }
     }
 }
@@ -69,13 +68,6 @@ pub struct LocalTurn {
     shards: Arc<[Mutex<HashMap<String, Slot>>; SHARDS]>,
     shard: usize,
     key: String,
-    fence: u64,
-}
-
-impl Turn for LocalTurn {
-    fn fence(&self) -> u64 {
-        self.fence
-    }
 }
 
 impl Drop for LocalTurn {
@@ -85,10 +77,9 @@ impl Drop for LocalTurn {
     }
 }
 
-impl Turns for LocalTurns {
-    type Turn = LocalTurn;
-
-    async fn acquire(&self, key: &ConvKey, wait: Duration) -> Result<LocalTurn, TurnError> {
+impl LocalTurns {
+    /// Waits (at most `wait`) for the conversation's turn, in arrival order.
+    pub async fn acquire(&self, key: &ConvKey, wait: Duration) -> Result<LocalTurn, TurnError> {
         let shard = self.shard(key.as_str());
         let slot = {
             let mut map = self.shards[shard]
@@ -105,7 +96,6 @@ impl Turns for LocalTurns {
                 shards: Arc::clone(&self.shards),
                 shard,
                 key: key.as_str().to_string(),
-                fence: self.fences.fetch_add(1, Ordering::Relaxed) + 1,
             }),
             Err(_) => {
                 release_slot(&self.shards, shard, key.as_str());
@@ -158,13 +148,11 @@ mod tests {
         let held = turns.acquire(&key, Duration::from_secs(1)).await.unwrap();
         let err = turns.acquire(&key, Duration::from_millis(20)).await;
         assert!(matches!(err, Err(TurnError::WaitExceeded(_))));
-        let f1 = held.fence();
         drop(held);
         let again = turns
             .acquire(&key, Duration::from_millis(20))
             .await
             .unwrap();
-        assert!(again.fence() > f1);
         drop(again);
         assert_eq!(turns.busy(), 0);
     }

@@ -1,0 +1,117 @@
+//! The embedded single-node backend: records in a redb file, turns in
+//! process.
+//!
+//! Durability: every commit is a redb write transaction with immediate
+//! durability (fsync) and is acknowledged only after it. To keep fsyncs from
+//! capping throughput, one writer thread does *group commit*: it drains every
+//! pending commit into one transaction and fsyncs once for the batch.
+//!
+//! - `store.rs`: opening the file, reads, handing writes to the writer.
+//! - `writer.rs`: the writer thread (commits, TTL slides, purge).
+//! - `rows.rs`: the tables and the byte layout of their rows.
+//! - `turns.rs`: in-process turns.
+
+mod rows;
+mod store;
+mod turns;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use store::OpenError;
+pub use turns::LocalTurns;
+
+use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
+use crate::key::ConvKey;
+use store::EmbeddedStore;
+use turns::LocalTurn;
+
+pub struct EmbeddedBackend {
+    records: Arc<EmbeddedStore>,
+    turns: LocalTurns,
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) the database and starts its writer thread.
+    /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
+    /// which would make RSS grow with the data).
+    pub fn open(
+        path: &Path,
+        ttl: Duration,
+        dedupe_window: Duration,
+        cache_bytes: usize,
+    ) -> Result<EmbeddedBackend, OpenError> {
+        Ok(EmbeddedBackend {
+            records: Arc::new(EmbeddedStore::open(path, ttl, dedupe_window, cache_bytes)?),
+            turns: LocalTurns::default(),
+        })
+    }
+
+    /// Finishes pending writes and closes the file (releasing its lock), for
+    /// tools that hand the database to a statehold process afterwards.
+    /// Turns still held keep the file open until they end.
+    pub fn close(self) {
+        if let Ok(records) = Arc::try_unwrap(self.records) {
+            records.close();
+        }
+    }
+
+    /// Conversations currently holding or waiting for a turn.
+    pub fn busy(&self) -> usize {
+        self.turns.busy()
+    }
+}
+
+/// An embedded turn: the in-process slot and the records to commit to.
+pub struct EmbeddedHeld {
+    key: ConvKey,
+    records: Arc<EmbeddedStore>,
+    _turn: LocalTurn,
+}
+
+impl Held for EmbeddedHeld {
+    async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        // The turn is released when `self` drops, after the commit is durable.
+        self.records.commit(&self.key, commit).await
+    }
+}
+
+impl Backend for EmbeddedBackend {
+    type Held = EmbeddedHeld;
+
+    async fn begin(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> Result<(EmbeddedHeld, Loaded), TurnError> {
+        let turn = self.turns.acquire(key, wait).await?;
+        let loaded = self
+            .records
+            .load(key, dedupe_id)
+            .await
+            .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+        let held = EmbeddedHeld {
+            key: key.clone(),
+            records: Arc::clone(&self.records),
+            _turn: turn,
+        };
+        Ok((held, loaded))
+    }
+
+    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
+        self.records.load(key, None).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.records.ping().await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.records.purge_expired().await
+    }
+
+    async fn quiesce(&self, _within: Duration) {}
+}

@@ -1,0 +1,202 @@
+//! The embedded records: a redb database file. Reads run inline on the
+//! caller (microseconds on cached pages); every write goes to the one
+//! writer thread (`writer.rs`) and is acknowledged only once durable.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase};
+use tokio::sync::oneshot;
+
+use super::rows::{
+    decode_record, dedupe_key, live_recorded, DEDUPE, EXPIRY, PURGE_CHUNK, SNAPSHOTS,
+};
+use super::writer::{writer_loop, Job, Limits};
+use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, StoreError};
+use crate::key::ConvKey;
+
+/// Why the database could not be opened (a startup error).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("store.path {path}: cannot create the database there: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store.path {path}: {reason}")]
+    Db { path: String, reason: String },
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Job>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    limits: Limits,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(e.into().to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database and starts its writer thread.
+    /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
+    /// which would make RSS grow with the data).
+    pub fn open(
+        path: &Path,
+        ttl: std::time::Duration,
+        dedupe_window: std::time::Duration,
+        cache_bytes: usize,
+    ) -> Result<EmbeddedStore, OpenError> {
+        let shown = path.display().to_string();
+        crate::private_file::prepare(path).map_err(|source| OpenError::Dir {
+            path: shown.clone(),
+            source,
+        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
+                    path: shown.clone(),
+                    reason: "already opened by another statehold process".into(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
+                    path: shown.clone(),
+                    source,
+                },
+                other => OpenError::Db {
+                    path: shown.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+        let init = || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(SNAPSHOTS)?;
+            txn.open_table(DEDUPE)?;
+            txn.open_table(EXPIRY)?;
+            txn.commit()?;
+            Ok(())
+        };
+        init().map_err(|e| OpenError::Db {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+        let db = Arc::new(db);
+        let (writer, jobs) = mpsc::channel();
+        let writer_db = Arc::clone(&db);
+        let limits = Limits {
+            ttl_ms: ttl.as_millis() as u64,
+            dedupe_ms: dedupe_window.as_millis() as u64,
+        };
+        let writer_thread = std::thread::Builder::new()
+            .name("statehold-writer".into())
+            .spawn(move || writer_loop(&writer_db, jobs, limits))
+            .map_err(|e| OpenError::Db {
+                path: path.display().to_string(),
+                reason: format!("cannot start writer thread: {e}"),
+            })?;
+        Ok(EmbeddedStore {
+            db,
+            writer,
+            writer_thread: Some(writer_thread),
+            limits,
+        })
+    }
+
+    /// Finishes pending writes and closes the file (releasing its lock), for
+    /// tools that hand the database to a statehold process afterwards.
+    pub fn close(mut self) {
+        let thread = self.writer_thread.take();
+        drop(self);
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                tracing::error!("embedded store writer thread panicked");
+            }
+        }
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(make(reply))
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+    }
+}
+
+impl EmbeddedStore {
+    /// Reads the record (never an expired one) and a dedupe record.
+    pub async fn load(&self, key: &ConvKey, dedupe_id: Option<&str>) -> Result<Loaded, StoreError> {
+        let db = &self.db;
+        let snap_key = key.as_str();
+        let dedupe_key = dedupe_id.map(|id| dedupe_key(key, id));
+        let ttl_ms = self.limits.ttl_ms;
+        let read = move || -> Result<(Loaded, bool), StoreError> {
+            let now = now_ms();
+            let txn = db.begin_read().map_err(db_err)?;
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            let mut loaded = Loaded::default();
+            let mut touch = false;
+            if let Some(raw) = snapshots.get(snap_key).map_err(db_err)? {
+                let record = decode_record(raw.value())?;
+                if record.expires_ms > now {
+                    loaded.version = record.version;
+                    loaded.state = record.state.map(Bytes::copy_from_slice);
+                    // Slide the TTL unless a recent write already did (the
+                    // end-of-turn commit refreshes it too): at most one
+                    // extra write per 1% of the TTL per conversation.
+                    touch = record.expires_ms - now < ttl_ms - ttl_ms / 100;
+                }
+            }
+            if let Some(dk) = dedupe_key {
+                let dedupe = txn.open_table(DEDUPE).map_err(db_err)?;
+                if let Some(raw) = dedupe.get(dk.as_str()).map_err(db_err)? {
+                    loaded.duplicate = live_recorded(raw.value(), now)?;
+                }
+            }
+            Ok((loaded, touch))
+        };
+        // Run inline: a read transaction on cached pages takes microseconds,
+        // less than handing it to the blocking pool and back (measured:
+        // `cargo bench --bench hot_paths -- embedded/load`).
+        let (loaded, touch) = read()?;
+        if touch && self.writer.send(Job::Touch { key: key.clone() }).is_err() {
+            // Only when the writer stopped (shutdown): the TTL refresh is
+            // lost with it, the load itself is fine.
+            tracing::debug!("embedded store writer gone: TTL refresh skipped");
+        }
+        Ok(loaded)
+    }
+
+    /// One atomic commit through the writer thread.
+    pub async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let key = key.clone();
+        self.submit(|reply| Job::Commit { key, commit, reply })
+            .await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || db.begin_read().map(|_| ()).map_err(db_err))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.submit(|reply| Job::Purge { reply }).await?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The embedded store's single writer thread: group commit (every pending
+//! job in one redb transaction, one fsync per batch), commits, TTL slides
+//! and the purge of what expired.
+
+use std::sync::mpsc;
+
+use redb::{Database, ReadableTable, Table};
+use tokio::sync::oneshot;
+
+use super::rows::*;
+use crate::backend::{now_ms, Commit, CommitOutcome, StateChange, StoreError};
+use crate::key::ConvKey;
+
+/// The writer's fixed TTLs.
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) ttl_ms: u64,
+    pub(super) dedupe_ms: u64,
+}
+
+pub(super) enum Job {
+    Commit {
+        key: ConvKey,
+        commit: Commit,
+        reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+    },
+    Purge {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// Slide a live record's TTL; fire and forget (a lost touch only means
+    /// the record expires a little earlier).
+    Touch { key: ConvKey },
+}
+
+/// Group commit: each wake-up drains every pending job into one transaction.
+pub(super) fn writer_loop(db: &Database, jobs: mpsc::Receiver<Job>, limits: Limits) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(db, batch, limits);
+    }
+}
+
+fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
+    let now = now_ms();
+    let applied = (|| -> Result<Vec<Outcome>, redb::Error> {
+        let txn = db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            let mut dedupe = txn.open_table(DEDUPE)?;
+            let mut expiry = txn.open_table(EXPIRY)?;
+            let mut tables = Tables {
+                snapshots: &mut snapshots,
+                dedupe: &mut dedupe,
+                expiry: &mut expiry,
+            };
+            for job in &batch {
+                outcomes.push(match job {
+                    Job::Commit { key, commit, .. } => {
+                        Outcome::Commit(apply_commit(&mut tables, key, commit, now, limits)?)
+                    }
+                    Job::Purge { .. } => Outcome::Purge(purge(&mut tables, now)?),
+                    Job::Touch { key } => {
+                        touch(&mut tables, key, now, limits)?;
+                        Outcome::Touched
+                    }
+                });
+            }
+        }
+        txn.commit()?;
+        Ok(outcomes)
+    })();
+    // A reply that cannot be delivered means its request was cancelled
+    // (client gone): the write is done either way, so nothing is lost.
+    match applied {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                match (job, outcome) {
+                    (Job::Commit { reply, .. }, Outcome::Commit(o)) => {
+                        let _ = reply.send(o);
+                    }
+                    (Job::Purge { reply }, Outcome::Purge(n)) => {
+                        let _ = reply.send(Ok(n));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for job in batch {
+                match job {
+                    Job::Commit { reply, .. } => {
+                        let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    }
+                    Job::Purge { reply } => {
+                        let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    }
+                    Job::Touch { .. } => {}
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Commit(Result<CommitOutcome, StoreError>),
+    Purge(u64),
+    Touched,
+}
+
+struct Tables<'a, 't> {
+    snapshots: &'a mut Table<'t, &'static str, &'static [u8]>,
+    dedupe: &'a mut Table<'t, &'static str, &'static [u8]>,
+    expiry: &'a mut Table<'t, (u64, &'static str), ()>,
+}
+
+/// Applies one commit inside the batch's transaction. A logical refusal
+/// (conflict, damaged record) is that commit's answer and leaves the rest of
+/// the batch alone; only storage errors abort the transaction.
+fn apply_commit(
+    t: &mut Tables<'_, '_>,
+    key: &ConvKey,
+    commit: &Commit,
+    now: u64,
+    limits: Limits,
+) -> Result<Result<CommitOutcome, StoreError>, redb::Error> {
+    let existing = match t.snapshots.get(key.as_str())? {
+        Some(raw) => match decode_record(raw.value()) {
+            Ok(r) => Some((r.version, r.expires_ms, r.state.map(<[u8]>::to_vec))),
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    let current = match existing {
+        Some((_, expires, _)) if expires <= now => {
+            // Expired but not purged yet: gone, version included.
+            t.expiry
+                .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
+            t.snapshots.remove(key.as_str())?;
+            None
+        }
+        other => other,
+    };
+    let current_version = current.as_ref().map_or(0, |c| c.0);
+    if let Some(expected) = commit.expected_version {
+        if expected != current_version {
+            return Ok(Ok(CommitOutcome::Conflict {
+                current: current_version,
+            }));
+        }
+    }
+    let expires = now.saturating_add(limits.ttl_ms);
+    let index_key = tagged(TAG_SNAPSHOT, key.as_str());
+    let (version, state): (u64, Option<&[u8]>) = match (&commit.change, &current) {
+        (StateChange::Put(json), _) => (current_version + 1, Some(json)),
+        (StateChange::Clear, Some(_)) => (current_version + 1, None),
+        (StateChange::Keep, Some((v, _, s))) => (*v, s.as_deref()),
+        // Nothing stored and nothing to store: no record to refresh.
+        (StateChange::Clear | StateChange::Keep, None) => (0, None),
+    };
+    if version > 0 {
+        if let Some((_, old_expires, _)) = &current {
+            t.expiry.remove((*old_expires, index_key.as_str()))?;
+        }
+        t.snapshots.insert(
+            key.as_str(),
+            encode_record(version, expires, state).as_slice(),
+        )?;
+        t.expiry.insert((expires, index_key.as_str()), ())?;
+    }
+    if let Some((id, response)) = &commit.dedupe {
+        let dk = dedupe_key(key, id);
+        let exists = t.dedupe.get(dk.as_str())?.is_some();
+        if !exists {
+            let until = now.saturating_add(limits.dedupe_ms);
+            let mut value = until.to_le_bytes().to_vec();
+            value.extend_from_slice(&response.encode());
+            t.dedupe.insert(dk.as_str(), value.as_slice())?;
+            t.expiry
+                .insert((until, tagged(TAG_DEDUPE, &dk).as_str()), ())?;
+        }
+    }
+    Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// Moves a live record's expiry to now + TTL.
+fn touch(
+    t: &mut Tables<'_, '_>,
+    key: &ConvKey,
+    now: u64,
+    limits: Limits,
+) -> Result<(), redb::Error> {
+    let record = match t.snapshots.get(key.as_str())? {
+        Some(raw) => match decode_record(raw.value()) {
+            Ok(r) if r.expires_ms > now => {
+                Some((r.version, r.expires_ms, r.state.map(<[u8]>::to_vec)))
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    if let Some((version, old_expires, state)) = record {
+        let expires = now.saturating_add(limits.ttl_ms);
+        let index_key = tagged(TAG_SNAPSHOT, key.as_str());
+        t.expiry.remove((old_expires, index_key.as_str()))?;
+        t.snapshots.insert(
+            key.as_str(),
+            encode_record(version, expires, state.as_deref()).as_slice(),
+        )?;
+        t.expiry.insert((expires, index_key.as_str()), ())?;
+    }
+    Ok(())
+}
+
+/// Deletes up to `PURGE_CHUNK` expired entries, oldest first.
+fn purge(t: &mut Tables<'_, '_>, now: u64) -> Result<u64, redb::Error> {
+    let mut expired: Vec<(u64, String)> = Vec::new();
+    for entry in t.expiry.range((0u64, "")..(now, ""))? {
+        let (k, _) = entry?;
+        let (at, tagged_key) = k.value();
+        expired.push((at, tagged_key.to_string()));
+        if expired.len() >= PURGE_CHUNK {
+            break;
+        }
+    }
+    for (at, tagged_key) in &expired {
+        t.expiry.remove((*at, tagged_key.as_str()))?;
+        let (tag, key) = tagged_key.split_at(1);
+        if tag.starts_with(TAG_SNAPSHOT) {
+            // Only if the row still carries this expiry (a refresh would have
+            // moved its index entry, so this is belt and braces).
+            let still_expired = match t.snapshots.get(key)? {
+                Some(raw) => decode_record(raw.value()).map_or(true, |r| r.expires_ms <= now),
+                None => false,
+            };
+            if still_expired {
+                t.snapshots.remove(key)?;
+            }
+        } else {
+            t.dedupe.remove(key)?;
+        }
+    }
+    Ok(expired.len() as u64)
+}

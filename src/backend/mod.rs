@@ -1,0 +1,95 @@
+//! Backends: where conversations live and how their turns are taken. A
+//! backend is one unit: its records, its turns, its connection and its
+//! error classification together, so a turn and a record of one backend
+//! can never be mixed with another's.
+//!
+//! - [`embedded`]: a redb file and in-process turns (one node).
+//! - [`redis`]: Redis, shared by every replica (leased, fenced turns).
+//!
+//! # A turn
+//!
+//! [`Backend::begin`] waits for the conversation's turn (arrival order; other
+//! conversations never wait) and reads its record with the dedupe lookup:
+//! on Redis both in one round trip. The [`Held`] turn ends one of two ways:
+//! [`Held::finish`] writes one atomic commit and releases the turn in the
+//! same step, or the `Held` is dropped (a bot error, a cancelled request, a
+//! failed commit) and the turn is released at once. No other sequence
+//! exists, so the request path, the spool's write-back and the admin API
+//! end turns alike.
+//!
+//! # Records (checked by `tests/support/conformance.rs` on every backend)
+//!
+//! - A conversation has one record: a monotonically increasing `version`
+//!   and, unless cleared, a snapshot (JSON text). Versions survive `Clear`
+//!   (a tombstone) so a write based on an old version can always be told
+//!   apart; an expired record is gone, version included.
+//! - A read never returns an expired snapshot; it also reports whether a
+//!   dedupe id already has a recorded response. Reads slide the TTL.
+//! - A commit is atomic: compare the expected version (and, across
+//!   replicas, the turn's fencing token), apply the change, set the sliding
+//!   TTL, record the dedupe response, release the turn: all or nothing. A
+//!   `Keep` commit only refreshes the TTL.
+//! - Dedupe records expire `dedupe_window` after they were written; they do
+//!   not slide.
+
+pub mod embedded;
+pub mod record;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use record::{
+    now_ms, Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, StoreError,
+};
+
+use crate::key::ConvKey;
+
+/// Why a turn could not be begun.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The conversation stayed busy for the whole wait bound.
+    #[error("waited {0:?} for the conversation's turn")]
+    WaitExceeded(Duration),
+    /// The backend could not be reached (or its record could not be read).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A conversation's turn, held. Dropping it releases the turn.
+pub trait Held: Send + 'static {
+    /// Ends the turn with one atomic commit. When the commit fails the
+    /// turn is released all the same.
+    fn finish(
+        self,
+        commit: Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+}
+
+/// One storage and coordination backend. See the module docs.
+pub trait Backend: Send + Sync + 'static {
+    type Held: Held;
+
+    /// Waits (at most `wait`) for the conversation's turn, then reads its
+    /// record and, with a dedupe id, that id's recorded response.
+    fn begin(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> impl Future<Output = Result<(Self::Held, Loaded), TurnError>> + Send;
+
+    /// Reads a record without taking the turn (the admin API's GET).
+    fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// Cheap reachability check for `/readyz`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes expired records; returns how many. Backends whose engine
+    /// expires keys itself return 0.
+    fn purge_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// At shutdown: waits (at most `within`) until released turns have
+    /// reached the backend, so other replicas need not wait out leases.
+    fn quiesce(&self, within: Duration) -> impl Future<Output = ()> + Send;
+}

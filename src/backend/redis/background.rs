@@ -1,0 +1,95 @@
+//! The Redis turns' background work: hand-over notices routed to waiting
+//! requests, the sweeper for tokens abandoned while Redis was unreachable,
+//! and the lease extension of a held turn.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tracing::{debug, warn};
+
+use super::turns::{LeaseKeys, Shared, CHECK_EVERY};
+
+/// Releases abandoned tokens once Redis answers again. Entries older than
+/// the queue's TTL are dropped: Redis has expired them by then.
+pub(super) async fn sweep_orphans(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let Some(s) = shared.upgrade() else { return };
+        let pending: Vec<_> = match s.orphans.lock() {
+            Ok(mut o) if !o.is_empty() => std::mem::take(&mut *o),
+            _ => continue,
+        };
+        let max_age = Duration::from_millis(s.queue_ttl_ms);
+        let mut keep = Vec::new();
+        for (keys, token, since) in pending {
+            if since.elapsed() > max_age {
+                continue;
+            }
+            if s.release(&keys, token).await.is_err() {
+                keep.push((keys, token, since));
+            }
+        }
+        if let Ok(mut o) = s.orphans.lock() {
+            o.extend(keep);
+        };
+    }
+}
+
+/// Routes hand-over notices to the waiting requests of this process.
+/// Reconnects by itself; while it is down, waiters' own checks carry on.
+pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let (client, channel) = (s.conn.client().clone(), s.channel.clone());
+        drop(s);
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if let Err(e) = pubsub.subscribe(&channel).await {
+                    debug!(error = %e, "turn channel subscribe failed");
+                } else {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Some(s) = shared.upgrade() else { return };
+                        let token = std::str::from_utf8(msg.get_payload_bytes())
+                            .ok()
+                            .and_then(|t| t.parse::<u64>().ok());
+                        if let Some(token) = token {
+                            let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&token));
+                            if let Some(tx) = waiter {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "turn channel connect failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Extends the lease every third of its length while the turn is held.
+pub(super) async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64) {
+    let every = Duration::from_millis((shared.lease_ms / 3).max(10));
+    let args = [
+        token.to_string(),
+        shared.lease_ms.to_string(),
+        shared.queue_ttl_ms.to_string(),
+    ];
+    loop {
+        tokio::time::sleep(every).await;
+        match shared.run(&shared.extend, &keys, &args).await {
+            Ok(1) => {}
+            Ok(_) => {
+                warn!("turn lease taken over while held; this request's write will be refused");
+                return;
+            }
+            // Redis unreachable: try again; if it stays away the lease expires.
+            Err(e) => debug!(error = %e, "lease extension failed"),
+        }
+    }
+}

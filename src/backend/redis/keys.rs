@@ -1,0 +1,90 @@
+//! Redis key names: every key of one conversation under one hash tag, so
+//! every script touches a single Redis Cluster slot.
+//!
+//! - `{t}:s` hash: `v` version, `d` snapshot JSON (absent once cleared); TTL = `store.ttl`
+//! - `{t}:d:<dedupe id>` string: the recorded response; TTL = `store.dedupe_window`
+//! - `{t}:l` the turn's lease (holder's token), `{t}:q` the turn queue
+//! - `<prefix>:turns`: the pub/sub channel hand-overs are announced on
+
+use crate::key::ConvKey;
+
+/// The keys of one conversation, all under one hash tag so every script
+/// touches a single Redis Cluster slot.
+///
+/// Key names are an injective encoding of (prefix, namespace, id, dedupe
+/// id): `%`, `{` and `}` in ids are percent-escaped, so an id cannot end
+/// the hash tag early and two different (id, dedupe id) pairs never share a
+/// key (`x}:d:evil` + `123` against `x` + `evil}:d:123`). The prefix and
+/// namespace use name characters only, so `:` splits them unambiguously.
+pub struct ConvKeys {
+    /// `{prefix:ns:escaped id}`
+    tag: String,
+}
+
+/// `%`, `{`, `}` as `%25`, `%7B`, `%7D`; everything else as is.
+pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
+    if !part.contains(['%', '{', '}']) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    let mut out = String::with_capacity(part.len() + 8);
+    for c in part.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+impl ConvKeys {
+    pub fn snapshot(&self) -> String {
+        format!("{}:s", self.tag)
+    }
+    pub fn dedupe(&self, id: &str) -> String {
+        format!("{}:d:{}", self.tag, escape_key_part(id))
+    }
+    pub fn lease(&self) -> String {
+        format!("{}:l", self.tag)
+    }
+    pub fn queue(&self) -> String {
+        format!("{}:q", self.tag)
+    }
+}
+
+impl ConvKeys {
+    /// The keys of `key` under `prefix`.
+    pub fn new(prefix: &str, key: &ConvKey) -> ConvKeys {
+        ConvKeys {
+            tag: format!(
+                "{{{}:{}:{}}}",
+                prefix,
+                key.namespace(),
+                escape_key_part(key.id())
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_names_are_injective() {
+        let a = ConvKeys::new("sh", &ConvKey::new("tg", "x}:d:evil")).dedupe("123");
+        let b = ConvKeys::new("sh", &ConvKey::new("tg", "x")).dedupe("evil}:d:123");
+        assert_ne!(a, b);
+        assert_eq!(a, "{sh:tg:x%7D:d:evil}:d:123");
+        assert_eq!(b, "{sh:tg:x}:d:evil%7D:d:123");
+        // An escape cannot be forged by sending it literally.
+        let c = ConvKeys::new("sh", &ConvKey::new("tg", "x%7D")).snapshot();
+        let d = ConvKeys::new("sh", &ConvKey::new("tg", "x}")).snapshot();
+        assert_ne!(c, d);
+        assert_eq!(
+            ConvKeys::new("sh", &ConvKey::new("tg", "42")).snapshot(),
+            "{sh:tg:42}:s"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The Redis backend: records and turns shared by every replica.
+//!
+//! - `conn.rs`: the connection, timeouts, error classification.
+//! - `breaker.rs`: the circuit breaker.
+//! - `keys.rs`: key names, one hash tag per conversation.
+//! - `records.rs`: `load.lua`, `commit.lua`.
+//! - `turns.rs`: the leased, fenced ticket queue (`acquire.lua`,
+//!   `check.lua`, `release.lua`, `extend.lua`, `turn_lib.lua`).
+//! - `background.rs`: hand-over notices, the orphan sweeper, lease
+//!   extension.
+//!
+//! An uncontended request costs two round trips: `acquire.lua` (turn,
+//! record, TTL refresh, dedupe lookup) and `commit.lua` (fence and version
+//! check, write, dedupe record, release). Redis expires keys itself, so
+//! `purge_expired` has nothing to do.
+
+mod background;
+mod breaker;
+mod conn;
+mod keys;
+mod records;
+mod turns;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use conn::{ConnError, RedisConn};
+pub use keys::{escape_key_part, ConvKeys};
+
+use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
+use crate::key::ConvKey;
+use records::RedisRecords;
+use turns::{RedisTurn, RedisTurns};
+
+/// The Redis backend's timings.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// Snapshot TTL (sliding).
+    pub ttl: Duration,
+    /// How long a dedupe record answers redeliveries.
+    pub dedupe_window: Duration,
+    /// How long a silent turn holder keeps the turn.
+    pub lease: Duration,
+    /// The longest a request waits for its turn (sizes the queue's TTL).
+    pub max_wait: Duration,
+}
+
+pub struct RedisBackend {
+    records: Arc<RedisRecords>,
+    turns: RedisTurns,
+}
+
+impl RedisBackend {
+    /// Starts the turn machinery (hand-over listener, sweeper) on the
+    /// current runtime; connects on first use.
+    pub fn new(conn: RedisConn, timings: Timings) -> RedisBackend {
+        RedisBackend {
+            records: Arc::new(RedisRecords::new(
+                conn.clone(),
+                timings.ttl,
+                timings.dedupe_window,
+                timings.lease,
+            )),
+            turns: RedisTurns::new(conn, timings.lease, timings.max_wait, timings.ttl),
+        }
+    }
+}
+
+/// A Redis turn: its token fences the commit, which also releases it.
+pub struct RedisHeld {
+    key: ConvKey,
+    records: Arc<RedisRecords>,
+    turn: RedisTurn,
+}
+
+impl Held for RedisHeld {
+    async fn finish(mut self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let result = self
+            .records
+            .commit(&self.key, self.turn.token, commit)
+            .await;
+        // commit.lua released the turn; when it failed, dropping the turn
+        // releases it instead.
+        self.turn.released = result.is_ok();
+        result
+    }
+}
+
+impl Backend for RedisBackend {
+    type Held = RedisHeld;
+
+    async fn begin(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> Result<(RedisHeld, Loaded), TurnError> {
+        let (turn, prefetched) = self.turns.acquire(key, wait, dedupe_id).await?;
+        let loaded = match prefetched {
+            Some(loaded) => loaded,
+            None => self
+                .records
+                .load(key, dedupe_id)
+                .await
+                .map_err(|e| TurnError::Unavailable(e.to_string()))?,
+        };
+        let held = RedisHeld {
+            key: key.clone(),
+            records: Arc::clone(&self.records),
+            turn,
+        };
+        Ok((held, loaded))
+    }
+
+    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
+        self.records.load(key, None).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.records.ping().await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn quiesce(&self, within: Duration) {
+        self.turns.quiesce(within).await
+    }
+}

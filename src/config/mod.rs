@@ -1,0 +1,205 @@
+//! Typed `config.toml`: parsing, defaults, validation and the masked printout
+//! of `check-config`. Durations are humantime strings (`"250ms"`, `"30s"`,
+//! `"24h"`, `"7d"`, `"1h 30m"`), through `humantime-serde`.
+//!
+//! The key names of the contract (`CONTRACT.md` §4) are fixed; everything else
+//! here is statehold's own and documented in the shipped `config.toml`. Unknown
+//! keys are rejected (`deny_unknown_fields`) and every error names the dotted
+//! path of the offending key, so a typo never silently disables a feature.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::secret::Secret;
+pub use crate::verify::VerifyKind;
+pub use route::{RouteConfig, RouteVerify, VerifyConfig};
+pub use tables::*;
+
+mod route;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `route[0].key`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub contract: ContractConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Where environment lookups for `*_env` keys go; tests pass a map instead of
+/// touching the process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Config::parse(&text, env)
+    }
+
+    /// Parses and validates config text; `*_env` keys are resolved through `env`.
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            // toml's message carries the line and a caret; keep only its last
+            // line, which is the reason, and name the key ourselves.
+            let inner = e.into_inner();
+            let reason = inner.message().trim().to_string();
+            let line = inner
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let key = if path.is_empty() || path == "." {
+                "config".into()
+            } else {
+                path
+            };
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            ConfigError::new(key, format!("{reason}{at}"))
+        })?;
+        config.resolve_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        fn pick(
+            inline: &mut Option<Secret>,
+            from_env: &Option<String>,
+            key: &str,
+            env: &dyn Env,
+        ) -> Result<(), ConfigError> {
+            if let Some(name) = from_env {
+                if inline.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{key}_env"),
+                        format!("set either `{key}` or `{key}_env`, not both"),
+                    ));
+                }
+                let value = env
+                    .var(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{key}_env"),
+                            format!("environment variable `{name}` is not set (or blank)"),
+                        )
+                    })?;
+                *inline = Some(Secret(value));
+            }
+            Ok(())
+        }
+        pick(&mut self.store.url, &self.store.url_env, "store.url", env)?;
+        pick(
+            &mut self.admin.token,
+            &self.admin.token_env,
+            "admin.token",
+            env,
+        )?;
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            if let Some(RouteVerify::Check(v)) = route.verify.as_mut() {
+                pick(
+                    &mut v.secret,
+                    &v.secret_env,
+                    &format!("route[{i}].verify.secret"),
+                    env,
+                )?;
+                pick(
+                    &mut v.verify_token,
+                    &v.verify_token_env,
+                    &format!("route[{i}].verify.verify_token"),
+                    env,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What an operator should know about a valid config: routes that
+    /// accept unverified requests. Printed by `check-config`, logged by `serve`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.verify == Some(RouteVerify::None))
+            .map(|(i, r)| {
+                format!(
+                    "route[{i}] ({}): verify = \"none\": webhooks on this route are not verified; anyone who reaches {} can send them",
+                    r.path, self.server.listen
+                )
+            })
+            .collect()
+    }
+
+    /// The effective config as TOML, secrets masked (for `check-config`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// The Redis URL with its password replaced, for logs.
+    pub fn redacted_store_url(&self) -> Option<String> {
+        self.store.url.as_ref().map(|u| redact_url(u.expose()))
+    }
+}
+
+/// Replaces a URL's `user:password@` part with `***@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,163 @@
+//! `[[route]]` tables: path, namespace, key and dedupe sources, preset and
+//! `[route.verify]`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{OnMissingKey, Secret, VerifyKind};
+use crate::key::KeySource;
+use crate::presets::Preset;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix; the longest matching prefix wins.
+    pub path: String,
+    pub namespace: String,
+    /// Key sources, first present wins.
+    #[serde(default)]
+    pub key: Vec<KeySource>,
+    /// Dedupe id sources (one string or a list), first present wins.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub dedupe: Vec<KeySource>,
+    #[serde(default)]
+    pub on_missing_key: OnMissingKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// A `[route.verify]` table, or `"none"` to accept unverified
+    /// requests on a listener that is not loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<RouteVerify>,
+}
+
+impl RouteConfig {
+    /// Fills the route's unset fields with this platform's defaults.
+    pub(super) fn apply_preset(&mut self, preset: Preset) {
+        let route = self;
+        // Preset sources are constants, each parsed by a unit test.
+        let parse = |sources: &[&str]| -> Vec<KeySource> {
+            sources
+                .iter()
+                .filter_map(|s| KeySource::parse(s).ok())
+                .collect()
+        };
+        if route.key.is_empty() {
+            route.key = parse(preset.key_sources());
+        }
+        if route.dedupe.is_empty() {
+            route.dedupe = parse(preset.dedupe_sources());
+        }
+        if let Some(RouteVerify::Check(verify)) = route.verify.as_mut() {
+            if verify.kind.is_none() {
+                verify.kind = Some(preset.verify_kind());
+            }
+        }
+    }
+}
+
+/// `route.verify`: checked, or explicitly none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteVerify {
+    None,
+    Check(VerifyConfig),
+}
+
+impl RouteVerify {
+    pub fn check(&self) -> Option<&VerifyConfig> {
+        match self {
+            RouteVerify::Check(v) => Some(v),
+            RouteVerify::None => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RouteVerify;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a [route.verify] table or \"none\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RouteVerify, E> {
+                match v {
+                    "none" => Ok(RouteVerify::None),
+                    _ => Err(E::custom(format!(
+                        "`{v}`: expected a [route.verify] table or \"none\""
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RouteVerify, A::Error> {
+                VerifyConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RouteVerify::Check)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for RouteVerify {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RouteVerify::None => s.serialize_str("none"),
+            RouteVerify::Check(v) => v.serialize(s),
+        }
+    }
+}
+
+/// One key source or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KeySource>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let texts = match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => vec![s],
+        Ok(OneOrMany::Many(v)) => v,
+        Err(_) => {
+            return Err(serde::de::Error::custom(
+                "expected a key source or a list of key sources",
+            ))
+        }
+    };
+    texts
+        .iter()
+        .map(|t| KeySource::parse(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Defaults to the route's preset platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<VerifyKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Twilio: the public URL the platform calls for this route's path
+    /// (e.g. `https://bot.example.com/twilio`); deeper paths and the query
+    /// are appended as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Discord: the application's Ed25519 public key (64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Meta: the handshake's `hub.verify_token` (checked when set; else the
+    /// bot checks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token_env: Option<String>,
+}
