@@ -159,44 +159,12 @@ impl<B: Backend> Admin<B> {
                 json!({"error": "bad or missing bearer token"}),
             );
         }
-        let rest = req.uri().path().trim_start_matches("/v1/state/");
-        let Some((ns, id)) = rest
-            .split_once('/')
-            .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
-        else {
-            return json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": "use /v1/state/<namespace>/<id>"}),
-            );
+        let key = match state_key(req.uri().path()) {
+            Ok(key) => key,
+            Err((status, error)) => return json_response(status, json!({ "error": error })),
         };
-        let Some(id) = strict_decode(id) else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
-            );
-        };
-        let key = ConvKey::new(ns, &id);
         match *req.method() {
-            Method::GET => match self.pipeline.backend().load(&key).await {
-                Ok(loaded) => match loaded.state {
-                    Some(state) => {
-                        let state: serde_json::Value =
-                            serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
-                        json_response(
-                            StatusCode::OK,
-                            json!({"key": key.as_str(), "version": loaded.version, "state": state}),
-                        )
-                    }
-                    None => json_response(
-                        StatusCode::NOT_FOUND,
-                        json!({"error": "no snapshot", "version": loaded.version}),
-                    ),
-                },
-                Err(e) => json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": e.to_string()}),
-                ),
-            },
+            Method::GET => self.read(&key).await,
             Method::PUT => {
                 let body = match Limited::new(req.into_body(), self.max_state_bytes)
                     .collect()
@@ -222,6 +190,29 @@ impl<B: Backend> Admin<B> {
             _ => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": "use GET, PUT or DELETE"}),
+            ),
+        }
+    }
+
+    async fn read(&self, key: &ConvKey) -> AdminResponse {
+        match self.pipeline.backend().load(key).await {
+            Ok(loaded) => match loaded.state {
+                Some(state) => {
+                    let state: serde_json::Value =
+                        serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
+                    json_response(
+                        StatusCode::OK,
+                        json!({"key": key.as_str(), "version": loaded.version, "state": state}),
+                    )
+                }
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "no snapshot", "version": loaded.version}),
+                ),
+            },
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
             ),
         }
     }
@@ -260,6 +251,25 @@ impl<B: Backend> Admin<B> {
             ),
         }
     }
+}
+
+/// `/v1/state/<namespace>/<id>` → the conversation, or the answer refusing
+/// the path.
+fn state_key(path: &str) -> Result<ConvKey, (StatusCode, &'static str)> {
+    let rest = path.trim_start_matches("/v1/state/");
+    let Some((ns, id)) = rest
+        .split_once('/')
+        .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
+    else {
+        return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
+    };
+    let Some(id) = strict_decode(id) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes",
+        ));
+    };
+    Ok(ConvKey::new(ns, &id))
 }
 
 /// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:

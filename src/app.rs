@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
 use crate::backend::embedded::{EmbeddedBackend, OpenError};
@@ -39,8 +40,12 @@ pub enum StartupError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Tls(#[from] server::TlsError),
+    #[error("upstream.url: {0}")]
+    Upstream(#[from] crate::upstream::TargetError),
+    #[error(transparent)]
+    Route(#[from] crate::pipeline::route::RouteError),
 }
 
 /// The two sockets statehold serves on. Bound by [`Listeners::bind`] from
@@ -146,64 +151,18 @@ async fn run_with<B: Backend>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     let tls = match &config.server.tls {
-        Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key).map_err(StartupError::Setup)?),
+        Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key)?),
         None => None,
     };
-    let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())
-        .map_err(StartupError::Setup)?;
-    let metrics = Arc::new(Metrics::new(Routes::labels(&config)));
-    // A spool only makes sense where the store is remote and requests pass
-    // through while it is out.
-    let spool = match (config.store.backend, config.store.on_unavailable) {
-        (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
-            Spool::open(&config.store.spool_path, config.store.spool_max)
-                .map_err(|e| StartupError::Config(e.to_string()))?,
-        )),
-        _ => None,
-    };
-    if let Some(spool) = &spool {
-        metrics.set_spool_depth(spool.depth());
-    }
-    let pipeline = Arc::new(
-        Pipeline::new(&config, backend, upstream, metrics, spool).map_err(StartupError::Setup)?,
-    );
+    let pipeline = Arc::new(build_pipeline(&config, backend)?);
     let admin = Arc::new(Admin::new(
         Arc::clone(&pipeline),
         config.admin.token.clone(),
         config.store.max_state_bytes.get() as usize,
         config.store.lock_wait,
     ));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    let admin_task =
-        tokio::spawn(Arc::clone(&admin).run(listeners.admin, stopped(stop_rx.clone())));
-    let spool_task = tokio::spawn(write_back_loop(
-        Arc::clone(&pipeline),
-        stopped(stop_rx.clone()),
-    ));
-    let purge_task = tokio::spawn(purge_loop(
-        Arc::clone(&pipeline),
-        config.store.purge_interval,
-        stopped(stop_rx.clone()),
-    ));
-
-    for warning in config.warnings() {
-        warn!("{warning}");
-    }
-    info!(
-        listen = %config.server.listen,
-        admin = %config.admin.listen,
-        upstream = %config.upstream.url,
-        backend = ?config.store.backend,
-        routes = config.routes.len(),
-        tls = config.server.tls.is_some(),
-        "statehold serving"
-    );
-
+    announce(&config, &listeners);
+    let background = Background::spawn(&pipeline, &admin, listeners.admin, &config);
     let settings = ServerSettings {
         max_connections: config.server.max_connections.get(),
         header_timeout: config.server.header_timeout,
@@ -219,48 +178,117 @@ async fn run_with<B: Backend>(
             info!("shutdown requested");
         }
     };
-    let drained = server::run(
-        listeners.proxy,
-        Arc::clone(&pipeline),
-        settings,
-        proxy_shutdown,
-    )
-    .await;
+    let proxy = Arc::clone(&pipeline);
+    let drained = server::run(listeners.proxy, proxy, settings, proxy_shutdown).await;
     // Hand released turns over before exiting, so other replicas do not
     // wait out our leases.
     pipeline.backend().quiesce(Duration::from_secs(2)).await;
-    // Every task holds a receiver until it returns; a send error would only
-    // mean all of them are gone already.
-    let _ = stop_tx.send(true);
-    for (name, task) in [
-        ("admin listener", admin_task),
-        ("purge loop", purge_task),
-        ("spool write-back loop", spool_task),
-    ] {
-        // A panicked background task must not go unnoticed.
-        if let Err(e) = task.await {
-            error!(task = name, error = %e, "background task failed");
-        }
-    }
-    // One last write-back attempt; what remains waits on disk for the next start.
-    if let Some(spool) = pipeline.spool() {
-        let last = tokio::time::timeout(
-            Duration::from_secs(2),
-            spool.write_back(pipeline.backend(), pipeline.metrics()),
-        )
-        .await;
-        if last.is_err() {
-            warn!("last spool write-back did not finish within 2s");
-        }
-        let left = spool.depth();
-        if left > 0 {
-            warn!(left, "spooled snapshots kept on disk for the next start");
-        }
-    }
+    background.stop().await;
+    last_write_back(&pipeline).await;
     if drained {
         info!("stopped cleanly");
     }
     Ok(())
+}
+
+/// The upstream client, metrics, the spool (where the store is remote and
+/// requests pass through while it is out) and the pipeline over them.
+fn build_pipeline<B: Backend>(config: &Config, backend: B) -> Result<Pipeline<B>, StartupError> {
+    let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())?;
+    let metrics = Arc::new(Metrics::new(Routes::labels(config)));
+    let spool = match (config.store.backend, config.store.on_unavailable) {
+        (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
+            Spool::open(&config.store.spool_path, config.store.spool_max)
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        )),
+        _ => None,
+    };
+    if let Some(spool) = &spool {
+        metrics.set_spool_depth(spool.depth());
+    }
+    Ok(Pipeline::new(config, backend, upstream, metrics, spool)?)
+}
+
+/// The startup log line, with the addresses actually bound (a config may
+/// say port 0).
+fn announce(config: &Config, listeners: &Listeners) {
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
+    let bound = |l: &TcpListener, configured| l.local_addr().unwrap_or(configured);
+    info!(
+        listen = %bound(&listeners.proxy, config.server.listen),
+        admin = %bound(&listeners.admin, config.admin.listen),
+        upstream = %config.upstream.url,
+        backend = ?config.store.backend,
+        routes = config.routes.len(),
+        tls = config.server.tls.is_some(),
+        "statehold serving"
+    );
+}
+
+/// The tasks beside the proxy listener: the admin listener, the spool's
+/// write-back and the purge. Each returns once told to stop.
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Background {
+    fn spawn<B: Backend>(
+        pipeline: &Arc<Pipeline<B>>,
+        admin: &Arc<Admin<B>>,
+        admin_listener: TcpListener,
+        config: &Config,
+    ) -> Background {
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone: stop then too.
+            rx.wait_for(|s| *s).await.ok();
+        };
+        let admin_task = Arc::clone(admin).run(admin_listener, stopped(stop_rx.clone()));
+        let spool_task = write_back_loop(Arc::clone(pipeline), stopped(stop_rx.clone()));
+        let every = config.store.purge_interval;
+        let purge_task = purge_loop(Arc::clone(pipeline), every, stopped(stop_rx));
+        let tasks = vec![
+            ("admin listener", tokio::spawn(admin_task)),
+            ("spool write-back loop", tokio::spawn(spool_task)),
+            ("purge loop", tokio::spawn(purge_task)),
+        ];
+        Background { stop, tasks }
+    }
+
+    /// Stops every task and waits for it; a panicked one is logged.
+    async fn stop(self) {
+        if self.stop.send(true).is_err() {
+            // Every task holds a receiver until it returns: all are done.
+            debug!("background tasks already stopped");
+        }
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                error!(task = name, error = %e, "background task failed");
+            }
+        }
+    }
+}
+
+/// One last write-back attempt; what remains waits on disk for the next start.
+async fn last_write_back<B: Backend>(pipeline: &Pipeline<B>) {
+    let Some(spool) = pipeline.spool() else {
+        return;
+    };
+    let last = tokio::time::timeout(
+        Duration::from_secs(2),
+        spool.write_back(pipeline.backend(), pipeline.metrics()),
+    )
+    .await;
+    if last.is_err() {
+        warn!("last spool write-back did not finish within 2s");
+    }
+    let left = spool.depth();
+    if left > 0 {
+        warn!(left, "spooled snapshots kept on disk for the next start");
+    }
 }
 
 /// Writes spooled snapshots back once the store answers again.

@@ -29,7 +29,16 @@ enum Command {
     Serve(ConfigFile),
     /// Validate and print the effective config (secrets masked); exit 0
     /// valid, 2 invalid.
-    CheckConfig(ConfigFile),
+    CheckConfig(CheckConfig),
+}
+
+#[derive(Args)]
+struct CheckConfig {
+    #[command(flatten)]
+    file: ConfigFile,
+    /// Print each key's documentation above it.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Args)]
@@ -46,9 +55,9 @@ fn main() -> ExitCode {
     // --help and --version print to stdout and exit 0; usage errors print
     // once to stderr and exit 2.
     let cli = Cli::parse();
-    let (check_only, config_path) = match cli.command {
-        Command::Serve(f) => (false, f.config),
-        Command::CheckConfig(f) => (true, f.config),
+    let (check, config_path) = match cli.command {
+        Command::Serve(f) => (None, f.config),
+        Command::CheckConfig(c) => (Some(c.explain), c.file.config),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -57,8 +66,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if check_only {
-        print!("{}", config.to_masked_toml());
+    if let Some(explain) = check {
+        if explain {
+            print!("{}", config.explain());
+        } else {
+            print!("{}", config.to_masked_toml());
+        }
         for warning in config.warnings() {
             eprintln!("statehold: warning: {warning}");
         }

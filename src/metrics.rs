@@ -48,13 +48,16 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(
+            line(
                 out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+                format_args!("{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"),
             );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        line(
+            out,
+            format_args!("{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}"),
+        );
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let braces = |l: &str| {
             if l.is_empty() {
@@ -63,8 +66,8 @@ impl Histogram {
                 format!("{{{l}}}")
             }
         };
-        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
-        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+        line(out, format_args!("{name}_sum{} {sum}", braces(labels)));
+        line(out, format_args!("{name}_count{} {count}", braces(labels)));
     }
 }
 
@@ -208,12 +211,16 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
-            let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} {kind}");
-        };
+        self.render_requests(&mut out);
+        self.render_durations(&mut out);
+        self.render_results(&mut out);
+        self.render_scalars(&mut out);
+        out
+    }
 
+    fn render_requests(&self, out: &mut String) {
         help(
-            &mut out,
+            out,
             "statehold_requests_total",
             "counter",
             "Requests by route, outcome and status class.",
@@ -223,84 +230,74 @@ impl Metrics {
                 for (c, class) in STATUS_CLASSES.iter().enumerate() {
                     let n = self.requests[r][outcome as usize][c].load(Ordering::Relaxed);
                     if n > 0 {
-                        let _ = writeln!(
-                            out,
+                        line(out, format_args!(
                             "statehold_requests_total{{route=\"{route}\",outcome=\"{}\",code=\"{class}\"}} {n}",
                             outcome.as_str()
-                        );
+                        ));
                     }
                 }
             }
         }
+    }
 
+    fn render_durations(&self, out: &mut String) {
+        let name = "statehold_request_duration_seconds";
         help(
-            &mut out,
-            "statehold_request_duration_seconds",
+            out,
+            name,
             "histogram",
             "Whole request time inside statehold, bot included.",
         );
         for (r, route) in self.routes.iter().enumerate() {
-            self.request_duration[r].render(
-                &mut out,
-                "statehold_request_duration_seconds",
-                &format!("route=\"{route}\""),
-            );
+            self.request_duration[r].render(out, name, &format!("route=\"{route}\""));
         }
+        let name = "statehold_upstream_duration_seconds";
+        help(out, name, "histogram", "Time the bot took to answer.");
+        self.upstream_duration.render(out, name, "");
+        let name = "statehold_store_duration_seconds";
         help(
-            &mut out,
-            "statehold_upstream_duration_seconds",
+            out,
+            name,
             "histogram",
-            "Time the bot took to answer.",
-        );
-        self.upstream_duration
-            .render(&mut out, "statehold_upstream_duration_seconds", "");
-        help(
-            &mut out,
-            "statehold_store_duration_seconds",
-            "histogram",
-            "Store operation time.",
+            "Store operation time: the record read with a turn (load), the end-of-turn commit.",
         );
         for (i, op) in ["load", "commit"].iter().enumerate() {
-            self.store_duration[i].render(
-                &mut out,
-                "statehold_store_duration_seconds",
-                &format!("op=\"{op}\""),
-            );
+            self.store_duration[i].render(out, name, &format!("op=\"{op}\""));
         }
-
-        let by_result =
-            |out: &mut String, name: &str, text: &str, labels: &[&str], values: &[AtomicU64]| {
-                help(out, name, "counter", text);
-                for (label, value) in labels.iter().zip(values) {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{result=\"{label}\"}} {}",
-                        value.load(Ordering::Relaxed)
-                    );
-                }
-            };
-        by_result(
-            &mut out,
-            "statehold_state_loads_total",
-            "Snapshot loads by result.",
-            &["hit", "miss", "error"],
-            &self.state_loads,
-        );
-        by_result(
-            &mut out,
-            "statehold_state_saves_total",
-            "Snapshot saves by result.",
-            &["ok", "rejected", "error"],
-            &self.state_saves,
-        );
+        let name = "statehold_lock_wait_seconds";
         help(
-            &mut out,
-            "statehold_lock_wait_seconds",
+            out,
+            name,
             "histogram",
             "Time spent waiting for a conversation's turn.",
         );
-        self.lock_wait
-            .render(&mut out, "statehold_lock_wait_seconds", "");
+        self.lock_wait.render(out, name, "");
+    }
+
+    fn render_results(&self, out: &mut String) {
+        for (name, text, labels, values) in [
+            (
+                "statehold_state_loads_total",
+                "Snapshot loads by result.",
+                ["hit", "miss", "error"],
+                &self.state_loads,
+            ),
+            (
+                "statehold_state_saves_total",
+                "Snapshot saves by result.",
+                ["ok", "rejected", "error"],
+                &self.state_saves,
+            ),
+        ] {
+            help(out, name, "counter", text);
+            for (label, value) in labels.iter().zip(values) {
+                let n = value.load(Ordering::Relaxed);
+                line(out, format_args!("{name}{{result=\"{label}\"}} {n}"));
+            }
+        }
+    }
+
+    fn render_scalars(&self, out: &mut String) {
         for (name, kind, text, value) in [
             (
                 "statehold_dedupe_hits_total",
@@ -345,11 +342,27 @@ impl Metrics {
                 &self.spool_depth,
             ),
         ] {
-            help(&mut out, name, kind, text);
-            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+            help(out, name, kind, text);
+            line(
+                out,
+                format_args!("{name} {}", value.load(Ordering::Relaxed)),
+            );
         }
-        out
     }
+}
+
+/// `# HELP` and `# TYPE` lines of one metric.
+fn help(out: &mut String, name: &str, kind: &str, text: &str) {
+    line(
+        out,
+        format_args!("# HELP {name} {text}\n# TYPE {name} {kind}"),
+    );
+}
+
+/// Appends one line (writing to a `String` cannot fail).
+fn line(out: &mut String, text: std::fmt::Arguments<'_>) {
+    out.write_fmt(text).ok();
+    out.push('\n');
 }
 
 #[cfg(test)]

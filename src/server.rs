@@ -56,27 +56,9 @@ pub async fn run<B: Backend>(
             },
         };
         // Over the cap: shed load with a quick 503 rather than queue without
-        // bound. The shedding itself is capped too; past that, plain close.
+        // bound.
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            pipeline.metrics().request(
-                pipeline.metrics().unmatched(),
-                Outcome::Overloaded,
-                503,
-                Duration::ZERO,
-            );
-            match (
-                settings.tls.is_none(),
-                Arc::clone(&shedders).try_acquire_owned(),
-            ) {
-                (true, Ok(shedder)) => {
-                    tokio::spawn(async move {
-                        shed(stream).await;
-                        drop(shedder);
-                    });
-                }
-                _ => drop(stream),
-            }
-            debug!(%peer, "connection limit reached, shedding");
+            over_capacity(stream, peer, pipeline.metrics(), &settings, &shedders);
             continue;
         };
         if let Err(e) = stream.set_nodelay(true) {
@@ -101,6 +83,36 @@ pub async fn run<B: Backend>(
     }
 }
 
+/// A connection past `server.max_connections`: counted, answered 503 (the
+/// shedding itself is capped too; past that, and on TLS, plain close).
+fn over_capacity(
+    stream: TcpStream,
+    peer: SocketAddr,
+    metrics: &crate::metrics::Metrics,
+    settings: &ServerSettings,
+    shedders: &Arc<Semaphore>,
+) {
+    metrics.request(
+        metrics.unmatched(),
+        Outcome::Overloaded,
+        503,
+        Duration::ZERO,
+    );
+    match (
+        settings.tls.is_none(),
+        Arc::clone(shedders).try_acquire_owned(),
+    ) {
+        (true, Ok(shedder)) => {
+            tokio::spawn(async move {
+                shed(stream).await;
+                drop(shedder);
+            });
+        }
+        _ => drop(stream),
+    }
+    debug!(%peer, "connection limit reached, shedding");
+}
+
 /// hyper's per-connection read buffer, at most.
 const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 
@@ -113,7 +125,7 @@ const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: ap
 /// sending (so closing does not reset the connection under its answer).
 async fn shed(mut stream: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let shed = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(OVERLOADED).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -127,6 +139,10 @@ async fn shed(mut stream: TcpStream) {
         Ok::<_, std::io::Error>(())
     })
     .await;
+    if !matches!(shed, Ok(Ok(()))) {
+        // The client left or stalled: the 503 was best effort.
+        debug!("overload answer not fully delivered");
+    }
 }
 
 async fn serve_connection<B: Backend>(
@@ -153,6 +169,30 @@ async fn serve_connection<B: Backend>(
         });
         TowerToHyperService::new(service)
     };
+    let builder = http1_builder(settings);
+    let result = match &settings.tls {
+        None => {
+            let stream = HeadScanner::new(stream);
+            let service = make_service(stream.verdict());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(conn).await
+        }
+        Some(acceptor) => {
+            let Some(tls_stream) = handshake(acceptor, stream, peer, settings).await else {
+                return;
+            };
+            let stream = HeadScanner::new(tls_stream);
+            let service = make_service(stream.verdict());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(conn).await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn http1_builder(settings: &ServerSettings) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -162,62 +202,68 @@ async fn serve_connection<B: Backend>(
         // the same bound the framing scanner follows).
         .max_buf_size(MAX_CONNECTION_BUFFER)
         .keep_alive(true);
-    let result = match &settings.tls {
-        None => {
-            let stream = HeadScanner::new(stream);
-            let service = make_service(stream.verdict());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(conn).await
+    builder
+}
+
+/// The TLS handshake, within `server.header_timeout`.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &ServerSettings,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => Some(tls_stream),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
         }
-        Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await;
-            match handshake {
-                Ok(Ok(tls_stream)) => {
-                    let stream = HeadScanner::new(tls_stream);
-                    let service = make_service(stream.verdict());
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn).await
-                }
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
         }
-    };
-    if let Err(e) = result {
-        debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
+/// Why the TLS files cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key} {path}: {source}")]
+    Pem {
+        key: &'static str,
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("server.tls.cert {0}: no certificate found")]
+    NoCertificate(String),
+    #[error("server.tls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
 /// Builds the TLS acceptor from PEM files (rustls with the ring provider).
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<TlsAcceptor, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |key: &'static str, path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| TlsError::Pem { key, path, source }
+    };
     let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("server.tls.cert {}: {e}", cert.display()))?
+        .map_err(pem("server.tls.cert", cert))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("server.tls.cert {}: {e}", cert.display()))?;
+        .map_err(pem("server.tls.cert", cert))?;
     if certs.is_empty() {
-        return Err(format!(
-            "server.tls.cert {}: no certificate found",
-            cert.display()
-        ));
+        return Err(TlsError::NoCertificate(cert.display().to_string()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("server.tls.key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem("server.tls.key", key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("server.tls: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server.tls: {e}"))?;
+        .with_single_cert(certs, key)?;
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))

@@ -47,8 +47,13 @@ pub struct SpoolOpenError {
     reason: String,
 }
 
-fn db_err(e: impl Into<redb::Error>) -> String {
-    e.into().to_string()
+/// The spool file failed to read or write.
+#[derive(Debug, thiserror::Error)]
+#[error("spool: {0}")]
+pub struct SpoolError(#[from] redb::Error);
+
+fn db_err(e: impl Into<redb::Error>) -> SpoolError {
+    SpoolError(e.into())
 }
 
 impl Spool {
@@ -59,9 +64,10 @@ impl Spool {
         };
         crate::private_file::prepare(path).map_err(|e| fail(e.to_string()))?;
         let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| fail(db_err(e)))?;
-        txn.open_table(ENTRIES).map_err(|e| fail(db_err(e)))?;
-        txn.commit().map_err(|e| fail(db_err(e)))?;
+        let txn = db.begin_write().map_err(|e| fail(db_err(e).to_string()))?;
+        txn.open_table(ENTRIES)
+            .map_err(|e| fail(db_err(e).to_string()))?;
+        txn.commit().map_err(|e| fail(db_err(e).to_string()))?;
         Ok(Spool {
             db,
             max_entries,
@@ -89,7 +95,7 @@ impl Spool {
 
     /// Keeps a snapshot reported in degraded mode. `Ok(false)`: the spool is
     /// full and the snapshot is dropped.
-    pub fn push(&self, key: &ConvKey, change: &StateChange) -> Result<bool, String> {
+    pub fn push(&self, key: &ConvKey, change: &StateChange) -> Result<bool, SpoolError> {
         let (tag, data): (u8, &[u8]) = match change {
             StateChange::Put(json) => (b'p', json),
             StateChange::Clear => (b'c', &[]),
@@ -130,7 +136,7 @@ impl Spool {
             .unwrap_or(0)
     }
 
-    fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, String> {
+    fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, SpoolError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut out = Vec::new();
@@ -142,7 +148,7 @@ impl Spool {
         Ok(out)
     }
 
-    fn remove(&self, key: &str) -> Result<(), String> {
+    fn remove(&self, key: &str) -> Result<(), SpoolError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(ENTRIES)
             .map_err(db_err)?

@@ -25,22 +25,33 @@ pub struct UpstreamTarget {
     base_path: String,
 }
 
+/// Why an upstream URL cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("`{0}` is not a URL: {1}")]
+    NotUrl(String, http::uri::InvalidUri),
+    #[error("`{0}`: only http:// is supported (the bot runs beside statehold)")]
+    NotHttp(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error("`{0}`: a query string is not allowed here")]
+    Query(String),
+}
+
 impl UpstreamTarget {
-    pub fn parse(url: &str) -> Result<UpstreamTarget, String> {
+    pub fn parse(url: &str) -> Result<UpstreamTarget, TargetError> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+            .map_err(|e| TargetError::NotUrl(url.to_string(), e))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!(
-                "`{url}`: only http:// is supported (the bot runs beside statehold)"
-            ));
+            return Err(TargetError::NotHttp(url.to_string()));
         }
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("`{url}` has no host"))?;
+            .ok_or_else(|| TargetError::NoHost(url.to_string()))?;
         if uri.query().is_some() {
-            return Err(format!("`{url}`: a query string is not allowed here"));
+            return Err(TargetError::Query(url.to_string()));
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
         Ok(UpstreamTarget {
@@ -106,7 +117,7 @@ pub struct UpstreamOptions {
 }
 
 impl Upstream {
-    pub fn new(url: &str, options: &UpstreamOptions) -> Result<Upstream, String> {
+    pub fn new(url: &str, options: &UpstreamOptions) -> Result<Upstream, TargetError> {
         let target = UpstreamTarget::parse(url)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

@@ -10,7 +10,7 @@ const AUTH: (&str, &str) = ("authorization", "Bearer test-admin-token");
 #[test]
 fn health_readiness_and_metrics() {
     let dir = support::temp_dir();
-    let mut bot = Bot::start(support::free_port());
+    let mut bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     assert_eq!(support::get(sh.admin(), "/healthz").unwrap().status, 200);
     let ready = support::get(sh.admin(), "/readyz").unwrap();
@@ -42,7 +42,7 @@ fn health_readiness_and_metrics() {
 #[test]
 fn state_api_needs_the_token_and_reads_writes_deletes() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     let path = "/v1/state/tg/71";
     assert_eq!(support::get(sh.admin(), path).unwrap().status, 401);

@@ -105,7 +105,7 @@ fn check_config_masks_secrets() {
 #[test]
 fn sigterm_exits_0_and_port_in_use_exits_nonzero() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 60, "/start");
 
@@ -188,4 +188,29 @@ fn help_and_version_exit_0_on_stdout_and_usage_errors_exit_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.matches("Usage:").count(), 1, "{err}");
     }
+}
+
+#[test]
+fn check_config_explain_documents_every_key_of_the_shipped_config() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = statehold(&["check-config", "--explain", "--config", shipped]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each key line is preceded by its documentation.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut keys = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains(" = ") && !line.starts_with('#') {
+            keys += 1;
+            assert!(
+                i > 0 && lines[i - 1].starts_with("# "),
+                "{line} has no explanation:\n{text}"
+            );
+        }
+    }
+    assert!(keys > 30, "{text}");
+    assert!(text.contains("# How long the circuit stays open"), "{text}");
+    // The explanation is still the valid effective config.
+    let toml: toml::Value = toml::from_str(&text).expect("still TOML");
+    assert!(toml.get("store").is_some());
 }

@@ -13,7 +13,7 @@ fn last_handled(bot: &Bot) -> Value {
 #[test]
 fn forged_inbound_statehold_headers_never_reach_the_bot() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     let forged_state =
         statehold::contract::encode_state(br#"{"step":"plan","name":"Mallory","applied":[]}"#);
@@ -43,7 +43,7 @@ fn forged_inbound_statehold_headers_never_reach_the_bot() {
 #[test]
 fn no_statehold_header_reaches_the_client() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     // The bot reports state and clear headers on every answer.
     for r in [
@@ -71,7 +71,7 @@ fn no_statehold_header_reaches_the_client() {
 #[test]
 fn header_mode_injects_base64url_state_and_version() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 32, "/start");
     sh.update(2, 32, "Kim");
@@ -88,7 +88,7 @@ fn header_mode_injects_base64url_state_and_version() {
 #[test]
 fn body_mode_round_trip_and_no_field_leaks() {
     let dir = support::temp_dir();
-    let bot = Bot::start_with(support::free_port(), true);
+    let bot = Bot::start_with(0, true);
     let mut config = Config::new(bot.port, dir.path());
     config.mode = "body";
     let sh = Statehold::start(config);
@@ -135,7 +135,7 @@ fn body_mode_round_trip_and_no_field_leaks() {
 #[test]
 fn expired_snapshots_are_not_injected() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.store_extra = "ttl = \"1s\"\n".into();
     let sh = Statehold::start(config);
@@ -153,7 +153,7 @@ fn expired_snapshots_are_not_injected() {
 #[test]
 fn undecodable_or_oversized_snapshot_is_refused_and_the_old_one_stays() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.store_extra = "max_state_bytes = 200\n".into();
     let sh = Statehold::start(config);
@@ -197,7 +197,7 @@ fn undecodable_or_oversized_snapshot_is_refused_and_the_old_one_stays() {
 #[test]
 fn missing_key_passes_through_or_is_rejected() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     // No chat id: forwarded without any state header.
     let r = support::post_json(
@@ -231,7 +231,7 @@ fn missing_key_passes_through_or_is_rejected() {
 #[test]
 fn unmatched_paths_are_proxied_untouched() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     let r = support::request(
         sh.addr(),
@@ -265,7 +265,7 @@ fn unmatched_paths_are_proxied_untouched() {
 #[test]
 fn failed_signature_is_401_and_the_bot_is_not_called() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.route_extra = "[route.verify]\nkind = \"telegram\"\nsecret = \"s3cret-token\"\n".into();
     let sh = Statehold::start(config);

@@ -7,7 +7,7 @@ use support::{reply_text, Bot, Config, Statehold};
 #[test]
 fn redelivered_update_is_processed_once() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
 
     sh.update(1, 5, "/start");
@@ -37,7 +37,7 @@ fn redelivered_update_is_processed_once() {
 #[test]
 fn redelivery_while_first_is_in_flight_waits_and_gets_the_same_answer() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 6, "/start");
 
@@ -70,7 +70,7 @@ fn in_flight(bot: &Bot) -> bool {
 #[test]
 fn failed_bot_answer_records_nothing_so_the_redelivery_runs_again() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 8, "/start");
     let failed = sh.update_with(2, 8, "Eve", &[("x-demo-status", "500")]);

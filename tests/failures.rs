@@ -10,7 +10,7 @@ fn with_snapshot(
     config_edit: impl FnOnce(&mut Config),
 ) -> (tempfile::TempDir, Bot, Statehold, serde_json::Value) {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config_edit(&mut config);
     let sh = Statehold::start(config);

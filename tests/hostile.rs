@@ -375,10 +375,8 @@ fn an_unverified_route_on_a_public_listener_needs_an_explicit_none() {
         std::fs::write(
             &path,
             format!(
-                "[server]\nlisten = \"0.0.0.0:{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\npath = \"{}\"\n{routes}\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
-                support::free_port(),
+                "[server]\nlisten = \"0.0.0.0:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\npath = \"{}\"\n{routes}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
                 dir.path().join("db").display(),
-                support::free_port()
             ),
         )
         .unwrap();
@@ -929,15 +927,17 @@ fn data_files_are_private() {
     };
     let path = dir.path().join("custom.toml");
     std::fs::write(&path, text_fix(&config)).unwrap();
+    let log = dir.path().join("custom.log");
     let mut child = std::process::Command::new(support::statehold_bin())
         .args(["serve", "--config"])
         .arg(&path)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let db = dir.path().join("private/data/statehold.db");
+    let (_, admin) = support::wait_serving(&log, 0, || child.try_wait().ok().flatten()).unwrap();
     support::wait_until("database file", || {
-        db.exists() && support::get(support::addr(config.admin), "/healthz").is_ok()
+        db.exists() && support::get(admin, "/healthz").is_ok()
     });
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let modes = (

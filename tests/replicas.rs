@@ -18,7 +18,7 @@ struct Cluster {
 fn cluster(n: usize, aof: bool, edit: impl Fn(&mut Config)) -> Cluster {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), aof);
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
     base.redis = Some(redis.port);
     edit(&mut base);

@@ -8,7 +8,7 @@ use support::{reply_text, Bot, Config, Statehold};
 #[test]
 fn flow_survives_kill9_of_the_bot_between_every_step() {
     let dir = support::temp_dir();
-    let mut bot = Bot::start(support::free_port());
+    let mut bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
 
     let steps = [
@@ -38,7 +38,7 @@ fn flow_survives_kill9_of_the_bot_between_every_step() {
 #[test]
 fn acknowledged_state_survives_kill9_of_statehold() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
 
     assert_eq!(sh.update(1, 7, "/start").status, 200);
@@ -76,7 +76,7 @@ fn acknowledged_state_survives_kill9_of_statehold() {
 #[test]
 fn many_conversations_survive_a_statehold_crash_mid_traffic() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
     let chats: Vec<i64> = (100..140).collect();
     std::thread::scope(|s| {

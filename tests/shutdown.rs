@@ -13,7 +13,7 @@ use support::{Bot, Config, RedisServer, Statehold};
 fn rolling_restart_under_load_loses_nothing() {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
     base.redis = Some(redis.port);
     base.server_extra = "shutdown_grace = \"5s\"\n".into();

@@ -29,7 +29,7 @@ fn chaos_soak_loses_nothing() {
     );
     let dir = support::temp_dir();
     let mut redis = RedisServer::start(dir.path(), true);
-    let mut bot = Bot::start(support::free_port());
+    let mut bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
     base.redis = Some(redis.port);
     base.upstream_timeout = "2s";

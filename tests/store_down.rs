@@ -8,7 +8,7 @@ use support::{reply_text, Bot, Config, RedisServer, Statehold};
 fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehold) {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), true);
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
     config.store_extra = format!("on_unavailable = \"{on_unavailable}\"\nop_timeout = \"300ms\"\n");
@@ -109,7 +109,7 @@ fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
     let _serial = support::serial();
     let dir = support::temp_dir();
     let mut redis = RedisServer::start(dir.path(), true);
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
     config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
@@ -147,7 +147,7 @@ fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
 fn starts_while_redis_is_down_unless_required() {
     let _serial = support::serial();
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     let dead_port = support::free_port();
     config.redis = Some(dead_port);
@@ -195,7 +195,7 @@ fn a_hung_redis_trips_the_circuit_breaker_and_recovers() {
     let _serial = support::serial();
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
     config.store_extra =

@@ -71,7 +71,7 @@ fn https_post(port: u16, path: &str, body: &str, ca_der: &[u8]) -> support::Resp
 fn https_termination_with_rustls() {
     let dir = support::temp_dir();
     let certs = make_certs(dir.path());
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.server_extra = format!(
         "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -123,7 +123,7 @@ fn rediss_with_a_custom_ca() {
         std::net::TcpStream::connect(support::addr(port)).is_ok()
     });
 
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(port);
     config.redis_tls_ca = Some(certs.ca.clone());

@@ -19,7 +19,7 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 #[test]
 fn same_conversation_never_overlaps_while_others_proceed_in_parallel() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 10, "/start");
     sh.update(2, 20, "/start");
@@ -69,7 +69,7 @@ fn same_conversation_never_overlaps_while_others_proceed_in_parallel() {
 #[test]
 fn arrival_order_is_kept_for_one_conversation() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let sh = Statehold::start(Config::new(bot.port, dir.path()));
     sh.update(1, 11, "/start");
     let sh = &sh;
@@ -105,7 +105,7 @@ fn arrival_order_is_kept_for_one_conversation() {
 #[test]
 fn a_turn_wait_longer_than_lock_wait_answers_503_with_retry_after() {
     let dir = support::temp_dir();
-    let bot = Bot::start(support::free_port());
+    let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.store_extra = "lock_wait = \"100ms\"\n".into();
     let sh = Statehold::start(config);

@@ -32,6 +32,7 @@
 //! - Dedupe records expire `dedupe_window` after they were written; they do
 //!   not slide.
 
+pub mod clock;
 pub mod embedded;
 pub mod record;
 pub mod redis;
@@ -39,9 +40,8 @@ pub mod redis;
 use std::future::Future;
 use std::time::Duration;
 
-pub use record::{
-    now_ms, Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, StoreError,
-};
+pub use clock::now_ms;
+pub use record::{Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, StoreError};
 
 use crate::key::ConvKey;
 
@@ -58,6 +58,10 @@ pub enum TurnError {
 
 /// A conversation's turn, held. Dropping it releases the turn.
 pub trait Held: Send + 'static {
+    /// How long `begin` waited in the queue before the turn was granted
+    /// (the rest of `begin` was reading the record).
+    fn waited(&self) -> Duration;
+
     /// Ends the turn with one atomic commit. When the commit fails the
     /// turn is released all the same.
     fn finish(

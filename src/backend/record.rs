@@ -150,15 +150,6 @@ impl RecordedResponse {
     }
 }
 
-/// Milliseconds since the Unix epoch: expiry times are stored on disk and
-/// must mean the same after a restart.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,7 @@ async fn main() -> std::io::Result<()> {
         ..Bot::default()
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!("demo bot listening on {listen}");
+    eprintln!("demo bot listening on {}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let bot = Arc::clone(&bot);

@@ -16,6 +16,7 @@ pub use crate::verify::VerifyKind;
 pub use route::{RouteConfig, RouteVerify, VerifyConfig};
 pub use tables::*;
 
+pub mod explain;
 mod route;
 mod tables;
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::presets::Preset;
 pub struct RouteConfig {
     /// Path prefix; the longest matching prefix wins.
     pub path: String,
+    /// Key namespace: conversations of different routes never share state.
     pub namespace: String,
     /// Key sources, first present wins.
     #[serde(default)]
@@ -25,8 +26,10 @@ pub struct RouteConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub dedupe: Vec<KeySource>,
+    /// A request without a key: "passthrough" (forwarded without state) or "reject" (400).
     #[serde(default)]
     pub on_missing_key: OnMissingKey,
+    /// Platform defaults for key, dedupe and verification: telegram, whatsapp, slack, twilio, discord.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
     /// A `[route.verify]` table, or `"none"` to accept unverified
@@ -142,8 +145,10 @@ pub struct VerifyConfig {
     /// Defaults to the route's preset platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<VerifyKind>,
+    /// Signing secret (Telegram secret token, Meta app secret, Slack signing secret, Twilio auth token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
+    /// Environment variable holding `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
     /// Twilio: the public URL the platform calls for this route's path
@@ -158,6 +163,7 @@ pub struct VerifyConfig {
     /// bot checks it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_token: Option<Secret>,
+    /// Environment variable holding `verify_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_token_env: Option<String>,
 }

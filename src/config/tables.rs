@@ -16,7 +16,7 @@ use super::Secret;
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Webhook ingress address.
+    /// Address the proxy listens on (the platform's webhooks arrive here).
     pub listen: SocketAddr,
     /// Larger request bodies on matched routes: 413, bot not called.
     pub max_body_bytes: NonZeroU64,
@@ -74,7 +74,9 @@ pub enum Unmatched {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// PEM certificate chain served on `server.listen`.
     pub cert: PathBuf,
+    /// PEM private key of `server.tls.cert`.
     pub key: PathBuf,
 }
 
@@ -86,6 +88,7 @@ pub struct UpstreamConfig {
     /// Bot slower than this (until its full response): 504.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long connecting to the bot may take.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Idle pooled connections are closed after this; keep it below the bot's
@@ -126,19 +129,24 @@ pub enum OnUnavailable {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Where conversations live: "embedded" (a file, one node) or "redis" (shared by replicas).
     pub backend: BackendKind,
     /// Embedded only: the database file.
     pub path: PathBuf,
-    /// Redis only.
+    /// Redis only: `redis://` or `rediss://` URL (prefer `url_env`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    /// Environment variable holding `store.url` (keeps the password out of the file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url_env: Option<String>,
+    /// Prefix of every Redis key and channel; replicas of one bot share it.
     pub key_prefix: String,
     /// Sliding: refreshed on every request of the conversation.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// Largest snapshot the bot may report; a larger one is not stored (logged, counted).
     pub max_state_bytes: NonZeroU64,
+    /// When the store is unreachable: "reject" (503 + Retry-After) or "passthrough" (serve without state, spool what the bot reports).
     pub on_unavailable: OnUnavailable,
     /// Exit at startup when the store cannot be reached.
     pub require_at_startup: bool,
@@ -162,6 +170,7 @@ pub struct StoreConfig {
     /// Redis only: consecutive failed operations that open the circuit
     /// breaker (then operations fail at once for `breaker_cooldown`).
     pub breaker_failures: NonZeroU32,
+    /// How long the circuit stays open (failing fast) before the next probe.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
     /// With `on_unavailable = "passthrough"` and Redis: where snapshots
@@ -212,6 +221,7 @@ pub enum ContractMode {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ContractConfig {
+    /// How the bot sees and reports state: "header" (X-Statehold-* headers) or "body" (a JSON member).
     pub mode: ContractMode,
     /// RFC 6901 pointer of the body-mode member.
     pub body_field: String,
@@ -237,10 +247,12 @@ pub enum OnMissingKey {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Address of /healthz, /readyz, /metrics and /v1/state (keep it private).
     pub listen: SocketAddr,
     /// Bearer token of `/v1/state`; without one the state API answers 404.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Environment variable holding `admin.token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
 }

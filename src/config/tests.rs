@@ -187,3 +187,33 @@ fn twilio_and_discord_need_their_settings() {
         "route[0].verify.public_key"
     );
 }
+
+#[test]
+fn every_key_is_documented_for_explain() {
+    let documented = explain::keys();
+    assert!(documented.len() > 40, "{documented:?}");
+    let missing: Vec<String> = documented
+        .iter()
+        .filter(|k| k.doc.is_empty())
+        .map(|k| format!("{}.{}", k.table, k.key))
+        .collect();
+    assert!(missing.is_empty(), "keys without a /// line: {missing:?}");
+    let c = parse(MINIMAL).expect("valid");
+    let explained = c.explain();
+    assert!(
+        explained.contains("# Log conversation ids in full"),
+        "{explained}"
+    );
+    // Every printed key is one we document.
+    let mut table = String::new();
+    for line in c.to_masked_toml().lines() {
+        if line.starts_with('[') {
+            table = line.trim_matches(['[', ']']).to_string();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            assert!(
+                documented.iter().any(|d| d.table == table && d.key == key),
+                "{table}.{key} is printed but not documented"
+            );
+        }
+    }
+}

@@ -27,7 +27,7 @@ impl<B: Backend> Pipeline<B> {
         let Some(verifier) = &route.verifier else {
             return Ok(None);
         };
-        let now = crate::backend::now_ms() as i64 / 1000;
+        let now = crate::backend::clock::system_ms() as i64 / 1000;
         verifier
             .check_head(&head_parts(route, parts), now)
             .map(Some)

@@ -38,27 +38,13 @@ pub async fn read(
     within: Duration,
     budget: &std::sync::Arc<Budget>,
 ) -> Result<Buffered, Reject> {
-    let too_large = || {
-        Reject::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Outcome::TooLarge,
-            format!("body over server.max_body_bytes = {max}"),
-        )
-    };
-    let over_budget = || {
-        Reject::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::Overloaded,
-            "server.max_buffered_bytes reached",
-        )
-    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
-        return Err(too_large());
+        return Err(too_large(max));
     }
     let mut lease = budget.lease();
     let declared = declared.unwrap_or(0) as usize;
@@ -73,7 +59,7 @@ pub async fn read(
             };
             let len = buf.len() + data.len();
             if len as u64 > max {
-                return Err(too_large());
+                return Err(too_large(max));
             }
             lease.grow_to(len).map_err(|_| over_budget())?;
             buf.extend_from_slice(&data);
@@ -92,6 +78,22 @@ pub async fn read(
             _lease: lease,
         }),
     }
+}
+
+fn too_large(max: u64) -> Reject {
+    Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Outcome::TooLarge,
+        format!("body over server.max_body_bytes = {max}"),
+    )
+}
+
+fn over_budget() -> Reject {
+    Reject::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::Overloaded,
+        "server.max_buffered_bytes reached",
+    )
 }
 
 /// The body as JSON, when it is JSON. A body that looks like JSON but does

@@ -47,6 +47,7 @@ pub mod body;
 pub mod budget;
 mod forward;
 pub mod reject;
+mod request;
 pub mod route;
 mod state;
 mod wire;
@@ -61,21 +62,20 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Loaded};
+use crate::backend::Backend;
 use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched};
 use crate::contract::{self, StateChange};
 use crate::framing::Flaw;
-use crate::key::ConvKey;
 use crate::metrics::{Metrics, SaveResult};
 use crate::outcome::Outcome;
 use crate::spool::Spool;
 use crate::upstream::Upstream;
-use crate::verify::{HeadVerdict, VerifyKind};
+use crate::verify::HeadVerdict;
 use admit::normalize_uri;
 pub use reject::Reject;
+use request::{Admitted, Answer, Keyed, Saved, Trace, Turn};
 use route::{Route, Routes};
 
 /// Bodies in both directions: buffered (matched routes, statehold's own
@@ -114,74 +114,6 @@ pub struct Pipeline<B> {
     settings: Settings,
 }
 
-/// What one request accumulates for its log line and metrics.
-struct Trace {
-    outcome: Outcome,
-    key: Option<ConvKey>,
-    store_time: Duration,
-    upstream_time: Duration,
-    /// The stored version after this request (for the log line).
-    version: Option<u64>,
-    /// Why statehold answered by itself (early rejects).
-    reason: Option<String>,
-}
-
-/// How the end-of-turn write went.
-enum Saved {
-    Committed,
-    /// Refused: the conversation moved on (version or fence).
-    Stale,
-    /// The store failed; the change is handed back to be kept elsewhere.
-    Failed(StateChange),
-}
-
-/// A dedupe id with the digest of the body it came with.
-type Dedupe = Option<(String, [u8; 32])>;
-
-/// A keyed request: its conversation and dedupe id.
-struct Keyed {
-    conv: ConvKey,
-    dedupe: Dedupe,
-}
-
-/// This request's turn.
-enum Turn<H> {
-    /// Held, with the record read at its start.
-    Held { held: H, loaded: Loaded },
-    /// The store is out and the route degrades (`on_unavailable =
-    /// "passthrough"`): no turn, no record.
-    Degraded,
-}
-
-impl<H> Turn<H> {
-    fn loaded(&self) -> Option<&Loaded> {
-        match self {
-            Turn::Held { loaded, .. } => Some(loaded),
-            Turn::Degraded => None,
-        }
-    }
-}
-
-/// A route request that passed verification, with its body.
-struct Admitted {
-    parts: Parts,
-    body: Bytes,
-    json: Option<Value>,
-    verified: Option<VerifyKind>,
-}
-
-/// The bot's answer, buffered.
-struct Answer {
-    parts: http::response::Parts,
-    body: Bytes,
-}
-
-impl Answer {
-    fn into_response(self) -> Response<Body> {
-        Response::from_parts(self.parts, Either::Left(Full::new(self.body)))
-    }
-}
-
 impl<B: Backend> Pipeline<B> {
     pub fn new(
         config: &Config,
@@ -189,7 +121,7 @@ impl<B: Backend> Pipeline<B> {
         upstream: Upstream,
         metrics: Arc<Metrics>,
         spool: Option<Arc<Spool>>,
-    ) -> Result<Pipeline<B>, String> {
+    ) -> Result<Pipeline<B>, route::RouteError> {
         Ok(Pipeline {
             spool,
             routes: Routes::from_config(config)?,

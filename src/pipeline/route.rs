@@ -37,9 +37,22 @@ impl Route {
     }
 }
 
+/// A route the config let through but that cannot be compiled (config
+/// validation rules it out; this guards the library's other callers).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("route[{index}].verify.public_key: {source}")]
+    PublicKey {
+        index: usize,
+        source: crate::verify::BadPublicKey,
+    },
+    #[error("route[{index}].verify is incomplete")]
+    Incomplete { index: usize },
+}
+
 impl Routes {
     /// Compiles the validated config's routes.
-    pub fn from_config(config: &Config) -> Result<Routes, String> {
+    pub fn from_config(config: &Config) -> Result<Routes, RouteError> {
         let mut by_length = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             let (key, dedupe) = (r.key.clone(), r.dedupe.clone());
@@ -48,13 +61,13 @@ impl Routes {
             let verifier = match r.verify.as_ref().and_then(RouteVerify::check) {
                 Some(v) => Some(match (v.kind, &v.secret, &v.public_key) {
                     (Some(VerifyKind::Discord), _, Some(key)) => Verifier::discord(key)
-                        .map_err(|e| format!("route[{index}].verify.public_key: {e}"))?,
+                        .map_err(|source| RouteError::PublicKey { index, source })?,
                     (Some(kind), Some(secret), _) if kind != VerifyKind::Discord => {
                         Verifier::new(kind, secret.clone())
                             .with_public_url(v.public_url.clone())
                             .with_verify_token(v.verify_token.clone())
                     }
-                    _ => return Err(format!("route[{index}].verify is incomplete")),
+                    _ => return Err(RouteError::Incomplete { index }),
                 }),
                 None => None,
             };

@@ -151,7 +151,11 @@ impl<B: Backend> Pipeline<B> {
         drop(waiting);
         match begun {
             Ok((held, loaded)) => {
-                self.metrics.lock_wait(started.elapsed());
+                let took = started.elapsed();
+                let read = took.saturating_sub(held.waited());
+                self.metrics.lock_wait(held.waited());
+                self.metrics.store(StoreOp::Load, read);
+                trace.store_time += read;
                 let loaded = self.loaded(conv, loaded, trace);
                 Ok(Turn::Held { held, loaded })
             }

@@ -1,6 +1,7 @@
-//! Test harness: real processes on loopback. Starts the `statehold` binary,
-//! the demo bot and `redis-server` on free ports, waits for each to answer
-//! (readiness checks, never fixed sleeps), and kills them on drop.
+//! Test harness: real processes on loopback. Starts the `statehold` binary
+//! and the demo bot on port 0 (each reports the address it bound), and
+//! `redis-server` on a free port, waits for each to answer (readiness
+//! checks, never fixed sleeps), and kills them on drop.
 //! Includes a tiny raw HTTP/1.1 client so tests can also send what a
 //! well-behaved client library never would.
 
@@ -30,7 +31,8 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// How long any process gets to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now: for what must not answer, and for
+/// `redis-server`, which cannot bind port 0 and report it.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -143,13 +145,20 @@ impl Bot {
         Bot::start_with(port, false)
     }
 
+    /// Starts the bot on `port` (0: any free port, read back from the bot's
+    /// first line) and waits until it answers.
     pub fn start_with(port: u16, body_mode: bool) -> Bot {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold-demo-bot"));
         cmd.args(["--listen", &addr(port).to_string()]);
         if body_mode {
             cmd.arg("--body-mode");
         }
-        let proc = spawn("demo-bot", &mut cmd, None);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start demo-bot");
+        let port = bound_port(&mut child);
+        let proc = Proc::from_child("demo-bot", child);
         wait_until("demo bot", || {
             get(addr(port), "/_health").is_ok_and(|r| r.status == 200)
         });
@@ -179,6 +188,22 @@ impl Bot {
         let r = get(addr(self.port), "/_stats").expect("bot /_stats");
         r.json()["overlaps"].as_u64().expect("overlaps")
     }
+}
+
+/// Reads the demo bot's `demo bot listening on <addr>` line, then keeps its
+/// stderr drained so the bot never blocks writing to it.
+fn bound_port(child: &mut Child) -> u16 {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port = first
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("demo bot did not report its address: {first:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+    port
 }
 
 /// The binary under test: this build's, or `STATEHOLD_BIN` (to run the
@@ -213,8 +238,12 @@ pub fn assert_exit(out: &std::process::Output, code: i32) {
 /// Config for one statehold process. `render` produces the TOML.
 #[derive(Clone)]
 pub struct Config {
+    /// 0 until started: statehold binds port 0 and reports the port; then
+    /// pinned, so a restart comes back on the same address.
     pub listen: u16,
     pub admin: u16,
+    /// Names this replica's files (config, log, spool) in `data_dir`.
+    pub id: usize,
     pub upstream: u16,
     pub data_dir: PathBuf,
     pub store_extra: String,
@@ -237,8 +266,9 @@ pub struct Config {
 impl Config {
     pub fn new(upstream: u16, data_dir: &Path) -> Config {
         Config {
-            listen: free_port(),
-            admin: free_port(),
+            listen: 0,
+            admin: 0,
+            id: next_id(),
             upstream,
             data_dir: data_dir.to_path_buf(),
             store_extra: String::new(),
@@ -259,8 +289,9 @@ impl Config {
     /// A replica of the same deployment: same settings and store, own ports.
     pub fn replica(&self) -> Config {
         let mut c = self.clone();
-        c.listen = free_port();
-        c.admin = free_port();
+        c.listen = 0;
+        c.admin = 0;
+        c.id = next_id();
         c
     }
 
@@ -298,7 +329,7 @@ token = "test-admin-token"
                     self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), ""),
                     scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" },
                     ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"", p.display())).unwrap_or_default(),
-                    spool = self.data_dir.join(format!("spool-{}.db", self.listen)).display(),
+                    spool = self.data_dir.join(format!("spool-{}.db", self.id)).display(),
                 ),
                 None => format!(
                     "backend = \"embedded\"\npath = \"{}\"",
@@ -319,43 +350,73 @@ token = "test-admin-token"
     }
 }
 
+/// A process-wide counter naming each replica's files.
+fn next_id() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits for statehold's `statehold serving` log line (written after byte
+/// `from` of the log, so an earlier run's line does not count) and returns
+/// the addresses it reports having bound (the proxy's, the admin's). `Err`
+/// with the log when the process exited or never said it.
+pub fn wait_serving(
+    log: &Path,
+    from: usize,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let field = |line: &str, name: &str| -> Option<SocketAddr> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    let deadline = Instant::now() + READY_WITHIN;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let fresh = text.get(from..).unwrap_or("");
+        let serving = fresh.lines().find(|l| l.contains("statehold serving"));
+        if let Some(addrs) = serving.and_then(|l| Some((field(l, "listen")?, field(l, "admin")?))) {
+            return Ok(addrs);
+        }
+        if let Some(status) = exited() {
+            return Err(format!("exited at startup ({status}):\n{text}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!(
+        "not serving:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    ))
+}
+
 pub struct Statehold {
     pub proc: Proc,
     pub config: Config,
     pub log: PathBuf,
     config_path: PathBuf,
+    /// Where the running process's part of the (appended) log starts.
+    log_from: usize,
 }
 
 impl Statehold {
-    /// Starts statehold and waits until it answers. `free_port()` can race
-    /// with another test taking the same port between choosing and binding
-    /// it; then the start is retried on fresh ports.
-    pub fn start(mut config: Config) -> Statehold {
-        for attempt in 0.. {
-            let config_path = config
-                .data_dir
-                .join(format!("statehold-{}.toml", config.listen));
-            std::fs::write(&config_path, config.render()).expect("write config");
-            let log = config
-                .data_dir
-                .join(format!("statehold-{}.log", config.listen));
-            let proc = Self::spawn(&config_path, &log);
-            let mut s = Statehold {
-                proc,
-                config: config.clone(),
-                log,
-                config_path,
-            };
-            match s.try_wait_ready() {
-                Ok(()) => return s,
-                Err(logs) if attempt < 3 && logs.contains("Address already in use") => {
-                    config.listen = free_port();
-                    config.admin = free_port();
-                }
-                Err(logs) => panic!("statehold did not start:\n{logs}"),
-            }
-        }
-        unreachable!()
+    /// Starts statehold and waits until it answers. The first start binds
+    /// port 0; the ports it reports are then written into the config, so
+    /// restarts come back on the same addresses.
+    pub fn start(config: Config) -> Statehold {
+        let config_path = config
+            .data_dir
+            .join(format!("statehold-{}.toml", config.id));
+        let log = config.data_dir.join(format!("statehold-{}.log", config.id));
+        std::fs::write(&config_path, config.render()).expect("write config");
+        let proc = Self::spawn(&config_path, &log);
+        let mut s = Statehold {
+            proc,
+            config,
+            log,
+            config_path,
+            log_from: 0,
+        };
+        s.wait_ready();
+        s
     }
 
     fn spawn(config_path: &Path, log: &Path) -> Proc {
@@ -365,27 +426,22 @@ impl Statehold {
         spawn("statehold", &mut cmd, Some(log))
     }
 
+    /// Waits for the startup line (pinning the bound ports), then until
+    /// `/healthz` answers.
     fn wait_ready(&mut self) {
-        if let Err(logs) = self.try_wait_ready() {
-            panic!("statehold did not start:\n{logs}");
+        let proc = &mut self.proc;
+        let (listen, admin) = match wait_serving(&self.log, self.log_from, || proc.try_exit()) {
+            Ok(addrs) => addrs,
+            Err(logs) => panic!("statehold did not start:\n{logs}"),
+        };
+        if (self.config.listen, self.config.admin) != (listen.port(), admin.port()) {
+            self.config.listen = listen.port();
+            self.config.admin = admin.port();
+            std::fs::write(&self.config_path, self.config.render()).expect("pin ports");
         }
-    }
-
-    /// Ok once `/healthz` answers; Err(logs) when the process exited or
-    /// did not become ready in time.
-    fn try_wait_ready(&mut self) -> Result<(), String> {
-        let admin = addr(self.config.admin);
-        let deadline = Instant::now() + READY_WITHIN;
-        while Instant::now() < deadline {
-            if let Some(status) = self.proc.try_exit() {
-                return Err(format!("exited at startup ({status}):\n{}", self.logs()));
-            }
-            if get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!("not ready:\n{}", self.logs()))
+        wait_until("statehold /healthz", || {
+            get(admin, "/healthz").is_ok_and(|r| r.status == 200)
+        });
     }
 
     /// SIGTERM; returns the exit status once the process is gone.
@@ -395,6 +451,7 @@ impl Statehold {
 
     /// Starts again (after a stop) with the same config and data.
     pub fn start_again(&mut self) {
+        self.log_from = self.logs().len();
         self.proc = Self::spawn(&self.config_path, &self.log);
         self.wait_ready();
     }
@@ -402,6 +459,7 @@ impl Statehold {
     /// kill -9 and start again with the same config and data.
     pub fn crash_and_restart(&mut self) {
         self.proc.kill9();
+        self.log_from = self.logs().len();
         self.proc = Self::spawn(&self.config_path, &self.log);
         self.wait_ready();
     }

@@ -69,9 +69,14 @@ pub struct EmbeddedHeld {
     key: ConvKey,
     records: Arc<EmbeddedStore>,
     _turn: LocalTurn,
+    waited: Duration,
 }
 
 impl Held for EmbeddedHeld {
+    fn waited(&self) -> Duration {
+        self.waited
+    }
+
     async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         // The turn is released when `self` drops, after the commit is durable.
         self.records.commit(&self.key, commit).await
@@ -87,7 +92,9 @@ impl Backend for EmbeddedBackend {
         wait: Duration,
         dedupe_id: Option<&str>,
     ) -> Result<(EmbeddedHeld, Loaded), TurnError> {
+        let started = tokio::time::Instant::now();
         let turn = self.turns.acquire(key, wait).await?;
+        let waited = started.elapsed();
         let loaded = self
             .records
             .load(key, dedupe_id)
@@ -97,6 +104,7 @@ impl Backend for EmbeddedBackend {
             key: key.clone(),
             records: Arc::clone(&self.records),
             _turn: turn,
+            waited,
         };
         Ok((held, loaded))
     }

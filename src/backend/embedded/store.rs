@@ -39,6 +39,45 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(e.into().to_string())
 }
 
+/// Creates (or opens) the file, 0600 in a 0700 directory, with its tables.
+fn create_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
+    let shown = || path.display().to_string();
+    crate::private_file::prepare(path).map_err(|source| OpenError::Dir {
+        path: shown(),
+        source,
+    })?;
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
+                path: shown(),
+                reason: "already opened by another statehold process".into(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
+                path: shown(),
+                source,
+            },
+            other => OpenError::Db {
+                path: shown(),
+                reason: other.to_string(),
+            },
+        })?;
+    let init = || -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(DEDUPE)?;
+        txn.open_table(EXPIRY)?;
+        txn.commit()?;
+        Ok(())
+    };
+    init().map_err(|e| OpenError::Db {
+        path: shown(),
+        reason: e.to_string(),
+    })?;
+    Ok(db)
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the database and starts its writer thread.
     /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
@@ -49,41 +88,7 @@ impl EmbeddedStore {
         dedupe_window: std::time::Duration,
         cache_bytes: usize,
     ) -> Result<EmbeddedStore, OpenError> {
-        let shown = path.display().to_string();
-        crate::private_file::prepare(path).map_err(|source| OpenError::Dir {
-            path: shown.clone(),
-            source,
-        })?;
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Db {
-                    path: shown.clone(),
-                    reason: "already opened by another statehold process".into(),
-                },
-                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Dir {
-                    path: shown.clone(),
-                    source,
-                },
-                other => OpenError::Db {
-                    path: shown.clone(),
-                    reason: other.to_string(),
-                },
-            })?;
-        let init = || -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            txn.open_table(SNAPSHOTS)?;
-            txn.open_table(DEDUPE)?;
-            txn.open_table(EXPIRY)?;
-            txn.commit()?;
-            Ok(())
-        };
-        init().map_err(|e| OpenError::Db {
-            path: shown,
-            reason: e.to_string(),
-        })?;
-        let db = Arc::new(db);
+        let db = Arc::new(create_db(path, cache_bytes)?);
         let (writer, jobs) = mpsc::channel();
         let writer_db = Arc::clone(&db);
         let limits = Limits {
@@ -167,7 +172,16 @@ impl EmbeddedStore {
         // less than handing it to the blocking pool and back (measured:
         // `cargo bench --bench hot_paths -- embedded/load`).
         let (loaded, touch) = read()?;
-        if touch && self.writer.send(Job::Touch { key: key.clone() }).is_err() {
+        let now = now_ms();
+        if touch
+            && self
+                .writer
+                .send(Job::Touch {
+                    key: key.clone(),
+                    now,
+                })
+                .is_err()
+        {
             // Only when the writer stopped (shutdown): the TTL refresh is
             // lost with it, the load itself is fine.
             tracing::debug!("embedded store writer gone: TTL refresh skipped");
@@ -178,8 +192,13 @@ impl EmbeddedStore {
     /// One atomic commit through the writer thread.
     pub async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let key = key.clone();
-        self.submit(|reply| Job::Commit { key, commit, reply })
-            .await
+        self.submit(|reply| Job::Commit {
+            key,
+            commit,
+            now: now_ms(),
+            reply,
+        })
+        .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -192,7 +211,12 @@ impl EmbeddedStore {
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let n = self.submit(|reply| Job::Purge { reply }).await?;
+            let n = self
+                .submit(|reply| Job::Purge {
+                    now: now_ms(),
+                    reply,
+                })
+                .await?;
             total += n;
             if n < PURGE_CHUNK as u64 {
                 return Ok(total);

@@ -8,7 +8,7 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::rows::*;
-use crate::backend::{now_ms, Commit, CommitOutcome, StateChange, StoreError};
+use crate::backend::{Commit, CommitOutcome, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// The writer's fixed TTLs.
@@ -18,18 +18,23 @@ pub(super) struct Limits {
     pub(super) dedupe_ms: u64,
 }
 
+/// One write for the writer thread. `now` is the caller's clock reading
+/// (`clock::now_ms`), taken on the request's side so expiry follows the
+/// runtime's clock (paused in tests).
 pub(super) enum Job {
     Commit {
         key: ConvKey,
         commit: Commit,
+        now: u64,
         reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
     },
     Purge {
+        now: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
     /// Slide a live record's TTL; fire and forget (a lost touch only means
     /// the record expires a little earlier).
-    Touch { key: ConvKey },
+    Touch { key: ConvKey, now: u64 },
 }
 
 /// Group commit: each wake-up drains every pending job into one transaction.
@@ -47,64 +52,71 @@ pub(super) fn writer_loop(db: &Database, jobs: mpsc::Receiver<Job>, limits: Limi
 }
 
 fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
-    let now = now_ms();
-    let applied = (|| -> Result<Vec<Outcome>, redb::Error> {
-        let txn = db.begin_write()?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            let mut dedupe = txn.open_table(DEDUPE)?;
-            let mut expiry = txn.open_table(EXPIRY)?;
-            let mut tables = Tables {
-                snapshots: &mut snapshots,
-                dedupe: &mut dedupe,
-                expiry: &mut expiry,
-            };
-            for job in &batch {
-                outcomes.push(match job {
-                    Job::Commit { key, commit, .. } => {
-                        Outcome::Commit(apply_commit(&mut tables, key, commit, now, limits)?)
-                    }
-                    Job::Purge { .. } => Outcome::Purge(purge(&mut tables, now)?),
-                    Job::Touch { key } => {
-                        touch(&mut tables, key, now, limits)?;
-                        Outcome::Touched
-                    }
-                });
-            }
-        }
-        txn.commit()?;
-        Ok(outcomes)
-    })();
-    // A reply that cannot be delivered means its request was cancelled
-    // (client gone): the write is done either way, so nothing is lost.
-    match applied {
-        Ok(outcomes) => {
-            for (job, outcome) in batch.into_iter().zip(outcomes) {
-                match (job, outcome) {
-                    (Job::Commit { reply, .. }, Outcome::Commit(o)) => {
-                        let _ = reply.send(o);
-                    }
-                    (Job::Purge { reply }, Outcome::Purge(n)) => {
-                        let _ = reply.send(Ok(n));
-                    }
-                    _ => {}
+    match apply_batch(db, &batch, limits) {
+        Ok(outcomes) => reply(batch, outcomes),
+        Err(e) => fail(batch, &e.to_string()),
+    }
+}
+
+/// Every job of the batch in one transaction, one fsync.
+fn apply_batch(db: &Database, batch: &[Job], limits: Limits) -> Result<Vec<Outcome>, redb::Error> {
+    let txn = db.begin_write()?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut snapshots = txn.open_table(SNAPSHOTS)?;
+        let mut dedupe = txn.open_table(DEDUPE)?;
+        let mut expiry = txn.open_table(EXPIRY)?;
+        let mut tables = Tables {
+            snapshots: &mut snapshots,
+            dedupe: &mut dedupe,
+            expiry: &mut expiry,
+        };
+        for job in batch {
+            outcomes.push(match job {
+                Job::Commit {
+                    key, commit, now, ..
+                } => Outcome::Commit(apply_commit(&mut tables, key, commit, *now, limits)?),
+                Job::Purge { now, .. } => Outcome::Purge(purge(&mut tables, *now)?),
+                Job::Touch { key, now } => {
+                    touch(&mut tables, key, *now, limits)?;
+                    Outcome::Touched
                 }
-            }
+            });
         }
-        Err(e) => {
-            let msg = e.to_string();
-            for job in batch {
-                match job {
-                    Job::Commit { reply, .. } => {
-                        let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                    }
-                    Job::Purge { reply } => {
-                        let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                    }
-                    Job::Touch { .. } => {}
-                }
+    }
+    txn.commit()?;
+    Ok(outcomes)
+}
+
+/// Answers each job of a durable batch. A reply that cannot be delivered
+/// means its request was cancelled (client gone): the write is done either
+/// way, so nothing is lost.
+fn reply(batch: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        match (job, outcome) {
+            (Job::Commit { reply, .. }, Outcome::Commit(o)) => {
+                reply.send(o).ok();
             }
+            (Job::Purge { reply, .. }, Outcome::Purge(n)) => {
+                reply.send(Ok(n)).ok();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The batch's transaction failed: every job in it fails.
+fn fail(batch: Vec<Job>, reason: &str) {
+    let err = || StoreError::Unavailable(reason.to_string());
+    for job in batch {
+        match job {
+            Job::Commit { reply, .. } => {
+                reply.send(Err(err())).ok();
+            }
+            Job::Purge { reply, .. } => {
+                reply.send(Err(err())).ok();
+            }
+            Job::Touch { .. } => {}
         }
     }
 }
@@ -131,22 +143,9 @@ fn apply_commit(
     now: u64,
     limits: Limits,
 ) -> Result<Result<CommitOutcome, StoreError>, redb::Error> {
-    let existing = match t.snapshots.get(key.as_str())? {
-        Some(raw) => match decode_record(raw.value()) {
-            Ok(r) => Some((r.version, r.expires_ms, r.state.map(<[u8]>::to_vec))),
-            Err(e) => return Ok(Err(e)),
-        },
-        None => None,
-    };
-    let current = match existing {
-        Some((_, expires, _)) if expires <= now => {
-            // Expired but not purged yet: gone, version included.
-            t.expiry
-                .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
-            t.snapshots.remove(key.as_str())?;
-            None
-        }
-        other => other,
+    let current = match live_record(t, key, now)? {
+        Ok(current) => current,
+        Err(damaged) => return Ok(Err(damaged)),
     };
     let current_version = current.as_ref().map_or(0, |c| c.0);
     if let Some(expected) = commit.expected_version {
@@ -188,6 +187,35 @@ fn apply_commit(
         }
     }
     Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// A stored row: version, expiry, state.
+type Row = (u64, u64, Option<Vec<u8>>);
+
+/// A conversation's stored row; an expired
+/// row not purged yet is removed here: gone, version included. `Ok(Err)`:
+/// the row is damaged (that commit's answer, not the batch's).
+fn live_record(
+    t: &mut Tables<'_, '_>,
+    key: &ConvKey,
+    now: u64,
+) -> Result<Result<Option<Row>, StoreError>, redb::Error> {
+    let existing = match t.snapshots.get(key.as_str())? {
+        Some(raw) => match decode_record(raw.value()) {
+            Ok(r) => Some((r.version, r.expires_ms, r.state.map(<[u8]>::to_vec))),
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    match existing {
+        Some((_, expires, _)) if expires <= now => {
+            t.expiry
+                .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
+            t.snapshots.remove(key.as_str())?;
+            Ok(Ok(None))
+        }
+        other => Ok(Ok(other)),
+    }
 }
 
 /// Moves a live record's expiry to now + TTL.

@@ -71,9 +71,14 @@ pub struct RedisHeld {
     key: ConvKey,
     records: Arc<RedisRecords>,
     turn: RedisTurn,
+    waited: Duration,
 }
 
 impl Held for RedisHeld {
+    fn waited(&self) -> Duration {
+        self.waited
+    }
+
     async fn finish(mut self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let result = self
             .records
@@ -95,19 +100,26 @@ impl Backend for RedisBackend {
         wait: Duration,
         dedupe_id: Option<&str>,
     ) -> Result<(RedisHeld, Loaded), TurnError> {
+        let started = tokio::time::Instant::now();
         let (turn, prefetched) = self.turns.acquire(key, wait, dedupe_id).await?;
-        let loaded = match prefetched {
-            Some(loaded) => loaded,
-            None => self
-                .records
-                .load(key, dedupe_id)
-                .await
-                .map_err(|e| TurnError::Unavailable(e.to_string()))?,
+        // Granted at once, the one script was the read; after a wait, the
+        // read follows.
+        let (loaded, waited) = match prefetched {
+            Some(loaded) => (loaded, Duration::ZERO),
+            None => {
+                let waited = started.elapsed();
+                let loaded = self.records.load(key, dedupe_id).await;
+                (
+                    loaded.map_err(|e| TurnError::Unavailable(e.to_string()))?,
+                    waited,
+                )
+            }
         };
         let held = RedisHeld {
             key: key.clone(),
             records: Arc::clone(&self.records),
             turn,
+            waited,
         };
         Ok((held, loaded))
     }

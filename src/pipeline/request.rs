@@ -1,0 +1,86 @@
+//! What one request carries from stage to stage: its trace (for the log
+//! line and metrics), its key, its turn, its admitted body, the bot's
+//! answer, and how the save went.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::Response;
+use http_body_util::{Either, Full};
+use serde_json::Value;
+
+use super::Body;
+use crate::backend::Loaded;
+use crate::contract::StateChange;
+use crate::key::ConvKey;
+use crate::outcome::Outcome;
+use crate::verify::VerifyKind;
+
+/// What one request accumulates for its log line and metrics.
+pub(super) struct Trace {
+    pub(super) outcome: Outcome,
+    pub(super) key: Option<ConvKey>,
+    pub(super) store_time: Duration,
+    pub(super) upstream_time: Duration,
+    /// The stored version after this request (for the log line).
+    pub(super) version: Option<u64>,
+    /// Why statehold answered by itself (early rejects).
+    pub(super) reason: Option<String>,
+}
+
+/// How the end-of-turn write went.
+pub(super) enum Saved {
+    Committed,
+    /// Refused: the conversation moved on (version or fence).
+    Stale,
+    /// The store failed; the change is handed back to be kept elsewhere.
+    Failed(StateChange),
+}
+
+/// A dedupe id with the digest of the body it came with.
+pub(super) type Dedupe = Option<(String, [u8; 32])>;
+
+/// A keyed request: its conversation and dedupe id.
+pub(super) struct Keyed {
+    pub(super) conv: ConvKey,
+    pub(super) dedupe: Dedupe,
+}
+
+/// This request's turn.
+pub(super) enum Turn<H> {
+    /// Held, with the record read at its start.
+    Held { held: H, loaded: Loaded },
+    /// The store is out and the route degrades (`on_unavailable =
+    /// "passthrough"`): no turn, no record.
+    Degraded,
+}
+
+impl<H> Turn<H> {
+    pub(super) fn loaded(&self) -> Option<&Loaded> {
+        match self {
+            Turn::Held { loaded, .. } => Some(loaded),
+            Turn::Degraded => None,
+        }
+    }
+}
+
+/// A route request that passed verification, with its body.
+pub(super) struct Admitted {
+    pub(super) parts: Parts,
+    pub(super) body: Bytes,
+    pub(super) json: Option<Value>,
+    pub(super) verified: Option<VerifyKind>,
+}
+
+/// The bot's answer, buffered.
+pub(super) struct Answer {
+    pub(super) parts: http::response::Parts,
+    pub(super) body: Bytes,
+}
+
+impl Answer {
+    pub(super) fn into_response(self) -> Response<Body> {
+        Response::from_parts(self.parts, Either::Left(Full::new(self.body)))
+    }
+}
