@@ -1,5 +1,7 @@
-//! The bot side: target URL, pooled keep-alive client, and the proxy header
-//! rules of RFC 9110 (hop-by-hop removal, `X-Forwarded-For`/`-Proto`).
+//! The bot side: target URL, pooled keep-alive client, the exchange with
+//! the bot (buffered or streamed, each within one `upstream.timeout`), and
+//! the proxy header rules of RFC 9110 (hop-by-hop removal,
+//! `X-Forwarded-For`/`-Proto`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Request, Response, Uri};
-use http_body_util::{Either, Full};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -102,9 +104,9 @@ const MAX_RESPONSE_HEADERS: usize = 500;
 
 pub struct Upstream {
     client: Client<HttpConnector, UpstreamBody>,
-    pub target: UpstreamTarget,
-    pub timeout: Duration,
-    pub max_response_bytes: usize,
+    target: UpstreamTarget,
+    timeout: Duration,
+    max_response_bytes: usize,
 }
 
 /// How the client to the bot behaves (from `[upstream]`).
@@ -140,17 +142,64 @@ impl Upstream {
         })
     }
 
-    /// Sends the request; the timeout covers the response head.
-    pub async fn send(
+    /// The bot's URI for an inbound path and query.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        self.target.uri_for(path_and_query)
+    }
+
+    /// A buffered exchange: the request and the bot's whole answer (within
+    /// `upstream.max_response_bytes`), together within `upstream.timeout`.
+    pub async fn exchange(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
+        let work = async {
+            let (parts, body) = self.request(req).await?.into_parts();
+            let bytes = Limited::new(body, self.max_response_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError::TooLarge
+                    } else {
+                        UpstreamError::Failed(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok((parts, bytes))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// A streamed exchange: the answer's head within `upstream.timeout`,
+    /// its body passed on as it comes.
+    pub async fn stream(
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Failed(error_chain(&e))),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+        tokio::time::timeout(self.timeout, self.request(req))
+            .await
+            .map_err(|_| UpstreamError::Timeout(self.timeout))?
+    }
+
+    /// Sends the request; the answer's hop-by-hop headers are removed and
+    /// its version is statehold's own (RFC 9110 §6.2), not the bot's.
+    async fn request(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut resp = self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(error_chain(&e))
+            } else {
+                UpstreamError::Failed(error_chain(&e))
+            }
+        })?;
+        strip_hop_by_hop(resp.headers_mut());
+        *resp.version_mut() = Version::HTTP_11;
+        Ok(resp)
     }
 
     /// Whether the bot accepts TCP connections (for `/readyz`).

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT_ENCODING};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use tracing::warn;
 
 use super::reject::Reject;
@@ -16,7 +16,7 @@ use super::{Answer, Body, ConnInfo, Pipeline, Trace};
 use crate::backend::Backend;
 use crate::contract;
 use crate::outcome::Outcome;
-use crate::upstream::{forward_headers, strip_hop_by_hop, UpstreamError};
+use crate::upstream::{forward_headers, UpstreamError};
 
 impl<B: Backend> Pipeline<B> {
     pub(super) fn trusted(&self, peer: std::net::IpAddr) -> bool {
@@ -34,7 +34,6 @@ impl<B: Backend> Pipeline<B> {
         parts.version = Version::HTTP_11;
         parts.uri = self
             .upstream
-            .target
             .uri_for(parts.uri.path_and_query())
             .map_err(|e| Reject::bad_request("the request path cannot be forwarded").detail(e))?;
         Ok(())
@@ -71,33 +70,8 @@ impl<B: Backend> Pipeline<B> {
             .headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let req = Request::from_parts(parts, Either::Left(Full::new(body)));
-        let max = self.upstream.max_response_bytes;
-        let work = async {
-            let resp = self.upstream.send(req).await?;
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            // A proxy speaks its own version (RFC 9110 §6.2), not the bot's.
-            parts.version = Version::HTTP_11;
-            let bytes = Limited::new(body, max)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        UpstreamError::TooLarge
-                    } else {
-                        UpstreamError::Failed(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok::<_, UpstreamError>(Answer { parts, body: bytes })
-        };
-        match tokio::time::timeout(self.upstream.timeout, work).await {
-            Err(_) => Err(upstream_reject(UpstreamError::Timeout(
-                self.upstream.timeout,
-            ))),
-            Ok(Err(e)) => Err(upstream_reject(e)),
-            Ok(Ok(done)) => Ok(done),
-        }
+        let (parts, body) = self.upstream.exchange(req).await.map_err(upstream_reject)?;
+        Ok(Answer { parts, body })
     }
 
     /// Forwards without state, streamed both ways: unmatched paths and
@@ -112,22 +86,15 @@ impl<B: Backend> Pipeline<B> {
             return reject.response();
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.upstream.timeout,
-            self.upstream.send(Request::from_parts(parts, body)),
-        )
-        .await;
+        let result = self.upstream.stream(Request::from_parts(parts, body)).await;
         self.metrics.upstream(started.elapsed());
         let reject = match result {
-            Err(_) => upstream_reject(UpstreamError::Timeout(self.upstream.timeout)),
-            Ok(Err(e)) => upstream_reject(e),
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
                 contract::strip_reserved(&mut parts.headers);
-                parts.version = Version::HTTP_11;
                 return Response::from_parts(parts, Either::Right(body));
             }
+            Err(e) => upstream_reject(e),
         };
         warn!(reason = %reject.log_text(), "bot failed on a forwarded request");
         reject.response()
