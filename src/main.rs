@@ -128,8 +128,11 @@ async fn shutdown_signal() {
                 _ = tokio::signal::ctrl_c() => {}
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        Err(e) => {
+            eprintln!("statehold: no SIGTERM handler ({e}); stopping on Ctrl-C only");
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                eprintln!("statehold: no Ctrl-C handler either ({e}); stopping now");
+            }
         }
     }
 }

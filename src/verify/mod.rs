@@ -369,7 +369,8 @@ pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
         .iter()
         .fold(String::with_capacity(64), |mut s, b| {
             use std::fmt::Write;
-            let _ = write!(s, "{b:02x}");
+            // Writing to a String cannot fail.
+            write!(s, "{b:02x}").ok();
             s
         })
 }

@@ -109,7 +109,7 @@ impl LocalTurns {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn one_turn_at_a_time_in_order() {
         let turns = Arc::new(LocalTurns::default());
         let key = ConvKey::new("t", "1");
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(turns.busy(), 0, "idle conversations leave no slot behind");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn wait_is_bounded() {
         let turns = LocalTurns::default();
         let key = ConvKey::new("t", "1");

@@ -59,7 +59,9 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
                         if let Some(token) = token {
                             let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&token));
                             if let Some(tx) = waiter {
-                                let _ = tx.send(());
+                                // Refused only when the waiter already left
+                                // (its queue place is given up by then).
+                                tx.send(()).ok();
                             }
                         }
                     }
