@@ -217,3 +217,17 @@ fn every_key_is_documented_for_explain() {
         }
     }
 }
+
+#[test]
+fn every_key_is_in_docs_configuration_md() {
+    let doc = include_str!("../../docs/configuration.md");
+    let missing: Vec<String> = explain::keys()
+        .iter()
+        .map(|k| format!("`{}.{}`", k.table, k.key))
+        .filter(|name| !doc.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks {missing:?}"
+    );
+}

@@ -50,6 +50,7 @@ pub mod reject;
 mod request;
 pub mod route;
 mod state;
+mod unreported;
 mod wire;
 
 use std::net::SocketAddr;
@@ -111,6 +112,7 @@ pub struct Pipeline<B> {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
+    unreported: unreported::Unreported,
     settings: Settings,
 }
 
@@ -127,6 +129,7 @@ impl<B: Backend> Pipeline<B> {
             routes: Routes::from_config(config)?,
             backend,
             upstream,
+            unreported: unreported::Unreported::new(config.routes.len()),
             budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
             settings: Settings {
@@ -314,13 +317,14 @@ impl<B: Backend> Pipeline<B> {
             json,
             verified,
         };
-        self.keyed(admitted, keyed, conn, trace).await
+        self.keyed(route, admitted, keyed, conn, trace).await
     }
 
     /// The rest of a keyed request: turn, load and dedupe, inject, the
     /// bot, capture, save.
     async fn keyed(
         &self,
+        route: &Route,
         admitted: Admitted,
         keyed: Keyed,
         conn: ConnInfo,
@@ -349,6 +353,7 @@ impl<B: Backend> Pipeline<B> {
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         // capture + strip
         let change = self.capture(&mut answer, Some(&conv))?;
+        self.watch_reports(route, &change, &answer, trace);
         // save
         self.finish_turn(turn, keyed, change, &answer, trace)
             .await?;

@@ -132,3 +132,35 @@ fn merge_changes(
         (_, b) => b,
     }
 }
+
+impl<B: Backend> Pipeline<B> {
+    /// Feeds the answers-before-handling detector (`unreported.rs`): counts
+    /// a fast 2xx answer without a report, and warns once per route when
+    /// they come in a run.
+    pub(super) fn watch_reports(
+        &self,
+        route: &super::route::Route,
+        change: &StateChange,
+        answer: &Answer,
+        trace: &super::Trace,
+    ) {
+        use super::unreported::{Report, FAST, RUN};
+        let report = if *change != StateChange::Keep {
+            Report::Reported
+        } else if answer.parts.status.is_success() && trace.upstream_time < FAST {
+            self.metrics.unreported(route.index);
+            Report::FastSilence
+        } else {
+            Report::Other
+        };
+        if self.unreported.observe(route.index, report) {
+            warn!(
+                route = %route.path,
+                run = RUN,
+                "the bot answered {RUN} requests in a row within {FAST:?} without reporting state: \
+                 it probably answers the webhook before its handlers run, so their state is never \
+                 saved; see docs/frameworks.md#the-unreported-warning"
+            );
+        }
+    }
+}

@@ -109,6 +109,8 @@ pub struct Metrics {
     /// [route][outcome][status class]
     requests: Vec<Vec<[AtomicU64; 5]>>,
     request_duration: Vec<Histogram>,
+    /// [route]: fast 2xx answers without a state report.
+    unreported: Vec<AtomicU64>,
     upstream_duration: Histogram,
     store_duration: [Histogram; 2],
     state_loads: [AtomicU64; 3],
@@ -138,6 +140,7 @@ impl Metrics {
                 })
                 .collect(),
             request_duration: (0..n).map(|_| Histogram::default()).collect(),
+            unreported: (0..n).map(|_| AtomicU64::new(0)).collect(),
             routes,
             upstream_duration: Histogram::default(),
             store_duration: Default::default(),
@@ -164,6 +167,13 @@ impl Metrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[route][outcome as usize][class].fetch_add(1, Ordering::Relaxed);
         self.request_duration[route].observe(took);
+    }
+
+    /// A keyed request the bot answered 2xx within a few milliseconds
+    /// without reporting state (see `pipeline/unreported.rs`).
+    pub fn unreported(&self, route: usize) {
+        let route = route.min(self.unmatched());
+        self.unreported[route].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn upstream(&self, took: Duration) {
@@ -212,6 +222,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         self.render_requests(&mut out);
+        self.render_unreported(&mut out);
         self.render_durations(&mut out);
         self.render_results(&mut out);
         self.render_scalars(&mut out);
@@ -237,6 +248,21 @@ impl Metrics {
                     }
                 }
             }
+        }
+    }
+
+    fn render_unreported(&self, out: &mut String) {
+        let name = "statehold_unreported_total";
+        help(
+            out,
+            name,
+            "counter",
+            "Keyed requests answered 2xx within 10 ms without a state report (a bot answering before its handlers run).",
+        );
+        let configured = &self.routes[..self.unmatched()];
+        for (route, n) in configured.iter().zip(&self.unreported) {
+            let n = n.load(Ordering::Relaxed);
+            line(out, format_args!("{name}{{route=\"{route}\"}} {n}"));
         }
     }
 
@@ -366,30 +392,4 @@ fn line(out: &mut String, text: std::fmt::Arguments<'_>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_contract_names() {
-        let m = Metrics::new(["tg".to_string()]);
-        m.request(0, Outcome::Ok, 200, Duration::from_millis(3));
-        m.load(LoadResult::Hit);
-        m.save(SaveResult::Rejected);
-        m.dedupe_hit();
-        let text = m.render();
-        for name in [
-            "statehold_requests_total{route=\"tg\",outcome=\"ok\",code=\"2xx\"} 1",
-            "statehold_request_duration_seconds_bucket{route=\"tg\",le=\"0.005\"} 1",
-            "statehold_upstream_duration_seconds_count 0",
-            "statehold_store_duration_seconds_count{op=\"load\"} 0",
-            "statehold_state_loads_total{result=\"hit\"} 1",
-            "statehold_state_saves_total{result=\"rejected\"} 1",
-            "statehold_dedupe_hits_total 1",
-            "statehold_lock_wait_seconds_count 0",
-            "statehold_conflicts_total 0",
-            "statehold_store_up 1",
-        ] {
-            assert!(text.contains(name), "missing {name} in\n{text}");
-        }
-    }
-}
+mod tests;
