@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with only Rust installed.
-# Installs redis-server when it is missing (the Redis backend's tests start
-# their own instances on free ports; nothing uses a shared Redis).
+# Installs what is missing with apt: redis-server and redis-sentinel (the
+# tests start their own instances on free ports; nothing uses a shared
+# Redis), Python 3 with venv, Node.js with npm. Python packages (the
+# frameworks the client helpers are tested with) go into target/pyenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 echo "== cargo fmt --check"
@@ -27,12 +35,29 @@ set -e
 read -r passed failed < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
   if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
+
+# The client helpers and example bots, against the statehold binary the
+# cargo run just built (target/debug/statehold).
+echo "== python helpers and examples"
+if [ ! -x target/pyenv/bin/python ]; then python3 -m venv target/pyenv; fi
+target/pyenv/bin/pip install -q --disable-pip-version-check -r clients/python/requirements-test.txt
+log="$(mktemp)"
+set +e
+PYTHONDONTWRITEBYTECODE=1 target/pyenv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee "$log"
+py_status=${PIPESTATUS[0]}
+set -e
+read -r p f < <(awk '/(passed|failed).* in [0-9.]+s/ { for (i = 2; i <= NF; i++) {
+  if ($i ~ /^passed/) p += $(i - 1); if ($i ~ /^failed/) f += $(i - 1) } } END { print p + 0, f + 0 }' "$log")
+rm -f "$log"
+passed=$((passed + p)); failed=$((failed + f))
+if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+
 echo "== fuzz (bounded)"
 set +e
 ./scripts/fuzz.sh 15
 fuzz_status=$?
 set -e
 echo "tests: ${passed} passed, ${failed} failed"
-if [ "$test_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then
+if [ "$test_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then
   exit 1
 fi

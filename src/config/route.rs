@@ -16,8 +16,8 @@ pub struct RouteConfig {
     pub path: String,
     /// Key namespace: conversations of different routes never share state.
     pub namespace: String,
-    /// Key sources, first present wins.
-    #[serde(default)]
+    /// Key sources (one string or a list), first present wins.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub key: Vec<KeySource>,
     /// Dedupe id sources (one string or a list), first present wins.
     #[serde(
@@ -116,27 +116,33 @@ impl Serialize for RouteVerify {
     }
 }
 
-/// One key source or a list of them.
+/// One key source or a list of them. A visitor rather than an untagged
+/// enum, so that an error in a list names its index (`route[0].key[1]`).
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<KeySource>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    let texts = match OneOrMany::deserialize(d) {
-        Ok(OneOrMany::One(s)) => vec![s],
-        Ok(OneOrMany::Many(v)) => v,
-        Err(_) => {
-            return Err(serde::de::Error::custom(
-                "expected a key source or a list of key sources",
-            ))
+    struct Sources;
+    impl<'de> serde::de::Visitor<'de> for Sources {
+        type Value = Vec<KeySource>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key source or a list of key sources")
         }
-    };
-    texts
-        .iter()
-        .map(|t| KeySource::parse(t).map_err(serde::de::Error::custom))
-        .collect()
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            KeySource::parse(text).map(|s| vec![s]).map_err(E::custom)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(source) = seq.next_element::<KeySource>()? {
+                out.push(source);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Sources)
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

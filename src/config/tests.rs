@@ -231,3 +231,13 @@ fn every_key_is_in_docs_configuration_md() {
         "docs/configuration.md lacks {missing:?}"
     );
 }
+
+#[test]
+fn a_single_key_source_needs_no_list() {
+    let one = MINIMAL.replace(
+        r#"key = ["json:/message/from/id"]"#,
+        r#"key = "json:/message/from/id""#,
+    );
+    let c = parse(&one).expect("one source");
+    assert_eq!(c.routes[0].key.len(), 1);
+}

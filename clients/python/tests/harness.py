@@ -1,0 +1,137 @@
+"""Real processes on loopback for the client tests: the statehold binary and
+framework apps, each on port 0 and read back, killed on exit."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+READY_WITHIN = 20.0
+
+
+def statehold_bin():
+    """This checkout's debug build, or ``STATEHOLD_BIN``."""
+    path = os.environ.get("STATEHOLD_BIN") or str(REPO / "target" / "debug" / "statehold")
+    if not Path(path).exists():
+        raise RuntimeError(f"{path} missing: run `cargo build` first")
+    return path
+
+
+class Process:
+    def __init__(self, args, log_path, stdout=None, env=None):
+        self.args = args
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout,
+                                     stderr=self.log, env=env)
+
+    def kill9(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def logs(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+
+class App(Process):
+    """A framework app from ``apps/``, started on ``port`` (0: any)."""
+
+    def __init__(self, script, tmp, port=0, body_mode=False):
+        self.script, self.tmp, self.body_mode = script, tmp, body_mode
+        args = [sys.executable, str(Path(__file__).parent / "apps" / script), "--port", str(port)]
+        if body_mode:
+            args.append("--body-mode")
+        super().__init__(args, str(Path(tmp) / (script + ".log")), stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        match = re.match(r"listening on (\d+)", line)
+        if not match:
+            self.kill9()
+            raise RuntimeError(f"{script} did not start: {line!r}\n{self.logs()}")
+        self.port = int(match.group(1))
+
+    def crash_and_restart(self):
+        """kill -9, then the same app on the same port: its memory is gone."""
+        self.kill9()
+        return App(self.script, self.tmp, port=self.port, body_mode=self.body_mode)
+
+
+class Statehold(Process):
+    def __init__(self, tmp, upstream_port, mode="header", routes=None):
+        routes = routes or (
+            '[[route]]\npath = "/telegram"\nnamespace = "tg"\n'
+            'key = "json:/message/chat/id"\ndedupe = "json:/update_id"\n'
+        )
+        config = Path(tmp) / "statehold.toml"
+        config.write_text(
+            f'[server]\nlisten = "127.0.0.1:0"\n'
+            f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\n'
+            f'[store]\npath = "{Path(tmp) / "statehold.db"}"\n'
+            f'[contract]\nmode = "{mode}"\n{routes}'
+            f'[admin]\nlisten = "127.0.0.1:0"\n'
+        )
+        super().__init__([statehold_bin(), "serve", "--config", str(config)],
+                         str(Path(tmp) / "statehold.log"))
+        self.url, self.admin = self._wait_serving()
+
+    def _wait_serving(self):
+        deadline = time.monotonic() + READY_WITHIN
+        while time.monotonic() < deadline:
+            match = re.search(r"statehold serving listen=(\S+) admin=(\S+)", self.logs())
+            if match:
+                url, admin = f"http://{match.group(1)}", f"http://{match.group(2)}"
+                wait_until(lambda: get(admin + "/healthz")[0] == 200, "statehold /healthz")
+                return url, admin
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError("statehold did not start:\n" + self.logs())
+
+    def metric(self, series):
+        for line in get(self.admin + "/metrics")[2].splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+def wait_until(check, what):
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def post_json(url, body, headers=None):
+    data = json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
+
+
+def tg_update(update_id, chat, text):
+    return {"update_id": update_id,
+            "message": {"message_id": update_id, "chat": {"id": chat, "type": "private"},
+                        "from": {"id": chat}, "text": text}}
