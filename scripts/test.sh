@@ -52,12 +52,25 @@ rm -f "$log"
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
+echo "== node helper"
+npm install --prefix target/node --no-audit --no-fund --silent express@5.3.0
+log="$(mktemp)"
+set +e
+NODE_PATH="$PWD/target/node/node_modules" node --test clients/node/test/*.test.js 2>&1 | tee "$log"
+node_status=${PIPESTATUS[0]}
+set -e
+p=$(awk '/^# pass / { print $3 }' "$log"); f=$(awk '/^# fail / { print $3 }' "$log")
+rm -f "$log"
+passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+if [ "$node_status" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+
 echo "== fuzz (bounded)"
 set +e
 ./scripts/fuzz.sh 15
 fuzz_status=$?
 set -e
 echo "tests: ${passed} passed, ${failed} failed"
-if [ "$test_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$fuzz_status" -ne 0 ]; then
+if [ "$test_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$node_status" -ne 0 ] \
+  || [ "$fuzz_status" -ne 0 ]; then
   exit 1
 fi

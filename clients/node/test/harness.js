@@ -1,0 +1,80 @@
+'use strict';
+// Real processes on loopback: the statehold binary and the apps, each on
+// port 0 and read back; killed when the test ends.
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const readline = require('node:readline');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const READY_WITHIN = 20000;
+
+function stateholdBin() {
+  const bin = process.env.STATEHOLD_BIN || path.join(REPO, 'target', 'debug', 'statehold');
+  if (!fs.existsSync(bin)) throw new Error(`${bin} missing: run cargo build first`);
+  return bin;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function startApp(script, { port = 0, bodyMode = false } = {}) {
+  const args = [path.join(__dirname, 'apps', script), '--port', String(port)];
+  if (bodyMode) args.push('--body-mode');
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`${script} exited (${code}) before listening`)));
+  });
+  const m = /listening on (\d+)/.exec(line);
+  if (!m) throw new Error(`${script}: ${line}`);
+  return {
+    child, port: Number(m[1]), script, bodyMode,
+    async kill9() { if (child.exitCode === null) { child.kill('SIGKILL'); await new Promise((r) => child.once('exit', r)); } },
+    async crashAndRestart() { await this.kill9(); return startApp(script, { port: this.port, bodyMode }); },
+  };
+}
+
+async function startStatehold(upstreamPort, { mode = 'header', routes } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'statehold-node-'));
+  routes = routes || '[[route]]\npath = "/telegram"\nnamespace = "tg"\nkey = "json:/message/chat/id"\ndedupe = "json:/update_id"\n';
+  const config = path.join(dir, 'statehold.toml');
+  fs.writeFileSync(config, `[server]\nlisten = "127.0.0.1:0"\n[upstream]\nurl = "http://127.0.0.1:${upstreamPort}"\n`
+    + `[store]\npath = "${path.join(dir, 'statehold.db')}"\n[contract]\nmode = "${mode}"\n${routes}`
+    + '[admin]\nlisten = "127.0.0.1:0"\n');
+  const log = path.join(dir, 'statehold.log');
+  const child = spawn(stateholdBin(), ['serve', '--config', config], { stdio: ['ignore', 'ignore', fs.openSync(log, 'a')] });
+  const deadline = Date.now() + READY_WITHIN;
+  while (Date.now() < deadline) {
+    const m = /statehold serving listen=(\S+) admin=(\S+)/.exec(fs.readFileSync(log, 'utf8'));
+    if (m) {
+      const s = { child, url: `http://${m[1]}`, admin: `http://${m[2]}`, dir,
+        async kill9() { if (child.exitCode === null) { child.kill('SIGKILL'); await new Promise((r) => child.once('exit', r)); } fs.rmSync(dir, { recursive: true, force: true }); },
+        async metric(series) {
+          const text = await (await fetch(`${s.admin}/metrics`)).text();
+          const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+          return line ? Number(line.split(' ').pop()) : 0;
+        } };
+      while (Date.now() < deadline) {
+        try { if ((await fetch(`${s.admin}/healthz`)).ok) return s; } catch (e) { /* not yet */ }
+        await sleep(20);
+      }
+    }
+    if (child.exitCode !== null) break;
+    await sleep(20);
+  }
+  throw new Error(`statehold did not start:\n${fs.readFileSync(log, 'utf8')}`);
+}
+
+const tgUpdate = (id, chat, text) => ({ update_id: id, message: { message_id: id, chat: { id: chat, type: 'private' }, from: { id: chat }, text } });
+
+async function postJson(url, body) {
+  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await r.text();
+  let json;
+  try { json = JSON.parse(text); } catch (e) { json = text; }
+  return { status: r.status, headers: Object.fromEntries(r.headers), body: json };
+}
+
+module.exports = { startApp, startStatehold, postJson, tgUpdate };
