@@ -38,12 +38,15 @@ rm -f "$log"
 
 # The client helpers and example bots, against the statehold binary the
 # cargo run just built (target/debug/statehold).
-echo "== python helpers and examples"
+echo "== python helper and examples"
 if [ ! -x target/pyenv/bin/python ]; then python3 -m venv target/pyenv; fi
 target/pyenv/bin/pip install -q --disable-pip-version-check -r clients/python/requirements-test.txt
+# The helper as a user installs it (the example bots import it from there).
+target/pyenv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 log="$(mktemp)"
 set +e
-PYTHONDONTWRITEBYTECODE=1 target/pyenv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee "$log"
+PYTHONDONTWRITEBYTECODE=1 target/pyenv/bin/python -m pytest -q -p no:cacheprovider \
+  clients/python/tests examples/fastapi-telegram-wizard examples/flask-whatsapp-bank 2>&1 | tee "$log"
 py_status=${PIPESTATUS[0]}
 set -e
 read -r p f < <(awk '/(passed|failed).* in [0-9.]+s/ { for (i = 2; i <= NF; i++) {
@@ -52,11 +55,13 @@ rm -f "$log"
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
-echo "== node helper"
-npm install --prefix target/node --no-audit --no-fund --silent express@5.3.0
+echo "== node helper and example"
+mkdir -p target/node
+(cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0)
 log="$(mktemp)"
 set +e
-NODE_PATH="$PWD/target/node/node_modules" node --test clients/node/test/*.test.js 2>&1 | tee "$log"
+NODE_PATH="$PWD/target/node/node_modules" node --test clients/node/test/*.test.js \
+  examples/express-webchat/test/*.test.js 2>&1 | tee "$log"
 node_status=${PIPESTATUS[0]}
 set -e
 p=$(awk '/^# pass / { print $3 }' "$log"); f=$(awk '/^# fail / { print $3 }' "$log")

@@ -18,10 +18,14 @@ function stateholdBin() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** An app from test/apps (`script`), or any script by absolute path, which
+ * prints `listening on PORT`; `--port` is passed, and `PORT` in its env. */
 async function startApp(script, { port = 0, bodyMode = false } = {}) {
-  const args = [path.join(__dirname, 'apps', script), '--port', String(port)];
+  const file = path.isAbsolute(script) ? script : path.join(__dirname, 'apps', script);
+  const args = [file, '--port', String(port)];
   if (bodyMode) args.push('--body-mode');
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const env = { ...process.env, PORT: String(port) };
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
   const line = await new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout });
     rl.once('line', resolve);
@@ -69,8 +73,8 @@ async function startStatehold(upstreamPort, { mode = 'header', routes } = {}) {
 
 const tgUpdate = (id, chat, text) => ({ update_id: id, message: { message_id: id, chat: { id: chat, type: 'private' }, from: { id: chat }, text } });
 
-async function postJson(url, body) {
-  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+async function postJson(url, body, headers = {}) {
+  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
   const text = await r.text();
   let json;
   try { json = JSON.parse(text); } catch (e) { json = text; }

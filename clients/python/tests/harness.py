@@ -41,14 +41,17 @@ class Process:
 
 
 class App(Process):
-    """A framework app from ``apps/``, started on ``port`` (0: any)."""
+    """A framework app from ``apps/``, started on ``port`` (0: any);
+    ``extra`` arguments go to the script."""
 
-    def __init__(self, script, tmp, port=0, body_mode=False):
-        self.script, self.tmp, self.body_mode = script, tmp, body_mode
+    def __init__(self, script, tmp, port=0, body_mode=False, extra=(), env=None):
+        self.script, self.tmp, self.body_mode, self.extra, self.env = script, tmp, body_mode, extra, env
         args = [sys.executable, str(Path(__file__).parent / "apps" / script), "--port", str(port)]
         if body_mode:
             args.append("--body-mode")
-        super().__init__(args, str(Path(tmp) / (script + ".log")), stdout=subprocess.PIPE)
+        args.extend(extra)
+        super().__init__(args, str(Path(tmp) / (Path(script).name + ".log")),
+                         stdout=subprocess.PIPE, env=env)
         line = self.proc.stdout.readline().decode()
         match = re.match(r"listening on (\d+)", line)
         if not match:
@@ -59,11 +62,17 @@ class App(Process):
     def crash_and_restart(self):
         """kill -9, then the same app on the same port: its memory is gone."""
         self.kill9()
-        return App(self.script, self.tmp, port=self.port, body_mode=self.body_mode)
+        return App(self.script, self.tmp, port=self.port, body_mode=self.body_mode,
+                   extra=self.extra, env=self.env)
+
+
+def example_app(example_dir, app, kind, tmp):
+    """An example bot from ``examples/`` served as it is."""
+    return App("serve.py", tmp, extra=["--dir", str(example_dir), "--app", app, "--kind", kind])
 
 
 class Statehold(Process):
-    def __init__(self, tmp, upstream_port, mode="header", routes=None):
+    def __init__(self, tmp, upstream_port, mode="header", routes=None, env=None):
         routes = routes or (
             '[[route]]\npath = "/telegram"\nnamespace = "tg"\n'
             'key = "json:/message/chat/id"\ndedupe = "json:/update_id"\n'
@@ -77,7 +86,7 @@ class Statehold(Process):
             f'[admin]\nlisten = "127.0.0.1:0"\n'
         )
         super().__init__([statehold_bin(), "serve", "--config", str(config)],
-                         str(Path(tmp) / "statehold.log"))
+                         str(Path(tmp) / "statehold.log"), env=env)
         self.url, self.admin = self._wait_serving()
 
     def _wait_serving(self):
@@ -121,7 +130,7 @@ def get(url):
 
 
 def post_json(url, body, headers=None):
-    data = json.dumps(body).encode()
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST",
                                  headers={"content-type": "application/json", **(headers or {})})
     try:
