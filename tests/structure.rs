@@ -187,3 +187,49 @@ fn no_string_errors_in_the_library() {
     }
     assert!(found.is_empty(), "Result<_, String> in: {found:#?}");
 }
+
+/// Markdown links in the docs either point at a file of this repository
+/// that exists, or at a public web page: never outside the checkout (a
+/// `../shared/...` link is dead in every clone).
+#[test]
+fn doc_links_stay_inside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md")];
+    for dir in ["docs", "clients/python", "clients/node"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("doc dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "md") {
+                docs.push(path);
+            }
+        }
+    }
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples") {
+        let readme = entry.expect("entry").path().join("README.md");
+        if readme.is_file() {
+            docs.push(readme);
+        }
+    }
+    let mut broken = Vec::new();
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("read doc");
+        for (at, _) in text.match_indices("](") {
+            let target: String = text[at + 2..].chars().take_while(|c| *c != ')').collect();
+            let file = target.split('#').next().unwrap_or("");
+            if file.is_empty() || target.starts_with("https://") || target.starts_with("http://") {
+                continue;
+            }
+            let resolved = doc.parent().expect("dir").join(file);
+            let inside = resolved
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(root.canonicalize().expect("root")));
+            if !inside {
+                broken.push(format!("{}: {target}", doc.display()));
+            }
+        }
+    }
+    assert!(docs.len() >= 10, "{docs:?}");
+    assert!(
+        broken.is_empty(),
+        "links that leave the repository or are dead: {broken:#?}"
+    );
+}
