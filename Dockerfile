@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY demo-bot ./demo-bot
 RUN cargo build --release --locked --bin statehold \
  && strip target/release/statehold
 

@@ -148,7 +148,7 @@ impl Bot {
     /// Starts the bot on `port` (0: any free port, read back from the bot's
     /// first line) and waits until it answers.
     pub fn start_with(port: u16, body_mode: bool) -> Bot {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_statehold-demo-bot"));
+        let mut cmd = Command::new(demo_bot_bin());
         cmd.args(["--listen", &addr(port).to_string()]);
         if body_mode {
             cmd.arg("--body-mode");
@@ -188,6 +188,18 @@ impl Bot {
         let r = get(addr(self.port), "/_stats").expect("bot /_stats");
         r.json()["overlaps"].as_u64().expect("overlaps")
     }
+}
+
+/// The demo bot (its own package, `demo-bot/`), built next to `statehold`
+/// by `cargo test` (both are default members of the workspace).
+fn demo_bot_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_statehold")).with_file_name("statehold-demo-bot");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p statehold-demo-bot` (plain `cargo test` builds it)",
+        bin.display()
+    );
+    bin
 }
 
 /// Reads the demo bot's `demo bot listening on <addr>` line, then keeps its
