@@ -117,8 +117,17 @@ impl<B: Backend> Admin<B> {
         let store_ok = matches!(store, Ok(Ok(())));
         self.pipeline.metrics().set_store_up(store_ok);
         let upstream_ok = self.pipeline.upstream().reachable().await;
-        if store_ok && upstream_ok {
-            return json_response(StatusCode::OK, json!({"ready": true}));
+        let up_down = |ok: bool| if ok { "up" } else { "down" };
+        let (store, upstream) = (up_down(store_ok), up_down(upstream_ok));
+        // With `on_unavailable = "passthrough"` the operator chose degraded
+        // service over none: a store outage must not take every replica out
+        // of its load balancer.
+        let degraded = !store_ok && self.pipeline.passes_through_when_store_down();
+        if upstream_ok && (store_ok || degraded) {
+            return json_response(
+                StatusCode::OK,
+                json!({"ready": true, "degraded": degraded, "store": store, "upstream": upstream}),
+            );
         }
         let reason = match (store_ok, upstream_ok) {
             (false, false) => "store and upstream unreachable",
@@ -127,7 +136,7 @@ impl<B: Backend> Admin<B> {
         };
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"ready": false, "reason": reason, "store": store_ok, "upstream": upstream_ok}),
+            json!({"ready": false, "reason": reason, "store": store, "upstream": upstream}),
         )
     }
 

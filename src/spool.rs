@@ -9,11 +9,15 @@
 //!   version is still that base; otherwise another replica moved the
 //!   conversation on, and the spooled snapshot is dropped, counted as a
 //!   conflict and logged.
+//! - A request of a conversation that has an entry is served from it (the
+//!   pipeline takes the entry under the conversation's turn): the bot never
+//!   sees the pre-outage snapshot while a newer one waits here.
 //! - Bounded by `store.spool_max` conversations; it survives a restart.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +42,8 @@ pub struct Spool {
     max_entries: u64,
     seen: [Mutex<HashMap<String, u64>>; SHARDS],
     hasher: RandomState,
+    /// Entries in the file: lets a request skip the file while it is empty.
+    entries: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +74,15 @@ impl Spool {
         txn.open_table(ENTRIES)
             .map_err(|e| fail(db_err(e).to_string()))?;
         txn.commit().map_err(|e| fail(db_err(e).to_string()))?;
-        Ok(Spool {
+        let spool = Spool {
             db,
             max_entries,
             seen: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             hasher: RandomState::new(),
-        })
+            entries: AtomicU64::new(0),
+        };
+        spool.entries.store(spool.depth(), Ordering::Relaxed);
+        Ok(spool)
     }
 
     /// Records the version the store reported for a conversation (on every
@@ -123,6 +132,9 @@ impl Spool {
             }
         };
         txn.commit().map_err(db_err)?;
+        if accepted {
+            self.entries.store(self.depth(), Ordering::Relaxed);
+        }
         Ok(accepted)
     }
 
@@ -134,6 +146,23 @@ impl Spool {
             .and_then(|t| t.open_table(ENTRIES).ok())
             .and_then(|t| t.len().ok())
             .unwrap_or(0)
+    }
+
+    /// The entry of one conversation: the version it was based on and the
+    /// change the bot reported. Cheap while the spool is empty.
+    pub fn pending(&self, key: &ConvKey) -> Result<Option<(Option<u64>, StateChange)>, SpoolError> {
+        if self.entries.load(Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(ENTRIES).map_err(db_err)?;
+        let entry = t.get(key.as_str()).map_err(db_err)?;
+        Ok(entry.map(|raw| decode(raw.value())))
+    }
+
+    /// The conversation's entry was written to the store (or dropped).
+    pub fn settle(&self, key: &ConvKey) -> Result<(), SpoolError> {
+        self.remove(key.as_str())
     }
 
     fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, SpoolError> {
@@ -154,7 +183,9 @@ impl Spool {
             .map_err(db_err)?
             .remove(key)
             .map_err(db_err)?;
-        txn.commit().map_err(db_err)
+        txn.commit().map_err(db_err)?;
+        self.entries.store(self.depth(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes spooled snapshots back; stops at the first store failure.
@@ -168,7 +199,7 @@ impl Spool {
             }
         };
         let mut settled = 0;
-        for (full, base, change) in entries {
+        for (full, _, _) in entries {
             let Some((ns, id)) = full.split_once(':') else {
                 // Not a key statehold wrote: drop it rather than retry forever.
                 if let Err(e) = self.remove(&full) {
@@ -179,6 +210,16 @@ impl Spool {
             let key = ConvKey::new(ns, id);
             let Ok((held, _)) = backend.begin(&key, Duration::from_secs(1), None).await else {
                 return settled;
+            };
+            // Read again under the turn: a request may have taken the entry
+            // (served from it and committed it) or updated it meanwhile.
+            let (base, change) = match self.pending(&key) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "spool unreadable");
+                    return settled;
+                }
             };
             let commit = Commit {
                 // Unknown base: only if nothing is stored.

@@ -72,6 +72,12 @@ fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
     sh.update(2, 94, "Zoe");
     assert!(sh.logs().contains("outcome=\"degraded\""));
     assert!(sh.logs().contains("snapshot spooled"));
+    // Degraded service is what the operator chose: the replica stays in its
+    // load balancer, and says the store is down.
+    let ready = support::get(sh.admin(), "/readyz").unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.json()["store"], "down");
+    assert_eq!(ready.json()["degraded"], true);
     assert_eq!(
         sh.metric("statehold_spool_depth"),
         2.0,
@@ -123,8 +129,8 @@ fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
     // Stop A before Redis returns, so B moves the conversation on first.
     a.proc.kill9();
     redis.restart();
-    support::wait_until("B ready", || {
-        support::get(b.admin(), "/readyz").is_ok_and(|r| r.status == 200)
+    support::wait_until("B sees the store", || {
+        support::get(b.admin(), "/readyz").is_ok_and(|r| r.json()["store"] == "up")
     });
     assert_eq!(
         reply_text(&b.update(2, 97, "New")),
@@ -262,4 +268,57 @@ fn a_redis_that_turned_read_only_counts_as_down_not_as_damaged_data() {
     support::wait_until("serving again", || sh.update(6, 92, "Ama").status == 200);
     let after = sh.stored("tg", "92").unwrap();
     assert_eq!(after["version"], before["version"].as_u64().unwrap() + 1);
+}
+
+/// Outage defect 1: steps typed during an outage sit in this replica's
+/// spool; right after the store returns, the next step must continue from
+/// them, not from the pre-outage record (which the write-back would then
+/// refuse to overwrite: the steps were lost). Six conversations type their
+/// next step at once, the moment the replica sees the store again.
+#[test]
+fn steps_typed_during_an_outage_are_kept_when_the_store_returns() {
+    let _serial = support::serial();
+    let (_d, mut redis, _bot, sh) = setup("passthrough");
+    let chats: Vec<i64> = (300..306).collect();
+    for &chat in &chats {
+        sh.update(1, chat, "/start");
+    }
+    redis.proc.kill9();
+    for &chat in &chats {
+        assert_eq!(
+            reply_text(&sh.update(2, chat, "Ann")),
+            "Nice to meet you, Ann. Your email?"
+        );
+        assert_eq!(
+            reply_text(&sh.update(3, chat, "ann@example.com")),
+            "Which plan: basic or pro?"
+        );
+    }
+    assert_eq!(sh.metric("statehold_spool_depth"), 6.0);
+    redis.restart();
+    support::wait_until("the store is back", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.json()["store"] == "up")
+    });
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let sh = &sh;
+        let typing: Vec<_> = chats
+            .iter()
+            .map(|&chat| s.spawn(move || reply_text(&sh.update(4, chat, "pro"))))
+            .collect();
+        typing.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for answer in answers {
+        assert_eq!(
+            answer,
+            "Registered Ann <ann@example.com> on the pro plan. Done!"
+        );
+    }
+    support::wait_until("spool settled", || {
+        sh.metric("statehold_spool_depth") == 0.0
+    });
+    assert_eq!(
+        sh.metric("statehold_conflicts_total"),
+        0.0,
+        "nothing dropped"
+    );
 }

@@ -150,6 +150,11 @@ impl<B: Backend> Pipeline<B> {
     pub fn backend(&self) -> &B {
         &self.backend
     }
+    /// `store.on_unavailable = "passthrough"`: requests go on, degraded,
+    /// while the store is out.
+    pub fn passes_through_when_store_down(&self) -> bool {
+        self.settings.on_unavailable == OnUnavailable::Passthrough
+    }
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }

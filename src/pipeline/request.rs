@@ -49,8 +49,14 @@ pub(super) struct Keyed {
 
 /// This request's turn.
 pub(super) enum Turn<H> {
-    /// Held, with the record read at its start.
-    Held { held: H, loaded: Loaded },
+    /// Held, with the record read at its start. `spooled`: a change this
+    /// replica kept while the store was out, newer than the record; the
+    /// record shows it, and the save writes it if the bot reports nothing.
+    Held {
+        held: H,
+        loaded: Loaded,
+        spooled: Option<StateChange>,
+    },
     /// The store is out and the route degrades (`on_unavailable =
     /// "passthrough"`): no turn, no record.
     Degraded,

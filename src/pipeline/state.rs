@@ -95,6 +95,64 @@ impl<B: Backend> Pipeline<B> {
         }
     }
 
+    /// A conversation this replica spooled during an outage is served from
+    /// the spool, not from the older record: with the turn held, a spooled
+    /// change based on the record's version replaces what the record shows;
+    /// one based on an older version lost the race to another replica and
+    /// is dropped (a conflict, as in the write-back).
+    async fn spooled_first(
+        &self,
+        conv: &ConvKey,
+        mut loaded: Loaded,
+    ) -> (Loaded, Option<StateChange>) {
+        let Some(spool) = &self.spool else {
+            return (loaded, None);
+        };
+        let shown = conv.display(self.settings.reveal_ids);
+        let (base, change) = match spool.pending(conv) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return (loaded, None),
+            Err(e) => {
+                warn!(key = %shown, error = %e, "spool unreadable: serving the stored record");
+                return (loaded, None);
+            }
+        };
+        if base.unwrap_or(0) != loaded.version {
+            self.metrics.conflict();
+            warn!(key = %shown, based_on = base.unwrap_or(0), current = loaded.version,
+                "spooled snapshot dropped: the conversation moved on during the outage");
+            self.settle_spooled(conv).await;
+            return (loaded, None);
+        }
+        match &change {
+            StateChange::Put(json) => loaded.state = Some(json.clone()),
+            StateChange::Clear => loaded.state = None,
+            StateChange::Keep => {}
+        }
+        info!(key = %shown, "served from the spool: the store's record predates the outage");
+        (loaded, Some(change))
+    }
+
+    /// Removes a conversation's spool entry (written, or dropped).
+    async fn settle_spooled(&self, conv: &ConvKey) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let key = conv.clone();
+        let settled = tokio::task::spawn_blocking(move || {
+            let r = spool.settle(&key);
+            (r, spool.depth())
+        })
+        .await;
+        match settled {
+            Ok((Ok(()), depth)) => self.metrics.set_spool_depth(depth),
+            // The entry stays; the write-back finds it under the turn later
+            // and drops it as a conflict: nothing is written twice.
+            Ok((Err(e), _)) => warn!(error = %e, "spool entry could not be removed"),
+            Err(e) => warn!(error = %e, "spool task failed"),
+        }
+    }
+
     /// Keeps what the bot reported while the store was out, for write-back.
     /// True when nothing needs keeping or it is safely in the spool.
     pub(super) async fn spool_degraded(&self, conv: &ConvKey, change: StateChange) -> bool {
@@ -157,7 +215,12 @@ impl<B: Backend> Pipeline<B> {
                 self.metrics.store(StoreOp::Load, read);
                 trace.store_time += read;
                 let loaded = self.loaded(conv, loaded, trace);
-                Ok(Turn::Held { held, loaded })
+                let (loaded, spooled) = self.spooled_first(conv, loaded).await;
+                Ok(Turn::Held {
+                    held,
+                    loaded,
+                    spooled,
+                })
             }
             Err(TurnError::WaitExceeded(_)) => Err(Reject::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -207,7 +270,12 @@ impl<B: Backend> Pipeline<B> {
         trace: &mut Trace,
     ) -> Result<(), Reject> {
         let status = answer.parts.status;
-        let Turn::Held { held, loaded } = turn else {
+        let Turn::Held {
+            held,
+            loaded,
+            spooled,
+        } = turn
+        else {
             trace.outcome = Outcome::Degraded;
             // Passthrough trades durability for availability: what cannot
             // be spooled is lost, and said so.
@@ -220,6 +288,12 @@ impl<B: Backend> Pipeline<B> {
             return Ok(()); // bot 5xx: passed through, nothing saved; dropping `held` releases the turn
         }
         let Keyed { conv, dedupe } = keyed;
+        // What this replica spooled during the outage is written now, unless
+        // the bot reported something newer on top of it.
+        let change = match (change, &spooled) {
+            (StateChange::Keep, Some(kept)) => kept.clone(),
+            (change, _) => change,
+        };
         // Only a success is worth replaying: a recorded 429 or 408 would
         // answer every redelivery for the whole dedupe window.
         let dedupe = dedupe
@@ -229,7 +303,13 @@ impl<B: Backend> Pipeline<B> {
             .save(&conv, held, loaded.version, change, dedupe, trace)
             .await
         {
-            Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
+            Saved::Committed => {
+                if spooled.is_some() {
+                    self.settle_spooled(&conv).await;
+                }
+                Ok(())
+            }
+            Saved::Failed(StateChange::Keep) => Ok(()),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.
             Saved::Stale => Err(Reject::new(
