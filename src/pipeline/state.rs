@@ -299,13 +299,26 @@ impl<B: Backend> Pipeline<B> {
         let dedupe = dedupe
             .filter(|_| status.is_success())
             .map(|(id, digest)| (id, answer.recorded(digest)));
-        match self
+        let saved = self
             .save(&conv, held, loaded.version, change, dedupe, trace)
+            .await;
+        self.after_save(saved, &conv, spooled.is_some(), trace)
             .await
-        {
+    }
+
+    /// What the platform is told after the save: an acknowledged answer
+    /// only when the snapshot is durable (in the store, or in the spool).
+    async fn after_save(
+        &self,
+        saved: Saved,
+        conv: &ConvKey,
+        was_spooled: bool,
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        match saved {
             Saved::Committed => {
-                if spooled.is_some() {
-                    self.settle_spooled(&conv).await;
+                if was_spooled {
+                    self.settle_spooled(conv).await;
                 }
                 Ok(())
             }
@@ -320,7 +333,7 @@ impl<B: Backend> Pipeline<B> {
             // Never acknowledge a snapshot that is nowhere durable: keep it
             // in the spool, or have the update redelivered.
             Saved::Failed(change) => {
-                if !self.spool_degraded(&conv, change).await {
+                if !self.spool_degraded(conv, change).await {
                     return Err(Reject::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         Outcome::Unavailable,
