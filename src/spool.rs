@@ -105,11 +105,9 @@ impl Spool {
     /// Keeps a snapshot reported in degraded mode. `Ok(false)`: the spool is
     /// full and the snapshot is dropped.
     pub fn push(&self, key: &ConvKey, change: &StateChange) -> Result<bool, SpoolError> {
-        let (tag, data): (u8, &[u8]) = match change {
-            StateChange::Put(json) => (b'p', json),
-            StateChange::Clear => (b'c', &[]),
-            StateChange::Keep => return Ok(true),
-        };
+        if *change == StateChange::Keep {
+            return Ok(true);
+        }
         let txn = self.db.begin_write().map_err(db_err)?;
         let accepted = {
             let mut t = txn.open_table(ENTRIES).map_err(db_err)?;
@@ -122,11 +120,7 @@ impl Spool {
             } else {
                 // A newer report keeps the first one's base.
                 let base = previous_base.unwrap_or_else(|| self.last_seen(key));
-                let mut value = Vec::with_capacity(10 + data.len());
-                value.push(u8::from(base.is_some()));
-                value.extend_from_slice(&base.unwrap_or(0).to_le_bytes());
-                value.push(tag);
-                value.extend_from_slice(data);
+                let value = encode(base, change);
                 t.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
                 true
             }
@@ -160,9 +154,28 @@ impl Spool {
         Ok(entry.map(|raw| decode(raw.value())))
     }
 
-    /// The conversation's entry was written to the store (or dropped).
+    /// The conversation's entry is about to be written to the store (or is
+    /// dropped). Removed before the commit that writes it, under the
+    /// conversation's turn, so nobody sees it after the turn moved on.
     pub fn settle(&self, key: &ConvKey) -> Result<(), SpoolError> {
         self.remove(key.as_str())
+    }
+
+    /// Puts back an entry `settle` removed, when its write failed.
+    pub fn restore(
+        &self,
+        key: &ConvKey,
+        base: Option<u64>,
+        change: &StateChange,
+    ) -> Result<(), SpoolError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(ENTRIES)
+            .map_err(db_err)?
+            .insert(key.as_str(), encode(base, change).as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        self.entries.store(self.depth(), Ordering::Relaxed);
+        Ok(())
     }
 
     fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, SpoolError> {
@@ -207,46 +220,86 @@ impl Spool {
                 }
                 continue;
             };
-            let key = ConvKey::new(ns, id);
-            let Ok((held, _)) = backend.begin(&key, Duration::from_secs(1), None).await else {
-                return settled;
-            };
-            // Read again under the turn: a request may have taken the entry
-            // (served from it and committed it) or updated it meanwhile.
-            let (base, change) = match self.pending(&key) {
-                Ok(Some(entry)) => entry,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(error = %e, "spool unreadable");
-                    return settled;
-                }
-            };
-            let commit = Commit {
-                // Unknown base: only if nothing is stored.
-                expected_version: Some(base.unwrap_or(0)),
-                change,
-                dedupe: None,
-            };
-            match held.finish(commit).await {
-                Ok(CommitOutcome::Committed { version }) => {
-                    info!(key = %key.display(false), version, "spooled snapshot written back");
-                    self.saw(&key, version);
-                }
-                Ok(CommitOutcome::Conflict { current }) => {
-                    metrics.conflict();
-                    warn!(key = %key.display(false), based_on = base.unwrap_or(0), current,
-                        "spooled snapshot dropped: the conversation moved on during the outage");
-                }
-                Err(_) => return settled,
+            match self
+                .write_back_one(backend, &ConvKey::new(ns, id), metrics)
+                .await
+            {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(()) => return settled,
             }
-            if let Err(e) = self.remove(&full) {
-                warn!(error = %e, "spool entry could not be removed");
-                return settled;
-            }
-            settled += 1;
         }
         settled
     }
+
+    /// One conversation's entry, under its turn. `Ok(true)`: written or
+    /// dropped; `Ok(false)`: a request took it first; `Err`: the store
+    /// failed (stop for now, the entry stays).
+    async fn write_back_one<B: Backend>(
+        &self,
+        backend: &B,
+        key: &ConvKey,
+        metrics: &Metrics,
+    ) -> Result<bool, ()> {
+        let (held, _) = backend
+            .begin(key, Duration::from_secs(1), None)
+            .await
+            .map_err(|_| ())?;
+        // Read again under the turn: a request may have taken the entry
+        // (served from it and committed it) or updated it meanwhile.
+        let (base, change) = match self.pending(key) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                warn!(error = %e, "spool unreadable");
+                return Err(());
+            }
+        };
+        // Off the spool before the commit releases the turn: a request
+        // that takes the turn next must not find it again.
+        if let Err(e) = self.settle(key) {
+            warn!(error = %e, "spool entry could not be removed");
+            return Err(());
+        }
+        let commit = Commit {
+            // Unknown base: only if nothing is stored.
+            expected_version: Some(base.unwrap_or(0)),
+            change: change.clone(),
+            dedupe: None,
+        };
+        match held.finish(commit).await {
+            Ok(CommitOutcome::Committed { version }) => {
+                info!(key = %key.display(false), version, "spooled snapshot written back");
+                self.saw(key, version);
+            }
+            Ok(CommitOutcome::Conflict { current }) => {
+                metrics.conflict();
+                warn!(key = %key.display(false), based_on = base.unwrap_or(0), current,
+                    "spooled snapshot dropped: the conversation moved on during the outage");
+            }
+            Err(_) => {
+                if let Err(e) = self.restore(key, base, &change) {
+                    warn!(error = %e, "spooled snapshot lost: it could not be put back after a failed write-back");
+                }
+                return Err(());
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn encode(base: Option<u64>, change: &StateChange) -> Vec<u8> {
+    let (tag, data): (u8, &[u8]) = match change {
+        StateChange::Put(json) => (b'p', json),
+        StateChange::Clear => (b'c', &[]),
+        StateChange::Keep => (b'k', &[]),
+    };
+    let mut value = Vec::with_capacity(10 + data.len());
+    value.push(u8::from(base.is_some()));
+    value.extend_from_slice(&base.unwrap_or(0).to_le_bytes());
+    value.push(tag);
+    value.extend_from_slice(data);
+    value
 }
 
 fn decode(raw: &[u8]) -> (Option<u64>, StateChange) {

@@ -299,11 +299,15 @@ impl<B: Backend> Pipeline<B> {
         let dedupe = dedupe
             .filter(|_| status.is_success())
             .map(|(id, digest)| (id, answer.recorded(digest)));
+        if spooled.is_some() {
+            // Off the spool before the commit releases the turn (a failed
+            // commit spools the change again, on the same base).
+            self.settle_spooled(&conv).await;
+        }
         let saved = self
             .save(&conv, held, loaded.version, change, dedupe, trace)
             .await;
-        self.after_save(saved, &conv, spooled.is_some(), trace)
-            .await
+        self.after_save(saved, &conv, trace).await
     }
 
     /// What the platform is told after the save: an acknowledged answer
@@ -312,17 +316,10 @@ impl<B: Backend> Pipeline<B> {
         &self,
         saved: Saved,
         conv: &ConvKey,
-        was_spooled: bool,
         trace: &mut Trace,
     ) -> Result<(), Reject> {
         match saved {
-            Saved::Committed => {
-                if was_spooled {
-                    self.settle_spooled(conv).await;
-                }
-                Ok(())
-            }
-            Saved::Failed(StateChange::Keep) => Ok(()),
+            Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.
             Saved::Stale => Err(Reject::new(
