@@ -322,3 +322,48 @@ fn steps_typed_during_an_outage_are_kept_when_the_store_returns() {
         "nothing dropped"
     );
 }
+
+/// Outage defect 2: with Redis gone, concurrent requests must not queue up
+/// behind one another's reconnect attempts: each waits for the store at
+/// most `op_timeout`, then goes on degraded. 50 conversations at once.
+#[test]
+fn a_dead_store_delays_each_request_by_op_timeout_at_most() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let mut redis = RedisServer::start(dir.path(), false);
+    // A bot that reports no state: the degraded answers spool nothing, so
+    // the time measured is the store's.
+    let bot = support::recorder::Recorder::start();
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"500ms\"\n".into();
+    let sh = Statehold::start(config);
+    assert_eq!(sh.update(1, 500, "/start").status, 200);
+    redis.proc.kill9();
+    let start = std::sync::Barrier::new(50);
+    let mut took: Vec<std::time::Duration> = std::thread::scope(|s| {
+        let (sh, start) = (&sh, &start);
+        let clients: Vec<_> = (0..50i64)
+            .map(|i| {
+                s.spawn(move || {
+                    start.wait();
+                    let began = std::time::Instant::now();
+                    let r = sh.update(10 + i as u64, 600 + i, "hello");
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    began.elapsed()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    took.sort();
+    let p99 = took[took.len() * 99 / 100 - 1];
+    eprintln!(
+        "degraded answers, 50 at once: p50 {:?}, p99 {p99:?}",
+        took[took.len() / 2]
+    );
+    assert!(
+        p99 <= std::time::Duration::from_millis(600),
+        "p99 of degraded answers {p99:?} (op_timeout 500ms); all: {took:?}"
+    );
+}

@@ -198,7 +198,13 @@ impl RedisConn {
         if breaker.is_open() {
             return Err(OpError::Unavailable("circuit open (redis failing)".into()));
         }
-        let result = self.attempt_twice(op).await;
+        // One deadline for the whole operation: waiting for another
+        // request's reconnect attempt, connecting, and the retry all count,
+        // so concurrent requests on a dead Redis each wait `op_timeout` at
+        // most instead of queueing behind one another's attempts.
+        let result = tokio::time::timeout(self.inner.op_timeout, self.attempt_twice(op))
+            .await
+            .unwrap_or(Err(OpError::Timeout));
         match &result {
             Ok(_) => breaker.success(),
             // A script error is Redis answering: the store is up.
