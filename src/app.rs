@@ -171,11 +171,14 @@ async fn run_with<B: Backend>(
     };
     let proxy_shutdown = {
         let admin = Arc::clone(&admin);
+        let drain_delay = config.server.drain_delay;
         async move {
             shutdown.await;
             // Not ready first, so load balancers stop sending before we stop accepting.
             admin.draining.store(true, Ordering::Relaxed);
-            info!("shutdown requested");
+            info!(?drain_delay, "shutdown requested");
+            // Keep serving while endpoints learn we are leaving.
+            tokio::time::sleep(drain_delay).await;
         }
     };
     let proxy = Arc::clone(&pipeline);

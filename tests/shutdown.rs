@@ -66,3 +66,29 @@ fn rolling_restart_under_load_loses_nothing() {
         report.no_answer.load(ordering)
     );
 }
+
+/// `server.drain_delay`: after SIGTERM, `/readyz` answers 503 at once while
+/// the proxy keeps serving, so load balancers can stop routing here before
+/// the listener closes; then it exits 0.
+#[test]
+fn drain_delay_keeps_serving_while_readiness_says_leaving() {
+    let dir = support::temp_dir();
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.server_extra = "drain_delay = \"3s\"\n".into();
+    let mut sh = Statehold::start(config);
+    assert_eq!(sh.update(1, 1200, "/start").status, 200);
+    support::signal(sh.proc.pid(), "TERM");
+    support::wait_until("readiness says leaving", || {
+        support::get(sh.admin(), "/readyz").is_ok_and(|r| r.status == 503)
+    });
+    let r = sh.update(2, 1200, "Ann");
+    assert_eq!(r.status, 200, "still serving during the drain delay");
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
+    let status = sh.proc.wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(sh.logs().contains("shutdown requested"));
+}

@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// After SIGTERM, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep accepting requests this long while `/readyz`
+    /// already answers 503, so load balancers stop routing here before the
+    /// listener closes (Kubernetes endpoint propagation).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Requests on paths no route matches: `forward` them untouched, or
     /// `reject` them with 404 (they never reach the bot).
     pub unmatched: Unmatched,
@@ -57,6 +62,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             unmatched: Unmatched::Forward,
             trusted_proxies: Default::default(),
             max_buffered_bytes: 32 * 1_048_576,

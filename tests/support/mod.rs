@@ -82,6 +82,12 @@ impl Proc {
         c.wait().expect("wait")
     }
 
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("process running");
+        c.wait().expect("wait")
+    }
+
     /// Whether the process already exited (and how).
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child
