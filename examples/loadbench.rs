@@ -358,6 +358,38 @@ struct Target {
     url: String,
     /// Processes whose CPU and memory count for this target.
     pids: Vec<u32>,
+    /// The redis-server this target uses (pid, port): its own CPU per
+    /// request is measured apart (it is the fleet's shared ceiling).
+    redis: Option<(u32, u16)>,
+}
+
+/// Redis's work so far: its process CPU seconds, and from `INFO
+/// commandstats` the scripts run (`EVALSHA`/`EVAL`) and the microseconds
+/// spent in them (which include the commands they call; those are also
+/// listed on their own, so only the scripts are summed).
+fn redis_work(pid: u32, port: u16) -> (f64, u64, u64) {
+    let stats = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .and_then(|c| c.get_connection())
+        .and_then(|mut con| {
+            redis::cmd("INFO")
+                .arg("commandstats")
+                .query::<String>(&mut con)
+        })
+        .unwrap_or_default();
+    let (mut calls, mut usec) = (0u64, 0u64);
+    for line in stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+    {
+        for field in line.split([':', ',']) {
+            if let Some(n) = field.strip_prefix("calls=") {
+                calls += n.parse::<u64>().unwrap_or(0);
+            } else if let Some(n) = field.strip_prefix("usec=") {
+                usec += n.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    (cpu_seconds(pid), calls, usec)
 }
 
 fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16) {
@@ -468,6 +500,7 @@ http {{
     wait_for_port(nginx_port, "nginx")?;
     let nginx_pid = nginx.child.id();
 
+    let redis_pid = redis.child.id();
     let mut procs = vec![bot, redis, nginx];
     let mut start_statehold = |name: &str, store: String| -> Result<(u16, u32), String> {
         let (config, port) = statehold_config(dir, name, bot_port, &store);
@@ -502,26 +535,31 @@ http {{
             name: "direct (no proxy)",
             url: format!("http://127.0.0.1:{bot_port}/telegram"),
             pids: vec![],
+            redis: None,
         },
         Target {
             name: "nginx passthrough",
             url: format!("http://127.0.0.1:{nginx_port}/telegram"),
             pids: family(nginx_pid),
+            redis: None,
         },
         Target {
             name: "statehold, unmatched path",
             url: format!("http://127.0.0.1:{pass_port}/other"),
             pids: vec![pass_pid],
+            redis: None,
         },
         Target {
             name: "statehold, embedded store",
             url: format!("http://127.0.0.1:{emb_port}/telegram"),
             pids: vec![emb_pid],
+            redis: None,
         },
         Target {
             name: "statehold, redis + dedupe + turns",
             url: format!("http://127.0.0.1:{red_port}/telegram"),
             pids: vec![red_pid],
+            redis: Some((redis_pid, redis_port)),
         },
     ];
 
@@ -562,11 +600,21 @@ http {{
     let mut cpu = vec![0.0f64; targets.len()];
     let mut served = vec![0usize; targets.len()];
     let mut errors = vec![0u64; targets.len()];
+    // Redis's CPU seconds, commands and command microseconds, per target.
+    let mut redis_spent = vec![(0.0f64, 0u64, 0u64); targets.len()];
     for _ in 0..rounds {
         for (i, t) in targets.iter().enumerate() {
             let cpu_before: f64 = t.pids.iter().map(|&p| cpu_seconds(p)).sum();
+            let redis_before = t.redis.map(|(pid, port)| redis_work(pid, port));
             let lat = fixed_rate(&t.url, rate, round_secs, 10_000);
             cpu[i] += t.pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+            if let (Some(before), Some((pid, port))) = (redis_before, t.redis) {
+                let after = redis_work(pid, port);
+                let spent = &mut redis_spent[i];
+                spent.0 += after.0 - before.0;
+                spent.1 += after.1 - before.1;
+                spent.2 += after.2 - before.2;
+            }
             served[i] += lat.micros.len();
             errors[i] += lat.errors;
             per_round[i].push(PCTS.map(|p| lat.pct(p)));
@@ -628,6 +676,20 @@ http {{
         );
     }
     println!("\n(medians over {rounds} interleaved rounds of {round_secs} s; row 1's \"added\" cells show direct latency itself)\n");
+    for (i, t) in targets.iter().enumerate() {
+        let (cpu_s, calls, usec) = redis_spent[i];
+        if t.redis.is_some() && served[i] > 0 {
+            let n = served[i] as f64;
+            println!(
+                "Redis per request ({}): {:.1} µs CPU (process), {:.1} µs in scripts, {:.2} scripts",
+                t.name,
+                cpu_s * 1e6 / n,
+                usec as f64 / n,
+                calls as f64 / n
+            );
+        }
+    }
+    println!();
 
     // Cost growth: the same fixed-rate run with 1,000 and 1,000,000 stored conversations.
     let sizes: [u64; 2] = if quick {

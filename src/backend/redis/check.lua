@@ -16,7 +16,9 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if holder then
   return 0
 end
-if promote(KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[1]) == ARGV[1] then
+-- The holder's lease expired: the first waiter is next (it may be us; a
+-- waiter that died meanwhile is skipped in turn when its lease expires).
+if grant_next(KEYS[1], KEYS[2], ARGV[2], ARGV[4]) == ARGV[1] then
   return 1
 end
 return 0

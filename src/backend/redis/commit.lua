@@ -44,5 +44,8 @@ local function write()
 end
 
 local result = write()
-leave(KEYS[2], KEYS[4], ARGV[1], ARGV[9], ARGV[10])
+-- Fenced off: someone else holds the lease now, and we are in no queue.
+if result[1] ~= 'fenced' then
+  leave(KEYS[2], KEYS[4], ARGV[1], ARGV[9], ARGV[10], true)
+end
 return result

@@ -1,36 +1,31 @@
 -- Shared by the turn scripts and commit.lua (prepended to each).
+--
+-- The queue {t}:q holds only waiters, in arrival order; the lease {t}:l
+-- holds the current holder's token, and the holder is never in the queue.
+-- A free lease with an empty queue is taken without queueing (the
+-- uncontended case: no queue key at all).
 
--- Gives the lease to the queue's head and, unless it is `me`, tells it.
--- Returns the head (nil when the queue is empty).
-local function grant_head(lease, queue, lease_ms, channel, me)
-  local head = redis.call('LINDEX', queue, 0)
+-- Hands the lease to the first waiter and tells it. Returns that token, or
+-- nil (and frees the lease) when nobody waits.
+local function grant_next(lease, queue, lease_ms, channel)
+  local head = redis.call('LPOP', queue)
   if head then
     redis.call('SET', lease, head, 'PX', lease_ms)
-    if head ~= me then
-      redis.call('PUBLISH', channel, head)
-    end
+    redis.call('PUBLISH', channel, head)
+  else
+    redis.call('DEL', lease)
   end
   return head
 end
 
--- The lease is free: a head that is not `me` held a lease that expired (its
--- holder crashed or froze), so drop it and grant the next in line.
-local function promote(lease, queue, lease_ms, channel, me)
-  if redis.call('LINDEX', queue, 0) ~= me then
-    redis.call('LPOP', queue)
+-- Ends `token`'s part: a holder hands the turn on, a waiter leaves the queue.
+-- `holding`: the caller already checked that `token` holds the lease.
+-- Returns 1 when `token` held the turn, 0 otherwise.
+local function leave(lease, queue, token, lease_ms, channel, holding)
+  if holding or redis.call('GET', lease) == token then
+    grant_next(lease, queue, lease_ms, channel)
+    return 1
   end
-  return grant_head(lease, queue, lease_ms, channel, me)
-end
-
--- Leaves the queue; a holder hands the lease to the next in line.
--- Returns 1 when `token` held the turn.
-local function leave(lease, queue, token, lease_ms, channel)
   redis.call('LREM', queue, 0, token)
-  if redis.call('GET', lease) ~= token then
-    return 0
-  end
-  if not grant_head(lease, queue, lease_ms, channel, nil) then
-    redis.call('DEL', lease)
-  end
-  return 1
+  return 0
 end

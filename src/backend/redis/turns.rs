@@ -1,9 +1,10 @@
 //! Turns across replicas: a leased, fenced ticket queue per conversation in
-//! Redis (`{t}:q` list of tokens in arrival order, `{t}:l` lease holding the
-//! current holder's token).
+//! Redis (`{t}:l` lease holding the current holder's token, `{t}:q` list of
+//! waiting tokens in arrival order; the holder is never in the queue).
 //!
-//! - **Fair order**: `acquire.lua` appends the request's token to the queue;
-//!   the head holds the lease. Arrival order at Redis is service order.
+//! - **Fair order**: `acquire.lua` takes a free lease only when nobody
+//!   waits (the uncontended case needs no queue), else appends the token to
+//!   the queue. Arrival order at Redis is service order.
 //! - **No polling race**: a releasing holder hands the lease straight to the
 //!   next token and announces it on one pub/sub channel; each process keeps
 //!   a map token → waiting request. A waiter also checks every
