@@ -114,13 +114,13 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
     let store = &config.store;
     let url = store.url.as_ref().map(|u| u.expose()).unwrap_or_default();
     let breaker = (store.breaker_failures.get(), store.breaker_cooldown);
-    let conn = RedisConn::new(
-        url,
-        store.tls_ca.as_deref(),
-        store.op_timeout,
-        &store.key_prefix,
-        breaker,
-    )
+    let (op_timeout, prefix) = (store.op_timeout, store.key_prefix.as_str());
+    let conn = match store.sentinel_master.as_deref() {
+        Some(master) if !store.sentinels.is_empty() => {
+            RedisConn::sentinel(&store.sentinels, master, op_timeout, prefix, breaker)
+        }
+        _ => RedisConn::new(url, store.tls_ca.as_deref(), op_timeout, prefix, breaker),
+    }
     .map_err(|e| StartupError::Store(e.to_string()))?;
     let timings = Timings {
         ttl: store.ttl,

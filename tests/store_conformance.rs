@@ -1,6 +1,8 @@
 //! The backend-conformance suite on both backends, and what only the
 //! embedded one does (its purge, its file lock).
 
+#![recursion_limit = "256"]
+
 mod support;
 
 use std::sync::Arc;

@@ -191,6 +191,12 @@ impl Config {
 
     /// The Redis URL with its password replaced, for logs.
     pub fn redacted_store_url(&self) -> Option<String> {
+        if let Some(master) = &self.store.sentinel_master {
+            return Some(format!(
+                "sentinel {master} via {}",
+                self.store.sentinels.join(",")
+            ));
+        }
         self.store.url.as_ref().map(|u| redact_url(u.expose()))
     }
 }

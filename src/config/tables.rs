@@ -188,6 +188,13 @@ pub struct StoreConfig {
     /// (`rediss://`); default: the system's roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
+    /// Redis with Sentinel: the Sentinels' `host:port` addresses; the
+    /// primary is asked of them (instead of `url`) and followed on failover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// Redis with Sentinel: the monitored primary's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -213,6 +220,8 @@ impl Default for StoreConfig {
             spool_path: PathBuf::from("./data/spool.db"),
             spool_max: 10_000,
             tls_ca: Default::default(),
+            sentinels: Default::default(),
+            sentinel_master: Default::default(),
         }
     }
 }

@@ -241,3 +241,26 @@ fn a_single_key_source_needs_no_list() {
     let c = parse(&one).expect("one source");
     assert_eq!(c.routes[0].key.len(), 1);
 }
+
+#[test]
+fn sentinel_needs_a_master_name_and_no_url() {
+    let with = |store: &str| {
+        parse(&MINIMAL.replace("[upstream]", &format!("[store]\n{store}\n[upstream]")))
+    };
+    let ok =
+        with("backend = \"redis\"\nsentinels = [\"127.0.0.1:26379\"]\nsentinel_master = \"m\"")
+            .expect("sentinel config");
+    assert_eq!(ok.store.sentinels, ["127.0.0.1:26379"]);
+    assert_eq!(
+        with("backend = \"redis\"\nsentinels = [\"127.0.0.1:26379\"]")
+            .expect_err("no master")
+            .key,
+        "store.sentinel_master"
+    );
+    assert_eq!(
+        with("backend = \"redis\"\nurl = \"redis://x:6379\"\nsentinels = [\"a:1\"]\nsentinel_master = \"m\"")
+            .expect_err("both")
+            .key,
+        "store.url"
+    );
+}

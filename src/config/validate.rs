@@ -82,9 +82,26 @@ impl Config {
         }
         match store.backend {
             BackendKind::Embedded => check_store_path(&store.path)?,
+            BackendKind::Redis if !store.sentinels.is_empty() => {
+                if store.sentinel_master.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::new(
+                        "store.sentinel_master",
+                        "required with store.sentinels: the primary's name in the Sentinels' config",
+                    ));
+                }
+                if store.url.is_some() {
+                    return Err(ConfigError::new(
+                        "store.url",
+                        "set either store.url or store.sentinels, not both",
+                    ));
+                }
+            }
             BackendKind::Redis => {
                 let url = store.url.as_ref().ok_or_else(|| {
-                    ConfigError::new("store.url", "required with store.backend = \"redis\"")
+                    ConfigError::new(
+                        "store.url",
+                        "required with store.backend = \"redis\" (or store.sentinels)",
+                    )
                 })?;
                 if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
                     return Err(ConfigError::new(

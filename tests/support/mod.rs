@@ -279,6 +279,8 @@ pub struct Config {
     pub redis_tls_ca: Option<PathBuf>,
     /// Replaces the default `/telegram` route with these `[[route]]` tables.
     pub routes: Option<String>,
+    /// Replaces the `[store]` backend lines (`backend`, `path`/`url`, ...).
+    pub backend: Option<String>,
 }
 
 impl Config {
@@ -301,6 +303,7 @@ impl Config {
             redis: None,
             redis_tls_ca: None,
             routes: None,
+            backend: None,
         }
     }
 
@@ -341,7 +344,9 @@ token = "test-admin-token"
             listen = self.listen,
             admin = self.admin,
             upstream = self.upstream,
-            backend = match self.redis {
+            backend = match (&self.backend, self.redis) {
+                (Some(lines), _) => lines.clone(),
+                (None, redis) => match redis {
                 Some(port) => format!(
                     "backend = \"redis\"\nurl = \"{scheme}://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"\nspool_path = \"{spool}\"\n{ca}",
                     self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), ""),
@@ -353,6 +358,7 @@ token = "test-admin-token"
                     "backend = \"embedded\"\npath = \"{}\"",
                     self.data_dir.join("statehold.db").display()
                 ),
+            },
             },
             server_extra = self.server_extra,
             upstream_extra = self.upstream_extra,

@@ -42,8 +42,17 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let (client, channel) = (s.conn.client().clone(), s.channel.clone());
+        let (client, channel) = (s.conn.client().await, s.channel.clone());
         drop(s);
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                debug!(error = %e, "turn channel: no primary known");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if let Err(e) = pubsub.subscribe(&channel).await {

@@ -22,8 +22,16 @@ pub struct RedisConn {
     inner: Arc<Inner>,
 }
 
+/// Where the primary is: one address, or asked of Sentinel.
+enum Endpoint {
+    Single(Client),
+    /// Discovered on every (re)connect, so a failover is followed on the
+    /// first error it causes (a dropped connection, `READONLY`).
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
 struct Inner {
-    client: Client,
+    endpoint: Endpoint,
     manager: Mutex<Option<ConnectionManager>>,
     /// Serialises (re)connect attempts so a dead Redis sees one at a time.
     connecting: tokio::sync::Mutex<()>,
@@ -107,16 +115,55 @@ impl RedisConn {
             None => Client::open(url),
         }
         .map_err(ConnError::Url)?;
-        Ok(RedisConn {
+        Ok(RedisConn::with_endpoint(
+            Endpoint::Single(client),
+            op_timeout,
+            prefix,
+            breaker,
+        ))
+    }
+
+    /// A connection to the primary that the Sentinels at `sentinels`
+    /// (`host:port`) name for `master`; connects on first use.
+    pub fn sentinel(
+        sentinels: &[String],
+        master: &str,
+        op_timeout: Duration,
+        prefix: &str,
+        breaker: (u32, Duration),
+    ) -> Result<RedisConn, ConnError> {
+        let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
+        let client = redis::sentinel::SentinelClient::build(
+            urls,
+            master,
+            None,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(ConnError::Url)?;
+        Ok(RedisConn::with_endpoint(
+            Endpoint::Sentinel(tokio::sync::Mutex::new(client)),
+            op_timeout,
+            prefix,
+            breaker,
+        ))
+    }
+
+    fn with_endpoint(
+        endpoint: Endpoint,
+        op_timeout: Duration,
+        prefix: &str,
+        breaker: (u32, Duration),
+    ) -> RedisConn {
+        RedisConn {
             inner: Arc::new(Inner {
-                client,
+                endpoint,
                 manager: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 op_timeout,
                 prefix: prefix.to_string(),
                 breaker: Breaker::new(breaker.0, breaker.1),
             }),
-        })
+        }
     }
 
     /// The keys of one conversation.
@@ -129,8 +176,17 @@ impl RedisConn {
         format!("{}:turns", self.inner.prefix)
     }
 
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// A client for the current primary (asked of Sentinel when there).
+    pub async fn client(&self) -> Result<Client, OpError> {
+        match &self.inner.endpoint {
+            Endpoint::Single(client) => Ok(client.clone()),
+            Endpoint::Sentinel(sentinel) => sentinel
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map_err(|e| OpError::Unavailable(format!("sentinel: {e}"))),
+        }
     }
 
     async fn manager(&self) -> Result<ConnectionManager, OpError> {
@@ -146,7 +202,8 @@ impl RedisConn {
             .set_connection_timeout(Some(self.inner.op_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
-        let connect = self.inner.client.get_connection_manager_with_config(config);
+        let client = self.client().await?;
+        let connect = client.get_connection_manager_with_config(config);
         let manager = tokio::time::timeout(self.inner.op_timeout * 2, connect)
             .await
             .map_err(|_| OpError::Timeout)?

@@ -1,0 +1,170 @@
+//! Redis with Sentinel: one primary, one replica, three sentinels, all
+//! started here on loopback. Two statehold replicas find the primary
+//! through the sentinels; the primary is killed (kill -9) mid-traffic, the
+//! sentinels promote the replica, and statehold follows it by itself.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::traffic::{drive, Report};
+use support::{Bot, Config, Proc, RedisServer, Statehold};
+
+const MASTER: &str = "mymaster";
+
+/// One command to a server of this test, typed; `None` when it does not
+/// answer (yet).
+fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut con).ok()
+}
+
+fn ping(port: u16) -> bool {
+    query::<String>(port, &["PING"]).is_some_and(|r| r == "PONG")
+}
+
+fn start_replica(dir: &Path, primary: u16) -> (Proc, u16) {
+    let port = support::free_port();
+    let mut cmd = std::process::Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .args([
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &primary.to_string(),
+    ])
+    .arg("--dir")
+    .arg(dir)
+    .stdout(std::process::Stdio::null());
+    let proc = Proc::from_child("redis-replica", cmd.spawn().expect("redis-server"));
+    support::wait_until("replica in sync", || {
+        query::<String>(port, &["INFO", "replication"])
+            .is_some_and(|r| r.contains("master_link_status:up"))
+    });
+    (proc, port)
+}
+
+fn start_sentinel(dir: &Path, primary: u16) -> (Proc, u16) {
+    let port = support::free_port();
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+             sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 5000\n\
+             sentinel parallel-syncs {MASTER} 1\n",
+            dir.display()
+        ),
+    )
+    .expect("sentinel conf");
+    let mut cmd = std::process::Command::new("redis-sentinel");
+    cmd.arg(&conf).stdout(std::process::Stdio::null());
+    let proc = Proc::from_child("redis-sentinel", cmd.spawn().expect("redis-sentinel"));
+    support::wait_until("sentinel up", || ping(port));
+    (proc, port)
+}
+
+fn primary_of(sentinel: u16) -> Option<u16> {
+    let addr: Vec<String> = query(sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER])?;
+    addr.get(1)?.parse().ok()
+}
+
+#[test]
+fn statehold_follows_a_sentinel_failover_by_itself() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let mut primary = RedisServer::start(dir.path(), false);
+    let (_replica, replica_port) = start_replica(dir.path(), primary.port);
+    let sentinels: Vec<(Proc, u16)> = (0..3)
+        .map(|_| start_sentinel(dir.path(), primary.port))
+        .collect();
+    support::wait_until("sentinels see the replica and each other", || {
+        sentinels.iter().all(|(_, port)| {
+            query::<Vec<String>>(*port, &["SENTINEL", "master", MASTER]).is_some_and(|fields| {
+                let field = |name: &str| {
+                    let at = fields.iter().position(|f| f == name)?;
+                    fields.get(at + 1).map(String::as_str)
+                };
+                field("num-slaves") == Some("1") && field("num-other-sentinels") == Some("2")
+            })
+        })
+    });
+
+    let bot = Bot::start(0);
+    let mut base = Config::new(bot.port, dir.path());
+    let addrs: Vec<String> = sentinels
+        .iter()
+        .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    base.backend = Some(format!(
+        "backend = \"redis\"\nsentinels = [{}]\nsentinel_master = \"{MASTER}\"\nkey_prefix = \"sent\"\n",
+        addrs.join(", ")
+    ));
+    base.store_extra = "op_timeout = \"500ms\"\nlock_lease = \"2s\"\nlock_wait = \"5s\"\n".into();
+    let replicas: Vec<Statehold> = (0..2).map(|_| Statehold::start(base.replica())).collect();
+    assert!(
+        replicas[0].logs().contains("redis reachable"),
+        "{}",
+        replicas[0].logs()
+    );
+    let targets: Vec<_> = replicas.iter().map(Statehold::addr).collect();
+
+    let chats: Vec<i64> = (7000..7030).collect();
+    let report = Report::default();
+    let no_new = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let progress = std::thread::scope(|s| {
+        let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &no_new));
+        support::wait_until("traffic flowing", || {
+            report.acknowledged.load(Ordering::Relaxed) >= 40
+        });
+        primary.proc.kill9();
+        let killed = Instant::now();
+        support::wait_until("a sentinel promoted the replica", || {
+            primary_of(sentinels[0].1) == Some(replica_port)
+        });
+        eprintln!(
+            "failover: replica promoted {:?} after the kill",
+            killed.elapsed()
+        );
+        traffic.join().expect("traffic")
+    });
+    let violations = report.violations.lock().unwrap().clone();
+    eprintln!(
+        "sentinel failover: {} conversations, {} steps acknowledged, {} redeliveries \
+         (503: {}, 502: {}, 504: {}, no answer: {}), {} answers showing a lost or doubled step: {violations:?}",
+        chats.len(),
+        report.acknowledged.load(Ordering::Relaxed),
+        report.redeliveries.load(Ordering::Relaxed),
+        report.status_503.load(Ordering::Relaxed),
+        report.status_502.load(Ordering::Relaxed),
+        report.status_504.load(Ordering::Relaxed),
+        report.no_answer.load(Ordering::Relaxed),
+        violations.len(),
+    );
+    // Every conversation finished through the promoted replica, with no
+    // restart of statehold.
+    assert_eq!(progress.len(), chats.len());
+    assert!(progress.iter().all(|(_, done)| *done == 4), "{progress:?}");
+    assert!(replicas.iter().all(|r| r.proc.pid() > 0));
+    // Asynchronous replication may lose the last acknowledged writes of
+    // the dead primary; anything beyond that window is a statehold fault.
+    assert!(violations.len() <= 3, "{violations:?}");
+}
