@@ -1,11 +1,63 @@
-//! The shipped deployment files stay valid: the config embedded in the
-//! Kubernetes ConfigMap passes `check-config`.
+//! The shipped deployment files stay valid: the config embedded in each
+//! Kubernetes ConfigMap passes `check-config`, every manifest names its API
+//! version and kind, and the replica topology's grace period covers its
+//! drain delay and shutdown grace.
 
 mod support;
 
 #[test]
 fn configmap_config_passes_check_config() {
-    let yaml = include_str!("../deploy/k8s/configmap.yaml");
+    check_configmap(include_str!("../deploy/k8s/configmap.yaml"));
+}
+
+#[test]
+fn the_replica_topology_is_consistent() {
+    let config = check_configmap(include_str!("../deploy/k8s/replicas/configmap.yaml"));
+    let seconds = |key: &str| -> u64 {
+        let line = config
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .expect(key);
+        let value = line.split('"').nth(1).expect("quoted duration");
+        value.trim_end_matches('s').parse().expect("seconds")
+    };
+    let deployment = include_str!("../deploy/k8s/replicas/deployment.yaml");
+    let grace: u64 = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("terminationGracePeriodSeconds");
+    // The turn hand-over at exit takes up to 2 s.
+    assert!(
+        grace > seconds("drain_delay") + seconds("shutdown_grace") + 2,
+        "{grace}"
+    );
+    for (name, yaml) in [
+        ("deployment", deployment),
+        ("pdb", include_str!("../deploy/k8s/replicas/pdb.yaml")),
+        (
+            "service",
+            include_str!("../deploy/k8s/replicas/service.yaml"),
+        ),
+        (
+            "configmap",
+            include_str!("../deploy/k8s/replicas/configmap.yaml"),
+        ),
+    ] {
+        assert!(
+            yaml.lines().any(|l| l.starts_with("apiVersion: "))
+                && yaml.lines().any(|l| l.starts_with("kind: ")),
+            "{name} names no apiVersion/kind"
+        );
+        assert!(
+            !yaml.contains('\t'),
+            "{name}: tabs are not YAML indentation"
+        );
+    }
+}
+
+/// Runs `check-config` on the `config.toml` block of a ConfigMap; returns it.
+fn check_configmap(yaml: &str) -> String {
     let start = yaml.find("config.toml: |").expect("config.toml block") + "config.toml: |".len();
     let toml: String = yaml[start..]
         .lines()
@@ -24,4 +76,5 @@ fn configmap_config_passes_check_config() {
         ],
     );
     support::assert_exit(&out, 0);
+    std::fs::read_to_string(&path).unwrap()
 }
