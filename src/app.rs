@@ -127,6 +127,7 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
         dedupe_window: store.dedupe_window,
         lease: store.lock_lease,
         max_wait: store.lock_wait,
+        min_replica_acks: store.min_replica_acks,
     };
     let backend = RedisBackend::new(conn, timings);
     let shown = config.redacted_store_url().unwrap_or_default();

@@ -1,4 +1,4 @@
-//! Redis with Sentinel: one primary, one replica, three sentinels, all
+//! Redis with Sentinel: one primary, two replicas, three sentinels, all
 //! started here on loopback. Two statehold replicas find the primary
 //! through the sentinels; the primary is killed (kill -9) mid-traffic, the
 //! sentinels promote the replica, and statehold follows it by itself.
@@ -88,10 +88,27 @@ fn primary_of(sentinel: u16) -> Option<u16> {
 
 #[test]
 fn statehold_follows_a_sentinel_failover_by_itself() {
+    let lost = failover(0);
+    // Asynchronous replication may lose the last acknowledged writes of
+    // the dead primary; anything beyond that window is a statehold fault.
+    assert!(lost <= 3, "{lost} answers showed a lost or doubled step");
+}
+
+#[test]
+fn with_min_replica_acks_a_failover_loses_no_acknowledged_step() {
+    assert_eq!(failover(1), 0, "answers showed a lost or doubled step");
+}
+
+/// One primary, two replicas, three sentinels; two statehold replicas with
+/// `min_replica_acks = acks`; the primary killed mid-traffic. Returns how
+/// many answers showed a lost or doubled step.
+fn failover(acks: u32) -> usize {
     let _serial = support::serial();
     let dir = support::temp_dir();
     let mut primary = RedisServer::start(dir.path(), false);
-    let (_replica, replica_port) = start_replica(dir.path(), primary.port);
+    let replicas_of_redis: Vec<(Proc, u16)> = (0..2)
+        .map(|_| start_replica(dir.path(), primary.port))
+        .collect();
     let sentinels: Vec<(Proc, u16)> = (0..3)
         .map(|_| start_sentinel(dir.path(), primary.port))
         .collect();
@@ -102,7 +119,7 @@ fn statehold_follows_a_sentinel_failover_by_itself() {
                     let at = fields.iter().position(|f| f == name)?;
                     fields.get(at + 1).map(String::as_str)
                 };
-                field("num-slaves") == Some("1") && field("num-other-sentinels") == Some("2")
+                field("num-slaves") == Some("2") && field("num-other-sentinels") == Some("2")
             })
         })
     });
@@ -117,7 +134,9 @@ fn statehold_follows_a_sentinel_failover_by_itself() {
         "backend = \"redis\"\nsentinels = [{}]\nsentinel_master = \"{MASTER}\"\nkey_prefix = \"sent\"\n",
         addrs.join(", ")
     ));
-    base.store_extra = "op_timeout = \"500ms\"\nlock_lease = \"2s\"\nlock_wait = \"5s\"\n".into();
+    base.store_extra = format!(
+        "op_timeout = \"500ms\"\nlock_lease = \"2s\"\nlock_wait = \"5s\"\nmin_replica_acks = {acks}\n"
+    );
     let replicas: Vec<Statehold> = (0..2).map(|_| Statehold::start(base.replica())).collect();
     assert!(
         replicas[0].logs().contains("redis reachable"),
@@ -137,8 +156,9 @@ fn statehold_follows_a_sentinel_failover_by_itself() {
         });
         primary.proc.kill9();
         let killed = Instant::now();
-        support::wait_until("a sentinel promoted the replica", || {
-            primary_of(sentinels[0].1) == Some(replica_port)
+        support::wait_until("a sentinel promoted a replica", || {
+            primary_of(sentinels[0].1)
+                .is_some_and(|p| replicas_of_redis.iter().any(|(_, port)| *port == p))
         });
         eprintln!(
             "failover: replica promoted {:?} after the kill",
@@ -148,7 +168,7 @@ fn statehold_follows_a_sentinel_failover_by_itself() {
     });
     let violations = report.violations.lock().unwrap().clone();
     eprintln!(
-        "sentinel failover: {} conversations, {} steps acknowledged, {} redeliveries \
+        "sentinel failover, min_replica_acks = {acks}: {} conversations, {} steps acknowledged, {} redeliveries \
          (503: {}, 502: {}, 504: {}, no answer: {}), {} answers showing a lost or doubled step: {violations:?}",
         chats.len(),
         report.acknowledged.load(Ordering::Relaxed),
@@ -164,7 +184,43 @@ fn statehold_follows_a_sentinel_failover_by_itself() {
     assert_eq!(progress.len(), chats.len());
     assert!(progress.iter().all(|(_, done)| *done == 4), "{progress:?}");
     assert!(replicas.iter().all(|r| r.proc.pid() > 0));
-    // Asynchronous replication may lose the last acknowledged writes of
-    // the dead primary; anything beyond that window is a statehold fault.
-    assert!(violations.len() <= 3, "{violations:?}");
+    violations.len()
+}
+
+/// `store.min_replica_acks = 1`: a commit no replica confirmed is not
+/// acknowledged (503, the platform redelivers), instead of an answer a
+/// failover could take back. Replica down: 503; replica back: the
+/// redelivery is answered.
+#[test]
+fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let primary = RedisServer::start(dir.path(), false);
+    let (mut replica, _) = start_replica(dir.path(), primary.port);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(primary.port);
+    config.store_extra = "min_replica_acks = 1\nop_timeout = \"400ms\"\n".into();
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8100, "/start")),
+        "Welcome! What's your name?"
+    );
+
+    replica.kill9();
+    let r = sh.update(2, 8100, "Ann");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(sh.logs().contains("too few replicas confirmed it"));
+
+    let (_replica, _) = start_replica(dir.path(), primary.port);
+    let r = sh.update(2, 8100, "Ann");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
+    assert_eq!(
+        support::reply_text(&sh.update(3, 8100, "ann@example.com")),
+        "Which plan: basic or pro?"
+    );
 }

@@ -97,6 +97,7 @@ async fn redis_store_conforms() {
         dedupe_window: ttl,
         lease: hour,
         max_wait: hour,
+        min_replica_acks: 0,
     };
     let conn =
         |prefix| RedisConn::new(&url, None, timeout, prefix, (3, Duration::from_secs(1))).unwrap();

@@ -55,6 +55,11 @@ pub enum StoreError {
     Timeout,
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// Written on the primary, but fewer replicas than
+    /// `store.min_replica_acks` confirmed it in time: a failover could lose
+    /// it, so it is not acknowledged.
+    #[error("written, but only {acked} of {wanted} replicas confirmed it")]
+    Unreplicated { acked: u64, wanted: u32 },
 }
 
 /// A bot response kept to answer redeliveries: status, end-to-end headers

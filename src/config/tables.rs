@@ -195,6 +195,10 @@ pub struct StoreConfig {
     /// Redis with Sentinel: the monitored primary's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_master: Option<String>,
+    /// Redis only: replicas that must confirm each commit (`WAIT`, in the
+    /// commit's round trip) before the answer is acknowledged; fewer in
+    /// time: 503, and the platform redelivers. 0: no wait.
+    pub min_replica_acks: u32,
 }
 
 impl Default for StoreConfig {
@@ -222,6 +226,7 @@ impl Default for StoreConfig {
             tls_ca: Default::default(),
             sentinels: Default::default(),
             sentinel_master: Default::default(),
+            min_replica_acks: 0,
         }
     }
 }

@@ -81,6 +81,12 @@ impl Config {
             ));
         }
         match store.backend {
+            BackendKind::Embedded if store.min_replica_acks > 0 => {
+                return Err(ConfigError::new(
+                    "store.min_replica_acks",
+                    "Redis only: the embedded store has no replicas",
+                ))
+            }
             BackendKind::Embedded => check_store_path(&store.path)?,
             BackendKind::Redis if !store.sentinels.is_empty() => {
                 if store.sentinel_master.as_deref().is_none_or(str::is_empty) {

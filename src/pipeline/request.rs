@@ -36,6 +36,9 @@ pub(super) enum Saved {
     Stale,
     /// The store failed; the change is handed back to be kept elsewhere.
     Failed(StateChange),
+    /// Written, but not confirmed by `store.min_replica_acks` replicas in
+    /// time: not acknowledged, so the platform redelivers.
+    Unreplicated,
 }
 
 /// A dedupe id with the digest of the body it came with.

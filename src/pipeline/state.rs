@@ -10,7 +10,9 @@ use tracing::{info, warn};
 
 use super::reject::Reject;
 use super::{Answer, Body, Keyed, Pipeline, Saved, Trace, Turn};
-use crate::backend::{Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, TurnError};
+use crate::backend::{
+    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, StoreError, TurnError,
+};
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -85,6 +87,11 @@ impl<B: Backend> Pipeline<B> {
                 self.metrics.conflict();
                 warn!(key = %shown, based_on, current, "commit refused: the conversation moved on; the newer snapshot stays");
                 Saved::Stale
+            }
+            Err(e @ StoreError::Unreplicated { .. }) => {
+                self.metrics.save(SaveResult::Error);
+                warn!(key = %shown, error = %e, "commit not acknowledged: too few replicas confirmed it");
+                Saved::Unreplicated
             }
             Err(e) => {
                 self.metrics.set_store_up(false);
@@ -320,6 +327,14 @@ impl<B: Backend> Pipeline<B> {
     ) -> Result<(), Reject> {
         match saved {
             Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
+            // A failover could still lose it: not acknowledged. The
+            // redelivery is answered from the dedupe record if it survived,
+            // and runs the bot again if it did not.
+            Saved::Unreplicated => Err(Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Unavailable,
+                "the snapshot is not yet on enough replicas; redeliver",
+            )),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.
             Saved::Stale => Err(Reject::new(

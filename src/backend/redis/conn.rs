@@ -172,6 +172,11 @@ impl RedisConn {
     }
 
     /// The pub/sub channel turn hand-overs are announced on.
+    /// Every operation's deadline.
+    pub fn op_timeout(&self) -> Duration {
+        self.inner.op_timeout
+    }
+
     pub fn turn_channel(&self) -> String {
         format!("{}:turns", self.inner.prefix)
     }
@@ -233,6 +238,32 @@ impl RedisConn {
     ) -> Result<T, OpError> {
         self.with_retry(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
+    }
+
+    /// Runs a script and then `WAIT replicas wait_ms` in one round trip
+    /// (a pipeline); returns the script's reply and how many replicas
+    /// acknowledged its writes. Loads the script first when Redis lost it.
+    pub async fn eval_and_wait<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        replicas: u32,
+        wait_ms: u64,
+    ) -> Result<(T, i64), OpError> {
+        self.with_retry(|mut conn| async move {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(invocation)
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(wait_ms);
+            match pipe.query_async::<(T, i64)>(&mut conn).await {
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    invocation.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Runs a command within the operation timeout.

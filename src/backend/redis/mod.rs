@@ -43,6 +43,8 @@ pub struct Timings {
     pub lease: Duration,
     /// The longest a request waits for its turn (sizes the queue's TTL).
     pub max_wait: Duration,
+    /// Replicas that must confirm each commit (`WAIT`); 0: none.
+    pub min_replica_acks: u32,
 }
 
 pub struct RedisBackend {
@@ -60,6 +62,7 @@ impl RedisBackend {
                 timings.ttl,
                 timings.dedupe_window,
                 timings.lease,
+                timings.min_replica_acks,
             )),
             turns: RedisTurns::new(conn, timings.lease, timings.max_wait, timings.ttl),
         }

@@ -23,6 +23,8 @@ pub(super) struct RedisRecords {
     dedupe_ms: u64,
     /// For hand-over when a commit ends the turn.
     lease_ms: u64,
+    /// Replicas that must confirm each commit (`WAIT`); 0: none.
+    min_replica_acks: u32,
     load: Script,
     commit: Script,
 }
@@ -33,12 +35,14 @@ impl RedisRecords {
         ttl: Duration,
         dedupe_window: Duration,
         lease: Duration,
+        min_replica_acks: u32,
     ) -> RedisRecords {
         RedisRecords {
             conn,
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
             lease_ms: lease.as_millis() as u64,
+            min_replica_acks,
             load: script(concat!(
                 include_str!("load_lib.lua"),
                 include_str!("load.lua")
@@ -145,7 +149,24 @@ impl RedisRecords {
             .arg(self.dedupe_ms)
             .arg(self.lease_ms)
             .arg(self.conn.turn_channel());
-        let (status, version): (String, u64) = self.conn.eval(&inv).await?;
+        let (status, version): (String, u64) = if self.min_replica_acks == 0 {
+            self.conn.eval(&inv).await?
+        } else {
+            // WAIT in the same round trip, within half the op deadline.
+            let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
+            let ((status, version), acked): ((String, u64), i64) = self
+                .conn
+                .eval_and_wait(&inv, self.min_replica_acks, wait_ms)
+                .await?;
+            let acked = u64::try_from(acked).unwrap_or(0);
+            if status == "ok" && acked < u64::from(self.min_replica_acks) {
+                return Err(StoreError::Unreplicated {
+                    acked,
+                    wanted: self.min_replica_acks,
+                });
+            }
+            (status, version)
+        };
         match status.as_str() {
             "ok" => Ok(CommitOutcome::Committed { version }),
             "conflict" | "fenced" => Ok(CommitOutcome::Conflict { current: version }),
