@@ -115,7 +115,7 @@ impl<B: Backend> Admin<B> {
         let store =
             tokio::time::timeout(Duration::from_secs(2), self.pipeline.backend().ping()).await;
         let store_ok = matches!(store, Ok(Ok(())));
-        self.pipeline.metrics().set_store_up(store_ok);
+        self.pipeline.store_seen(store_ok);
         let upstream_ok = self.pipeline.upstream().reachable().await;
         let up_down = |ok: bool| if ok { "up" } else { "down" };
         let (store, upstream) = (up_down(store_ok), up_down(upstream_ok));

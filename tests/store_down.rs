@@ -367,3 +367,55 @@ fn a_dead_store_delays_each_request_by_op_timeout_at_most() {
         "p99 of degraded answers {p99:?} (op_timeout 500ms); all: {took:?}"
     );
 }
+
+/// Outage defect 1, across replicas: steps typed through replica A during
+/// an outage sit in A's spool; the conversation's next step, typed through
+/// replica B right after B sees the store again, continues from them (B
+/// settles for `store.recovery_settle` while A writes its spool back).
+#[test]
+fn steps_spooled_on_one_replica_are_kept_when_the_next_goes_through_another() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let mut redis = RedisServer::start(dir.path(), true);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
+    let a = Statehold::start(config.replica());
+    let b = Statehold::start(config.replica());
+    let chats: Vec<i64> = (400..404).collect();
+    for &chat in &chats {
+        a.update(1, chat, "/start");
+    }
+    redis.proc.kill9();
+    for &chat in &chats {
+        assert_eq!(
+            reply_text(&a.update(2, chat, "Ann")),
+            "Nice to meet you, Ann. Your email?"
+        );
+        assert_eq!(
+            reply_text(&a.update(3, chat, "ann@example.com")),
+            "Which plan: basic or pro?"
+        );
+    }
+    // B sees the outage too (its readiness probe does).
+    support::wait_until("B sees the store down", || {
+        support::get(b.admin(), "/readyz").is_ok_and(|r| r.json()["store"] == "down")
+    });
+    redis.restart();
+    support::wait_until("B sees the store again", || {
+        support::get(b.admin(), "/readyz").is_ok_and(|r| r.json()["store"] == "up")
+    });
+    for &chat in &chats {
+        assert_eq!(
+            reply_text(&b.update(4, chat, "pro")),
+            "Registered Ann <ann@example.com> on the pro plan. Done!",
+            "chat {chat}"
+        );
+    }
+    assert_eq!(
+        a.metric("statehold_conflicts_total"),
+        0.0,
+        "nothing dropped"
+    );
+}

@@ -195,6 +195,11 @@ pub struct StoreConfig {
     /// Redis with Sentinel: the monitored primary's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_master: Option<String>,
+    /// With `on_unavailable = "passthrough"` on Redis: after an outage ends,
+    /// this replica waits this long before reading conversations again, so
+    /// other replicas write back what they spooled first.
+    #[serde(with = "humantime_serde")]
+    pub recovery_settle: Duration,
     /// Redis only: replicas that must confirm each commit (`WAIT`, in the
     /// commit's round trip) before the answer is acknowledged; fewer in
     /// time: 503, and the platform redelivers. 0: no wait.
@@ -227,6 +232,7 @@ impl Default for StoreConfig {
             sentinels: Default::default(),
             sentinel_master: Default::default(),
             min_replica_acks: 0,
+            recovery_settle: Duration::from_secs(2),
         }
     }
 }

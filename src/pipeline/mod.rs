@@ -46,6 +46,7 @@ mod admit;
 pub mod body;
 pub mod budget;
 mod forward;
+mod recovery;
 pub mod reject;
 mod request;
 pub mod route;
@@ -113,6 +114,7 @@ pub struct Pipeline<B> {
     metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
     unreported: unreported::Unreported,
+    recovery: recovery::Recovery,
     settings: Settings,
 }
 
@@ -130,6 +132,7 @@ impl<B: Backend> Pipeline<B> {
             backend,
             upstream,
             unreported: unreported::Unreported::new(config.routes.len()),
+            recovery: recovery::Recovery::new(config.store.recovery_settle),
             budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
             settings: Settings {
@@ -149,11 +152,6 @@ impl<B: Backend> Pipeline<B> {
 
     pub fn backend(&self) -> &B {
         &self.backend
-    }
-    /// `store.on_unavailable = "passthrough"`: requests go on, degraded,
-    /// while the store is out.
-    pub fn passes_through_when_store_down(&self) -> bool {
-        self.settings.on_unavailable == OnUnavailable::Passthrough
     }
     pub fn upstream(&self) -> &Upstream {
         &self.upstream

@@ -22,7 +22,7 @@ use crate::outcome::Outcome;
 impl<B: Backend> Pipeline<B> {
     /// Accounts for the record read with the turn.
     pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
-        self.metrics.set_store_up(true);
+        self.store_seen(true);
         self.metrics.load(if loaded.state.is_some() {
             LoadResult::Hit
         } else {
@@ -73,7 +73,7 @@ impl<B: Backend> Pipeline<B> {
         let shown = conv.display(self.settings.reveal_ids);
         match result {
             Ok(CommitOutcome::Committed { version }) => {
-                self.metrics.set_store_up(true);
+                self.store_seen(true);
                 if stores_snapshot {
                     self.metrics.save(SaveResult::Ok);
                 }
@@ -94,7 +94,7 @@ impl<B: Backend> Pipeline<B> {
                 Saved::Unreplicated
             }
             Err(e) => {
-                self.metrics.set_store_up(false);
+                self.store_seen(false);
                 self.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit failed");
                 Saved::Failed(change)
@@ -207,6 +207,13 @@ impl<B: Backend> Pipeline<B> {
         dedupe_id: Option<&str>,
         trace: &mut Trace,
     ) -> Result<Turn<B::Held>, Reject> {
+        if self.spool.is_some() {
+            // Another replica may still be writing back what it spooled
+            // during the outage that just ended.
+            if let Some(settle) = self.recovery.remaining() {
+                tokio::time::sleep(settle).await;
+            }
+        }
         let started = Instant::now();
         let waiting = self.metrics.turn_waiting();
         let begun = self
@@ -235,7 +242,7 @@ impl<B: Backend> Pipeline<B> {
                 "conversation busy: an earlier request is still with the bot",
             )),
             Err(TurnError::Unavailable(e)) => {
-                self.metrics.set_store_up(false);
+                self.store_seen(false);
                 self.metrics.load(LoadResult::Error);
                 self.store_unavailable(conv, &e)?;
                 Ok(Turn::Degraded)
