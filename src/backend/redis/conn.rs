@@ -185,12 +185,15 @@ impl RedisConn {
     pub async fn client(&self) -> Result<Client, OpError> {
         match &self.inner.endpoint {
             Endpoint::Single(client) => Ok(client.clone()),
-            Endpoint::Sentinel(sentinel) => sentinel
-                .lock()
-                .await
-                .async_get_client()
-                .await
-                .map_err(|e| OpError::Unavailable(format!("sentinel: {e}"))),
+            // Bounded: the hand-over listener asks outside any operation's
+            // deadline, and a hung Sentinel must not hold the lock.
+            Endpoint::Sentinel(sentinel) => {
+                let ask = async { sentinel.lock().await.async_get_client().await };
+                tokio::time::timeout(self.inner.op_timeout, ask)
+                    .await
+                    .map_err(|_| OpError::Timeout)?
+                    .map_err(|e| OpError::Unavailable(format!("sentinel: {e}")))
+            }
         }
     }
 
@@ -202,16 +205,16 @@ impl RedisConn {
         if let Some(m) = self.cached() {
             return Ok(m);
         }
+        // No timeouts of its own: `with_retry`'s one deadline covers the
+        // connect and every command.
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.inner.op_timeout))
-            .set_connection_timeout(Some(self.inner.op_timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let client = self.client().await?;
-        let connect = client.get_connection_manager_with_config(config);
-        let manager = tokio::time::timeout(self.inner.op_timeout * 2, connect)
+        let manager = client
+            .get_connection_manager_with_config(config)
             .await
-            .map_err(|_| OpError::Timeout)?
             .map_err(|e| OpError::Unavailable(e.to_string()))?;
         if let Ok(mut slot) = self.inner.manager.lock() {
             *slot = Some(manager.clone());
@@ -307,12 +310,12 @@ impl RedisConn {
         F: Fn(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        // Bounded by the caller's deadline (`with_retry`), connect included.
         for attempt in 0..2 {
             let conn = self.manager().await?;
-            match tokio::time::timeout(self.inner.op_timeout, op(conn)).await {
-                Err(_) => return Err(OpError::Timeout),
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => {
+            match op(conn).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
                     let connection_level = e.is_io_error()
                         || e.is_connection_dropped()
                         || e.is_connection_refusal()

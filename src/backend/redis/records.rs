@@ -25,6 +25,8 @@ pub(super) struct RedisRecords {
     lease_ms: u64,
     /// Replicas that must confirm each commit (`WAIT`); 0: none.
     min_replica_acks: u32,
+    /// The hand-over channel, formatted once.
+    channel: String,
     load: Script,
     commit: Script,
 }
@@ -38,11 +40,13 @@ impl RedisRecords {
         min_replica_acks: u32,
     ) -> RedisRecords {
         RedisRecords {
+            channel: conn.turn_channel(),
             conn,
             ttl_ms: ttl.as_millis() as u64,
             dedupe_ms: dedupe_window.as_millis() as u64,
             lease_ms: lease.as_millis() as u64,
             min_replica_acks,
+
             load: script(concat!(
                 include_str!("load_lib.lua"),
                 include_str!("load.lua")
@@ -148,7 +152,7 @@ impl RedisRecords {
             .arg(recorded.as_ref())
             .arg(self.dedupe_ms)
             .arg(self.lease_ms)
-            .arg(self.conn.turn_channel());
+            .arg(&self.channel);
         let (status, version): (String, u64) = if self.min_replica_acks == 0 {
             self.conn.eval(&inv).await?
         } else {
