@@ -5,11 +5,10 @@
 ``middleware(body_mode=True)`` for ``contract.mode = "body"``.
 """
 
-import json
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from . import state as _state
-from .contract import BODY_FIELD, Incoming
+from .contract import BODY_FIELD, Incoming, put_member, take_member
 
 
 def middleware(body_mode: bool = False, body_field: str = BODY_FIELD) -> Callable:
@@ -21,23 +20,18 @@ def middleware(body_mode: bool = False, body_field: str = BODY_FIELD) -> Callabl
         if body_mode:
             # aiohttp caches the body: the handler's json() still works, and
             # still shows statehold's member (ignore it).
-            member = _member(await request.read(), body_field)
+            member, _ = take_member(await request.read(), body_field)
             incoming = incoming.with_body_member(member)
         conversation, token = _state.begin(incoming)
         try:
             response = await handler(request)
-            if body_mode and isinstance(response, web.Response) and response.body is not None:
-                member = conversation.report_member()
-                if member is not None:
-                    try:
-                        parsed = json.loads(response.body)
-                    except (ValueError, TypeError):
-                        parsed = None
-                    if isinstance(parsed, dict):
-                        parsed[body_field] = member
-                        response.body = json.dumps(parsed, separators=(",", ":"),
-                                                   ensure_ascii=False).encode("utf-8")
-                        return response
+            member = conversation.report_member() if body_mode else None
+            body = getattr(response, "body", None)
+            if member is not None and isinstance(body, (bytes, bytearray)):
+                with_member = put_member(bytes(body), member, body_field)
+                if with_member is not None:
+                    response.body = with_member
+                    return response
             for name, value in conversation.report_headers():
                 response.headers[name] = value
             return response
@@ -46,10 +40,3 @@ def middleware(body_mode: bool = False, body_field: str = BODY_FIELD) -> Callabl
 
     return statehold_middleware
 
-
-def _member(raw: bytes, field: str) -> Any:
-    try:
-        parsed = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return parsed.get(field) if isinstance(parsed, dict) else None

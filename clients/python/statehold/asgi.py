@@ -8,11 +8,10 @@ The handler must have produced its state when the response starts: work
 left to background tasks runs after the answer left and is never saved.
 """
 
-import json
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from . import state as _state
-from .contract import BODY_FIELD, Incoming
+from .contract import BODY_FIELD, Incoming, put_member, take_member
 
 Scope = Dict[str, Any]
 Message = Dict[str, Any]
@@ -55,15 +54,7 @@ class StateholdMiddleware:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        member = None
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and self.body_field in parsed:
-            member = parsed.pop(self.body_field)
-            body = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        member, body = take_member(b"".join(chunks), self.body_field)
         return _replay(body, None), member
 
 
@@ -140,13 +131,9 @@ class _BodyReporter:
 
 def _with_member(body: bytes, headers: list, field: str, member: dict,
                  conversation: "_state.Conversation") -> Tuple[bytes, list]:
-    try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        parsed[field] = member
-        return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), headers
+    with_member = put_member(body, member, field)
+    if with_member is not None:
+        return with_member, headers
     # Not a JSON object: report in headers instead (statehold reads both).
     extra = [(n.lower().encode("latin-1"), v.encode("latin-1"))
              for n, v in conversation.report_headers()]

@@ -57,6 +57,39 @@ def encode_state(state: Any) -> str:
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
 
+def take_member(body: bytes, field: str = BODY_FIELD) -> "tuple[Any, bytes]":
+    """Body mode: statehold's member out of a JSON object body, as
+    ``(member, the body without it)``; any other body comes back as it is,
+    with ``None``."""
+    parsed = _object(body)
+    if parsed is None or field not in parsed:
+        return None, body
+    member = parsed.pop(field)
+    return member, _dumps(parsed)
+
+
+def put_member(body: bytes, member: Any, field: str = BODY_FIELD) -> Optional[bytes]:
+    """Body mode: the JSON object ``body`` with the member set, or ``None``
+    when the body is not a JSON object (report in headers then)."""
+    parsed = _object(body)
+    if parsed is None:
+        return None
+    parsed[field] = member
+    return _dumps(parsed)
+
+
+def _object(body: bytes) -> Optional[dict]:
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def _loads(text: str) -> Any:
     try:
         return json.loads(text)

@@ -7,11 +7,10 @@
 """
 
 import io
-import json
 from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from . import state as _state
-from .contract import BODY_FIELD, Incoming
+from .contract import BODY_FIELD, Incoming, put_member, take_member
 
 
 class StateholdMiddleware:
@@ -54,14 +53,7 @@ class StateholdMiddleware:
         except ValueError:
             length = 0
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        member = None
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and self.body_field in parsed:
-            member = parsed.pop(self.body_field)
-            body = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        member, body = take_member(body, self.body_field)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return member
@@ -70,13 +62,9 @@ class StateholdMiddleware:
                      conversation: "_state.Conversation") -> Tuple[bytes, List[Tuple[str, str]]]:
         member = conversation.report_member()
         if member is not None:
-            try:
-                parsed = json.loads(body) if body else None
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                parsed[self.body_field] = member
-                body = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            with_member = put_member(body, member, self.body_field)
+            if with_member is not None:
+                body = with_member
             else:
                 headers = headers + conversation.report_headers()
         headers = [(n, v) for n, v in headers if n.lower() != "content-length"]

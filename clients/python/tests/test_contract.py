@@ -97,3 +97,12 @@ def test_ids_can_differ_when_asked():
         assert states[42] == {"a": 1}
     finally:
         st.end(token)
+
+
+def test_body_member_in_and_out():
+    from statehold.contract import put_member, take_member
+    member, rest = take_member(b'{"text":"hi","_statehold":{"key":"web:1"}}')
+    assert member == {"key": "web:1"} and rest == b'{"text":"hi"}'
+    assert take_member(b"a=1") == (None, b"a=1")
+    assert put_member(b'{"reply":"ok"}', {"clear": True}) == b'{"reply":"ok","_statehold":{"clear":true}}'
+    assert put_member(b"plain text", {"clear": True}) is None
