@@ -195,16 +195,14 @@ function wrap(handler) {
   };
 }
 
-/** Adds the report to the response just before its head is written. */
+/** Adds the report to the response just before its head is written: in
+ * body mode as a member of a JSON answer when it is one, else in headers. */
 function report(res, conversation, bodyMode, bodyField) {
   const writeHead = res.writeHead;
-  let reported = false;
+  let inBody = false;
   res.writeHead = function (...args) {
-    if (!reported) {
-      reported = true;
-      if (!bodyMode || !res.__stateholdInBody) {
-        for (const [name, value] of Object.entries(conversation.reportHeaders())) res.setHeader(name, value);
-      }
+    if (!inBody) {
+      for (const [name, value] of Object.entries(conversation.reportHeaders())) res.setHeader(name, value);
     }
     return writeHead.apply(this, args);
   };
@@ -219,7 +217,7 @@ function report(res, conversation, bodyMode, bodyField) {
           parsed[bodyField] = member;
           const body = Buffer.from(JSON.stringify(parsed), 'utf8');
           res.setHeader('content-length', body.length);
-          res.__stateholdInBody = true;
+          inBody = true;
           return end.call(this, body, ...rest);
         }
       } catch (e) { /* not JSON: reported in headers instead */ }
