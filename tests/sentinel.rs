@@ -32,35 +32,6 @@ fn ping(port: u16) -> bool {
     query::<String>(port, &["PING"]).is_some_and(|r| r == "PONG")
 }
 
-fn start_replica(dir: &Path, primary: u16) -> (Proc, u16) {
-    let port = support::free_port();
-    let mut cmd = std::process::Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-    ])
-    .args([
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &primary.to_string(),
-    ])
-    .arg("--dir")
-    .arg(dir)
-    .stdout(std::process::Stdio::null());
-    let proc = Proc::from_child("redis-replica", cmd.spawn().expect("redis-server"));
-    support::wait_until("replica in sync", || {
-        query::<String>(port, &["INFO", "replication"])
-            .is_some_and(|r| r.contains("master_link_status:up"))
-    });
-    (proc, port)
-}
-
 fn start_sentinel(dir: &Path, primary: u16) -> (Proc, u16) {
     let port = support::free_port();
     let conf = dir.join(format!("sentinel-{port}.conf"));
@@ -106,8 +77,8 @@ fn failover(acks: u32) -> usize {
     let _serial = support::serial();
     let dir = support::temp_dir();
     let mut primary = RedisServer::start(dir.path(), false);
-    let replicas_of_redis: Vec<(Proc, u16)> = (0..2)
-        .map(|_| start_replica(dir.path(), primary.port))
+    let replicas_of_redis: Vec<RedisServer> = (0..2)
+        .map(|_| RedisServer::start_replica(dir.path(), primary.port))
         .collect();
     let sentinels: Vec<(Proc, u16)> = (0..3)
         .map(|_| start_sentinel(dir.path(), primary.port))
@@ -158,7 +129,7 @@ fn failover(acks: u32) -> usize {
         let killed = Instant::now();
         support::wait_until("a sentinel promoted a replica", || {
             primary_of(sentinels[0].1)
-                .is_some_and(|p| replicas_of_redis.iter().any(|(_, port)| *port == p))
+                .is_some_and(|p| replicas_of_redis.iter().any(|r| r.port == p))
         });
         eprintln!(
             "failover: replica promoted {:?} after the kill",
@@ -196,23 +167,23 @@ fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
     let _serial = support::serial();
     let dir = support::temp_dir();
     let primary = RedisServer::start(dir.path(), false);
-    let (mut replica, _) = start_replica(dir.path(), primary.port);
+    let mut replica = RedisServer::start_replica(dir.path(), primary.port);
     let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(primary.port);
-    config.store_extra = "min_replica_acks = 1\nop_timeout = \"400ms\"\n".into();
+    config.store_extra = "min_replica_acks = 1\nop_timeout = \"2s\"\n".into();
     let sh = Statehold::start(config);
     assert_eq!(
         support::reply_text(&sh.update(1, 8100, "/start")),
         "Welcome! What's your name?"
     );
 
-    replica.kill9();
+    replica.proc.kill9();
     let r = sh.update(2, 8100, "Ann");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(sh.logs().contains("too few replicas confirmed it"));
 
-    let (_replica, _) = start_replica(dir.path(), primary.port);
+    let _replica = RedisServer::start_replica(dir.path(), primary.port);
     let r = sh.update(2, 8100, "Ann");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

@@ -284,16 +284,7 @@ fn steps_typed_during_an_outage_are_kept_when_the_store_returns() {
         sh.update(1, chat, "/start");
     }
     redis.proc.kill9();
-    for &chat in &chats {
-        assert_eq!(
-            reply_text(&sh.update(2, chat, "Ann")),
-            "Nice to meet you, Ann. Your email?"
-        );
-        assert_eq!(
-            reply_text(&sh.update(3, chat, "ann@example.com")),
-            "Which plan: basic or pro?"
-        );
-    }
+    type_name_and_email(&sh, &chats);
     assert_eq!(sh.metric("statehold_spool_depth"), 6.0);
     redis.restart();
     support::wait_until("the store is back", || {
@@ -388,16 +379,7 @@ fn steps_spooled_on_one_replica_are_kept_when_the_next_goes_through_another() {
         a.update(1, chat, "/start");
     }
     redis.proc.kill9();
-    for &chat in &chats {
-        assert_eq!(
-            reply_text(&a.update(2, chat, "Ann")),
-            "Nice to meet you, Ann. Your email?"
-        );
-        assert_eq!(
-            reply_text(&a.update(3, chat, "ann@example.com")),
-            "Which plan: basic or pro?"
-        );
-    }
+    type_name_and_email(&a, &chats);
     // B sees the outage too (its readiness probe does).
     support::wait_until("B sees the store down", || {
         support::get(b.admin(), "/readyz").is_ok_and(|r| r.json()["store"] == "down")
@@ -418,4 +400,18 @@ fn steps_spooled_on_one_replica_are_kept_when_the_next_goes_through_another() {
         0.0,
         "nothing dropped"
     );
+}
+
+/// Steps 2 and 3 of each chat's flow (name, email) through `sh`.
+fn type_name_and_email(sh: &Statehold, chats: &[i64]) {
+    for &chat in chats {
+        assert_eq!(
+            reply_text(&sh.update(2, chat, "Ann")),
+            "Nice to meet you, Ann. Your email?"
+        );
+        assert_eq!(
+            reply_text(&sh.update(3, chat, "ann@example.com")),
+            "Which plan: basic or pro?"
+        );
+    }
 }

@@ -2,14 +2,13 @@
 killed (kill -9) mid-flow, and the flow carries on. The same flow against
 the legacy bot shows what users got before: "Session expired"."""
 
-import difflib
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "clients" / "python" / "tests"))
 
-from harness import Statehold, example_app, post_json  # noqa: E402
+from harness import Statehold, changed_lines, example_app, post_json  # noqa: E402
 
 SECRET = "wizard-secret-token"
 ROUTES = '[[route]]\npath = "/telegram"\nnamespace = "tg"\npreset = "telegram"\n' \
@@ -78,8 +77,5 @@ def test_the_legacy_wizard_loses_the_flow(tmp_path):
 
 
 def test_the_migration_is_at_most_five_changed_lines():
-    legacy = (HERE / "legacy" / "bot.py").read_text().splitlines()
-    migrated = (HERE / "bot.py").read_text().splitlines()
-    changed = [line for line in difflib.unified_diff(legacy, migrated, lineterm="", n=0)
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    changed = changed_lines(HERE / "legacy" / "bot.py", HERE / "bot.py")
     assert 0 < len(changed) <= 5, changed

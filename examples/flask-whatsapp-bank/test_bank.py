@@ -2,7 +2,6 @@
 AUTH -> MENU -> transfer, the bot killed (kill -9) mid-transfer, and the
 transfer completes. Unsigned or mis-signed webhooks never reach the bot."""
 
-import difflib
 import hashlib
 import hmac
 import json
@@ -12,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "clients" / "python" / "tests"))
 
-from harness import Statehold, example_app, post_json  # noqa: E402
+from harness import Statehold, changed_lines, example_app, post_json  # noqa: E402
 
 SECRET = "meta-app-secret"
 ROUTES = '[[route]]\npath = "/whatsapp"\nnamespace = "wa"\npreset = "whatsapp"\n' \
@@ -85,8 +84,5 @@ def test_the_legacy_bot_forgets_the_transfer(tmp_path):
 
 
 def test_the_migration_is_at_most_five_changed_lines():
-    legacy = (HERE / "legacy" / "bot.py").read_text().splitlines()
-    migrated = (HERE / "bot.py").read_text().splitlines()
-    changed = [line for line in difflib.unified_diff(legacy, migrated, lineterm="", n=0)
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    changed = changed_lines(HERE / "legacy" / "bot.py", HERE / "bot.py")
     assert 0 < len(changed) <= 5, changed

@@ -580,26 +580,43 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     aof: bool,
+    /// The primary this server replicates, if it is a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
     /// `aof`: append-only file with `appendfsync always`; else no persistence.
     pub fn start(dir: &Path, aof: bool) -> RedisServer {
+        Self::start_with(dir, aof, None)
+    }
+
+    /// A replica of the server on `primary`, ready once it is in sync.
+    pub fn start_replica(dir: &Path, primary: u16) -> RedisServer {
+        let r = Self::start_with(dir, false, Some(primary));
+        let port = r.port;
+        wait_until("replica in sync", || {
+            redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
+        });
+        r
+    }
+
+    fn start_with(dir: &Path, aof: bool, replica_of: Option<u16>) -> RedisServer {
         let port = free_port();
         let dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let proc = Self::spawn(port, &dir, aof);
+        let proc = Self::spawn(port, &dir, aof, replica_of);
         let mut r = RedisServer {
             proc,
             port,
             dir,
             aof,
+            replica_of,
         };
         r.wait_ready();
         r
     }
 
-    fn spawn(port: u16, dir: &Path, aof: bool) -> Proc {
+    fn spawn(port: u16, dir: &Path, aof: bool, replica_of: Option<u16>) -> Proc {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -613,6 +630,9 @@ impl RedisServer {
         .arg(dir)
         .args(["--appendonly", if aof { "yes" } else { "no" }])
         .args(["--appendfsync", "always", "--protected-mode", "no"]);
+        if let Some(primary) = replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         spawn("redis-server", &mut cmd, Some(&dir.join("redis.log")))
     }
 
@@ -633,7 +653,7 @@ impl RedisServer {
 
     /// Starts again after `proc.kill9()`.
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(self.port, &self.dir, self.aof);
+        self.proc = Self::spawn(self.port, &self.dir, self.aof, self.replica_of);
         self.wait_ready();
     }
 }

@@ -144,3 +144,12 @@ def tg_update(update_id, chat, text):
     return {"update_id": update_id,
             "message": {"message_id": update_id, "chat": {"id": chat, "type": "private"},
                         "from": {"id": chat}, "text": text}}
+
+
+def changed_lines(legacy, migrated):
+    """The lines a migration adds or removes (a unified diff without context)."""
+    import difflib
+
+    diff = difflib.unified_diff(Path(legacy).read_text().splitlines(),
+                                Path(migrated).read_text().splitlines(), lineterm="", n=0)
+    return [line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
