@@ -21,12 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use store::OpenError;
-pub use turns::LocalTurns;
 
 use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
 use crate::key::ConvKey;
 use store::EmbeddedStore;
-use turns::LocalTurn;
+use turns::{LocalTurn, LocalTurns};
 
 pub struct EmbeddedBackend {
     records: Arc<EmbeddedStore>,
@@ -56,11 +55,6 @@ impl EmbeddedBackend {
         if let Ok(records) = Arc::try_unwrap(self.records) {
             records.close();
         }
-    }
-
-    /// Conversations currently holding or waiting for a turn.
-    pub fn busy(&self) -> usize {
-        self.turns.busy()
     }
 }
 
