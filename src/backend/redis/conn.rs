@@ -198,9 +198,16 @@ impl RedisConn {
     }
 
     async fn manager(&self) -> Result<ConnectionManager, OpError> {
-        if let Some(m) = self.cached() {
-            return Ok(m);
+        match self.cached() {
+            Some(m) => Ok(m),
+            // Boxed: connecting (through Sentinel too) is the cold path, and
+            // its future nests deep enough that, inlined into every
+            // operation's, it overflows rustc's query depth on a clean build.
+            None => Box::pin(self.connect()).await,
         }
+    }
+
+    async fn connect(&self) -> Result<ConnectionManager, OpError> {
         let _one_at_a_time = self.inner.connecting.lock().await;
         if let Some(m) = self.cached() {
             return Ok(m);
