@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
 use crate::backend::embedded::{EmbeddedBackend, OpenError};
-use crate::backend::redis::{RedisBackend, RedisConn, Timings};
+use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, OnUnavailable};
 use crate::metrics::Metrics;
@@ -112,16 +112,26 @@ fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
 
 async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
     let store = &config.store;
-    let url = store.url.as_ref().map(|u| u.expose()).unwrap_or_default();
+    let topology = match (&store.url, store.sentinel_master.as_deref()) {
+        _ if !store.cluster.is_empty() => Topology::Cluster {
+            nodes: &store.cluster,
+        },
+        (_, Some(master)) if !store.sentinels.is_empty() => Topology::Sentinel {
+            sentinels: &store.sentinels,
+            master,
+        },
+        (url, _) => Topology::Single {
+            url: url.as_ref().map(|u| u.expose()).unwrap_or_default(),
+        },
+    };
+    let access = Access {
+        tls_ca: store.tls_ca.as_deref(),
+        password: store.password.as_ref().map(|p| p.expose()),
+        sentinel_password: store.sentinel_password.as_ref().map(|p| p.expose()),
+    };
     let breaker = (store.breaker_failures.get(), store.breaker_cooldown);
-    let (op_timeout, prefix) = (store.op_timeout, store.key_prefix.as_str());
-    let conn = match store.sentinel_master.as_deref() {
-        Some(master) if !store.sentinels.is_empty() => {
-            RedisConn::sentinel(&store.sentinels, master, op_timeout, prefix, breaker)
-        }
-        _ => RedisConn::new(url, store.tls_ca.as_deref(), op_timeout, prefix, breaker),
-    }
-    .map_err(|e| StartupError::Store(e.to_string()))?;
+    let conn = RedisConn::open(topology, access, store.op_timeout, &store.key_prefix, breaker)
+        .map_err(|e| StartupError::Store(e.to_string()))?;
     let timings = Timings {
         ttl: store.ttl,
         dedupe_window: store.dedupe_window,

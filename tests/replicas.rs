@@ -1,29 +1,68 @@
-//! Replicas sharing one Redis: three statehold processes in front of one
-//! bot, real `redis-server` started by the test. Each test checks the bot's
-//! own record (what it handled, whether one user's requests ever overlapped)
-//! and the stored snapshot's `applied` list: nothing lost, nothing applied
-//! twice.
+//! Replicas sharing one Redis, or one Redis Cluster: three statehold
+//! processes in front of one bot, real `redis-server`s started by the test.
+//! Each test checks the bot's own record (what it handled, whether one
+//! user's requests ever overlapped) and the stored snapshot's `applied`
+//! list: nothing lost, nothing applied twice. The scenarios the Cluster
+//! must pass unchanged run on both.
 
 mod support;
 
+use support::redis_cluster::RedisCluster;
 use support::{reply_text, Bot, Config, RedisServer, Statehold};
 
-struct Cluster {
+/// Where the replicas keep conversations.
+enum Redis {
+    Single(RedisServer),
+    /// Three primaries, no replicas.
+    Cluster(RedisCluster),
+}
+
+struct Deployment {
     _dir: tempfile::TempDir,
-    redis: RedisServer,
+    redis: Redis,
     bot: Bot,
     replicas: Vec<Statehold>,
 }
 
-fn cluster(n: usize, aof: bool, edit: impl Fn(&mut Config)) -> Cluster {
+impl Redis {
+    /// The one server of a single-server scenario.
+    fn single(&mut self) -> &mut RedisServer {
+        match self {
+            Redis::Single(r) => r,
+            Redis::Cluster(_) => unreachable!("a single-server scenario"),
+        }
+    }
+}
+
+/// `n` replicas on one redis-server (with AOF when `aof`).
+fn on_redis(n: usize, aof: bool, edit: impl Fn(&mut Config)) -> Deployment {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), aof);
+    deploy(dir, Redis::Single(redis), n, edit)
+}
+
+/// `n` replicas on a three-primary Redis Cluster.
+fn on_cluster(n: usize, edit: impl Fn(&mut Config)) -> Deployment {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    deploy(dir, Redis::Cluster(cluster), n, edit)
+}
+
+fn deploy(
+    dir: tempfile::TempDir,
+    redis: Redis,
+    n: usize,
+    edit: impl Fn(&mut Config),
+) -> Deployment {
     let bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
-    base.redis = Some(redis.port);
+    match &redis {
+        Redis::Single(r) => base.redis = Some(r.port),
+        Redis::Cluster(c) => base.redis_cluster = c.seeds(),
+    }
     edit(&mut base);
     let replicas = (0..n).map(|_| Statehold::start(base.replica())).collect();
-    Cluster {
+    Deployment {
         _dir: dir,
         redis,
         bot,
@@ -58,7 +97,16 @@ fn in_flight(bot: &Bot) -> u64 {
 #[test]
 fn double_clicks_on_two_replicas_are_serialized() {
     let _serial = support::serial();
-    let c = cluster(3, false, |_| {});
+    double_clicks(on_redis(3, false, |_| {}));
+}
+
+#[test]
+fn double_clicks_on_a_redis_cluster_are_serialized() {
+    let _serial = support::serial();
+    double_clicks(on_cluster(3, |_| {}));
+}
+
+fn double_clicks(c: Deployment) {
     let [a, b, third] = &c.replicas[..] else {
         unreachable!()
     };
@@ -89,7 +137,16 @@ fn double_clicks_on_two_replicas_are_serialized() {
 #[test]
 fn fast_typers_land_in_arrival_order_across_replicas() {
     let _serial = support::serial();
-    let c = cluster(3, false, |_| {});
+    fast_typers(on_redis(3, false, |_| {}));
+}
+
+#[test]
+fn fast_typers_on_a_redis_cluster_land_in_arrival_order() {
+    let _serial = support::serial();
+    fast_typers(on_cluster(3, |_| {}));
+}
+
+fn fast_typers(c: Deployment) {
     let [a, b, _] = &c.replicas[..] else {
         unreachable!()
     };
@@ -125,7 +182,16 @@ fn fast_typers_land_in_arrival_order_across_replicas() {
 #[test]
 fn redelivery_to_two_replicas_at_once_runs_the_bot_once() {
     let _serial = support::serial();
-    let c = cluster(3, false, |_| {});
+    redelivery_to_all(on_redis(3, false, |_| {}));
+}
+
+#[test]
+fn redelivery_to_all_replicas_on_a_redis_cluster_runs_the_bot_once() {
+    let _serial = support::serial();
+    redelivery_to_all(on_cluster(3, |_| {}));
+}
+
+fn redelivery_to_all(c: Deployment) {
     c.replicas[0].update(1, 82, "/start");
     let slow = [("x-demo-delay-ms", "150")];
     let answers: Vec<_> = std::thread::scope(|s| {
@@ -161,9 +227,20 @@ fn redelivery_to_two_replicas_at_once_runs_the_bot_once() {
 #[test]
 fn a_replica_killed_mid_request_is_taken_over_after_its_lease() {
     let _serial = support::serial();
-    let mut c = cluster(3, false, |cfg| {
-        cfg.store_extra = "lock_lease = \"1s\"\n".into()
-    });
+    replica_kill(on_redis(3, false, short_lease));
+}
+
+#[test]
+fn a_replica_killed_on_a_redis_cluster_is_taken_over_after_its_lease() {
+    let _serial = support::serial();
+    replica_kill(on_cluster(3, short_lease));
+}
+
+fn short_lease(cfg: &mut Config) {
+    cfg.store_extra = "lock_lease = \"1s\"\n".into()
+}
+
+fn replica_kill(mut c: Deployment) {
     c.replicas[1].update(1, 83, "/start");
     std::thread::scope(|s| {
         let doomed = &c.replicas[0];
@@ -199,11 +276,11 @@ fn a_replica_killed_mid_request_is_taken_over_after_its_lease() {
 #[test]
 fn redis_restart_with_aof_mid_flow_loses_nothing() {
     let _serial = support::serial();
-    let mut c = cluster(2, true, |_| {});
+    let mut c = on_redis(2, true, |_| {});
     let (a, b) = (&c.replicas[0], &c.replicas[1]);
     a.update(1, 84, "/start");
     b.update(2, 84, "Tia");
-    c.redis.proc.kill9();
+    c.redis.single().proc.kill9();
     // While Redis is down: on_unavailable = "reject" answers 503, bot not called.
     let handled = c.bot.handled().len();
     let down = a.update(3, 84, "tia@example.com");
@@ -211,7 +288,7 @@ fn redis_restart_with_aof_mid_flow_loses_nothing() {
     assert_eq!(down.header("retry-after"), Some("1"));
     assert_eq!(c.bot.handled().len(), handled);
     assert!(a.logs().contains("store unavailable"));
-    c.redis.restart();
+    c.redis.single().restart();
     // No statehold restart: the redelivery goes through once Redis is back.
     let (a, b) = (&c.replicas[0], &c.replicas[1]);
     support::wait_until("statehold reconnects", || {
@@ -231,7 +308,7 @@ fn redis_restart_with_aof_mid_flow_loses_nothing() {
 #[test]
 fn a_frozen_holder_past_its_lease_is_fenced_off() {
     let _serial = support::serial();
-    let c = cluster(2, false, |cfg| {
+    let c = on_redis(2, false, |cfg| {
         cfg.store_extra = "lock_lease = \"600ms\"\n".into()
     });
     let (a, b) = (&c.replicas[0], &c.replicas[1]);
@@ -269,11 +346,12 @@ fn a_frozen_holder_past_its_lease_is_fenced_off() {
 #[test]
 fn a_request_costs_two_redis_round_trips() {
     let _serial = support::serial();
-    let c = cluster(1, false, |_| {});
+    let mut c = on_redis(1, false, |_| {});
+    let port = c.redis.single().port;
     let sh = &c.replicas[0];
     sh.update(1, 86, "/start");
     let calls = || -> u64 {
-        let info = support::redis_cmd(c.redis.port, "INFO commandstats").unwrap();
+        let info = support::redis_cmd(port, "INFO commandstats").unwrap();
         info.lines()
             .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
             .map(|l| {
@@ -310,7 +388,7 @@ fn a_waiter_whose_client_left_gives_its_turn_up_at_once() {
     // A long lease and a short wait: had the departed waiter kept its place,
     // the turn would pass to it and sit unused for 30 s, and the next
     // request would be refused busy after 4 s.
-    let c = cluster(1, false, |cfg| {
+    let c = on_redis(1, false, |cfg| {
         cfg.store_extra = "lock_lease = \"30s\"\nlock_wait = \"4s\"".into();
     });
     let sh = &c.replicas[0];

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statehold::backend::embedded::EmbeddedBackend;
+use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
 use support::conformance::{suite, ttl_suite, SHORT_TTL};
 
@@ -86,11 +87,27 @@ fn embedded_store_is_exclusive_to_one_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conforms() {
-    use statehold::backend::redis::{RedisBackend, RedisConn, Timings};
     let dir = support::temp_dir();
     let redis = support::RedisServer::start(dir.path(), false);
     let url = format!("redis://127.0.0.1:{}/0", redis.port);
-    let timeout = Duration::from_secs(2);
+    redis_conforms(Topology::Single { url: &url }, &[redis.port]).await;
+}
+
+/// The same suite on a three-primary Redis Cluster: every script lands on
+/// its conversation's slot, and hand-overs are heard across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_conforms() {
+    let dir = support::temp_dir();
+    let cluster = support::redis_cluster::RedisCluster::start(dir.path(), 3, 0);
+    let nodes: Vec<String> = cluster
+        .seeds()
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    redis_conforms(Topology::Cluster { nodes: &nodes }, &cluster.seeds()).await;
+}
+
+async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
     let hour = Duration::from_secs(3600);
     let timings = |ttl| Timings {
         ttl,
@@ -99,26 +116,32 @@ async fn redis_store_conforms() {
         max_wait: hour,
         min_replica_acks: 0,
     };
-    let conn =
-        |prefix| RedisConn::new(&url, None, timeout, prefix, (3, Duration::from_secs(1))).unwrap();
+    let conn = |prefix| {
+        let (timeout, breaker) = (Duration::from_secs(2), (3, Duration::from_secs(1)));
+        RedisConn::open(topology, Access::default(), timeout, prefix, breaker).unwrap()
+    };
     let long = RedisBackend::new(conn("long"), timings(hour));
     let short = RedisBackend::new(conn("short"), timings(SHORT_TTL));
     suite(Arc::new(long), "conf").await;
     ttl_suite(&short, "conf").await;
     // Every key the suite wrote carries a TTL (never a key that lives forever).
-    let mut con = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
-    assert!(!names.is_empty());
-    for name in names {
-        let ttl: i64 = redis::cmd("PTTL").arg(&name).query(&mut con).unwrap();
-        // -2: gone meanwhile (a turn's release still landing); -1: no TTL.
-        assert!(
-            ttl > 0 || ttl == -2,
-            "{} has no TTL ({ttl})",
-            String::from_utf8_lossy(&name)
-        );
+    let mut seen = 0;
+    for port in ports {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+        seen += names.len();
+        for name in names {
+            let ttl: i64 = redis::cmd("PTTL").arg(&name).query(&mut con).unwrap();
+            // -2: gone meanwhile (a turn's release still landing); -1: no TTL.
+            assert!(
+                ttl > 0 || ttl == -2,
+                "{} has no TTL ({ttl})",
+                String::from_utf8_lossy(&name)
+            );
+        }
     }
+    assert!(seen > 0);
 }

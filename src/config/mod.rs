@@ -142,7 +142,15 @@ impl Config {
             }
             Ok(())
         }
-        pick(&mut self.store.url, &self.store.url_env, "store.url", env)?;
+        let store = &mut self.store;
+        pick(&mut store.url, &store.url_env, "store.url", env)?;
+        pick(&mut store.password, &store.password_env, "store.password", env)?;
+        pick(
+            &mut store.sentinel_password,
+            &store.sentinel_password_env,
+            "store.sentinel_password",
+            env,
+        )?;
         pick(
             &mut self.admin.token,
             &self.admin.token_env,
@@ -196,6 +204,9 @@ impl Config {
                 "sentinel {master} via {}",
                 self.store.sentinels.join(",")
             ));
+        }
+        if !self.store.cluster.is_empty() {
+            return Some(format!("cluster via {}", self.store.cluster.join(",")));
         }
         self.store.url.as_ref().map(|u| redact_url(u.expose()))
     }

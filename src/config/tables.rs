@@ -195,6 +195,23 @@ pub struct StoreConfig {
     /// Redis with Sentinel: the monitored primary's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentinel_master: Option<String>,
+    /// Redis with Sentinel: the Sentinels' own password (prefer `sentinel_password_env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<Secret>,
+    /// Environment variable holding `store.sentinel_password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_env: Option<String>,
+    /// Redis Cluster: seed node URLs (`redis://host:port`, no credentials);
+    /// the rest of the cluster is learned from them. Instead of `url`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<String>,
+    /// Redis: the data nodes' password (Sentinel's primary, every Cluster
+    /// node, or the one server); overrides one in `url` (prefer `password_env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Environment variable holding `store.password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// With `on_unavailable = "passthrough"` on Redis: after an outage ends,
     /// this replica waits this long before reading conversations again, so
     /// other replicas write back what they spooled first.
@@ -231,6 +248,11 @@ impl Default for StoreConfig {
             tls_ca: Default::default(),
             sentinels: Default::default(),
             sentinel_master: Default::default(),
+            sentinel_password: Default::default(),
+            sentinel_password_env: Default::default(),
+            cluster: Default::default(),
+            password: Default::default(),
+            password_env: Default::default(),
             min_replica_acks: 0,
             recovery_settle: Duration::from_secs(2),
         }

@@ -88,37 +88,12 @@ impl Config {
                 ))
             }
             BackendKind::Embedded => check_store_path(&store.path)?,
-            BackendKind::Redis if !store.sentinels.is_empty() => {
-                if store.sentinel_master.as_deref().is_none_or(str::is_empty) {
-                    return Err(ConfigError::new(
-                        "store.sentinel_master",
-                        "required with store.sentinels: the primary's name in the Sentinels' config",
-                    ));
-                }
-                if store.url.is_some() {
-                    return Err(ConfigError::new(
-                        "store.url",
-                        "set either store.url or store.sentinels, not both",
-                    ));
-                }
-            }
-            BackendKind::Redis => {
-                let url = store.url.as_ref().ok_or_else(|| {
-                    ConfigError::new(
-                        "store.url",
-                        "required with store.backend = \"redis\" (or store.sentinels)",
-                    )
-                })?;
-                if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
-                    return Err(ConfigError::new(
-                        "store.url",
-                        "must start with redis:// or rediss://",
-                    ));
-                }
-            }
+            BackendKind::Redis => check_redis_topology(store)?,
         }
         for (key, secret) in [
             ("store.url", store.url.as_ref()),
+            ("store.password", store.password.as_ref()),
+            ("store.sentinel_password", store.sentinel_password.as_ref()),
             ("admin.token", self.admin.token.as_ref()),
         ] {
             if secret.is_some_and(|s| s.0.trim().is_empty()) {
@@ -281,4 +256,60 @@ fn check_store_path(path: &Path) -> Result<(), ConfigError> {
 
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Exactly one of `url`, `sentinels`, `cluster`, each well formed.
+fn check_redis_topology(store: &StoreConfig) -> Result<(), ConfigError> {
+    let chosen = [
+        store.url.is_some(),
+        !store.sentinels.is_empty(),
+        !store.cluster.is_empty(),
+    ];
+    match chosen.iter().filter(|c| **c).count() {
+        0 => {
+            return Err(ConfigError::new(
+                "store.url",
+                "required with store.backend = \"redis\" (or store.sentinels, or store.cluster)",
+            ))
+        }
+        1 => {}
+        _ => {
+            return Err(ConfigError::new(
+                "store.url",
+                "set one of store.url, store.sentinels, store.cluster",
+            ))
+        }
+    }
+    let redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+    if let Some(url) = &store.url {
+        if !redis_url(&url.0) {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+    }
+    if !store.sentinels.is_empty() && store.sentinel_master.as_deref().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(
+            "store.sentinel_master",
+            "required with store.sentinels: the primary's name in the Sentinels' config",
+        ));
+    }
+    for (i, node) in store.cluster.iter().enumerate() {
+        let key = format!("store.cluster[{i}]");
+        if !redis_url(node) {
+            return Err(ConfigError::new(
+                key,
+                "must start with redis:// or rediss://",
+            ));
+        }
+        // A password here would be printed by check-config and the logs.
+        if node.contains('@') {
+            return Err(ConfigError::new(
+                key,
+                "no credentials in a node URL: set store.password_env",
+            ));
+        }
+    }
+    Ok(())
 }

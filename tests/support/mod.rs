@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod recorder;
+pub mod redis_cluster;
 pub mod traffic;
 
 use std::io::{Read, Write};
@@ -275,6 +276,8 @@ pub struct Config {
     pub dedupe: bool,
     /// `Some(port)`: the Redis backend on that redis-server.
     pub redis: Option<u16>,
+    /// Non-empty: the Redis backend on this Redis Cluster (seed ports).
+    pub redis_cluster: Vec<u16>,
     /// With `redis`: connect with TLS (`rediss://`), trusting this CA file.
     pub redis_tls_ca: Option<PathBuf>,
     /// Replaces the default `/telegram` route with these `[[route]]` tables.
@@ -301,6 +304,7 @@ impl Config {
             key: r#"["json:/message/chat/id", "json:/callback_query/from/id"]"#,
             dedupe: true,
             redis: None,
+            redis_cluster: Vec::new(),
             redis_tls_ca: None,
             routes: None,
             backend: None,
@@ -344,22 +348,7 @@ token = "test-admin-token"
             listen = self.listen,
             admin = self.admin,
             upstream = self.upstream,
-            backend = match (&self.backend, self.redis) {
-                (Some(lines), _) => lines.clone(),
-                (None, redis) => match redis {
-                Some(port) => format!(
-                    "backend = \"redis\"\nurl = \"{scheme}://127.0.0.1:{port}/0\"\nkey_prefix = \"sh{}\"\nspool_path = \"{spool}\"\n{ca}",
-                    self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace(|c: char| !c.is_ascii_alphanumeric(), ""),
-                    scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" },
-                    ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"", p.display())).unwrap_or_default(),
-                    spool = self.data_dir.join(format!("spool-{}.db", self.id)).display(),
-                ),
-                None => format!(
-                    "backend = \"embedded\"\npath = \"{}\"",
-                    self.data_dir.join("statehold.db").display()
-                ),
-            },
-            },
+            backend = self.store_lines(),
             server_extra = self.server_extra,
             upstream_extra = self.upstream_extra,
             upstream_timeout = self.upstream_timeout,
@@ -371,6 +360,46 @@ token = "test-admin-token"
             )),
             extra = self.extra,
         )
+    }
+}
+
+impl Config {
+    /// The Redis key prefix of this test's deployment (its replicas share it).
+    pub fn key_prefix(&self) -> String {
+        let dir = self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
+        format!("sh{}", dir.replace(|c: char| !c.is_ascii_alphanumeric(), ""))
+    }
+
+    /// The `[store]` backend lines.
+    fn store_lines(&self) -> String {
+        if let Some(lines) = &self.backend {
+            return lines.clone();
+        }
+        let spool = self.data_dir.join(format!("spool-{}.db", self.id));
+        let redis = format!(
+            "backend = \"redis\"\nkey_prefix = \"{}\"\nspool_path = \"{}\"\n",
+            self.key_prefix(),
+            spool.display()
+        );
+        if !self.redis_cluster.is_empty() {
+            let nodes: Vec<String> = self
+                .redis_cluster
+                .iter()
+                .map(|p| format!("\"redis://127.0.0.1:{p}\""))
+                .collect();
+            return format!("{redis}cluster = [{}]\n", nodes.join(", "));
+        }
+        match self.redis {
+            Some(port) => {
+                let scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" };
+                let ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"\n", p.display()));
+                format!("{redis}url = \"{scheme}://127.0.0.1:{port}/0\"\n{}", ca.unwrap_or_default())
+            }
+            None => format!(
+                "backend = \"embedded\"\npath = \"{}\"",
+                self.data_dir.join("statehold.db").display()
+            ),
+        }
     }
 }
 
@@ -582,6 +611,8 @@ pub struct RedisServer {
     aof: bool,
     /// The primary this server replicates, if it is a replica.
     replica_of: Option<u16>,
+    /// A Redis Cluster node (see `redis_cluster.rs`).
+    cluster: bool,
 }
 
 impl RedisServer {
@@ -600,23 +631,38 @@ impl RedisServer {
         r
     }
 
+    /// A Redis Cluster node, not yet part of a cluster; AOF on, so a
+    /// restarted node comes back with its data and its `nodes.conf`.
+    pub fn start_cluster_node(dir: &Path) -> RedisServer {
+        Self::start_on(redis_cluster::free_node_port(), dir, true, None, true)
+    }
+
     fn start_with(dir: &Path, aof: bool, replica_of: Option<u16>) -> RedisServer {
-        let port = free_port();
+        Self::start_on(free_port(), dir, aof, replica_of, false)
+    }
+
+    fn start_on(
+        port: u16,
+        dir: &Path,
+        aof: bool,
+        replica_of: Option<u16>,
+        cluster: bool,
+    ) -> RedisServer {
         let dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let proc = Self::spawn(port, &dir, aof, replica_of);
         let mut r = RedisServer {
-            proc,
+            proc: Self::spawn(port, &dir, aof, replica_of, cluster),
             port,
             dir,
             aof,
             replica_of,
+            cluster,
         };
         r.wait_ready();
         r
     }
 
-    fn spawn(port: u16, dir: &Path, aof: bool, replica_of: Option<u16>) -> Proc {
+    fn spawn(port: u16, dir: &Path, aof: bool, replica_of: Option<u16>, cluster: bool) -> Proc {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -632,6 +678,11 @@ impl RedisServer {
         .args(["--appendfsync", "always", "--protected-mode", "no"]);
         if let Some(primary) = replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        if cluster {
+            // A dead node is noticed, and its replica promoted, within ~2 s.
+            cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-config-file", "nodes.conf"]);
         }
         spawn("redis-server", &mut cmd, Some(&dir.join("redis.log")))
     }
@@ -653,7 +704,13 @@ impl RedisServer {
 
     /// Starts again after `proc.kill9()`.
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(self.port, &self.dir, self.aof, self.replica_of);
+        self.proc = Self::spawn(
+            self.port,
+            &self.dir,
+            self.aof,
+            self.replica_of,
+            self.cluster,
+        );
         self.wait_ready();
     }
 }

@@ -42,7 +42,7 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let (client, channel) = (s.conn.client().await, s.channel.clone());
+        let (client, channel) = (s.conn.node_client().await, s.channel.clone());
         drop(s);
         let client = match client {
             Ok(client) => client,

@@ -1,7 +1,7 @@
-//! The Redis backend's connection: one multiplexed, auto-reconnecting
-//! connection per process (redis-rs `ConnectionManager`), TLS through
-//! rustls (`rediss://`, optional CA file), a timeout on every operation, the
-//! circuit breaker, and the classification of Redis errors.
+//! The Redis backend's connection: one multiplexed connection per process
+//! (to the endpoint `endpoint.rs` reaches: one server, Sentinel's primary,
+//! or a Cluster), one deadline over every operation, the circuit breaker,
+//! and the classification of Redis errors.
 //!
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
@@ -9,10 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, Script, ScriptInvocation};
 
 use super::breaker::Breaker;
+use super::endpoint::{Access, Connection, Endpoint, Topology};
 use super::keys::ConvKeys;
 use crate::backend::StoreError;
 use crate::key::ConvKey;
@@ -22,17 +22,9 @@ pub struct RedisConn {
     inner: Arc<Inner>,
 }
 
-/// Where the primary is: one address, or asked of Sentinel.
-enum Endpoint {
-    Single(Client),
-    /// Discovered on every (re)connect, so a failover is followed on the
-    /// first error it causes (a dropped connection, `READONLY`).
-    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
-}
-
 struct Inner {
     endpoint: Endpoint,
-    manager: Mutex<Option<ConnectionManager>>,
+    connection: Mutex<Option<Connection>>,
     /// Serialises (re)connect attempts so a dead Redis sees one at a time.
     connecting: tokio::sync::Mutex<()>,
     op_timeout: Duration,
@@ -72,7 +64,7 @@ pub enum ConnError {
         path: String,
         source: std::io::Error,
     },
-    #[error("store.url: {0}")]
+    #[error("redis address: {0}")]
     Url(redis::RedisError),
 }
 
@@ -90,80 +82,24 @@ fn is_unavailable_reply(e: &redis::RedisError) -> bool {
 }
 
 impl RedisConn {
-    /// Builds the client; connects on first use.
-    pub fn new(
-        url: &str,
-        ca_file: Option<&std::path::Path>,
+    /// Builds the clients; connects on first use.
+    pub fn open(
+        topology: Topology<'_>,
+        access: Access<'_>,
         op_timeout: Duration,
         prefix: &str,
         breaker: (u32, Duration),
     ) -> Result<RedisConn, ConnError> {
-        let client = match ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| ConnError::Ca {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                Client::build_with_tls(
-                    url,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-            None => Client::open(url),
-        }
-        .map_err(ConnError::Url)?;
-        Ok(RedisConn::with_endpoint(
-            Endpoint::Single(client),
-            op_timeout,
-            prefix,
-            breaker,
-        ))
-    }
-
-    /// A connection to the primary that the Sentinels at `sentinels`
-    /// (`host:port`) name for `master`; connects on first use.
-    pub fn sentinel(
-        sentinels: &[String],
-        master: &str,
-        op_timeout: Duration,
-        prefix: &str,
-        breaker: (u32, Duration),
-    ) -> Result<RedisConn, ConnError> {
-        let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
-        let client = redis::sentinel::SentinelClient::build(
-            urls,
-            master,
-            None,
-            redis::sentinel::SentinelServerType::Master,
-        )
-        .map_err(ConnError::Url)?;
-        Ok(RedisConn::with_endpoint(
-            Endpoint::Sentinel(tokio::sync::Mutex::new(client)),
-            op_timeout,
-            prefix,
-            breaker,
-        ))
-    }
-
-    fn with_endpoint(
-        endpoint: Endpoint,
-        op_timeout: Duration,
-        prefix: &str,
-        breaker: (u32, Duration),
-    ) -> RedisConn {
-        RedisConn {
+        Ok(RedisConn {
             inner: Arc::new(Inner {
-                endpoint,
-                manager: Mutex::new(None),
+                endpoint: Endpoint::open(topology, access)?,
+                connection: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 op_timeout,
                 prefix: prefix.to_string(),
                 breaker: Breaker::new(breaker.0, breaker.1),
             }),
-        }
+        })
     }
 
     /// The keys of one conversation.
@@ -181,62 +117,44 @@ impl RedisConn {
         format!("{}:turns", self.inner.prefix)
     }
 
-    /// A client for the current primary (asked of Sentinel when there).
-    pub async fn client(&self) -> Result<Client, OpError> {
-        match &self.inner.endpoint {
-            Endpoint::Single(client) => Ok(client.clone()),
-            // Bounded: the hand-over listener asks outside any operation's
-            // deadline, and a hung Sentinel must not hold the lock.
-            Endpoint::Sentinel(sentinel) => {
-                let ask = async { sentinel.lock().await.async_get_client().await };
-                tokio::time::timeout(self.inner.op_timeout, ask)
-                    .await
-                    .map_err(|_| OpError::Timeout)?
-                    .map_err(|e| OpError::Unavailable(format!("sentinel: {e}")))
-            }
-        }
+    /// A client for one node, to subscribe to hand-over notices on: the
+    /// server, the current primary, or the next Cluster seed in turn.
+    pub async fn node_client(&self) -> Result<Client, OpError> {
+        self.inner.endpoint.node_client(self.inner.op_timeout).await
     }
 
-    async fn manager(&self) -> Result<ConnectionManager, OpError> {
+    async fn connection(&self) -> Result<Connection, OpError> {
         match self.cached() {
-            Some(m) => Ok(m),
-            // Boxed: connecting (through Sentinel too) is the cold path, and
-            // its future nests deep enough that, inlined into every
-            // operation's, it overflows rustc's query depth on a clean build.
+            Some(c) => Ok(c),
+            // Boxed: connecting (through Sentinel or a Cluster's slot map)
+            // is the cold path, and its future nests deep enough that,
+            // inlined into every operation's, it overflows rustc's query
+            // depth on a clean build.
             None => Box::pin(self.connect()).await,
         }
     }
 
-    async fn connect(&self) -> Result<ConnectionManager, OpError> {
+    async fn connect(&self) -> Result<Connection, OpError> {
         let _one_at_a_time = self.inner.connecting.lock().await;
-        if let Some(m) = self.cached() {
-            return Ok(m);
+        if let Some(c) = self.cached() {
+            return Ok(c);
         }
-        // No timeouts of its own: `with_retry`'s one deadline covers the
-        // connect and every command.
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let client = self.client().await?;
-        let manager = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| OpError::Unavailable(e.to_string()))?;
-        if let Ok(mut slot) = self.inner.manager.lock() {
-            *slot = Some(manager.clone());
+        let connection = self.inner.endpoint.connect(self.inner.op_timeout).await?;
+        if let Ok(mut slot) = self.inner.connection.lock() {
+            *slot = Some(connection.clone());
         }
-        Ok(manager)
+        Ok(connection)
     }
 
-    fn cached(&self) -> Option<ConnectionManager> {
-        self.inner.manager.lock().ok().and_then(|m| m.clone())
+    fn cached(&self) -> Option<Connection> {
+        self.inner.connection.lock().ok().and_then(|c| c.clone())
     }
 
     /// Forgets a connection that failed, so the next operation connects
-    /// afresh instead of waiting out the manager's own reconnect backoff.
+    /// afresh (and asks Sentinel or the Cluster where the data is now)
+    /// instead of waiting out the connection's own reconnect backoff.
     fn invalidate(&self) {
-        if let Ok(mut slot) = self.inner.manager.lock() {
+        if let Ok(mut slot) = self.inner.connection.lock() {
             *slot = None;
         }
     }
@@ -289,7 +207,7 @@ impl RedisConn {
     /// version check.
     async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let breaker = &self.inner.breaker;
@@ -314,12 +232,12 @@ impl RedisConn {
 
     async fn attempt_twice<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         // Bounded by the caller's deadline (`with_retry`), connect included.
         for attempt in 0..2 {
-            let conn = self.manager().await?;
+            let conn = self.connection().await?;
             match op(conn).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {

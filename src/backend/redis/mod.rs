@@ -1,5 +1,6 @@
 //! The Redis backend: records and turns shared by every replica.
 //!
+//! - `endpoint.rs`: one server, Sentinel or Cluster; clients, connecting.
 //! - `conn.rs`: the connection, timeouts, error classification.
 //! - `breaker.rs`: the circuit breaker.
 //! - `keys.rs`: key names, one hash tag per conversation.
@@ -17,6 +18,7 @@
 mod background;
 mod breaker;
 mod conn;
+mod endpoint;
 mod keys;
 mod records;
 mod turns;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use conn::{ConnError, RedisConn};
+pub use endpoint::{Access, Topology};
 pub use keys::{escape_key_part, ConvKeys};
 
 use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
