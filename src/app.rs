@@ -130,8 +130,14 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
         sentinel_password: store.sentinel_password.as_ref().map(|p| p.expose()),
     };
     let breaker = (store.breaker_failures.get(), store.breaker_cooldown);
-    let conn = RedisConn::open(topology, access, store.op_timeout, &store.key_prefix, breaker)
-        .map_err(|e| StartupError::Store(e.to_string()))?;
+    let conn = RedisConn::open(
+        topology,
+        access,
+        store.op_timeout,
+        &store.key_prefix,
+        breaker,
+    )
+    .map_err(|e| StartupError::Store(e.to_string()))?;
     let timings = Timings {
         ttl: store.ttl,
         dedupe_window: store.dedupe_window,

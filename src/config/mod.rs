@@ -144,7 +144,12 @@ impl Config {
         }
         let store = &mut self.store;
         pick(&mut store.url, &store.url_env, "store.url", env)?;
-        pick(&mut store.password, &store.password_env, "store.password", env)?;
+        pick(
+            &mut store.password,
+            &store.password_env,
+            "store.password",
+            env,
+        )?;
         pick(
             &mut store.sentinel_password,
             &store.sentinel_password_env,

@@ -366,8 +366,15 @@ token = "test-admin-token"
 impl Config {
     /// The Redis key prefix of this test's deployment (its replicas share it).
     pub fn key_prefix(&self) -> String {
-        let dir = self.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-        format!("sh{}", dir.replace(|c: char| !c.is_ascii_alphanumeric(), ""))
+        let dir = self
+            .data_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x");
+        format!(
+            "sh{}",
+            dir.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        )
     }
 
     /// The `[store]` backend lines.
@@ -391,9 +398,19 @@ impl Config {
         }
         match self.redis {
             Some(port) => {
-                let scheme = if self.redis_tls_ca.is_some() { "rediss" } else { "redis" };
-                let ca = self.redis_tls_ca.as_ref().map(|p| format!("tls_ca = \"{}\"\n", p.display()));
-                format!("{redis}url = \"{scheme}://127.0.0.1:{port}/0\"\n{}", ca.unwrap_or_default())
+                let scheme = if self.redis_tls_ca.is_some() {
+                    "rediss"
+                } else {
+                    "redis"
+                };
+                let ca = self
+                    .redis_tls_ca
+                    .as_ref()
+                    .map(|p| format!("tls_ca = \"{}\"\n", p.display()));
+                format!(
+                    "{redis}url = \"{scheme}://127.0.0.1:{port}/0\"\n{}",
+                    ca.unwrap_or_default()
+                )
             }
             None => format!(
                 "backend = \"embedded\"\npath = \"{}\"",

@@ -68,7 +68,9 @@ impl RedisCluster {
         cluster
     }
 
-    /// Every live node says the cluster is ok and sees every other node.
+    /// Every live node says the cluster is ok and sees every other node,
+    /// and every replica is in sync with its primary (a replica that never
+    /// synced is not promoted when its primary dies).
     pub fn wait_agreed(&self) {
         let live: Vec<u16> = self.live_ports();
         wait_until("cluster agreed", || {
@@ -76,6 +78,13 @@ impl RedisCluster {
                 redis_cmd(*p, "CLUSTER INFO").is_ok_and(|i| {
                     i.contains("cluster_state:ok")
                         && i.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
+                })
+            })
+        });
+        wait_until("replicas in sync", || {
+            live.iter().all(|p| {
+                redis_cmd(*p, "INFO replication").is_ok_and(|i| {
+                    i.contains("role:master") || i.contains("master_link_status:up")
                 })
             })
         });
@@ -99,12 +108,11 @@ impl RedisCluster {
         text.lines().filter_map(parse_node_line).collect()
     }
 
-    /// The node serving `slot` now.
-    pub fn owner(&self, slot: u16) -> NodeInfo {
-        self.view()
-            .into_iter()
-            .find(|n| n.primary && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .expect("a primary serves the slot")
+    /// The node serving `slot` now (none while its primary is failing).
+    pub fn owner(&self, slot: u16) -> Option<NodeInfo> {
+        self.view().into_iter().find(|n| {
+            n.primary && !n.failed && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+        })
     }
 
     /// Moves `count` slots from the primary on `from` to the one on `to`

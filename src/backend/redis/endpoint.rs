@@ -21,8 +21,8 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo,
-    RedisFuture, TlsCertificates, Value,
+    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisFuture,
+    TlsCertificates, Value,
 };
 
 use super::conn::{ConnError, OpError};
@@ -144,7 +144,15 @@ impl Endpoint {
                     .iter()
                     .map(|info| single_client(info.clone(), certs.clone()))
                     .collect::<Result<_, _>>()?;
-                let mut builder = ClusterClient::builder(infos);
+                // Short waits between the client's own retries: a slot in
+                // the middle of a move answers TRYAGAIN for milliseconds,
+                // and the default first wait (1.28 s) is longer than any
+                // operation's deadline. The deadline bounds the retries.
+                let mut builder = ClusterClient::builder(infos)
+                    .retries(30)
+                    .min_retry_wait(2)
+                    .max_retry_wait(100)
+                    .retry_wait_formula(5, 2);
                 if let Some(certs) = certs {
                     builder = builder.certs(certs);
                 }
