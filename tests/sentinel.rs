@@ -195,3 +195,89 @@ fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
         "Which plan: basic or pro?"
     );
 }
+
+/// Passwords on both sides, read from the environment: the primary's
+/// (`requirepass`; `store.password_env`) and the Sentinel's own
+/// (`requirepass` in sentinel.conf; `store.sentinel_password_env`). With a
+/// wrong data password the store is unavailable, and the log says so
+/// without printing either password.
+#[test]
+fn sentinel_and_primary_passwords_come_from_the_environment() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let port = support::free_port();
+    let mut redis = std::process::Command::new("redis-server");
+    redis
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--requirepass", "data-pw-123"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null());
+    let _primary = Proc::from_child("redis-server", redis.spawn().expect("redis-server"));
+    let authed = |port: u16, pw: &str| {
+        let url = format!("redis://:{pw}@127.0.0.1:{port}/");
+        let client = redis::Client::open(url).ok()?;
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()
+    };
+    support::wait_until("primary up", || authed(port, "data-pw-123").is_some());
+
+    let sentinel_port = support::free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nrequirepass sentinel-pw-456\n\
+             sentinel monitor {MASTER} 127.0.0.1 {port} 1\nsentinel auth-pass {MASTER} data-pw-123\n",
+            dir.path().display()
+        ),
+    )
+    .expect("sentinel conf");
+    let mut cmd = std::process::Command::new("redis-sentinel");
+    cmd.arg(&conf).stdout(std::process::Stdio::null());
+    let _sentinel = Proc::from_child("redis-sentinel", cmd.spawn().expect("redis-sentinel"));
+    support::wait_until("sentinel up", || {
+        authed(sentinel_port, "sentinel-pw-456").is_some()
+    });
+
+    let bot = Bot::start(0);
+    let start = |data_pw: &str| {
+        let mut config = Config::new(bot.port, dir.path());
+        config.backend = Some(format!(
+            "backend = \"redis\"\nsentinels = [\"127.0.0.1:{sentinel_port}\"]\nsentinel_master = \"{MASTER}\"\n\
+             password_env = \"SH_REDIS_PW\"\nsentinel_password_env = \"SH_SENTINEL_PW\"\n"
+        ));
+        config.env = vec![
+            ("SH_REDIS_PW".into(), data_pw.into()),
+            ("SH_SENTINEL_PW".into(), "sentinel-pw-456".into()),
+        ];
+        Statehold::start(config)
+    };
+    let sh = start("data-pw-123");
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8200, "/start")),
+        "Welcome! What's your name?"
+    );
+    assert_eq!(
+        support::reply_text(&sh.update(2, 8200, "Ann")),
+        "Nice to meet you, Ann. Your email?"
+    );
+
+    let wrong = start("not-the-password");
+    let r = wrong.update(3, 8200, "ann@example.com");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let logs = wrong.logs();
+    assert!(logs.contains("store unavailable"), "{logs}");
+    for secret in ["not-the-password", "sentinel-pw-456", "data-pw-123"] {
+        assert!(!logs.contains(secret), "a password in the log");
+    }
+}

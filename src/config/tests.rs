@@ -264,3 +264,60 @@ fn sentinel_needs_a_master_name_and_no_url() {
         "store.url"
     );
 }
+
+#[test]
+fn a_redis_cluster_is_one_of_url_sentinels_cluster_with_clean_node_urls() {
+    let with = |store: &str| {
+        parse(&MINIMAL.replace("[upstream]", &format!("[store]\n{store}\n[upstream]")))
+    };
+    let ok =
+        with("backend = \"redis\"\ncluster = [\"redis://127.0.0.1:7000\", \"rediss://r2:7001\"]")
+            .expect("cluster config");
+    assert_eq!(ok.store.cluster.len(), 2);
+    assert_eq!(
+        ok.redacted_store_url().as_deref(),
+        Some("cluster via redis://127.0.0.1:7000,rediss://r2:7001")
+    );
+    let refused = |store: &str| with(store).expect_err(store).key;
+    assert_eq!(
+        refused("backend = \"redis\"\nurl = \"redis://x:6379\"\ncluster = [\"redis://a:1\"]"),
+        "store.url"
+    );
+    assert_eq!(
+        refused("backend = \"redis\"\ncluster = [\"redis://a:1\", \"a:2\"]"),
+        "store.cluster[1]"
+    );
+    // A password in a node URL would be printed by check-config and logs.
+    assert_eq!(
+        refused("backend = \"redis\"\ncluster = [\"redis://:hunter2@a:1\"]"),
+        "store.cluster[0]"
+    );
+}
+
+#[test]
+fn redis_passwords_come_inline_or_from_the_environment_and_print_masked() {
+    let toml = MINIMAL.replace(
+        "[upstream]",
+        "[store]\nbackend = \"redis\"\nsentinels = [\"s:26379\"]\nsentinel_master = \"m\"\n\
+         password_env = \"REDIS_PW\"\nsentinel_password_env = \"SENTINEL_PW\"\n[upstream]",
+    );
+    let env: std::collections::HashMap<String, String> = [
+        ("REDIS_PW", "data-secret"),
+        ("SENTINEL_PW", "sentinel-secret"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    let c = Config::parse(&toml, &env).expect("passwords from env");
+    assert_eq!(
+        c.store.password.as_ref().map(|p| p.expose()),
+        Some("data-secret")
+    );
+    assert_eq!(
+        c.store.sentinel_password.as_ref().map(|p| p.expose()),
+        Some("sentinel-secret")
+    );
+    let shown = c.to_masked_toml();
+    assert!(!shown.contains("secret\""), "{shown}");
+    let unset = Config::parse(&toml, &std::collections::HashMap::new()).expect_err("unset");
+    assert_eq!(unset.key, "store.password_env");
+}

@@ -284,6 +284,8 @@ pub struct Config {
     pub routes: Option<String>,
     /// Replaces the `[store]` backend lines (`backend`, `path`/`url`, ...).
     pub backend: Option<String>,
+    /// Environment variables for the process (the `*_env` secrets).
+    pub env: Vec<(String, String)>,
 }
 
 impl Config {
@@ -308,6 +310,7 @@ impl Config {
             redis_tls_ca: None,
             routes: None,
             backend: None,
+            env: Vec::new(),
         }
     }
 
@@ -477,7 +480,7 @@ impl Statehold {
             .join(format!("statehold-{}.toml", config.id));
         let log = config.data_dir.join(format!("statehold-{}.log", config.id));
         std::fs::write(&config_path, config.render()).expect("write config");
-        let proc = Self::spawn(&config_path, &log);
+        let proc = Self::spawn(&config, &config_path, &log);
         let mut s = Statehold {
             proc,
             config,
@@ -489,10 +492,11 @@ impl Statehold {
         s
     }
 
-    fn spawn(config_path: &Path, log: &Path) -> Proc {
+    fn spawn(config: &Config, config_path: &Path, log: &Path) -> Proc {
         let mut cmd = Command::new(statehold_bin());
         cmd.args(["serve", "--config"]).arg(config_path);
         cmd.env("RUST_LOG", "statehold=debug,info");
+        cmd.envs(config.env.iter().map(|(k, v)| (k, v)));
         spawn("statehold", &mut cmd, Some(log))
     }
 
@@ -522,7 +526,7 @@ impl Statehold {
     /// Starts again (after a stop) with the same config and data.
     pub fn start_again(&mut self) {
         self.log_from = self.logs().len();
-        self.proc = Self::spawn(&self.config_path, &self.log);
+        self.proc = Self::spawn(&self.config, &self.config_path, &self.log);
         self.wait_ready();
     }
 
@@ -530,7 +534,7 @@ impl Statehold {
     pub fn crash_and_restart(&mut self) {
         self.proc.kill9();
         self.log_from = self.logs().len();
-        self.proc = Self::spawn(&self.config_path, &self.log);
+        self.proc = Self::spawn(&self.config, &self.config_path, &self.log);
         self.wait_ready();
     }
 

@@ -83,9 +83,8 @@ impl RedisCluster {
         });
         wait_until("replicas in sync", || {
             live.iter().all(|p| {
-                redis_cmd(*p, "INFO replication").is_ok_and(|i| {
-                    i.contains("role:master") || i.contains("master_link_status:up")
-                })
+                redis_cmd(*p, "INFO replication")
+                    .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
             })
         });
     }

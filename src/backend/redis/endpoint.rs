@@ -110,60 +110,71 @@ impl Endpoint {
                     .map_err(ConnError::Url)?;
                 single_client(info, certs).map(Endpoint::Single)
             }
-            Topology::Sentinel { sentinels, master } => {
-                let mut sentinel_infos = Vec::with_capacity(sentinels.len());
-                for addr in sentinels {
-                    let info = format!("redis://{addr}").into_connection_info();
-                    sentinel_infos.push(
-                        with_password(info, access.sentinel_password).map_err(ConnError::Url)?,
-                    );
-                }
-                let mut node = RedisConnectionInfo::default();
-                if let Some(password) = access.password {
-                    node = node.set_password(password);
-                }
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
-                let client = SentinelClient::build(
-                    sentinel_infos,
-                    master,
-                    Some(node),
-                    SentinelServerType::Master,
-                )
-                .map_err(ConnError::Url)?;
-                Ok(Endpoint::Sentinel(tokio::sync::Mutex::new(client)))
-            }
-            Topology::Cluster { nodes } => {
-                let mut infos = Vec::with_capacity(nodes.len());
-                for url in nodes {
-                    infos.push(
-                        with_password(url.as_str().into_connection_info(), access.password)
-                            .map_err(ConnError::Url)?,
-                    );
-                }
-                let seeds = infos
-                    .iter()
-                    .map(|info| single_client(info.clone(), certs.clone()))
-                    .collect::<Result<_, _>>()?;
-                // Short waits between the client's own retries: a slot in
-                // the middle of a move answers TRYAGAIN for milliseconds,
-                // and the default first wait (1.28 s) is longer than any
-                // operation's deadline. The deadline bounds the retries.
-                let mut builder = ClusterClient::builder(infos)
-                    .retries(30)
-                    .min_retry_wait(2)
-                    .max_retry_wait(100)
-                    .retry_wait_formula(5, 2);
-                if let Some(certs) = certs {
-                    builder = builder.certs(certs);
-                }
-                let client = builder.build().map_err(ConnError::Url)?;
-                Ok(Endpoint::Cluster {
-                    client,
-                    seeds,
-                    next_seed: AtomicUsize::new(0),
-                })
-            }
+            Topology::Sentinel { sentinels, master } => Self::sentinel(sentinels, master, access),
+            Topology::Cluster { nodes } => Self::cluster(nodes, access, certs),
         }
+    }
+
+    fn sentinel(
+        sentinels: &[String],
+        master: &str,
+        access: Access<'_>,
+    ) -> Result<Endpoint, ConnError> {
+        let mut sentinel_infos = Vec::with_capacity(sentinels.len());
+        for addr in sentinels {
+            let info = format!("redis://{addr}").into_connection_info();
+            sentinel_infos
+                .push(with_password(info, access.sentinel_password).map_err(ConnError::Url)?);
+        }
+        let mut node = RedisConnectionInfo::default();
+        if let Some(password) = access.password {
+            node = node.set_password(password);
+        }
+        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+        let client = SentinelClient::build(
+            sentinel_infos,
+            master,
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(ConnError::Url)?;
+        Ok(Endpoint::Sentinel(tokio::sync::Mutex::new(client)))
+    }
+
+    fn cluster(
+        nodes: &[String],
+        access: Access<'_>,
+        certs: Option<TlsCertificates>,
+    ) -> Result<Endpoint, ConnError> {
+        let mut infos = Vec::with_capacity(nodes.len());
+        for url in nodes {
+            infos.push(
+                with_password(url.as_str().into_connection_info(), access.password)
+                    .map_err(ConnError::Url)?,
+            );
+        }
+        let seeds = infos
+            .iter()
+            .map(|info| single_client(info.clone(), certs.clone()))
+            .collect::<Result<_, _>>()?;
+        // Short waits between the client's own retries: a slot in the
+        // middle of a move answers TRYAGAIN for milliseconds, and the
+        // default first wait (1.28 s) is longer than any operation's
+        // deadline. The deadline bounds the retries.
+        let mut builder = ClusterClient::builder(infos)
+            .retries(30)
+            .min_retry_wait(2)
+            .max_retry_wait(100)
+            .retry_wait_formula(5, 2);
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(ConnError::Url)?;
+        Ok(Endpoint::Cluster {
+            client,
+            seeds,
+            next_seed: AtomicUsize::new(0),
+        })
     }
 
     /// Connects. No timeouts of its own: the caller's one deadline covers
