@@ -5,57 +5,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use support::sentinel::{SentinelSet, MASTER};
 use support::traffic::{drive, Report};
 use support::{Bot, Config, Proc, RedisServer, Statehold};
-
-const MASTER: &str = "mymaster";
-
-/// One command to a server of this test, typed; `None` when it does not
-/// answer (yet).
-fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
-    let mut con = client
-        .get_connection_with_timeout(Duration::from_secs(1))
-        .ok()?;
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(&mut con).ok()
-}
-
-fn ping(port: u16) -> bool {
-    query::<String>(port, &["PING"]).is_some_and(|r| r == "PONG")
-}
-
-fn start_sentinel(dir: &Path, primary: u16) -> (Proc, u16) {
-    let port = support::free_port();
-    let conf = dir.join(format!("sentinel-{port}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
-             sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 5000\n\
-             sentinel parallel-syncs {MASTER} 1\n",
-            dir.display()
-        ),
-    )
-    .expect("sentinel conf");
-    let mut cmd = std::process::Command::new("redis-sentinel");
-    cmd.arg(&conf).stdout(std::process::Stdio::null());
-    let proc = Proc::from_child("redis-sentinel", cmd.spawn().expect("redis-sentinel"));
-    support::wait_until("sentinel up", || ping(port));
-    (proc, port)
-}
-
-fn primary_of(sentinel: u16) -> Option<u16> {
-    let addr: Vec<String> = query(sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER])?;
-    addr.get(1)?.parse().ok()
-}
 
 #[test]
 fn statehold_follows_a_sentinel_failover_by_itself() {
@@ -76,35 +31,10 @@ fn with_min_replica_acks_a_failover_loses_no_acknowledged_step() {
 fn failover(acks: u32) -> usize {
     let _serial = support::serial();
     let dir = support::temp_dir();
-    let mut primary = RedisServer::start(dir.path(), false);
-    let replicas_of_redis: Vec<RedisServer> = (0..2)
-        .map(|_| RedisServer::start_replica(dir.path(), primary.port))
-        .collect();
-    let sentinels: Vec<(Proc, u16)> = (0..3)
-        .map(|_| start_sentinel(dir.path(), primary.port))
-        .collect();
-    support::wait_until("sentinels see the replica and each other", || {
-        sentinels.iter().all(|(_, port)| {
-            query::<Vec<String>>(*port, &["SENTINEL", "master", MASTER]).is_some_and(|fields| {
-                let field = |name: &str| {
-                    let at = fields.iter().position(|f| f == name)?;
-                    fields.get(at + 1).map(String::as_str)
-                };
-                field("num-slaves") == Some("2") && field("num-other-sentinels") == Some("2")
-            })
-        })
-    });
-
+    let mut set = SentinelSet::start(dir.path(), 2);
     let bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
-    let addrs: Vec<String> = sentinels
-        .iter()
-        .map(|(_, p)| format!("\"127.0.0.1:{p}\""))
-        .collect();
-    base.backend = Some(format!(
-        "backend = \"redis\"\nsentinels = [{}]\nsentinel_master = \"{MASTER}\"\nkey_prefix = \"sent\"\n",
-        addrs.join(", ")
-    ));
+    base.backend = Some(set.backend_lines("sent"));
     base.store_extra = format!(
         "op_timeout = \"500ms\"\nlock_lease = \"2s\"\nlock_wait = \"5s\"\nmin_replica_acks = {acks}\n"
     );
@@ -125,16 +55,8 @@ fn failover(acks: u32) -> usize {
         support::wait_until("traffic flowing", || {
             report.acknowledged.load(Ordering::Relaxed) >= 40
         });
-        primary.proc.kill9();
-        let killed = Instant::now();
-        support::wait_until("a sentinel promoted a replica", || {
-            primary_of(sentinels[0].1)
-                .is_some_and(|p| replicas_of_redis.iter().any(|r| r.port == p))
-        });
-        eprintln!(
-            "failover: replica promoted {:?} after the kill",
-            killed.elapsed()
-        );
+        let took = set.kill_primary();
+        eprintln!("failover: replica promoted {took:?} after the kill");
         traffic.join().expect("traffic")
     });
     let violations = report.violations.lock().unwrap().clone();

@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod recorder;
 pub mod redis_cluster;
+pub mod sentinel;
 pub mod traffic;
 
 use std::io::{Read, Write};
