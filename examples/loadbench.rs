@@ -53,7 +53,12 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    if let Err(e) = orchestrate(quick) {
+    let result = if args.iter().any(|a| a == "--redis-ceiling") {
+        redis_ceiling_only(quick)
+    } else {
+        orchestrate(quick)
+    };
+    if let Err(e) = result {
         eprintln!("loadbench: {e}");
         std::process::exit(1);
     }
@@ -445,22 +450,7 @@ fn orchestrate(quick: bool) -> Result<(), String> {
     )?;
     wait_for_port(bot_port, "bot")?;
 
-    let redis_port = free_port();
-    let redis = spawn(
-        "redis-server",
-        Command::new("redis-server").args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]),
-        &dir.join("redis.log"),
-    )?;
-    wait_for_port(redis_port, "redis-server")?;
+    let (redis, redis_port) = start_redis(dir)?;
 
     let nginx_port = free_port();
     std::fs::create_dir_all(dir.join("nginx/logs")).map_err(|e| e.to_string())?;
@@ -689,6 +679,12 @@ http {{
             );
         }
     }
+    redis_at_saturation(
+        &rt,
+        redis_pid,
+        redis_port,
+        if quick { 20_000 } else { 100_000 },
+    )?;
     println!();
 
     // Cost growth: the same fixed-rate run with 1,000 and 1,000,000 stored conversations.
@@ -741,6 +737,141 @@ http {{
             );
         }
     }
+    Ok(())
+}
+
+/// A redis-server without persistence on a free port, answering.
+fn start_redis(dir: &Path) -> Result<(Proc, u16), String> {
+    let port = free_port();
+    let redis = spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+        &dir.join("redis.log"),
+    )?;
+    wait_for_port(port, "redis-server")?;
+    Ok((redis, port))
+}
+
+/// `--redis-ceiling`: only [`redis_at_saturation`], on a redis-server of
+/// its own, three times (this VM's noise shows in the spread).
+fn redis_ceiling_only(quick: bool) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (redis, port) = start_redis(dir.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        redis_at_saturation(
+            &rt,
+            redis.child.id(),
+            port,
+            if quick { 20_000 } else { 100_000 },
+        )?;
+    }
+    Ok(())
+}
+
+/// Redis's cost per request where it is the bottleneck: the Redis backend
+/// driven directly (acquire with load and dedupe lookup, then commit with
+/// snapshot, dedupe record and release: the pipeline's two scripts) by 64
+/// concurrent conversations, so Redis never idles between scripts. Its
+/// commandstats microseconds and process CPU per request are the fleet's
+/// ceiling: one Redis core serves about 10^6 / µs requests per second.
+fn redis_at_saturation(
+    rt: &tokio::runtime::Runtime,
+    pid: u32,
+    port: u16,
+    requests: u64,
+) -> Result<(), String> {
+    use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
+    use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
+    use statehold::key::ConvKey;
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let second = Duration::from_secs(1);
+    let conn = RedisConn::open(
+        Topology::Single { url: &url },
+        Access::default(),
+        second * 5,
+        "ceiling",
+        (1000, second),
+    )
+    .map_err(|e| e.to_string())?;
+    let day = Duration::from_secs(86_400);
+    let timings = Timings {
+        ttl: day,
+        dedupe_window: day,
+        lease: second * 5,
+        max_wait: second * 10,
+        min_replica_acks: 0,
+    };
+    let backend = Arc::new(rt.block_on(async { RedisBackend::new(conn, timings) }));
+    let state = Bytes::from(snapshot());
+    let answer = RecordedResponse {
+        status: http::StatusCode::OK,
+        headers: vec![],
+        body: Bytes::from_static(br#"{"method":"sendMessage","chat_id":1,"text":"Your email?"}"#),
+        request_digest: Some([7; 32]),
+    };
+    let one = move |i: u64| {
+        let (backend, state, answer) = (backend.clone(), state.clone(), answer.clone());
+        async move {
+            let key = ConvKey::new("tg", &(i % 2000).to_string());
+            let id = i.to_string();
+            let (held, _) = backend.begin(&key, second * 10, Some(&id)).await.ok()?;
+            let commit = Commit {
+                expected_version: None,
+                change: StateChange::Put(state),
+                dedupe: Some((id, answer)),
+            };
+            held.finish(commit).await.ok()
+        }
+    };
+    rt.block_on(one(0));
+    let before = redis_work(pid, port);
+    let done = rt.block_on(async {
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let workers: Vec<_> = (0..64)
+            .map(|_| {
+                let (next, one) = (next.clone(), one.clone());
+                tokio::spawn(async move {
+                    let mut ok = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i > requests {
+                            return ok;
+                        }
+                        ok += one(i).await.is_some() as u64;
+                    }
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for w in workers {
+            ok += w.await.unwrap_or(0);
+        }
+        ok
+    });
+    let after = redis_work(pid, port);
+    let n = done.max(1) as f64;
+    let usec = (after.2 - before.2) as f64 / n;
+    println!(
+        "Redis at saturation (backend driven directly, 64 conversations in flight, {done} requests): \
+         {:.1} µs CPU (process), {usec:.1} µs in scripts, {:.2} scripts per request; \
+         one Redis core: about {:.0} requests/s",
+        (after.0 - before.0) * 1e6 / n,
+        (after.1 - before.1) as f64 / n,
+        1e6 / ((after.0 - before.0) * 1e6 / n)
+    );
     Ok(())
 }
 

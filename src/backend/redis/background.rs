@@ -20,7 +20,7 @@ pub(super) async fn sweep_orphans(shared: Weak<Shared>) {
             Ok(mut o) if !o.is_empty() => std::mem::take(&mut *o),
             _ => continue,
         };
-        let max_age = Duration::from_millis(s.queue_ttl_ms);
+        let max_age = s.queue_ttl;
         let mut keep = Vec::new();
         for (keys, token, since) in pending {
             if since.elapsed() > max_age {
@@ -85,15 +85,11 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
 
 /// Extends the lease every third of its length while the turn is held.
 pub(super) async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64) {
-    let every = Duration::from_millis((shared.lease_ms / 3).max(10));
-    let args = [
-        token.to_string(),
-        shared.lease_ms.to_string(),
-        shared.queue_ttl_ms.to_string(),
-    ];
+    let every = (shared.lease / 3).max(Duration::from_millis(10));
+    let args = [token.to_string()];
     loop {
         tokio::time::sleep(every).await;
-        match shared.run(&shared.extend, &keys, &args).await {
+        match shared.run(&shared.scripts.extend, &keys, &args).await {
             Ok(1) => {}
             Ok(_) => {
                 warn!("turn lease taken over while held; this request's write will be refused");

@@ -1,51 +1,52 @@
 -- The end-of-turn write, atomic: fence check, version check, snapshot write,
--- TTL, dedupe record, and the turn's release with hand-over to the next in
--- line (also when the write is refused: the turn is over either way). A key is never written without its TTL. (turn_lib.lua
--- is prepended.)
--- KEYS[1] snapshot hash {t}:s
--- KEYS[2] lease {t}:l
--- KEYS[3] dedupe record {t}:d:<id>
--- KEYS[4] turn queue {t}:q
+-- dedupe record, and the turn's release with hand-over to the next in line
+-- (also when the write is refused: the turn is over either way).
+-- A key is never written without its TTL: the load under this turn slid
+-- the record's TTL moments ago, and a record this write creates gets it
+-- here.
+-- Hot path, so written out in full (no local functions; the hand-over
+-- repeats turn_lib.lua's leave). The deployment's constants are written
+-- in when the script is built (scripts.rs).
+-- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l
+-- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q
 -- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep
 -- ARGV[4] snapshot JSON (put)
--- ARGV[5] ttl in ms
--- ARGV[6] '1' to write the dedupe record
--- ARGV[7] recorded response
--- ARGV[8] dedupe window in ms
--- ARGV[9] lease ms  ARGV[10] hand-over channel
+-- ARGV[5] '1' to write the dedupe record   ARGV[6] recorded response
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
-local function write()
-  local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-  if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-    return {'fenced', current}
-  end
-  if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
-    return {'conflict', current}
-  end
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  -- Fenced off: someone else holds the lease now, and we are in no queue.
+  return {'fenced', current}
+end
+local result
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
+  result = {'conflict', current}
+else
   local version = current
   if ARGV[3] == 'p' then
     version = current + 1
     redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[4])
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  elseif current > 0 then
-    if ARGV[3] == 'c' then
-      version = current + 1
-      redis.call('HSET', KEYS[1], 'v', version)
-      redis.call('HDEL', KEYS[1], 'd')
+    if current == 0 then
+      redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
     end
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  elseif ARGV[3] == 'c' and current > 0 then
+    version = current + 1
+    redis.call('HSET', KEYS[1], 'v', version)
+    redis.call('HDEL', KEYS[1], 'd')
   end
-  if ARGV[6] == '1' then
-    redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8], 'NX')
+  if ARGV[5] == '1' then
+    redis.call('SET', KEYS[3], ARGV[6], 'PX', ${DEDUPE_MS}, 'NX')
   end
-  return {'ok', version}
+  result = {'ok', version}
 end
-
-local result = write()
--- Fenced off: someone else holds the lease now, and we are in no queue.
-if result[1] ~= 'fenced' then
-  leave(KEYS[2], KEYS[4], ARGV[1], ARGV[9], ARGV[10], true)
+-- The turn passes to the first waiter, or ends.
+local head = redis.call('LPOP', KEYS[4])
+if head then
+  redis.call('SET', KEYS[2], head, 'PX', ${LEASE_MS})
+  redis.call('PUBLISH', ${CHANNEL}, head)
+else
+  redis.call('DEL', KEYS[2])
 end
 return result

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::{Client, FromRedisValue, Script, ScriptInvocation};
+use redis::{Client, FromRedisValue, ScriptInvocation};
 
 use super::breaker::Breaker;
 use super::endpoint::{Access, Connection, Endpoint, Topology};
@@ -258,12 +258,4 @@ impl RedisConn {
         }
         Err(OpError::Unavailable("unreachable".into()))
     }
-}
-
-/// A script loaded once per process; redis-rs sends EVALSHA and falls back
-/// to EVAL after a Redis restart emptied the script cache. Scripts that
-/// share helpers are built with `concat!` of a `*_lib.lua` and their body
-/// (Redis scripts cannot include one another).
-pub fn script(source: &'static str) -> Script {
-    Script::new(source)
 }

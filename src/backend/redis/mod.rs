@@ -4,6 +4,7 @@
 //! - `conn.rs`: the connection, timeouts, error classification.
 //! - `breaker.rs`: the circuit breaker.
 //! - `keys.rs`: key names, one hash tag per conversation.
+//! - `scripts.rs`: every script, built with the deployment's constants.
 //! - `records.rs`: `load.lua`, `commit.lua`.
 //! - `turns.rs`: the leased, fenced ticket queue (`acquire.lua`,
 //!   `check.lua`, `release.lua`, `extend.lua`, `turn_lib.lua`).
@@ -21,6 +22,7 @@ mod conn;
 mod endpoint;
 mod keys;
 mod records;
+mod scripts;
 mod turns;
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub use keys::{escape_key_part, ConvKeys};
 use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
 use crate::key::ConvKey;
 use records::RedisRecords;
+use scripts::{Constants, Scripts};
 use turns::{RedisTurn, RedisTurns};
 
 /// The Redis backend's timings.
@@ -59,15 +62,23 @@ impl RedisBackend {
     /// Starts the turn machinery (hand-over listener, sweeper) on the
     /// current runtime; connects on first use.
     pub fn new(conn: RedisConn, timings: Timings) -> RedisBackend {
+        // A waiting token outlives the longest wait, and a holder's lease
+        // on either side of it.
+        let queue_ttl = timings.max_wait + timings.lease * 2;
+        let scripts = Arc::new(Scripts::new(&Constants {
+            ttl: timings.ttl,
+            dedupe_window: timings.dedupe_window,
+            lease: timings.lease,
+            queue_ttl,
+            channel: conn.turn_channel(),
+        }));
         RedisBackend {
             records: Arc::new(RedisRecords::new(
                 conn.clone(),
-                timings.ttl,
-                timings.dedupe_window,
-                timings.lease,
+                Arc::clone(&scripts),
                 timings.min_replica_acks,
             )),
-            turns: RedisTurns::new(conn, timings.lease, timings.max_wait, timings.ttl),
+            turns: RedisTurns::new(conn, scripts, timings.lease, queue_ttl),
         }
     }
 }

@@ -7,54 +7,34 @@
 //! request path the load rides along with the turn's `acquire.lua`, so an
 //! uncontended request costs two round trips.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-use redis::{Script, Value};
+use std::sync::Arc;
 
-use super::conn::{script, RedisConn};
+use redis::Value;
+
+use super::conn::RedisConn;
+use super::scripts::Scripts;
 use crate::backend::{Commit, CommitOutcome, Loaded, RecordedResponse, StoreError};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 
 pub(super) struct RedisRecords {
     conn: RedisConn,
-    ttl_ms: u64,
-    dedupe_ms: u64,
-    /// For hand-over when a commit ends the turn.
-    lease_ms: u64,
     /// Replicas that must confirm each commit (`WAIT`); 0: none.
     min_replica_acks: u32,
-    /// The hand-over channel, formatted once.
-    channel: String,
-    load: Script,
-    commit: Script,
+    scripts: Arc<Scripts>,
 }
 
 impl RedisRecords {
     pub(super) fn new(
         conn: RedisConn,
-        ttl: Duration,
-        dedupe_window: Duration,
-        lease: Duration,
+        scripts: Arc<Scripts>,
         min_replica_acks: u32,
     ) -> RedisRecords {
         RedisRecords {
-            channel: conn.turn_channel(),
             conn,
-            ttl_ms: ttl.as_millis() as u64,
-            dedupe_ms: dedupe_window.as_millis() as u64,
-            lease_ms: lease.as_millis() as u64,
             min_replica_acks,
-
-            load: script(concat!(
-                include_str!("load_lib.lua"),
-                include_str!("load.lua")
-            )),
-            commit: script(concat!(
-                include_str!("turn_lib.lua"),
-                include_str!("commit.lua")
-            )),
+            scripts,
         }
     }
 }
@@ -106,10 +86,9 @@ impl RedisRecords {
         dedupe_id: Option<&str>,
     ) -> Result<Loaded, StoreError> {
         let keys = self.conn.keys(key);
-        let mut inv = self.load.prepare_invoke();
+        let mut inv = self.scripts.load.prepare_invoke();
         inv.key(keys.snapshot())
             .key(keys.dedupe(dedupe_id.unwrap_or("")))
-            .arg(self.ttl_ms)
             .arg(if dedupe_id.is_some() { "1" } else { "0" });
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
         parse_loaded(&reply)
@@ -133,7 +112,7 @@ impl RedisRecords {
             Some((id, response)) => (id.as_str(), response.encode()),
             None => ("", Bytes::new()),
         };
-        let mut inv = self.commit.prepare_invoke();
+        let mut inv = self.scripts.commit.prepare_invoke();
         inv.key(keys.snapshot())
             .key(keys.lease())
             .key(keys.dedupe(dedupe_id))
@@ -147,12 +126,8 @@ impl RedisRecords {
             )
             .arg(change)
             .arg(data.as_ref())
-            .arg(self.ttl_ms)
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
-            .arg(recorded.as_ref())
-            .arg(self.dedupe_ms)
-            .arg(self.lease_ms)
-            .arg(&self.channel);
+            .arg(recorded.as_ref());
         let (status, version): (String, u64) = if self.min_replica_acks == 0 {
             self.conn.eval(&inv).await?
         } else {

@@ -1,4 +1,5 @@
--- Shared by the turn scripts and commit.lua (prepended to each).
+-- Shared by check.lua and release.lua (prepended to each; the hot scripts,
+-- acquire.lua and commit.lua, write the same steps out).
 --
 -- The queue {t}:q holds only waiters, in arrival order; the lease {t}:l
 -- holds the current holder's token, and the holder is never in the queue.
@@ -7,25 +8,13 @@
 
 -- Hands the lease to the first waiter and tells it. Returns that token, or
 -- nil (and frees the lease) when nobody waits.
-local function grant_next(lease, queue, lease_ms, channel)
+local function grant_next(lease, queue)
   local head = redis.call('LPOP', queue)
   if head then
-    redis.call('SET', lease, head, 'PX', lease_ms)
-    redis.call('PUBLISH', channel, head)
+    redis.call('SET', lease, head, 'PX', ${LEASE_MS})
+    redis.call('PUBLISH', ${CHANNEL}, head)
   else
     redis.call('DEL', lease)
   end
   return head
-end
-
--- Ends `token`'s part: a holder hands the turn on, a waiter leaves the queue.
--- `holding`: the caller already checked that `token` holds the lease.
--- Returns 1 when `token` held the turn, 0 otherwise.
-local function leave(lease, queue, token, lease_ms, channel, holding)
-  if holding or redis.call('GET', lease) == token then
-    grant_next(lease, queue, lease_ms, channel)
-    return 1
-  end
-  redis.call('LREM', queue, 0, token)
-  return 0
 end

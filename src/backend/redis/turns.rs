@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Script;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::background::{keep_alive, listen_for_handovers, sweep_orphans};
-use super::conn::{script, RedisConn};
+use super::conn::RedisConn;
 use super::keys::ConvKeys;
+use super::scripts::Scripts;
 use crate::backend::{Loaded, TurnError};
 use crate::key::ConvKey;
 
@@ -41,16 +41,12 @@ pub struct RedisTurns {
 
 pub(super) struct Shared {
     pub(super) conn: RedisConn,
-    pub(super) lease_ms: u64,
-    /// Snapshot TTL, refreshed when acquire.lua loads the record.
-    pub(super) ttl_ms: u64,
-    pub(super) queue_ttl_ms: u64,
+    pub(super) lease: Duration,
+    /// How long a waiting token may sit in a queue.
+    pub(super) queue_ttl: Duration,
     pub(super) channel: String,
     pub(super) waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    pub(super) acquire: Script,
-    pub(super) check: Script,
-    pub(super) release: Script,
-    pub(super) extend: Script,
+    pub(super) scripts: Arc<Scripts>,
     pub(super) tokens: RandomState,
     pub(super) counter: AtomicU64,
     /// Tokens we gave up on (a timed-out acquire, a failed release) while
@@ -64,30 +60,22 @@ pub(super) struct Shared {
 }
 
 impl RedisTurns {
-    /// `lease`: how long a silent holder keeps the turn; `max_wait`: the
-    /// longest wait (sizes the queue's TTL).
-    pub fn new(conn: RedisConn, lease: Duration, max_wait: Duration, ttl: Duration) -> RedisTurns {
+    /// `lease`: how long a silent holder keeps the turn; `queue_ttl`: how
+    /// long a waiting token may sit in a queue (the longest wait and then
+    /// some).
+    pub fn new(
+        conn: RedisConn,
+        scripts: Arc<Scripts>,
+        lease: Duration,
+        queue_ttl: Duration,
+    ) -> RedisTurns {
         let shared = Arc::new(Shared {
             channel: conn.turn_channel(),
             conn,
-            lease_ms: lease.as_millis() as u64,
-            ttl_ms: ttl.as_millis() as u64,
-            queue_ttl_ms: (max_wait + lease * 2).as_millis() as u64,
+            lease,
+            queue_ttl,
             waiters: Mutex::new(HashMap::new()),
-            acquire: script(concat!(
-                include_str!("load_lib.lua"),
-                include_str!("turn_lib.lua"),
-                include_str!("acquire.lua")
-            )),
-            check: script(concat!(
-                include_str!("turn_lib.lua"),
-                include_str!("check.lua")
-            )),
-            release: script(concat!(
-                include_str!("turn_lib.lua"),
-                include_str!("release.lua")
-            )),
-            extend: script(include_str!("extend.lua")),
+            scripts,
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
@@ -120,7 +108,7 @@ impl Shared {
 
     pub(super) async fn run(
         &self,
-        script: &Script,
+        script: &redis::Script,
         keys: &LeaseKeys,
         args: &[String],
     ) -> Result<i64, TurnError> {
@@ -144,17 +132,12 @@ impl Shared {
         conv: &ConvKeys,
         dedupe_id: Option<&str>,
     ) -> Result<(bool, Option<Loaded>), TurnError> {
-        let mut inv = self.acquire.prepare_invoke();
+        let mut inv = self.scripts.acquire.prepare_invoke();
         inv.key(&keys.lease)
             .key(&keys.queue)
             .key(conv.snapshot())
             .key(conv.dedupe(dedupe_id.unwrap_or("")));
         inv.arg(token)
-            .arg(self.lease_ms)
-            .arg(self.queue_ttl_ms)
-            .arg(&self.channel)
-            .arg(self.ttl_ms)
-            .arg("1")
             .arg(if dedupe_id.is_some() { "1" } else { "0" });
         let reply: Vec<redis::Value> = self
             .conn
@@ -162,7 +145,6 @@ impl Shared {
             .await
             .map_err(|e| TurnError::Unavailable(e.to_string()))?;
         match reply.as_slice() {
-            [redis::Value::Int(1)] => Ok((true, None)),
             [redis::Value::Int(1), rest @ ..] => {
                 let loaded = super::records::parse_loaded(rest)
                     .map_err(|e| TurnError::Unavailable(e.to_string()))?;
@@ -173,12 +155,8 @@ impl Shared {
     }
 
     pub(super) async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
-        let args = [
-            token.to_string(),
-            self.lease_ms.to_string(),
-            self.channel.clone(),
-        ];
-        self.run(&self.release, keys, &args).await
+        self.run(&self.scripts.release, keys, &[token.to_string()])
+            .await
     }
 
     /// Leaves the queue; if Redis cannot be told now, the sweeper will.
@@ -322,12 +300,7 @@ impl RedisTurns {
         deadline: tokio::time::Instant,
     ) -> Result<(), ()> {
         let s = &self.shared;
-        let args = [
-            token.to_string(),
-            s.lease_ms.to_string(),
-            s.queue_ttl_ms.to_string(),
-            s.channel.clone(),
-        ];
+        let args = [token.to_string()];
         loop {
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -340,7 +313,7 @@ impl RedisTurns {
                 // A hand-over sets the lease to our token before announcing it.
                 _ = &mut notice => return Ok(()),
                 _ = tokio::time::sleep(nap) => {
-                    let granted = s.run(&s.check, keys, &args).await.is_ok_and(|g| g == 1);
+                    let granted = s.run(&s.scripts.check, keys, &args).await.is_ok_and(|g| g == 1);
                     if granted {
                         return Ok(());
                     }

@@ -1,0 +1,112 @@
+//! The Redis backend's Lua scripts, built once per process with the
+//! deployment's constants (TTLs, lease, queue TTL, hand-over channel)
+//! written into their source as `${NAME}`s, so only per-request values
+//! travel as arguments: each argument costs Redis a string to parse, hand
+//! to Lua and collect (about 1,000 instructions; measured with callgrind,
+//! see docs/operations.md). Replicas with the same config run the same
+//! scripts (same SHA); a replica with another config runs its own.
+//! redis-rs sends EVALSHA and falls back to EVAL after a Redis restart
+//! emptied the script cache. Scripts that share helpers are built from a
+//! `*_lib.lua` and their body (Redis scripts cannot include one another).
+
+use std::time::Duration;
+
+use redis::Script;
+
+/// What every script of one deployment shares.
+pub(super) struct Constants {
+    pub ttl: Duration,
+    pub dedupe_window: Duration,
+    pub lease: Duration,
+    /// How long a waiting token may sit in a queue.
+    pub queue_ttl: Duration,
+    /// The pub/sub channel hand-overs are announced on.
+    pub channel: String,
+}
+
+pub(super) struct Scripts {
+    pub acquire: Script,
+    pub load: Script,
+    pub commit: Script,
+    pub check: Script,
+    pub release: Script,
+    pub extend: Script,
+}
+
+impl Scripts {
+    pub fn new(c: &Constants) -> Scripts {
+        let turn_lib = include_str!("turn_lib.lua");
+        let build = |parts: &[&str]| Script::new(&fill(&parts.concat(), c));
+        Scripts {
+            acquire: build(&[include_str!("acquire.lua")]),
+            load: build(&[include_str!("load.lua")]),
+            commit: build(&[include_str!("commit.lua")]),
+            check: build(&[turn_lib, include_str!("check.lua")]),
+            release: build(&[turn_lib, include_str!("release.lua")]),
+            extend: build(&[include_str!("extend.lua")]),
+        }
+    }
+}
+
+/// `source` with each `${NAME}` replaced by its constant, as a Lua string
+/// literal (Redis takes numbers as strings; the channel is escaped).
+fn fill(source: &str, c: &Constants) -> String {
+    let ms = |d: Duration| lua_string(&d.as_millis().to_string());
+    source
+        .replace("${TTL_MS}", &ms(c.ttl))
+        .replace("${DEDUPE_MS}", &ms(c.dedupe_window))
+        .replace("${LEASE_MS}", &ms(c.lease))
+        .replace("${QUEUE_TTL_MS}", &ms(c.queue_ttl))
+        .replace("${CHANNEL}", &lua_string(&c.channel))
+}
+
+/// A single-quoted Lua string literal holding `s` exactly.
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for ch in s.chars() {
+        match ch {
+            '\\' | '\'' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            ch => out.push(ch),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_constant_is_filled_and_quoted() {
+        let c = Constants {
+            ttl: Duration::from_secs(86_400),
+            dedupe_window: Duration::from_secs(3600),
+            lease: Duration::from_secs(5),
+            queue_ttl: Duration::from_secs(20),
+            channel: "a'b\\c:turns".into(),
+        };
+        for source in [
+            include_str!("acquire.lua"),
+            include_str!("load.lua"),
+            include_str!("commit.lua"),
+            include_str!("turn_lib.lua"),
+            include_str!("check.lua"),
+            include_str!("release.lua"),
+            include_str!("extend.lua"),
+        ] {
+            let filled = fill(source, &c);
+            assert!(!filled.contains("${"), "{filled}");
+        }
+        let commit = fill(include_str!("commit.lua"), &c);
+        assert!(commit.contains("'PX', '3600000', 'NX'"));
+        assert!(commit.contains(r"redis.call('PUBLISH', 'a\'b\\c:turns', head)"));
+    }
+}
