@@ -8,7 +8,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::sentinel::{SentinelSet, MASTER};
+use support::sentinel::{query, SentinelSet, MASTER};
 use support::traffic::{drive, Report};
 use support::{Bot, Config, Proc, RedisServer, Statehold};
 
@@ -202,4 +202,36 @@ fn sentinel_and_primary_passwords_come_from_the_environment() {
     for secret in ["not-the-password", "sentinel-pw-456", "data-pw-123"] {
         assert!(!logs.contains(secret), "a password in the log");
     }
+}
+
+/// A planned failover (`SENTINEL FAILOVER`): the old primary stays up,
+/// demoted to a replica. statehold hears the Sentinels' `+switch-master`,
+/// says so in its log, and the flow continues on the new primary.
+#[test]
+fn a_switch_announced_by_sentinel_is_followed() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let set = SentinelSet::start(dir.path(), 1);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.backend = Some(set.backend_lines("switch"));
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8300, "/start")),
+        "Welcome! What's your name?"
+    );
+    let old = set.primary_port().expect("a primary");
+    let sentinel = set.sentinels[0].1;
+    let accepted: Option<String> = query(sentinel, &["SENTINEL", "FAILOVER", MASTER]);
+    assert_eq!(accepted.as_deref(), Some("OK"));
+    support::wait_until("the switch announced and heard", || {
+        set.primary_port().is_some_and(|p| p != old)
+            && sh.logs().contains("sentinel: the primary moved")
+    });
+    let r = sh.update(2, 8300, "Ann");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
 }

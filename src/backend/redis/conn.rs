@@ -6,7 +6,7 @@
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::{Client, FromRedisValue, ScriptInvocation};
@@ -30,6 +30,15 @@ struct Inner {
     op_timeout: Duration,
     prefix: String,
     breaker: Breaker,
+}
+
+/// See [`RedisConn::downgrade`].
+pub(super) struct WeakConn(Weak<Inner>);
+
+impl WeakConn {
+    pub(super) fn upgrade(&self) -> Option<RedisConn> {
+        self.0.upgrade().map(|inner| RedisConn { inner })
+    }
 }
 
 /// Why a Redis operation failed. The store and the turns map it to their
@@ -102,6 +111,17 @@ impl RedisConn {
         })
     }
 
+    /// A handle that does not keep the connection alive (for background
+    /// tasks that end with it).
+    pub(super) fn downgrade(&self) -> WeakConn {
+        WeakConn(Arc::downgrade(&self.inner))
+    }
+
+    /// The Sentinels and the primary's name, with Sentinel.
+    pub(super) fn sentinels(&self) -> Option<(&[Client], &str)> {
+        self.inner.endpoint.sentinels()
+    }
+
     /// The keys of one conversation.
     pub fn keys(&self, key: &ConvKey) -> ConvKeys {
         ConvKeys::new(&self.inner.prefix, key)
@@ -153,7 +173,7 @@ impl RedisConn {
     /// Forgets a connection that failed, so the next operation connects
     /// afresh (and asks Sentinel or the Cluster where the data is now)
     /// instead of waiting out the connection's own reconnect backoff.
-    fn invalidate(&self) {
+    pub(super) fn invalidate(&self) {
         if let Ok(mut slot) = self.inner.connection.lock() {
             *slot = None;
         }

@@ -56,8 +56,14 @@ pub struct Access<'a> {
 pub(super) enum Endpoint {
     Single(Client),
     /// Asked on every (re)connect, so a failover is followed on the first
-    /// error it causes (a dropped connection, `READONLY`).
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// error it causes (a dropped connection, `READONLY`), or earlier when
+    /// a Sentinel announces it (`failover.rs`).
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        /// One client per Sentinel, to hear `+switch-master` on.
+        sentinels: Vec<Client>,
+        master: String,
+    },
     Cluster {
         client: ClusterClient,
         /// One client per seed, for the hand-over subscription.
@@ -126,6 +132,10 @@ impl Endpoint {
             sentinel_infos
                 .push(with_password(info, access.sentinel_password).map_err(ConnError::Url)?);
         }
+        let watchers = sentinel_infos
+            .iter()
+            .map(|info| single_client(info.clone(), None))
+            .collect::<Result<_, _>>()?;
         let mut node = RedisConnectionInfo::default();
         if let Some(password) = access.password {
             node = node.set_password(password);
@@ -138,7 +148,11 @@ impl Endpoint {
             SentinelServerType::Master,
         )
         .map_err(ConnError::Url)?;
-        Ok(Endpoint::Sentinel(tokio::sync::Mutex::new(client)))
+        Ok(Endpoint::Sentinel {
+            client: tokio::sync::Mutex::new(client),
+            sentinels: watchers,
+            master: master.to_string(),
+        })
     }
 
     fn cluster(
@@ -210,8 +224,8 @@ impl Endpoint {
             Endpoint::Single(client) => Ok(client.clone()),
             // Bounded: the hand-over listener asks outside any operation's
             // deadline, and a hung Sentinel must not hold the lock.
-            Endpoint::Sentinel(sentinel) => {
-                let ask = async { sentinel.lock().await.async_get_client().await };
+            Endpoint::Sentinel { client, .. } => {
+                let ask = async { client.lock().await.async_get_client().await };
                 tokio::time::timeout(op_timeout, ask)
                     .await
                     .map_err(|_| OpError::Timeout)?
@@ -226,6 +240,18 @@ impl Endpoint {
                     .cloned()
                     .ok_or_else(|| OpError::Unavailable("store.cluster lists no node".into()))
             }
+        }
+    }
+}
+
+impl Endpoint {
+    /// The Sentinels to hear failovers announced on, and the primary's name.
+    pub fn sentinels(&self) -> Option<(&[Client], &str)> {
+        match self {
+            Endpoint::Sentinel {
+                sentinels, master, ..
+            } => Some((sentinels, master)),
+            _ => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Redis backend: records and turns shared by every replica.
 //!
 //! - `endpoint.rs`: one server, Sentinel or Cluster; clients, connecting.
+//! - `failover.rs`: follows Sentinel's `+switch-master` announcements.
 //! - `conn.rs`: the connection, timeouts, error classification.
 //! - `breaker.rs`: the circuit breaker.
 //! - `keys.rs`: key names, one hash tag per conversation.
@@ -20,6 +21,7 @@ mod background;
 mod breaker;
 mod conn;
 mod endpoint;
+mod failover;
 mod keys;
 mod records;
 mod scripts;
@@ -65,6 +67,9 @@ impl RedisBackend {
         // A waiting token outlives the longest wait, and a holder's lease
         // on either side of it.
         let queue_ttl = timings.max_wait + timings.lease * 2;
+        if conn.sentinels().is_some() {
+            tokio::spawn(failover::follow_switches(conn.downgrade()));
+        }
         let scripts = Arc::new(Scripts::new(&Constants {
             ttl: timings.ttl,
             dedupe_window: timings.dedupe_window,
