@@ -62,7 +62,8 @@ fn failover(acks: u32) -> usize {
     let violations = report.violations.lock().unwrap().clone();
     eprintln!(
         "sentinel failover, min_replica_acks = {acks}: {} conversations, {} steps acknowledged, {} redeliveries \
-         (503: {}, 502: {}, 504: {}, no answer: {}), {} answers showing a lost or doubled step: {violations:?}",
+         (503: {}, 502: {}, 504: {}, no answer: {}), {} answers showing a lost or doubled step: {violations:?}, \
+         overlapping turns in the bot: {}",
         chats.len(),
         report.acknowledged.load(Ordering::Relaxed),
         report.redeliveries.load(Ordering::Relaxed),
@@ -71,6 +72,7 @@ fn failover(acks: u32) -> usize {
         report.status_504.load(Ordering::Relaxed),
         report.no_answer.load(Ordering::Relaxed),
         violations.len(),
+        bot.overlaps(),
     );
     // Every conversation finished through the promoted replica, with no
     // restart of statehold.
