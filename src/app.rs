@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
 use crate::backend::embedded::{EmbeddedBackend, OpenError};
+use crate::backend::private::Private;
 use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, OnUnavailable};
@@ -84,13 +85,20 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
+    // Every backend is wrapped: hashed keys and sealed values when
+    // configured, a pass-through when not.
+    let privacy = Arc::new(
+        config
+            .privacy()
+            .map_err(|e| StartupError::Config(e.to_string()))?,
+    );
     match config.store.backend {
         BackendKind::Embedded => {
-            let backend = open_embedded(&config)?;
+            let backend = Private::new(open_embedded(&config)?, privacy);
             run_with(listeners, config, backend, shutdown).await
         }
         BackendKind::Redis => {
-            let backend = connect_redis(&config).await?;
+            let backend = Private::new(connect_redis(&config).await?, privacy);
             run_with(listeners, config, backend, shutdown).await
         }
     }
@@ -164,7 +172,7 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
 async fn run_with<B: Backend>(
     listeners: Listeners,
     config: Config,
-    backend: B,
+    backend: Private<B>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
     let tls = match &config.server.tls {
@@ -213,13 +221,20 @@ async fn run_with<B: Backend>(
 
 /// The upstream client, metrics, the spool (where the store is remote and
 /// requests pass through while it is out) and the pipeline over them.
-fn build_pipeline<B: Backend>(config: &Config, backend: B) -> Result<Pipeline<B>, StartupError> {
+fn build_pipeline<B: Backend>(
+    config: &Config,
+    backend: Private<B>,
+) -> Result<Pipeline<Private<B>>, StartupError> {
     let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())?;
     let metrics = Arc::new(Metrics::new(Routes::labels(config)));
     let spool = match (config.store.backend, config.store.on_unavailable) {
         (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
-            Spool::open(&config.store.spool_path, config.store.spool_max)
-                .map_err(|e| StartupError::Config(e.to_string()))?,
+            Spool::open(
+                &config.store.spool_path,
+                config.store.spool_max,
+                Arc::clone(backend.privacy()),
+            )
+            .map_err(|e| StartupError::Config(e.to_string()))?,
         )),
         _ => None,
     };

@@ -24,6 +24,7 @@
 //!   takes the turn and reads the record; `Held::finish` commits and
 //!   releases, or dropping the `Held` releases.
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
+//! - [`privacy`]: keyed-hash key names and sealed values at rest.
 //! - [`private_file`]: data files created 0600 in 0700 directories.
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order
@@ -52,6 +53,7 @@ pub mod outcome;
 pub mod path;
 pub mod pipeline;
 pub mod presets;
+pub mod privacy;
 pub mod private_file;
 pub mod secret;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The `statehold` binary: `serve` and `check-config` (docs/contract.md §2).
+//! The `statehold` binary: `serve`, `check-config` and `keygen`
+//! (docs/contract.md §2).
 //! `anyhow` lives here only.
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ enum Command {
     /// Validate and print the effective config (secrets masked); exit 0
     /// valid, 2 invalid.
     CheckConfig(CheckConfig),
+    /// Print a new key: 32 random bytes in base64, for
+    /// `store.encryption.keys` or `store.key_secret`.
+    Keygen,
 }
 
 #[derive(Args)]
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     let (check, config_path) = match cli.command {
         Command::Serve(f) => (None, f.config),
         Command::CheckConfig(c) => (Some(c.explain), c.file.config),
+        Command::Keygen => return keygen(),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -91,6 +96,19 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+fn keygen() -> ExitCode {
+    match statehold::privacy::material::generate() {
+        Ok(key) => {
+            println!("{key}");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("statehold: no randomness available from the system");
+            ExitCode::FAILURE
         }
     }
 }

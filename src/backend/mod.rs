@@ -5,6 +5,7 @@
 //!
 //! - [`embedded`]: a redb file and in-process turns (one node).
 //! - [`redis`]: Redis, shared by every replica (leased, fenced turns).
+//! - [`private`]: either, with hashed keys and sealed values at rest.
 //!
 //! # A turn
 //!
@@ -34,6 +35,7 @@
 
 pub mod clock;
 pub mod embedded;
+pub mod private;
 pub mod record;
 pub mod redis;
 

@@ -16,6 +16,9 @@ pub struct Loaded {
     pub state: Option<Bytes>,
     /// The recorded response of the request's dedupe id, if already handled.
     pub duplicate: Option<RecordedResponse>,
+    /// Why a stored snapshot could not be opened (a key no longer
+    /// configured, a damaged value): `state` is then `None`.
+    pub undecryptable: Option<String>,
 }
 
 impl Loaded {

@@ -5,10 +5,14 @@
 
 use super::Config;
 
-const SOURCES: [&str; 2] = [include_str!("tables.rs"), include_str!("route.rs")];
+const SOURCES: [&str; 3] = [
+    include_str!("tables.rs"),
+    include_str!("route.rs"),
+    include_str!("privacy.rs"),
+];
 
 /// The TOML table each config struct is.
-const TABLES: [(&str, &str); 9] = [
+const TABLES: [(&str, &str); 11] = [
     ("ServerConfig", "server"),
     ("TlsConfig", "server.tls"),
     ("UpstreamConfig", "upstream"),
@@ -18,6 +22,8 @@ const TABLES: [(&str, &str); 9] = [
     ("LogConfig", "log"),
     ("RouteConfig", "route"),
     ("VerifyConfig", "route.verify"),
+    ("EncryptionConfig", "store.encryption"),
+    ("EncryptionKey", "store.encryption.keys"),
 ];
 
 /// One documented key: its table (`store`, `route.verify`), its name, and

@@ -17,6 +17,7 @@ pub use route::{RouteConfig, RouteVerify, VerifyConfig};
 pub use tables::*;
 
 pub mod explain;
+pub mod privacy;
 mod route;
 mod tables;
 #[cfg(test)]
@@ -157,6 +158,18 @@ impl Config {
             env,
         )?;
         pick(
+            &mut store.key_secret,
+            &store.key_secret_env,
+            "store.key_secret",
+            env,
+        )?;
+        if let Some(encryption) = store.encryption.as_mut() {
+            for (i, key) in encryption.keys.iter_mut().enumerate() {
+                let name = format!("store.encryption.keys[{i}].secret");
+                pick(&mut key.secret, &key.secret_env, &name, env)?;
+            }
+        }
+        pick(
             &mut self.admin.token,
             &self.admin.token_env,
             "admin.token",
@@ -200,6 +213,31 @@ impl Config {
     /// The effective config as TOML, secrets masked (for `check-config`).
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// Privacy at rest from `store.key_secret` and `[store.encryption]`;
+    /// key files that do not exist yet are created (at startup).
+    pub fn privacy(&self) -> Result<crate::privacy::Privacy, ConfigError> {
+        self.privacy_with(privacy::Missing::Create)
+    }
+
+    pub(crate) fn privacy_with(
+        &self,
+        missing: privacy::Missing,
+    ) -> Result<crate::privacy::Privacy, ConfigError> {
+        let store = &self.store;
+        let key_secret = match (&store.key_secret, &store.key_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "store.key_secret_file",
+                    "set one of key_secret, key_secret_env, key_secret_file",
+                ))
+            }
+            (Some(secret), None) => Some(privacy::Source::Inline(secret)),
+            (None, Some(file)) => Some(privacy::Source::File(file)),
+            (None, None) => None,
+        };
+        privacy::build(key_secret, store.encryption.as_ref(), missing)
     }
 
     /// The Redis URL with its password replaced, for logs.

@@ -217,6 +217,18 @@ pub struct StoreConfig {
     /// other replicas write back what they spooled first.
     #[serde(with = "humantime_serde")]
     pub recovery_settle: Duration,
+    /// Hash the id in every stored key with this secret (HMAC-SHA256; base64, at least 32 bytes): no user id appears in a Redis key, the embedded file or the spool (prefer `key_secret_env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<Secret>,
+    /// Environment variable holding `store.key_secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret_env: Option<String>,
+    /// File holding `store.key_secret` (a mounted secret); created with a new random secret (0600) when missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret_file: Option<PathBuf>,
+    /// Seal snapshots, recorded answers and spool entries at rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<super::privacy::EncryptionConfig>,
     /// Redis only: replicas that must confirm each commit (`WAIT`, in the
     /// commit's round trip) before the answer is acknowledged; fewer in
     /// time: 503, and the platform redelivers. 0: no wait.
@@ -254,6 +266,10 @@ impl Default for StoreConfig {
             password: Default::default(),
             password_env: Default::default(),
             min_replica_acks: 0,
+            key_secret: Default::default(),
+            key_secret_env: Default::default(),
+            key_secret_file: Default::default(),
+            encryption: Default::default(),
             recovery_settle: Duration::from_secs(2),
         }
     }

@@ -13,6 +13,9 @@ impl Config {
         self.check_files()?;
         self.check_upstream()?;
         self.check_store()?;
+        // Key material is checked here so a bad key fails `check-config`
+        // (which creates no key file).
+        self.privacy_with(super::privacy::Missing::Skip)?;
         self.check_routes()?;
         self.check_limits()
     }
@@ -94,6 +97,7 @@ impl Config {
             ("store.url", store.url.as_ref()),
             ("store.password", store.password.as_ref()),
             ("store.sentinel_password", store.sentinel_password.as_ref()),
+            ("store.key_secret", store.key_secret.as_ref()),
             ("admin.token", self.admin.token.as_ref()),
         ] {
             if secret.is_some_and(|s| s.0.trim().is_empty()) {

@@ -76,6 +76,8 @@ pub enum LoadResult {
     Hit,
     Miss,
     Error,
+    /// A stored snapshot that could not be opened (its key is gone).
+    Undecryptable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +115,7 @@ pub struct Metrics {
     unreported: Vec<AtomicU64>,
     upstream_duration: Histogram,
     store_duration: [Histogram; 2],
-    state_loads: [AtomicU64; 3],
+    state_loads: [AtomicU64; 4],
     state_saves: [AtomicU64; 3],
     dedupe_hits: AtomicU64,
     dedupe_mismatches: AtomicU64,
@@ -305,14 +307,14 @@ impl Metrics {
             (
                 "statehold_state_loads_total",
                 "Snapshot loads by result.",
-                ["hit", "miss", "error"],
-                &self.state_loads,
+                &["hit", "miss", "error", "undecryptable"][..],
+                &self.state_loads[..],
             ),
             (
                 "statehold_state_saves_total",
                 "Snapshot saves by result.",
-                ["ok", "rejected", "error"],
-                &self.state_saves,
+                &["ok", "rejected", "error"][..],
+                &self.state_saves[..],
             ),
         ] {
             help(out, name, "counter", text);

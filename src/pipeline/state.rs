@@ -23,10 +23,14 @@ impl<B: Backend> Pipeline<B> {
     /// Accounts for the record read with the turn.
     pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
         self.store_seen(true);
-        self.metrics.load(if loaded.state.is_some() {
-            LoadResult::Hit
-        } else {
-            LoadResult::Miss
+        self.metrics.load(match (&loaded.state, &loaded.undecryptable) {
+            (Some(_), _) => LoadResult::Hit,
+            (None, None) => LoadResult::Miss,
+            (None, Some(why)) => {
+                warn!(key = %conv.display(self.settings.reveal_ids), reason = %why,
+                    "stored snapshot cannot be opened; the bot sees a new conversation, and its next write replaces it");
+                LoadResult::Undecryptable
+            }
         });
         trace.version = Some(loaded.version);
         if let Some(spool) = &self.spool {

@@ -58,6 +58,7 @@ pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
         version,
         state: bytes_of(state),
         duplicate,
+        undecryptable: None,
     })
 }
 

@@ -29,9 +29,18 @@ use crate::backend::{Backend, Commit, CommitOutcome, Held};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 use crate::metrics::Metrics;
+use crate::privacy::Privacy;
 
-/// `<ns>:<id>` → `has_base u8 | base u64 | change u8 ('p'|'c') | json`
-const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool");
+mod entry;
+
+/// The conversation's stored key (hashed with `store.key_secret`) →
+/// sealed (with `store.encryption`) `raw key len u16 | raw key | entry`,
+/// entry = `has_base u8 | base u64 | change u8 ('p'|'c') | json`. The raw
+/// key rides inside the sealed value: the write-back needs it, and the file
+/// must not show it.
+const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool2");
+/// Before privacy at rest: `<ns>:<id>` → entry. Moved to `ENTRIES` on open.
+const OLD_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("spool");
 
 /// Last versions seen, per shard; a shard is cleared when it grows past this.
 const SEEN_PER_SHARD: usize = 8192;
@@ -44,6 +53,7 @@ pub struct Spool {
     hasher: RandomState,
     /// Entries in the file: lets a request skip the file while it is empty.
     entries: AtomicU64,
+    privacy: Arc<Privacy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,17 +63,25 @@ pub struct SpoolOpenError {
     reason: String,
 }
 
-/// The spool file failed to read or write.
+/// The spool file failed to read or write, or an entry to seal.
 #[derive(Debug, thiserror::Error)]
-#[error("spool: {0}")]
-pub struct SpoolError(#[from] redb::Error);
+pub enum SpoolError {
+    #[error("spool: {0}")]
+    Db(#[from] redb::Error),
+    #[error("spool: {0}")]
+    Seal(#[from] crate::privacy::SealError),
+}
 
 fn db_err(e: impl Into<redb::Error>) -> SpoolError {
-    SpoolError(e.into())
+    SpoolError::Db(e.into())
 }
 
 impl Spool {
-    pub fn open(path: &Path, max_entries: u64) -> Result<Spool, SpoolOpenError> {
+    pub fn open(
+        path: &Path,
+        max_entries: u64,
+        privacy: Arc<Privacy>,
+    ) -> Result<Spool, SpoolOpenError> {
         let fail = |reason: String| SpoolOpenError {
             path: path.display().to_string(),
             reason,
@@ -80,7 +98,11 @@ impl Spool {
             seen: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             hasher: RandomState::new(),
             entries: AtomicU64::new(0),
+            privacy,
         };
+        spool
+            .upgrade()
+            .map_err(|e| fail(format!("moving entries of an older version: {e}")))?;
         spool.entries.store(spool.depth(), Ordering::Relaxed);
         Ok(spool)
     }
@@ -111,17 +133,19 @@ impl Spool {
         let txn = self.db.begin_write().map_err(db_err)?;
         let accepted = {
             let mut t = txn.open_table(ENTRIES).map_err(db_err)?;
+            let name = self.name(key);
             let previous_base = t
-                .get(key.as_str())
+                .get(name.as_str())
                 .map_err(db_err)?
-                .map(|raw| decode(raw.value()).0);
+                .and_then(|raw| self.read(&name, raw.value()))
+                .map(|(_, base, _)| base);
             if previous_base.is_none() && t.len().map_err(db_err)? >= self.max_entries {
                 false
             } else {
                 // A newer report keeps the first one's base.
                 let base = previous_base.unwrap_or_else(|| self.last_seen(key));
-                let value = encode(base, change);
-                t.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
+                let value = self.value(&name, key, base, change)?;
+                t.insert(name.as_str(), value.as_ref()).map_err(db_err)?;
                 true
             }
         };
@@ -150,15 +174,18 @@ impl Spool {
         }
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(ENTRIES).map_err(db_err)?;
-        let entry = t.get(key.as_str()).map_err(db_err)?;
-        Ok(entry.map(|raw| decode(raw.value())))
+        let name = self.name(key);
+        let entry = t.get(name.as_str()).map_err(db_err)?;
+        Ok(entry
+            .and_then(|raw| self.read(&name, raw.value()))
+            .map(|(_, base, change)| (base, change)))
     }
 
     /// The conversation's entry is about to be written to the store (or is
     /// dropped). Removed before the commit that writes it, under the
     /// conversation's turn, so nobody sees it after the turn moved on.
     pub fn settle(&self, key: &ConvKey) -> Result<(), SpoolError> {
-        self.remove(key.as_str())
+        self.remove(&self.name(key))
     }
 
     /// Puts back an entry `settle` removed, when its write failed.
@@ -168,24 +195,29 @@ impl Spool {
         base: Option<u64>,
         change: &StateChange,
     ) -> Result<(), SpoolError> {
+        let name = self.name(key);
+        let value = self.value(&name, key, base, change)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.open_table(ENTRIES)
             .map_err(db_err)?
-            .insert(key.as_str(), encode(base, change).as_slice())
+            .insert(name.as_str(), value.as_ref())
             .map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         self.entries.store(self.depth(), Ordering::Relaxed);
         Ok(())
     }
 
-    fn entries(&self) -> Result<Vec<(String, Option<u64>, StateChange)>, SpoolError> {
+    /// Every readable entry: (name in the file, raw key, base, change).
+    fn entries(&self) -> Result<Vec<Entry>, SpoolError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
-            let (base, change) = decode(v.value());
-            out.push((k.value().to_string(), base, change));
+            let (name, v) = row.map_err(db_err)?;
+            // An entry that cannot be opened stays (its key may come back).
+            if let Some((raw, base, change)) = self.read(name.value(), v.value()) {
+                out.push((name.value().to_string(), raw, base, change));
+            }
         }
         Ok(out)
     }
@@ -212,10 +244,10 @@ impl Spool {
             }
         };
         let mut settled = 0;
-        for (full, _, _) in entries {
+        for (name, full, _, _) in entries {
             let Some((ns, id)) = full.split_once(':') else {
                 // Not a key statehold wrote: drop it rather than retry forever.
-                if let Err(e) = self.remove(&full) {
+                if let Err(e) = self.remove(&name) {
                     warn!(error = %e, "spool: cannot remove an unreadable entry");
                 }
                 continue;
@@ -288,32 +320,70 @@ impl Spool {
     }
 }
 
-fn encode(base: Option<u64>, change: &StateChange) -> Vec<u8> {
-    let (tag, data): (u8, &[u8]) = match change {
-        StateChange::Put(json) => (b'p', json),
-        StateChange::Clear => (b'c', &[]),
-        StateChange::Keep => (b'k', &[]),
-    };
-    let mut value = Vec::with_capacity(10 + data.len());
-    value.push(u8::from(base.is_some()));
-    value.extend_from_slice(&base.unwrap_or(0).to_le_bytes());
-    value.push(tag);
-    value.extend_from_slice(data);
-    value
+impl Spool {
+    /// The entry's name in the file: the conversation's stored key.
+    fn name(&self, key: &ConvKey) -> String {
+        self.privacy.stored_key(key).as_str().to_string()
+    }
+
+    /// The file's value for an entry: framed with the raw key, sealed.
+    fn value(
+        &self,
+        name: &str,
+        key: &ConvKey,
+        base: Option<u64>,
+        change: &StateChange,
+    ) -> Result<Bytes, SpoolError> {
+        let framed = entry::frame(key.as_str(), base, change);
+        Ok(self.privacy.seal_spooled(name, Bytes::from(framed))?)
+    }
+
+    /// An entry from the file: (raw key, base, change). `None` (logged)
+    /// when it cannot be opened or is malformed.
+    fn read(&self, name: &str, value: &[u8]) -> Option<(String, Option<u64>, StateChange)> {
+        let framed = match self
+            .privacy
+            .open_spooled(name, Bytes::copy_from_slice(value))
+        {
+            Ok(framed) => framed,
+            Err(e) => {
+                warn!(error = %e, "spool entry cannot be opened; it stays until its key is configured again");
+                return None;
+            }
+        };
+        entry::unframe(&framed)
+    }
+
+    /// Moves entries of the pre-privacy table into the current one.
+    fn upgrade(&self) -> Result<(), SpoolError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut old = txn.open_table(OLD_ENTRIES).map_err(db_err)?;
+            let mut new = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut moved = Vec::new();
+            for row in old.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                moved.push((k.value().to_string(), entry::decode(v.value())));
+            }
+            for (full, (base, change)) in moved {
+                let Some((ns, id)) = full.split_once(':') else {
+                    continue;
+                };
+                let key = ConvKey::new(ns, id);
+                let name = self.name(&key);
+                let value = self.value(&name, &key, base, &change)?;
+                new.insert(name.as_str(), value.as_ref()).map_err(db_err)?;
+                old.remove(full.as_str()).map_err(db_err)?;
+            }
+        }
+        txn.delete_table(OLD_ENTRIES).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(())
+    }
 }
 
-fn decode(raw: &[u8]) -> (Option<u64>, StateChange) {
-    if raw.len() < 10 {
-        return (None, StateChange::Keep);
-    }
-    let base = (raw[0] == 1).then(|| u64::from_le_bytes(raw[1..9].try_into().unwrap_or_default()));
-    let change = match raw[9] {
-        b'p' => StateChange::Put(Bytes::copy_from_slice(&raw[10..])),
-        b'c' => StateChange::Clear,
-        _ => StateChange::Keep,
-    };
-    (base, change)
-}
+/// An entry as read: (name in the file, raw key, base, change).
+type Entry = (String, String, Option<u64>, StateChange);
 
 /// Shared handle used by the pipeline and the write-back task.
 pub type SharedSpool = Arc<Spool>;

@@ -1,0 +1,175 @@
+//! Any backend, private at rest: keys are hashed and values sealed
+//! ([`crate::privacy`]) on the way in, opened on the way out. Callers (the
+//! pipeline, the spool's write-back, the admin API) keep using raw keys;
+//! the backend underneath only ever sees stored keys and sealed values.
+//! With privacy off it passes everything through unchanged.
+//!
+//! A recorded answer is sealed whole (status, headers, body, request
+//! digest) inside a carrier record: status 200, one header
+//! [`SEALED_HEADER`], the sealed encoding as its body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use tracing::warn;
+
+use super::{
+    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, StoreError, TurnError,
+};
+use crate::contract::StateChange;
+use crate::key::ConvKey;
+use crate::privacy::Privacy;
+
+/// Marks a carrier record. Bots cannot plant it: reserved `x-statehold-*`
+/// headers are stripped from their answers before anything is recorded.
+pub const SEALED_HEADER: &str = "x-statehold-sealed";
+
+pub struct Private<B> {
+    inner: B,
+    privacy: Arc<Privacy>,
+}
+
+impl<B> Private<B> {
+    pub fn new(inner: B, privacy: Arc<Privacy>) -> Private<B> {
+        Private { inner, privacy }
+    }
+
+    pub fn privacy(&self) -> &Arc<Privacy> {
+        &self.privacy
+    }
+
+    /// The backend underneath (stored keys, sealed values).
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+}
+
+pub struct PrivateHeld<H> {
+    inner: H,
+    raw: ConvKey,
+    stored: ConvKey,
+    privacy: Arc<Privacy>,
+}
+
+impl<B: Backend> Backend for Private<B> {
+    type Held = PrivateHeld<B::Held>;
+
+    async fn begin(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> Result<(Self::Held, Loaded), TurnError> {
+        let stored = self.privacy.stored_key(key);
+        let dedupe = dedupe_id.map(|id| self.privacy.stored_dedupe(key, id));
+        let (inner, loaded) = self.inner.begin(&stored, wait, dedupe.as_deref()).await?;
+        let loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
+        let held = PrivateHeld {
+            inner,
+            raw: key.clone(),
+            stored,
+            privacy: Arc::clone(&self.privacy),
+        };
+        Ok((held, loaded))
+    }
+
+    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
+        let stored = self.privacy.stored_key(key);
+        let loaded = self.inner.load(&stored).await?;
+        Ok(open(&self.privacy, &stored, None, loaded))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.inner.purge_expired().await
+    }
+
+    async fn quiesce(&self, within: Duration) {
+        self.inner.quiesce(within).await
+    }
+}
+
+impl<H: Held> Held for PrivateHeld<H> {
+    fn waited(&self) -> Duration {
+        self.inner.waited()
+    }
+
+    async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let p = &self.privacy;
+        let sealing = |e| StoreError::Unavailable(format!("{e}"));
+        let change = match commit.change {
+            StateChange::Put(json) => {
+                StateChange::Put(p.seal_state(&self.stored, json).map_err(sealing)?)
+            }
+            other => other,
+        };
+        let dedupe = match commit.dedupe {
+            Some((id, response)) => {
+                let name = p.stored_dedupe(&self.raw, &id);
+                let response = if p.keyring().is_some() {
+                    let sealed = p
+                        .seal_recorded(&self.stored, &name, response.encode())
+                        .map_err(sealing)?;
+                    carrier(sealed)
+                } else {
+                    response
+                };
+                Some((name, response))
+            }
+            None => None,
+        };
+        let commit = Commit {
+            expected_version: commit.expected_version,
+            change,
+            dedupe,
+        };
+        self.inner.finish(commit).await
+    }
+}
+
+fn carrier(sealed: Bytes) -> RecordedResponse {
+    RecordedResponse {
+        status: StatusCode::OK,
+        headers: vec![(
+            HeaderName::from_static(SEALED_HEADER),
+            HeaderValue::from_static("1"),
+        )],
+        body: sealed,
+        request_digest: None,
+    }
+}
+
+/// Opens what `begin` or `load` read. A snapshot that cannot be opened is
+/// reported (`undecryptable`) and not shown; a recorded answer that cannot
+/// be opened is dropped (the redelivery then runs the bot again), logged.
+fn open(p: &Privacy, stored: &ConvKey, dedupe: Option<&str>, mut loaded: Loaded) -> Loaded {
+    if let Some(value) = loaded.state.take() {
+        match p.open_state(stored, value) {
+            Ok(json) => loaded.state = Some(json),
+            Err(e) => loaded.undecryptable = Some(e.to_string()),
+        }
+    }
+    let sealed = |r: &RecordedResponse| r.headers.iter().any(|(n, _)| n == SEALED_HEADER);
+    if let (Some(record), Some(name)) = (loaded.duplicate.take(), dedupe) {
+        if !sealed(&record) {
+            loaded.duplicate = Some(record);
+        } else {
+            let opened = p
+                .open_recorded(stored, name, record.body)
+                .map_err(|e| e.to_string())
+                .and_then(|plain| RecordedResponse::decode(plain).map_err(|e| e.to_string()));
+            match opened {
+                Ok(record) => loaded.duplicate = Some(record),
+                Err(e) => {
+                    warn!(error = %e, "recorded answer cannot be opened; the redelivery runs the bot again")
+                }
+            }
+        }
+    }
+    loaded
+}
