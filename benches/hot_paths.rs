@@ -129,6 +129,37 @@ fn contract_codec(c: &mut Criterion) {
 }
 
 /// A commit storing `state`.
+/// Privacy at rest: the key hash and sealing of a 500-byte snapshot.
+fn privacy(c: &mut Criterion) {
+    use statehold::key::ConvKey;
+    use statehold::privacy::Privacy;
+    let p = Privacy::new(Some(&[9u8; 32]), vec![("k1".into(), [1u8; 32])]);
+    let key = ConvKey::new("wa", "263774227441");
+    let stored = p.stored_key(&key);
+    let snapshot = Bytes::from(snapshot_500());
+    let sealed = p.seal_state(&stored, snapshot.clone()).expect("seal");
+    let mut g = c.benchmark_group("privacy");
+    g.throughput(Throughput::Bytes(snapshot.len() as u64));
+    g.bench_function("stored_key (HMAC-SHA256)", |b| {
+        b.iter(|| black_box(p.stored_key(black_box(&key))))
+    });
+    g.bench_function("seal/500B", |b| {
+        b.iter(|| black_box(p.seal_state(&stored, black_box(snapshot.clone()))))
+    });
+    g.bench_function("open/500B", |b| {
+        b.iter(|| black_box(p.open_state(&stored, black_box(sealed.clone()))))
+    });
+    g.bench_function("seal+open/500B", |b| {
+        b.iter(|| {
+            let sealed = p
+                .seal_state(&stored, black_box(snapshot.clone()))
+                .expect("seal");
+            black_box(p.open_state(&stored, sealed))
+        })
+    });
+    g.finish();
+}
+
 fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
     Commit {
         expected_version,
@@ -320,5 +351,12 @@ level = "warn"
     let _ = rt.block_on(server);
 }
 
-criterion_group!(benches, keys, contract_codec, embedded_store, pipeline);
+criterion_group!(
+    benches,
+    keys,
+    contract_codec,
+    privacy,
+    embedded_store,
+    pipeline
+);
 criterion_main!(benches);

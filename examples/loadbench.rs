@@ -397,6 +397,9 @@ fn redis_work(pid: u32, port: u16) -> (f64, u64, u64) {
     (cpu_seconds(pid), calls, usec)
 }
 
+/// A fixed key for the benchmark's private target (32 bytes, base64).
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16) {
     let (listen, admin) = (free_port(), free_port());
     let text = format!(
@@ -520,6 +523,15 @@ http {{
         format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"bench\""),
     )?;
 
+    // The same, private at rest: hashed key names, sealed values.
+    let (priv_port, priv_pid) = start_statehold(
+        "sh-redis-private",
+        format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchp\"\n\
+             key_secret = \"{KEY}\"\nencryption = {{ keys = [{{ id = \"k1\", secret = \"{KEY}\" }}] }}"
+        ),
+    )?;
+
     let targets = [
         Target {
             name: "direct (no proxy)",
@@ -549,6 +561,12 @@ http {{
             name: "statehold, redis + dedupe + turns",
             url: format!("http://127.0.0.1:{red_port}/telegram"),
             pids: vec![red_pid],
+            redis: Some((redis_pid, redis_port)),
+        },
+        Target {
+            name: "statehold, redis + privacy at rest",
+            url: format!("http://127.0.0.1:{priv_port}/telegram"),
+            pids: vec![priv_pid],
             redis: Some((redis_pid, redis_port)),
         },
     ];

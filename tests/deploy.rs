@@ -7,7 +7,22 @@ mod support;
 
 #[test]
 fn configmap_config_passes_check_config() {
-    check_configmap(include_str!("../deploy/k8s/configmap.yaml"));
+    let config = check_configmap(include_str!("../deploy/k8s/configmap.yaml"));
+    every_env_is_set(&config, include_str!("../deploy/k8s/statefulset.yaml"));
+}
+
+/// Every `*_env` variable the config reads is set in the workload's env.
+fn every_env_is_set(config: &str, workload: &str) {
+    for name in config
+        .split("_env = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+    {
+        assert!(
+            workload.contains(&format!("name: {name}")),
+            "{name} is read by the config but not set in the workload"
+        );
+    }
 }
 
 #[test]
@@ -22,6 +37,7 @@ fn the_replica_topology_is_consistent() {
         value.trim_end_matches('s').parse().expect("seconds")
     };
     let deployment = include_str!("../deploy/k8s/replicas/deployment.yaml");
+    every_env_is_set(&config, deployment);
     let grace: u64 = deployment
         .lines()
         .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
@@ -57,6 +73,9 @@ fn the_replica_topology_is_consistent() {
 }
 
 /// Runs `check-config` on the `config.toml` block of a ConfigMap; returns it.
+/// A valid 32-byte key, for check-config.
+const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 fn check_configmap(yaml: &str) -> String {
     let start = yaml.find("config.toml: |").expect("config.toml block") + "config.toml: |".len();
     let toml: String = yaml[start..]
@@ -73,8 +92,17 @@ fn check_configmap(yaml: &str) -> String {
         &[
             ("TELEGRAM_SECRET_TOKEN", "x"),
             ("STATEHOLD_ADMIN_TOKEN", "y"),
+            ("STATEHOLD_KEY_SECRET", KEY),
+            ("STATEHOLD_KEY_K1", KEY),
         ],
     );
     support::assert_exit(&out, 0);
+    // Privacy at rest is on (docs/privacy.md), its secrets from the Secret.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("key_secret_env = \"STATEHOLD_KEY_SECRET\""),
+        "{printed}"
+    );
+    assert!(printed.contains("[[store.encryption.keys]]"), "{printed}");
     std::fs::read_to_string(&path).unwrap()
 }
