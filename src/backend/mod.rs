@@ -98,4 +98,21 @@ pub trait Backend: Send + Sync + 'static {
     /// At shutdown: waits (at most `within`) until released turns have
     /// reached the backend, so other replicas need not wait out leases.
     fn quiesce(&self, within: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Up to about `count` stored conversation keys after `cursor` (`None`:
+    /// from the start), and the cursor of the next page (`None`: done).
+    /// For maintenance (rekey), never on the request path; a key may come
+    /// twice across pages, and keys written meanwhile may be missed.
+    fn scan(
+        &self,
+        cursor: Option<String>,
+        count: usize,
+    ) -> impl Future<Output = Result<ScanPage, StoreError>> + Send;
+}
+
+/// One page of [`Backend::scan`].
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    pub keys: Vec<ConvKey>,
+    pub next: Option<String>,
 }

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tracing::warn;
 
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, ScanPage, StoreError, TurnError,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -91,6 +91,11 @@ impl<B: Backend> Backend for Private<B> {
 
     async fn quiesce(&self, within: Duration) {
         self.inner.quiesce(within).await
+    }
+
+    /// Stored keys (hashed with `store.key_secret`): for maintenance.
+    async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
+        self.inner.scan(cursor, count).await
     }
 }
 

@@ -87,6 +87,36 @@ pub async fn suite<B: Backend>(long: Arc<B>, ns: &str) {
     turn_wait_is_bounded(&*long, ns).await;
     a_cancelled_waiter_gives_its_place_up(Arc::clone(&long), ns).await;
     every_end_of_a_turn_releases_it(&*long, ns).await;
+    scan_finds_every_conversation(&*long, ns).await;
+}
+
+/// Paging through `scan` finds every stored conversation (for rekey).
+async fn scan_finds_every_conversation<B: Backend>(s: &B, ns: &str) {
+    let ns = format!("{ns}-scan");
+    let written: Vec<ConvKey> = (0..120)
+        .map(|i| ConvKey::new(&ns, &format!("u{i}}}%")))
+        .collect();
+    for key in &written {
+        commit(s, key, put("{}", Some(0))).await.expect("commit");
+    }
+    let mut found = std::collections::HashSet::new();
+    let mut cursor = None;
+    for _ in 0..10_000 {
+        let page = match s.scan(cursor, 25).await {
+            Ok(page) => page,
+            // Documented: a Redis Cluster is not scanned yet.
+            Err(StoreError::Unavailable(m)) if m.contains("not supported") => return,
+            Err(e) => panic!("scan: {e}"),
+        };
+        found.extend(page.keys);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    for key in &written {
+        assert!(found.contains(key), "scan missed {key:?}");
+    }
 }
 
 async fn empty_conversation<B: Backend>(s: &B, ns: &str) {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use store::OpenError;
 
-use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
+use super::{Backend, Commit, CommitOutcome, Held, Loaded, ScanPage, StoreError, TurnError};
 use crate::key::ConvKey;
 use store::EmbeddedStore;
 use turns::{LocalTurn, LocalTurns};
@@ -116,4 +116,8 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn quiesce(&self, _within: Duration) {}
+
+    async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
+        self.records.scan(cursor, count)
+    }
 }

@@ -13,7 +13,7 @@ use super::rows::{
     decode_record, dedupe_key, live_recorded, DEDUPE, EXPIRY, PURGE_CHUNK, SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
-use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, StoreError};
+use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, ScanPage, StoreError};
 use crate::key::ConvKey;
 
 /// Why the database could not be opened (a startup error).
@@ -199,6 +199,34 @@ impl EmbeddedStore {
             reply,
         })
         .await
+    }
+
+    /// Snapshot keys after `cursor`, in key order (inline: a read
+    /// transaction over cached pages).
+    pub fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        let rows = match &cursor {
+            Some(after) => snapshots.range::<&str>((
+                std::ops::Bound::Excluded(after.as_str()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => snapshots.range::<&str>(..),
+        }
+        .map_err(db_err)?;
+        let mut page = ScanPage::default();
+        for row in rows.take(count.max(1)) {
+            let (key, _) = row.map_err(db_err)?;
+            let full = key.value();
+            if let Some((ns, id)) = full.split_once(':') {
+                page.keys.push(ConvKey::new(ns, id));
+            }
+            page.next = Some(full.to_string());
+        }
+        if page.keys.len() < count.max(1) {
+            page.next = None;
+        }
+        Ok(page)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -117,6 +117,16 @@ impl RedisConn {
         WeakConn(Arc::downgrade(&self.inner))
     }
 
+    /// Whether this is a Redis Cluster connection.
+    pub(super) fn is_cluster(&self) -> bool {
+        self.inner.endpoint.is_cluster()
+    }
+
+    /// The key prefix.
+    pub(super) fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     /// The Sentinels and the primary's name, with Sentinel.
     pub(super) fn sentinels(&self) -> Option<(&[Client], &str)> {
         self.inner.endpoint.sentinels()

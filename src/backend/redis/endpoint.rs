@@ -245,6 +245,10 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Endpoint::Cluster { .. })
+    }
+
     /// The Sentinels to hear failovers announced on, and the primary's name.
     pub fn sentinels(&self) -> Option<(&[Client], &str)> {
         match self {

@@ -38,6 +38,19 @@ pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The conversation a snapshot key names (`{prefix:ns:escaped id}:s`),
+/// for scans; `None` for any other key.
+pub fn conversation_of(prefix: &str, name: &str) -> Option<ConvKey> {
+    let inner = name.strip_prefix('{')?.strip_suffix("}:s")?;
+    let rest = inner.strip_prefix(prefix)?.strip_prefix(':')?;
+    let (ns, escaped) = rest.split_once(':')?;
+    let id = escaped
+        .replace("%7B", "{")
+        .replace("%7D", "}")
+        .replace("%25", "%");
+    Some(ConvKey::new(ns, &id))
+}
+
 impl ConvKeys {
     pub fn snapshot(&self) -> String {
         format!("{}:s", self.tag)
@@ -86,5 +99,13 @@ mod tests {
             ConvKeys::new("sh", &ConvKey::new("tg", "42")).snapshot(),
             "{sh:tg:42}:s"
         );
+        // A scan reads the conversation back from its snapshot key.
+        for id in ["42", "x}:d:evil", "a%7Db{", "%25"] {
+            let key = ConvKey::new("tg#", id);
+            let name = ConvKeys::new("sh", &key).snapshot();
+            assert_eq!(conversation_of("sh", &name), Some(key));
+        }
+        assert_eq!(conversation_of("sh", "{sh:tg:42}:l"), None);
+        assert_eq!(conversation_of("other", "{sh:tg:42}:s"), None);
     }
 }

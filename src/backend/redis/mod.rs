@@ -34,7 +34,7 @@ pub use conn::{ConnError, RedisConn};
 pub use endpoint::{Access, Topology};
 pub use keys::{escape_key_part, ConvKeys};
 
-use super::{Backend, Commit, CommitOutcome, Held, Loaded, StoreError, TurnError};
+use super::{Backend, Commit, CommitOutcome, Held, Loaded, ScanPage, StoreError, TurnError};
 use crate::key::ConvKey;
 use records::RedisRecords;
 use scripts::{Constants, Scripts};
@@ -160,5 +160,9 @@ impl Backend for RedisBackend {
 
     async fn quiesce(&self, within: Duration) {
         self.turns.quiesce(within).await
+    }
+
+    async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
+        self.records.scan(cursor, count).await
     }
 }

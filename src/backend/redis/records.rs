@@ -14,7 +14,7 @@ use redis::Value;
 
 use super::conn::RedisConn;
 use super::scripts::Scripts;
-use crate::backend::{Commit, CommitOutcome, Loaded, RecordedResponse, StoreError};
+use crate::backend::{Commit, CommitOutcome, Loaded, RecordedResponse, ScanPage, StoreError};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 
@@ -152,6 +152,34 @@ impl RedisRecords {
             "conflict" | "fenced" => Ok(CommitOutcome::Conflict { current: version }),
             _ => Err(bad_reply("commit")),
         }
+    }
+
+    /// Snapshot keys by `SCAN` (one node: a Redis Cluster is not scanned).
+    pub(super) async fn scan(
+        &self,
+        cursor: Option<String>,
+        count: usize,
+    ) -> Result<ScanPage, StoreError> {
+        if self.conn.is_cluster() {
+            return Err(StoreError::Unavailable(
+                "scanning a Redis Cluster is not supported yet".into(),
+            ));
+        }
+        let prefix = self.conn.prefix();
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor.as_deref().unwrap_or("0"))
+            .arg("MATCH")
+            .arg(format!("{{{prefix}:*}}:s"))
+            .arg("COUNT")
+            .arg(count.max(1));
+        let (next, names): (String, Vec<String>) = self.conn.query(&cmd).await?;
+        Ok(ScanPage {
+            keys: names
+                .iter()
+                .filter_map(|n| super::keys::conversation_of(prefix, n))
+                .collect(),
+            next: (next != "0").then_some(next),
+        })
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
