@@ -22,14 +22,17 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::backend::private::Private;
 use crate::backend::{Backend, Commit, CommitOutcome, Held};
 use crate::config::Secret;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 use crate::pipeline::Pipeline;
 
+/// The admin API of a pipeline over `Private<B>` (every backend is).
 pub struct Admin<B> {
-    pipeline: Arc<Pipeline<B>>,
+    pipeline: Arc<Pipeline<Private<B>>>,
+    rekey: Arc<crate::rekey::Rekey>,
     token: Option<Secret>,
     /// Set first on shutdown, so `/readyz` turns 503 before the listener stops.
     pub draining: AtomicBool,
@@ -41,13 +44,14 @@ type AdminResponse = Response<Full<Bytes>>;
 
 impl<B: Backend> Admin<B> {
     pub fn new(
-        pipeline: Arc<Pipeline<B>>,
+        pipeline: Arc<Pipeline<Private<B>>>,
         token: Option<Secret>,
         max_state_bytes: usize,
         lock_wait: Duration,
     ) -> Admin<B> {
         Admin {
             pipeline,
+            rekey: Arc::default(),
             token,
             draining: AtomicBool::new(false),
             max_state_bytes,
@@ -101,6 +105,7 @@ impl<B: Backend> Admin<B> {
                 resp
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
+            (_, "/v1/rekey") => self.rekey_api(req),
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }
@@ -155,18 +160,55 @@ impl<B: Backend> Admin<B> {
         given.len() == expected.len() && bool::from(given.ct_eq(expected))
     }
 
-    async fn state_api(&self, req: Request<Incoming>) -> AdminResponse {
+    /// `None` when the request may use the token-protected API.
+    fn refused(&self, req: &Request<Incoming>) -> Option<AdminResponse> {
         if self.token.is_none() {
-            return json_response(
+            return Some(json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": "state API disabled: set admin.token or admin.token_env"}),
-            );
+            ));
         }
-        if !self.authorized(&req) {
-            return json_response(
+        if !self.authorized(req) {
+            return Some(json_response(
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "bad or missing bearer token"}),
-            );
+            ));
+        }
+        None
+    }
+
+    /// `POST /v1/rekey?rate=N` starts resealing (202; 409 when running),
+    /// `GET /v1/rekey` reports progress.
+    fn rekey_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let progress = |status| json_response(status, json!(self.rekey.progress()));
+        match *req.method() {
+            Method::GET => progress(StatusCode::OK),
+            Method::POST => {
+                let rate = req
+                    .uri()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("rate=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(200);
+                if self.rekey.start(Arc::clone(&self.pipeline), rate) {
+                    progress(StatusCode::ACCEPTED)
+                } else {
+                    progress(StatusCode::CONFLICT)
+                }
+            }
+            _ => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "GET or POST"}),
+            ),
+        }
+    }
+
+    async fn state_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
         }
         let key = match state_key(req.uri().path()) {
             Ok(key) => key,

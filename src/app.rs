@@ -271,7 +271,7 @@ struct Background {
 
 impl Background {
     fn spawn<B: Backend>(
-        pipeline: &Arc<Pipeline<B>>,
+        pipeline: &Arc<Pipeline<Private<B>>>,
         admin: &Arc<Admin<B>>,
         admin_listener: TcpListener,
         config: &Config,

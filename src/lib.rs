@@ -23,6 +23,7 @@
 //!   scripts, leased and fenced turns across replicas). `Backend::begin`
 //!   takes the turn and reads the record; `Held::finish` commits and
 //!   releases, or dropping the `Held` releases.
+//! - [`rekey`]: resealing stored values under the active key, in the background.
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
 //! - [`privacy`]: keyed-hash key names and sealed values at rest.
 //! - [`private_file`]: data files created 0600 in 0700 directories.
@@ -55,6 +56,7 @@ pub mod pipeline;
 pub mod presets;
 pub mod privacy;
 pub mod private_file;
+pub mod rekey;
 pub mod secret;
 pub mod server;
 pub mod spool;

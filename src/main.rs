@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 
 use statehold::config::{Config, ProcessEnv};
 
+mod admin_client;
+
 /// mimalloc: measurably cheaper than glibc malloc for the proxy's many small,
 /// short-lived allocations (headers, bodies), and it returns memory to the
 /// system more eagerly (README, Performance).
@@ -34,6 +36,19 @@ enum Command {
     /// Print a new key: 32 random bytes in base64, for
     /// `store.encryption.keys` or `store.key_secret`.
     Keygen,
+    /// Reseal every stored snapshot under the active encryption key, in
+    /// the running server's background (through its admin API), printing
+    /// progress until done; safe to run again (it resumes).
+    Rekey(RekeyArgs),
+}
+
+#[derive(Args)]
+struct RekeyArgs {
+    #[command(flatten)]
+    file: ConfigFile,
+    /// Conversations per second at most.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
 }
 
 #[derive(Args)]
@@ -63,6 +78,7 @@ fn main() -> ExitCode {
         Command::Serve(f) => (None, f.config),
         Command::CheckConfig(c) => (Some(c.explain), c.file.config),
         Command::Keygen => return keygen(),
+        Command::Rekey(r) => return rekey(r),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -96,6 +112,26 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+fn rekey(args: RekeyArgs) -> ExitCode {
+    let config = match Config::load(&args.file.config, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "statehold: invalid config {}: {e}",
+                args.file.config.display()
+            );
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match admin_client::rekey(&config, args.rate) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statehold: rekey: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

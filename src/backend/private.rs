@@ -178,3 +178,53 @@ fn open(p: &Privacy, stored: &ConvKey, dedupe: Option<&str>, mut loaded: Loaded)
     }
     loaded
 }
+
+/// What [`Private::reseal`] did to one conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resealed {
+    /// Sealed again under the active key.
+    Resealed,
+    /// Already under the active key, empty, expired, or written meanwhile.
+    Unchanged,
+    /// Sealed under a key no longer configured (or damaged): left as is.
+    Undecryptable,
+}
+
+impl<B: Backend> Private<B> {
+    /// Reseals one conversation's snapshot under the active key, under its
+    /// turn (`stored`: as [`Backend::scan`] returns it). A plaintext
+    /// snapshot (written before encryption) is sealed too. The write is a
+    /// new version, like any other write.
+    pub async fn reseal(&self, stored: &ConvKey, wait: Duration) -> Result<Resealed, StoreError> {
+        let Some(active) = self.privacy.keyring().and_then(|r| r.active_id()) else {
+            return Ok(Resealed::Unchanged);
+        };
+        let (held, loaded) = self
+            .inner
+            .begin(stored, wait, None)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let Some(value) = loaded.state else {
+            return Ok(Resealed::Unchanged);
+        };
+        if crate::privacy::keyring::sealed_key_id(&value) == Some(active.as_bytes()) {
+            return Ok(Resealed::Unchanged);
+        }
+        let Ok(plain) = self.privacy.open_state(stored, value) else {
+            return Ok(Resealed::Undecryptable);
+        };
+        let sealed = self
+            .privacy
+            .seal_state(stored, plain)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let commit = Commit {
+            expected_version: Some(loaded.version),
+            change: StateChange::Put(sealed),
+            dedupe: None,
+        };
+        Ok(match held.finish(commit).await? {
+            CommitOutcome::Committed { .. } => Resealed::Resealed,
+            CommitOutcome::Conflict { .. } => Resealed::Unchanged,
+        })
+    }
+}

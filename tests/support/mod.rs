@@ -531,6 +531,20 @@ impl Statehold {
         self.wait_ready();
     }
 
+    /// Stops (SIGTERM), changes the config, starts again on the same
+    /// addresses and data: a rolling config change.
+    pub fn restart_with(&mut self, edit: impl FnOnce(&mut Config)) {
+        self.stop_gracefully();
+        edit(&mut self.config);
+        std::fs::write(&self.config_path, self.config.render()).expect("write config");
+        self.start_again();
+    }
+
+    /// The config file this process runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     /// kill -9 and start again with the same config and data.
     pub fn crash_and_restart(&mut self) {
         self.proc.kill9();
