@@ -106,6 +106,7 @@ impl<B: Backend> Admin<B> {
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
             (_, "/v1/rekey") => self.rekey_api(req),
+            (&Method::GET, "/v1/keys") => self.key_counts(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }
@@ -202,6 +203,20 @@ impl<B: Backend> Admin<B> {
             _ => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": "GET or POST"}),
+            ),
+        }
+    }
+
+    /// `GET /v1/keys`: stored snapshots per sealing key (a full scan).
+    async fn key_counts(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        match self.pipeline.backend().count_keys().await {
+            Ok(counts) => json_response(StatusCode::OK, json!(counts)),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("cannot count: {e}")}),
             ),
         }
     }

@@ -1,4 +1,5 @@
-//! The CLI's side of the admin API (`statehold rekey`): plain HTTP/1.1 to
+//! The CLI's side of the admin API (`statehold rekey`, `check-config
+//! --store`): plain HTTP/1.1 to
 //! the configured `admin.listen` on this host, with the admin token.
 
 use std::io::{Read, Write};
@@ -8,22 +9,69 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use statehold::config::Config;
 
-/// Starts a rekey run (or joins the one running) and prints its progress
-/// every second until it ends.
-pub fn rekey(config: &Config, rate: u32) -> anyhow::Result<()> {
-    let token = config.admin.token.as_ref().context(
-        "admin.token (or admin.token_env) must be set: rekey runs through the admin API",
-    )?;
+/// Why `check-config --store` refuses or cannot tell.
+pub enum KeysProblem {
+    /// Stored values are sealed under keys the config does not list.
+    Missing(String),
+    /// The counts could not be obtained.
+    Unknown(anyhow::Error),
+}
+
+/// Every key that seals a stored snapshot is listed in `config`.
+pub fn keys_in_use(config: &Config) -> Result<(), KeysProblem> {
+    let (addr, token) = admin(config).map_err(KeysProblem::Unknown)?;
+    let (status, body) = call(addr, "GET", "/v1/keys", &token).map_err(KeysProblem::Unknown)?;
+    if status != 200 {
+        return Err(KeysProblem::Unknown(anyhow::anyhow!(
+            "admin API answered {status}: {body}"
+        )));
+    }
+    let counts: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| KeysProblem::Unknown(e.into()))?;
+    eprintln!("statehold: stored snapshots by sealing key: {counts}");
+    let listed: Vec<&str> = config
+        .store
+        .encryption
+        .iter()
+        .flat_map(|e| e.keys.iter().map(|k| k.id.as_str()))
+        .collect();
+    let mut missing = Vec::new();
+    if let Some(sealed) = counts["sealed"].as_object() {
+        for (id, n) in sealed {
+            if !listed.contains(&id.as_str()) && n.as_u64().unwrap_or(0) > 0 {
+                missing.push(format!(
+                    "{n} stored snapshots are sealed under key id {id:?}"
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(KeysProblem::Missing(format!(
+        "store.encryption.keys: {}, which the config no longer lists: keep it until `statehold rekey` moved them",
+        missing.join(", ")
+    )))
+}
+
+/// The admin address on this host and the admin token.
+fn admin(config: &Config) -> anyhow::Result<(SocketAddr, String)> {
+    let token =
+        config.admin.token.as_ref().context(
+            "admin.token (or admin.token_env) must be set: this runs through the admin API",
+        )?;
     let mut addr = config.admin.listen;
     if addr.ip().is_unspecified() {
         addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
     }
-    let (status, body) = call(
-        addr,
-        "POST",
-        &format!("/v1/rekey?rate={rate}"),
-        token.expose(),
-    )?;
+    Ok((addr, token.expose().to_string()))
+}
+
+/// Starts a rekey run (or joins the one running) and prints its progress
+/// every second until it ends.
+pub fn rekey(config: &Config, rate: u32) -> anyhow::Result<()> {
+    let (addr, token) = admin(config)?;
+    let (status, body) = call(addr, "POST", &format!("/v1/rekey?rate={rate}"), &token)?;
     match status {
         202 => eprintln!("statehold: rekey started at {rate} conversations/s"),
         409 => eprintln!("statehold: a rekey is already running; following it"),
@@ -31,7 +79,7 @@ pub fn rekey(config: &Config, rate: u32) -> anyhow::Result<()> {
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let (status, body) = call(addr, "GET", "/v1/rekey", token.expose())?;
+        let (status, body) = call(addr, "GET", "/v1/rekey", &token)?;
         if status != 200 {
             bail!("admin API answered {status}: {body}");
         }

@@ -58,6 +58,11 @@ struct CheckConfig {
     /// Print each key's documentation above it.
     #[arg(long)]
     explain: bool,
+    /// Also ask the running statehold (its admin API) how many stored
+    /// snapshots each encryption key seals; refuse (exit 2) a config that
+    /// no longer lists a key still in use.
+    #[arg(long)]
+    store: bool,
 }
 
 #[derive(Args)]
@@ -76,7 +81,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (check, config_path) = match cli.command {
         Command::Serve(f) => (None, f.config),
-        Command::CheckConfig(c) => (Some(c.explain), c.file.config),
+        Command::CheckConfig(c) => (Some((c.explain, c.store)), c.file.config),
         Command::Keygen => return keygen(),
         Command::Rekey(r) => return rekey(r),
     };
@@ -87,7 +92,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if let Some(explain) = check {
+    if let Some((explain, store)) = check {
+        if store {
+            match admin_client::keys_in_use(&config) {
+                Ok(()) => {}
+                Err(admin_client::KeysProblem::Missing(why)) => {
+                    eprintln!("statehold: invalid config {}: {why}", config_path.display());
+                    return ExitCode::from(EXIT_INVALID);
+                }
+                Err(admin_client::KeysProblem::Unknown(e)) => {
+                    eprintln!("statehold: check-config --store: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         if explain {
             print!("{}", config.explain());
         } else {

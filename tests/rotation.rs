@@ -95,6 +95,30 @@ fn rotating_keys_under_traffic_loses_nothing() {
     assert!(progress.iter().all(|(_, done)| *done == 4), "{progress:?}");
     assert!(report.violations.lock().unwrap().is_empty());
 
+    // Removing k1 now is refused: values still use it.
+    let without_k1 = |dir: &std::path::Path| {
+        let mut c = replicas[0].config.clone();
+        c.store_extra = keys(&["k2"]);
+        let path = dir.join("without-k1.toml");
+        std::fs::write(&path, c.render()).unwrap();
+        run_statehold(
+            &[
+                "check-config",
+                "--store",
+                "--config",
+                path.to_str().unwrap(),
+            ],
+            &[("SH_KEY_SECRET", K1), ("SH_K2", K2)],
+        )
+    };
+    let refused = without_k1(dir.path());
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("stored snapshots are sealed under key id \"k1\""),
+        "{said}"
+    );
+
     // Reseal the rest in the background of the running replica.
     let out = run_statehold(
         &[
@@ -123,6 +147,15 @@ fn rotating_keys_under_traffic_loses_nothing() {
     assert!(
         ids.len() >= 1000 && ids.iter().all(|id| id == "k2"),
         "{ids:?}"
+    );
+
+    // Now the same config passes.
+    let accepted = without_k1(dir.path());
+    assert_eq!(
+        accepted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
     );
 
     // k1 removed: every conversation continues.

@@ -228,3 +228,40 @@ impl<B: Backend> Private<B> {
         })
     }
 }
+
+/// How many stored snapshots each key seals (`plaintext`: not sealed).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KeyCounts {
+    pub scanned: u64,
+    pub plaintext: u64,
+    pub sealed: std::collections::BTreeMap<String, u64>,
+}
+
+impl<B: Backend> Private<B> {
+    /// Counts stored snapshots by the key that sealed them (a full scan;
+    /// for `check-config --store` before a key is removed).
+    pub async fn count_keys(&self) -> Result<KeyCounts, StoreError> {
+        let mut counts = KeyCounts::default();
+        let mut cursor = None;
+        loop {
+            let page = self.inner.scan(cursor, 500).await?;
+            for stored in &page.keys {
+                let Some(value) = self.inner.load(stored).await?.state else {
+                    continue;
+                };
+                counts.scanned += 1;
+                match crate::privacy::keyring::sealed_key_id(&value) {
+                    Some(id) => {
+                        let id = String::from_utf8_lossy(id).into_owned();
+                        *counts.sealed.entry(id).or_default() += 1;
+                    }
+                    None => counts.plaintext += 1,
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(counts),
+            }
+        }
+    }
+}
