@@ -588,19 +588,46 @@ impl Statehold {
 
     /// The stored snapshot through the admin API (`None`: 404).
     pub fn stored(&self, namespace: &str, id: &str) -> Option<Value> {
-        let r = request(
+        let r = self.stored_response(namespace, id);
+        match r.status {
+            200 => Some(r.json()),
+            404 => None,
+            other => panic!("admin state API: {other} {}", r.text()),
+        }
+    }
+
+    /// Like [`Statehold::stored`], for a checker that runs right after a
+    /// store fault: a 503 (this replica's breaker still open, or its
+    /// recovery settle running) is waited out, bounded by READY_WITHIN.
+    pub fn stored_once_reachable(&self, namespace: &str, id: &str) -> Option<Value> {
+        let mut answer = None;
+        wait_until("the admin API reaches the store", || {
+            let r = self.stored_response(namespace, id);
+            match r.status {
+                503 => false,
+                200 => {
+                    answer = Some(Some(r.json()));
+                    true
+                }
+                404 => {
+                    answer = Some(None);
+                    true
+                }
+                other => panic!("admin state API: {other} {}", r.text()),
+            }
+        });
+        answer.flatten()
+    }
+
+    fn stored_response(&self, namespace: &str, id: &str) -> Response {
+        request(
             self.admin(),
             "GET",
             &format!("/v1/state/{namespace}/{id}"),
             &[("authorization", "Bearer test-admin-token")],
             b"",
         )
-        .expect("admin answers");
-        match r.status {
-            200 => Some(r.json()),
-            404 => None,
-            other => panic!("admin state API: {other} {}", r.text()),
-        }
+        .expect("admin answers")
     }
 
     pub fn metrics(&self) -> String {
