@@ -27,12 +27,14 @@ use crate::backend::{Backend, Commit, CommitOutcome, Held};
 use crate::config::Secret;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
+use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;
 
 /// The admin API of a pipeline over `Private<B>` (every backend is).
 pub struct Admin<B> {
     pipeline: Arc<Pipeline<Private<B>>>,
-    rekey: Arc<crate::rekey::Rekey>,
+    rekey: Arc<Runner>,
+    migrate: Arc<Runner>,
     token: Option<Secret>,
     /// Set first on shutdown, so `/readyz` turns 503 before the listener stops.
     pub draining: AtomicBool,
@@ -52,6 +54,7 @@ impl<B: Backend> Admin<B> {
         Admin {
             pipeline,
             rekey: Arc::default(),
+            migrate: Arc::default(),
             token,
             draining: AtomicBool::new(false),
             max_state_bytes,
@@ -105,7 +108,8 @@ impl<B: Backend> Admin<B> {
                 resp
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
-            (_, "/v1/rekey") => self.rekey_api(req),
+            (_, "/v1/rekey") => self.maintenance_api(req, &self.rekey),
+            (_, "/v1/migrate") => self.maintenance_api(req, &self.migrate),
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
@@ -178,23 +182,37 @@ impl<B: Backend> Admin<B> {
         None
     }
 
-    /// `POST /v1/rekey?rate=N` starts resealing (202; 409 when running),
-    /// `GET /v1/rekey` reports progress.
-    fn rekey_api(&self, req: Request<Incoming>) -> AdminResponse {
+    /// `POST /v1/rekey?rate=N` starts resealing, `POST
+    /// /v1/migrate?rate=N[&dry_run=1]` moving plaintext keys (202; 409 while
+    /// a run of that job is going; 400 migrating without `store.key_secret`);
+    /// `GET` on either reports its progress.
+    fn maintenance_api(&self, req: Request<Incoming>, runner: &Arc<Runner>) -> AdminResponse {
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
-        let progress = |status| json_response(status, json!(self.rekey.progress()));
+        let progress = |status| json_response(status, json!(runner.progress()));
+        let query = |name: &str| {
+            let q = req.uri().query().unwrap_or("");
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
         match *req.method() {
             Method::GET => progress(StatusCode::OK),
             Method::POST => {
-                let rate = req
-                    .uri()
-                    .query()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("rate=")))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(200);
-                if self.rekey.start(Arc::clone(&self.pipeline), rate) {
+                let rate = query("rate").and_then(|v| v.parse().ok()).unwrap_or(200);
+                let job = if Arc::ptr_eq(runner, &self.rekey) {
+                    Job::Rekey
+                } else if self.pipeline.backend().privacy().hashes_keys() {
+                    let dry_run = matches!(query("dry_run").as_deref(), Some("1" | "true"));
+                    Job::Migrate { dry_run }
+                } else {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "store.key_secret is not set: there are no hashed keys to migrate to"}),
+                    );
+                };
+                if runner.start(Arc::clone(&self.pipeline), job, rate) {
                     progress(StatusCode::ACCEPTED)
                 } else {
                     progress(StatusCode::CONFLICT)

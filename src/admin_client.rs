@@ -1,5 +1,5 @@
-//! The CLI's side of the admin API (`statehold rekey`, `check-config
-//! --store`): plain HTTP/1.1 to
+//! The CLI's side of the admin API (`statehold rekey`, `statehold
+//! migrate`, `check-config --store`): plain HTTP/1.1 to
 //! the configured `admin.listen` on this host, with the admin token.
 
 use std::io::{Read, Write};
@@ -67,19 +67,49 @@ fn admin(config: &Config) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, token.expose().to_string()))
 }
 
-/// Starts a rekey run (or joins the one running) and prints its progress
-/// every second until it ends.
-pub fn rekey(config: &Config, rate: u32) -> anyhow::Result<()> {
+/// A maintenance job of the running server (`rekey`, `migrate`).
+pub struct Job<'a> {
+    /// Its admin path, e.g. `/v1/rekey`.
+    pub path: &'a str,
+    /// Conversations per second at most.
+    pub rate: u32,
+    /// `migrate` only: count, change nothing.
+    pub dry_run: bool,
+}
+
+impl Job<'_> {
+    /// `rekey`, `migrate`: the command's name.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(self.path)
+    }
+}
+
+/// Starts a run of `job` (or joins the one running) and prints its
+/// progress every second until it ends.
+pub fn run_job(config: &Config, job: &Job<'_>) -> anyhow::Result<()> {
     let (addr, token) = admin(config)?;
-    let (status, body) = call(addr, "POST", &format!("/v1/rekey?rate={rate}"), &token)?;
+    let Job { path, rate, .. } = *job;
+    let dry_run = if job.dry_run { "&dry_run=1" } else { "" };
+    let (status, body) = call(
+        addr,
+        "POST",
+        &format!("{path}?rate={rate}{dry_run}"),
+        &token,
+    )?;
     match status {
-        202 => eprintln!("statehold: rekey started at {rate} conversations/s"),
-        409 => eprintln!("statehold: a rekey is already running; following it"),
+        202 => eprintln!(
+            "statehold: {} started at {rate} conversations/s",
+            job.name()
+        ),
+        409 => eprintln!(
+            "statehold: a {} is already running; following it",
+            job.name()
+        ),
         other => bail!("admin API answered {other}: {body}"),
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let (status, body) = call(addr, "GET", "/v1/rekey", &token)?;
+        let (status, body) = call(addr, "GET", path, &token)?;
         if status != 200 {
             bail!("admin API answered {status}: {body}");
         }

@@ -23,7 +23,8 @@
 //!   scripts, leased and fenced turns across replicas). `Backend::begin`
 //!   takes the turn and reads the record; `Held::finish` commits and
 //!   releases, or dropping the `Held` releases.
-//! - [`rekey`]: resealing stored values under the active key, in the background.
+//! - [`maintenance`]: store-wide jobs in the background: `rekey` (reseal
+//!   under the active key) and `migrate` (plaintext keys onto hashed keys).
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
 //! - [`privacy`]: keyed-hash key names and sealed values at rest.
 //! - [`private_file`]: data files created 0600 in 0700 directories.
@@ -49,6 +50,7 @@ pub mod config;
 pub mod contract;
 pub mod framing;
 pub mod key;
+pub mod maintenance;
 pub mod metrics;
 pub mod outcome;
 pub mod path;
@@ -56,7 +58,6 @@ pub mod pipeline;
 pub mod presets;
 pub mod privacy;
 pub mod private_file;
-pub mod rekey;
 pub mod secret;
 pub mod server;
 pub mod spool;

@@ -1,5 +1,5 @@
-//! The `statehold` binary: `serve`, `check-config` and `keygen`
-//! (docs/contract.md §2).
+//! The `statehold` binary: `serve`, `check-config`, `keygen`, and the
+//! maintenance commands `rekey` and `migrate` (docs/contract.md §2).
 //! `anyhow` lives here only.
 
 use std::path::PathBuf;
@@ -39,16 +39,29 @@ enum Command {
     /// Reseal every stored snapshot under the active encryption key, in
     /// the running server's background (through its admin API), printing
     /// progress until done; safe to run again (it resumes).
-    Rekey(RekeyArgs),
+    Rekey(JobArgs),
+    /// Move conversations stored under plaintext keys (written before
+    /// `store.key_secret` was set) onto hashed keys, each under its turn,
+    /// in the running server's background; `--dry-run` counts first.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Args)]
-struct RekeyArgs {
+struct JobArgs {
     #[command(flatten)]
     file: ConfigFile,
     /// Conversations per second at most.
     #[arg(long, default_value_t = 200)]
     rate: u32,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Count what would move; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -83,7 +96,8 @@ fn main() -> ExitCode {
         Command::Serve(f) => (None, f.config),
         Command::CheckConfig(c) => (Some((c.explain, c.store)), c.file.config),
         Command::Keygen => return keygen(),
-        Command::Rekey(r) => return rekey(r),
+        Command::Rekey(r) => return run_job(&r, "/v1/rekey", false),
+        Command::Migrate(m) => return run_job(&m.job, "/v1/migrate", m.dry_run),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -134,7 +148,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn rekey(args: RekeyArgs) -> ExitCode {
+fn run_job(args: &JobArgs, path: &str, dry_run: bool) -> ExitCode {
     let config = match Config::load(&args.file.config, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -145,10 +159,15 @@ fn rekey(args: RekeyArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    match admin_client::rekey(&config, args.rate) {
+    let job = admin_client::Job {
+        path,
+        rate: args.rate,
+        dry_run,
+    };
+    match admin_client::run_job(&config, &job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("statehold: rekey: {e:#}");
+            eprintln!("statehold: {}: {e:#}", job.name());
             ExitCode::FAILURE
         }
     }

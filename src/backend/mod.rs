@@ -5,7 +5,8 @@
 //!
 //! - [`embedded`]: a redb file and in-process turns (one node).
 //! - [`redis`]: Redis, shared by every replica (leased, fenced turns).
-//! - [`private`]: either, with hashed keys and sealed values at rest.
+//! - [`private`]: either, with hashed keys and sealed values at rest
+//!   ([`migrate`]: moving plaintext keys onto hashed ones).
 //!
 //! # A turn
 //!
@@ -35,6 +36,7 @@
 
 pub mod clock;
 pub mod embedded;
+pub mod migrate;
 pub mod private;
 pub mod record;
 pub mod redis;
@@ -101,7 +103,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Up to about `count` stored conversation keys after `cursor` (`None`:
     /// from the start), and the cursor of the next page (`None`: done).
-    /// For maintenance (rekey), never on the request path; a key may come
+    /// For maintenance (rekey, migrate), never on the request path; a key may come
     /// twice across pages, and keys written meanwhile may be missed.
     fn scan(
         &self,

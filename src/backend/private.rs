@@ -4,6 +4,13 @@
 //! the backend underneath only ever sees stored keys and sealed values.
 //! With privacy off it passes everything through unchanged.
 //!
+//! With `store.plaintext_fallback` (while `statehold migrate` moves older
+//! conversations onto hashed keys), a conversation with no record under
+//! its hashed key is looked up under its plaintext key as well, under that
+//! key's turn too; its next write lands on the hashed key and removes the
+//! plaintext record. Redeliveries of updates recorded before the switch
+//! are found there as well.
+//!
 //! A recorded answer is sealed whole (status, headers, body, request
 //! digest) inside a carrier record: status 200, one header
 //! [`SEALED_HEADER`], the sealed encoding as its body.
@@ -51,6 +58,16 @@ pub struct PrivateHeld<H> {
     raw: ConvKey,
     stored: ConvKey,
     privacy: Arc<Privacy>,
+    /// Served from the plaintext key (`plaintext_fallback`).
+    plain: Option<Fallback<H>>,
+}
+
+/// A plaintext record served in place of a missing hashed one: its turn
+/// (the hashed key's is held too), its version and opened snapshot.
+struct Fallback<H> {
+    turn: H,
+    version: u64,
+    state: Option<Bytes>,
 }
 
 impl<B: Backend> Backend for Private<B> {
@@ -65,20 +82,52 @@ impl<B: Backend> Backend for Private<B> {
         let stored = self.privacy.stored_key(key);
         let dedupe = dedupe_id.map(|id| self.privacy.stored_dedupe(key, id));
         let (inner, loaded) = self.inner.begin(&stored, wait, dedupe.as_deref()).await?;
-        let loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
+        let mut loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
+        let mut plain = None;
+        if self.privacy.plaintext_fallback() && loaded.version == 0 {
+            // The plaintext layout: the raw key and the raw dedupe id.
+            let (turn, old) = self.inner.begin(key, wait, dedupe_id).await?;
+            let old = open(&self.privacy, key, dedupe_id, old);
+            loaded.duplicate = loaded.duplicate.or(old.duplicate);
+            if old.undecryptable.is_some() {
+                // Shown as such (log, metric, a new conversation); never
+                // removed by a write that could not read it.
+                loaded.undecryptable = old.undecryptable;
+            } else if old.version > 0 {
+                loaded.version = old.version;
+                loaded.state = old.state.clone();
+                plain = Some(Fallback {
+                    turn,
+                    version: old.version,
+                    state: old.state,
+                });
+            }
+        }
         let held = PrivateHeld {
             inner,
             raw: key.clone(),
             stored,
             privacy: Arc::clone(&self.privacy),
+            plain,
         };
         Ok((held, loaded))
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         let stored = self.privacy.stored_key(key);
-        let loaded = self.inner.load(&stored).await?;
-        Ok(open(&self.privacy, &stored, None, loaded))
+        let loaded = open(
+            &self.privacy,
+            &stored,
+            None,
+            self.inner.load(&stored).await?,
+        );
+        if self.privacy.plaintext_fallback() && loaded.version == 0 {
+            let old = self.inner.load(key).await?;
+            if old.version > 0 {
+                return Ok(open(&self.privacy, key, None, old));
+            }
+        }
+        Ok(loaded)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -104,7 +153,42 @@ impl<H: Held> Held for PrivateHeld<H> {
         self.inner.waited()
     }
 
-    async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+    async fn finish(mut self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let Some(plain) = self.plain.take() else {
+            let commit = self.seal(commit)?;
+            return self.inner.finish(commit).await;
+        };
+        // Served from the plaintext key: the write moves the conversation
+        // onto the hashed key (which has no record: version 0), a kept
+        // snapshot included, and then the plaintext record goes.
+        if commit.expected_version == Some(plain.version) {
+            commit.expected_version = Some(0);
+        }
+        if let (StateChange::Keep, Some(json)) = (&commit.change, &plain.state) {
+            commit.change = StateChange::Put(json.clone());
+        }
+        let commit = self.seal(commit)?;
+        let outcome = self.inner.finish(commit).await?;
+        if let CommitOutcome::Committed { .. } = outcome {
+            let forget = Commit {
+                expected_version: Some(plain.version),
+                change: StateChange::Forget,
+                dedupe: None,
+            };
+            if let Err(e) = plain.turn.finish(forget).await {
+                // Harmless: the hashed record now shadows it; `statehold
+                // migrate` removes it later.
+                warn!(error = %e, "moved onto the hashed key; the plaintext record stays until `statehold migrate`");
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+impl<H> PrivateHeld<H> {
+    /// The commit as stored: snapshot sealed, dedupe name hashed, recorded
+    /// answer sealed.
+    fn seal(&self, commit: Commit) -> Result<Commit, StoreError> {
         let p = &self.privacy;
         let sealing = |e| StoreError::Unavailable(format!("{e}"));
         let change = match commit.change {
@@ -128,12 +212,11 @@ impl<H: Held> Held for PrivateHeld<H> {
             }
             None => None,
         };
-        let commit = Commit {
+        Ok(Commit {
             expected_version: commit.expected_version,
             change,
             dedupe,
-        };
-        self.inner.finish(commit).await
+        })
     }
 }
 

@@ -237,7 +237,14 @@ impl Config {
             (None, Some(file)) => Some(privacy::Source::File(file)),
             (None, None) => None,
         };
-        privacy::build(key_secret, store.encryption.as_ref(), missing)
+        let built = privacy::build(key_secret, store.encryption.as_ref(), missing)?;
+        if store.plaintext_fallback && !built.hashes_keys() {
+            return Err(ConfigError::new(
+                "store.plaintext_fallback",
+                "needs store.key_secret (there are no hashed keys to fall back from)",
+            ));
+        }
+        Ok(built.with_plaintext_fallback(store.plaintext_fallback))
     }
 
     /// The Redis URL with its password replaced, for logs.

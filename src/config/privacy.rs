@@ -11,7 +11,7 @@ use crate::privacy::{material, Privacy};
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncryptionConfig {
-    /// Keys that seal values (AES-256-GCM), the sealing one first; every listed key opens. Add a new key first to rotate; remove an old one once `statehold rekey` moved every value off it.
+    /// Keys that seal values (AES-256-GCM): the first one not `open_only` seals; every listed key opens. Rotate: add the new key `open_only`, then make it the sealing one; remove an old one once `statehold rekey` moved every value off it.
     pub keys: Vec<EncryptionKey>,
 }
 
@@ -29,6 +29,9 @@ pub struct EncryptionKey {
     /// File holding the key (a mounted secret); created with a new random key (0600) when missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// Opens values, never seals: the first step of a rotation (every replica learns the new key before any seals with it). The first key without it seals.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub open_only: bool,
 }
 
 /// Where a secret comes from once `*_env` is resolved.
@@ -134,6 +137,19 @@ fn sealing_keys(
             )
         })?;
         keys.push((key.id.clone(), bytes));
+    }
+    // The first key not marked `open_only` seals. A new key is rolled out
+    // open-only first, so that no replica ever meets a value sealed under
+    // a key it does not hold yet (docs/privacy.md, Rotation).
+    let sealing = listed.iter().find(|k| !k.open_only).ok_or_else(|| {
+        ConfigError::new(
+            "store.encryption.keys",
+            "every key is open_only: one must seal",
+        )
+    })?;
+    if let Some(at) = keys.iter().position(|(id, _)| *id == sealing.id) {
+        let first = keys.remove(at);
+        keys.insert(0, first);
     }
     Ok(keys)
 }

@@ -226,6 +226,8 @@ pub struct StoreConfig {
     /// File holding `store.key_secret` (a mounted secret); created with a new random secret (0600) when missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_secret_file: Option<PathBuf>,
+    /// While moving existing conversations onto hashed keys (`statehold migrate`): a conversation with no record under its hashed key is looked up under its plaintext key too (one more round trip, only then) and moved there by its next write. Needs `key_secret`; turn it off once `migrate` is done.
+    pub plaintext_fallback: bool,
     /// Seal snapshots, recorded answers and spool entries at rest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<super::privacy::EncryptionConfig>,
@@ -269,6 +271,7 @@ impl Default for StoreConfig {
             key_secret: Default::default(),
             key_secret_env: Default::default(),
             key_secret_file: Default::default(),
+            plaintext_fallback: false,
             encryption: Default::default(),
             recovery_settle: Duration::from_secs(2),
         }

@@ -321,3 +321,34 @@ fn redis_passwords_come_inline_or_from_the_environment_and_print_masked() {
     let unset = Config::parse(&toml, &std::collections::HashMap::new()).expect_err("unset");
     assert_eq!(unset.key, "store.password_env");
 }
+
+#[test]
+fn the_first_key_not_open_only_seals() {
+    const K1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const K2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let with = |keys: &str| {
+        let store = format!("[store]\nencryption = {{ keys = [{keys}] }}\n[upstream]");
+        parse(&MINIMAL.replace("[upstream]", &store))?.privacy()
+    };
+    let rolling = with(&format!(
+        r#"{{ id = "k2", secret = "{K2}", open_only = true }}, {{ id = "k1", secret = "{K1}" }}"#
+    ))
+    .expect("valid");
+    let active = rolling.keyring().and_then(|r| r.active_id());
+    assert_eq!(active, Some("k1"));
+    let none_seals = with(&format!(
+        r#"{{ id = "k2", secret = "{K2}", open_only = true }}"#
+    ));
+    let err = none_seals.err().expect("refused");
+    assert_eq!(err.key, "store.encryption.keys");
+}
+
+#[test]
+fn plaintext_fallback_needs_hashed_keys() {
+    let fallback = MINIMAL.replace(
+        "[upstream]",
+        "[store]\nplaintext_fallback = true\n[upstream]",
+    );
+    let err = parse(&fallback).expect_err("refused");
+    assert_eq!(err.key, "store.plaintext_fallback");
+}

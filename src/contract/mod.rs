@@ -165,6 +165,10 @@ pub enum StateChange {
     Put(Bytes),
     /// Delete the snapshot (flow finished).
     Clear,
+    /// Remove the whole record, version included: maintenance only
+    /// (`statehold migrate` removing a moved plaintext key). Nothing in the
+    /// wire contract can ask for it.
+    Forget,
 }
 
 /// Why a reported snapshot was not stored. Never carries the content.

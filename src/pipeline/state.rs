@@ -137,7 +137,7 @@ impl<B: Backend> Pipeline<B> {
         }
         match &change {
             StateChange::Put(json) => loaded.state = Some(json.clone()),
-            StateChange::Clear => loaded.state = None,
+            StateChange::Clear | StateChange::Forget => loaded.state = None,
             StateChange::Keep => {}
         }
         info!(key = %shown, "served from the spool: the store's record predates the outage");

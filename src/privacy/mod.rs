@@ -31,6 +31,9 @@ pub use keyring::{Keyring, OpenError, SealError};
 pub struct Privacy {
     key_hash: Option<hmac::Key>,
     keyring: Option<Keyring>,
+    /// `store.plaintext_fallback`: while migrating, a conversation missing
+    /// under its hashed key is looked up under its plaintext key.
+    plaintext_fallback: bool,
 }
 
 /// What a sealed value is, bound into its associated data.
@@ -46,6 +49,7 @@ impl Privacy {
         Privacy {
             key_hash: None,
             keyring: None,
+            plaintext_fallback: false,
         }
     }
 
@@ -55,7 +59,20 @@ impl Privacy {
         Privacy {
             key_hash: key_secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)),
             keyring: (!keys.is_empty()).then(|| Keyring::new(keys)),
+            plaintext_fallback: false,
         }
+    }
+
+    /// See [`Privacy::plaintext_fallback`]; only with hashed keys.
+    pub fn with_plaintext_fallback(mut self, on: bool) -> Privacy {
+        self.plaintext_fallback = on && self.key_hash.is_some();
+        self
+    }
+
+    /// A conversation missing under its hashed key is looked up under its
+    /// plaintext key (written before `store.key_secret`).
+    pub fn plaintext_fallback(&self) -> bool {
+        self.plaintext_fallback
     }
 
     pub fn hashes_keys(&self) -> bool {

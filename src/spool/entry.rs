@@ -30,7 +30,8 @@ pub(super) fn unframe(framed: &[u8]) -> Option<(String, Option<u64>, StateChange
 pub(super) fn encode(base: Option<u64>, change: &StateChange) -> Vec<u8> {
     let (tag, data): (u8, &[u8]) = match change {
         StateChange::Put(json) => (b'p', json),
-        StateChange::Clear => (b'c', &[]),
+        // Never spooled (maintenance only); a clear is the nearest.
+        StateChange::Clear | StateChange::Forget => (b'c', &[]),
         StateChange::Keep => (b'k', &[]),
     };
     let mut value = Vec::with_capacity(10 + data.len());

@@ -80,6 +80,7 @@ pub async fn suite<B: Backend>(long: Arc<B>, ns: &str) {
     stale_version_conflicts(&*long, ns).await;
     keep_refreshes_only(&*long, ns).await;
     clear_keeps_a_tombstone(&*long, ns).await;
+    forget_removes_the_record(&*long, ns).await;
     dedupe_records(&*long, ns).await;
     unicode_roundtrip(&*long, ns).await;
     many_concurrent_commits(Arc::clone(&long), ns).await;
@@ -99,13 +100,23 @@ async fn scan_finds_every_conversation<B: Backend>(s: &B, ns: &str) {
     for key in &written {
         commit(s, key, put("{}", Some(0))).await.expect("commit");
     }
+    let Some(found) = scan_all(s).await else {
+        return;
+    };
+    for key in &written {
+        assert!(found.contains(key), "scan missed {key:?}");
+    }
+}
+
+/// Every key `scan` pages through; `None` where scanning is not supported
+/// (documented: a Redis Cluster is not scanned yet).
+async fn scan_all<B: Backend>(s: &B) -> Option<std::collections::HashSet<ConvKey>> {
     let mut found = std::collections::HashSet::new();
     let mut cursor = None;
     for _ in 0..10_000 {
         let page = match s.scan(cursor, 25).await {
             Ok(page) => page,
-            // Documented: a Redis Cluster is not scanned yet.
-            Err(StoreError::Unavailable(m)) if m.contains("not supported") => return,
+            Err(StoreError::Unavailable(m)) if m.contains("not supported") => return None,
             Err(e) => panic!("scan: {e}"),
         };
         found.extend(page.keys);
@@ -114,9 +125,7 @@ async fn scan_finds_every_conversation<B: Backend>(s: &B, ns: &str) {
             None => break,
         }
     }
-    for key in &written {
-        assert!(found.contains(key), "scan missed {key:?}");
-    }
+    Some(found)
 }
 
 async fn empty_conversation<B: Backend>(s: &B, ns: &str) {
@@ -234,6 +243,33 @@ async fn clear_keeps_a_tombstone<B: Backend>(s: &B, ns: &str) {
         .await
         .unwrap();
     assert_eq!(read(s, &none, None).await.unwrap().version, 0);
+}
+
+/// `Forget` (migrate's removal of a moved plaintext key): the record is
+/// gone, version included, and the key no longer scans; a stale forget
+/// conflicts.
+async fn forget_removes_the_record<B: Backend>(s: &B, ns: &str) {
+    let ns = format!("{ns}-forget");
+    let key = ConvKey::new(&ns, "gone");
+    committed(commit(s, &key, put(r#"{"f":1}"#, Some(0))).await.unwrap());
+    assert_eq!(
+        commit(s, &key, change(StateChange::Forget, Some(7)))
+            .await
+            .unwrap(),
+        CommitOutcome::Conflict { current: 1 }
+    );
+    commit(s, &key, change(StateChange::Forget, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(read(s, &key, None).await.unwrap(), Loaded::default());
+    if let Some(found) = scan_all(s).await {
+        assert!(!found.contains(&key), "a forgotten key scans");
+    }
+    // Written again, it starts over at version 1.
+    assert_eq!(
+        committed(commit(s, &key, put(r#"{"f":2}"#, Some(0))).await.unwrap()),
+        1
+    );
 }
 
 async fn dedupe_records<B: Backend>(s: &B, ns: &str) {

@@ -157,12 +157,20 @@ fn apply_commit(
     }
     let expires = now.saturating_add(limits.ttl_ms);
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
+    if commit.change == StateChange::Forget {
+        if let Some((_, old_expires, _)) = &current {
+            t.expiry.remove((*old_expires, index_key.as_str()))?;
+            t.snapshots.remove(key.as_str())?;
+        }
+        return Ok(Ok(CommitOutcome::Committed { version: 0 }));
+    }
     let (version, state): (u64, Option<&[u8]>) = match (&commit.change, &current) {
         (StateChange::Put(json), _) => (current_version + 1, Some(json)),
         (StateChange::Clear, Some(_)) => (current_version + 1, None),
         (StateChange::Keep, Some((v, _, s))) => (*v, s.as_deref()),
         // Nothing stored and nothing to store: no record to refresh.
-        (StateChange::Clear | StateChange::Keep, None) => (0, None),
+        (StateChange::Clear | StateChange::Keep | StateChange::Forget, None) => (0, None),
+        (StateChange::Forget, Some(_)) => (0, None), // handled above
     };
     if version > 0 {
         if let Some((_, old_expires, _)) = &current {

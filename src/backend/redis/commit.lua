@@ -11,7 +11,8 @@
 -- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q
 -- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
--- ARGV[3] change: 'p' put, 'c' clear, 'k' keep
+-- ARGV[3] change: 'p' put, 'c' clear, 'k' keep, 'f' forget (migrate: the
+--         record goes, version included)
 -- ARGV[4] snapshot JSON (put)
 -- ARGV[5] '1' to write the dedupe record   ARGV[6] recorded response
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
@@ -35,6 +36,9 @@ else
     version = current + 1
     redis.call('HSET', KEYS[1], 'v', version)
     redis.call('HDEL', KEYS[1], 'd')
+  elseif ARGV[3] == 'f' then
+    version = 0
+    redis.call('DEL', KEYS[1])
   end
   if ARGV[5] == '1' then
     redis.call('SET', KEYS[3], ARGV[6], 'PX', ${DEDUPE_MS}, 'NX')

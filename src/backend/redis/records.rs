@@ -107,6 +107,7 @@ impl RedisRecords {
         let (change, data): (&str, Bytes) = match commit.change {
             StateChange::Put(json) => ("p", json),
             StateChange::Clear => ("c", Bytes::new()),
+            StateChange::Forget => ("f", Bytes::new()),
             StateChange::Keep => ("k", Bytes::new()),
         };
         let (dedupe_id, recorded) = match &commit.dedupe {
