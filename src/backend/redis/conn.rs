@@ -230,6 +230,29 @@ impl RedisConn {
             .await
     }
 
+    /// Runs a command on the primary that serves `slot` (on one server or
+    /// Sentinel's primary: that server). For maintenance (`scan`).
+    pub async fn query_slot<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        slot: u16,
+    ) -> Result<T, OpError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        self.with_retry(|conn| async move {
+            match conn {
+                Connection::Cluster(mut cluster) => {
+                    let route = Route::new(slot, SlotAddr::Master);
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    let value = cluster.route_command(cmd.clone(), routing).await?;
+                    Ok(T::from_redis_value(value)?)
+                }
+                mut single => cmd.query_async(&mut single).await,
+            }
+        })
+        .await
+    }
+
     /// One attempt, and one more on a fresh connection when the first failed
     /// at the connection level (e.g. the first command after a Redis
     /// restart). Every statehold script is safe to run twice: loads and

@@ -155,16 +155,17 @@ impl RedisRecords {
         }
     }
 
-    /// Snapshot keys by `SCAN` (one node: a Redis Cluster is not scanned).
+    /// Snapshot keys by `SCAN` (one server), or on a Cluster slot by slot
+    /// (`CLUSTER GETKEYSINSLOT` on the slot's primary; the cursor is the
+    /// next slot). A slot moving meanwhile may be missed or seen twice:
+    /// rekey and migrate are idempotent, and a second run finds the rest.
     pub(super) async fn scan(
         &self,
         cursor: Option<String>,
         count: usize,
     ) -> Result<ScanPage, StoreError> {
         if self.conn.is_cluster() {
-            return Err(StoreError::Unavailable(
-                "scanning a Redis Cluster is not supported yet".into(),
-            ));
+            return self.scan_slots(cursor, count).await;
         }
         let prefix = self.conn.prefix();
         let mut cmd = redis::cmd("SCAN");
@@ -180,6 +181,39 @@ impl RedisRecords {
                 .filter_map(|n| super::keys::conversation_of(prefix, n))
                 .collect(),
             next: (next != "0").then_some(next),
+        })
+    }
+
+    async fn scan_slots(
+        &self,
+        cursor: Option<String>,
+        count: usize,
+    ) -> Result<ScanPage, StoreError> {
+        /// Slots in a Redis Cluster.
+        const SLOTS: u16 = 16384;
+        /// Far above any slot's share of conversations' keys.
+        const KEYS_PER_SLOT: usize = 100_000;
+        let prefix = self.conn.prefix();
+        let mut slot: u16 = match cursor {
+            Some(c) => c.parse().map_err(|_| bad_reply("scan cursor"))?,
+            None => 0,
+        };
+        let mut keys = Vec::new();
+        while slot < SLOTS && keys.len() < count.max(1) {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("GETKEYSINSLOT").arg(slot).arg(KEYS_PER_SLOT);
+            let names: Vec<String> = self.conn.query_slot(&cmd, slot).await?;
+            // Snapshot keys only: one per conversation.
+            keys.extend(
+                names
+                    .iter()
+                    .filter_map(|n| super::keys::conversation_of(prefix, n)),
+            );
+            slot += 1;
+        }
+        Ok(ScanPage {
+            keys,
+            next: (slot < SLOTS).then(|| slot.to_string()),
         })
     }
 
