@@ -39,10 +39,18 @@ rm -f "$log"
 # The client helpers and example bots, against the statehold binary the
 # cargo run just built (target/debug/statehold).
 echo "== python helper and examples"
-if [ ! -x target/pyenv/bin/python ]; then python3 -m venv target/pyenv; fi
-target/pyenv/bin/pip install -q --disable-pip-version-check -r clients/python/requirements-test.txt
+# A venv whose interpreter moved (the tree was copied) is made anew.
+if ! target/pyenv/bin/python -c '' >/dev/null 2>&1; then
+  rm -rf target/pyenv
+  python3 -m venv target/pyenv
+fi
+# An install that fails is reported and the tests below then fail and are
+# counted: the summary line is printed whatever happens.
+target/pyenv/bin/pip install -q --disable-pip-version-check -r clients/python/requirements-test.txt \
+  || echo "== pip install failed"
 # The helper as a user installs it (the example bots import it from there).
-target/pyenv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
+target/pyenv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python \
+  || echo "== pip install of the helper failed"
 log="$(mktemp)"
 set +e
 PYTHONDONTWRITEBYTECODE=1 target/pyenv/bin/python -m pytest -q -p no:cacheprovider \
@@ -57,7 +65,8 @@ if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 echo "== node helper and example"
 mkdir -p target/node
-(cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0)
+(cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0) \
+  || echo "== npm install failed"
 log="$(mktemp)"
 set +e
 NODE_PATH="$PWD/target/node/node_modules" node --test clients/node/test/*.test.js \

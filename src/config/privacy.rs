@@ -138,9 +138,16 @@ fn sealing_keys(
         })?;
         keys.push((key.id.clone(), bytes));
     }
-    // The first key not marked `open_only` seals. A new key is rolled out
-    // open-only first, so that no replica ever meets a value sealed under
-    // a key it does not hold yet (docs/privacy.md, Rotation).
+    sealing_first(listed, keys)
+}
+
+/// Puts the first key not marked `open_only` first: it seals. A new key is
+/// rolled out open-only first, so that no replica ever meets a value
+/// sealed under a key it does not hold yet (docs/privacy.md, Rotation).
+fn sealing_first(
+    listed: &[EncryptionKey],
+    mut keys: Vec<(String, [u8; 32])>,
+) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
     let sealing = listed.iter().find(|k| !k.open_only).ok_or_else(|| {
         ConfigError::new(
             "store.encryption.keys",

@@ -1,3 +1,6 @@
+//! Unit tests of `privacy`: key names, sealing and opening, plaintext from
+//! before encryption.
+
 use super::*;
 
 fn on() -> Privacy {
