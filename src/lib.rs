@@ -58,6 +58,7 @@ pub mod pipeline;
 pub mod presets;
 pub mod privacy;
 pub mod private_file;
+pub mod rules;
 pub mod secret;
 pub mod server;
 pub mod spool;

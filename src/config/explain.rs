@@ -1,18 +1,19 @@
 //! `check-config --explain`: the effective config with every key's
 //! documentation above it. The text is the `///` line of the key's field in
-//! `tables.rs` and `route.rs`, read from the sources compiled into the
+//! `tables.rs`, `route.rs`, `privacy.rs` and `rules/mod.rs`, read from the sources compiled into the
 //! binary, so the code and the explanation cannot drift apart.
 
 use super::Config;
 
-const SOURCES: [&str; 3] = [
+const SOURCES: [&str; 4] = [
     include_str!("tables.rs"),
     include_str!("route.rs"),
     include_str!("privacy.rs"),
+    include_str!("../rules/mod.rs"),
 ];
 
 /// The TOML table each config struct is.
-const TABLES: [(&str, &str); 11] = [
+const TABLES: [(&str, &str); 12] = [
     ("ServerConfig", "server"),
     ("TlsConfig", "server.tls"),
     ("UpstreamConfig", "upstream"),
@@ -24,6 +25,7 @@ const TABLES: [(&str, &str); 11] = [
     ("VerifyConfig", "route.verify"),
     ("EncryptionConfig", "store.encryption"),
     ("EncryptionKey", "store.encryption.keys"),
+    ("TransitionsConfig", "route.transitions"),
 ];
 
 /// One documented key: its table (`store`, `route.verify`), its name, and

@@ -36,9 +36,27 @@ pub struct RouteConfig {
     /// requests on a listener that is not loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<RouteVerify>,
+    /// JSON Schema (2020-12) file every reported snapshot must match; one that does not is not stored (the old one stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<std::path::PathBuf>,
+    /// A `[route.transitions]` table: the edges a state field may move along; a snapshot moving it otherwise is not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transitions: Option<crate::rules::TransitionsConfig>,
+    /// Members (JSON pointers) a clear keeps: the stored snapshot becomes just these, e.g. `["/member_id"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_on_clear: Vec<String>,
 }
 
 impl RouteConfig {
+    /// The route's snapshot rules, compiled (the schema file is read).
+    pub fn rules(&self) -> Result<crate::rules::Rules, crate::rules::RulesError> {
+        crate::rules::Rules::new(
+            self.schema.as_deref(),
+            self.transitions.as_ref(),
+            &self.keep_on_clear,
+        )
+    }
+
     /// Fills the route's unset fields with this platform's defaults.
     pub(super) fn apply_preset(&mut self, preset: Preset) {
         let route = self;

@@ -170,6 +170,9 @@ fn check_route(
             "needs at least one source (or a preset)",
         ));
     }
+    route
+        .rules()
+        .map_err(|e| ConfigError::new(at(e.config_key()), e.to_string()))?;
     match &route.verify {
         Some(RouteVerify::Check(verify)) => validate_verify(verify, at),
         None if !listen.ip().is_loopback() => Err(ConfigError::new(

@@ -86,6 +86,8 @@ pub enum SaveResult {
     /// The bot reported a snapshot that could not be decoded or was too big.
     Rejected,
     Error,
+    /// The snapshot broke the route's rules (`route.schema`, `[route.transitions]`).
+    Invalid,
 }
 
 /// See [`Metrics::turn_waiting`].
@@ -116,7 +118,7 @@ pub struct Metrics {
     upstream_duration: Histogram,
     store_duration: [Histogram; 2],
     state_loads: [AtomicU64; 4],
-    state_saves: [AtomicU64; 3],
+    state_saves: [AtomicU64; 4],
     dedupe_hits: AtomicU64,
     dedupe_mismatches: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -313,7 +315,7 @@ impl Metrics {
             (
                 "statehold_state_saves_total",
                 "Snapshot saves by result.",
-                &["ok", "rejected", "error"][..],
+                &["ok", "rejected", "error", "invalid"][..],
                 &self.state_saves[..],
             ),
         ] {

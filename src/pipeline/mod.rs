@@ -27,7 +27,10 @@
 //! 10. **upstream** the bot, asked for an uncompressed answer ([`crate::upstream`])
 //! 11. **capture**  the bot's reported snapshot, and **strip** every trace of
 //!     it from the answer; an answer that cannot be stripped is a 502
-//! 12. **save**     one atomic commit ([`crate::backend::Held::finish`]):
+//! 12. **check**    the snapshot against the route's rules (`route.schema`,
+//!     `[route.transitions]`): one that breaks them is not stored and the
+//!     old one stays; a clear keeps `route.keep_on_clear` ([`crate::rules`])
+//! 13. **save**     one atomic commit ([`crate::backend::Held::finish`]):
 //!     version and fence check, snapshot, sliding TTL refresh, dedupe record
 //!     (2xx answers only), and the turn's release;
 //!     a snapshot that cannot be committed is spooled or answered 503
@@ -35,16 +38,17 @@
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
 //! (reading within the budgets of `budget.rs`, the body-mode member),
 //! `state.rs` (turn, load, dedupe answer, save, spool), `wire.rs` (inject,
-//! capture and strip), `forward.rs` (upstream), `reject.rs` (statehold's own
+//! capture and strip), `check.rs` (the route's rules), `forward.rs` (upstream), `reject.rs` (statehold's own
 //! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
 //! and `Pipeline::matched`.
 //!
 //! Where is the TTL refreshed? In the backend, by every load (step 8) and
-//! every commit (step 12): `backend/embedded/` and `backend/redis/*.lua`.
+//! every commit (step 13): `backend/embedded/` and `backend/redis/*.lua`.
 
 mod admit;
 pub mod body;
 pub mod budget;
+mod check;
 mod forward;
 mod recovery;
 pub mod reject;
@@ -357,6 +361,8 @@ impl<B: Backend> Pipeline<B> {
         // capture + strip
         let change = self.capture(&mut answer, Some(&conv))?;
         self.watch_reports(route, &change, &answer, trace);
+        // check
+        let change = self.check(route, &conv, turn.loaded(), change);
         // save
         self.finish_turn(turn, keyed, change, &answer, trace)
             .await?;

@@ -8,6 +8,7 @@
 
 use crate::config::{Config, OnMissingKey, RouteVerify, VerifyKind};
 use crate::key::KeySource;
+use crate::rules::{Rules, RulesError};
 use crate::verify::Verifier;
 
 pub struct Route {
@@ -22,6 +23,8 @@ pub struct Route {
     pub verifier: Option<Verifier>,
     /// Some key or dedupe source reads the JSON body.
     pub needs_json: bool,
+    /// What a reported snapshot must meet, and what a clear keeps.
+    pub rules: Rules,
 }
 
 pub struct Routes {
@@ -48,6 +51,8 @@ pub enum RouteError {
     },
     #[error("route[{index}].verify is incomplete")]
     Incomplete { index: usize },
+    #[error("route[{index}].{}: {source}", source.config_key())]
+    Rules { index: usize, source: RulesError },
 }
 
 impl Routes {
@@ -71,6 +76,9 @@ impl Routes {
                 }),
                 None => None,
             };
+            let rules = r
+                .rules()
+                .map_err(|source| RouteError::Rules { index, source })?;
             by_length.push(Route {
                 index,
                 path: r.path.clone(),
@@ -80,6 +88,7 @@ impl Routes {
                 on_missing_key: r.on_missing_key,
                 verifier,
                 needs_json,
+                rules,
             });
         }
         by_length.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
