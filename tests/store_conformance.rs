@@ -11,7 +11,7 @@ use std::time::Duration;
 use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
-use support::conformance::{suite, ttl_suite, SHORT_TTL};
+use support::conformance::{short_lifetimes, suite, ttl_suite, SHORT_TTL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_conforms() {
@@ -27,8 +27,9 @@ async fn embedded_store_conforms() {
 #[tokio::test(start_paused = true)]
 async fn embedded_ttls_on_a_paused_clock() {
     let dir = support::temp_dir();
-    let short = EmbeddedBackend::open(&dir.path().join("short.db"), SHORT_TTL, SHORT_TTL, 32 << 20)
-        .expect("open");
+    let path = dir.path().join("short.db");
+    let short =
+        EmbeddedBackend::open(&path, short_lifetimes("conf"), SHORT_TTL, 32 << 20).expect("open");
     let started = std::time::Instant::now();
     ttl_suite(&short, "conf").await;
     assert!(
@@ -121,7 +122,8 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         RedisConn::open(topology, Access::default(), timeout, prefix, breaker).unwrap()
     };
     let long = RedisBackend::new(conn("long"), timings(hour));
-    let short = RedisBackend::new(conn("short"), timings(SHORT_TTL));
+    let short =
+        RedisBackend::with_lifetimes(conn("short"), timings(SHORT_TTL), &short_lifetimes("conf"));
     suite(Arc::new(long), "conf").await;
     ttl_suite(&short, "conf").await;
     // Every key the suite wrote carries a TTL (never a key that lives forever).

@@ -36,6 +36,7 @@
 
 pub mod clock;
 pub mod embedded;
+pub mod lifetime;
 pub mod migrate;
 pub mod private;
 pub mod record;
@@ -45,6 +46,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use clock::now_ms;
+pub use lifetime::Lifetimes;
 pub use record::{Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, StoreError};
 
 use crate::key::ConvKey;

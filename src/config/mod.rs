@@ -215,6 +215,18 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
 
+    /// Each conversation's record lifetime: `store.ttl`, or its route's
+    /// `route.ttl` (by namespace; validation made the routes of a
+    /// namespace agree).
+    pub fn lifetimes(&self) -> crate::backend::Lifetimes {
+        let by_namespace = self
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.namespace.clone(), r.ttl?)))
+            .collect();
+        crate::backend::Lifetimes::new(self.store.ttl, by_namespace)
+    }
+
     /// Privacy at rest from `store.key_secret` and `[store.encryption]`;
     /// key files that do not exist yet are created (at startup).
     pub fn privacy(&self) -> Result<crate::privacy::Privacy, ConfigError> {

@@ -42,6 +42,13 @@ pub struct RouteConfig {
     /// A `[route.transitions]` table: the edges a state field may move along; a snapshot moving it otherwise is not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transitions: Option<crate::rules::TransitionsConfig>,
+    /// This route's conversations live this long without a request (sliding), instead of `store.ttl`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<std::time::Duration>,
     /// Members (JSON pointers) a clear keeps: the stored snapshot becomes just these, e.g. `["/member_id"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_on_clear: Vec<String>,

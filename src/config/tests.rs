@@ -352,3 +352,20 @@ fn plaintext_fallback_needs_hashed_keys() {
     let err = parse(&fallback).expect_err("refused");
     assert_eq!(err.key, "store.plaintext_fallback");
 }
+
+#[test]
+fn route_ttl_sets_its_namespaces_lifetime_and_routes_of_one_namespace_agree() {
+    let two = format!(
+        "{MINIMAL}ttl = \"5m\"\n[[route]]\npath = \"/web\"\nnamespace = \"web\"\nkey = [\"header:x-session-id\"]\n"
+    );
+    let config = parse(&two).expect("valid");
+    let lifetimes = config.lifetimes();
+    let key = |ns: &str| crate::key::ConvKey::new(ns, "1");
+    assert_eq!(lifetimes.of(&key("tg")), Duration::from_secs(300));
+    assert_eq!(lifetimes.of(&key("tg#")), Duration::from_secs(300));
+    assert_eq!(lifetimes.of(&key("web")), config.store.ttl);
+    let clash = two.replace("namespace = \"web\"", "namespace = \"tg\"");
+    assert_eq!(parse(&clash).expect_err("refused").key, "route[1].ttl");
+    let zero = MINIMAL.to_string() + "ttl = \"0s\"\n";
+    assert_eq!(parse(&zero).expect_err("refused").key, "route[0].ttl");
+}

@@ -116,6 +116,8 @@ impl Config {
         }
         let listen = self.server.listen;
         let mut seen = std::collections::HashSet::new();
+        // A namespace's records have one lifetime: its routes must agree.
+        let mut lifetimes = std::collections::HashMap::new();
         for (i, route) in self.routes.iter_mut().enumerate() {
             let at = |field: &str| format!("route[{i}].{field}");
             if !seen.insert(route.path.clone()) {
@@ -128,6 +130,16 @@ impl Config {
                 route.apply_preset(preset);
             }
             check_route(route, listen, &at)?;
+            let ttl = route.ttl.unwrap_or(self.store.ttl);
+            if *lifetimes.entry(route.namespace.clone()).or_insert(ttl) != ttl {
+                return Err(ConfigError::new(
+                    at("ttl"),
+                    format!(
+                        "routes sharing namespace {:?} must have the same ttl",
+                        route.namespace
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -173,6 +185,9 @@ fn check_route(
     route
         .rules()
         .map_err(|e| ConfigError::new(at(e.config_key()), e.to_string()))?;
+    if route.ttl == Some(Duration::ZERO) {
+        return Err(ConfigError::new(at("ttl"), "must be greater than zero"));
+    }
     match &route.verify {
         Some(RouteVerify::Check(verify)) => validate_verify(verify, at),
         None if !listen.ip().is_loopback() => Err(ConfigError::new(

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use statehold::backend::{
-    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, StateChange, StoreError,
-    TurnError,
+    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, RecordedResponse, StateChange,
+    StoreError, TurnError,
 };
 use statehold::key::ConvKey;
 
@@ -327,7 +327,37 @@ async fn many_concurrent_commits<B: Backend>(s: Arc<B>, ns: &str) {
 /// Expiry, sliding TTLs, dedupe windows. Both a read and a commit of the
 /// conversation slide its TTL; dedupe records do not slide.
 pub async fn ttl_suite<B: Backend>(short: &B, ns: &str) {
+    let own = own_lifetime_written(short, ns).await;
     expiry_and_sliding_ttl(short, ns).await;
+    own_lifetime_kept(short, &own).await;
+}
+
+/// `SHORT_TTL` for every conversation but those of the route (namespace)
+/// `<ns>-own`, which live an hour (`route.ttl`).
+pub fn short_lifetimes(ns: &str) -> Lifetimes {
+    let own = [(format!("{ns}-own"), Duration::from_secs(3600))];
+    Lifetimes::new(SHORT_TTL, own.into_iter().collect())
+}
+
+/// Conversations of a route with its own lifetime, plain and hashed
+/// (`ns#`), written before the short-TTL checks run...
+async fn own_lifetime_written<B: Backend>(s: &B, ns: &str) -> Vec<ConvKey> {
+    let own = vec![
+        ConvKey::new(&format!("{ns}-own"), "long-lived"),
+        ConvKey::new(&format!("{ns}-own#"), "Vh3kAbC"),
+    ];
+    for key in &own {
+        committed(commit(s, key, put(r#"{"own":1}"#, Some(0))).await.unwrap());
+    }
+    own
+}
+
+/// ...and still there after them (2.4 short TTLs untouched).
+async fn own_lifetime_kept<B: Backend>(s: &B, own: &[ConvKey]) {
+    for key in own {
+        let loaded = read(s, key, None).await.unwrap();
+        assert_eq!(loaded.version, 1, "{key:?} lives its route's ttl");
+    }
 }
 
 /// Both a load and a commit of the conversation slide its TTL.

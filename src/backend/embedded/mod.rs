@@ -22,7 +22,9 @@ use std::time::Duration;
 
 pub use store::OpenError;
 
-use super::{Backend, Commit, CommitOutcome, Held, Loaded, ScanPage, StoreError, TurnError};
+use super::{
+    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, ScanPage, StoreError, TurnError,
+};
 use crate::key::ConvKey;
 use store::EmbeddedStore;
 use turns::{LocalTurn, LocalTurns};
@@ -36,14 +38,21 @@ impl EmbeddedBackend {
     /// Opens (or creates) the database and starts its writer thread.
     /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
     /// which would make RSS grow with the data).
+    /// `ttl`: every record's lifetime, or per route ([`Lifetimes`]).
     pub fn open(
         path: &Path,
-        ttl: Duration,
+        ttl: impl Into<Lifetimes>,
         dedupe_window: Duration,
         cache_bytes: usize,
     ) -> Result<EmbeddedBackend, OpenError> {
+        let lifetimes = ttl.into();
         Ok(EmbeddedBackend {
-            records: Arc::new(EmbeddedStore::open(path, ttl, dedupe_window, cache_bytes)?),
+            records: Arc::new(EmbeddedStore::open(
+                path,
+                lifetimes,
+                dedupe_window,
+                cache_bytes,
+            )?),
             turns: LocalTurns::default(),
         })
     }

@@ -84,7 +84,7 @@ impl EmbeddedStore {
     /// which would make RSS grow with the data).
     pub fn open(
         path: &Path,
-        ttl: std::time::Duration,
+        lifetimes: crate::backend::Lifetimes,
         dedupe_window: std::time::Duration,
         cache_bytes: usize,
     ) -> Result<EmbeddedStore, OpenError> {
@@ -92,12 +92,15 @@ impl EmbeddedStore {
         let (writer, jobs) = mpsc::channel();
         let writer_db = Arc::clone(&db);
         let limits = Limits {
-            ttl_ms: ttl.as_millis() as u64,
+            lifetimes,
             dedupe_ms: dedupe_window.as_millis() as u64,
         };
         let writer_thread = std::thread::Builder::new()
             .name("statehold-writer".into())
-            .spawn(move || writer_loop(&writer_db, jobs, limits))
+            .spawn({
+                let limits = limits.clone();
+                move || writer_loop(&writer_db, jobs, limits)
+            })
             .map_err(|e| OpenError::Db {
                 path: path.display().to_string(),
                 reason: format!("cannot start writer thread: {e}"),
@@ -142,7 +145,7 @@ impl EmbeddedStore {
         let db = &self.db;
         let snap_key = key.as_str();
         let dedupe_key = dedupe_id.map(|id| dedupe_key(key, id));
-        let ttl_ms = self.limits.ttl_ms;
+        let ttl_ms = self.limits.ttl_ms(key);
         let read = move || -> Result<(Loaded, bool), StoreError> {
             let now = now_ms();
             let txn = db.begin_read().map_err(db_err)?;

@@ -8,14 +8,21 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::rows::*;
-use crate::backend::{Commit, CommitOutcome, StateChange, StoreError};
+use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError};
 use crate::key::ConvKey;
 
-/// The writer's fixed TTLs.
-#[derive(Clone, Copy)]
+/// The writer's TTLs: each conversation's lifetime, the dedupe window.
+#[derive(Clone)]
 pub(super) struct Limits {
-    pub(super) ttl_ms: u64,
+    pub(super) lifetimes: Lifetimes,
     pub(super) dedupe_ms: u64,
+}
+
+impl Limits {
+    /// `key`'s record lifetime in milliseconds.
+    pub(super) fn ttl_ms(&self, key: &ConvKey) -> u64 {
+        self.lifetimes.of(key).as_millis() as u64
+    }
 }
 
 /// One write for the writer thread. `now` is the caller's clock reading
@@ -47,11 +54,11 @@ pub(super) fn writer_loop(db: &Database, jobs: mpsc::Receiver<Job>, limits: Limi
                 Err(_) => break,
             }
         }
-        run_batch(db, batch, limits);
+        run_batch(db, batch, &limits);
     }
 }
 
-fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
+fn run_batch(db: &Database, batch: Vec<Job>, limits: &Limits) {
     match apply_batch(db, &batch, limits) {
         Ok(outcomes) => reply(batch, outcomes),
         Err(e) => fail(batch, &e.to_string()),
@@ -59,7 +66,7 @@ fn run_batch(db: &Database, batch: Vec<Job>, limits: Limits) {
 }
 
 /// Every job of the batch in one transaction, one fsync.
-fn apply_batch(db: &Database, batch: &[Job], limits: Limits) -> Result<Vec<Outcome>, redb::Error> {
+fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outcome>, redb::Error> {
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
@@ -141,7 +148,7 @@ fn apply_commit(
     key: &ConvKey,
     commit: &Commit,
     now: u64,
-    limits: Limits,
+    limits: &Limits,
 ) -> Result<Result<CommitOutcome, StoreError>, redb::Error> {
     let current = match live_record(t, key, now)? {
         Ok(current) => current,
@@ -155,7 +162,7 @@ fn apply_commit(
             }));
         }
     }
-    let expires = now.saturating_add(limits.ttl_ms);
+    let expires = now.saturating_add(limits.ttl_ms(key));
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
     if commit.change == StateChange::Forget {
         if let Some((_, old_expires, _)) = &current {
@@ -231,7 +238,7 @@ fn touch(
     t: &mut Tables<'_, '_>,
     key: &ConvKey,
     now: u64,
-    limits: Limits,
+    limits: &Limits,
 ) -> Result<(), redb::Error> {
     let record = match t.snapshots.get(key.as_str())? {
         Some(raw) => match decode_record(raw.value()) {
@@ -243,7 +250,7 @@ fn touch(
         None => None,
     };
     if let Some((version, old_expires, state)) = record {
-        let expires = now.saturating_add(limits.ttl_ms);
+        let expires = now.saturating_add(limits.ttl_ms(key));
         let index_key = tagged(TAG_SNAPSHOT, key.as_str());
         t.expiry.remove((old_expires, index_key.as_str()))?;
         t.snapshots.insert(

@@ -89,7 +89,7 @@ pub(super) async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64)
     let args = [token.to_string()];
     loop {
         tokio::time::sleep(every).await;
-        match shared.run(&shared.scripts.extend, &keys, &args).await {
+        match shared.run(&shared.scripts.any().extend, &keys, &args).await {
             Ok(1) => {}
             Ok(_) => {
                 warn!("turn lease taken over while held; this request's write will be refused");

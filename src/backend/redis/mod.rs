@@ -34,7 +34,9 @@ pub use conn::{ConnError, RedisConn};
 pub use endpoint::{Access, Topology};
 pub use keys::{escape_key_part, ConvKeys};
 
-use super::{Backend, Commit, CommitOutcome, Held, Loaded, ScanPage, StoreError, TurnError};
+use super::{
+    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, ScanPage, StoreError, TurnError,
+};
 use crate::key::ConvKey;
 use records::RedisRecords;
 use scripts::{Constants, Scripts};
@@ -64,19 +66,32 @@ impl RedisBackend {
     /// Starts the turn machinery (hand-over listener, sweeper) on the
     /// current runtime; connects on first use.
     pub fn new(conn: RedisConn, timings: Timings) -> RedisBackend {
+        RedisBackend::with_lifetimes(conn, timings, &Lifetimes::uniform(timings.ttl))
+    }
+
+    /// Like [`RedisBackend::new`], with a lifetime per route
+    /// (`timings.ttl` is then unused).
+    pub fn with_lifetimes(
+        conn: RedisConn,
+        timings: Timings,
+        lifetimes: &Lifetimes,
+    ) -> RedisBackend {
         // A waiting token outlives the longest wait, and a holder's lease
         // on either side of it.
         let queue_ttl = timings.max_wait + timings.lease * 2;
         if conn.sentinels().is_some() {
             tokio::spawn(failover::follow_switches(conn.downgrade()));
         }
-        let scripts = Arc::new(Scripts::new(&Constants {
-            ttl: timings.ttl,
-            dedupe_window: timings.dedupe_window,
-            lease: timings.lease,
-            queue_ttl,
-            channel: conn.turn_channel(),
-        }));
+        let scripts = Arc::new(Scripts::new(
+            &Constants {
+                ttl: timings.ttl,
+                dedupe_window: timings.dedupe_window,
+                lease: timings.lease,
+                queue_ttl,
+                channel: conn.turn_channel(),
+            },
+            lifetimes,
+        ));
         RedisBackend {
             records: Arc::new(RedisRecords::new(
                 conn.clone(),

@@ -87,7 +87,7 @@ impl RedisRecords {
         dedupe_id: Option<&str>,
     ) -> Result<Loaded, StoreError> {
         let keys = self.conn.keys(key);
-        let mut inv = self.scripts.load.prepare_invoke();
+        let mut inv = self.scripts.of(key).load.prepare_invoke();
         inv.key(keys.snapshot())
             .key(keys.dedupe(dedupe_id.unwrap_or("")))
             .arg(if dedupe_id.is_some() { "1" } else { "0" });
@@ -114,7 +114,7 @@ impl RedisRecords {
             Some((id, response)) => (id.as_str(), response.encode()),
             None => ("", Bytes::new()),
         };
-        let mut inv = self.scripts.commit.prepare_invoke();
+        let mut inv = self.scripts.of(key).commit.prepare_invoke();
         inv.key(keys.snapshot())
             .key(keys.lease())
             .key(keys.dedupe(dedupe_id))

@@ -8,12 +8,21 @@
 //! redis-rs sends EVALSHA and falls back to EVAL after a Redis restart
 //! emptied the script cache. Scripts that share helpers are built from a
 //! `*_lib.lua` and their body (Redis scripts cannot include one another).
+//!
+//! A route with its own `route.ttl` gets its own build of the scripts that
+//! write a record's TTL (its lifetime written in), chosen by the key's
+//! namespace: still no per-request argument.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Script;
 
+use crate::backend::Lifetimes;
+use crate::key::ConvKey;
+
 /// What every script of one deployment shares.
+#[derive(Clone)]
 pub(super) struct Constants {
     pub ttl: Duration,
     pub dedupe_window: Duration,
@@ -24,7 +33,8 @@ pub(super) struct Constants {
     pub channel: String,
 }
 
-pub(super) struct Scripts {
+/// One build of every script.
+pub(super) struct ScriptSet {
     pub acquire: Script,
     pub load: Script,
     pub commit: Script,
@@ -33,11 +43,44 @@ pub(super) struct Scripts {
     pub extend: Script,
 }
 
+/// The scripts of one deployment: a build per record lifetime.
+pub(super) struct Scripts {
+    default: ScriptSet,
+    by_namespace: HashMap<String, ScriptSet>,
+}
+
 impl Scripts {
-    pub fn new(c: &Constants) -> Scripts {
+    /// `c.ttl` is replaced by each key's lifetime from `lifetimes`.
+    pub fn new(c: &Constants, lifetimes: &Lifetimes) -> Scripts {
+        let with_ttl = |ttl: Duration| ScriptSet::new(&Constants { ttl, ..c.clone() });
+        Scripts {
+            default: with_ttl(lifetimes.default_ttl()),
+            by_namespace: lifetimes
+                .overrides()
+                .map(|(ns, ttl)| (ns.to_string(), with_ttl(ttl)))
+                .collect(),
+        }
+    }
+
+    /// The build for `key`'s record (a stored key, hashed or not).
+    pub fn of(&self, key: &ConvKey) -> &ScriptSet {
+        let ns = key.namespace();
+        let ns = ns.strip_suffix('#').unwrap_or(ns);
+        self.by_namespace.get(ns).unwrap_or(&self.default)
+    }
+
+    /// The build for scripts that write no record TTL (turns' check,
+    /// release, extend): the same in every build.
+    pub fn any(&self) -> &ScriptSet {
+        &self.default
+    }
+}
+
+impl ScriptSet {
+    fn new(c: &Constants) -> ScriptSet {
         let turn_lib = include_str!("turn_lib.lua");
         let build = |parts: &[&str]| Script::new(&fill(&parts.concat(), c));
-        Scripts {
+        ScriptSet {
             acquire: build(&[include_str!("acquire.lua")]),
             load: build(&[include_str!("load.lua")]),
             commit: build(&[include_str!("commit.lua")]),

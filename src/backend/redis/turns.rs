@@ -129,10 +129,10 @@ impl Shared {
         &self,
         keys: &LeaseKeys,
         token: u64,
-        conv: &ConvKeys,
+        (key, conv): (&ConvKey, &ConvKeys),
         dedupe_id: Option<&str>,
     ) -> Result<(bool, Option<Loaded>), TurnError> {
-        let mut inv = self.scripts.acquire.prepare_invoke();
+        let mut inv = self.scripts.of(key).acquire.prepare_invoke();
         inv.key(&keys.lease)
             .key(&keys.queue)
             .key(conv.snapshot())
@@ -155,7 +155,7 @@ impl Shared {
     }
 
     pub(super) async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
-        self.run(&self.scripts.release, keys, &[token.to_string()])
+        self.run(&self.scripts.any().release, keys, &[token.to_string()])
             .await
     }
 
@@ -272,7 +272,9 @@ impl RedisTurns {
             token,
             held: false,
         };
-        let (granted, prefetched) = s.run_acquire(&keys, token, &conv_keys, dedupe_id).await?;
+        let (granted, prefetched) = s
+            .run_acquire(&keys, token, (key, &conv_keys), dedupe_id)
+            .await?;
         if !granted {
             self.wait_for_grant(&keys, token, notice, deadline)
                 .await
@@ -313,7 +315,7 @@ impl RedisTurns {
                 // A hand-over sets the lease to our token before announcing it.
                 _ = &mut notice => return Ok(()),
                 _ = tokio::time::sleep(nap) => {
-                    let granted = s.run(&s.scripts.check, keys, &args).await.is_ok_and(|g| g == 1);
+                    let granted = s.run(&s.scripts.any().check, keys, &args).await.is_ok_and(|g| g == 1);
                     if granted {
                         return Ok(());
                     }
