@@ -165,6 +165,7 @@ fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
         expected_version,
         change: StateChange::Put(state),
         dedupe: None,
+        origin: Default::default(),
     }
 }
 

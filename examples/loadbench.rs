@@ -850,6 +850,7 @@ fn redis_at_saturation(
                 expected_version: None,
                 change: StateChange::Put(state),
                 dedupe: Some((id, answer)),
+                origin: Default::default(),
             };
             held.finish(commit).await.ok()
         }
@@ -915,6 +916,7 @@ fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result
                             expected_version: None,
                             change: StateChange::Put(state),
                             dedupe: None,
+                            origin: Default::default(),
                         };
                         let wait = Duration::from_secs(5);
                         match store.begin(&key, wait, None).await {

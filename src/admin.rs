@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::backend::private::Private;
-use crate::backend::{Backend, Commit, CommitOutcome, Held};
+use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin};
 use crate::config::Secret;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -316,6 +316,7 @@ impl<B: Backend> Admin<B> {
             expected_version: None,
             change,
             dedupe: None,
+            origin: Origin::Admin,
         };
         match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {

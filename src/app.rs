@@ -107,7 +107,7 @@ pub async fn run(
 fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
     EmbeddedBackend::open(
         &config.store.path,
-        config.lifetimes(),
+        config.retention(),
         config.store.dedupe_window,
         config.store.cache_bytes as usize,
     )
@@ -153,7 +153,7 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
         max_wait: store.lock_wait,
         min_replica_acks: store.min_replica_acks,
     };
-    let backend = RedisBackend::with_lifetimes(conn, timings, &config.lifetimes());
+    let backend = RedisBackend::with_retention(conn, timings, &config.retention());
     let shown = config.redacted_store_url().unwrap_or_default();
     match backend.ping().await {
         Ok(()) => info!(url = %shown, "redis reachable"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
-use support::conformance::{short_lifetimes, suite, ttl_suite, SHORT_TTL};
+use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_conforms() {
@@ -20,6 +20,9 @@ async fn embedded_store_conforms() {
     let long =
         EmbeddedBackend::open(&dir.path().join("long.db"), hour, hour, 32 << 20).expect("open");
     suite(Arc::new(long), "conf").await;
+    let kept = EmbeddedBackend::open(&dir.path().join("kept.db"), keeping(hour), hour, 32 << 20)
+        .expect("open");
+    history_suite(&kept, "conf").await;
 }
 
 /// The embedded backend's expiry follows tokio's clock, so its TTLs are
@@ -57,6 +60,7 @@ async fn embedded_purge_deletes_what_expired() {
                     request_digest: None,
                 },
             )),
+            origin: Default::default(),
         };
         let (held, _) = store
             .begin(&key, Duration::from_secs(1), None)
@@ -122,10 +126,15 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         RedisConn::open(topology, Access::default(), timeout, prefix, breaker).unwrap()
     };
     let long = RedisBackend::new(conn("long"), timings(hour));
-    let short =
-        RedisBackend::with_lifetimes(conn("short"), timings(SHORT_TTL), &short_lifetimes("conf"));
+    let short = RedisBackend::with_retention(
+        conn("short"),
+        timings(SHORT_TTL),
+        &short_lifetimes("conf").into(),
+    );
+    let kept = RedisBackend::with_retention(conn("kept"), timings(hour), &keeping(hour));
     suite(Arc::new(long), "conf").await;
     ttl_suite(&short, "conf").await;
+    history_suite(&kept, "conf").await;
     // Every key the suite wrote carries a TTL (never a key that lives forever).
     let mut seen = 0;
     for port in ports {

@@ -49,6 +49,30 @@ impl Lifetimes {
     }
 }
 
+/// How long and how much of each conversation a backend keeps: its
+/// record's lifetime and, with `store.history = N`, its last N versions.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub lifetimes: Lifetimes,
+    /// Versions kept per conversation (0: history off).
+    pub history: u32,
+}
+
+impl From<Duration> for Retention {
+    fn from(ttl: Duration) -> Retention {
+        Lifetimes::uniform(ttl).into()
+    }
+}
+
+impl From<Lifetimes> for Retention {
+    fn from(lifetimes: Lifetimes) -> Retention {
+        Retention {
+            lifetimes,
+            history: 0,
+        }
+    }
+}
+
 impl From<Duration> for Lifetimes {
     fn from(ttl: Duration) -> Lifetimes {
         Lifetimes::uniform(ttl)

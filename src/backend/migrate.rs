@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use super::private::Private;
-use super::{Backend, Commit, CommitOutcome, Held, StateChange, StoreError};
+use super::{Backend, Commit, CommitOutcome, Held, Origin, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// What [`Private::migrate`] found (or, in a dry run, would do) for one
@@ -111,6 +111,7 @@ impl<B: Backend> Private<B> {
                 expected_version: Some(moved.version),
                 change: StateChange::Put(sealed),
                 dedupe: None,
+                origin: Origin::Maintenance,
             };
             if let CommitOutcome::Conflict { .. } = hashed_turn.finish(write).await? {
                 // Written meanwhile (a fenced-off turn): the next run decides.
@@ -123,6 +124,7 @@ impl<B: Backend> Private<B> {
             expected_version: Some(plain.version),
             change: StateChange::Forget,
             dedupe: None,
+            origin: Origin::Maintenance,
         };
         plain_turn.finish(forget).await?;
         Ok(verdict)

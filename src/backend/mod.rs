@@ -46,8 +46,10 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use clock::now_ms;
-pub use lifetime::Lifetimes;
-pub use record::{Commit, CommitOutcome, Loaded, RecordedResponse, StateChange, StoreError};
+pub use lifetime::{Lifetimes, Retention};
+pub use record::{
+    Commit, CommitOutcome, Loaded, Origin, RecordedResponse, StateChange, StoreError, Version,
+};
 
 use crate::key::ConvKey;
 
@@ -91,6 +93,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Reads a record without taking the turn (the admin API's GET).
     fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// The kept versions of a conversation (`store.history`), newest
+    /// first; empty with history off.
+    fn history(
+        &self,
+        key: &ConvKey,
+    ) -> impl Future<Output = Result<Vec<Version>, StoreError>> + Send;
 
     /// Cheap reachability check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

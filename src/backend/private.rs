@@ -23,7 +23,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tracing::warn;
 
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, ScanPage, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Loaded, Origin, RecordedResponse, ScanPage, StoreError,
+    TurnError, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -142,6 +143,27 @@ impl<B: Backend> Backend for Private<B> {
         self.inner.quiesce(within).await
     }
 
+    /// Kept versions with their snapshots opened; one that cannot be
+    /// opened (its key is gone) is left out, logged.
+    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        let stored = self.privacy.stored_key(key);
+        let mut versions = self.inner.history(&stored).await?;
+        versions.retain_mut(|v| match v.state.take() {
+            None => true,
+            Some(value) => match self.privacy.open_state(&stored, value) {
+                Ok(json) => {
+                    v.state = Some(json);
+                    true
+                }
+                Err(e) => {
+                    warn!(version = v.version, error = %e, "a kept version cannot be opened; left out of the history");
+                    false
+                }
+            },
+        });
+        Ok(versions)
+    }
+
     /// Stored keys (hashed with `store.key_secret`): for maintenance.
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.inner.scan(cursor, count).await
@@ -174,6 +196,7 @@ impl<H: Held> Held for PrivateHeld<H> {
                 expected_version: Some(plain.version),
                 change: StateChange::Forget,
                 dedupe: None,
+                origin: Origin::Maintenance,
             };
             if let Err(e) = plain.turn.finish(forget).await {
                 // Harmless: the hashed record now shadows it; `statehold
@@ -216,6 +239,7 @@ impl<H> PrivateHeld<H> {
             expected_version: commit.expected_version,
             change,
             dedupe,
+            origin: commit.origin,
         })
     }
 }
@@ -304,6 +328,7 @@ impl<B: Backend> Private<B> {
             expected_version: Some(loaded.version),
             change: StateChange::Put(sealed),
             dedupe: None,
+            origin: Origin::Maintenance,
         };
         Ok(match held.finish(commit).await? {
             CommitOutcome::Committed { .. } => Resealed::Resealed,

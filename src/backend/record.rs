@@ -40,6 +40,85 @@ pub struct Commit {
     pub change: StateChange,
     /// Dedupe id and the response to answer its redeliveries with.
     pub dedupe: Option<(String, RecordedResponse)>,
+    /// Who wrote it: named in the history (`store.history`).
+    pub origin: Origin,
+}
+
+/// Where a write came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The bot's report (or its clear) on a request.
+    #[default]
+    Bot,
+    /// `PUT`/`DELETE /v1/state/...`.
+    Admin,
+    /// A snapshot spooled during an outage, written back.
+    SpoolWriteBack,
+    /// A rollback to an earlier version (admin API or the bot's header).
+    Rollback,
+    /// `statehold rekey` or `migrate`.
+    Maintenance,
+}
+
+impl Origin {
+    /// The history's `kind` of a version this origin wrote with `change`.
+    pub fn kind(self, change: &StateChange) -> &'static str {
+        let clear = matches!(change, StateChange::Clear | StateChange::Forget);
+        match (self, clear) {
+            (Origin::Bot, false) => "write",
+            (Origin::Bot, true) => "clear",
+            (Origin::Admin, false) => "admin_put",
+            (Origin::Admin, true) => "admin_delete",
+            (Origin::SpoolWriteBack, _) => "spool_write_back",
+            (Origin::Rollback, _) => "rollback",
+            (Origin::Maintenance, _) => "reseal",
+        }
+    }
+}
+
+/// One kept version of a conversation (`store.history`), newest first in
+/// [`crate::backend::Backend::history`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub version: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// What wrote it ([`Origin::kind`]).
+    pub kind: String,
+    /// The snapshot as stored (`None`: a clear).
+    pub state: Option<Bytes>,
+}
+
+impl Version {
+    /// `kind u8-length | kind | at_ms u64 | has_state u8 | state`: one
+    /// history entry as both backends store it.
+    pub fn encode(kind: &str, at_ms: u64, state: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + kind.len() + state.map_or(0, <[u8]>::len));
+        out.push(kind.len() as u8);
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(&at_ms.to_le_bytes());
+        out.push(u8::from(state.is_some()));
+        out.extend_from_slice(state.unwrap_or_default());
+        out
+    }
+
+    pub fn decode(version: u64, raw: &[u8]) -> Result<Version, StoreError> {
+        let damaged = || StoreError::Corrupt("history entry damaged".into());
+        let (&len, rest) = raw.split_first().ok_or_else(damaged)?;
+        let len = usize::from(len);
+        if rest.len() < len + 9 {
+            return Err(damaged());
+        }
+        let kind = std::str::from_utf8(&rest[..len]).map_err(|_| damaged())?;
+        let at_ms = u64::from_le_bytes(rest[len..len + 8].try_into().map_err(|_| damaged())?);
+        let state = (rest[len + 8] == 1).then(|| Bytes::copy_from_slice(&rest[len + 9..]));
+        Ok(Version {
+            version,
+            at_ms,
+            kind: kind.to_string(),
+            state,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

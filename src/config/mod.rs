@@ -227,6 +227,15 @@ impl Config {
         crate::backend::Lifetimes::new(self.store.ttl, by_namespace)
     }
 
+    /// What the backend keeps of each conversation: its lifetime and
+    /// `store.history` versions.
+    pub fn retention(&self) -> crate::backend::Retention {
+        crate::backend::Retention {
+            lifetimes: self.lifetimes(),
+            history: self.store.history,
+        }
+    }
+
     /// Privacy at rest from `store.key_secret` and `[store.encryption]`;
     /// key files that do not exist yet are created (at startup).
     pub fn privacy(&self) -> Result<crate::privacy::Privacy, ConfigError> {

@@ -231,6 +231,8 @@ pub struct StoreConfig {
     /// Seal snapshots, recorded answers and spool entries at rest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<super::privacy::EncryptionConfig>,
+    /// Versions of each conversation kept for the admin API's history and rollback (0: off); each expires with its conversation.
+    pub history: u32,
     /// Redis only: replicas that must confirm each commit (`WAIT`, in the
     /// commit's round trip) before the answer is acknowledged; fewer in
     /// time: 503, and the platform redelivers. 0: no wait.
@@ -268,6 +270,7 @@ impl Default for StoreConfig {
             password: Default::default(),
             password_env: Default::default(),
             min_replica_acks: 0,
+            history: 0,
             key_secret: Default::default(),
             key_secret_env: Default::default(),
             key_secret_file: Default::default(),

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::reject::Reject;
 use super::{Answer, Body, Keyed, Pipeline, Saved, Trace, Turn};
 use crate::backend::{
-    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Loaded, Origin, RecordedResponse, StoreError, TurnError,
 };
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
@@ -69,6 +69,7 @@ impl<B: Backend> Pipeline<B> {
             expected_version: Some(based_on),
             change: change.clone(),
             dedupe,
+            origin: Origin::Bot,
         };
         let result = held.finish(commit).await;
         let took = started.elapsed();

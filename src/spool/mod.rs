@@ -25,7 +25,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Commit, CommitOutcome, Held};
+use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 use crate::metrics::Metrics;
@@ -298,6 +298,7 @@ impl Spool {
             expected_version: Some(base.unwrap_or(0)),
             change: change.clone(),
             dedupe: None,
+            origin: Origin::SpoolWriteBack,
         };
         match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {

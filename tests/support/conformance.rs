@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use statehold::backend::{
-    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, RecordedResponse, StateChange,
-    StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, Origin, RecordedResponse, Retention,
+    StateChange, StoreError, TurnError,
 };
 use statehold::key::ConvKey;
 
@@ -23,6 +23,7 @@ fn put(json: &str, expected: Option<u64>) -> Commit {
         expected_version: expected,
         change: StateChange::Put(Bytes::copy_from_slice(json.as_bytes())),
         dedupe: None,
+        origin: Default::default(),
     }
 }
 
@@ -31,6 +32,7 @@ fn change(change: StateChange, expected: Option<u64>) -> Commit {
         expected_version: expected,
         change,
         dedupe: None,
+        origin: Default::default(),
     }
 }
 
@@ -330,6 +332,79 @@ pub async fn ttl_suite<B: Backend>(short: &B, ns: &str) {
     let own = own_lifetime_written(short, ns).await;
     expiry_and_sliding_ttl(short, ns).await;
     own_lifetime_kept(short, &own).await;
+}
+
+/// What [`history_suite`]'s backend keeps: 3 versions of each
+/// conversation, living `ttl`.
+pub fn keeping(ttl: Duration) -> Retention {
+    Retention {
+        lifetimes: ttl.into(),
+        history: 3,
+    }
+}
+
+/// `store.history = 3`: the last three versions, newest first, each with
+/// its kind and snapshot (a clear has none); a `Keep` adds none; a
+/// forgotten conversation has no history left.
+pub async fn history_suite<B: Backend>(s: &B, ns: &str) {
+    let key = ConvKey::new(&format!("{ns}-hist"), "h");
+    let steps: [(StateChange, Origin); 5] = [
+        (
+            StateChange::Put(Bytes::from_static(b"{\"h\":1}")),
+            Origin::Bot,
+        ),
+        (
+            StateChange::Put(Bytes::from_static(b"{\"h\":2}")),
+            Origin::Admin,
+        ),
+        (StateChange::Clear, Origin::Bot),
+        (
+            StateChange::Put(Bytes::from_static(b"{\"h\":2}")),
+            Origin::Rollback,
+        ),
+        (
+            StateChange::Put(Bytes::from_static(b"{\"h\":5}")),
+            Origin::Bot,
+        ),
+    ];
+    for (i, (step, origin)) in steps.into_iter().enumerate() {
+        let mut c = change(step, Some(i as u64));
+        c.origin = origin;
+        assert_eq!(committed(commit(s, &key, c).await.unwrap()), i as u64 + 1);
+    }
+    committed(
+        commit(s, &key, change(StateChange::Keep, Some(5)))
+            .await
+            .unwrap(),
+    );
+    let kept = s.history(&key).await.expect("history");
+    let seen: Vec<(u64, &str, Option<&[u8]>)> = kept
+        .iter()
+        .map(|v| (v.version, v.kind.as_str(), v.state.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (5, "write", Some(&b"{\"h\":5}"[..])),
+            (4, "rollback", Some(&b"{\"h\":2}"[..])),
+            (3, "clear", None),
+        ]
+    );
+    let now = statehold::backend::now_ms();
+    assert!(kept
+        .iter()
+        .all(|v| v.at_ms <= now && now - v.at_ms < 60_000));
+    assert!(s
+        .history(&ConvKey::new(ns, "never"))
+        .await
+        .unwrap()
+        .is_empty());
+    committed(
+        commit(s, &key, change(StateChange::Forget, Some(5)))
+            .await
+            .unwrap(),
+    );
+    assert!(s.history(&key).await.unwrap().is_empty(), "forgotten");
 }
 
 /// `SHORT_TTL` for every conversation but those of the route (namespace)

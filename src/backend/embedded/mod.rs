@@ -23,7 +23,8 @@ use std::time::Duration;
 pub use store::OpenError;
 
 use super::{
-    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, ScanPage, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
+    Version,
 };
 use crate::key::ConvKey;
 use store::EmbeddedStore;
@@ -38,18 +39,18 @@ impl EmbeddedBackend {
     /// Opens (or creates) the database and starts its writer thread.
     /// `cache_bytes` bounds redb's page cache (its own default is 1 GiB,
     /// which would make RSS grow with the data).
-    /// `ttl`: every record's lifetime, or per route ([`Lifetimes`]).
+    /// `retention`: every record's lifetime (a `Duration`), or per route,
+    /// and the history kept ([`Retention`]).
     pub fn open(
         path: &Path,
-        ttl: impl Into<Lifetimes>,
+        retention: impl Into<Retention>,
         dedupe_window: Duration,
         cache_bytes: usize,
     ) -> Result<EmbeddedBackend, OpenError> {
-        let lifetimes = ttl.into();
         Ok(EmbeddedBackend {
             records: Arc::new(EmbeddedStore::open(
                 path,
-                lifetimes,
+                retention.into(),
                 dedupe_window,
                 cache_bytes,
             )?),
@@ -128,5 +129,9 @@ impl Backend for EmbeddedBackend {
 
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.records.scan(cursor, count)
+    }
+
+    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        self.records.history(key)
     }
 }

@@ -5,6 +5,8 @@
 //! - `dedupe`: `<ns>:<id>\x1f<dedupe id>` → `expires_ms u64 | recorded response`
 //! - `expiry`: `(expires_ms, tag + table key)` → `()`, the index the purge walks,
 //!   so purging costs what expired, not what is stored.
+//! - `history`: `(<ns>:<id>, version)` → [`crate::backend::Version::encode`],
+//!   the last `store.history` versions; removed with their snapshot.
 
 use bytes::Bytes;
 use redb::TableDefinition;
@@ -15,6 +17,7 @@ use crate::key::ConvKey;
 pub(super) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 pub(super) const DEDUPE: TableDefinition<&str, &[u8]> = TableDefinition::new("dedupe");
 pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 
 pub(super) const TAG_SNAPSHOT: char = 's';
 pub(super) const TAG_DEDUPE: char = 'd';

@@ -10,10 +10,10 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::rows::{
-    decode_record, dedupe_key, live_recorded, DEDUPE, EXPIRY, PURGE_CHUNK, SNAPSHOTS,
+    decode_record, dedupe_key, live_recorded, DEDUPE, EXPIRY, HISTORY, PURGE_CHUNK, SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
-use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, ScanPage, StoreError};
+use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
 /// Why the database could not be opened (a startup error).
@@ -68,6 +68,7 @@ fn create_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(DEDUPE)?;
         txn.open_table(EXPIRY)?;
+        txn.open_table(HISTORY)?;
         txn.commit()?;
         Ok(())
     };
@@ -84,7 +85,7 @@ impl EmbeddedStore {
     /// which would make RSS grow with the data).
     pub fn open(
         path: &Path,
-        lifetimes: crate::backend::Lifetimes,
+        retention: crate::backend::Retention,
         dedupe_window: std::time::Duration,
         cache_bytes: usize,
     ) -> Result<EmbeddedStore, OpenError> {
@@ -92,7 +93,8 @@ impl EmbeddedStore {
         let (writer, jobs) = mpsc::channel();
         let writer_db = Arc::clone(&db);
         let limits = Limits {
-            lifetimes,
+            lifetimes: retention.lifetimes,
+            history: retention.history,
             dedupe_ms: dedupe_window.as_millis() as u64,
         };
         let writer_thread = std::thread::Builder::new()
@@ -230,6 +232,32 @@ impl EmbeddedStore {
             page.next = None;
         }
         Ok(page)
+    }
+
+    /// The kept versions, newest first (none once the record expired;
+    /// inline, like `scan`).
+    pub fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        let live = match snapshots.get(key.as_str()).map_err(db_err)? {
+            Some(raw) => decode_record(raw.value())?.expires_ms > now_ms(),
+            None => false,
+        };
+        if !live {
+            return Ok(Vec::new());
+        }
+        let history = txn.open_table(HISTORY).map_err(db_err)?;
+        let k = key.as_str();
+        let mut out = Vec::new();
+        for entry in history
+            .range((k, 0u64)..=(k, u64::MAX))
+            .map_err(db_err)?
+            .rev()
+        {
+            let (at, raw) = entry.map_err(db_err)?;
+            out.push(Version::decode(at.value().1, raw.value())?);
+        }
+        Ok(out)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

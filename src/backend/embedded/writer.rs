@@ -8,7 +8,7 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::rows::*;
-use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError};
+use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError, Version};
 use crate::key::ConvKey;
 
 /// The writer's TTLs: each conversation's lifetime, the dedupe window.
@@ -16,6 +16,8 @@ use crate::key::ConvKey;
 pub(super) struct Limits {
     pub(super) lifetimes: Lifetimes,
     pub(super) dedupe_ms: u64,
+    /// Versions kept per conversation (`store.history`).
+    pub(super) history: u32,
 }
 
 impl Limits {
@@ -73,10 +75,12 @@ fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outc
         let mut snapshots = txn.open_table(SNAPSHOTS)?;
         let mut dedupe = txn.open_table(DEDUPE)?;
         let mut expiry = txn.open_table(EXPIRY)?;
+        let mut history = txn.open_table(HISTORY)?;
         let mut tables = Tables {
             snapshots: &mut snapshots,
             dedupe: &mut dedupe,
             expiry: &mut expiry,
+            history: &mut history,
         };
         for job in batch {
             outcomes.push(match job {
@@ -138,6 +142,38 @@ struct Tables<'a, 't> {
     snapshots: &'a mut Table<'t, &'static str, &'static [u8]>,
     dedupe: &'a mut Table<'t, &'static str, &'static [u8]>,
     expiry: &'a mut Table<'t, (u64, &'static str), ()>,
+    history: &'a mut Table<'t, (&'static str, u64), &'static [u8]>,
+}
+
+impl Tables<'_, '_> {
+    /// Keeps version `version` (just written) in the history and lets the
+    /// one `limits.history` versions older go.
+    fn keep_version(
+        &mut self,
+        key: &ConvKey,
+        version: u64,
+        entry: &[u8],
+        history: u32,
+    ) -> Result<(), redb::Error> {
+        self.history.insert((key.as_str(), version), entry)?;
+        if let Some(old) = version.checked_sub(u64::from(history)) {
+            self.history.remove((key.as_str(), old))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a conversation's whole history (its record went).
+    fn drop_history(&mut self, key: &str) -> Result<(), redb::Error> {
+        let versions: Vec<u64> = self
+            .history
+            .range((key, 0u64)..=(key, u64::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().1))
+            .collect::<Result<_, _>>()?;
+        for v in versions {
+            self.history.remove((key, v))?;
+        }
+        Ok(())
+    }
 }
 
 /// Applies one commit inside the batch's transaction. A logical refusal
@@ -168,6 +204,7 @@ fn apply_commit(
         if let Some((_, old_expires, _)) = &current {
             t.expiry.remove((*old_expires, index_key.as_str()))?;
             t.snapshots.remove(key.as_str())?;
+            t.drop_history(key.as_str())?;
         }
         return Ok(Ok(CommitOutcome::Committed { version: 0 }));
     }
@@ -188,6 +225,11 @@ fn apply_commit(
             encode_record(version, expires, state).as_slice(),
         )?;
         t.expiry.insert((expires, index_key.as_str()), ())?;
+        if limits.history > 0 && version > current_version {
+            let kind = commit.origin.kind(&commit.change);
+            let entry = Version::encode(kind, now, state);
+            t.keep_version(key, version, &entry, limits.history)?;
+        }
     }
     if let Some((id, response)) = &commit.dedupe {
         let dk = dedupe_key(key, id);
@@ -227,6 +269,7 @@ fn live_record(
             t.expiry
                 .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
             t.snapshots.remove(key.as_str())?;
+            t.drop_history(key.as_str())?;
             Ok(Ok(None))
         }
         other => Ok(Ok(other)),
@@ -285,6 +328,7 @@ fn purge(t: &mut Tables<'_, '_>, now: u64) -> Result<u64, redb::Error> {
             };
             if still_expired {
                 t.snapshots.remove(key)?;
+                t.drop_history(key)?;
             }
         } else {
             t.dedupe.remove(key)?;

@@ -9,12 +9,15 @@
 -- in when the script is built (scripts.rs).
 -- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q
+-- KEYS[5] history {t}:h (only with store.history > 0)
 -- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep, 'f' forget (migrate: the
 --         record goes, version included)
 -- ARGV[4] snapshot JSON (put)
 -- ARGV[5] '1' to write the dedupe record   ARGV[6] recorded response
+-- ARGV[7] (with history) the new version's 'kind at_ms'
+-- ${HISTORY}: versions kept per conversation; 0 leaves KEYS[5] alone.
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -39,6 +42,23 @@ else
   elseif ARGV[3] == 'f' then
     version = 0
     redis.call('DEL', KEYS[1])
+    if ${HISTORY} > 0 then
+      redis.call('DEL', KEYS[5])
+    end
+  end
+  if ${HISTORY} > 0 and version > current then
+    if ARGV[3] == 'p' then
+      redis.call('HSET', KEYS[5], 'm' .. version, ARGV[7], 'v' .. version, ARGV[4])
+    else
+      redis.call('HSET', KEYS[5], 'm' .. version, ARGV[7])
+    end
+    local gone = version - ${HISTORY}
+    if gone > 0 then
+      redis.call('HDEL', KEYS[5], 'm' .. gone, 'v' .. gone)
+    end
+  end
+  if ${HISTORY} > 0 and version > 0 then
+    redis.call('PEXPIRE', KEYS[5], ${TTL_MS})
   end
   if ARGV[5] == '1' then
     redis.call('SET', KEYS[3], ARGV[6], 'PX', ${DEDUPE_MS}, 'NX')

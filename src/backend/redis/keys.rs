@@ -64,6 +64,11 @@ impl ConvKeys {
     pub fn queue(&self) -> String {
         format!("{}:q", self.tag)
     }
+    /// Kept versions (`store.history`): `m<version>` → `kind at_ms`,
+    /// `v<version>` → the snapshot as stored.
+    pub fn history(&self) -> String {
+        format!("{}:h", self.tag)
+    }
 }
 
 impl ConvKeys {

@@ -35,7 +35,8 @@ pub use endpoint::{Access, Topology};
 pub use keys::{escape_key_part, ConvKeys};
 
 use super::{
-    Backend, Commit, CommitOutcome, Held, Lifetimes, Loaded, ScanPage, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
+    Version,
 };
 use crate::key::ConvKey;
 use records::RedisRecords;
@@ -66,15 +67,15 @@ impl RedisBackend {
     /// Starts the turn machinery (hand-over listener, sweeper) on the
     /// current runtime; connects on first use.
     pub fn new(conn: RedisConn, timings: Timings) -> RedisBackend {
-        RedisBackend::with_lifetimes(conn, timings, &Lifetimes::uniform(timings.ttl))
+        RedisBackend::with_retention(conn, timings, &Retention::from(timings.ttl))
     }
 
-    /// Like [`RedisBackend::new`], with a lifetime per route
-    /// (`timings.ttl` is then unused).
-    pub fn with_lifetimes(
+    /// Like [`RedisBackend::new`], with a lifetime per route (`timings.ttl`
+    /// is then unused) and the history kept.
+    pub fn with_retention(
         conn: RedisConn,
         timings: Timings,
-        lifetimes: &Lifetimes,
+        retention: &Retention,
     ) -> RedisBackend {
         // A waiting token outlives the longest wait, and a holder's lease
         // on either side of it.
@@ -89,14 +90,16 @@ impl RedisBackend {
                 lease: timings.lease,
                 queue_ttl,
                 channel: conn.turn_channel(),
+                history: retention.history,
             },
-            lifetimes,
+            &retention.lifetimes,
         ));
         RedisBackend {
             records: Arc::new(RedisRecords::new(
                 conn.clone(),
                 Arc::clone(&scripts),
                 timings.min_replica_acks,
+                retention.history,
             )),
             turns: RedisTurns::new(conn, scripts, timings.lease, queue_ttl),
         }
@@ -179,5 +182,9 @@ impl Backend for RedisBackend {
 
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.records.scan(cursor, count).await
+    }
+
+    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        self.records.history(key).await
     }
 }

@@ -14,7 +14,9 @@ use redis::Value;
 
 use super::conn::RedisConn;
 use super::scripts::Scripts;
-use crate::backend::{Commit, CommitOutcome, Loaded, RecordedResponse, ScanPage, StoreError};
+use crate::backend::{
+    Commit, CommitOutcome, Loaded, RecordedResponse, ScanPage, StoreError, Version,
+};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 
@@ -23,6 +25,8 @@ pub(super) struct RedisRecords {
     /// Replicas that must confirm each commit (`WAIT`); 0: none.
     min_replica_acks: u32,
     scripts: Arc<Scripts>,
+    /// Versions kept per conversation (`store.history`); 0: none.
+    history: u32,
 }
 
 impl RedisRecords {
@@ -30,11 +34,13 @@ impl RedisRecords {
         conn: RedisConn,
         scripts: Arc<Scripts>,
         min_replica_acks: u32,
+        history: u32,
     ) -> RedisRecords {
         RedisRecords {
             conn,
             min_replica_acks,
             scripts,
+            history,
         }
     }
 }
@@ -104,6 +110,7 @@ impl RedisRecords {
         commit: Commit,
     ) -> Result<CommitOutcome, StoreError> {
         let keys = self.conn.keys(key);
+        let kind = commit.origin.kind(&commit.change);
         let (change, data): (&str, Bytes) = match commit.change {
             StateChange::Put(json) => ("p", json),
             StateChange::Clear => ("c", Bytes::new()),
@@ -130,6 +137,10 @@ impl RedisRecords {
             .arg(data.as_ref())
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
             .arg(recorded.as_ref());
+        if self.history > 0 {
+            inv.key(keys.history())
+                .arg(format!("{kind} {}", crate::backend::now_ms()));
+        }
         let (status, version): (String, u64) = if self.min_replica_acks == 0 {
             self.conn.eval(&inv).await?
         } else {
@@ -215,6 +226,44 @@ impl RedisRecords {
             keys,
             next: (slot < SLOTS).then(|| slot.to_string()),
         })
+    }
+
+    /// The kept versions, newest first (`HGETALL` of the history hash).
+    pub(super) async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        if self.history == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.conn.keys(key).history());
+        let fields: Vec<(String, Vec<u8>)> = self.conn.query(&cmd).await?;
+        let mut states = std::collections::HashMap::new();
+        let mut versions = Vec::new();
+        for (field, value) in fields {
+            let (tag, number) = field.split_at(1.min(field.len()));
+            let version: u64 = number.parse().map_err(|_| bad_reply("history"))?;
+            match tag {
+                "v" => {
+                    states.insert(version, Bytes::from(value));
+                }
+                "m" => {
+                    let meta = String::from_utf8(value).map_err(|_| bad_reply("history"))?;
+                    let (kind, at) = meta.split_once(' ').ok_or_else(|| bad_reply("history"))?;
+                    let at_ms = at.parse().map_err(|_| bad_reply("history"))?;
+                    versions.push((version, kind.to_string(), at_ms));
+                }
+                _ => return Err(bad_reply("history")),
+            }
+        }
+        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(versions
+            .into_iter()
+            .map(|(version, kind, at_ms)| Version {
+                version,
+                at_ms,
+                kind,
+                state: states.remove(&version),
+            })
+            .collect())
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {

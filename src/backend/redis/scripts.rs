@@ -31,6 +31,8 @@ pub(super) struct Constants {
     pub queue_ttl: Duration,
     /// The pub/sub channel hand-overs are announced on.
     pub channel: String,
+    /// Versions kept per conversation (`store.history`).
+    pub history: u32,
 }
 
 /// One build of every script.
@@ -101,6 +103,7 @@ fn fill(source: &str, c: &Constants) -> String {
         .replace("${LEASE_MS}", &ms(c.lease))
         .replace("${QUEUE_TTL_MS}", &ms(c.queue_ttl))
         .replace("${CHANNEL}", &lua_string(&c.channel))
+        .replace("${HISTORY}", &c.history.to_string())
 }
 
 /// A single-quoted Lua string literal holding `s` exactly.
@@ -135,6 +138,7 @@ mod tests {
             lease: Duration::from_secs(5),
             queue_ttl: Duration::from_secs(20),
             channel: "a'b\\c:turns".into(),
+            history: 3,
         };
         for source in [
             include_str!("acquire.lua"),
