@@ -8,7 +8,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::recorder::{json_answer, Recorder};
+use support::recorder::reporting_bot;
 use support::{run_statehold, Config, RedisServer, Statehold};
 
 const SCHEMA: &str = r#"{
@@ -26,28 +26,6 @@ fn rules(schema: &std::path::Path) -> String {
         "schema = {schema:?}\nkeep_on_clear = [\"/member_id\"]\n[route.transitions]\nfield = \"/stage\"\n\
          allowed = {{ INIT = [\"AUTH\"], AUTH = [\"MENU\"], MENU = [\"TRANSFER\"], TRANSFER = [\"MENU\"] }}\n"
     )
-}
-
-/// A bot that reports the update's text as its snapshot (`CLEAR`: a clear).
-fn reporting_bot() -> Recorder {
-    let bot = Recorder::start();
-    bot.respond(|req| {
-        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let text = update["message"]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let report = if text == "CLEAR" {
-            ("x-statehold-clear", "1".to_string())
-        } else {
-            ("x-statehold-state", text)
-        };
-        json_answer(
-            r#"{"method":"sendMessage","text":"ok"}"#,
-            &[(report.0, &report.1)],
-        )
-    });
-    bot
 }
 
 fn validated(redis: Option<&RedisServer>) {

@@ -21,6 +21,8 @@ pub const HEADER_VERSION: &str = "x-statehold-version";
 pub const HEADER_STATE: &str = "x-statehold-state";
 pub const HEADER_STATUS: &str = "x-statehold-status";
 pub const HEADER_CLEAR: &str = "x-statehold-clear";
+/// Response: write a kept version (`store.history`) again as the newest.
+pub const HEADER_ROLLBACK: &str = "x-statehold-rollback";
 /// Tells the bot which check statehold made (`telegram`, `meta`, ...): in
 /// body mode the body it forwards is not the one the platform signed.
 pub const HEADER_VERIFIED: &str = "x-statehold-verified";
@@ -180,6 +182,29 @@ pub enum CaptureError {
     TooLarge { size: usize, max: usize },
     #[error("body field is neither {{\"state\": ...}} nor {{\"clear\": true}}")]
     BadBodyField,
+    #[error("X-Statehold-Rollback is neither a version number nor \"previous\"")]
+    BadRollback,
+}
+
+/// Which kept version the bot asks to roll back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollbackTo {
+    Version(u64),
+    /// The newest kept snapshot older than the current one.
+    Previous,
+}
+
+/// `X-Statehold-Rollback: <version>` or `previous` in the bot's answer.
+pub fn capture_rollback(headers: &HeaderMap) -> Option<Result<RollbackTo, CaptureError>> {
+    let value = headers.get(HEADER_ROLLBACK)?.to_str().ok().map(str::trim);
+    Some(match value {
+        Some(v) if v.eq_ignore_ascii_case("previous") => Ok(RollbackTo::Previous),
+        Some(v) => v
+            .parse()
+            .map(RollbackTo::Version)
+            .map_err(|_| CaptureError::BadRollback),
+        None => Err(CaptureError::BadRollback),
+    })
 }
 
 /// Decodes an `X-Statehold-State` response value into JSON text: raw JSON

@@ -2,28 +2,38 @@
 //! breaks its route's rules (`route.schema`, `[route.transitions]`) is not
 //! stored, the old one stays, and the refusal is counted
 //! (`statehold_state_saves_total{result="invalid"}`) and logged by JSON
-//! pointer, never by value; a clear keeps `route.keep_on_clear` ([`crate::rules`]).
+//! pointer, never by value; a clear keeps `route.keep_on_clear`
+//! ([`crate::rules`]). A rollback the bot asked for (`X-Statehold-Rollback`)
+//! becomes the kept version's snapshot, read from the history under the
+//! turn (one more round trip, for such answers only).
 
 use tracing::warn;
 
 use super::route::Route;
-use super::Pipeline;
+use super::{Pipeline, Trace};
 use crate::backend::{Backend, Loaded};
-use crate::contract::StateChange;
+use crate::contract::{self, RollbackTo, StateChange};
 use crate::key::ConvKey;
 use crate::metrics::SaveResult;
+
+/// The bot's `X-Statehold-Rollback`, read before capture strips it.
+type Asked = Result<RollbackTo, contract::CaptureError>;
 
 impl<B: Backend> Pipeline<B> {
     /// `loaded`: the record this turn read (`None` while the store is out:
     /// the first state is then free, as for a new conversation).
-    pub(super) fn check(
+    pub(super) async fn check(
         &self,
         route: &Route,
         conv: &ConvKey,
         loaded: Option<&Loaded>,
-        change: StateChange,
+        (change, rollback): (StateChange, Option<Asked>),
+        trace: &mut Trace,
     ) -> StateChange {
         let old = loaded.and_then(|l| l.state.as_deref());
+        if let Some(asked) = rollback {
+            return self.rollback(conv, loaded, (change, asked), trace).await;
+        }
         match change {
             StateChange::Put(json) => match route.rules.check(old, &json) {
                 Ok(()) => StateChange::Put(json),
@@ -39,6 +49,49 @@ impl<B: Backend> Pipeline<B> {
                 None => StateChange::Clear,
             },
             other => other,
+        }
+    }
+
+    /// The kept version's snapshot as the change to save (a restored
+    /// version was valid when written: the route's rules are not applied
+    /// again). Refused, the snapshot stays: a rollback with a report too
+    /// (ambiguous), a bad header, a version not kept, nothing stored now.
+    async fn rollback(
+        &self,
+        conv: &ConvKey,
+        loaded: Option<&Loaded>,
+        (change, asked): (StateChange, Asked),
+        trace: &mut Trace,
+    ) -> StateChange {
+        let refuse = |why: &str| {
+            self.metrics.save(SaveResult::Rejected);
+            warn!(key = %conv.display(self.settings.reveal_ids), reason = why,
+                "rollback refused: the snapshot stays");
+            StateChange::Keep
+        };
+        let (Ok(asked), StateChange::Keep) = (asked, &change) else {
+            return refuse("a bad X-Statehold-Rollback, or a rollback with a state report");
+        };
+        let Some(current) = loaded.filter(|l| l.state.is_some()) else {
+            return refuse("no snapshot is stored now (cleared, or the store is out)");
+        };
+        let versions = match self.backend.history(conv).await {
+            Ok(v) => v,
+            Err(_) => return refuse("the history cannot be read"),
+        };
+        let target = versions.into_iter().find(|v| {
+            v.state.is_some()
+                && match asked {
+                    RollbackTo::Version(n) => v.version == n,
+                    RollbackTo::Previous => v.version < current.version,
+                }
+        });
+        match target.and_then(|v| Some((v.version, v.state?))) {
+            Some((version, state)) => {
+                trace.rolled_back = Some(version);
+                StateChange::Put(state)
+            }
+            None => refuse("the version is not kept (store.history)"),
         }
     }
 }

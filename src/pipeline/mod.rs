@@ -189,6 +189,7 @@ impl<B: Backend> Pipeline<B> {
             upstream_time: Duration::ZERO,
             version: None,
             reason: None,
+            rolled_back: None,
         };
         let resp = match self.matched(route, parts, body, conn, &mut trace).await {
             Ok(resp) => resp,
@@ -359,10 +360,12 @@ impl<B: Backend> Pipeline<B> {
         // upstream
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         // capture + strip
+        let rollback = contract::capture_rollback(&answer.parts.headers);
         let change = self.capture(&mut answer, Some(&conv))?;
         self.watch_reports(route, &change, &answer, trace);
         // check
-        let change = self.check(route, &conv, turn.loaded(), change);
+        let change = self.check(route, &conv, turn.loaded(), (change, rollback), trace);
+        let change = change.await;
         // save
         self.finish_turn(turn, keyed, change, &answer, trace)
             .await?;

@@ -27,6 +27,8 @@ pub(super) struct Trace {
     pub(super) version: Option<u64>,
     /// Why statehold answered by itself (early rejects).
     pub(super) reason: Option<String>,
+    /// The kept version the bot rolled back to (`X-Statehold-Rollback`).
+    pub(super) rolled_back: Option<u64>,
 }
 
 /// How the end-of-turn write went.

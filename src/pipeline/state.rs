@@ -69,7 +69,7 @@ impl<B: Backend> Pipeline<B> {
             expected_version: Some(based_on),
             change: change.clone(),
             dedupe,
-            origin: Origin::Bot,
+            origin: trace.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
         };
         let result = held.finish(commit).await;
         let took = started.elapsed();

@@ -80,6 +80,32 @@ pub fn answer(
     out
 }
 
+/// A bot that reports what each Telegram update's text says: `CLEAR` a
+/// clear, `ROLLBACK <v>` a rollback (`X-Statehold-Rollback`), `SLOW <json>`
+/// that snapshot after half a second, anything else the text as the
+/// snapshot (`X-Statehold-State`).
+pub fn reporting_bot() -> Recorder {
+    let bot = Recorder::start();
+    bot.respond(|req| {
+        let update: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let report = match text.split_once(' ') {
+            _ if text == "CLEAR" => ("x-statehold-clear", "1".to_string()),
+            Some(("ROLLBACK", to)) => ("x-statehold-rollback", to.to_string()),
+            Some(("SLOW", json)) => {
+                std::thread::sleep(Duration::from_millis(500));
+                ("x-statehold-state", json.to_string())
+            }
+            _ => ("x-statehold-state", text.to_string()),
+        };
+        json_answer(
+            r#"{"method":"sendMessage","text":"ok"}"#,
+            &[(report.0, &report.1)],
+        )
+    });
+    bot
+}
+
 impl Recorder {
     /// Listens on a free loopback port; answers `{"ok":true}` until told
     /// otherwise.

@@ -232,18 +232,29 @@ fn apply_commit(
         }
     }
     if let Some((id, response)) = &commit.dedupe {
-        let dk = dedupe_key(key, id);
-        let exists = t.dedupe.get(dk.as_str())?.is_some();
-        if !exists {
-            let until = now.saturating_add(limits.dedupe_ms);
-            let mut value = until.to_le_bytes().to_vec();
-            value.extend_from_slice(&response.encode());
-            t.dedupe.insert(dk.as_str(), value.as_slice())?;
-            t.expiry
-                .insert((until, tagged(TAG_DEDUPE, &dk).as_str()), ())?;
-        }
+        record_answer(t, &dedupe_key(key, id), response, now, limits)?;
     }
     Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// Keeps a recorded answer for the dedupe window; the first one stays.
+fn record_answer(
+    t: &mut Tables<'_, '_>,
+    dk: &str,
+    response: &crate::backend::RecordedResponse,
+    now: u64,
+    limits: &Limits,
+) -> Result<(), redb::Error> {
+    if t.dedupe.get(dk)?.is_some() {
+        return Ok(());
+    }
+    let until = now.saturating_add(limits.dedupe_ms);
+    let mut value = until.to_le_bytes().to_vec();
+    value.extend_from_slice(&response.encode());
+    t.dedupe.insert(dk, value.as_slice())?;
+    t.expiry
+        .insert((until, tagged(TAG_DEDUPE, dk).as_str()), ())?;
+    Ok(())
 }
 
 /// A stored row: version, expiry, state.

@@ -141,29 +141,37 @@ impl RedisRecords {
             inv.key(keys.history())
                 .arg(format!("{kind} {}", crate::backend::now_ms()));
         }
-        let (status, version): (String, u64) = if self.min_replica_acks == 0 {
-            self.conn.eval(&inv).await?
-        } else {
-            // WAIT in the same round trip, within half the op deadline.
-            let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
-            let ((status, version), acked): ((String, u64), i64) = self
-                .conn
-                .eval_and_wait(&inv, self.min_replica_acks, wait_ms)
-                .await?;
-            let acked = u64::try_from(acked).unwrap_or(0);
-            if status == "ok" && acked < u64::from(self.min_replica_acks) {
-                return Err(StoreError::Unreplicated {
-                    acked,
-                    wanted: self.min_replica_acks,
-                });
-            }
-            (status, version)
-        };
+        let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
             "ok" => Ok(CommitOutcome::Committed { version }),
             "conflict" | "fenced" => Ok(CommitOutcome::Conflict { current: version }),
             _ => Err(bad_reply("commit")),
         }
+    }
+
+    /// The commit script, with `WAIT` in the same round trip when
+    /// `min_replica_acks` asks for it.
+    async fn run_commit(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<(String, u64), StoreError> {
+        if self.min_replica_acks == 0 {
+            return Ok(self.conn.eval(inv).await?);
+        }
+        // Within half the op deadline.
+        let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
+        let ((status, version), acked): ((String, u64), i64) = self
+            .conn
+            .eval_and_wait(inv, self.min_replica_acks, wait_ms)
+            .await?;
+        let acked = u64::try_from(acked).unwrap_or(0);
+        if status == "ok" && acked < u64::from(self.min_replica_acks) {
+            return Err(StoreError::Unreplicated {
+                acked,
+                wanted: self.min_replica_acks,
+            });
+        }
+        Ok((status, version))
     }
 
     /// Snapshot keys by `SCAN` (one server), or on a Cluster slot by slot
@@ -254,7 +262,7 @@ impl RedisRecords {
                 _ => return Err(bad_reply("history")),
             }
         }
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
         Ok(versions
             .into_iter()
             .map(|(version, kind, at_ms)| Version {

@@ -1,8 +1,12 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the state API
-//! `/v1/state/<namespace>/<id>` (GET, PUT, DELETE; bearer token).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the state API
+//! (`state.rs`: snapshots, history, rollback), the maintenance jobs
+//! (`/v1/rekey`, `/v1/migrate`) and `/v1/keys`; all but the first three
+//! take the bearer token.
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
+
+mod state;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,20 +17,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::backend::private::Private;
-use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin};
+use crate::backend::Backend;
 use crate::config::Secret;
-use crate::contract::StateChange;
-use crate::key::ConvKey;
 use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;
 
@@ -238,135 +240,6 @@ impl<B: Backend> Admin<B> {
             ),
         }
     }
-
-    async fn state_api(&self, req: Request<Incoming>) -> AdminResponse {
-        if let Some(refusal) = self.refused(&req) {
-            return refusal;
-        }
-        let key = match state_key(req.uri().path()) {
-            Ok(key) => key,
-            Err((status, error)) => return json_response(status, json!({ "error": error })),
-        };
-        match *req.method() {
-            Method::GET => self.read(&key).await,
-            Method::PUT => {
-                let body = match Limited::new(req.into_body(), self.max_state_bytes)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return json_response(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            json!({"error": "snapshot over store.max_state_bytes"}),
-                        )
-                    }
-                };
-                if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-                    return json_response(
-                        StatusCode::BAD_REQUEST,
-                        json!({"error": "body is not JSON"}),
-                    );
-                }
-                self.write(&key, StateChange::Put(body)).await
-            }
-            Method::DELETE => self.write(&key, StateChange::Clear).await,
-            _ => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "use GET, PUT or DELETE"}),
-            ),
-        }
-    }
-
-    async fn read(&self, key: &ConvKey) -> AdminResponse {
-        match self.pipeline.backend().load(key).await {
-            Ok(loaded) => match loaded.state {
-                Some(state) => {
-                    let state: serde_json::Value =
-                        serde_json::from_slice(&state).unwrap_or(serde_json::Value::Null);
-                    json_response(
-                        StatusCode::OK,
-                        json!({"key": key.as_str(), "version": loaded.version, "state": state}),
-                    )
-                }
-                None => json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "no snapshot", "version": loaded.version}),
-                ),
-            },
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": e.to_string()}),
-            ),
-        }
-    }
-
-    async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
-        let backend = self.pipeline.backend();
-        let held = match backend.begin(key, self.lock_wait, None).await {
-            Ok((held, _)) => held,
-            Err(e) => {
-                return json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": e.to_string()}),
-                )
-            }
-        };
-        let commit = Commit {
-            expected_version: None,
-            change,
-            dedupe: None,
-            origin: Origin::Admin,
-        };
-        match held.finish(commit).await {
-            Ok(CommitOutcome::Committed { version }) => {
-                info!(key = %key.display(false), version, "snapshot written through the admin API");
-                json_response(
-                    StatusCode::OK,
-                    json!({"key": key.as_str(), "version": version}),
-                )
-            }
-            Ok(CommitOutcome::Conflict { current }) => json_response(
-                StatusCode::CONFLICT,
-                json!({"error": "conflict", "version": current}),
-            ),
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": e.to_string()}),
-            ),
-        }
-    }
-}
-
-/// `/v1/state/<namespace>/<id>` → the conversation, or the answer refusing
-/// the path.
-fn state_key(path: &str) -> Result<ConvKey, (StatusCode, &'static str)> {
-    let rest = path.trim_start_matches("/v1/state/");
-    let Some((ns, id)) = rest
-        .split_once('/')
-        .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
-    else {
-        return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
-    };
-    let Some(id) = strict_decode(id) else {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes",
-        ));
-    };
-    Ok(ConvKey::new(ns, &id))
-}
-
-/// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:
-/// bytes that are not UTF-8 (lossy decoding would name another id) and the
-/// ids the proxy itself never accepts (control characters, over 256 bytes).
-fn strict_decode(text: &str) -> Option<String> {
-    let id = percent_encoding::percent_decode_str(text)
-        .decode_utf8()
-        .ok()?
-        .into_owned();
-    let usable = id.len() <= crate::key::MAX_ID_BYTES && !id.chars().any(char::is_control);
-    usable.then_some(id)
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {

@@ -1,0 +1,310 @@
+//! The state API (bearer token): `/v1/state/<namespace>/<id>` GET (also
+//! `?version=V` with `store.history`), PUT and DELETE;
+//! `/v1/state/<namespace>/<id>/history` GET; `.../rollback` POST
+//! `{"to": V}`. Writes and rollbacks take the conversation's turn like
+//! any request. An id holding `/` is sent percent-encoded (`%2F`): a raw
+//! `/` after the id only names `history` or `rollback`.
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::{json_response, Admin, AdminResponse};
+use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin, StoreError, Version};
+use crate::contract::StateChange;
+use crate::key::ConvKey;
+
+/// What a state API path names.
+enum Target {
+    Snapshot,
+    History,
+    Rollback,
+}
+
+/// Why a rollback was refused.
+enum NoRollback {
+    /// Not kept (any more), or never a snapshot.
+    NotKept,
+    /// The conversation holds no snapshot now (cleared since).
+    Cleared,
+    Store(String),
+}
+
+impl<B: Backend> Admin<B> {
+    pub(super) async fn state_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let (key, target) = match state_path(req.uri().path()) {
+            Ok(found) => found,
+            Err((status, error)) => return json_response(status, json!({ "error": error })),
+        };
+        let version = query_u64(req.uri().query(), "version");
+        match (req.method().clone(), target) {
+            (Method::GET, Target::Snapshot) => match version {
+                Some(Ok(v)) => self.read_version(&key, v).await,
+                Some(Err(())) => bad_request("version must be a whole number"),
+                None => self.read(&key).await,
+            },
+            (Method::PUT, Target::Snapshot) => match self.snapshot_body(req).await {
+                Ok(body) => self.write(&key, StateChange::Put(body)).await,
+                Err(refusal) => refusal,
+            },
+            (Method::DELETE, Target::Snapshot) => self.write(&key, StateChange::Clear).await,
+            (Method::GET, Target::History) => self.history(&key).await,
+            (Method::POST, Target::Rollback) => {
+                let body = Limited::new(req.into_body(), 1024).collect().await;
+                let to = body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b.to_bytes()).ok())
+                    .and_then(|v| v["to"].as_u64());
+                match to {
+                    Some(to) => self.rollback(&key, to).await,
+                    None => bad_request("body must be {\"to\": <version>}"),
+                }
+            }
+            _ => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "GET, PUT or DELETE a snapshot; GET its history; POST its rollback"}),
+            ),
+        }
+    }
+
+    async fn snapshot_body(&self, req: Request<Incoming>) -> Result<Bytes, AdminResponse> {
+        let body = match Limited::new(req.into_body(), self.max_state_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return Err(json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "snapshot over store.max_state_bytes"}),
+                ))
+            }
+        };
+        if serde_json::from_slice::<Value>(&body).is_err() {
+            return Err(bad_request("body is not JSON"));
+        }
+        Ok(body)
+    }
+
+    async fn read(&self, key: &ConvKey) -> AdminResponse {
+        match self.pipeline.backend().load(key).await {
+            Ok(loaded) => match loaded.state {
+                Some(state) => snapshot(key, loaded.version, &state),
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "no snapshot", "version": loaded.version}),
+                ),
+            },
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    /// One kept version (`store.history`).
+    async fn read_version(&self, key: &ConvKey, version: u64) -> AdminResponse {
+        match self.kept(key, version).await {
+            Ok(Some(Version {
+                state: Some(state), ..
+            })) => snapshot(key, version, &state),
+            Ok(_) => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "version not kept (or a clear)", "version": version}),
+            ),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    async fn kept(&self, key: &ConvKey, version: u64) -> Result<Option<Version>, StoreError> {
+        let versions = self.pipeline.backend().history(key).await?;
+        Ok(versions.into_iter().find(|v| v.version == version))
+    }
+
+    /// `[{"version", "at", "bytes", "sha256", "kind"}]`, newest first
+    /// (`at`: ms since the epoch; `bytes` and `sha256` of the snapshot as
+    /// the bot sees it; 0 and null for a clear).
+    async fn history(&self, key: &ConvKey) -> AdminResponse {
+        match self.pipeline.backend().history(key).await {
+            Ok(versions) => {
+                let listed: Vec<Value> = versions
+                    .iter()
+                    .map(|v| {
+                        let state = v.state.as_deref();
+                        json!({
+                            "version": v.version,
+                            "at": v.at_ms,
+                            "bytes": state.map_or(0, <[u8]>::len),
+                            "sha256": state.map(|s| hex(&Sha256::digest(s))),
+                            "kind": v.kind,
+                        })
+                    })
+                    .collect();
+                json_response(StatusCode::OK, Value::Array(listed))
+            }
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    /// Writes version `to`'s snapshot as a new version, under the turn.
+    async fn rollback(&self, key: &ConvKey, to: u64) -> AdminResponse {
+        match self.roll_back(key, to).await {
+            Ok(version) => {
+                info!(key = %key.display(false), to, version, "rolled back through the admin API");
+                json_response(
+                    StatusCode::OK,
+                    json!({"key": key.as_str(), "version": version, "from": to}),
+                )
+            }
+            Err(NoRollback::NotKept) => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "version not kept (or a clear)", "version": to}),
+            ),
+            Err(NoRollback::Cleared) => json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "the conversation was cleared since"}),
+            ),
+            Err(NoRollback::Store(e)) => {
+                json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e }))
+            }
+        }
+    }
+
+    async fn roll_back(&self, key: &ConvKey, to: u64) -> Result<u64, NoRollback> {
+        let backend = self.pipeline.backend();
+        let store = |e: &dyn std::fmt::Display| NoRollback::Store(e.to_string());
+        let (held, loaded) = backend
+            .begin(key, self.lock_wait, None)
+            .await
+            .map_err(|e| store(&e))?;
+        if loaded.state.is_none() {
+            return Err(NoRollback::Cleared);
+        }
+        let Some(state) = self
+            .kept(key, to)
+            .await
+            .map_err(|e| store(&e))?
+            .and_then(|v| v.state)
+        else {
+            return Err(NoRollback::NotKept);
+        };
+        let commit = Commit {
+            expected_version: Some(loaded.version),
+            change: StateChange::Put(state),
+            dedupe: None,
+            origin: Origin::Rollback,
+        };
+        match held.finish(commit).await.map_err(|e| store(&e))? {
+            CommitOutcome::Committed { version } => Ok(version),
+            CommitOutcome::Conflict { .. } => Err(store(&"the conversation moved on")),
+        }
+    }
+
+    async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
+        let backend = self.pipeline.backend();
+        let held = match backend.begin(key, self.lock_wait, None).await {
+            Ok((held, _)) => held,
+            Err(e) => {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": e.to_string()}),
+                )
+            }
+        };
+        let commit = Commit {
+            expected_version: None,
+            change,
+            dedupe: None,
+            origin: Origin::Admin,
+        };
+        match held.finish(commit).await {
+            Ok(CommitOutcome::Committed { version }) => {
+                info!(key = %key.display(false), version, "snapshot written through the admin API");
+                json_response(
+                    StatusCode::OK,
+                    json!({"key": key.as_str(), "version": version}),
+                )
+            }
+            Ok(CommitOutcome::Conflict { current }) => json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "conflict", "version": current}),
+            ),
+            Err(e) => unavailable(&e),
+        }
+    }
+}
+
+fn snapshot(key: &ConvKey, version: u64, state: &[u8]) -> AdminResponse {
+    let state: Value = serde_json::from_slice(state).unwrap_or(Value::Null);
+    json_response(
+        StatusCode::OK,
+        json!({"key": key.as_str(), "version": version, "state": state}),
+    )
+}
+
+fn unavailable(e: &StoreError) -> AdminResponse {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": e.to_string()}),
+    )
+}
+
+fn bad_request(error: &str) -> AdminResponse {
+    json_response(StatusCode::BAD_REQUEST, json!({ "error": error }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `name=<u64>` in the query: `None` absent, `Err` not a number.
+fn query_u64(query: Option<&str>, name: &str) -> Option<Result<u64, ()>> {
+    let value = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+    Some(value.parse().map_err(|_| ()))
+}
+
+/// `/v1/state/<namespace>/<id>[/history|/rollback]` → the conversation and
+/// what is asked of it, or the answer refusing the path.
+fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str)> {
+    let rest = path.trim_start_matches("/v1/state/");
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (ns, id, target) = match parts.as_slice() {
+        [ns, id] => (*ns, *id, Target::Snapshot),
+        [ns, id, "history"] => (*ns, *id, Target::History),
+        [ns, id, "rollback"] => (*ns, *id, Target::Rollback),
+        _ => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "use /v1/state/<namespace>/<id>[/history|/rollback] (a '/' in the id as %2F)",
+            ))
+        }
+    };
+    if ns.is_empty() || id.is_empty() {
+        return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
+    }
+    let Some(id) = strict_decode(id) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes",
+        ));
+    };
+    Ok((ConvKey::new(ns, &id), target))
+}
+
+/// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:
+/// bytes that are not UTF-8 (lossy decoding would name another id) and the
+/// ids the proxy itself never accepts (control characters, over 256 bytes).
+fn strict_decode(text: &str) -> Option<String> {
+    let id = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let usable = id.len() <= crate::key::MAX_ID_BYTES && !id.chars().any(char::is_control);
+    usable.then_some(id)
+}
