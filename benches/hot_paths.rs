@@ -166,6 +166,7 @@ fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
         change: StateChange::Put(state),
         dedupe: None,
         origin: Default::default(),
+        audit: None,
     }
 }
 

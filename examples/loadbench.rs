@@ -851,6 +851,7 @@ fn redis_at_saturation(
                 change: StateChange::Put(state),
                 dedupe: Some((id, answer)),
                 origin: Default::default(),
+                audit: None,
             };
             held.finish(commit).await.ok()
         }
@@ -917,6 +918,7 @@ fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result
                             change: StateChange::Put(state),
                             dedupe: None,
                             origin: Default::default(),
+                            audit: None,
                         };
                         let wait = Duration::from_secs(5);
                         match store.begin(&key, wait, None).await {

@@ -94,11 +94,13 @@ pub async fn run(
     );
     match config.store.backend {
         BackendKind::Embedded => {
-            let backend = Private::new(open_embedded(&config)?, privacy);
+            let backend =
+                Private::new(open_embedded(&config)?, privacy).with_audit_log(config.audit.log);
             run_with(listeners, config, backend, shutdown).await
         }
         BackendKind::Redis => {
-            let backend = Private::new(connect_redis(&config).await?, privacy);
+            let backend = Private::new(connect_redis(&config).await?, privacy)
+                .with_audit_log(config.audit.log);
             run_with(listeners, config, backend, shutdown).await
         }
     }

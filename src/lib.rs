@@ -22,7 +22,11 @@
 //!   process) and [`backend::redis`] (connection, breaker, key names, Lua
 //!   scripts, leased and fenced turns across replicas). `Backend::begin`
 //!   takes the turn and reads the record; `Held::finish` commits and
-//!   releases, or dropping the `Held` releases.
+//!   releases, or dropping the `Held` releases. Per-route lifetimes, kept
+//!   versions (`store.history`) and audit events are written in the
+//!   commit's atomic step.
+//! - [`rules`]: what a route requires of reported snapshots (schema,
+//!   transitions) and what a clear keeps.
 //! - [`maintenance`]: store-wide jobs in the background: `rekey` (reseal
 //!   under the active key) and `migrate` (plaintext keys onto hashed keys).
 //! - [`spool`]: degraded-mode snapshots kept on disk until the store returns.
@@ -33,7 +37,8 @@
 //!   (`pipeline/mod.rs` reads them top to bottom, one file per stage).
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
 //! - [`framing`]: request-head scanning that refuses ambiguous framing.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state` (with
+//!   history and rollback), `/v1/audit`, the maintenance jobs.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`outcome`]: how a request ended (the metrics' `outcome` label).
 //! - [`secret`]: secret config values that print as `***`.

@@ -20,7 +20,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::backend::migrate::Migrated;
-use crate::backend::private::{Private, Resealed};
+use crate::backend::private::Private;
+use crate::backend::reseal::Resealed;
 use crate::backend::{Backend, StoreError};
 use crate::key::ConvKey;
 use crate::pipeline::Pipeline;

@@ -61,6 +61,7 @@ async fn embedded_purge_deletes_what_expired() {
                 },
             )),
             origin: Default::default(),
+            audit: None,
         };
         let (held, _) = store
             .begin(&key, Duration::from_secs(1), None)

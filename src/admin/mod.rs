@@ -6,6 +6,7 @@
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
 
+mod audit;
 mod state;
 
 use std::convert::Infallible;
@@ -113,6 +114,7 @@ impl<B: Backend> Admin<B> {
             (_, "/v1/rekey") => self.maintenance_api(req, &self.rekey),
             (_, "/v1/migrate") => self.maintenance_api(req, &self.migrate),
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,
+            (&Method::GET, "/v1/audit") => self.audit_api(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }

@@ -181,6 +181,7 @@ impl<B: Backend> Admin<B> {
             .begin(key, self.lock_wait, None)
             .await
             .map_err(|e| store(&e))?;
+        let old = loaded.state.clone();
         if loaded.state.is_none() {
             return Err(NoRollback::Cleared);
         }
@@ -192,9 +193,11 @@ impl<B: Backend> Admin<B> {
         else {
             return Err(NoRollback::NotKept);
         };
+        let change = StateChange::Put(state);
         let commit = Commit {
             expected_version: Some(loaded.version),
-            change: StateChange::Put(state),
+            audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
+            change,
             dedupe: None,
             origin: Origin::Rollback,
         };
@@ -206,8 +209,8 @@ impl<B: Backend> Admin<B> {
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
         let backend = self.pipeline.backend();
-        let held = match backend.begin(key, self.lock_wait, None).await {
-            Ok((held, _)) => held,
+        let (held, old) = match backend.begin(key, self.lock_wait, None).await {
+            Ok((held, loaded)) => (held, loaded.state),
             Err(e) => {
                 return json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -217,6 +220,7 @@ impl<B: Backend> Admin<B> {
         };
         let commit = Commit {
             expected_version: None,
+            audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
             change,
             dedupe: None,
             origin: Origin::Admin,
@@ -300,7 +304,7 @@ fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str
 /// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:
 /// bytes that are not UTF-8 (lossy decoding would name another id) and the
 /// ids the proxy itself never accepts (control characters, over 256 bytes).
-fn strict_decode(text: &str) -> Option<String> {
+pub(super) fn strict_decode(text: &str) -> Option<String> {
     let id = percent_encoding::percent_decode_str(text)
         .decode_utf8()
         .ok()?

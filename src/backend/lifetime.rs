@@ -56,6 +56,8 @@ pub struct Retention {
     pub lifetimes: Lifetimes,
     /// Versions kept per conversation (0: history off).
     pub history: u32,
+    /// Audit events kept (0: audit off).
+    pub audit: u64,
 }
 
 impl From<Duration> for Retention {
@@ -69,6 +71,7 @@ impl From<Lifetimes> for Retention {
         Retention {
             lifetimes,
             history: 0,
+            audit: 0,
         }
     }
 }

@@ -79,9 +79,7 @@ impl<B: Backend> Private<B> {
         if is_hashed(stored) || !self.privacy().hashes_keys() {
             return Ok(Migrated::Hashed);
         }
-        // A plaintext key is the raw key.
-        let hashed = self.privacy().stored_key(stored);
-        let inner = self.inner();
+        let (inner, hashed) = (self.inner(), self.privacy().stored_key(stored)); // stored = raw
         if dry_run {
             let (plain, moved) = (inner.load(stored).await?, inner.load(&hashed).await?);
             return Ok(decide(&plain, moved.version > 0));
@@ -112,6 +110,7 @@ impl<B: Backend> Private<B> {
                 change: StateChange::Put(sealed),
                 dedupe: None,
                 origin: Origin::Maintenance,
+                audit: None,
             };
             if let CommitOutcome::Conflict { .. } = hashed_turn.finish(write).await? {
                 // Written meanwhile (a fenced-off turn): the next run decides.
@@ -125,6 +124,7 @@ impl<B: Backend> Private<B> {
             change: StateChange::Forget,
             dedupe: None,
             origin: Origin::Maintenance,
+            audit: None,
         };
         plain_turn.finish(forget).await?;
         Ok(verdict)

@@ -34,6 +34,7 @@
 //! - Dedupe records expire `dedupe_window` after they were written; they do
 //!   not slide.
 
+pub mod audit;
 pub mod clock;
 pub mod embedded;
 pub mod lifetime;
@@ -41,6 +42,7 @@ pub mod migrate;
 pub mod private;
 pub mod record;
 pub mod redis;
+pub mod reseal;
 
 use std::future::Future;
 use std::time::Duration;
@@ -100,6 +102,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         key: &ConvKey,
     ) -> impl Future<Output = Result<Vec<Version>, StoreError>> + Send;
+
+    /// Audit events (`[audit]`): one key's newest first, or those after an
+    /// id oldest first; at most `query.limit`.
+    fn audit(
+        &self,
+        query: &audit::AuditQuery,
+    ) -> impl Future<Output = Result<Vec<audit::AuditEntry>, StoreError>> + Send;
 
     /// Cheap reachability check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::audit::{AuditEntry, AuditQuery};
 use super::{
     Backend, Commit, CommitOutcome, Held, Loaded, Origin, RecordedResponse, ScanPage, StoreError,
     TurnError, Version,
@@ -37,11 +38,23 @@ pub const SEALED_HEADER: &str = "x-statehold-sealed";
 pub struct Private<B> {
     inner: B,
     privacy: Arc<Privacy>,
+    /// `audit.log`: each audited change is also logged (`statehold::audit`).
+    audit_log: bool,
 }
 
 impl<B> Private<B> {
     pub fn new(inner: B, privacy: Arc<Privacy>) -> Private<B> {
-        Private { inner, privacy }
+        Private {
+            inner,
+            privacy,
+            audit_log: false,
+        }
+    }
+
+    /// Mirrors each audited change to the log target `statehold::audit`.
+    pub fn with_audit_log(mut self, on: bool) -> Private<B> {
+        self.audit_log = on;
+        self
     }
 
     pub fn privacy(&self) -> &Arc<Privacy> {
@@ -61,6 +74,7 @@ pub struct PrivateHeld<H> {
     privacy: Arc<Privacy>,
     /// Served from the plaintext key (`plaintext_fallback`).
     plain: Option<Fallback<H>>,
+    audit_log: bool,
 }
 
 /// A plaintext record served in place of a missing hashed one: its turn
@@ -110,6 +124,7 @@ impl<B: Backend> Backend for Private<B> {
             stored,
             privacy: Arc::clone(&self.privacy),
             plain,
+            audit_log: self.audit_log,
         };
         Ok((held, loaded))
     }
@@ -164,6 +179,16 @@ impl<B: Backend> Backend for Private<B> {
         Ok(versions)
     }
 
+    /// Audit events; a key asked for is looked up by its stored name (the
+    /// trail holds stored keys only).
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let stored = AuditQuery {
+            key: query.key.as_ref().map(|k| self.privacy.stored_key(k)),
+            ..query.clone()
+        };
+        self.inner.audit(&stored).await
+    }
+
     /// Stored keys (hashed with `store.key_secret`): for maintenance.
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.inner.scan(cursor, count).await
@@ -175,7 +200,24 @@ impl<H: Held> Held for PrivateHeld<H> {
         self.inner.waited()
     }
 
-    async fn finish(mut self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
+    async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+        let mirror = match (&commit.audit, self.audit_log) {
+            (Some(note), true) => Some((note.clone(), commit.origin.kind(&commit.change))),
+            _ => None,
+        };
+        let raw = self.raw.clone();
+        let outcome = self.commit_sealed(commit).await?;
+        if let (Some((note, kind)), CommitOutcome::Committed { version }) = (mirror, outcome) {
+            info!(target: "statehold::audit", key = %raw.display(false), kind, to_version = version,
+                route = %note.route, request_id = ?note.request_id, bytes = note.bytes,
+                changed = ?note.changed, "state changed");
+        }
+        Ok(outcome)
+    }
+}
+
+impl<H: Held> PrivateHeld<H> {
+    async fn commit_sealed(mut self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
         let Some(plain) = self.plain.take() else {
             let commit = self.seal(commit)?;
             return self.inner.finish(commit).await;
@@ -197,6 +239,7 @@ impl<H: Held> Held for PrivateHeld<H> {
                 change: StateChange::Forget,
                 dedupe: None,
                 origin: Origin::Maintenance,
+                audit: None,
             };
             if let Err(e) = plain.turn.finish(forget).await {
                 // Harmless: the hashed record now shadows it; `statehold
@@ -240,6 +283,7 @@ impl<H> PrivateHeld<H> {
             change,
             dedupe,
             origin: commit.origin,
+            audit: commit.audit,
         })
     }
 }
@@ -284,92 +328,4 @@ fn open(p: &Privacy, stored: &ConvKey, dedupe: Option<&str>, mut loaded: Loaded)
         }
     }
     loaded
-}
-
-/// What [`Private::reseal`] did to one conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resealed {
-    /// Sealed again under the active key.
-    Resealed,
-    /// Already under the active key, empty, expired, or written meanwhile.
-    Unchanged,
-    /// Sealed under a key no longer configured (or damaged): left as is.
-    Undecryptable,
-}
-
-impl<B: Backend> Private<B> {
-    /// Reseals one conversation's snapshot under the active key, under its
-    /// turn (`stored`: as [`Backend::scan`] returns it). A plaintext
-    /// snapshot (written before encryption) is sealed too. The write is a
-    /// new version, like any other write.
-    pub async fn reseal(&self, stored: &ConvKey, wait: Duration) -> Result<Resealed, StoreError> {
-        let Some(active) = self.privacy.keyring().and_then(|r| r.active_id()) else {
-            return Ok(Resealed::Unchanged);
-        };
-        let (held, loaded) = self
-            .inner
-            .begin(stored, wait, None)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let Some(value) = loaded.state else {
-            return Ok(Resealed::Unchanged);
-        };
-        if crate::privacy::keyring::sealed_key_id(&value) == Some(active.as_bytes()) {
-            return Ok(Resealed::Unchanged);
-        }
-        let Ok(plain) = self.privacy.open_state(stored, value) else {
-            return Ok(Resealed::Undecryptable);
-        };
-        let sealed = self
-            .privacy
-            .seal_state(stored, plain)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let commit = Commit {
-            expected_version: Some(loaded.version),
-            change: StateChange::Put(sealed),
-            dedupe: None,
-            origin: Origin::Maintenance,
-        };
-        Ok(match held.finish(commit).await? {
-            CommitOutcome::Committed { .. } => Resealed::Resealed,
-            CommitOutcome::Conflict { .. } => Resealed::Unchanged,
-        })
-    }
-}
-
-/// How many stored snapshots each key seals (`plaintext`: not sealed).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct KeyCounts {
-    pub scanned: u64,
-    pub plaintext: u64,
-    pub sealed: std::collections::BTreeMap<String, u64>,
-}
-
-impl<B: Backend> Private<B> {
-    /// Counts stored snapshots by the key that sealed them (a full scan;
-    /// for `check-config --store` before a key is removed).
-    pub async fn count_keys(&self) -> Result<KeyCounts, StoreError> {
-        let mut counts = KeyCounts::default();
-        let mut cursor = None;
-        loop {
-            let page = self.inner.scan(cursor, 500).await?;
-            for stored in &page.keys {
-                let Some(value) = self.inner.load(stored).await?.state else {
-                    continue;
-                };
-                counts.scanned += 1;
-                match crate::privacy::keyring::sealed_key_id(&value) {
-                    Some(id) => {
-                        let id = String::from_utf8_lossy(id).into_owned();
-                        *counts.sealed.entry(id).or_default() += 1;
-                    }
-                    None => counts.plaintext += 1,
-                }
-            }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(counts),
-            }
-        }
-    }
 }

@@ -42,6 +42,9 @@ pub struct Commit {
     pub dedupe: Option<(String, RecordedResponse)>,
     /// Who wrote it: named in the history (`store.history`).
     pub origin: Origin,
+    /// With `[audit]` on: the event's details only the writer knows; the
+    /// backend appends the event with the change.
+    pub audit: Option<Box<super::audit::AuditNote>>,
 }
 
 /// Where a write came from.

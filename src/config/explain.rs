@@ -13,7 +13,7 @@ const SOURCES: [&str; 4] = [
 ];
 
 /// The TOML table each config struct is.
-const TABLES: [(&str, &str); 12] = [
+const TABLES: [(&str, &str); 13] = [
     ("ServerConfig", "server"),
     ("TlsConfig", "server.tls"),
     ("UpstreamConfig", "upstream"),
@@ -26,6 +26,7 @@ const TABLES: [(&str, &str); 12] = [
     ("EncryptionConfig", "store.encryption"),
     ("EncryptionKey", "store.encryption.keys"),
     ("TransitionsConfig", "route.transitions"),
+    ("AuditConfig", "audit"),
 ];
 
 /// One documented key: its table (`store`, `route.verify`), its name, and

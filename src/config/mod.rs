@@ -59,6 +59,8 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// Where environment lookups for `*_env` keys go; tests pass a map instead of
@@ -233,6 +235,7 @@ impl Config {
         crate::backend::Retention {
             lifetimes: self.lifetimes(),
             history: self.store.history,
+            audit: self.audit.max_events,
         }
     }
 

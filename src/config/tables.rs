@@ -348,6 +348,15 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit events kept (the oldest go first): one per state change, appended with the change, never with values; 0 turns the trail off.
+    pub max_events: u64,
+    /// Also write each event to the log, target `statehold::audit`.
+    pub log: bool,
+}
+
 impl UpstreamConfig {
     /// The client's settings, for [`crate::upstream::Upstream::new`].
     pub fn options(&self) -> crate::upstream::UpstreamOptions {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::reject::Reject;
 use super::route::Route;
-use super::{Keyed, Pipeline};
+use super::{audit, Keyed, Pipeline};
 use crate::backend::Backend;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::outcome::Outcome;
@@ -72,7 +72,16 @@ impl<B: Backend> Pipeline<B> {
         let dedupe = key::first_present(&route.dedupe, &req)
             .map_err(ambiguous)?
             .map(|d| (d.into_owned(), Sha256::digest(body).into()));
-        Ok(Some(Keyed { conv, dedupe }))
+        let request_id = self
+            .settings
+            .audit
+            .then(|| audit::request_id(parts.headers.get("x-request-id").map(|v| v.as_bytes())))
+            .flatten();
+        Ok(Some(Keyed {
+            conv,
+            dedupe,
+            request_id,
+        }))
     }
 }
 

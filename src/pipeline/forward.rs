@@ -12,9 +12,12 @@ use http_body_util::{Either, Full};
 use tracing::warn;
 
 use super::reject::Reject;
+use super::route::Route;
 use super::{Answer, Body, ConnInfo, Pipeline, Trace};
 use crate::backend::Backend;
-use crate::contract;
+use crate::config::OnMissingKey;
+use crate::contract::{self, StateChange};
+use crate::metrics::SaveResult;
 use crate::outcome::Outcome;
 use crate::upstream::{forward_headers, UpstreamError};
 
@@ -126,4 +129,28 @@ fn upstream_reject(e: UpstreamError) -> Reject {
         ),
     };
     Reject::new(status, outcome, reason).detail(e)
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// A route request without a key (already stripped of any client
+    /// member by `inject`): refused, or forwarded without state.
+    pub(super) async fn keyless(
+        &self,
+        route: &Route,
+        parts: Parts,
+        body: Bytes,
+        conn: ConnInfo,
+        trace: &mut Trace,
+    ) -> Result<Response<Body>, Reject> {
+        if route.on_missing_key == OnMissingKey::Reject {
+            return Err(Reject::bad_request("no conversation key in the request"));
+        }
+        trace.outcome = Outcome::NoKey;
+        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
+        if self.capture(&mut answer, None)? != StateChange::Keep {
+            self.metrics.save(SaveResult::Rejected);
+            warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
+        }
+        Ok(answer.into_response())
+    }
 }

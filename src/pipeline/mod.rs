@@ -38,7 +38,8 @@
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
 //! (reading within the budgets of `budget.rs`, the body-mode member),
 //! `state.rs` (turn, load, dedupe answer, save, spool), `wire.rs` (inject,
-//! capture and strip), `check.rs` (the route's rules), `forward.rs` (upstream), `reject.rs` (statehold's own
+//! capture and strip), `check.rs` (the route's rules), `audit.rs` (the
+//! audit note), `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
 //! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
 //! and `Pipeline::matched`.
 //!
@@ -46,6 +47,7 @@
 //! every commit (step 13): `backend/embedded/` and `backend/redis/*.lua`.
 
 mod admit;
+mod audit;
 pub mod body;
 pub mod budget;
 mod check;
@@ -71,10 +73,10 @@ use hyper::body::Incoming;
 use tracing::{info, warn};
 
 use crate::backend::Backend;
-use crate::config::{Config, ContractMode, OnMissingKey, OnUnavailable, Unmatched};
-use crate::contract::{self, StateChange};
+use crate::config::{Config, ContractMode, OnUnavailable, Unmatched};
+use crate::contract;
 use crate::framing::Flaw;
-use crate::metrics::{Metrics, SaveResult};
+use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::spool::Spool;
 use crate::upstream::Upstream;
@@ -107,6 +109,8 @@ struct Settings {
     reveal_ids: bool,
     unmatched: Unmatched,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[audit]` is on: changes carry an audit note.
+    audit: bool,
 }
 
 pub struct Pipeline<B> {
@@ -150,6 +154,7 @@ impl<B: Backend> Pipeline<B> {
                 reveal_ids: config.log.reveal_ids,
                 unmatched: config.server.unmatched,
                 trusted_proxies: config.server.trusted_proxies.clone(),
+                audit: config.audit.max_events > 0,
             },
         })
     }
@@ -374,27 +379,5 @@ impl<B: Backend> Pipeline<B> {
 
     fn body_mode(&self) -> bool {
         self.settings.mode == ContractMode::Body
-    }
-
-    /// A route request without a key (already stripped of any client
-    /// member by `inject`): refused, or forwarded without state.
-    async fn keyless(
-        &self,
-        route: &Route,
-        parts: Parts,
-        body: Bytes,
-        conn: ConnInfo,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, Reject> {
-        if route.on_missing_key == OnMissingKey::Reject {
-            return Err(Reject::bad_request("no conversation key in the request"));
-        }
-        trace.outcome = Outcome::NoKey;
-        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
-        if self.capture(&mut answer, None)? != StateChange::Keep {
-            self.metrics.save(SaveResult::Rejected);
-            warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
-        }
-        Ok(answer.into_response())
     }
 }

@@ -50,6 +50,8 @@ pub(super) type Dedupe = Option<(String, [u8; 32])>;
 pub(super) struct Keyed {
     pub(super) conv: ConvKey,
     pub(super) dedupe: Dedupe,
+    /// The request's `X-Request-Id`, for the audit trail (only with it on).
+    pub(super) request_id: Option<String>,
 }
 
 /// This request's turn.

@@ -58,19 +58,13 @@ impl<B: Backend> Pipeline<B> {
         &self,
         conv: &ConvKey,
         held: B::Held,
-        based_on: u64,
-        change: StateChange,
-        dedupe: Option<(String, RecordedResponse)>,
+        commit: Commit,
         trace: &mut Trace,
     ) -> Saved {
+        let change = commit.change.clone();
+        let based_on = commit.expected_version.unwrap_or(0);
         let stores_snapshot = change != StateChange::Keep;
         let started = Instant::now();
-        let commit = Commit {
-            expected_version: Some(based_on),
-            change: change.clone(),
-            dedupe,
-            origin: trace.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
-        };
         let result = held.finish(commit).await;
         let took = started.elapsed();
         trace.store_time += took;
@@ -306,7 +300,7 @@ impl<B: Backend> Pipeline<B> {
         if status.as_u16() >= 500 {
             return Ok(()); // bot 5xx: passed through, nothing saved; dropping `held` releases the turn
         }
-        let Keyed { conv, dedupe } = keyed;
+        let (conv, dedupe, request_id) = (keyed.conv, keyed.dedupe, keyed.request_id);
         // What this replica spooled during the outage is written now, unless
         // the bot reported something newer on top of it.
         let change = match (change, &spooled) {
@@ -323,9 +317,15 @@ impl<B: Backend> Pipeline<B> {
             // commit spools the change again, on the same base).
             self.settle_spooled(&conv).await;
         }
-        let saved = self
-            .save(&conv, held, loaded.version, change, dedupe, trace)
-            .await;
+        let audit = self.audit_note(&conv, request_id, loaded.state.as_deref(), &change);
+        let commit = Commit {
+            expected_version: Some(loaded.version),
+            change,
+            dedupe,
+            origin: trace.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
+            audit,
+        };
+        let saved = self.save(&conv, held, commit, trace).await;
         self.after_save(saved, &conv, trace).await
     }
 

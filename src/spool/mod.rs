@@ -299,6 +299,7 @@ impl Spool {
             change: change.clone(),
             dedupe: None,
             origin: Origin::SpoolWriteBack,
+            audit: None,
         };
         match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {

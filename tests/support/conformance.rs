@@ -24,6 +24,7 @@ fn put(json: &str, expected: Option<u64>) -> Commit {
         change: StateChange::Put(Bytes::copy_from_slice(json.as_bytes())),
         dedupe: None,
         origin: Default::default(),
+        audit: None,
     }
 }
 
@@ -33,6 +34,7 @@ fn change(change: StateChange, expected: Option<u64>) -> Commit {
         change,
         dedupe: None,
         origin: Default::default(),
+        audit: None,
     }
 }
 
@@ -340,6 +342,7 @@ pub fn keeping(ttl: Duration) -> Retention {
     Retention {
         lifetimes: ttl.into(),
         history: 3,
+        audit: 0,
     }
 }
 

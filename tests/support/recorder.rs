@@ -81,9 +81,9 @@ pub fn answer(
 }
 
 /// A bot that reports what each Telegram update's text says: `CLEAR` a
-/// clear, `ROLLBACK <v>` a rollback (`X-Statehold-Rollback`), `SLOW <json>`
-/// that snapshot after half a second, anything else the text as the
-/// snapshot (`X-Statehold-State`).
+/// clear, `KEEP` nothing, `ROLLBACK <v>` a rollback
+/// (`X-Statehold-Rollback`), `SLOW <json>` that snapshot after half a
+/// second, anything else the text as the snapshot (`X-Statehold-State`).
 pub fn reporting_bot() -> Recorder {
     let bot = Recorder::start();
     bot.respond(|req| {
@@ -91,6 +91,7 @@ pub fn reporting_bot() -> Recorder {
         let text = update["message"]["text"].as_str().unwrap_or_default();
         let report = match text.split_once(' ') {
             _ if text == "CLEAR" => ("x-statehold-clear", "1".to_string()),
+            _ if text == "KEEP" => ("x-bot", "no report".to_string()),
             Some(("ROLLBACK", to)) => ("x-statehold-rollback", to.to_string()),
             Some(("SLOW", json)) => {
                 std::thread::sleep(Duration::from_millis(500));

@@ -11,6 +11,7 @@
 //! - `rows.rs`: the tables and the byte layout of their rows.
 //! - `turns.rs`: in-process turns.
 
+mod change;
 mod rows;
 mod store;
 mod turns;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use store::OpenError;
 
+use super::audit::{AuditEntry, AuditQuery};
 use super::{
     Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
     Version,
@@ -133,5 +135,9 @@ impl Backend for EmbeddedBackend {
 
     async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
         self.records.history(key)
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.records.audit(query)
     }
 }

@@ -7,6 +7,7 @@
 //!   so purging costs what expired, not what is stored.
 //! - `history`: `(<ns>:<id>, version)` → [`crate::backend::Version::encode`],
 //!   the last `store.history` versions; removed with their snapshot.
+//! - `audit`: sequence number → event JSON, the last `audit.max_events`.
 
 use bytes::Bytes;
 use redb::TableDefinition;
@@ -18,6 +19,7 @@ pub(super) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(super) const DEDUPE: TableDefinition<&str, &[u8]> = TableDefinition::new("dedupe");
 pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 pub(super) const TAG_SNAPSHOT: char = 's';
 pub(super) const TAG_DEDUPE: char = 'd';

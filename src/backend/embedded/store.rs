@@ -10,9 +10,11 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::rows::{
-    decode_record, dedupe_key, live_recorded, DEDUPE, EXPIRY, HISTORY, PURGE_CHUNK, SNAPSHOTS,
+    decode_record, dedupe_key, live_recorded, AUDIT, DEDUPE, EXPIRY, HISTORY, PURGE_CHUNK,
+    SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
+use crate::backend::audit::{AuditEntry, AuditQuery};
 use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
@@ -69,6 +71,7 @@ fn create_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
         txn.open_table(DEDUPE)?;
         txn.open_table(EXPIRY)?;
         txn.open_table(HISTORY)?;
+        txn.open_table(AUDIT)?;
         txn.commit()?;
         Ok(())
     };
@@ -95,6 +98,7 @@ impl EmbeddedStore {
         let limits = Limits {
             lifetimes: retention.lifetimes,
             history: retention.history,
+            audit: retention.audit,
             dedupe_ms: dedupe_window.as_millis() as u64,
         };
         let writer_thread = std::thread::Builder::new()
@@ -256,6 +260,45 @@ impl EmbeddedStore {
         {
             let (at, raw) = entry.map_err(db_err)?;
             out.push(Version::decode(at.value().1, raw.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Audit events (inline, like `scan`): one stored key's newest first,
+    /// or those after a sequence number oldest first.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let audit = txn.open_table(AUDIT).map_err(db_err)?;
+        let damaged = || StoreError::Corrupt("audit event damaged".into());
+        let entry = |seq: u64, raw: &[u8]| -> Result<AuditEntry, StoreError> {
+            let event = serde_json::from_slice(raw).map_err(|_| damaged())?;
+            Ok(AuditEntry {
+                id: seq.to_string(),
+                event,
+            })
+        };
+        let mut out = Vec::new();
+        if let Some(since) = &query.since {
+            let after: u64 = since.parse().map_err(|_| damaged())?;
+            for row in audit.range(after.saturating_add(1)..).map_err(db_err)? {
+                let (seq, raw) = row.map_err(db_err)?;
+                out.push(entry(seq.value(), raw.value())?);
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let wanted = query.key.as_ref().map(|k| k.as_str().to_string());
+        for row in audit.range::<u64>(..).map_err(db_err)?.rev() {
+            let (seq, raw) = row.map_err(db_err)?;
+            let e = entry(seq.value(), raw.value())?;
+            if wanted.as_deref().is_none_or(|k| e.event["key"] == k) {
+                out.push(e);
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
         }
         Ok(out)
     }

@@ -8,7 +8,7 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::rows::*;
-use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError, Version};
+use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// The writer's TTLs: each conversation's lifetime, the dedupe window.
@@ -18,6 +18,8 @@ pub(super) struct Limits {
     pub(super) dedupe_ms: u64,
     /// Versions kept per conversation (`store.history`).
     pub(super) history: u32,
+    /// Audit events kept (`audit.max_events`).
+    pub(super) audit: u64,
 }
 
 impl Limits {
@@ -76,11 +78,13 @@ fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outc
         let mut dedupe = txn.open_table(DEDUPE)?;
         let mut expiry = txn.open_table(EXPIRY)?;
         let mut history = txn.open_table(HISTORY)?;
+        let mut audit = txn.open_table(AUDIT)?;
         let mut tables = Tables {
             snapshots: &mut snapshots,
             dedupe: &mut dedupe,
             expiry: &mut expiry,
             history: &mut history,
+            audit: &mut audit,
         };
         for job in batch {
             outcomes.push(match job {
@@ -138,42 +142,12 @@ enum Outcome {
     Touched,
 }
 
-struct Tables<'a, 't> {
-    snapshots: &'a mut Table<'t, &'static str, &'static [u8]>,
-    dedupe: &'a mut Table<'t, &'static str, &'static [u8]>,
-    expiry: &'a mut Table<'t, (u64, &'static str), ()>,
-    history: &'a mut Table<'t, (&'static str, u64), &'static [u8]>,
-}
-
-impl Tables<'_, '_> {
-    /// Keeps version `version` (just written) in the history and lets the
-    /// one `limits.history` versions older go.
-    fn keep_version(
-        &mut self,
-        key: &ConvKey,
-        version: u64,
-        entry: &[u8],
-        history: u32,
-    ) -> Result<(), redb::Error> {
-        self.history.insert((key.as_str(), version), entry)?;
-        if let Some(old) = version.checked_sub(u64::from(history)) {
-            self.history.remove((key.as_str(), old))?;
-        }
-        Ok(())
-    }
-
-    /// Removes a conversation's whole history (its record went).
-    fn drop_history(&mut self, key: &str) -> Result<(), redb::Error> {
-        let versions: Vec<u64> = self
-            .history
-            .range((key, 0u64)..=(key, u64::MAX))?
-            .map(|e| e.map(|(k, _)| k.value().1))
-            .collect::<Result<_, _>>()?;
-        for v in versions {
-            self.history.remove((key, v))?;
-        }
-        Ok(())
-    }
+pub(super) struct Tables<'a, 't> {
+    pub(super) snapshots: &'a mut Table<'t, &'static str, &'static [u8]>,
+    pub(super) dedupe: &'a mut Table<'t, &'static str, &'static [u8]>,
+    pub(super) expiry: &'a mut Table<'t, (u64, &'static str), ()>,
+    pub(super) history: &'a mut Table<'t, (&'static str, u64), &'static [u8]>,
+    pub(super) audit: &'a mut Table<'t, u64, &'static [u8]>,
 }
 
 /// Applies one commit inside the batch's transaction. A logical refusal
@@ -202,9 +176,7 @@ fn apply_commit(
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
     if commit.change == StateChange::Forget {
         if let Some((_, old_expires, _)) = &current {
-            t.expiry.remove((*old_expires, index_key.as_str()))?;
-            t.snapshots.remove(key.as_str())?;
-            t.drop_history(key.as_str())?;
+            t.forget(key.as_str(), (*old_expires, index_key.as_str()))?;
         }
         return Ok(Ok(CommitOutcome::Committed { version: 0 }));
     }
@@ -212,9 +184,9 @@ fn apply_commit(
         (StateChange::Put(json), _) => (current_version + 1, Some(json)),
         (StateChange::Clear, Some(_)) => (current_version + 1, None),
         (StateChange::Keep, Some((v, _, s))) => (*v, s.as_deref()),
-        // Nothing stored and nothing to store: no record to refresh.
-        (StateChange::Clear | StateChange::Keep | StateChange::Forget, None) => (0, None),
-        (StateChange::Forget, Some(_)) => (0, None), // handled above
+        // Nothing stored and nothing to store: no record to refresh
+        // (a forget was handled above).
+        (StateChange::Clear | StateChange::Keep, None) | (StateChange::Forget, _) => (0, None),
     };
     if version > 0 {
         if let Some((_, old_expires, _)) = &current {
@@ -225,11 +197,15 @@ fn apply_commit(
             encode_record(version, expires, state).as_slice(),
         )?;
         t.expiry.insert((expires, index_key.as_str()), ())?;
-        if limits.history > 0 && version > current_version {
-            let kind = commit.origin.kind(&commit.change);
-            let entry = Version::encode(kind, now, state);
-            t.keep_version(key, version, &entry, limits.history)?;
-        }
+    }
+    if version != current_version {
+        t.note_change(
+            key,
+            commit,
+            (current_version, version),
+            state,
+            (now, limits),
+        )?;
     }
     if let Some((id, response)) = &commit.dedupe {
         record_answer(t, &dedupe_key(key, id), response, now, limits)?;

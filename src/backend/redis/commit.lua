@@ -9,7 +9,9 @@
 -- in when the script is built (scripts.rs).
 -- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q
--- KEYS[5] history {t}:h (only with store.history > 0)
+-- KEYS[5] history {t}:h (only with store.history or the audit trail on)
+-- KEYS[6] the audit stream {prefix:audit} (only with the audit trail on;
+--         one stream, so not on a Cluster)
 -- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep, 'f' forget (migrate: the
@@ -17,7 +19,9 @@
 -- ARGV[4] snapshot JSON (put)
 -- ARGV[5] '1' to write the dedupe record   ARGV[6] recorded response
 -- ARGV[7] (with history) the new version's 'kind at_ms'
+-- ARGV[8] (with audit) the event's members but the versions ('' : none)
 -- ${HISTORY}: versions kept per conversation; 0 leaves KEYS[5] alone.
+-- ${AUDIT}: audit events kept; 0 leaves KEYS[6] alone.
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -59,6 +63,10 @@ else
   end
   if ${HISTORY} > 0 and version > 0 then
     redis.call('PEXPIRE', KEYS[5], ${TTL_MS})
+  end
+  if ${AUDIT} > 0 and version ~= current and ARGV[8] ~= '' then
+    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
+      '{"from_version":' .. current .. ',"to_version":' .. version .. ',' .. ARGV[8] .. '}')
   end
   if ARGV[5] == '1' then
     redis.call('SET', KEYS[3], ARGV[6], 'PX', ${DEDUPE_MS}, 'NX')

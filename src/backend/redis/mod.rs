@@ -34,6 +34,7 @@ pub use conn::{ConnError, RedisConn};
 pub use endpoint::{Access, Topology};
 pub use keys::{escape_key_part, ConvKeys};
 
+use super::audit::{AuditEntry, AuditQuery};
 use super::{
     Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
     Version,
@@ -91,6 +92,7 @@ impl RedisBackend {
                 queue_ttl,
                 channel: conn.turn_channel(),
                 history: retention.history,
+                audit: retention.audit,
             },
             &retention.lifetimes,
         ));
@@ -99,7 +101,7 @@ impl RedisBackend {
                 conn.clone(),
                 Arc::clone(&scripts),
                 timings.min_replica_acks,
-                retention.history,
+                (retention.history, retention.audit),
             )),
             turns: RedisTurns::new(conn, scripts, timings.lease, queue_ttl),
         }
@@ -186,5 +188,9 @@ impl Backend for RedisBackend {
 
     async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
         self.records.history(key).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.records.audit(query).await
     }
 }

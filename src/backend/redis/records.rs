@@ -14,6 +14,7 @@ use redis::Value;
 
 use super::conn::RedisConn;
 use super::scripts::Scripts;
+use crate::backend::audit::{AuditEntry, AuditQuery};
 use crate::backend::{
     Commit, CommitOutcome, Loaded, RecordedResponse, ScanPage, StoreError, Version,
 };
@@ -27,6 +28,8 @@ pub(super) struct RedisRecords {
     scripts: Arc<Scripts>,
     /// Versions kept per conversation (`store.history`); 0: none.
     history: u32,
+    /// Audit events kept (`audit.max_events`); 0: no trail.
+    audit: u64,
 }
 
 impl RedisRecords {
@@ -34,13 +37,14 @@ impl RedisRecords {
         conn: RedisConn,
         scripts: Arc<Scripts>,
         min_replica_acks: u32,
-        history: u32,
+        (history, audit): (u32, u64),
     ) -> RedisRecords {
         RedisRecords {
             conn,
             min_replica_acks,
             scripts,
             history,
+            audit,
         }
     }
 }
@@ -137,9 +141,14 @@ impl RedisRecords {
             .arg(data.as_ref())
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
             .arg(recorded.as_ref());
-        if self.history > 0 {
-            inv.key(keys.history())
-                .arg(format!("{kind} {}", crate::backend::now_ms()));
+        let now = crate::backend::now_ms();
+        if self.history > 0 || self.audit > 0 {
+            inv.key(keys.history()).arg(format!("{kind} {now}"));
+        }
+        if self.audit > 0 {
+            let members = commit.audit.as_ref().map(|n| n.members(key, kind, now));
+            inv.key(self.audit_stream())
+                .arg(members.unwrap_or_default());
         }
         let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
@@ -234,6 +243,51 @@ impl RedisRecords {
             keys,
             next: (slot < SLOTS).then(|| slot.to_string()),
         })
+    }
+
+    /// `{prefix:audit}`: one stream (no conversation tag has a single colon).
+    fn audit_stream(&self) -> String {
+        format!("{{{}:audit}}", self.conn.prefix())
+    }
+
+    /// Audit events: `XREVRANGE` filtered by key (bounded by the stream's
+    /// length), or `XRANGE` after an id.
+    pub(super) async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        if self.audit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd;
+        if let Some(since) = &query.since {
+            cmd = redis::cmd("XRANGE");
+            cmd.arg(self.audit_stream())
+                .arg(format!("({since}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(query.limit);
+        } else {
+            cmd = redis::cmd("XREVRANGE");
+            cmd.arg(self.audit_stream()).arg("+").arg("-");
+            if query.key.is_none() {
+                cmd.arg("COUNT").arg(query.limit);
+            }
+        }
+        let rows: Vec<(String, Vec<(String, String)>)> = self.conn.query(&cmd).await?;
+        let wanted = query.key.as_ref().map(|k| k.as_str().to_string());
+        let mut out = Vec::new();
+        for (id, fields) in rows {
+            let Some((_, text)) = fields.into_iter().find(|(f, _)| f == "e") else {
+                return Err(bad_reply("audit"));
+            };
+            let event: serde_json::Value =
+                serde_json::from_str(&text).map_err(|_| bad_reply("audit"))?;
+            if wanted.as_deref().is_none_or(|k| event["key"] == k) {
+                out.push(AuditEntry { id, event });
+                if out.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The kept versions, newest first (`HGETALL` of the history hash).

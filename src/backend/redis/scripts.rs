@@ -33,6 +33,8 @@ pub(super) struct Constants {
     pub channel: String,
     /// Versions kept per conversation (`store.history`).
     pub history: u32,
+    /// Audit events kept (`audit.max_events`).
+    pub audit: u64,
 }
 
 /// One build of every script.
@@ -104,6 +106,7 @@ fn fill(source: &str, c: &Constants) -> String {
         .replace("${QUEUE_TTL_MS}", &ms(c.queue_ttl))
         .replace("${CHANNEL}", &lua_string(&c.channel))
         .replace("${HISTORY}", &c.history.to_string())
+        .replace("${AUDIT}", &c.audit.to_string())
 }
 
 /// A single-quoted Lua string literal holding `s` exactly.
@@ -139,6 +142,7 @@ mod tests {
             queue_ttl: Duration::from_secs(20),
             channel: "a'b\\c:turns".into(),
             history: 3,
+            audit: 100,
         };
         for source in [
             include_str!("acquire.lua"),

@@ -1,0 +1,79 @@
+//! `GET /v1/audit` (bearer token): `?key=<namespace>:<id>&limit=N` one
+//! conversation's events, newest first; `?since=<id>&limit=N` every event
+//! after that id, oldest first (for shipping to a SIEM: pass the last id
+//! seen). `limit` defaults to 100, at most 1000. Answers
+//! `[{"id", "event": {...}}]`.
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::state::strict_decode;
+use super::{json_response, Admin, AdminResponse};
+use crate::backend::audit::AuditQuery;
+use crate::backend::Backend;
+use crate::key::ConvKey;
+
+const MAX_LIMIT: usize = 1000;
+
+impl<B: Backend> Admin<B> {
+    pub(super) async fn audit_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let query = match parse(req.uri().query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
+        };
+        match self.pipeline.backend().audit(&query).await {
+            Ok(entries) => {
+                let listed: Vec<Value> = entries
+                    .into_iter()
+                    .map(|e| json!({"id": e.id, "event": e.event}))
+                    .collect();
+                json_response(StatusCode::OK, Value::Array(listed))
+            }
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
+}
+
+fn parse(query: &str) -> Result<AuditQuery, &'static str> {
+    let mut q = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "key" => {
+                let text = strict_decode(value).ok_or("key: percent-encoded UTF-8, please")?;
+                let (ns, id) = text
+                    .split_once(':')
+                    .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
+                    .ok_or("key is <namespace>:<id>")?;
+                q.key = Some(ConvKey::new(ns, id));
+            }
+            "since" => {
+                let (ms, seq) = value.split_once('-').unwrap_or((value, "0"));
+                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                if !(digits(ms) && digits(seq)) {
+                    return Err("since is an event id, e.g. 17 or 1733094000000-0");
+                }
+                q.since = Some(value.to_string());
+            }
+            "limit" => {
+                let n: usize = value.parse().map_err(|_| "limit is a whole number")?;
+                q.limit = n.clamp(1, MAX_LIMIT);
+            }
+            _ => return Err("use key=<namespace>:<id> or since=<id>, and limit=N"),
+        }
+    }
+    if q.key.is_some() == q.since.is_some() {
+        return Err("give one of key=<namespace>:<id> or since=<id> (since=0 from the start)");
+    }
+    Ok(q)
+}

@@ -1,0 +1,38 @@
+//! What the audit trail is told of a change made on the request path (the
+//! backend appends the event with the change: `backend::audit`).
+
+use super::Pipeline;
+use crate::backend::audit::{self, AuditNote};
+use crate::backend::Backend;
+use crate::contract::StateChange;
+use crate::key::ConvKey;
+
+pub(super) use crate::backend::audit::request_id;
+
+impl<B: Backend> Pipeline<B> {
+    /// The note for `change` on `conv` (`old`: the snapshot it replaces);
+    /// `None` with `[audit]` off or for a change that changes nothing. The
+    /// admin API's writes use it too.
+    pub fn audit_note(
+        &self,
+        conv: &ConvKey,
+        request_id: Option<String>,
+        old: Option<&[u8]>,
+        change: &StateChange,
+    ) -> Option<Box<AuditNote>> {
+        if !self.settings.audit {
+            return None;
+        }
+        let new = match change {
+            StateChange::Put(json) => Some(&json[..]),
+            StateChange::Clear | StateChange::Forget => None,
+            StateChange::Keep => return None,
+        };
+        Some(Box::new(AuditNote {
+            route: conv.namespace().to_string(),
+            request_id,
+            bytes: new.map_or(0, <[u8]>::len),
+            changed: audit::changed(old, new),
+        }))
+    }
+}
