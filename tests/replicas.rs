@@ -345,8 +345,22 @@ fn a_frozen_holder_past_its_lease_is_fenced_off() {
 
 #[test]
 fn a_request_costs_two_redis_round_trips() {
+    two_round_trips(|_| {});
+}
+
+/// Kept versions and audit events are written by the commit script
+/// itself: still two round trips.
+#[test]
+fn with_history_and_audit_on_a_request_still_costs_two_round_trips() {
+    two_round_trips(|c| {
+        c.store_extra.push_str("history = 5\n");
+        c.extra.push_str("[audit]\nmax_events = 1000\n");
+    });
+}
+
+fn two_round_trips(edit: impl Fn(&mut Config)) {
     let _serial = support::serial();
-    let mut c = on_redis(1, false, |_| {});
+    let mut c = on_redis(1, false, edit);
     let port = c.redis.single().port;
     let sh = &c.replicas[0];
     sh.update(1, 86, "/start");
