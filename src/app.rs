@@ -234,7 +234,7 @@ fn build_pipeline<B: Backend>(
             Spool::open(
                 &config.store.spool_path,
                 config.store.spool_max,
-                Arc::clone(backend.privacy()),
+                (Arc::clone(backend.privacy()), config.audit.max_events > 0),
             )
             .map_err(|e| StartupError::Config(e.to_string()))?,
         )),

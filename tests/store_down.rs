@@ -12,6 +12,8 @@ fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehol
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
     config.store_extra = format!("on_unavailable = \"{on_unavailable}\"\nop_timeout = \"300ms\"\n");
+    // Outages with the audit trail on: a write-back is audited too.
+    config.extra = "[audit]\nmax_events = 1000\n".into();
     let sh = Statehold::start(config);
     (dir, redis, bot, sh)
 }
@@ -108,6 +110,32 @@ fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
         "Registered Yan <yan@example.com> on the pro plan. Done!"
     );
     assert!(sh.logs().contains("spooled snapshot written back"));
+    let auth = [("authorization", "Bearer test-admin-token")];
+    let trail = support::request(sh.admin(), "GET", "/v1/audit?key=tg:91", &auth, b"").unwrap();
+    let trail: Vec<(String, u64, u64)> = trail
+        .json()
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let e = &e["event"];
+            let v = |f: &str| e[f].as_u64().unwrap();
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                v("from_version"),
+                v("to_version"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("clear".to_string(), 2, 3),
+            ("spool_write_back".to_string(), 1, 2),
+            ("write".to_string(), 0, 1),
+        ],
+        "the write-back is in the trail"
+    );
 }
 
 #[test]

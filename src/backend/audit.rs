@@ -9,6 +9,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::contract::StateChange;
 use crate::key::ConvKey;
 
 /// What the writer of a change knows that the backend does not.
@@ -67,6 +68,28 @@ impl AuditNote {
             self.members(stored, kind, at_ms)
         )
     }
+}
+
+/// The note for `change` of `conv` replacing `old` (`None` for a change
+/// that changes nothing), as the request path, the admin API and the
+/// spool's write-back make it.
+pub fn note(
+    conv: &ConvKey,
+    request_id: Option<String>,
+    old: Option<&[u8]>,
+    change: &StateChange,
+) -> Option<Box<AuditNote>> {
+    let new = match change {
+        StateChange::Put(json) => Some(&json[..]),
+        StateChange::Clear | StateChange::Forget => None,
+        StateChange::Keep => return None,
+    };
+    Some(Box::new(AuditNote {
+        route: conv.namespace().to_string(),
+        request_id,
+        bytes: new.map_or(0, <[u8]>::len),
+        changed: changed(old, new),
+    }))
 }
 
 /// Top-level member names whose values differ between two snapshots

@@ -23,16 +23,6 @@ impl<B: Backend> Pipeline<B> {
         if !self.settings.audit {
             return None;
         }
-        let new = match change {
-            StateChange::Put(json) => Some(&json[..]),
-            StateChange::Clear | StateChange::Forget => None,
-            StateChange::Keep => return None,
-        };
-        Some(Box::new(AuditNote {
-            route: conv.namespace().to_string(),
-            request_id,
-            bytes: new.map_or(0, <[u8]>::len),
-            changed: audit::changed(old, new),
-        }))
+        audit::note(conv, request_id, old, change)
     }
 }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{info, warn};
 
+use crate::backend::audit;
 use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -54,6 +55,8 @@ pub struct Spool {
     /// Entries in the file: lets a request skip the file while it is empty.
     entries: AtomicU64,
     privacy: Arc<Privacy>,
+    /// `[audit]` is on: write-backs carry an audit note.
+    audit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +80,11 @@ fn db_err(e: impl Into<redb::Error>) -> SpoolError {
 }
 
 impl Spool {
+    /// `audit`: write-backs carry an audit note (`[audit]`).
     pub fn open(
         path: &Path,
         max_entries: u64,
-        privacy: Arc<Privacy>,
+        (privacy, audit): (Arc<Privacy>, bool),
     ) -> Result<Spool, SpoolOpenError> {
         let fail = |reason: String| SpoolOpenError {
             path: path.display().to_string(),
@@ -99,6 +103,7 @@ impl Spool {
             hasher: RandomState::new(),
             entries: AtomicU64::new(0),
             privacy,
+            audit,
         };
         spool
             .upgrade()
@@ -273,7 +278,7 @@ impl Spool {
         key: &ConvKey,
         metrics: &Metrics,
     ) -> Result<bool, ()> {
-        let (held, _) = backend
+        let (held, loaded) = backend
             .begin(key, Duration::from_secs(1), None)
             .await
             .map_err(|_| ())?;
@@ -299,7 +304,9 @@ impl Spool {
             change: change.clone(),
             dedupe: None,
             origin: Origin::SpoolWriteBack,
-            audit: None,
+            audit: (self.audit)
+                .then(|| audit::note(key, None, loaded.state.as_deref(), &change))
+                .flatten(),
         };
         match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {
