@@ -532,6 +532,15 @@ http {{
         ),
     )?;
 
+    // The same, with 10 kept versions and the audit trail (issue 13).
+    let (kept_port, kept_pid) = start_statehold(
+        "sh-redis-history-audit",
+        format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchh\"\n\
+             history = 10\n[audit]\nmax_events = 100000"
+        ),
+    )?;
+
     let targets = [
         Target {
             name: "direct (no proxy)",
@@ -567,6 +576,12 @@ http {{
             name: "statehold, redis + privacy at rest",
             url: format!("http://127.0.0.1:{priv_port}/telegram"),
             pids: vec![priv_pid],
+            redis: Some((redis_pid, redis_port)),
+        },
+        Target {
+            name: "statehold, redis + history 10 + audit",
+            url: format!("http://127.0.0.1:{kept_port}/telegram"),
+            pids: vec![kept_pid],
             redis: Some((redis_pid, redis_port)),
         },
     ];
