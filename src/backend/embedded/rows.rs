@@ -1,4 +1,4 @@
-//! The embedded store's on-disk rows: the three redb tables and the byte
+//! The embedded store's on-disk rows: its redb tables and the byte
 //! layout of their values.
 //!
 //! - `snapshots`: `<ns>:<id>` → `version u64 | expires_ms u64 | has_state u8 | json`
