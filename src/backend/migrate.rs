@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use super::private::Private;
-use super::{Backend, Commit, CommitOutcome, Held, Origin, StateChange, StoreError};
+use super::{Backend, Commit, CommitOutcome, Held, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// What [`Private::migrate`] found (or, in a dry run, would do) for one
@@ -98,20 +98,10 @@ impl<B: Backend> Private<B> {
             let Some(value) = plain.state else {
                 return Ok(Migrated::Empty); // unreachable: decide saw a snapshot
             };
-            let Ok(json) = self.privacy().open_state(stored, value) else {
+            let Some(sealed) = self.resealed(value, stored, &hashed)? else {
                 return Ok(Migrated::Undecryptable);
             };
-            let sealed = self
-                .privacy()
-                .seal_state(&hashed, json)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let write = Commit {
-                expected_version: Some(moved.version),
-                change: StateChange::Put(sealed),
-                dedupe: None,
-                origin: Origin::Maintenance,
-                audit: None,
-            };
+            let write = Commit::maintenance(moved.version, StateChange::Put(sealed));
             if let CommitOutcome::Conflict { .. } = hashed_turn.finish(write).await? {
                 // Written meanwhile (a fenced-off turn): the next run decides.
                 return Ok(Migrated::Superseded);
@@ -119,14 +109,9 @@ impl<B: Backend> Private<B> {
         } else {
             drop(hashed_turn);
         }
-        let forget = Commit {
-            expected_version: Some(plain.version),
-            change: StateChange::Forget,
-            dedupe: None,
-            origin: Origin::Maintenance,
-            audit: None,
-        };
-        plain_turn.finish(forget).await?;
+        plain_turn
+            .finish(Commit::maintenance(plain.version, StateChange::Forget))
+            .await?;
         Ok(verdict)
     }
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, Origin, RecordedResponse, ScanPage, StoreError,
+    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, ScanPage, StoreError,
     TurnError, Version,
 };
 use crate::contract::StateChange;
@@ -234,13 +234,7 @@ impl<H: Held> PrivateHeld<H> {
         let commit = self.seal(commit)?;
         let outcome = self.inner.finish(commit).await?;
         if let CommitOutcome::Committed { .. } = outcome {
-            let forget = Commit {
-                expected_version: Some(plain.version),
-                change: StateChange::Forget,
-                dedupe: None,
-                origin: Origin::Maintenance,
-                audit: None,
-            };
+            let forget = Commit::maintenance(plain.version, StateChange::Forget);
             if let Err(e) = plain.turn.finish(forget).await {
                 // Harmless: the hashed record now shadows it; `statehold
                 // migrate` removes it later.

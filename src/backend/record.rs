@@ -47,6 +47,20 @@ pub struct Commit {
     pub audit: Option<Box<super::audit::AuditNote>>,
 }
 
+impl Commit {
+    /// A maintenance write (rekey, migrate): no dedupe record, no audit
+    /// event, applied only on `expected_version`.
+    pub fn maintenance(expected_version: u64, change: StateChange) -> Commit {
+        Commit {
+            expected_version: Some(expected_version),
+            change,
+            dedupe: None,
+            origin: Origin::Maintenance,
+            audit: None,
+        }
+    }
+}
+
 /// Where a write came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Origin {

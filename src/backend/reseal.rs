@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::private::Private;
-use super::{Backend, Commit, CommitOutcome, Held, Origin, StateChange, StoreError};
+use super::{Backend, Commit, CommitOutcome, Held, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// What [`Private::reseal`] did to one conversation.
@@ -20,6 +20,23 @@ pub enum Resealed {
 }
 
 impl<B: Backend> Private<B> {
+    /// A snapshot stored under `from` (sealed or plaintext), sealed again
+    /// for `to` under the active key; `None` when it cannot be opened.
+    pub(super) fn resealed(
+        &self,
+        value: bytes::Bytes,
+        from: &ConvKey,
+        to: &ConvKey,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        let Ok(plain) = self.privacy().open_state(from, value) else {
+            return Ok(None);
+        };
+        let sealed = self.privacy().seal_state(to, plain);
+        sealed
+            .map(Some)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
     /// Reseals one conversation's snapshot under the active key, under its
     /// turn (`stored`: as [`Backend::scan`] returns it). A plaintext
     /// snapshot (written before encryption) is sealed too. The write is a
@@ -39,20 +56,10 @@ impl<B: Backend> Private<B> {
         if crate::privacy::keyring::sealed_key_id(&value) == Some(active.as_bytes()) {
             return Ok(Resealed::Unchanged);
         }
-        let Ok(plain) = self.privacy().open_state(stored, value) else {
+        let Some(sealed) = self.resealed(value, stored, stored)? else {
             return Ok(Resealed::Undecryptable);
         };
-        let sealed = self
-            .privacy()
-            .seal_state(stored, plain)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let commit = Commit {
-            expected_version: Some(loaded.version),
-            change: StateChange::Put(sealed),
-            dedupe: None,
-            origin: Origin::Maintenance,
-            audit: None,
-        };
+        let commit = Commit::maintenance(loaded.version, StateChange::Put(sealed));
         Ok(match held.finish(commit).await? {
             CommitOutcome::Committed { .. } => Resealed::Resealed,
             CommitOutcome::Conflict { .. } => Resealed::Unchanged,
