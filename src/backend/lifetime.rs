@@ -34,8 +34,7 @@ impl Lifetimes {
 
     /// The lifetime of `key`'s record (a stored key, hashed or not).
     pub fn of(&self, key: &ConvKey) -> Duration {
-        let ns = key.namespace();
-        let ns = ns.strip_suffix('#').unwrap_or(ns);
+        let ns = crate::privacy::Privacy::route_namespace(key.namespace());
         self.by_namespace.get(ns).copied().unwrap_or(self.default)
     }
 
@@ -43,9 +42,15 @@ impl Lifetimes {
         self.default
     }
 
-    /// Namespaces with a lifetime of their own.
-    pub fn overrides(&self) -> impl Iterator<Item = (&str, Duration)> {
-        self.by_namespace.iter().map(|(ns, d)| (ns.as_str(), *d))
+    /// Every lifetime in use, each once, the default first.
+    pub fn distinct(&self) -> Vec<Duration> {
+        let mut all = vec![self.default];
+        for d in self.by_namespace.values() {
+            if !all.contains(d) {
+                all.push(*d);
+            }
+        }
+        all
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use super::private::Private;
 use super::{Backend, Commit, CommitOutcome, Held, StateChange, StoreError};
 use crate::key::ConvKey;
+use crate::privacy::Privacy;
 
 /// What [`Private::migrate`] found (or, in a dry run, would do) for one
 /// stored key, named as in the progress report.
@@ -61,12 +62,6 @@ impl Migrated {
     }
 }
 
-/// A hashed key's namespace ends with `#`, which a configured namespace
-/// never contains.
-pub fn is_hashed(stored: &ConvKey) -> bool {
-    stored.namespace().ends_with('#')
-}
-
 impl<B: Backend> Private<B> {
     /// Moves one stored key (as [`Backend::scan`] returns it) onto its
     /// hashed key; `dry_run`: only says what it would do (reads, no turn).
@@ -76,7 +71,7 @@ impl<B: Backend> Private<B> {
         wait: Duration,
         dry_run: bool,
     ) -> Result<Migrated, StoreError> {
-        if is_hashed(stored) || !self.privacy().hashes_keys() {
+        if Privacy::is_hashed(stored) || !self.privacy().hashes_keys() {
             return Ok(Migrated::Hashed);
         }
         let (inner, hashed) = (self.inner(), self.privacy().stored_key(stored)); // stored = raw

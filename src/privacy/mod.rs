@@ -27,6 +27,9 @@ use ring::hmac;
 use crate::key::ConvKey;
 pub use keyring::{Keyring, OpenError, SealError};
 
+/// Ends a hashed key's namespace; a configured namespace never holds it.
+pub const HASHED_MARK: char = '#';
+
 /// The privacy settings of one process. [`Privacy::off`] changes nothing.
 pub struct Privacy {
     key_hash: Option<hmac::Key>,
@@ -83,12 +86,25 @@ impl Privacy {
         self.keyring.as_ref()
     }
 
+    /// The route namespace of a stored key's namespace: a hashed key's is
+    /// the route's plus [`HASHED_MARK`].
+    pub fn route_namespace(stored_namespace: &str) -> &str {
+        stored_namespace
+            .strip_suffix(HASHED_MARK)
+            .unwrap_or(stored_namespace)
+    }
+
+    /// A stored key named by its hash (`store.key_secret`).
+    pub fn is_hashed(stored: &ConvKey) -> bool {
+        stored.namespace().ends_with(HASHED_MARK)
+    }
+
     /// The key `key` is stored under.
     pub fn stored_key(&self, key: &ConvKey) -> ConvKey {
         match &self.key_hash {
             Some(secret) => {
                 let id = digest(secret, &[key.namespace().as_bytes(), key.id().as_bytes()]);
-                ConvKey::new(&format!("{}#", key.namespace()), &id)
+                ConvKey::new(&format!("{}{HASHED_MARK}", key.namespace()), &id)
             }
             None => key.clone(),
         }

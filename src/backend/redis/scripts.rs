@@ -13,7 +13,6 @@
 //! write a record's TTL (its lifetime written in), chosen by the key's
 //! namespace: still no per-request argument.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Script;
@@ -47,30 +46,38 @@ pub(super) struct ScriptSet {
     pub extend: Script,
 }
 
-/// The scripts of one deployment: a build per record lifetime.
+/// The scripts of one deployment: a build per record lifetime in use.
 pub(super) struct Scripts {
+    lifetimes: Lifetimes,
+    /// The build for the default lifetime.
     default: ScriptSet,
-    by_namespace: HashMap<String, ScriptSet>,
+    /// Builds for the routes' other lifetimes.
+    others: Vec<(Duration, ScriptSet)>,
 }
 
 impl Scripts {
-    /// `c.ttl` is replaced by each key's lifetime from `lifetimes`.
+    /// `c.ttl` is replaced by each lifetime of `lifetimes`.
     pub fn new(c: &Constants, lifetimes: &Lifetimes) -> Scripts {
-        let with_ttl = |ttl: Duration| ScriptSet::new(&Constants { ttl, ..c.clone() });
+        let build = |ttl| ScriptSet::new(&Constants { ttl, ..c.clone() });
+        let default_ttl = lifetimes.default_ttl();
+        let others = lifetimes
+            .distinct()
+            .into_iter()
+            .filter(|ttl| *ttl != default_ttl)
+            .map(|ttl| (ttl, build(ttl)))
+            .collect();
         Scripts {
-            default: with_ttl(lifetimes.default_ttl()),
-            by_namespace: lifetimes
-                .overrides()
-                .map(|(ns, ttl)| (ns.to_string(), with_ttl(ttl)))
-                .collect(),
+            lifetimes: lifetimes.clone(),
+            default: build(default_ttl),
+            others,
         }
     }
 
     /// The build for `key`'s record (a stored key, hashed or not).
     pub fn of(&self, key: &ConvKey) -> &ScriptSet {
-        let ns = key.namespace();
-        let ns = ns.strip_suffix('#').unwrap_or(ns);
-        self.by_namespace.get(ns).unwrap_or(&self.default)
+        let ttl = self.lifetimes.of(key);
+        let other = self.others.iter().find(|(d, _)| *d == ttl);
+        other.map_or(&self.default, |(_, set)| set)
     }
 
     /// The build for scripts that write no record TTL (turns' check,
