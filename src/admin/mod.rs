@@ -111,8 +111,8 @@ impl<B: Backend> Admin<B> {
                 resp
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
-            (_, "/v1/rekey") => self.maintenance_api(req, &self.rekey),
-            (_, "/v1/migrate") => self.maintenance_api(req, &self.migrate),
+            (_, "/v1/rekey") => self.maintenance_api(req, false),
+            (_, "/v1/migrate") => self.maintenance_api(req, true),
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,
             (&Method::GET, "/v1/audit") => self.audit_api(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
@@ -190,7 +190,8 @@ impl<B: Backend> Admin<B> {
     /// /v1/migrate?rate=N[&dry_run=1]` moving plaintext keys (202; 409 while
     /// a run of that job is going; 400 migrating without `store.key_secret`);
     /// `GET` on either reports its progress.
-    fn maintenance_api(&self, req: Request<Incoming>, runner: &Arc<Runner>) -> AdminResponse {
+    fn maintenance_api(&self, req: Request<Incoming>, migrate: bool) -> AdminResponse {
+        let runner = if migrate { &self.migrate } else { &self.rekey };
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
@@ -205,7 +206,7 @@ impl<B: Backend> Admin<B> {
             Method::GET => progress(StatusCode::OK),
             Method::POST => {
                 let rate = query("rate").and_then(|v| v.parse().ok()).unwrap_or(200);
-                let job = if Arc::ptr_eq(runner, &self.rekey) {
+                let job = if !migrate {
                     Job::Rekey
                 } else if self.pipeline.backend().privacy().hashes_keys() {
                     let dry_run = matches!(query("dry_run").as_deref(), Some("1" | "true"));

@@ -141,11 +141,12 @@ impl RedisRecords {
             .arg(data.as_ref())
             .arg(if commit.dedupe.is_some() { "1" } else { "0" })
             .arg(recorded.as_ref());
-        let now = crate::backend::now_ms();
-        if self.history > 0 || self.audit > 0 {
+        // Kept versions and audit events only: the time and kind they name.
+        let now = (self.history > 0 || self.audit > 0).then(crate::backend::now_ms);
+        if let Some(now) = now {
             inv.key(keys.history()).arg(format!("{kind} {now}"));
         }
-        if self.audit > 0 {
+        if let (Some(now), true) = (now, self.audit > 0) {
             let members = commit.audit.as_ref().map(|n| n.members(key, kind, now));
             inv.key(self.audit_stream())
                 .arg(members.unwrap_or_default());
