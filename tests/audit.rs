@@ -9,21 +9,12 @@ mod support;
 
 use serde_json::{json, Value};
 use support::recorder::reporting_bot;
-use support::{request, Config, RedisServer, Statehold};
+use support::{Config, RedisServer, Statehold};
 
 const CHAT: i64 = 31337;
 
-fn admin(sh: &Statehold, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = [("authorization", "Bearer test-admin-token")];
-    let r = request(sh.admin(), method, path, &auth, body.as_bytes()).expect("admin answers");
-    (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
-    )
-}
-
 fn events(sh: &Statehold, query: &str) -> Vec<Value> {
-    let (status, listed) = admin(sh, "GET", &format!("/v1/audit?{query}"), "");
+    let (status, listed) = sh.admin_call("GET", &format!("/v1/audit?{query}"), "");
     assert_eq!(status, 200, "{listed}");
     listed.as_array().expect("a list").clone()
 }
@@ -49,8 +40,8 @@ fn scripted_flow(redis: Option<&RedisServer>) {
     say(4, r#"{"stage":"AUTH","pin":"4711"}"#, "r-4");
     say(5, "CLEAR", "r-5");
     let base = format!("/v1/state/tg/{CHAT}");
-    assert_eq!(admin(&sh, "PUT", &base, r#"{"member":"m-9"}"#).0, 200);
-    assert_eq!(admin(&sh, "DELETE", &base, "").0, 200);
+    assert_eq!(sh.admin_call("PUT", &base, r#"{"member":"m-9"}"#).0, 200);
+    assert_eq!(sh.admin_call("DELETE", &base, "").0, 200);
 
     let got: Vec<Value> = events(&sh, &format!("key=tg:{CHAT}&limit=50"))
         .into_iter()
@@ -96,8 +87,8 @@ fn scripted_flow(redis: Option<&RedisServer>) {
         .map(|e| e["event"]["to_version"].as_u64().unwrap())
         .collect();
     assert_eq!(tos, [4, 5, 6]);
-    assert_eq!(admin(&sh, "GET", "/v1/audit?since=x", "").0, 400);
-    assert_eq!(admin(&sh, "GET", "/v1/audit", "").0, 400);
+    assert_eq!(sh.admin_call("GET", "/v1/audit?since=x", "").0, 400);
+    assert_eq!(sh.admin_call("GET", "/v1/audit", "").0, 400);
 
     let logs = sh.logs();
     let mirrored = logs

@@ -11,18 +11,9 @@ mod support;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::recorder::reporting_bot;
-use support::{request, Config, RedisServer, Statehold};
+use support::{Config, RedisServer, Statehold};
 
 const CHAT: i64 = 777;
-
-fn admin(sh: &Statehold, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = [("authorization", "Bearer test-admin-token")];
-    let r = request(sh.admin(), method, path, &auth, body.as_bytes()).expect("admin answers");
-    (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
-    )
-}
 
 fn stored(sh: &Statehold) -> (Value, Value) {
     let s = sh.stored("tg", &CHAT.to_string()).expect("a snapshot");
@@ -42,7 +33,7 @@ fn history_and_rollback(redis: Option<&RedisServer>) {
     }
     let base = format!("/v1/state/tg/{CHAT}");
 
-    let (status, listed) = admin(&sh, "GET", &format!("{base}/history"), "");
+    let (status, listed) = sh.admin_call("GET", &format!("{base}/history"), "");
     assert_eq!(status, 200);
     let versions: Vec<u64> = listed
         .as_array()
@@ -62,23 +53,27 @@ fn history_and_rollback(redis: Option<&RedisServer>) {
     assert_eq!(newest["sha256"], digest);
     assert!(newest["at"].as_u64().unwrap() > 1_700_000_000_000);
 
-    let (status, v3) = admin(&sh, "GET", &format!("{base}?version=3"), "");
+    let (status, v3) = sh.admin_call("GET", &format!("{base}?version=3"), "");
     assert_eq!((status, v3["state"].clone()), (200, json!({"n": 3})));
-    assert_eq!(admin(&sh, "GET", &format!("{base}?version=1"), "").0, 404);
+    assert_eq!(
+        sh.admin_call("GET", &format!("{base}?version=1"), "").0,
+        404
+    );
 
     // The admin API: version 2 again, as version 5.
-    let (status, done) = admin(&sh, "POST", &format!("{base}/rollback"), r#"{"to": 2}"#);
+    let (status, done) = sh.admin_call("POST", &format!("{base}/rollback"), r#"{"to": 2}"#);
     assert_eq!((status, done["version"].clone()), (200, json!(5)), "{done}");
     assert_eq!(stored(&sh), (json!(5), json!({"n": 2})));
     assert_eq!(
-        admin(&sh, "POST", &format!("{base}/rollback"), r#"{"to": 1}"#).0,
+        sh.admin_call("POST", &format!("{base}/rollback"), r#"{"to": 1}"#)
+            .0,
         404
     );
 
     // The bot: `previous` (the newest kept version before 5 is 4).
     say(10, "ROLLBACK previous");
     assert_eq!(stored(&sh), (json!(6), json!({"n": 4})));
-    let (_, listed) = admin(&sh, "GET", &format!("{base}/history"), "");
+    let (_, listed) = sh.admin_call("GET", &format!("{base}/history"), "");
     assert_eq!(listed[0]["kind"], "rollback");
     assert_eq!(listed[1]["kind"], "rollback");
     // A version not kept: refused, the snapshot stays.
@@ -92,12 +87,12 @@ fn history_and_rollback(redis: Option<&RedisServer>) {
         let before = bot.count();
         let slow = s.spawn(|| sh.update(12, CHAT, r#"SLOW {"n":7}"#));
         support::wait_until("the bot holds the turn", || bot.count() > before);
-        let (status, done) = admin(&sh, "POST", &format!("{base}/rollback"), r#"{"to": 5}"#);
+        let (status, done) = sh.admin_call("POST", &format!("{base}/rollback"), r#"{"to": 5}"#);
         assert_eq!(slow.join().unwrap().status, 200);
         assert_eq!((status, done["version"].clone()), (200, json!(8)), "{done}");
     });
     assert_eq!(stored(&sh), (json!(8), json!({"n": 2})));
-    let (_, listed) = admin(&sh, "GET", &format!("{base}/history"), "");
+    let (_, listed) = sh.admin_call("GET", &format!("{base}/history"), "");
     let kinds: Vec<(u64, &str)> = listed
         .as_array()
         .unwrap()
@@ -108,7 +103,7 @@ fn history_and_rollback(redis: Option<&RedisServer>) {
 
     // Cleared since: 409.
     say(13, "CLEAR");
-    let (status, _) = admin(&sh, "POST", &format!("{base}/rollback"), r#"{"to": 7}"#);
+    let (status, _) = sh.admin_call("POST", &format!("{base}/rollback"), r#"{"to": 7}"#);
     assert_eq!(status, 409);
 }
 

@@ -110,10 +110,8 @@ fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
         "Registered Yan <yan@example.com> on the pro plan. Done!"
     );
     assert!(sh.logs().contains("spooled snapshot written back"));
-    let auth = [("authorization", "Bearer test-admin-token")];
-    let trail = support::request(sh.admin(), "GET", "/v1/audit?key=tg:91", &auth, b"").unwrap();
+    let (_, trail) = sh.admin_call("GET", "/v1/audit?key=tg:91", "");
     let trail: Vec<(String, u64, u64)> = trail
-        .json()
         .as_array()
         .expect("events")
         .iter()

@@ -620,14 +620,20 @@ impl Statehold {
     }
 
     fn stored_response(&self, namespace: &str, id: &str) -> Response {
-        request(
-            self.admin(),
-            "GET",
-            &format!("/v1/state/{namespace}/{id}"),
-            &[("authorization", "Bearer test-admin-token")],
-            b"",
-        )
-        .expect("admin answers")
+        self.admin_request("GET", &format!("/v1/state/{namespace}/{id}"), "")
+    }
+
+    /// One admin API call with the test token: status and JSON body
+    /// (`null` when the body is not JSON).
+    pub fn admin_call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let r = self.admin_request(method, path, body);
+        let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, json)
+    }
+
+    fn admin_request(&self, method: &str, path: &str, body: &str) -> Response {
+        let auth = [("authorization", "Bearer test-admin-token")];
+        request(self.admin(), method, path, &auth, body.as_bytes()).expect("admin answers")
     }
 
     pub fn metrics(&self) -> String {
