@@ -85,6 +85,7 @@ fn contract_codec(c: &mut Criterion) {
             let mut h = HeaderMap::with_capacity(8);
             let inj = Injection {
                 key: &key,
+                via: None,
                 version: 7,
                 status: LoadStatus::Restored,
                 state: Some(&state),
@@ -167,6 +168,7 @@ fn put(state: Bytes, expected_version: Option<u64>) -> Commit {
         dedupe: None,
         origin: Default::default(),
         audit: None,
+        link: None,
     }
 }
 

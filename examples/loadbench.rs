@@ -867,6 +867,7 @@ fn redis_at_saturation(
                 dedupe: Some((id, answer)),
                 origin: Default::default(),
                 audit: None,
+                link: None,
             };
             held.finish(commit).await.ok()
         }
@@ -934,6 +935,7 @@ fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result
                             dedupe: None,
                             origin: Default::default(),
                             audit: None,
+                            link: None,
                         };
                         let wait = Duration::from_secs(5);
                         match store.begin(&key, wait, None).await {

@@ -12,6 +12,7 @@ use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
 use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
+use support::link_conformance::link_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_conforms() {
@@ -19,7 +20,9 @@ async fn embedded_store_conforms() {
     let hour = Duration::from_secs(3600);
     let long =
         EmbeddedBackend::open(&dir.path().join("long.db"), hour, hour, 32 << 20).expect("open");
-    suite(Arc::new(long), "conf").await;
+    let long = Arc::new(long);
+    suite(Arc::clone(&long), "conf").await;
+    link_suite(long, "conf").await;
     let kept = EmbeddedBackend::open(&dir.path().join("kept.db"), keeping(hour), hour, 32 << 20)
         .expect("open");
     history_suite(&kept, "conf").await;
@@ -62,6 +65,7 @@ async fn embedded_purge_deletes_what_expired() {
             )),
             origin: Default::default(),
             audit: None,
+            link: None,
         };
         let (held, _) = store
             .begin(&key, Duration::from_secs(1), None)
@@ -114,6 +118,7 @@ async fn redis_cluster_store_conforms() {
 }
 
 async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
+    let cluster = matches!(topology, Topology::Cluster { .. });
     let hour = Duration::from_secs(3600);
     let timings = |ttl| Timings {
         ttl,
@@ -133,7 +138,16 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         &short_lifetimes("conf").into(),
     );
     let kept = RedisBackend::with_retention(conn("kept"), timings(hour), &keeping(hour));
-    suite(Arc::new(long), "conf").await;
+    let long = Arc::new(long);
+    suite(Arc::clone(&long), "conf").await;
+    if cluster {
+        assert!(
+            !long.can_link(),
+            "a channel and its member live in different slots"
+        );
+    } else {
+        link_suite(long, "conf").await;
+    }
     ttl_suite(&short, "conf").await;
     history_suite(&kept, "conf").await;
     // Every key the suite wrote carries a TTL (never a key that lives forever).

@@ -1,12 +1,13 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, the state API
 //! (`state.rs`: snapshots, history, rollback), the maintenance jobs
-//! (`/v1/rekey`, `/v1/migrate`) and `/v1/keys`; all but the first three
-//! take the bearer token.
+//! (`/v1/rekey`, `/v1/migrate`), `/v1/keys`, the audit trail (`audit.rs`)
+//! and links (`links.rs`); all but the first three take the bearer token.
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
 
 mod audit;
+mod links;
 mod state;
 
 use std::convert::Infallible;
@@ -115,6 +116,7 @@ impl<B: Backend> Admin<B> {
             (_, "/v1/migrate") => self.maintenance_api(req, true),
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,
             (&Method::GET, "/v1/audit") => self.audit_api(req).await,
+            (&Method::GET, p) if p.starts_with("/v1/links/") => self.links_api(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }

@@ -197,6 +197,7 @@ impl<B: Backend> Admin<B> {
         let commit = Commit {
             expected_version: Some(loaded.version),
             audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
+            link: None,
             change,
             dedupe: None,
             origin: Origin::Rollback,
@@ -221,6 +222,7 @@ impl<B: Backend> Admin<B> {
         let commit = Commit {
             expected_version: None,
             audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
+            link: None,
             change,
             dedupe: None,
             origin: Origin::Admin,

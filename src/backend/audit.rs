@@ -47,8 +47,15 @@ impl AuditNote {
     /// The event's members other than the versions, as JSON object members
     /// without braces (`"at":…,"key":…`): the Redis script adds the
     /// versions it alone knows.
-    pub fn members(&self, stored: &ConvKey, kind: &str, at_ms: u64) -> String {
-        let fields = json!({
+    /// `channel`: the channel a link change is about (named `channel`).
+    pub fn members(
+        &self,
+        stored: &ConvKey,
+        kind: &str,
+        at_ms: u64,
+        channel: Option<&ConvKey>,
+    ) -> String {
+        let mut fields = json!({
             "at": at_ms,
             "key": stored.as_str(),
             "kind": kind,
@@ -57,15 +64,24 @@ impl AuditNote {
             "bytes": self.bytes,
             "changed": self.changed,
         });
+        if let Some(channel) = channel {
+            fields["channel"] = Value::String(channel.as_str().to_string());
+        }
         let text = fields.to_string();
         text[1..text.len() - 1].to_string()
     }
 
     /// The whole event, for a backend that knows both versions.
-    pub fn event(&self, stored: &ConvKey, kind: &str, at_ms: u64, from: u64, to: u64) -> String {
+    pub fn event(
+        &self,
+        stored: &ConvKey,
+        (kind, channel): (&str, Option<&ConvKey>),
+        at_ms: u64,
+        (from, to): (u64, u64),
+    ) -> String {
         format!(
             "{{\"from_version\":{from},\"to_version\":{to},{}}}",
-            self.members(stored, kind, at_ms)
+            self.members(stored, kind, at_ms, channel)
         )
     }
 }
@@ -143,8 +159,13 @@ mod tests {
             bytes: 12,
             changed: vec!["pin".into()],
         };
-        let event: Value =
-            serde_json::from_str(&note.event(&ConvKey::new("tg", "42"), "write", 5, 1, 2)).unwrap();
+        let event: Value = serde_json::from_str(&note.event(
+            &ConvKey::new("tg", "42"),
+            ("write", None),
+            5,
+            (1, 2),
+        ))
+        .unwrap();
         assert_eq!(
             event,
             json!({"from_version": 1, "to_version": 2, "at": 5, "key": "tg:42", "kind": "write",

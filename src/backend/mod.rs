@@ -38,6 +38,7 @@ pub mod audit;
 pub mod clock;
 pub mod embedded;
 pub mod lifetime;
+pub mod link;
 pub mod migrate;
 pub mod private;
 pub mod record;
@@ -49,6 +50,7 @@ use std::time::Duration;
 
 pub use clock::now_ms;
 pub use lifetime::{Lifetimes, Retention};
+pub use link::{LinkChange, Links};
 pub use record::{
     Commit, CommitOutcome, Loaded, Origin, RecordedResponse, StateChange, StoreError, Version,
 };
@@ -109,6 +111,22 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         query: &audit::AuditQuery,
     ) -> impl Future<Output = Result<Vec<audit::AuditEntry>, StoreError>> + Send;
+
+    /// Whose alias `key` is, and which channels are linked to it
+    /// ([`link`]); outside any turn.
+    fn links(&self, key: &ConvKey) -> impl Future<Output = Result<Links, StoreError>> + Send;
+
+    /// Whether this backend can link channels to members: not a Redis
+    /// Cluster, where a channel and its member live in different slots.
+    fn can_link(&self) -> bool {
+        true
+    }
+
+    /// `key` as this backend stores it (hashed under `store.hash_keys`), to
+    /// compare with the stored keys it reports ([`Loaded::member`]).
+    fn stored_name(&self, key: &ConvKey) -> ConvKey {
+        key.clone()
+    }
 
     /// Cheap reachability check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, RecordedResponse, ScanPage, StoreError,
-    TurnError, Version,
+    Backend, Commit, CommitOutcome, Held, LinkChange, Links, Loaded, RecordedResponse, ScanPage,
+    StoreError, TurnError, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -97,9 +97,12 @@ impl<B: Backend> Backend for Private<B> {
         let stored = self.privacy.stored_key(key);
         let dedupe = dedupe_id.map(|id| self.privacy.stored_dedupe(key, id));
         let (inner, loaded) = self.inner.begin(&stored, wait, dedupe.as_deref()).await?;
+        // A linked channel holds its member's turn and record: sealed
+        // under the member's stored name.
+        let stored = loaded.member.clone().unwrap_or(stored);
         let mut loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
         let mut plain = None;
-        if self.privacy.plaintext_fallback() && loaded.version == 0 {
+        if self.privacy.plaintext_fallback() && loaded.version == 0 && loaded.member.is_none() {
             // The plaintext layout: the raw key and the raw dedupe id.
             let (turn, old) = self.inner.begin(key, wait, dedupe_id).await?;
             let old = open(&self.privacy, key, dedupe_id, old);
@@ -189,6 +192,18 @@ impl<B: Backend> Backend for Private<B> {
         self.inner.audit(&stored).await
     }
 
+    async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
+        self.inner.links(&self.privacy.stored_key(key)).await
+    }
+
+    fn can_link(&self) -> bool {
+        self.inner.can_link()
+    }
+
+    fn stored_name(&self, key: &ConvKey) -> ConvKey {
+        self.privacy.stored_key(key)
+    }
+
     /// Stored keys (hashed with `store.key_secret`): for maintenance.
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.inner.scan(cursor, count).await
@@ -202,7 +217,7 @@ impl<H: Held> Held for PrivateHeld<H> {
 
     async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let mirror = match (&commit.audit, self.audit_log) {
-            (Some(note), true) => Some((note.clone(), commit.origin.kind(&commit.change))),
+            (Some(note), true) => Some((note.clone(), commit.kind())),
             _ => None,
         };
         let raw = self.raw.clone();
@@ -246,6 +261,14 @@ impl<H: Held> PrivateHeld<H> {
 }
 
 impl<H> PrivateHeld<H> {
+    /// A link change naming the channel by its stored key.
+    fn stored_link(&self, link: LinkChange) -> LinkChange {
+        match link {
+            LinkChange::Link(c) => LinkChange::Link(self.privacy.stored_key(&c)),
+            LinkChange::Unlink(c) => LinkChange::Unlink(self.privacy.stored_key(&c)),
+        }
+    }
+
     /// The commit as stored: snapshot sealed, dedupe name hashed, recorded
     /// answer sealed.
     fn seal(&self, commit: Commit) -> Result<Commit, StoreError> {
@@ -278,6 +301,7 @@ impl<H> PrivateHeld<H> {
             dedupe,
             origin: commit.origin,
             audit: commit.audit,
+            link: commit.link.map(|l| Box::new(self.stored_link(*l))),
         })
     }
 }

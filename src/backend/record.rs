@@ -6,6 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use crate::contract::StateChange;
+use crate::key::ConvKey;
 
 /// A conversation's record as read at the start of its turn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +20,11 @@ pub struct Loaded {
     /// Why a stored snapshot could not be opened (a key no longer
     /// configured, a damaged value): `state` is then `None`.
     pub undecryptable: Option<String>,
+    /// The member whose turn and record these are, when the key asked for
+    /// is a linked channel (an alias, [`super::link`]): the stored key.
+    pub member: Option<ConvKey>,
+    /// Channels are linked to this record's key (it is a member).
+    pub linked: bool,
 }
 
 impl Loaded {
@@ -45,6 +51,9 @@ pub struct Commit {
     /// With `[audit]` on: the event's details only the writer knows; the
     /// backend appends the event with the change.
     pub audit: Option<Box<super::audit::AuditNote>>,
+    /// A channel linked to or unlinked from this (member) key, atomically
+    /// with the change ([`super::link`]).
+    pub link: Option<Box<super::link::LinkChange>>,
 }
 
 impl Commit {
@@ -57,6 +66,7 @@ impl Commit {
             dedupe: None,
             origin: Origin::Maintenance,
             audit: None,
+            link: None,
         }
     }
 }
@@ -75,6 +85,17 @@ pub enum Origin {
     Rollback,
     /// `statehold rekey` or `migrate`.
     Maintenance,
+}
+
+impl Commit {
+    /// The history's and the audit trail's `kind` of this commit: a link
+    /// change names itself, else [`Origin::kind`].
+    pub fn kind(&self) -> &'static str {
+        match &self.link {
+            Some(link) => link.kind(),
+            None => self.origin.kind(&self.change),
+        }
+    }
 }
 
 impl Origin {

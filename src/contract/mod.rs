@@ -16,6 +16,9 @@ use serde_json::{Map, Value};
 
 use crate::key::ConvKey;
 
+pub mod link;
+pub use link::{capture_link, LinkAsk, HEADER_LINK, HEADER_UNLINK, HEADER_VIA};
+
 pub const HEADER_KEY: &str = "x-statehold-key";
 pub const HEADER_VERSION: &str = "x-statehold-version";
 pub const HEADER_STATE: &str = "x-statehold-state";
@@ -84,7 +87,10 @@ impl LoadStatus {
 
 /// What statehold hands the bot with a request.
 pub struct Injection<'a> {
+    /// The conversation's key: a linked channel's member.
     pub key: &'a ConvKey,
+    /// The linked channel the request came in on.
+    pub via: Option<&'a ConvKey>,
     /// The snapshot's version, 0 when there is none.
     pub version: u64,
     pub status: LoadStatus,
@@ -98,6 +104,9 @@ pub struct Injection<'a> {
 pub fn inject_headers(headers: &mut HeaderMap, inj: &Injection<'_>, with_state: bool) {
     if let Ok(v) = HeaderValue::from_str(inj.key.as_str()) {
         headers.insert(HeaderName::from_static(HEADER_KEY), v);
+    }
+    if let Some(Ok(v)) = inj.via.map(|via| HeaderValue::from_str(via.as_str())) {
+        headers.insert(HeaderName::from_static(HEADER_VIA), v);
     }
     headers.insert(
         HeaderName::from_static(HEADER_VERSION),
@@ -130,6 +139,9 @@ pub fn inject_body(body: &mut Value, pointer: &str, inj: &Injection<'_>) -> bool
     field.insert("version".into(), Value::from(inj.version));
     field.insert("status".into(), Value::String(inj.status.as_str().into()));
     field.insert("state".into(), state);
+    if let Some(via) = inj.via {
+        field.insert("via".into(), Value::String(via.as_str().into()));
+    }
     let (parents, last) = split_pointer(pointer);
     let Some(mut target) = body.as_object_mut() else {
         return false;
@@ -184,6 +196,8 @@ pub enum CaptureError {
     BadBodyField,
     #[error("X-Statehold-Rollback is neither a version number nor \"previous\"")]
     BadRollback,
+    #[error("the link report names no <namespace>:<id> key")]
+    BadLink,
 }
 
 /// Which kept version the bot asks to roll back to.
@@ -278,8 +292,12 @@ pub enum BodyReport {
     /// Not a JSON object, or no member at the pointer: nothing to strip.
     Absent,
     /// The member was found and removed: the new body (the caller fixes
-    /// `Content-Length`) and what it asked for.
-    Found(Bytes, Result<StateChange, CaptureError>),
+    /// `Content-Length`), what it asked for, and its link report.
+    Found(
+        Bytes,
+        Result<StateChange, CaptureError>,
+        Option<Result<LinkAsk, CaptureError>>,
+    ),
     /// Looks like a JSON object that mentions the member, but does not
     /// parse strictly (`NaN`, a lone surrogate): it cannot be stripped, so
     /// it must not leave.
@@ -302,9 +320,9 @@ pub fn capture_body(body: &[u8], pointer: &str, max: usize) -> BodyReport {
     let Some(member) = take_member(&mut json, pointer) else {
         return BodyReport::Absent;
     };
-    let change = field_change(member, max);
+    let (change, link) = field_change(member, max);
     match serde_json::to_vec(&json) {
-        Ok(new_body) => BodyReport::Found(Bytes::from(new_body), change),
+        Ok(new_body) => BodyReport::Found(Bytes::from(new_body), change, link),
         Err(_) => BodyReport::Unreadable,
     }
 }
@@ -343,26 +361,35 @@ fn mentions(body: &[u8], name: &str) -> bool {
         || body.windows(2).any(|w| w == b"\\u")
 }
 
-fn field_change(member: Value, max: usize) -> Result<StateChange, CaptureError> {
+/// The body field's change and link report: `{"state": …}` or
+/// `{"clear": true}`, with `"link"` / `"unlink"` beside them or alone.
+fn field_change(
+    member: Value,
+    max: usize,
+) -> (
+    Result<StateChange, CaptureError>,
+    Option<Result<LinkAsk, CaptureError>>,
+) {
     let Value::Object(mut obj) = member else {
-        return Err(CaptureError::BadBodyField);
+        return (Err(CaptureError::BadBodyField), None);
     };
+    let link = link::take_link(&mut obj);
     if obj.get("clear") == Some(&Value::Bool(true)) {
-        return Ok(StateChange::Clear);
+        return (Ok(StateChange::Clear), link);
     }
-    match obj.shift_remove("state") {
-        Some(state) => {
-            let text = serde_json::to_vec(&state).map_err(|_| CaptureError::Undecodable)?;
-            if text.len() > max {
-                return Err(CaptureError::TooLarge {
-                    size: text.len(),
-                    max,
-                });
-            }
-            Ok(StateChange::Put(Bytes::from(text)))
-        }
+    let change = match obj.shift_remove("state") {
+        Some(state) => match serde_json::to_vec(&state) {
+            Err(_) => Err(CaptureError::Undecodable),
+            Ok(text) if text.len() > max => Err(CaptureError::TooLarge {
+                size: text.len(),
+                max,
+            }),
+            Ok(text) => Ok(StateChange::Put(Bytes::from(text))),
+        },
+        None if link.is_some() => Ok(StateChange::Keep),
         None => Err(CaptureError::BadBodyField),
-    }
+    };
+    (change, link)
 }
 
 /// Sets `Content-Length` after the body was rewritten.

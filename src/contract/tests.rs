@@ -88,6 +88,7 @@ fn body_mode_roundtrip() {
     let key = ConvKey::new("tg", "1");
     let inj = Injection {
         key: &key,
+        via: None,
         version: 3,
         status: LoadStatus::Restored,
         state: Some(br#"{"step":"email"}"#),
@@ -106,12 +107,13 @@ fn body_mode_roundtrip() {
         capture_body(resp, "/_statehold", 100),
         BodyReport::Found(
             Bytes::from_static(br#"{"method":"sendMessage","text":"ok"}"#),
-            Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#)))
+            Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#))),
+            None
         )
     );
     assert_eq!(
         capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100),
-        BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear))
+        BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear), None)
     );
     assert_eq!(
         capture_body(b"plain text", "/_statehold", 100),
@@ -119,7 +121,11 @@ fn body_mode_roundtrip() {
     );
     assert_eq!(
         capture_body(br#"{"_statehold":7}"#, "/_statehold", 100),
-        BodyReport::Found(Bytes::from_static(b"{}"), Err(CaptureError::BadBodyField))
+        BodyReport::Found(
+            Bytes::from_static(b"{}"),
+            Err(CaptureError::BadBodyField),
+            None
+        )
     );
     // A lenient parser's JSON that mentions the member cannot leave.
     assert_eq!(

@@ -9,67 +9,8 @@ use std::time::Duration;
 
 use crate::outcome::Outcome;
 
-/// Latency buckets in seconds, from 100µs (the proxy's own overhead) to 30s
-/// (a slow bot).
-const BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
-
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            line(
-                out,
-                format_args!("{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"),
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        line(
-            out,
-            format_args!("{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}"),
-        );
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let braces = |l: &str| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{{{l}}}")
-            }
-        };
-        line(out, format_args!("{name}_sum{} {sum}", braces(labels)));
-        line(out, format_args!("{name}_count{} {count}", braces(labels)));
-    }
-}
+mod histogram;
+pub use histogram::Histogram;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadResult {
@@ -88,6 +29,20 @@ pub enum SaveResult {
     Error,
     /// The snapshot broke the route's rules (`route.schema`, `[route.transitions]`).
     Invalid,
+}
+
+/// What became of a bot's link report (`statehold_links_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkResult {
+    Linked,
+    Unlinked,
+    /// Not made: it would chain links, the key is linked elsewhere, or the
+    /// store cannot link (a Redis Cluster).
+    Refused,
+    /// Not a `<namespace>:<id>` key.
+    Invalid,
+    /// The store failed or the member stayed busy.
+    Error,
 }
 
 /// See [`Metrics::turn_waiting`].
@@ -119,6 +74,7 @@ pub struct Metrics {
     store_duration: [Histogram; 2],
     state_loads: [AtomicU64; 4],
     state_saves: [AtomicU64; 4],
+    links: [AtomicU64; 5],
     dedupe_hits: AtomicU64,
     dedupe_mismatches: AtomicU64,
     buffered_bytes: AtomicU64,
@@ -150,6 +106,7 @@ impl Metrics {
             store_duration: Default::default(),
             state_loads: Default::default(),
             state_saves: Default::default(),
+            links: Default::default(),
             dedupe_hits: AtomicU64::new(0),
             dedupe_mismatches: AtomicU64::new(0),
             buffered_bytes: AtomicU64::new(0),
@@ -191,6 +148,9 @@ impl Metrics {
     }
     pub fn save(&self, r: SaveResult) {
         self.state_saves[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn link(&self, r: LinkResult) {
+        self.links[r as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn dedupe_hit(&self) {
         self.dedupe_hits.fetch_add(1, Ordering::Relaxed);
@@ -317,6 +277,12 @@ impl Metrics {
                 "Snapshot saves by result.",
                 &["ok", "rejected", "error", "invalid"][..],
                 &self.state_saves[..],
+            ),
+            (
+                "statehold_links_total",
+                "The bot's link reports (X-Statehold-Link, -Unlink) by result.",
+                &["linked", "unlinked", "refused", "invalid", "error"][..],
+                &self.links[..],
             ),
         ] {
             help(out, name, "counter", text);

@@ -25,4 +25,23 @@ impl<B: Backend> Pipeline<B> {
         }
         audit::note(conv, request_id, old, change)
     }
+
+    /// The note of a link change: one even when the snapshot stays.
+    pub(super) fn link_note(
+        &self,
+        conv: &ConvKey,
+        request_id: Option<String>,
+        old: Option<&[u8]>,
+        change: &StateChange,
+    ) -> Option<Box<AuditNote>> {
+        let unchanged = || {
+            Box::new(AuditNote {
+                route: conv.namespace().to_string(),
+                request_id: request_id.clone(),
+                ..AuditNote::default()
+            })
+        };
+        let note = self.audit_note(conv, request_id.clone(), old, change);
+        note.or_else(|| self.settings.audit.then(unchanged))
+    }
 }

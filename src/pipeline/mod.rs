@@ -37,7 +37,8 @@
 //!
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
 //! (reading within the budgets of `budget.rs`, the body-mode member),
-//! `state.rs` (turn, load, dedupe answer, save, spool), `wire.rs` (inject,
+//! `state.rs` (turn, load, dedupe answer, save, spool), `link.rs` (the
+//! bot's link reports, saved with the member's turn), `wire.rs` (inject,
 //! capture and strip), `check.rs` (the route's rules), `audit.rs` (the
 //! audit note), `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
 //! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
@@ -52,6 +53,7 @@ pub mod body;
 pub mod budget;
 mod check;
 mod forward;
+mod link;
 mod recovery;
 pub mod reject;
 mod request;
@@ -366,14 +368,22 @@ impl<B: Backend> Pipeline<B> {
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         // capture + strip
         let rollback = contract::capture_rollback(&answer.parts.headers);
-        let change = self.capture(&mut answer, Some(&conv))?;
+        let (change, link) = self.capture(&mut answer, Some(&conv))?;
         self.watch_reports(route, &change, &answer, trace);
         // check
         let change = self.check(route, &conv, turn.loaded(), (change, rollback), trace);
         let change = change.await;
-        // save
-        self.finish_turn(turn, keyed, change, &answer, trace)
-            .await?;
+        // save (with the link the bot asked for, if any)
+        match link {
+            None => {
+                self.finish_turn(turn, keyed, change, (&answer, None), trace)
+                    .await?
+            }
+            Some(ask) => {
+                self.link_and_save(turn, keyed, change, (&answer, ask), trace)
+                    .await?
+            }
+        }
         Ok(answer.into_response())
     }
 

@@ -55,6 +55,9 @@ pub(super) struct Keyed {
 }
 
 /// This request's turn.
+// One per request, moved along its stages, never stored in bulk: boxing
+// the held variant would cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Turn<H> {
     /// Held, with the record read at its start. `spooled`: a change this
     /// replica kept while the store was out, newer than the record; the

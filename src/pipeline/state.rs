@@ -11,7 +11,8 @@ use tracing::{info, warn};
 use super::reject::Reject;
 use super::{Answer, Body, Keyed, Pipeline, Saved, Trace, Turn};
 use crate::backend::{
-    Backend, Commit, CommitOutcome, Held, Loaded, Origin, RecordedResponse, StoreError, TurnError,
+    Backend, Commit, CommitOutcome, Held, LinkChange, Loaded, Origin, RecordedResponse, StoreError,
+    TurnError,
 };
 use crate::config::OnUnavailable;
 use crate::contract::StateChange;
@@ -279,7 +280,7 @@ impl<B: Backend> Pipeline<B> {
         turn: Turn<B::Held>,
         keyed: Keyed,
         change: StateChange,
-        answer: &Answer,
+        (answer, link): (&Answer, Option<Box<LinkChange>>),
         trace: &mut Trace,
     ) -> Result<(), Reject> {
         let status = answer.parts.status;
@@ -317,13 +318,17 @@ impl<B: Backend> Pipeline<B> {
             // commit spools the change again, on the same base).
             self.settle_spooled(&conv).await;
         }
-        let audit = self.audit_note(&conv, request_id, loaded.state.as_deref(), &change);
+        let audit = match link {
+            Some(_) => self.link_note(&conv, request_id, loaded.state.as_deref(), &change),
+            None => self.audit_note(&conv, request_id, loaded.state.as_deref(), &change),
+        };
         let commit = Commit {
             expected_version: Some(loaded.version),
             change,
             dedupe,
             origin: trace.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
             audit,
+            link,
         };
         let saved = self.save(&conv, held, commit, trace).await;
         self.after_save(saved, &conv, trace).await
@@ -331,7 +336,7 @@ impl<B: Backend> Pipeline<B> {
 
     /// What the platform is told after the save: an acknowledged answer
     /// only when the snapshot is durable (in the store, or in the spool).
-    async fn after_save(
+    pub(super) async fn after_save(
         &self,
         saved: Saved,
         conv: &ConvKey,
@@ -374,7 +379,7 @@ impl<B: Backend> Pipeline<B> {
 impl Answer {
     /// This answer as the record that answers redeliveries of the request
     /// whose body has `digest`.
-    fn recorded(&self, digest: [u8; 32]) -> RecordedResponse {
+    pub(super) fn recorded(&self, digest: [u8; 32]) -> RecordedResponse {
         RecordedResponse {
             status: self.parts.status,
             headers: self

@@ -12,9 +12,11 @@ use super::reject::Reject;
 use super::{body, Answer, Pipeline};
 use crate::backend::Backend;
 use crate::backend::Loaded;
-use crate::contract::{self, BodyReport, CaptureError, Injection, LoadStatus, StateChange};
+use crate::contract::{
+    self, BodyReport, CaptureError, Injection, LinkAsk, LoadStatus, StateChange,
+};
 use crate::key::ConvKey;
-use crate::metrics::SaveResult;
+use crate::metrics::{LinkResult, SaveResult};
 use crate::verify::VerifyKind;
 
 impl<B: Backend> Pipeline<B> {
@@ -49,11 +51,12 @@ impl<B: Backend> Pipeline<B> {
     /// Reads the bot's report and strips it from the answer. A body-mode
     /// answer that cannot be stripped (compressed, or JSON that mentions the
     /// member but does not parse) never leaves: 502.
+    /// Also returns the bot's link report, if it made a valid one.
     pub(super) fn capture(
         &self,
         answer: &mut Answer,
         conv: Option<&ConvKey>,
-    ) -> Result<StateChange, Reject> {
+    ) -> Result<(StateChange, Option<LinkAsk>), Reject> {
         let Answer { parts, body } = answer;
         // Formatted only when a line is logged (tracing evaluates fields lazily).
         let shown = || {
@@ -64,6 +67,7 @@ impl<B: Backend> Pipeline<B> {
         };
         let max = self.settings.max_state_bytes;
         let mut change = contract::capture_headers(&parts.headers, max);
+        let mut link = contract::capture_link(&parts.headers);
         if self.body_mode() {
             let encoded = parts
                 .headers
@@ -76,10 +80,11 @@ impl<B: Backend> Pipeline<B> {
             };
             match report {
                 BodyReport::Absent => {}
-                BodyReport::Found(new_body, from_body) => {
+                BodyReport::Found(new_body, from_body, body_link) => {
                     *body = new_body;
                     contract::fix_content_length(&mut parts.headers, body.len());
                     change = merge_changes(change, from_body);
+                    link = body_link.or(link);
                 }
                 BodyReport::Unreadable => {
                     self.metrics.save(SaveResult::Rejected);
@@ -89,19 +94,28 @@ impl<B: Backend> Pipeline<B> {
             }
         }
         contract::strip_reserved(&mut parts.headers);
+        let link = match link {
+            Some(Err(e)) => {
+                self.metrics.link(LinkResult::Invalid);
+                warn!(key = %shown(), reason = %e, "link report ignored: the conversation stays as it was");
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
         match change {
-            Ok(change) => Ok(change),
+            Ok(change) => Ok((change, link)),
             Err(e) => {
                 self.metrics.save(SaveResult::Rejected);
                 warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
-                Ok(StateChange::Keep)
+                Ok((StateChange::Keep, link))
             }
         }
     }
 }
 
 /// What the bot is told of the conversation (`loaded` is `None` while the
-/// store is out).
+/// store is out). A linked channel's request names its member as the key
+/// and the channel as `via`.
 pub(super) fn injection<'a>(conv: &'a ConvKey, loaded: Option<&'a Loaded>) -> Injection<'a> {
     let (status, version, state) = match loaded {
         Some(l) if l.state.is_some() => (
@@ -112,8 +126,10 @@ pub(super) fn injection<'a>(conv: &'a ConvKey, loaded: Option<&'a Loaded>) -> In
         Some(l) => (LoadStatus::New, l.visible_version(), None),
         None => (LoadStatus::Degraded, 0, None),
     };
+    let member = loaded.and_then(|l| l.member.as_ref());
     Injection {
-        key: conv,
+        key: member.unwrap_or(conv),
+        via: member.map(|_| conv),
         version,
         status,
         state,

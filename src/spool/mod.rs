@@ -307,6 +307,7 @@ impl Spool {
             audit: (self.audit)
                 .then(|| audit::note(key, None, loaded.state.as_deref(), &change))
                 .flatten(),
+            link: None,
         };
         match held.finish(commit).await {
             Ok(CommitOutcome::Committed { version }) => {

@@ -25,6 +25,7 @@ fn put(json: &str, expected: Option<u64>) -> Commit {
         dedupe: None,
         origin: Default::default(),
         audit: None,
+        link: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn change(change: StateChange, expected: Option<u64>) -> Commit {
         dedupe: None,
         origin: Default::default(),
         audit: None,
+        link: None,
     }
 }
 

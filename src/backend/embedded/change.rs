@@ -35,13 +35,14 @@ impl Tables<'_, '_> {
         state: Option<&[u8]>,
         (now, limits): (u64, &Limits),
     ) -> Result<(), redb::Error> {
-        let kind = commit.origin.kind(&commit.change);
+        let kind = commit.kind();
+        let channel = commit.link.as_ref().map(|l| l.channel());
         if limits.history > 0 && to > from {
             let entry = Version::encode(kind, now, state);
             self.keep_version(key, to, &entry, limits.history)?;
         }
         if let Some(note) = &commit.audit {
-            let event = note.event(key, kind, now, from, to);
+            let event = note.event(key, (kind, channel), now, (from, to));
             self.append_event(event.as_bytes(), limits.audit)?;
         }
         Ok(())
@@ -67,7 +68,8 @@ impl Tables<'_, '_> {
     pub(super) fn forget(&mut self, key: &str, expiry: (u64, &str)) -> Result<(), redb::Error> {
         self.expiry.remove(expiry)?;
         self.snapshots.remove(key)?;
-        self.drop_history(key)
+        self.drop_history(key)?;
+        self.drop_links(key)
     }
 
     /// Removes a conversation's whole history (its record went).

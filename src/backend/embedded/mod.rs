@@ -12,6 +12,7 @@
 //! - `turns.rs`: in-process turns.
 
 mod change;
+mod links;
 mod rows;
 mod store;
 mod turns;
@@ -25,8 +26,8 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
-    Version,
+    Backend, Commit, CommitOutcome, Held, Links, Loaded, Retention, ScanPage, StoreError,
+    TurnError, Version,
 };
 use crate::key::ConvKey;
 use store::EmbeddedStore;
@@ -99,20 +100,37 @@ impl Backend for EmbeddedBackend {
         dedupe_id: Option<&str>,
     ) -> Result<(EmbeddedHeld, Loaded), TurnError> {
         let started = tokio::time::Instant::now();
-        let turn = self.turns.acquire(key, wait).await?;
-        let waited = started.elapsed();
-        let loaded = self
-            .records
-            .load(key, dedupe_id)
-            .await
-            .map_err(|e| TurnError::Unavailable(e.to_string()))?;
-        let held = EmbeddedHeld {
-            key: key.clone(),
-            records: Arc::clone(&self.records),
-            _turn: turn,
-            waited,
-        };
-        Ok((held, loaded))
+        let unavailable = |e: StoreError| TurnError::Unavailable(e.to_string());
+        loop {
+            // A linked channel takes its member's turn; links change only
+            // under the member's turn, so once it is held, the alias read
+            // again is the alias for the whole turn.
+            let member = self.records.alias(key).map_err(unavailable)?;
+            let target = member.clone().unwrap_or_else(|| key.clone());
+            let left = wait.saturating_sub(started.elapsed());
+            let turn = self.turns.acquire(&target, left).await?;
+            if self.records.alias(key).map_err(unavailable)? != member {
+                continue;
+            }
+            let waited = started.elapsed();
+            let mut loaded = self
+                .records
+                .load(&target, dedupe_id)
+                .await
+                .map_err(unavailable)?;
+            loaded.member = member;
+            let held = EmbeddedHeld {
+                key: target,
+                records: Arc::clone(&self.records),
+                _turn: turn,
+                waited,
+            };
+            return Ok((held, loaded));
+        }
+    }
+
+    async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
+        self.records.links(key)
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {

@@ -8,6 +8,9 @@
 //! - `history`: `(<ns>:<id>, version)` → [`crate::backend::Version::encode`],
 //!   the last `store.history` versions; removed with their snapshot.
 //! - `audit`: sequence number → event JSON, the last `audit.max_events`.
+//! - `aliases`: a linked channel's `<ns>:<id>` → its member's `<ns>:<id>`;
+//!   `member_links`: `(member, channel)` → `()`. Both go with the member's
+//!   record (`backend/link.rs`), which a link creates if need be.
 
 use bytes::Bytes;
 use redb::TableDefinition;
@@ -20,6 +23,14 @@ pub(super) const DEDUPE: TableDefinition<&str, &[u8]> = TableDefinition::new("de
 pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 pub(super) const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(super) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
+pub(super) const MEMBER_LINKS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("member_links");
+
+/// A stored `<ns>:<id>` as a key.
+pub(super) fn conv_of(stored: &str) -> Option<ConvKey> {
+    stored.split_once(':').map(|(ns, id)| ConvKey::new(ns, id))
+}
 
 pub(super) const TAG_SNAPSHOT: char = 's';
 pub(super) const TAG_DEDUPE: char = 'd';

@@ -10,8 +10,8 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::rows::{
-    decode_record, dedupe_key, live_recorded, AUDIT, DEDUPE, EXPIRY, HISTORY, PURGE_CHUNK,
-    SNAPSHOTS,
+    conv_of, decode_record, dedupe_key, live_recorded, ALIASES, AUDIT, DEDUPE, EXPIRY, HISTORY,
+    MEMBER_LINKS, PURGE_CHUNK, SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
 use crate::backend::audit::{AuditEntry, AuditQuery};
@@ -72,6 +72,8 @@ fn create_db(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
         txn.open_table(EXPIRY)?;
         txn.open_table(HISTORY)?;
         txn.open_table(AUDIT)?;
+        txn.open_table(ALIASES)?;
+        txn.open_table(MEMBER_LINKS)?;
         txn.commit()?;
         Ok(())
     };
@@ -169,6 +171,13 @@ impl EmbeddedStore {
                     touch = record.expires_ms - now < ttl_ms - ttl_ms / 100;
                 }
             }
+            if loaded.version > 0 || touch || snapshots.get(snap_key).map_err(db_err)?.is_some() {
+                let links = txn.open_table(MEMBER_LINKS).map_err(db_err)?;
+                loaded.linked = match links.range((snap_key, "")..).map_err(db_err)?.next() {
+                    Some(row) => row.map_err(db_err)?.0.value().0 == snap_key,
+                    None => false,
+                };
+            }
             if let Some(dk) = dedupe_key {
                 let dedupe = txn.open_table(DEDUPE).map_err(db_err)?;
                 if let Some(raw) = dedupe.get(dk.as_str()).map_err(db_err)? {
@@ -203,11 +212,46 @@ impl EmbeddedStore {
         let key = key.clone();
         self.submit(|reply| Job::Commit {
             key,
-            commit,
+            commit: Box::new(commit),
             now: now_ms(),
             reply,
         })
         .await
+    }
+
+    /// The member `key` is a live alias of (inline, like `load`).
+    pub fn alias(&self, key: &ConvKey) -> Result<Option<ConvKey>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let aliases = txn.open_table(ALIASES).map_err(db_err)?;
+        let Some(member) = aliases.get(key.as_str()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let member = member.value().to_string();
+        // Gone with its member's record, purged or not yet.
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        let live = match snapshots.get(member.as_str()).map_err(db_err)? {
+            Some(raw) => decode_record(raw.value())?.expires_ms > now_ms(),
+            None => false,
+        };
+        Ok(if live { conv_of(&member) } else { None })
+    }
+
+    /// Whose alias `key` is, and its linked channels.
+    pub fn links(&self, key: &ConvKey) -> Result<crate::backend::Links, StoreError> {
+        let member = self.alias(key)?;
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let links = txn.open_table(MEMBER_LINKS).map_err(db_err)?;
+        let k = key.as_str();
+        let mut channels = Vec::new();
+        for row in links.range((k, "")..).map_err(db_err)? {
+            let (at, _) = row.map_err(db_err)?;
+            let (m, c) = at.value();
+            if m != k {
+                break;
+            }
+            channels.extend(conv_of(c));
+        }
+        Ok(crate::backend::Links { member, channels })
     }
 
     /// Snapshot keys after `cursor`, in key order (inline: a read

@@ -35,7 +35,7 @@ impl Limits {
 pub(super) enum Job {
     Commit {
         key: ConvKey,
-        commit: Commit,
+        commit: Box<Commit>,
         now: u64,
         reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
     },
@@ -79,12 +79,16 @@ fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outc
         let mut expiry = txn.open_table(EXPIRY)?;
         let mut history = txn.open_table(HISTORY)?;
         let mut audit = txn.open_table(AUDIT)?;
+        let mut aliases = txn.open_table(ALIASES)?;
+        let mut member_links = txn.open_table(MEMBER_LINKS)?;
         let mut tables = Tables {
             snapshots: &mut snapshots,
             dedupe: &mut dedupe,
             expiry: &mut expiry,
             history: &mut history,
             audit: &mut audit,
+            aliases: &mut aliases,
+            member_links: &mut member_links,
         };
         for job in batch {
             outcomes.push(match job {
@@ -148,6 +152,8 @@ pub(super) struct Tables<'a, 't> {
     pub(super) expiry: &'a mut Table<'t, (u64, &'static str), ()>,
     pub(super) history: &'a mut Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) audit: &'a mut Table<'t, u64, &'static [u8]>,
+    pub(super) aliases: &'a mut Table<'t, &'static str, &'static str>,
+    pub(super) member_links: &'a mut Table<'t, (&'static str, &'static str), ()>,
 }
 
 /// Applies one commit inside the batch's transaction. A logical refusal
@@ -172,6 +178,13 @@ fn apply_commit(
             }));
         }
     }
+    if let Some(link) = &commit.link {
+        if !t.may_link(key, link)? {
+            return Ok(Ok(CommitOutcome::Conflict {
+                current: current_version,
+            }));
+        }
+    }
     let expires = now.saturating_add(limits.ttl_ms(key));
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
     if commit.change == StateChange::Forget {
@@ -188,7 +201,9 @@ fn apply_commit(
         // (a forget was handled above).
         (StateChange::Clear | StateChange::Keep, None) | (StateChange::Forget, _) => (0, None),
     };
-    if version > 0 {
+    // A link needs a record to live as long as (a member without state
+    // gets one at version 0).
+    if version > 0 || commit.link.is_some() {
         if let Some((_, old_expires, _)) = &current {
             t.expiry.remove((*old_expires, index_key.as_str()))?;
         }
@@ -198,7 +213,10 @@ fn apply_commit(
         )?;
         t.expiry.insert((expires, index_key.as_str()), ())?;
     }
-    if version != current_version {
+    if let Some(link) = &commit.link {
+        t.apply_link(key, link)?;
+    }
+    if version != current_version || commit.link.is_some() {
         t.note_change(
             key,
             commit,
@@ -257,6 +275,7 @@ fn live_record(
                 .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
             t.snapshots.remove(key.as_str())?;
             t.drop_history(key.as_str())?;
+            t.drop_links(key.as_str())?;
             Ok(Ok(None))
         }
         other => Ok(Ok(other)),
@@ -316,6 +335,7 @@ fn purge(t: &mut Tables<'_, '_>, now: u64) -> Result<u64, redb::Error> {
             if still_expired {
                 t.snapshots.remove(key)?;
                 t.drop_history(key)?;
+                t.drop_links(key)?;
             }
         } else {
             t.dedupe.remove(key)?;

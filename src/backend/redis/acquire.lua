@@ -5,39 +5,65 @@
 -- closure per run); the hand-over repeats turn_lib.lua's grant_next and
 -- the load repeats load.lua. The deployment's constants (lease, TTLs,
 -- channel) are written in when the script is built (scripts.rs).
+-- A linked channel (its alias {t}:a holds 'member TTL ms, member tag'; see
+-- backend/link.rs) takes its member's turn and reads the member's record
+-- and dedupe records instead: resolved here, atomically with the turn.
+-- Those keys are the member's, named from the alias, so links exist only
+-- where every key is reachable from one script (not on a Cluster, where
+-- no alias is ever written).
 -- KEYS[1] lease {t}:l (value: the holder's token)
 -- KEYS[2] queue {t}:q (waiting tokens in arrival order)
 -- KEYS[3] snapshot {t}:s   KEYS[4] dedupe record {t}:d:<id>
+-- KEYS[5] alias {t}:a
 -- ARGV[1] token  ARGV[2] '1' look up the dedupe record
--- Returns {1, version, data, recorded} when the turn is ours now, {0} when we wait.
+-- ARGV[3] the escaped dedupe id (to name a member's dedupe record)
+-- Returns {1, version, data, recorded, member tag, linked} when the turn is
+-- ours now, {0, member tag} when we wait (member tag: false unless linked).
+local lease, queue, snapshot, dedupe, ttl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ${TTL_MS}
+local member = redis.call('GET', KEYS[5])
+if member then
+  local space = string.find(member, ' ', 1, true)
+  ttl = string.sub(member, 1, space - 1)
+  member = string.sub(member, space + 1)
+  lease, queue, snapshot = member .. ':l', member .. ':q', member .. ':s'
+  dedupe = member .. ':d:' .. ARGV[3]
+end
 local granted = false
-if redis.call('EXISTS', KEYS[2]) == 0 then
+if redis.call('EXISTS', queue) == 0 then
   -- Nobody waits: the turn is ours if nobody holds it.
-  granted = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ${LEASE_MS}) ~= false
+  granted = redis.call('SET', lease, ARGV[1], 'NX', 'PX', ${LEASE_MS}) ~= false
 end
 if not granted then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ${QUEUE_TTL_MS})
-  if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('RPUSH', queue, ARGV[1])
+  redis.call('PEXPIRE', queue, ${QUEUE_TTL_MS})
+  if redis.call('EXISTS', lease) == 0 then
     -- Waiters, and a lease that expired (its holder died): the first
     -- waiter is next, which may be us.
-    local head = redis.call('LPOP', KEYS[2])
+    local head = redis.call('LPOP', queue)
     if head then
-      redis.call('SET', KEYS[1], head, 'PX', ${LEASE_MS})
+      redis.call('SET', lease, head, 'PX', ${LEASE_MS})
       redis.call('PUBLISH', ${CHANNEL}, head)
     end
     granted = head == ARGV[1]
   end
 end
 if not granted then
-  return {0}
+  return {0, member}
 end
-local fields = redis.call('HMGET', KEYS[3], 'v', 'd')
-if fields[1] then
-  redis.call('PEXPIRE', KEYS[3], ${TTL_MS})
+local fields = redis.call('HMGET', snapshot, 'v', 'd', 'k')
+if fields[1] or fields[3] then
+  redis.call('PEXPIRE', snapshot, ttl)
+end
+if fields[3] then
+  -- A member: its aliases live as long as it does.
+  local tag = string.sub(snapshot, 1, -3)
+  redis.call('PEXPIRE', tag .. ':k', ttl)
+  for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
+    redis.call('PEXPIRE', channel .. ':a', ttl)
+  end
 end
 local recorded = false
 if ARGV[2] == '1' then
-  recorded = redis.call('GET', KEYS[4])
+  recorded = redis.call('GET', dedupe)
 end
-return {1, fields[1] or '0', fields[2], recorded}
+return {1, fields[1] or '0', fields[2], recorded, member, fields[3]}

@@ -20,6 +20,10 @@
 -- ARGV[5] '1' to write the dedupe record   ARGV[6] recorded response
 -- ARGV[7] (with history) the new version's 'kind at_ms'
 -- ARGV[8] (with audit) the event's members but the versions ('' : none)
+-- ARGV[9] (a link change) 'l' link, 'u' unlink   ARGV[10] the channel's tag
+--         (ARGV[7] and [8] are then always sent). The channel's alias
+--         {c}:a and this member's link set {t}:k are named here, not
+--         declared: links never exist on a Cluster (backend/link.rs).
 -- ${HISTORY}: versions kept per conversation; 0 leaves KEYS[5] alone.
 -- ${AUDIT}: audit events kept; 0 leaves KEYS[6] alone.
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
@@ -29,7 +33,17 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {'fenced', current}
 end
 local result
-if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then
+local tag = string.sub(KEYS[1], 1, -3)
+local refused = false
+if ARGV[9] == 'l' then
+  -- One level only: the channel has no channels of its own and is no
+  -- other member's alias, and this member is nobody's alias.
+  local alias = redis.call('GET', ARGV[10] .. ':a')
+  refused = redis.call('EXISTS', ARGV[10] .. ':k') == 1
+    or redis.call('EXISTS', tag .. ':a') == 1
+    or (alias and alias ~= ${TTL_MS} .. ' ' .. tag)
+end
+if refused or (ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current) then
   result = {'conflict', current}
 else
   local version = current
@@ -64,7 +78,21 @@ else
   if ${HISTORY} > 0 and version > 0 then
     redis.call('PEXPIRE', KEYS[5], ${TTL_MS})
   end
-  if ${AUDIT} > 0 and version ~= current and ARGV[8] ~= '' then
+  if ARGV[9] == 'l' then
+    redis.call('SET', ARGV[10] .. ':a', ${TTL_MS} .. ' ' .. tag, 'PX', ${TTL_MS})
+    redis.call('SADD', tag .. ':k', ARGV[10])
+    redis.call('PEXPIRE', tag .. ':k', ${TTL_MS})
+    redis.call('HSET', KEYS[1], 'k', '1')
+    redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
+  elseif ARGV[9] == 'u' then
+    redis.call('DEL', ARGV[10] .. ':a')
+    redis.call('SREM', tag .. ':k', ARGV[10])
+    if redis.call('EXISTS', tag .. ':k') == 0 then
+      redis.call('HDEL', KEYS[1], 'k')
+    end
+  end
+  local linking = ARGV[9] == 'l' or ARGV[9] == 'u'
+  if ${AUDIT} > 0 and (version ~= current or linking) and ARGV[8] ~= '' then
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
       '{"from_version":' .. current .. ',"to_version":' .. version .. ',' .. ARGV[8] .. '}')
   end

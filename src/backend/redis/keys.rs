@@ -4,6 +4,10 @@
 //! - `{t}:s` hash: `v` version, `d` snapshot JSON (absent once cleared); TTL = `store.ttl`
 //! - `{t}:d:<dedupe id>` string: the recorded response; TTL = `store.dedupe_window`
 //! - `{t}:l` the turn's lease (holder's token), `{t}:q` the turn queue
+//! - `{t}:h` hash: kept versions (`store.history`)
+//! - `{t}:a` string: a linked channel's alias, `<member TTL ms> <member tag>`;
+//!   `{t}:k` set: the tags of a member's linked channels (and `k` in its
+//!   `{t}:s`); TTL = the member's (`backend/link.rs`)
 //! - `<prefix>:turns`: the pub/sub channel hand-overs are announced on
 
 use crate::key::ConvKey;
@@ -38,10 +42,9 @@ pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The conversation a snapshot key names (`{prefix:ns:escaped id}:s`),
-/// for scans; `None` for any other key.
-pub fn conversation_of(prefix: &str, name: &str) -> Option<ConvKey> {
-    let inner = name.strip_prefix('{')?.strip_suffix("}:s")?;
+/// The conversation a tag (`{prefix:ns:escaped id}`) names.
+pub fn conversation_of_tag(prefix: &str, tag: &str) -> Option<ConvKey> {
+    let inner = tag.strip_prefix('{')?.strip_suffix('}')?;
     let rest = inner.strip_prefix(prefix)?.strip_prefix(':')?;
     let (ns, escaped) = rest.split_once(':')?;
     let id = escaped
@@ -49,6 +52,12 @@ pub fn conversation_of(prefix: &str, name: &str) -> Option<ConvKey> {
         .replace("%7D", "}")
         .replace("%25", "%");
     Some(ConvKey::new(ns, &id))
+}
+
+/// The conversation a snapshot key names (`{prefix:ns:escaped id}:s`),
+/// for scans; `None` for any other key.
+pub fn conversation_of(prefix: &str, name: &str) -> Option<ConvKey> {
+    conversation_of_tag(prefix, name.strip_suffix(":s")?)
 }
 
 impl ConvKeys {
@@ -68,6 +77,18 @@ impl ConvKeys {
     /// `v<version>` → the snapshot as stored.
     pub fn history(&self) -> String {
         format!("{}:h", self.tag)
+    }
+    /// A linked channel's alias: `<member TTL ms> <member tag>`.
+    pub fn alias(&self) -> String {
+        format!("{}:a", self.tag)
+    }
+    /// A member's linked channels (their tags).
+    pub fn links(&self) -> String {
+        format!("{}:k", self.tag)
+    }
+    /// `{prefix:ns:escaped id}`, as aliases and link sets name it.
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 }
 

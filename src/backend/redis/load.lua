@@ -1,16 +1,40 @@
 -- Load a conversation's snapshot, refresh its sliding TTL, and look up a
 -- dedupe record: one round trip (the same read acquire.lua does when it
 -- grants the turn at once).
--- KEYS[1] snapshot hash {t}:s (fields v = version, d = JSON; no d = cleared)
+-- After a wait for a turn, the alias of the key asked for is checked too:
+-- links change only under the member's turn, so if it no longer names the
+-- member the turn was queued for (or now names one), the request must
+-- begin again ('moved').
+-- KEYS[1] snapshot hash {t}:s (fields v = version, d = JSON; no d =
+--         cleared; k = channels are linked to it)
 -- KEYS[2] dedupe record {t}:d:<id>
+-- KEYS[3] (after a wait) the alias {t}:a of the key the request names
 -- ARGV[1] '1' to look up the dedupe record
--- Returns {version, data or nil, recorded response or nil}
-local fields = redis.call('HMGET', KEYS[1], 'v', 'd')
-if fields[1] then
+-- ARGV[2] (with KEYS[3]) the member tag the turn was queued for ('' : none)
+-- Returns {version, data or nil, recorded response or nil, linked}, or
+-- {'moved'}
+if KEYS[3] then
+  local member = redis.call('GET', KEYS[3])
+  if member then
+    member = string.sub(member, string.find(member, ' ', 1, true) + 1)
+  end
+  if (member or '') ~= ARGV[2] then
+    return {'moved'}
+  end
+end
+local fields = redis.call('HMGET', KEYS[1], 'v', 'd', 'k')
+if fields[1] or fields[3] then
   redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
+end
+if fields[3] then
+  local tag = string.sub(KEYS[1], 1, -3)
+  redis.call('PEXPIRE', tag .. ':k', ${TTL_MS})
+  for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
+    redis.call('PEXPIRE', channel .. ':a', ${TTL_MS})
+  end
 end
 local recorded = false
 if ARGV[1] == '1' then
   recorded = redis.call('GET', KEYS[2])
 end
-return {fields[1] or '0', fields[2], recorded}
+return {fields[1] or '0', fields[2], recorded, fields[3]}

@@ -36,8 +36,8 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Loaded, Retention, ScanPage, StoreError, TurnError,
-    Version,
+    Backend, Commit, CommitOutcome, Held, Links, Loaded, Retention, ScanPage, StoreError,
+    TurnError, Version,
 };
 use crate::key::ConvKey;
 use records::RedisRecords;
@@ -143,31 +143,50 @@ impl Backend for RedisBackend {
         dedupe_id: Option<&str>,
     ) -> Result<(RedisHeld, Loaded), TurnError> {
         let started = tokio::time::Instant::now();
-        let (turn, prefetched) = self.turns.acquire(key, wait, dedupe_id).await?;
-        // Granted at once, the one script was the read; after a wait, the
-        // read follows.
-        let (loaded, waited) = match prefetched {
-            Some(loaded) => (loaded, Duration::ZERO),
-            None => {
-                let waited = started.elapsed();
-                let loaded = self.records.load(key, dedupe_id).await;
-                (
-                    loaded.map_err(|e| TurnError::Unavailable(e.to_string()))?,
-                    waited,
-                )
-            }
-        };
-        let held = RedisHeld {
-            key: key.clone(),
-            records: Arc::clone(&self.records),
-            turn,
-            waited,
-        };
-        Ok((held, loaded))
+        let deadline = started + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (turn, member, prefetched) = self.turns.acquire(key, left, dedupe_id).await?;
+            // Granted at once, the one script was the read; after a wait, the
+            // read follows (and sees whether the key moved meanwhile).
+            let (loaded, waited) = match prefetched {
+                Some(loaded) => (loaded, Duration::ZERO),
+                None => {
+                    let waited = started.elapsed();
+                    let loaded = self
+                        .records
+                        .load_granted((key, member.as_ref()), dedupe_id)
+                        .await
+                        .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+                    let Some(mut loaded) = loaded else {
+                        // Linked or unlinked while we waited: the turn is
+                        // not the one to hold (dropping it passes it on).
+                        continue;
+                    };
+                    loaded.member = member.clone();
+                    (loaded, waited)
+                }
+            };
+            let held = RedisHeld {
+                key: member.unwrap_or_else(|| key.clone()),
+                records: Arc::clone(&self.records),
+                turn,
+                waited,
+            };
+            return Ok((held, loaded));
+        }
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         self.records.load(key, None).await
+    }
+
+    async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
+        self.records.links(key).await
+    }
+
+    fn can_link(&self) -> bool {
+        !self.records.on_cluster()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,7 +16,8 @@ use super::conn::RedisConn;
 use super::scripts::Scripts;
 use crate::backend::audit::{AuditEntry, AuditQuery};
 use crate::backend::{
-    Commit, CommitOutcome, Loaded, RecordedResponse, ScanPage, StoreError, Version,
+    Commit, CommitOutcome, LinkChange, Links, Loaded, RecordedResponse, ScanPage, StoreError,
+    Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -53,11 +54,13 @@ fn bad_reply(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unexpected reply to {what}"))
 }
 
-/// Parses load.lua's `{version, data, recorded}` (also the tail of
-/// acquire.lua's answer).
+/// Parses load.lua's `{version, data, recorded, linked}` (also the tail
+/// of acquire.lua's answer, with the member tag before `linked`).
 pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
-    let [version, state, recorded] = reply else {
-        return Err(bad_reply("load"));
+    let (version, state, recorded, linked) = match reply {
+        [v, s, r] => (v, s, r, &Value::Nil),
+        [v, s, r, l] | [v, s, r, _, l] => (v, s, r, l),
+        _ => return Err(bad_reply("load")),
     };
     let version = u64_of(version).ok_or_else(|| bad_reply("load"))?;
     let duplicate = match bytes_of(recorded) {
@@ -69,7 +72,14 @@ pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
         state: bytes_of(state),
         duplicate,
         undecryptable: None,
+        member: None,
+        linked: bytes_of(linked).is_some(),
     })
+}
+
+/// A tag in a script's reply (`false` → nil: none).
+pub(super) fn tag_of(v: &Value) -> Option<String> {
+    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
 }
 
 fn bytes_of(v: &Value) -> Option<Bytes> {
@@ -105,6 +115,54 @@ impl RedisRecords {
         parse_loaded(&reply)
     }
 
+    /// The record of a turn granted after a wait: `keys` are the held
+    /// turn's (the member's when `member` is set); the alias of `asked`
+    /// must still name `member` (`None`: the key moved, begin again).
+    pub(super) async fn load_granted(
+        &self,
+        (asked, member): (&ConvKey, Option<&ConvKey>),
+        dedupe_id: Option<&str>,
+    ) -> Result<Option<Loaded>, StoreError> {
+        let held = member.unwrap_or(asked);
+        let keys = self.conn.keys(held);
+        let mut inv = self.scripts.of(held).load.prepare_invoke();
+        inv.key(keys.snapshot())
+            .key(keys.dedupe(dedupe_id.unwrap_or("")))
+            .key(self.conn.keys(asked).alias())
+            .arg(if dedupe_id.is_some() { "1" } else { "0" })
+            .arg(member.map(|_| keys.tag().to_string()).unwrap_or_default());
+        let reply: Vec<Value> = self.conn.eval(&inv).await?;
+        if let [Value::BulkString(moved)] = reply.as_slice() {
+            if moved == b"moved" {
+                return Ok(None);
+            }
+        }
+        parse_loaded(&reply).map(Some)
+    }
+
+    /// Whose alias `key` is (`GET {t}:a`) and its linked channels
+    /// (`SMEMBERS {t}:k`): admin only.
+    pub(super) async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
+        let keys = self.conn.keys(key);
+        let prefix = self.conn.prefix();
+        let mut get = redis::cmd("GET");
+        get.arg(keys.alias());
+        let alias: Option<String> = self.conn.query(&get).await?;
+        let mut members = redis::cmd("SMEMBERS");
+        members.arg(keys.links());
+        let tags: Vec<String> = self.conn.query(&members).await?;
+        let member = alias
+            .as_deref()
+            .and_then(|a| a.split_once(' '))
+            .and_then(|(_, tag)| super::keys::conversation_of_tag(prefix, tag));
+        let mut channels: Vec<ConvKey> = tags
+            .iter()
+            .filter_map(|t| super::keys::conversation_of_tag(prefix, t))
+            .collect();
+        channels.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(Links { member, channels })
+    }
+
     /// The turn's commit: refused unless `fence` still holds the lease;
     /// releases the turn (handing it to the next in the queue) when applied.
     pub(super) async fn commit(
@@ -114,7 +172,7 @@ impl RedisRecords {
         commit: Commit,
     ) -> Result<CommitOutcome, StoreError> {
         let keys = self.conn.keys(key);
-        let kind = commit.origin.kind(&commit.change);
+        let kind = commit.kind();
         let (change, data): (&str, Bytes) = match commit.change {
             StateChange::Put(json) => ("p", json),
             StateChange::Clear => ("c", Bytes::new()),
@@ -146,10 +204,29 @@ impl RedisRecords {
         if let Some(now) = now {
             inv.key(keys.history()).arg(format!("{kind} {now}"));
         }
+        let channel = commit.link.as_ref().map(|l| l.channel());
         if let (Some(now), true) = (now, self.audit > 0) {
-            let members = commit.audit.as_ref().map(|n| n.members(key, kind, now));
+            let members = commit
+                .audit
+                .as_ref()
+                .map(|n| n.members(key, kind, now, channel));
             inv.key(self.audit_stream())
                 .arg(members.unwrap_or_default());
+        }
+        if let Some(link) = &commit.link {
+            // ARGV[7] and [8] are positional: sent empty when unused.
+            if now.is_none() {
+                inv.arg("");
+            }
+            if self.audit == 0 {
+                inv.arg("");
+            }
+            let op = match &**link {
+                LinkChange::Link(_) => "l",
+                LinkChange::Unlink(_) => "u",
+            };
+            inv.arg(op)
+                .arg(self.conn.keys(link.channel()).tag().to_string());
         }
         let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
@@ -327,6 +404,10 @@ impl RedisRecords {
                 state: states.remove(&version),
             })
             .collect())
+    }
+
+    pub(super) fn on_cluster(&self) -> bool {
+        self.conn.is_cluster()
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {

@@ -124,33 +124,54 @@ impl Shared {
     }
 
     /// acquire.lua: queues `token`; a turn granted at once brings the
-    /// record (and the dedupe lookup) along.
+    /// record (and the dedupe lookup) along. A linked channel's request
+    /// is queued for its member's turn: the member is returned.
     async fn run_acquire(
         &self,
         keys: &LeaseKeys,
         token: u64,
         (key, conv): (&ConvKey, &ConvKeys),
         dedupe_id: Option<&str>,
-    ) -> Result<(bool, Option<Loaded>), TurnError> {
+    ) -> Result<Acquired, TurnError> {
+        let unavailable = |e: &dyn std::fmt::Display| TurnError::Unavailable(e.to_string());
         let mut inv = self.scripts.of(key).acquire.prepare_invoke();
         inv.key(&keys.lease)
             .key(&keys.queue)
             .key(conv.snapshot())
-            .key(conv.dedupe(dedupe_id.unwrap_or("")));
+            .key(conv.dedupe(dedupe_id.unwrap_or("")))
+            .key(conv.alias());
         inv.arg(token)
-            .arg(if dedupe_id.is_some() { "1" } else { "0" });
-        let reply: Vec<redis::Value> = self
-            .conn
-            .eval(&inv)
-            .await
-            .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+            .arg(if dedupe_id.is_some() { "1" } else { "0" })
+            .arg(super::keys::escape_key_part(dedupe_id.unwrap_or("")).as_ref());
+        let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(|e| unavailable(&e))?;
+        let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
+            match tag.and_then(super::records::tag_of) {
+                None => Ok(None),
+                Some(tag) => super::keys::conversation_of_tag(self.conn.prefix(), &tag)
+                    .map(Some)
+                    .ok_or_else(|| unavailable(&"a damaged alias")),
+            }
+        };
         match reply.as_slice() {
             [redis::Value::Int(1), rest @ ..] => {
-                let loaded = super::records::parse_loaded(rest)
-                    .map_err(|e| TurnError::Unavailable(e.to_string()))?;
-                Ok((true, Some(loaded)))
+                let mut loaded = super::records::parse_loaded(rest).map_err(|e| unavailable(&e))?;
+                loaded.member = member(rest.get(3))?;
+                Ok(Acquired {
+                    granted: true,
+                    member: loaded.member.clone(),
+                    prefetched: Some(loaded),
+                })
             }
-            _ => Ok((false, None)),
+            [_, tag] => Ok(Acquired {
+                granted: false,
+                member: member(Some(tag))?,
+                prefetched: None,
+            }),
+            _ => Ok(Acquired {
+                granted: false,
+                member: None,
+                prefetched: None,
+            }),
         }
     }
 
@@ -167,6 +188,15 @@ impl Shared {
             }
         }
     }
+}
+
+/// What acquire.lua answered.
+struct Acquired {
+    granted: bool,
+    /// The member whose turn the token is queued for (a linked channel).
+    member: Option<ConvKey>,
+    /// The record, when the turn was granted at once.
+    prefetched: Option<Loaded>,
 }
 
 #[derive(Clone)]
@@ -240,15 +270,16 @@ impl Drop for QueuePlace {
 }
 
 impl RedisTurns {
-    /// Waits (at most `wait`) for the conversation's turn. A turn granted
-    /// at once brings the record along (one round trip); after a wait the
-    /// record is read separately (it changed meanwhile anyway).
+    /// Waits (at most `wait`) for the conversation's turn (its member's,
+    /// for a linked channel: returned). A turn granted at once brings the
+    /// record along (one round trip); after a wait the record is read
+    /// separately (it changed meanwhile anyway).
     pub(super) async fn acquire(
         &self,
         key: &ConvKey,
         wait: Duration,
         dedupe_id: Option<&str>,
-    ) -> Result<(RedisTurn, Option<Loaded>), TurnError> {
+    ) -> Result<(RedisTurn, Option<ConvKey>, Option<Loaded>), TurnError> {
         let s = &self.shared;
         let conv_keys = s.conn.keys(key);
         let keys = LeaseKeys {
@@ -266,16 +297,24 @@ impl RedisTurns {
         // or being dropped mid-wait), the place is given up unless taken.
         // On an error the script may have run (or may still run) without us
         // seeing the reply: dropping `place` leaves the queue either way.
-        let place = QueuePlace {
+        let mut place = QueuePlace {
             shared: Arc::clone(s),
             keys: keys.clone(),
             token,
             held: false,
         };
-        let (granted, prefetched) = s
+        let acquired = s
             .run_acquire(&keys, token, (key, &conv_keys), dedupe_id)
             .await?;
-        if !granted {
+        if let Some(member) = &acquired.member {
+            let member_keys = s.conn.keys(member);
+            place.keys = LeaseKeys {
+                lease: member_keys.lease(),
+                queue: member_keys.queue(),
+            };
+        }
+        let keys = place.keys.clone();
+        if !acquired.granted {
             self.wait_for_grant(&keys, token, notice, deadline)
                 .await
                 .map_err(|()| TurnError::WaitExceeded(wait))?;
@@ -289,7 +328,7 @@ impl RedisTurns {
             extender,
             released: false,
         };
-        Ok((turn, prefetched))
+        Ok((turn, acquired.member, acquired.prefetched))
     }
 
     /// Waits for the hand-over notice, checking by itself every

@@ -1,0 +1,53 @@
+//! `GET /v1/links/<namespace>/<id>` (bearer token): whose channel the key
+//! is and which channels are linked to it (`backend/link.rs`), by stored
+//! key: `{"key", "member": "<ns>:<id>" | null, "channels": [...]}`.
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::state::strict_decode;
+use super::{json_response, Admin, AdminResponse};
+use crate::backend::Backend;
+use crate::key::ConvKey;
+
+impl<B: Backend> Admin<B> {
+    pub(super) async fn links_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let rest = req.uri().path().trim_start_matches("/v1/links/");
+        let key = match rest.split_once('/') {
+            Some((ns, id)) if !ns.is_empty() && !id.is_empty() && !id.contains('/') => {
+                strict_decode(id).map(|id| ConvKey::new(ns, &id))
+            }
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "use /v1/links/<namespace>/<id> (a '/' in the id as %2F)"}),
+                )
+            }
+        };
+        let Some(key) = key else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
+            );
+        };
+        let backend = self.pipeline.backend();
+        match backend.links(&key).await {
+            Ok(links) => json_response(
+                StatusCode::OK,
+                json!({
+                    "key": backend.stored_name(&key).as_str(),
+                    "member": links.member.as_ref().map(ConvKey::as_str),
+                    "channels": links.channels.iter().map(ConvKey::as_str).collect::<Vec<_>>(),
+                }),
+            ),
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string()}),
+            ),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The link stage, in place of the plain save when the bot reported a link
+//! (`X-Statehold-Link` / `-Unlink`, [`crate::contract::link`]): the
+//! request's conversation becomes a channel of a member key, or its own
+//! conversation again ([`crate::backend::link`]).
+//!
+//! - **Link**: the request holds its own turn; it takes the member's turn
+//!   too (one more round trip, only for the linking answer), and the
+//!   member's commit stores the reported snapshot, the dedupe record and
+//!   the alias in one atomic step. Then the channel's own turn is
+//!   released: requests that waited on it find the alias and move to the
+//!   member's turn.
+//! - **Unlink**: the request already holds the member's turn (it came in
+//!   through the alias); the member's commit removes the alias.
+//!
+//! A report that cannot be honoured (it would chain links, the key is
+//! linked elsewhere, a Redis Cluster) is refused: logged, counted
+//! (`statehold_links_total{result="refused"}`), and the answer is saved as
+//! if the bot had not asked.
+
+use http::StatusCode;
+use tracing::{info, warn};
+
+use super::reject::Reject;
+use super::{Answer, Keyed, Pipeline, Trace, Turn};
+use crate::backend::{Backend, Commit, LinkChange, Loaded, Origin};
+use crate::contract::{LinkAsk, StateChange};
+use crate::key::ConvKey;
+use crate::metrics::LinkResult;
+use crate::outcome::Outcome;
+
+/// What a link report comes to.
+enum Plan {
+    /// Saved as if the bot had not asked (refused, or nothing to do).
+    Plain,
+    Unlink,
+    LinkTo(ConvKey),
+}
+
+impl<B: Backend> Pipeline<B> {
+    pub(super) async fn link_and_save(
+        &self,
+        turn: Turn<B::Held>,
+        keyed: Keyed,
+        change: StateChange,
+        (answer, ask): (&Answer, LinkAsk),
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        let conv = keyed.conv.clone();
+        match self.plan(turn.loaded(), &conv, ask, answer.parts.status) {
+            Plan::Plain => {
+                self.finish_turn(turn, keyed, change, (answer, None), trace)
+                    .await
+            }
+            Plan::Unlink => {
+                let unlink = Some(Box::new(LinkChange::Unlink(conv.clone())));
+                self.finish_turn(turn, keyed, change, (answer, unlink), trace)
+                    .await?;
+                self.metrics.link(LinkResult::Unlinked);
+                info!(key = %conv.display(self.settings.reveal_ids), "unlinked from its member");
+                Ok(())
+            }
+            Plan::LinkTo(target) => {
+                self.link_to(turn, keyed, change, (answer, &target), trace)
+                    .await
+            }
+        }
+    }
+
+    /// Decides on a link report from the record this turn read (`None`:
+    /// the store is out); refusals are logged and counted here.
+    fn plan(
+        &self,
+        loaded: Option<&Loaded>,
+        conv: &ConvKey,
+        ask: LinkAsk,
+        status: StatusCode,
+    ) -> Plan {
+        let refused = |why: &str| {
+            self.metrics.link(LinkResult::Refused);
+            warn!(key = %conv.display(self.settings.reveal_ids), reason = why,
+                "link report refused: the conversation stays as it was");
+            Plan::Plain
+        };
+        let Some(loaded) = loaded else {
+            self.metrics.link(LinkResult::Error);
+            warn!(key = %conv.display(self.settings.reveal_ids), "link report not honoured: the store is unavailable");
+            return Plan::Plain;
+        };
+        if status.as_u16() >= 500 {
+            return Plan::Plain;
+        }
+        if !self.backend.can_link() {
+            return refused("links need one Redis server (or Sentinel), not a Cluster");
+        }
+        let target = match ask {
+            LinkAsk::Unlink if loaded.member.is_none() => {
+                return refused("unlink: the conversation is not linked")
+            }
+            LinkAsk::Unlink => return Plan::Unlink,
+            LinkAsk::To(target) => target,
+        };
+        if loaded.member.as_ref() == Some(&self.backend.stored_name(&target)) {
+            Plan::Plain // linked to it already
+        } else if target == *conv {
+            refused("a key cannot be its own channel")
+        } else if loaded.member.is_some() {
+            refused("the conversation is linked to another member: unlink it first")
+        } else if loaded.linked {
+            refused("the conversation has channels of its own")
+        } else {
+            Plan::LinkTo(target)
+        }
+    }
+
+    /// Takes the member's turn and commits the change, the dedupe record
+    /// and the alias on it; the channel's own turn ends after.
+    async fn link_to(
+        &self,
+        channel_turn: Turn<B::Held>,
+        keyed: Keyed,
+        change: StateChange,
+        (answer, target): (&Answer, &ConvKey),
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        let conv = keyed.conv.clone();
+        let shown = conv.display(self.settings.reveal_ids).to_string();
+        let begun = self
+            .backend
+            .begin(target, self.settings.lock_wait, None)
+            .await;
+        let (member_held, member) = match begun {
+            Ok(begun) => begun,
+            Err(e) => {
+                // Nothing stored, no dedupe record: the redelivery runs the
+                // bot again (dropping the channel's turn releases it).
+                self.metrics.link(LinkResult::Error);
+                warn!(key = %shown, error = %e, "link not made: the member's turn could not be taken");
+                return Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Busy,
+                    "the member key is busy or the store is out; redeliver",
+                ));
+            }
+        };
+        if member.member.is_some() {
+            drop(member_held);
+            self.metrics.link(LinkResult::Refused);
+            warn!(key = %shown, reason = "the member key is itself a channel", "link report refused: the conversation stays as it was");
+            return self
+                .finish_turn(channel_turn, keyed, change, (answer, None), trace)
+                .await;
+        }
+        let dedupe = keyed
+            .dedupe
+            .filter(|_| answer.parts.status.is_success())
+            .map(|(id, digest)| (id, answer.recorded(digest)));
+        let audit = self.link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
+        let commit = Commit {
+            expected_version: Some(member.version),
+            change,
+            dedupe,
+            origin: Origin::Bot,
+            audit,
+            link: Some(Box::new(LinkChange::Link(conv.clone()))),
+        };
+        let saved = self.save(target, member_held, commit, trace).await;
+        // The alias is in place (or not): the channel's turn may go now.
+        drop(channel_turn);
+        if matches!(saved, super::Saved::Committed) {
+            self.metrics.link(LinkResult::Linked);
+            info!(key = %shown, member = %target.display(self.settings.reveal_ids), "linked to a member");
+        } else {
+            self.metrics.link(LinkResult::Error);
+        }
+        self.after_save(saved, &conv, trace).await
+    }
+}
