@@ -347,3 +347,58 @@ fn a_member_across_channels_on_redis_with_two_replicas() {
     let redis = RedisServer::start(dir.path(), false);
     member_across_channels(Some(&redis));
 }
+
+/// A linked channel's alias is resolved inside the turn's script: a
+/// request through it costs the same two round trips as any other.
+#[test]
+fn a_linked_request_costs_two_round_trips() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    let bot = member_bot();
+    let mut config = Config::new(bot.recorder.port, dir.path());
+    config.redis = Some(redis.port);
+    config.routes = Some(routes());
+    let sh = Statehold::start(config);
+    assert_eq!(
+        send(&sh, "/web", &web_message("b-0", "LOGIN 42")).status,
+        200
+    );
+    let commands = || -> u64 {
+        let info = support::redis_cmd(redis.port, "INFO commandstats").unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                let field = |name: &str| -> Option<u64> {
+                    l.split([':', ','])
+                        .find_map(|kv| kv.strip_prefix(name))
+                        .and_then(|v| v.parse().ok())
+                };
+                // Script runs (the commands a script calls are counted
+                // too, under their own names); a first EVALSHA answered
+                // NOSCRIPT, then sent as EVAL, counts as failed.
+                Some(field("calls=")? - field("failed_calls=").unwrap_or(0))
+            })
+            .sum()
+    };
+    // The linking request's releases land just after its answer.
+    let mut before = commands();
+    support::wait_until("the linking request's writes", || {
+        let now = commands();
+        let settled = now == before;
+        before = now;
+        settled
+    });
+    let before = commands();
+    for i in 0..10 {
+        let r = send(&sh, "/web", &web_message(&format!("b-{}", i + 1), "typed"));
+        assert_eq!(r.status, 200);
+    }
+    support::wait_until("two commands per request", || commands() - before >= 20);
+    assert_eq!(
+        commands() - before,
+        20,
+        "acquire.lua and commit.lua per request"
+    );
+    let last = bot.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.key, "member:42");
+}
