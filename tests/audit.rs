@@ -155,3 +155,61 @@ fn through_a_redis_kill_every_change_has_its_event_and_no_event_lacks_its_change
         "one event per change, in order"
     );
 }
+
+/// A record that expired is audited once (`expire`, from its last version
+/// to 0) before the write that starts the conversation anew: noticed on
+/// the next request's load (Redis, through the expiry mark) or by the purge
+/// or that request's commit (embedded).
+fn expiry_is_audited(redis: Option<&RedisServer>) {
+    let dir = support::temp_dir();
+    let bot = reporting_bot();
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = redis.map(|r| r.port);
+    config.store_extra = "ttl = \"1s\"\npurge_interval = \"1s\"\n".into();
+    config.extra = "[audit]\nmax_events = 1000\n".into();
+    let snapshot_key = format!("{{{}:tg:{CHAT}}}:s", config.key_prefix());
+    let sh = Statehold::start(config);
+    assert_eq!(sh.update(1, CHAT, r#"{"n":1}"#).status, 200);
+    assert_eq!(sh.update(2, CHAT, r#"{"n":2}"#).status, 200);
+    // Not through the admin API: its reads slide the TTL.
+    support::wait_until("the record to expire", || match redis {
+        Some(r) => {
+            support::redis_cmd(r.port, &format!("EXISTS {snapshot_key}")).ok()
+                == Some("int(0)".into())
+        }
+        None => events(&sh, &format!("key=tg:{CHAT}&limit=1"))[0]["event"]["kind"] == "expire",
+    });
+    assert_eq!(sh.update(3, CHAT, r#"{"n":3}"#).status, 200);
+    let kinds: Vec<Value> = events(&sh, &format!("key=tg:{CHAT}&limit=50"))
+        .into_iter()
+        .rev()
+        .map(|e| {
+            json!([
+                e["event"]["kind"],
+                e["event"]["from_version"],
+                e["event"]["to_version"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            json!(["write", 0, 1]),
+            json!(["write", 1, 2]),
+            json!(["expire", 2, 0]),
+            json!(["write", 0, 1])
+        ]
+    );
+}
+
+#[test]
+fn an_expiry_is_audited_on_the_embedded_store() {
+    expiry_is_audited(None);
+}
+
+#[test]
+fn an_expiry_is_audited_on_redis() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    expiry_is_audited(Some(&redis));
+}

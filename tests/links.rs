@@ -321,6 +321,15 @@ fn refusals_and_views(sh: &Statehold, bot: &MemberBot, private: bool) {
     assert_eq!(web["member"], links["key"]);
     let (status, _) = sh.admin_call("GET", "/v1/links/web", "");
     assert_eq!(status, 404);
+    // The admin API writes a member by its own key, never through a channel.
+    let (status, refused) = sh.admin_call("PUT", &format!("/v1/state/web/{WEB}"), "{}");
+    assert_eq!(status, 409, "{refused}");
+    let rollback = sh.admin_call(
+        "POST",
+        &format!("/v1/state/web/{WEB}/rollback"),
+        r#"{"to":1}"#,
+    );
+    assert_eq!(rollback.0, 409);
 
     let (status, events) = sh.admin_call("GET", "/v1/audit?key=member:42&limit=1000", "");
     assert_eq!(status, 200);

@@ -31,6 +31,8 @@ enum NoRollback {
     NotKept,
     /// The conversation holds no snapshot now (cleared since).
     Cleared,
+    /// The key is a linked channel: its member is rolled back by its own key.
+    Linked,
     Store(String),
 }
 
@@ -168,6 +170,7 @@ impl<B: Backend> Admin<B> {
                 StatusCode::CONFLICT,
                 json!({"error": "the conversation was cleared since"}),
             ),
+            Err(NoRollback::Linked) => linked_channel(),
             Err(NoRollback::Store(e)) => {
                 json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e }))
             }
@@ -182,6 +185,9 @@ impl<B: Backend> Admin<B> {
             .await
             .map_err(|e| store(&e))?;
         let old = loaded.state.clone();
+        if loaded.member.is_some() {
+            return Err(NoRollback::Linked);
+        }
         if loaded.state.is_none() {
             return Err(NoRollback::Cleared);
         }
@@ -211,6 +217,7 @@ impl<B: Backend> Admin<B> {
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
         let backend = self.pipeline.backend();
         let (held, old) = match backend.begin(key, self.lock_wait, None).await {
+            Ok((_, loaded)) if loaded.member.is_some() => return linked_channel(),
             Ok((held, loaded)) => (held, loaded.state),
             Err(e) => {
                 return json_response(
@@ -249,6 +256,15 @@ fn snapshot(key: &ConvKey, version: u64, state: &[u8]) -> AdminResponse {
     json_response(
         StatusCode::OK,
         json!({"key": key.as_str(), "version": version, "state": state}),
+    )
+}
+
+/// A write to a linked channel's key: refused, the member is written
+/// under its own key.
+fn linked_channel() -> AdminResponse {
+    json_response(
+        StatusCode::CONFLICT,
+        json!({"error": "the key is a linked channel: write its member's key (GET /v1/links/<namespace>/<id>)"}),
     )
 }
 

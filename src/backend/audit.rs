@@ -44,6 +44,18 @@ pub struct AuditQuery {
 }
 
 impl AuditNote {
+    /// The note of an expiry: no request, no bytes, nothing named. The
+    /// route is the stored key's namespace (hashed keys carry the mark).
+    pub fn expiry(stored: &ConvKey) -> AuditNote {
+        AuditNote {
+            route: stored
+                .namespace()
+                .trim_end_matches(crate::privacy::HASHED_MARK)
+                .to_string(),
+            ..AuditNote::default()
+        }
+    }
+
     /// The event's members other than the versions, as JSON object members
     /// without braces (`"at":…,"key":…`): the Redis script adds the
     /// versions it alone knows.

@@ -75,6 +75,9 @@ impl<B: Backend> Pipeline<B> {
         let Some(current) = loaded.filter(|l| l.state.is_some()) else {
             return refuse("no snapshot is stored now (cleared, or the store is out)");
         };
+        if current.member.is_some() {
+            return refuse("a linked channel: roll its member back through the admin API");
+        }
         let versions = match self.backend.history(conv).await {
             Ok(v) => v,
             Err(_) => return refuse("the history cannot be read"),

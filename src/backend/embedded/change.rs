@@ -5,6 +5,7 @@
 use redb::ReadableTable;
 
 use super::writer::{Limits, Tables};
+use crate::backend::audit::AuditNote;
 use crate::backend::{Commit, Version};
 use crate::key::ConvKey;
 
@@ -46,6 +47,25 @@ impl Tables<'_, '_> {
             self.append_event(event.as_bytes(), limits.audit)?;
         }
         Ok(())
+    }
+
+    /// With `[audit]` on, an `expire` event for a record that expired at
+    /// `version` (noticed by the purge or by the commit that replaces it).
+    pub(super) fn note_expiry(
+        &mut self,
+        key: &str,
+        version: u64,
+        (now, limits): (u64, &Limits),
+    ) -> Result<(), redb::Error> {
+        if limits.audit == 0 || version == 0 {
+            return Ok(());
+        }
+        let Some((ns, id)) = key.split_once(':') else {
+            return Ok(());
+        };
+        let key = ConvKey::new(ns, id);
+        let event = AuditNote::expiry(&key).event(&key, ("expire", None), now, (version, 0));
+        self.append_event(event.as_bytes(), limits.audit)
     }
 
     /// Appends an audit event; the one `max` events older goes.

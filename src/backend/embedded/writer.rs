@@ -95,7 +95,7 @@ fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outc
                 Job::Commit {
                     key, commit, now, ..
                 } => Outcome::Commit(apply_commit(&mut tables, key, commit, *now, limits)?),
-                Job::Purge { now, .. } => Outcome::Purge(purge(&mut tables, *now)?),
+                Job::Purge { now, .. } => Outcome::Purge(purge(&mut tables, *now, limits)?),
                 Job::Touch { key, now } => {
                     touch(&mut tables, key, *now, limits)?;
                     Outcome::Touched
@@ -166,7 +166,7 @@ fn apply_commit(
     now: u64,
     limits: &Limits,
 ) -> Result<Result<CommitOutcome, StoreError>, redb::Error> {
-    let current = match live_record(t, key, now)? {
+    let current = match live_record(t, key, (now, limits))? {
         Ok(current) => current,
         Err(damaged) => return Ok(Err(damaged)),
     };
@@ -260,7 +260,7 @@ type Row = (u64, u64, Option<Vec<u8>>);
 fn live_record(
     t: &mut Tables<'_, '_>,
     key: &ConvKey,
-    now: u64,
+    (now, limits): (u64, &Limits),
 ) -> Result<Result<Option<Row>, StoreError>, redb::Error> {
     let existing = match t.snapshots.get(key.as_str())? {
         Some(raw) => match decode_record(raw.value()) {
@@ -270,12 +270,13 @@ fn live_record(
         None => None,
     };
     match existing {
-        Some((_, expires, _)) if expires <= now => {
+        Some((version, expires, _)) if expires <= now => {
             t.expiry
                 .remove((expires, tagged(TAG_SNAPSHOT, key.as_str()).as_str()))?;
             t.snapshots.remove(key.as_str())?;
             t.drop_history(key.as_str())?;
             t.drop_links(key.as_str())?;
+            t.note_expiry(key.as_str(), version, (now, limits))?;
             Ok(Ok(None))
         }
         other => Ok(Ok(other)),
@@ -312,7 +313,7 @@ fn touch(
 }
 
 /// Deletes up to `PURGE_CHUNK` expired entries, oldest first.
-fn purge(t: &mut Tables<'_, '_>, now: u64) -> Result<u64, redb::Error> {
+fn purge(t: &mut Tables<'_, '_>, now: u64, limits: &Limits) -> Result<u64, redb::Error> {
     let mut expired: Vec<(u64, String)> = Vec::new();
     for entry in t.expiry.range((0u64, "")..(now, ""))? {
         let (k, _) = entry?;
@@ -329,13 +330,18 @@ fn purge(t: &mut Tables<'_, '_>, now: u64) -> Result<u64, redb::Error> {
             // Only if the row still carries this expiry (a refresh would have
             // moved its index entry, so this is belt and braces).
             let still_expired = match t.snapshots.get(key)? {
-                Some(raw) => decode_record(raw.value()).map_or(true, |r| r.expires_ms <= now),
-                None => false,
+                Some(raw) => match decode_record(raw.value()) {
+                    Ok(r) if r.expires_ms <= now => Some(r.version),
+                    Ok(_) => None,
+                    Err(_) => Some(0),
+                },
+                None => None,
             };
-            if still_expired {
+            if let Some(version) = still_expired {
                 t.snapshots.remove(key)?;
                 t.drop_history(key)?;
                 t.drop_links(key)?;
+                t.note_expiry(key, version, (now, limits))?;
             }
         } else {
             t.dedupe.remove(key)?;

@@ -15,8 +15,10 @@
 -- KEYS[2] queue {t}:q (waiting tokens in arrival order)
 -- KEYS[3] snapshot {t}:s   KEYS[4] dedupe record {t}:d:<id>
 -- KEYS[5] alias {t}:a
+-- KEYS[6] expiry mark {t}:x, KEYS[7] the audit stream (with the trail on)
 -- ARGV[1] token  ARGV[2] '1' look up the dedupe record
 -- ARGV[3] the escaped dedupe id (to name a member's dedupe record)
+-- ARGV[4] (with the trail on) an expiry event's members but the versions
 -- Returns {1, version, data, recorded, member tag, linked} when the turn is
 -- ours now, {0, member tag} when we wait (member tag: false unless linked).
 local lease, queue, snapshot, dedupe, ttl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ${TTL_MS}
@@ -60,6 +62,15 @@ if fields[3] then
   redis.call('PEXPIRE', tag .. ':k', ttl)
   for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
     redis.call('PEXPIRE', channel .. ':a', ttl)
+  end
+end
+if ${AUDIT} > 0 and not fields[1] and not member then
+  -- No record, but the mark of one: it expired. Noticed now, audited once.
+  local last = redis.call('GET', KEYS[6])
+  if last then
+    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
+      '{"from_version":' .. last .. ',"to_version":0,' .. ARGV[4] .. '}')
+    redis.call('DEL', KEYS[6])
   end
 end
 local recorded = false

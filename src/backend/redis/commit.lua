@@ -12,6 +12,9 @@
 -- KEYS[5] history {t}:h (only with store.history or the audit trail on)
 -- KEYS[6] the audit stream {prefix:audit} (only with the audit trail on;
 --         one stream, so not on a Cluster)
+-- KEYS[7] the expiry mark {t}:x (with the trail on): the last version, kept
+--         ${EXPIRY_MARK_MS} ms (twice the record's TTL) after each commit,
+--         so a later load can tell an expired record from none
 -- ARGV[1] the turn's fencing token
 -- ARGV[2] expected version ('' : any)
 -- ARGV[3] change: 'p' put, 'c' clear, 'k' keep, 'f' forget (migrate: the
@@ -90,6 +93,11 @@ else
     if redis.call('EXISTS', tag .. ':k') == 0 then
       redis.call('HDEL', KEYS[1], 'k')
     end
+  end
+  if ${AUDIT} > 0 and version > 0 then
+    redis.call('SET', KEYS[7], version, 'PX', ${EXPIRY_MARK_MS})
+  elseif ${AUDIT} > 0 and ARGV[3] == 'f' then
+    redis.call('DEL', KEYS[7])
   end
   local linking = ARGV[9] == 'l' or ARGV[9] == 'u'
   if ${AUDIT} > 0 and (version ~= current or linking) and ARGV[8] ~= '' then

@@ -5,6 +5,8 @@
 //! - `{t}:d:<dedupe id>` string: the recorded response; TTL = `store.dedupe_window`
 //! - `{t}:l` the turn's lease (holder's token), `{t}:q` the turn queue
 //! - `{t}:h` hash: kept versions (`store.history`)
+//! - `{t}:x` string (with `[audit]`): the last version, TTL twice the
+//!   record's, so an expiry is noticed on load; `{prefix:audit}` the stream
 //! - `{t}:a` string: a linked channel's alias, `<member TTL ms> <member tag>`;
 //!   `{t}:k` set: the tags of a member's linked channels (and `k` in its
 //!   `{t}:s`); TTL = the member's (`backend/link.rs`)
@@ -40,6 +42,12 @@ pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// `{prefix:audit}`: the one audit stream (no conversation tag has a
+/// single colon).
+pub fn audit_stream(prefix: &str) -> String {
+    format!("{{{prefix}:audit}}")
 }
 
 /// The conversation a tag (`{prefix:ns:escaped id}`) names.
@@ -85,6 +93,11 @@ impl ConvKeys {
     /// A member's linked channels (their tags).
     pub fn links(&self) -> String {
         format!("{}:k", self.tag)
+    }
+    /// With the audit trail on: the last version, outliving the record
+    /// (an expiry is then noticed on load).
+    pub fn expiry_mark(&self) -> String {
+        format!("{}:x", self.tag)
     }
     /// `{prefix:ns:escaped id}`, as aliases and link sets name it.
     pub fn tag(&self) -> &str {

@@ -9,8 +9,11 @@
 --         cleared; k = channels are linked to it)
 -- KEYS[2] dedupe record {t}:d:<id>
 -- KEYS[3] (after a wait) the alias {t}:a of the key the request names
+-- KEYS[4] expiry mark {t}:x, KEYS[5] the audit stream (after a wait, with
+--         the trail on: an expiry is noticed as in acquire.lua)
 -- ARGV[1] '1' to look up the dedupe record
 -- ARGV[2] (with KEYS[3]) the member tag the turn was queued for ('' : none)
+-- ARGV[3] (with KEYS[5]) an expiry event's members but the versions
 -- Returns {version, data or nil, recorded response or nil, linked}, or
 -- {'moved'}
 if KEYS[3] then
@@ -31,6 +34,14 @@ if fields[3] then
   redis.call('PEXPIRE', tag .. ':k', ${TTL_MS})
   for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
     redis.call('PEXPIRE', channel .. ':a', ${TTL_MS})
+  end
+end
+if KEYS[5] and not fields[1] then
+  local last = redis.call('GET', KEYS[4])
+  if last then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
+      '{"from_version":' .. last .. ',"to_version":0,' .. ARGV[3] .. '}')
+    redis.call('DEL', KEYS[4])
   end
 end
 local recorded = false

@@ -103,7 +103,12 @@ impl RedisBackend {
                 timings.min_replica_acks,
                 (retention.history, retention.audit),
             )),
-            turns: RedisTurns::new(conn, scripts, timings.lease, queue_ttl),
+            turns: RedisTurns::new(
+                conn,
+                scripts,
+                (timings.lease, queue_ttl),
+                retention.audit > 0,
+            ),
         }
     }
 }

@@ -14,7 +14,7 @@ use redis::Value;
 
 use super::conn::RedisConn;
 use super::scripts::Scripts;
-use crate::backend::audit::{AuditEntry, AuditQuery};
+use crate::backend::audit::{AuditEntry, AuditNote, AuditQuery};
 use crate::backend::{
     Commit, CommitOutcome, LinkChange, Links, Loaded, RecordedResponse, ScanPage, StoreError,
     Version,
@@ -77,6 +77,12 @@ pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
     })
 }
 
+/// An expiry event's members but the versions (for acquire.lua, load.lua).
+pub(super) fn expiry_members(stored: &ConvKey) -> String {
+    let at = crate::backend::now_ms();
+    AuditNote::expiry(stored).members(stored, "expire", at, None)
+}
+
 /// A tag in a script's reply (`false` → nil: none).
 pub(super) fn tag_of(v: &Value) -> Option<String> {
     bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
@@ -131,6 +137,11 @@ impl RedisRecords {
             .key(self.conn.keys(asked).alias())
             .arg(if dedupe_id.is_some() { "1" } else { "0" })
             .arg(member.map(|_| keys.tag().to_string()).unwrap_or_default());
+        if self.audit > 0 && member.is_none() {
+            inv.key(keys.expiry_mark())
+                .key(self.audit_stream())
+                .arg(expiry_members(held));
+        }
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
         if let [Value::BulkString(moved)] = reply.as_slice() {
             if moved == b"moved" {
@@ -211,6 +222,7 @@ impl RedisRecords {
                 .as_ref()
                 .map(|n| n.members(key, kind, now, channel));
             inv.key(self.audit_stream())
+                .key(keys.expiry_mark())
                 .arg(members.unwrap_or_default());
         }
         if let Some(link) = &commit.link {
@@ -323,9 +335,8 @@ impl RedisRecords {
         })
     }
 
-    /// `{prefix:audit}`: one stream (no conversation tag has a single colon).
     fn audit_stream(&self) -> String {
-        format!("{{{}:audit}}", self.conn.prefix())
+        super::keys::audit_stream(self.conn.prefix())
     }
 
     /// Audit events: `XREVRANGE` filtered by key (bounded by the stream's

@@ -114,6 +114,7 @@ fn fill(source: &str, c: &Constants) -> String {
         .replace("${CHANNEL}", &lua_string(&c.channel))
         .replace("${HISTORY}", &c.history.to_string())
         .replace("${AUDIT}", &c.audit.to_string())
+        .replace("${EXPIRY_MARK_MS}", &ms(c.ttl * 2))
 }
 
 /// A single-quoted Lua string literal holding `s` exactly.

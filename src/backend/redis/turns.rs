@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub(super) channel: String,
     pub(super) waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     pub(super) scripts: Arc<Scripts>,
+    /// The audit trail is on: an expiry noticed on load is audited.
+    pub(super) audit: bool,
     pub(super) tokens: RandomState,
     pub(super) counter: AtomicU64,
     /// Tokens we gave up on (a timed-out acquire, a failed release) while
@@ -66,8 +68,8 @@ impl RedisTurns {
     pub fn new(
         conn: RedisConn,
         scripts: Arc<Scripts>,
-        lease: Duration,
-        queue_ttl: Duration,
+        (lease, queue_ttl): (Duration, Duration),
+        audit: bool,
     ) -> RedisTurns {
         let shared = Arc::new(Shared {
             channel: conn.turn_channel(),
@@ -76,6 +78,7 @@ impl RedisTurns {
             queue_ttl,
             waiters: Mutex::new(HashMap::new()),
             scripts,
+            audit,
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
@@ -143,6 +146,11 @@ impl Shared {
         inv.arg(token)
             .arg(if dedupe_id.is_some() { "1" } else { "0" })
             .arg(super::keys::escape_key_part(dedupe_id.unwrap_or("")).as_ref());
+        if self.audit {
+            inv.key(conv.expiry_mark())
+                .key(super::keys::audit_stream(self.conn.prefix()))
+                .arg(super::records::expiry_members(key));
+        }
         let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(|e| unavailable(&e))?;
         let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
             match tag.and_then(super::records::tag_of) {
