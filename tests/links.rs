@@ -207,6 +207,15 @@ fn member_across_channels(redis: Option<&RedisServer>) {
         send(at(0), "/web", &web_message("b-m5", "web-5")).status,
         200
     );
+    // The linking answers too (recorded on the member, named by channel).
+    assert_eq!(
+        send(at(0), "/web", &web_message("b-0", "LOGIN 42")).status,
+        200
+    );
+    assert_eq!(
+        send(at(1), "/whatsapp", &wa_message("w-1", "LOGIN 42")).status,
+        200
+    );
     assert_eq!(
         bot.recorder.count(),
         handled,
@@ -367,6 +376,7 @@ fn a_linked_request_costs_two_round_trips() {
     let mut config = Config::new(bot.recorder.port, dir.path());
     config.redis = Some(redis.port);
     config.routes = Some(routes());
+    let prefix = config.key_prefix();
     let sh = Statehold::start(config);
     assert_eq!(
         send(&sh, "/web", &web_message("b-0", "LOGIN 42")).status,
@@ -389,13 +399,11 @@ fn a_linked_request_costs_two_round_trips() {
             })
             .sum()
     };
-    // The linking request's releases land just after its answer.
-    let mut before = commands();
-    support::wait_until("the linking request's writes", || {
-        let now = commands();
-        let settled = now == before;
-        before = now;
-        settled
+    // The linking request's release of the channel's own turn lands just
+    // after its answer.
+    let lease = format!("EXISTS {{{prefix}:web:{WEB}}}:l");
+    support::wait_until("the channel's own turn released", || {
+        support::redis_cmd(redis.port, &lease).ok() == Some("int(0)".into())
     });
     let before = commands();
     for i in 0..10 {

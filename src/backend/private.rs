@@ -280,9 +280,16 @@ impl<H> PrivateHeld<H> {
             }
             other => other,
         };
+        // Dedupe ids are named for the key the request came by: a linking
+        // answer, committed on its member, by its channel, where the
+        // redelivery will look.
+        let came_by = match commit.link.as_deref() {
+            Some(LinkChange::Link(channel)) => channel,
+            _ => &self.raw,
+        };
         let dedupe = match commit.dedupe {
             Some((id, response)) => {
-                let name = p.stored_dedupe(&self.raw, &id);
+                let name = p.stored_dedupe(came_by, &id);
                 let response = if p.keyring().is_some() {
                     let sealed = p
                         .seal_recorded(&self.stored, &name, response.encode())
