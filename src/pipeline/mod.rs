@@ -37,7 +37,7 @@
 //!
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
 //! (reading within the budgets of `budget.rs`, the body-mode member),
-//! `state.rs` (turn, load, dedupe answer, save, spool), `link.rs` (the
+//! `state.rs` (turn, load, dedupe answer, save), `spooled.rs` (the spool), `link.rs` (the
 //! bot's link reports, saved with the member's turn), `wire.rs` (inject,
 //! capture and strip), `check.rs` (the route's rules), `audit.rs` (the
 //! audit note), `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
@@ -58,6 +58,7 @@ mod recovery;
 pub mod reject;
 mod request;
 pub mod route;
+mod spooled;
 mod state;
 mod unreported;
 mod wire;

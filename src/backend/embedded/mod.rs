@@ -13,6 +13,7 @@
 
 mod change;
 mod links;
+mod read;
 mod rows;
 mod store;
 mod turns;
@@ -30,6 +31,7 @@ use super::{
     TurnError, Version,
 };
 use crate::key::ConvKey;
+use read::TurnRead;
 use store::EmbeddedStore;
 use turns::{LocalTurn, LocalTurns};
 
@@ -101,29 +103,30 @@ impl Backend for EmbeddedBackend {
     ) -> Result<(EmbeddedHeld, Loaded), TurnError> {
         let started = tokio::time::Instant::now();
         let unavailable = |e: StoreError| TurnError::Unavailable(e.to_string());
+        // Guess the key is no channel; the read under the turn tells, and a
+        // channel's request moves to its member's turn (links change only
+        // under the member's turn, so the read under it holds for the turn).
+        let mut member: Option<ConvKey> = None;
         loop {
-            // A linked channel takes its member's turn; links change only
-            // under the member's turn, so once it is held, the alias read
-            // again is the alias for the whole turn.
-            let member = self.records.alias(key).map_err(unavailable)?;
             let target = member.clone().unwrap_or_else(|| key.clone());
             let left = wait.saturating_sub(started.elapsed());
             let turn = self.turns.acquire(&target, left).await?;
-            if self.records.alias(key).map_err(unavailable)? != member {
-                continue;
-            }
-            let waited = started.elapsed();
-            let mut loaded = self
+            let read = self
                 .records
-                .load(&target, dedupe_id)
-                .await
+                .read_turn((key, member.as_ref()), dedupe_id, true)
                 .map_err(unavailable)?;
-            loaded.member = member;
+            let loaded = match read {
+                TurnRead::Loaded(loaded) => loaded,
+                TurnRead::Moved(to) => {
+                    member = to;
+                    continue;
+                }
+            };
             let held = EmbeddedHeld {
                 key: target,
                 records: Arc::clone(&self.records),
                 _turn: turn,
-                waited,
+                waited: started.elapsed(),
             };
             return Ok((held, loaded));
         }

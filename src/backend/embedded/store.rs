@@ -5,17 +5,15 @@
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
-use bytes::Bytes;
 use redb::{Database, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::rows::{
-    conv_of, decode_record, dedupe_key, live_recorded, ALIASES, AUDIT, DEDUPE, EXPIRY, HISTORY,
-    MEMBER_LINKS, PURGE_CHUNK, SNAPSHOTS,
+    decode_record, ALIASES, AUDIT, DEDUPE, EXPIRY, HISTORY, MEMBER_LINKS, PURGE_CHUNK, SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
 use crate::backend::audit::{AuditEntry, AuditQuery};
-use crate::backend::{now_ms, Commit, CommitOutcome, Loaded, ScanPage, StoreError, Version};
+use crate::backend::{now_ms, Commit, CommitOutcome, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
 /// Why the database could not be opened (a startup error).
@@ -31,13 +29,13 @@ pub enum OpenError {
 }
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
-    writer: mpsc::Sender<Job>,
+    pub(super) db: Arc<Database>,
+    pub(super) writer: mpsc::Sender<Job>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
-    limits: Limits,
+    pub(super) limits: Limits,
 }
 
-fn db_err(e: impl Into<redb::Error>) -> StoreError {
+pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(e.into().to_string())
 }
 
@@ -148,65 +146,6 @@ impl EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Reads the record (never an expired one) and a dedupe record.
-    pub async fn load(&self, key: &ConvKey, dedupe_id: Option<&str>) -> Result<Loaded, StoreError> {
-        let db = &self.db;
-        let snap_key = key.as_str();
-        let dedupe_key = dedupe_id.map(|id| dedupe_key(key, id));
-        let ttl_ms = self.limits.ttl_ms(key);
-        let read = move || -> Result<(Loaded, bool), StoreError> {
-            let now = now_ms();
-            let txn = db.begin_read().map_err(db_err)?;
-            let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            let mut loaded = Loaded::default();
-            let mut touch = false;
-            if let Some(raw) = snapshots.get(snap_key).map_err(db_err)? {
-                let record = decode_record(raw.value())?;
-                if record.expires_ms > now {
-                    loaded.version = record.version;
-                    loaded.state = record.state.map(Bytes::copy_from_slice);
-                    // Slide the TTL unless a recent write already did (the
-                    // end-of-turn commit refreshes it too): at most one
-                    // extra write per 1% of the TTL per conversation.
-                    touch = record.expires_ms - now < ttl_ms - ttl_ms / 100;
-                }
-            }
-            if loaded.version > 0 || touch || snapshots.get(snap_key).map_err(db_err)?.is_some() {
-                let links = txn.open_table(MEMBER_LINKS).map_err(db_err)?;
-                loaded.linked = match links.range((snap_key, "")..).map_err(db_err)?.next() {
-                    Some(row) => row.map_err(db_err)?.0.value().0 == snap_key,
-                    None => false,
-                };
-            }
-            if let Some(dk) = dedupe_key {
-                let dedupe = txn.open_table(DEDUPE).map_err(db_err)?;
-                if let Some(raw) = dedupe.get(dk.as_str()).map_err(db_err)? {
-                    loaded.duplicate = live_recorded(raw.value(), now)?;
-                }
-            }
-            Ok((loaded, touch))
-        };
-        // Run inline: a read transaction on cached pages takes microseconds,
-        // less than handing it to the blocking pool and back (measured:
-        // `cargo bench --bench hot_paths -- embedded/load`).
-        let (loaded, touch) = read()?;
-        let now = now_ms();
-        if touch
-            && self
-                .writer
-                .send(Job::Touch {
-                    key: key.clone(),
-                    now,
-                })
-                .is_err()
-        {
-            // Only when the writer stopped (shutdown): the TTL refresh is
-            // lost with it, the load itself is fine.
-            tracing::debug!("embedded store writer gone: TTL refresh skipped");
-        }
-        Ok(loaded)
-    }
-
     /// One atomic commit through the writer thread.
     pub async fn commit(&self, key: &ConvKey, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let key = key.clone();
@@ -217,41 +156,6 @@ impl EmbeddedStore {
             reply,
         })
         .await
-    }
-
-    /// The member `key` is a live alias of (inline, like `load`).
-    pub fn alias(&self, key: &ConvKey) -> Result<Option<ConvKey>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let aliases = txn.open_table(ALIASES).map_err(db_err)?;
-        let Some(member) = aliases.get(key.as_str()).map_err(db_err)? else {
-            return Ok(None);
-        };
-        let member = member.value().to_string();
-        // Gone with its member's record, purged or not yet.
-        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-        let live = match snapshots.get(member.as_str()).map_err(db_err)? {
-            Some(raw) => decode_record(raw.value())?.expires_ms > now_ms(),
-            None => false,
-        };
-        Ok(if live { conv_of(&member) } else { None })
-    }
-
-    /// Whose alias `key` is, and its linked channels.
-    pub fn links(&self, key: &ConvKey) -> Result<crate::backend::Links, StoreError> {
-        let member = self.alias(key)?;
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let links = txn.open_table(MEMBER_LINKS).map_err(db_err)?;
-        let k = key.as_str();
-        let mut channels = Vec::new();
-        for row in links.range((k, "")..).map_err(db_err)? {
-            let (at, _) = row.map_err(db_err)?;
-            let (m, c) = at.value();
-            if m != k {
-                break;
-            }
-            channels.extend(conv_of(c));
-        }
-        Ok(crate::backend::Links { member, channels })
     }
 
     /// Snapshot keys after `cursor`, in key order (inline: a read

@@ -171,19 +171,17 @@ fn apply_commit(
         Err(damaged) => return Ok(Err(damaged)),
     };
     let current_version = current.as_ref().map_or(0, |c| c.0);
-    if let Some(expected) = commit.expected_version {
-        if expected != current_version {
-            return Ok(Ok(CommitOutcome::Conflict {
-                current: current_version,
-            }));
-        }
-    }
-    if let Some(link) = &commit.link {
-        if !t.may_link(key, link)? {
-            return Ok(Ok(CommitOutcome::Conflict {
-                current: current_version,
-            }));
-        }
+    let stale = commit
+        .expected_version
+        .is_some_and(|expected| expected != current_version);
+    let unlinkable = match &commit.link {
+        Some(link) => !t.may_link(key, link)?,
+        None => false,
+    };
+    if stale || unlinkable {
+        return Ok(Ok(CommitOutcome::Conflict {
+            current: current_version,
+        }));
     }
     let expires = now.saturating_add(limits.ttl_ms(key));
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
@@ -204,31 +202,38 @@ fn apply_commit(
     // A link needs a record to live as long as (a member without state
     // gets one at version 0).
     if version > 0 || commit.link.is_some() {
-        if let Some((_, old_expires, _)) = &current {
-            t.expiry.remove((*old_expires, index_key.as_str()))?;
-        }
-        t.snapshots.insert(
-            key.as_str(),
-            encode_record(version, expires, state).as_slice(),
-        )?;
-        t.expiry.insert((expires, index_key.as_str()), ())?;
+        let old_expires = current.as_ref().map(|c| c.1);
+        write_row(t, (key, &index_key), (version, expires, state), old_expires)?;
     }
     if let Some(link) = &commit.link {
         t.apply_link(key, link)?;
     }
     if version != current_version || commit.link.is_some() {
-        t.note_change(
-            key,
-            commit,
-            (current_version, version),
-            state,
-            (now, limits),
-        )?;
+        let versions = (current_version, version);
+        t.note_change(key, commit, versions, state, (now, limits))?;
     }
     if let Some((id, response)) = &commit.dedupe {
         record_answer(t, &dedupe_key(key, id), response, now, limits)?;
     }
     Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// Writes a record row and moves its expiry entry.
+fn write_row(
+    t: &mut Tables<'_, '_>,
+    (key, index_key): (&ConvKey, &str),
+    (version, expires, state): (u64, u64, Option<&[u8]>),
+    old_expires: Option<u64>,
+) -> Result<(), redb::Error> {
+    if let Some(old) = old_expires {
+        t.expiry.remove((old, index_key))?;
+    }
+    t.snapshots.insert(
+        key.as_str(),
+        encode_record(version, expires, state).as_slice(),
+    )?;
+    t.expiry.insert((expires, index_key), ())?;
+    Ok(())
 }
 
 /// Keeps a recorded answer for the dedupe window; the first one stays.

@@ -6,7 +6,8 @@
 //! - `breaker.rs`: the circuit breaker.
 //! - `keys.rs`: key names, one hash tag per conversation.
 //! - `scripts.rs`: every script, built with the deployment's constants.
-//! - `records.rs`: `load.lua`, `commit.lua`.
+//! - `records.rs`: `load.lua`, `commit.lua`; `views.rs`: reads for the
+//!   admin API and maintenance (links, history, audit, scan).
 //! - `turns.rs`: the leased, fenced ticket queue (`acquire.lua`,
 //!   `check.lua`, `release.lua`, `extend.lua`, `turn_lib.lua`).
 //! - `background.rs`: hand-over notices, the orphan sweeper, lease
@@ -26,6 +27,7 @@ mod keys;
 mod records;
 mod scripts;
 mod turns;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
