@@ -152,12 +152,12 @@ fn fast_typers(c: Deployment) {
     };
     for chat in 810..816i64 {
         let first = chat as u64 * 10;
-        // "/start" then the name, 10 ms apart, through two replicas. The bot
-        // is slow enough that the second arrives while the first is handled;
-        // out of order, the name would meet "Session expired".
+        // "/start" then the name, through two replicas: the name is sent
+        // once the start is inside the (slow) bot, so it arrives while the
+        // first is handled; out of order, it would meet "Session expired".
         std::thread::scope(|s| {
-            let x = s.spawn(|| a.update_with(first, chat, "/start", &[("x-demo-delay-ms", "50")]));
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            let x = s.spawn(|| a.update_with(first, chat, "/start", &[("x-demo-delay-ms", "300")]));
+            support::wait_until("the start inside the bot", || c.bot.in_flight() == 1);
             let y = s.spawn(|| b.update(first + 1, chat, "Vic"));
             assert_eq!(x.join().unwrap().status, 200);
             assert_eq!(

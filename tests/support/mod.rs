@@ -193,6 +193,12 @@ impl Bot {
         }
     }
 
+    /// Requests inside the bot right now.
+    pub fn in_flight(&self) -> u64 {
+        let r = get(addr(self.port), "/_stats").expect("bot /_stats");
+        r.json()["in_flight"].as_u64().expect("in_flight")
+    }
+
     pub fn overlaps(&self) -> u64 {
         let r = get(addr(self.port), "/_stats").expect("bot /_stats");
         r.json()["overlaps"].as_u64().expect("overlaps")
