@@ -1,7 +1,10 @@
 # statehold: multi-stage build, static-ish binary on a slim Debian base.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The commit for statehold_build_info (the context has no .git):
+#   docker build --build-arg STATEHOLD_COMMIT=$(git rev-parse --short=12 HEAD) .
+ARG STATEHOLD_COMMIT=unknown
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY demo-bot ./demo-bot

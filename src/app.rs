@@ -252,6 +252,9 @@ fn announce(config: &Config, listeners: &Listeners) {
     for warning in config.warnings() {
         warn!("{warning}");
     }
+    for o in config.overrides() {
+        info!(key = %o.key, var = %o.var, "config key set by the environment, over the file");
+    }
     let bound = |l: &TcpListener, configured| l.local_addr().unwrap_or(configured);
     info!(
         listen = %bound(&listeners.proxy, config.server.listen),

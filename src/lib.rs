@@ -67,5 +67,6 @@ pub mod rules;
 pub mod secret;
 pub mod server;
 pub mod spool;
+pub mod tracecontext;
 pub mod upstream;
 pub mod verify;

@@ -120,6 +120,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        for o in config.overrides() {
+            println!(
+                "# {}: from the environment ({}), over the file",
+                o.key, o.var
+            );
+        }
         if explain {
             print!("{}", config.explain());
         } else {
@@ -187,7 +193,7 @@ fn keygen() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    init_tracing(config.log.level.as_deref());
+    init_tracing(config.log.level.as_deref(), config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -197,16 +203,21 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn init_tracing(level: Option<&str>) {
+fn init_tracing(level: Option<&str>, format: statehold::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        statehold::config::LogFormat::Text => logs.init(),
+        // One object per line, the event's fields beside the message (a
+        // log shipper indexes them as they are).
+        statehold::config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// SIGTERM or SIGINT.

@@ -17,6 +17,7 @@ pub use route::{RouteConfig, RouteVerify, VerifyConfig};
 pub use tables::*;
 
 pub mod explain;
+pub mod overrides;
 pub mod privacy;
 mod route;
 mod tables;
@@ -61,12 +62,17 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Set by the environment over the file (not a config key).
+    #[serde(skip)]
+    overrides: Vec<overrides::Override>,
 }
 
 /// Where environment lookups for `*_env` keys go; tests pass a map instead of
 /// touching the process environment.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+    /// Every variable whose name starts with `prefix` (for the overrides).
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
 }
 
 /// The real process environment.
@@ -76,11 +82,22 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect()
+    }
 }
 
 impl Env for std::collections::HashMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -93,10 +110,37 @@ impl Config {
         Config::parse(&text, env)
     }
 
-    /// Parses and validates config text; `*_env` keys are resolved through `env`.
+    /// Parses and validates config text; `*_env` keys are resolved through
+    /// `env`, and `STATEHOLD_<SECTION>__<KEY>` variables override the file
+    /// ([`overrides`]).
     pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("config", e.message().trim()))?;
+        let applied = overrides::apply(&mut table, env)?;
+        let mut config = if applied.is_empty() {
+            Config::from_text(text)?
+        } else {
+            // Errors then name the key, not a line (the text is not the file's).
+            Config::from_text(
+                &toml::to_string(&table).map_err(|e| ConfigError::new("config", e.to_string()))?,
+            )?
+        };
+        config.overrides = applied;
+        config.resolve_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The keys the environment set (`STATEHOLD_<SECTION>__<KEY>`), for
+    /// `check-config` and the startup log.
+    pub fn overrides(&self) -> &[overrides::Override] {
+        &self.overrides
+    }
+
+    fn from_text(text: &str) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::new(text);
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             // toml's message carries the line and a caret; keep only its last
             // line, which is the reason, and name the key ourselves.
@@ -113,8 +157,6 @@ impl Config {
             let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
             ConfigError::new(key, format!("{reason}{at}"))
         })?;
-        config.resolve_env(env)?;
-        config.validate()?;
         Ok(config)
     }
 

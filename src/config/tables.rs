@@ -346,6 +346,17 @@ pub struct LogConfig {
     /// `tracing` filter, e.g. "info" or "statehold=debug"; `RUST_LOG` overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
+    /// "text" (one `key=value` line per event) or "json" (one JSON object per line, the same fields at the top level).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::outcome::Outcome;
 
 mod histogram;
+mod process;
 pub use histogram::Histogram;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +191,8 @@ impl Metrics {
         self.render_durations(&mut out);
         self.render_results(&mut out);
         self.render_scalars(&mut out);
+        process::render_build_info(&mut out);
+        process::render_process(&mut out);
         out
     }
 

@@ -189,6 +189,8 @@ impl<B: Backend> Pipeline<B> {
         let Some(route) = self.routes.find(parts.uri.path()) else {
             return self.unmatched(parts, body, conn, started).await;
         };
+        // Forwarded to the bot as it came; its trace id goes on the line.
+        let trace_id = crate::tracecontext::trace_id(&parts.headers).map(str::to_string);
 
         let mut trace = Trace {
             outcome: Outcome::Ok,
@@ -225,6 +227,7 @@ impl<B: Backend> Pipeline<B> {
             upstream_us = trace.upstream_time.as_micros() as u64,
             store_us = trace.store_time.as_micros() as u64,
             reason = trace.reason.as_deref().unwrap_or(""),
+            trace_id = trace_id.as_deref().unwrap_or("-"),
             "request"
         );
         resp

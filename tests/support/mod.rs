@@ -447,6 +447,11 @@ pub fn wait_serving(
     mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
 ) -> Result<(SocketAddr, SocketAddr), String> {
     let field = |line: &str, name: &str| -> Option<SocketAddr> {
+        if line.starts_with('{') {
+            // log.format = "json"
+            let v: Value = serde_json::from_str(line).ok()?;
+            return v[name].as_str()?.parse().ok();
+        }
         let at = line.find(&format!(" {name}="))? + name.len() + 2;
         line[at..].split_whitespace().next()?.parse().ok()
     };
