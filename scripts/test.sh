@@ -83,8 +83,15 @@ set +e
 ./scripts/fuzz.sh 15
 fuzz_status=$?
 set -e
+# The exact binary the Dockerfile builds (tests/image.rs checks the recipe).
+echo "== the image's binary (cargo build --release --locked --bin statehold)"
+set +e
+cargo build --release --locked --bin statehold
+image_status=$?
+set -e
+if [ "$image_status" -ne 0 ]; then failed=$((failed + 1)); fi
 echo "tests: ${passed} passed, ${failed} failed"
 if [ "$test_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$node_status" -ne 0 ] \
-  || [ "$fuzz_status" -ne 0 ]; then
+  || [ "$fuzz_status" -ne 0 ] || [ "$image_status" -ne 0 ]; then
   exit 1
 fi
