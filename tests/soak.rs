@@ -69,7 +69,7 @@ impl Store {
                 set.restart_stopped();
                 "sentinel failover"
             }
-            Store::Cluster(cluster) if round % 2 == 0 => {
+            Store::Cluster(cluster) if round.is_multiple_of(2) => {
                 let from = cluster.owner(0).expect("slot 0 served");
                 let to = cluster
                     .view()

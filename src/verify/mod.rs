@@ -339,7 +339,7 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
