@@ -135,3 +135,94 @@ fn environment_overrides_win_over_the_file_and_check_config_names_them() {
     support::assert_exit(&bad, 2);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("store.ttl"));
 }
+
+/// `statehold_*` and `process_*` names in a PromQL text, `_bucket` and
+/// friends folded to their histogram.
+fn metric_names(promql: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for start in ["statehold_", "process_"] {
+        for (at, _) in promql.match_indices(start) {
+            let name: String = promql[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| {
+                n.strip_suffix(s).map(str::to_string).unwrap_or(n)
+            });
+            names.push(name);
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_alerts_use_documented_metrics_and_promtool_accepts_the_rules() {
+    let doc = include_str!("../docs/metrics.md");
+    let dashboard: Value = serde_json::from_str(include_str!("../deploy/grafana/statehold.json"))
+        .expect("dashboard JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Requests by outcome",
+        "Added latency (statehold, bot excluded)",
+        "Turns waiting",
+        "Store up",
+        "Spool depth",
+        "Saves by result",
+        "Dedupe hits",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "the dashboard lacks {wanted:?}: {titles:?}"
+        );
+    }
+    let mut used = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                assert!(
+                    doc.contains(&format!("`{name}`")),
+                    "{name} (panel {}) is not in docs/metrics.md",
+                    panel["title"]
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used >= 10);
+    let alerts = include_str!("../deploy/prometheus/alerts.yml");
+    for name in metric_names(alerts) {
+        assert!(
+            doc.contains(&format!("`{name}`")),
+            "alerts.yml uses {name}, not in docs/metrics.md"
+        );
+    }
+    for alert in [
+        "StateholdStoreDown",
+        "StateholdSpoolGrowing",
+        "StateholdConflictRate",
+        "Statehold5xxRate",
+        "StateholdUnreportedReports",
+    ] {
+        assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    // Debian's `prometheus` package (scripts/test.sh installs it).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool (Debian: apt-get install prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
