@@ -180,6 +180,21 @@ fn expiry_is_audited(redis: Option<&RedisServer>) {
         None => events(&sh, &format!("key=tg:{CHAT}&limit=1"))[0]["event"]["kind"] == "expire",
     });
     assert_eq!(sh.update(3, CHAT, r#"{"n":3}"#).status, 200);
+    let all = events(&sh, &format!("key=tg:{CHAT}&limit=50"));
+    let expired = all
+        .iter()
+        .map(|e| &e["event"])
+        .find(|e| e["kind"] == "expire")
+        .expect("an expire event");
+    assert_eq!(expired["key"], format!("tg:{CHAT}"));
+    assert_eq!(expired["route"], "tg");
+    assert_eq!(expired["request_id"], Value::Null);
+    assert_eq!(expired["bytes"], 0);
+    assert_eq!(expired["changed"], json!([]));
+    assert!(
+        expired["at"].as_u64().unwrap() > 1_700_000_000_000,
+        "{expired}"
+    );
     let kinds: Vec<Value> = events(&sh, &format!("key=tg:{CHAT}&limit=50"))
         .into_iter()
         .rev()

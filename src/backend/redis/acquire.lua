@@ -18,7 +18,6 @@
 -- KEYS[6] expiry mark {t}:x, KEYS[7] the audit stream (with the trail on)
 -- ARGV[1] token  ARGV[2] '1' look up the dedupe record
 -- ARGV[3] the escaped dedupe id (to name a member's dedupe record)
--- ARGV[4] (with the trail on) an expiry event's members but the versions
 -- Returns {1, version, data, recorded, member tag, linked} when the turn is
 -- ours now, {0, member tag} when we wait (member tag: false unless linked).
 local lease, queue, snapshot, dedupe, ttl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ${TTL_MS}
@@ -65,11 +64,19 @@ if fields[3] then
   end
 end
 if ${AUDIT} > 0 and not fields[1] and not member then
-  -- No record, but the mark of one: it expired. Noticed now, audited once.
+  -- No record, but the mark of one: it expired. Noticed now, audited once
+  -- (the event built here: this path is rare, so no request pays for it).
   local last = redis.call('GET', KEYS[6])
   if last then
+    local named = string.sub(KEYS[3], #${PREFIX} + 3, -4)
+      :gsub('%%7B', '{'):gsub('%%7D', '}'):gsub('%%25', '%%')
+    local route = string.match(named, '^([^:]*)'):gsub('#$', '')
+    local now = redis.call('TIME')
+    local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
     redis.call('XADD', KEYS[7], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
-      '{"from_version":' .. last .. ',"to_version":0,' .. ARGV[4] .. '}')
+      '{"from_version":' .. last .. ',"to_version":0,"at":' .. at .. ',"key":' .. cjson.encode(named)
+      .. ',"kind":"expire","route":' .. cjson.encode(route)
+      .. ',"request_id":null,"bytes":0,"changed":[]}')
     redis.call('DEL', KEYS[6])
   end
 end

@@ -13,7 +13,6 @@
 --         the trail on: an expiry is noticed as in acquire.lua)
 -- ARGV[1] '1' to look up the dedupe record
 -- ARGV[2] (with KEYS[3]) the member tag the turn was queued for ('' : none)
--- ARGV[3] (with KEYS[5]) an expiry event's members but the versions
 -- Returns {version, data or nil, recorded response or nil, linked}, or
 -- {'moved'}
 if KEYS[3] then
@@ -37,10 +36,19 @@ if fields[3] then
   end
 end
 if KEYS[5] and not fields[1] then
+  -- No record, but the mark of one: it expired. Noticed now, audited once
+  -- (the event built here: this path is rare, so no request pays for it).
   local last = redis.call('GET', KEYS[4])
   if last then
+    local named = string.sub(KEYS[1], #${PREFIX} + 3, -4)
+      :gsub('%%7B', '{'):gsub('%%7D', '}'):gsub('%%25', '%%')
+    local route = string.match(named, '^([^:]*)'):gsub('#$', '')
+    local now = redis.call('TIME')
+    local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
-      '{"from_version":' .. last .. ',"to_version":0,' .. ARGV[3] .. '}')
+      '{"from_version":' .. last .. ',"to_version":0,"at":' .. at .. ',"key":' .. cjson.encode(named)
+      .. ',"kind":"expire","route":' .. cjson.encode(route)
+      .. ',"request_id":null,"bytes":0,"changed":[]}')
     redis.call('DEL', KEYS[4])
   end
 end

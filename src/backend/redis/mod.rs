@@ -93,6 +93,7 @@ impl RedisBackend {
                 lease: timings.lease,
                 queue_ttl,
                 channel: conn.turn_channel(),
+                prefix: conn.prefix().to_string(),
                 history: retention.history,
                 audit: retention.audit,
             },

@@ -15,7 +15,6 @@ use redis::Value;
 use super::conn::RedisConn;
 use super::keys::ConvKeys;
 use super::scripts::Scripts;
-use crate::backend::audit::AuditNote;
 use crate::backend::{Commit, CommitOutcome, LinkChange, Loaded, RecordedResponse, StoreError};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -75,12 +74,6 @@ pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
     })
 }
 
-/// An expiry event's members but the versions (for acquire.lua, load.lua).
-pub(super) fn expiry_members(stored: &ConvKey) -> String {
-    let at = crate::backend::now_ms();
-    AuditNote::expiry(stored).members(stored, "expire", at, None)
-}
-
 /// A tag in a script's reply (`false` → nil: none).
 pub(super) fn tag_of(v: &Value) -> Option<String> {
     bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
@@ -136,9 +129,7 @@ impl RedisRecords {
             .arg(if dedupe_id.is_some() { "1" } else { "0" })
             .arg(member.map(|_| keys.tag().to_string()).unwrap_or_default());
         if self.audit > 0 && member.is_none() {
-            inv.key(keys.expiry_mark())
-                .key(self.audit_stream())
-                .arg(expiry_members(held));
+            inv.key(keys.expiry_mark()).key(self.audit_stream());
         }
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
         if let [Value::BulkString(moved)] = reply.as_slice() {

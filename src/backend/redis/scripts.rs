@@ -30,6 +30,8 @@ pub(super) struct Constants {
     pub queue_ttl: Duration,
     /// The pub/sub channel hand-overs are announced on.
     pub channel: String,
+    /// `store.key_prefix`: scripts that name a conversation from its keys.
+    pub prefix: String,
     /// Versions kept per conversation (`store.history`).
     pub history: u32,
     /// Audit events kept (`audit.max_events`).
@@ -112,6 +114,7 @@ fn fill(source: &str, c: &Constants) -> String {
         .replace("${LEASE_MS}", &ms(c.lease))
         .replace("${QUEUE_TTL_MS}", &ms(c.queue_ttl))
         .replace("${CHANNEL}", &lua_string(&c.channel))
+        .replace("${PREFIX}", &lua_string(&c.prefix))
         .replace("${HISTORY}", &c.history.to_string())
         .replace("${AUDIT}", &c.audit.to_string())
         .replace("${EXPIRY_MARK_MS}", &ms(c.ttl * 2))
@@ -149,6 +152,7 @@ mod tests {
             lease: Duration::from_secs(5),
             queue_ttl: Duration::from_secs(20),
             channel: "a'b\\c:turns".into(),
+            prefix: "sh".into(),
             history: 3,
             audit: 100,
         };

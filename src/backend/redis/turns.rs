@@ -148,8 +148,7 @@ impl Shared {
             .arg(super::keys::escape_key_part(dedupe_id.unwrap_or("")).as_ref());
         if self.audit {
             inv.key(conv.expiry_mark())
-                .key(super::keys::audit_stream(self.conn.prefix()))
-                .arg(super::records::expiry_members(key));
+                .key(super::keys::audit_stream(self.conn.prefix()));
         }
         let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(|e| unavailable(&e))?;
         let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
