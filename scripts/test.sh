@@ -56,7 +56,8 @@ target/pyenv/bin/pip install -q --disable-pip-version-check --force-reinstall --
 log="$(mktemp)"
 set +e
 PYTHONDONTWRITEBYTECODE=1 target/pyenv/bin/python -m pytest -q -p no:cacheprovider \
-  clients/python/tests examples/fastapi-telegram-wizard examples/flask-whatsapp-bank 2>&1 | tee "$log"
+  clients/python/tests examples/fastapi-telegram-wizard examples/flask-whatsapp-bank \
+  deploy/tests 2>&1 | tee "$log"
 py_status=${PIPESTATUS[0]}
 set -e
 read -r p f < <(awk '/(passed|failed).* in [0-9.]+s/ { for (i = 2; i <= NF; i++) {

@@ -17,7 +17,7 @@ import yaml
 
 K8S = pathlib.Path(__file__).resolve().parent.parent / "k8s"
 TOPOLOGIES = {"single-node": K8S, "replicas": K8S / "replicas"}
-VERSIONS = ["1.30.0", "1.31.0"]
+VERSIONS = ["1.31.0", "1.36.0"]
 CRDS = {"ServiceMonitor"}
 
 
@@ -120,7 +120,7 @@ def test_disruption_budget_monitor_and_config_hash(topology):
     assert len(k["PodDisruptionBudget"]) == 1
     monitor = k["ServiceMonitor"][0]
     selector = monitor["spec"]["selector"]["matchLabels"]
-    metrics = [s for s in k["Service"] if all(s["metadata"]["labels"].get(a) == b for a, b in selector.items())]
+    metrics = [s for s in k["Service"] if all(s["metadata"].get("labels", {}).get(a) == b for a, b in selector.items())]
     assert len(metrics) == 1
     assert {p["name"] for p in metrics[0]["spec"]["ports"]} >= {monitor["spec"]["endpoints"][0]["port"]}
     annotations = workload(directory)["spec"]["template"]["metadata"]["annotations"]
