@@ -106,3 +106,19 @@ fn check_configmap(yaml: &str) -> String {
     assert!(printed.contains("[[store.encryption.keys]]"), "{printed}");
     std::fs::read_to_string(&path).unwrap()
 }
+
+/// The compose demo's shared config passes `check-config` as each replica
+/// runs it (its own bot by environment).
+#[test]
+fn the_compose_config_passes_check_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose/statehold.toml");
+    for bot in ["http://bot-a:3000", "http://bot-b:3000"] {
+        let out = support::run_statehold(
+            &["check-config", "--config", path],
+            &[("STATEHOLD_UPSTREAM__URL", bot)],
+        );
+        support::assert_exit(&out, 0);
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(printed.contains(&format!("url = \"{bot}\"")), "{printed}");
+    }
+}
