@@ -126,13 +126,25 @@ pub fn run_job(config: &Config, job: &Job<'_>) -> anyhow::Result<()> {
 
 /// One request; (status, body).
 fn call(addr: SocketAddr, method: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    call_with(addr, (method, path), token, b"")
+}
+
+/// One request with a body; (status, body).
+fn call_with(
+    addr: SocketAddr,
+    (method, path): (&str, &str),
+    token: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("cannot reach the admin API at {addr} (is statehold serving?)"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     let status = raw
@@ -145,4 +157,106 @@ fn call(addr: SocketAddr, method: &str, path: &str, token: &str) -> anyhow::Resu
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// The first line of an export: the format, and whether keys are hashed
+/// and values sealed (an import into a store configured otherwise could
+/// not find or open them, so it is refused).
+fn export_header(config: &Config) -> serde_json::Value {
+    let store = &config.store;
+    let hashed = store.key_secret.is_some()
+        || store.key_secret_env.is_some()
+        || store.key_secret_file.is_some();
+    serde_json::json!({"statehold_export": 1, "hashed_keys": hashed, "sealed": store.encryption.is_some()})
+}
+
+/// Conversations per page, both ways.
+const PAGE: usize = 1000;
+
+/// `statehold export`: the header line, then one line per conversation.
+pub fn export(config: &Config, out: &mut impl Write) -> anyhow::Result<String> {
+    let (addr, token) = admin(config)?;
+    writeln!(out, "{}", export_header(config))?;
+    let (mut cursor, mut count) = (String::new(), 0u64);
+    loop {
+        let cursor_arg: String =
+            percent_encoding::utf8_percent_encode(&cursor, percent_encoding::NON_ALPHANUMERIC)
+                .collect();
+        let path = format!("/v1/export?limit={PAGE}&cursor={cursor_arg}");
+        let (status, body) = call(addr, "GET", &path, &token)?;
+        if status != 200 {
+            bail!("admin API answered {status}: {body}");
+        }
+        let page: serde_json::Value = serde_json::from_str(&body)?;
+        for c in page["conversations"]
+            .as_array()
+            .context("malformed export page")?
+        {
+            writeln!(out, "{c}")?;
+            count += 1;
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    out.flush()?;
+    Ok(format!("exported {count} conversations"))
+}
+
+/// `statehold import`: checks the header, then writes pages of lines.
+pub fn import(config: &Config, input: impl std::io::BufRead) -> anyhow::Result<String> {
+    let (addr, token) = admin(config)?;
+    let mut lines = input.lines();
+    let header: serde_json::Value = serde_json::from_str(&lines.next().context("empty input")??)
+        .context("the first line is not an export header")?;
+    let ours = export_header(config);
+    if header["statehold_export"] != 1 {
+        bail!("the first line is not a statehold export header");
+    }
+    for what in ["hashed_keys", "sealed"] {
+        if header[what] != ours[what] {
+            bail!("the export has {what} = {}, this store {}: configure store.key_secret and store.encryption as where it came from", header[what], ours[what]);
+        }
+    }
+    let (mut imported, mut skipped, mut errors) = (0u64, 0u64, 0u64);
+    let mut page: Vec<serde_json::Value> = Vec::with_capacity(PAGE);
+    let mut send = |page: &mut Vec<serde_json::Value>| -> anyhow::Result<()> {
+        let body = serde_json::json!({ "conversations": page }).to_string();
+        let (status, answer) = call_with(addr, ("POST", "/v1/import"), &token, body.as_bytes())?;
+        if status != 200 {
+            bail!("admin API answered {status}: {answer}");
+        }
+        let done: serde_json::Value = serde_json::from_str(&answer)?;
+        imported += done["imported"].as_u64().unwrap_or(0);
+        skipped += done["skipped"].as_u64().unwrap_or(0);
+        errors += done["errors"].as_u64().unwrap_or(0);
+        if let Some(reasons) = done["reasons"].as_array().filter(|r| !r.is_empty()) {
+            eprintln!(
+                "statehold: import: refused lines: {}",
+                serde_json::Value::Array(reasons.clone())
+            );
+        }
+        page.clear();
+        Ok(())
+    };
+    for line in lines {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        page.push(serde_json::from_str(&line).context("a line is not JSON")?);
+        if page.len() == PAGE {
+            send(&mut page)?;
+        }
+    }
+    if !page.is_empty() {
+        send(&mut page)?;
+    }
+    if errors > 0 {
+        bail!("imported {imported}, already there {skipped}, refused {errors}");
+    }
+    Ok(format!(
+        "imported {imported} conversations, {skipped} already at that version or newer"
+    ))
 }

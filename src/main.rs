@@ -44,6 +44,15 @@ enum Command {
     /// `store.key_secret` was set) onto hashed keys, each under its turn,
     /// in the running server's background; `--dry-run` counts first.
     Migrate(MigrateArgs),
+    /// Write every stored conversation to standard output as JSON lines
+    /// (versions and lifetimes kept, sealed values sealed), page by page
+    /// through the running server's admin API: a backup, or the first half
+    /// of moving to another store.
+    Export(ConfigFile),
+    /// Read `statehold export`'s lines from standard input into the running
+    /// server's store, each under its conversation's turn and only over an
+    /// older version (running it twice changes nothing).
+    Import(ConfigFile),
 }
 
 #[derive(Args)]
@@ -91,13 +100,10 @@ const EXIT_INVALID: u8 = 2;
 fn main() -> ExitCode {
     // --help and --version print to stdout and exit 0; usage errors print
     // once to stderr and exit 2.
-    let cli = Cli::parse();
-    let (check, config_path) = match cli.command {
+    let (check, config_path) = match Cli::parse().command {
         Command::Serve(f) => (None, f.config),
         Command::CheckConfig(c) => (Some((c.explain, c.store)), c.file.config),
-        Command::Keygen => return keygen(),
-        Command::Rekey(r) => return run_job(&r, "/v1/rekey", false),
-        Command::Migrate(m) => return run_job(&m.job, "/v1/migrate", m.dry_run),
+        other => return run_tool(other),
     };
     let config = match Config::load(&config_path, &ProcessEnv) {
         Ok(c) => c,
@@ -106,36 +112,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    if let Some((explain, store)) = check {
-        if store {
-            match admin_client::keys_in_use(&config) {
-                Ok(()) => {}
-                Err(admin_client::KeysProblem::Missing(why)) => {
-                    eprintln!("statehold: invalid config {}: {why}", config_path.display());
-                    return ExitCode::from(EXIT_INVALID);
-                }
-                Err(admin_client::KeysProblem::Unknown(e)) => {
-                    eprintln!("statehold: check-config --store: {e:#}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        for o in config.overrides() {
-            println!(
-                "# {}: from the environment ({}), over the file",
-                o.key, o.var
-            );
-        }
-        if explain {
-            print!("{}", config.explain());
-        } else {
-            print!("{}", config.to_masked_toml());
-        }
-        for warning in config.warnings() {
-            eprintln!("statehold: warning: {warning}");
-        }
-        eprintln!("statehold: {} is valid", config_path.display());
-        return ExitCode::SUCCESS;
+    if let Some(asked) = check {
+        return check_config(&config, &config_path, asked);
     }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +128,84 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// `check-config [--explain] [--store]`: prints the effective config.
+fn check_config(
+    config: &Config,
+    path: &std::path::Path,
+    (explain, store): (bool, bool),
+) -> ExitCode {
+    if store {
+        match admin_client::keys_in_use(config) {
+            Ok(()) => {}
+            Err(admin_client::KeysProblem::Missing(why)) => {
+                eprintln!("statehold: invalid config {}: {why}", path.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
+            Err(admin_client::KeysProblem::Unknown(e)) => {
+                eprintln!("statehold: check-config --store: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    for o in config.overrides() {
+        println!(
+            "# {}: from the environment ({}), over the file",
+            o.key, o.var
+        );
+    }
+    if explain {
+        print!("{}", config.explain());
+    } else {
+        print!("{}", config.to_masked_toml());
+    }
+    for warning in config.warnings() {
+        eprintln!("statehold: warning: {warning}");
+    }
+    eprintln!("statehold: {} is valid", path.display());
+    ExitCode::SUCCESS
+}
+
+/// The commands that run and exit: keygen, and those that go through the
+/// running server's admin API.
+fn run_tool(command: Command) -> ExitCode {
+    match command {
+        Command::Keygen => keygen(),
+        Command::Rekey(r) => run_job(&r, "/v1/rekey", false),
+        Command::Migrate(m) => run_job(&m.job, "/v1/migrate", m.dry_run),
+        Command::Export(f) => transfer(&f, true),
+        Command::Import(f) => transfer(&f, false),
+        // main handles these two itself.
+        Command::Serve(_) | Command::CheckConfig(_) => ExitCode::FAILURE,
+    }
+}
+
+/// `statehold export` (stdout) or `import` (stdin).
+fn transfer(file: &ConfigFile, export: bool) -> ExitCode {
+    let config = match Config::load(&file.config, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("statehold: invalid config {}: {e}", file.config.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let result = if export {
+        admin_client::export(&config, &mut std::io::stdout().lock())
+    } else {
+        admin_client::import(&config, std::io::stdin().lock())
+    };
+    match result {
+        Ok(summary) => {
+            eprintln!("statehold: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let what = if export { "export" } else { "import" };
+            eprintln!("statehold: {what}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

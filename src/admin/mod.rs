@@ -1,12 +1,14 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, the state API
 //! (`state.rs`: snapshots, history, rollback), the maintenance jobs
-//! (`/v1/rekey`, `/v1/migrate`), `/v1/keys`, the audit trail (`audit.rs`)
-//! and links (`links.rs`); all but the first three take the bearer token.
+//! (`/v1/rekey`, `/v1/migrate`), `/v1/keys`, the audit trail (`audit.rs`),
+//! links (`links.rs`) and export/import (`export.rs`); all but the first
+//! three take the bearer token.
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
 
 mod audit;
+mod export;
 mod links;
 mod state;
 
@@ -117,6 +119,8 @@ impl<B: Backend> Admin<B> {
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,
             (&Method::GET, "/v1/audit") => self.audit_api(req).await,
             (&Method::GET, p) if p.starts_with("/v1/links/") => self.links_api(req).await,
+            (&Method::GET, "/v1/export") => self.export_api(req).await,
+            (&Method::POST, "/v1/import") => self.import_api(req).await,
             _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }

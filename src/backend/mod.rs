@@ -52,7 +52,8 @@ pub use clock::now_ms;
 pub use lifetime::{Lifetimes, Retention};
 pub use link::{LinkChange, Links};
 pub use record::{
-    Commit, CommitOutcome, Loaded, Origin, RecordedResponse, StateChange, StoreError, Version,
+    Commit, CommitOutcome, Dumped, Loaded, Origin, RecordedResponse, StateChange, StoreError,
+    Version,
 };
 
 use crate::key::ConvKey;
@@ -111,6 +112,14 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         query: &audit::AuditQuery,
     ) -> impl Future<Output = Result<Vec<audit::AuditEntry>, StoreError>> + Send;
+
+    /// A record as stored (version, stored value, lifetime left), outside
+    /// any turn, for `statehold export`; `None` when there is none. `key`
+    /// is a stored key, as [`Backend::scan`] gives it.
+    fn dump(
+        &self,
+        key: &ConvKey,
+    ) -> impl Future<Output = Result<Option<Dumped>, StoreError>> + Send;
 
     /// Whose alias `key` is, and which channels are linked to it
     /// ([`link`]); outside any turn.

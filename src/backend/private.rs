@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, LinkChange, Links, Loaded, RecordedResponse, ScanPage,
-    StoreError, TurnError, Version,
+    Backend, Commit, CommitOutcome, Dumped, Held, LinkChange, Links, Loaded, RecordedResponse,
+    ScanPage, StoreError, TurnError, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -190,6 +190,12 @@ impl<B: Backend> Backend for Private<B> {
             ..query.clone()
         };
         self.inner.audit(&stored).await
+    }
+
+    /// By stored key (scan's), the value as stored: an export moves sealed
+    /// values sealed.
+    async fn dump(&self, stored: &ConvKey) -> Result<Option<Dumped>, StoreError> {
+        self.inner.dump(stored).await
     }
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {

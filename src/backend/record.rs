@@ -85,6 +85,10 @@ pub enum Origin {
     Rollback,
     /// `statehold rekey` or `migrate`.
     Maintenance,
+    /// `statehold import`: the record as exported, at exactly this version
+    /// with this much lifetime left, and only over an older one (or none),
+    /// so an import is idempotent and never undoes a newer write.
+    Import { version: u64, ttl_ms: u64 },
 }
 
 impl Commit {
@@ -110,8 +114,19 @@ impl Origin {
             (Origin::SpoolWriteBack, _) => "spool_write_back",
             (Origin::Rollback, _) => "rollback",
             (Origin::Maintenance, _) => "reseal",
+            (Origin::Import { .. }, _) => "import",
         }
     }
+}
+
+/// A record as stored, for `statehold export`: the snapshot as the store
+/// holds it (sealed under `[store.encryption]`), `None` for a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    pub version: u64,
+    pub state: Option<Bytes>,
+    /// Lifetime left, in milliseconds.
+    pub ttl_ms: u64,
 }
 
 /// One kept version of a conversation (`store.history`), newest first in

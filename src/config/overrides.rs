@@ -50,7 +50,7 @@ pub fn apply(table: &mut Table, env: &dyn Env) -> Result<Vec<Override>, ConfigEr
             ));
         }
         let key = parts.join(".");
-        set(table, &parts, value_of(&raw)).map_err(|why| ConfigError::new(var.clone(), why))?;
+        set(table, &parts, value_of(&raw), &var)?;
         applied.push(Override { key, var });
     }
     Ok(applied)
@@ -64,16 +64,18 @@ fn value_of(raw: &str) -> Value {
     }
 }
 
-fn set(table: &mut Table, parts: &[String], value: Value) -> Result<(), String> {
-    let (last, parents) = parts.split_last().ok_or("empty key")?;
+fn set(table: &mut Table, parts: &[String], value: Value, var: &str) -> Result<(), ConfigError> {
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| ConfigError::new(var, "names no key"))?;
     let mut at = table;
     for part in parents {
         let slot = at
             .entry(part.clone())
             .or_insert_with(|| Value::Table(Table::new()));
-        at = slot
-            .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is not a table in the config file"))?;
+        at = slot.as_table_mut().ok_or_else(|| {
+            ConfigError::new(var, format!("`{part}` is not a table in the config file"))
+        })?;
     }
     at.insert(last.clone(), value);
     Ok(())

@@ -26,6 +26,11 @@ impl<B: Backend> Pipeline<B> {
         audit::note(conv, request_id, old, change)
     }
 
+    /// `[audit]` is on.
+    pub fn audits(&self) -> bool {
+        self.settings.audit
+    }
+
     /// The note of a link change: one even when the snapshot stays.
     pub(super) fn link_note(
         &self,

@@ -27,7 +27,7 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Links, Loaded, Retention, ScanPage, StoreError,
+    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Retention, ScanPage, StoreError,
     TurnError, Version,
 };
 use crate::key::ConvKey;
@@ -134,6 +134,10 @@ impl Backend for EmbeddedBackend {
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.records.links(key)
+    }
+
+    async fn dump(&self, key: &ConvKey) -> Result<Option<Dumped>, StoreError> {
+        self.records.dump(key)
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {

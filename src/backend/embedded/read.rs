@@ -91,6 +91,25 @@ impl EmbeddedStore {
         Ok(TurnRead::Loaded(loaded))
     }
 
+    /// The live record of `key` as stored, with its lifetime left.
+    pub fn dump(&self, key: &ConvKey) -> Result<Option<crate::backend::Dumped>, StoreError> {
+        let now = now_ms();
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        let Some(raw) = snapshots.get(key.as_str()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let record = decode_record(raw.value())?;
+        if record.expires_ms <= now || record.version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(crate::backend::Dumped {
+            version: record.version,
+            state: record.state.map(Bytes::copy_from_slice),
+            ttl_ms: record.expires_ms - now,
+        }))
+    }
+
     /// Whose alias `key` is, and its linked channels.
     pub fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;

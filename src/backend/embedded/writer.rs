@@ -8,7 +8,7 @@ use redb::{Database, ReadableTable, Table};
 use tokio::sync::oneshot;
 
 use super::rows::*;
-use crate::backend::{Commit, CommitOutcome, Lifetimes, StateChange, StoreError};
+use crate::backend::{Commit, CommitOutcome, Lifetimes, Origin, StateChange, StoreError};
 use crate::key::ConvKey;
 
 /// The writer's TTLs: each conversation's lifetime, the dedupe window.
@@ -171,19 +171,15 @@ fn apply_commit(
         Err(damaged) => return Ok(Err(damaged)),
     };
     let current_version = current.as_ref().map_or(0, |c| c.0);
-    let stale = commit
-        .expected_version
-        .is_some_and(|expected| expected != current_version);
-    let unlinkable = match &commit.link {
-        Some(link) => !t.may_link(key, link)?,
-        None => false,
-    };
-    if stale || unlinkable {
+    if refused(t, key, commit, current_version)? {
         return Ok(Ok(CommitOutcome::Conflict {
             current: current_version,
         }));
     }
-    let expires = now.saturating_add(limits.ttl_ms(key));
+    let expires = match commit.origin {
+        Origin::Import { ttl_ms, .. } => now.saturating_add(ttl_ms),
+        _ => now.saturating_add(limits.ttl_ms(key)),
+    };
     let index_key = tagged(TAG_SNAPSHOT, key.as_str());
     if commit.change == StateChange::Forget {
         if let Some((_, old_expires, _)) = &current {
@@ -192,6 +188,12 @@ fn apply_commit(
         return Ok(Ok(CommitOutcome::Committed { version: 0 }));
     }
     let (version, state): (u64, Option<&[u8]>) = match (&commit.change, &current) {
+        (StateChange::Put(json), _) if matches!(commit.origin, Origin::Import { .. }) => {
+            (imported(commit), Some(json))
+        }
+        (StateChange::Clear, _) if matches!(commit.origin, Origin::Import { .. }) => {
+            (imported(commit), None)
+        }
         (StateChange::Put(json), _) => (current_version + 1, Some(json)),
         (StateChange::Clear, Some(_)) => (current_version + 1, None),
         (StateChange::Keep, Some((v, _, s))) => (*v, s.as_deref()),
@@ -216,6 +218,33 @@ fn apply_commit(
         record_answer(t, &dedupe_key(key, id), response, now, limits)?;
     }
     Ok(Ok(CommitOutcome::Committed { version }))
+}
+
+/// A commit that must not apply: its expected version moved on, an import
+/// over a record at its version or newer, or a link that would chain.
+fn refused(
+    t: &mut Tables<'_, '_>,
+    key: &ConvKey,
+    commit: &Commit,
+    current_version: u64,
+) -> Result<bool, redb::Error> {
+    let stale = commit
+        .expected_version
+        .is_some_and(|expected| expected != current_version)
+        || matches!(commit.origin, Origin::Import { version, .. } if version <= current_version);
+    Ok(stale
+        || match &commit.link {
+            Some(link) => !t.may_link(key, link)?,
+            None => false,
+        })
+}
+
+/// The version an import writes.
+fn imported(commit: &Commit) -> u64 {
+    match commit.origin {
+        Origin::Import { version, .. } => version,
+        _ => 0,
+    }
 }
 
 /// Writes a record row and moves its expiry entry.

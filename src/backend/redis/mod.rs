@@ -38,8 +38,8 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Held, Links, Loaded, Retention, ScanPage, StoreError,
-    TurnError, Version,
+    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, Retention, ScanPage,
+    StoreError, TurnError, Version,
 };
 use crate::key::ConvKey;
 use records::RedisRecords;
@@ -130,10 +130,16 @@ impl Held for RedisHeld {
     }
 
     async fn finish(mut self, commit: Commit) -> Result<CommitOutcome, StoreError> {
-        let result = self
-            .records
-            .commit(&self.key, self.turn.token, commit)
-            .await;
+        let fence = self.turn.token;
+        let result = match commit.origin {
+            Origin::Import { version, ttl_ms } => {
+                let restored = (version, ttl_ms);
+                self.records
+                    .restore(&self.key, fence, commit, restored)
+                    .await
+            }
+            _ => self.records.commit(&self.key, fence, commit).await,
+        };
         // commit.lua released the turn; when it failed, dropping the turn
         // releases it instead.
         self.turn.released = result.is_ok();
@@ -191,6 +197,10 @@ impl Backend for RedisBackend {
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.records.links(key).await
+    }
+
+    async fn dump(&self, key: &ConvKey) -> Result<Option<Dumped>, StoreError> {
+        self.records.dump(key).await
     }
 
     fn can_link(&self) -> bool {

@@ -23,7 +23,7 @@ pub(super) struct RedisRecords {
     pub(super) conn: RedisConn,
     /// Replicas that must confirm each commit (`WAIT`); 0: none.
     min_replica_acks: u32,
-    scripts: Arc<Scripts>,
+    pub(super) scripts: Arc<Scripts>,
     /// Versions kept per conversation (`store.history`); 0: none.
     pub(super) history: u32,
     /// Audit events kept (`audit.max_events`); 0: no trail.
@@ -221,6 +221,46 @@ impl RedisRecords {
             };
             inv.arg(op)
                 .arg(self.conn.keys(link.channel()).tag().to_string());
+        }
+    }
+
+    /// An import's write (`restore.lua`): the exported record at its
+    /// version and lifetime, over an older one only; releases the turn.
+    pub(super) async fn restore(
+        &self,
+        key: &ConvKey,
+        fence: u64,
+        commit: Commit,
+        (version, ttl_ms): (u64, u64),
+    ) -> Result<CommitOutcome, StoreError> {
+        let keys = self.conn.keys(key);
+        let (change, data) = match &commit.change {
+            StateChange::Put(stored) => ("p", stored.clone()),
+            _ => ("c", Bytes::new()),
+        };
+        let mut inv = self.scripts.of(key).restore.prepare_invoke();
+        inv.key(keys.snapshot())
+            .key(keys.lease())
+            .key(keys.queue())
+            .arg(fence.to_string())
+            .arg(version.to_string())
+            .arg(change)
+            .arg(data.as_ref())
+            .arg(ttl_ms.max(1).to_string());
+        if self.audit > 0 {
+            let at = crate::backend::now_ms();
+            let members = commit
+                .audit
+                .as_ref()
+                .map(|n| n.members(key, commit.kind(), at, None));
+            inv.key(self.audit_stream())
+                .arg(members.unwrap_or_default());
+        }
+        let (status, version) = self.run_commit(&inv).await?;
+        match status.as_str() {
+            "ok" => Ok(CommitOutcome::Committed { version }),
+            "conflict" | "fenced" => Ok(CommitOutcome::Conflict { current: version }),
+            _ => Err(bad_reply("restore")),
         }
     }
 

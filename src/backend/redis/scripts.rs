@@ -46,6 +46,8 @@ pub(super) struct ScriptSet {
     pub check: Script,
     pub release: Script,
     pub extend: Script,
+    pub dump: Script,
+    pub restore: Script,
 }
 
 /// The scripts of one deployment: a build per record lifetime in use.
@@ -100,6 +102,8 @@ impl ScriptSet {
             check: build(&[turn_lib, include_str!("check.lua")]),
             release: build(&[turn_lib, include_str!("release.lua")]),
             extend: build(&[include_str!("extend.lua")]),
+            dump: build(&[include_str!("dump.lua")]),
+            restore: build(&[include_str!("restore.lua")]),
         }
     }
 }
@@ -164,6 +168,8 @@ mod tests {
             include_str!("check.lua"),
             include_str!("release.lua"),
             include_str!("extend.lua"),
+            include_str!("dump.lua"),
+            include_str!("restore.lua"),
         ] {
             let filled = fill(source, &c);
             assert!(!filled.contains("${"), "{filled}");

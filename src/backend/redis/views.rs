@@ -7,10 +7,40 @@ use bytes::Bytes;
 
 use super::records::{bad_reply, RedisRecords};
 use crate::backend::audit::{AuditEntry, AuditQuery};
-use crate::backend::{Links, ScanPage, StoreError, Version};
+use crate::backend::{Dumped, Links, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
 impl RedisRecords {
+    /// The record as stored, with its lifetime left (`dump.lua`).
+    pub(super) async fn dump(&self, key: &ConvKey) -> Result<Option<Dumped>, StoreError> {
+        let mut inv = self.scripts.any().dump.prepare_invoke();
+        inv.key(self.conn.keys(key).snapshot());
+        let reply: Vec<redis::Value> = self.conn.eval(&inv).await?;
+        let [version, state, ttl] = reply.as_slice() else {
+            return Err(bad_reply("dump"));
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+            _ => None,
+        };
+        let version: u64 = match text(version) {
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad_reply("dump"))?,
+            None => return Ok(None),
+        };
+        let ttl_ms = match ttl {
+            redis::Value::Int(ms) if *ms > 0 => *ms as u64,
+            _ => return Ok(None),
+        };
+        Ok(Some(Dumped {
+            version,
+            state: text(state),
+            ttl_ms,
+        }))
+    }
+
     /// Whose alias `key` is (`GET {t}:a`) and its linked channels
     /// (`SMEMBERS {t}:k`): admin only.
     pub(super) async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {

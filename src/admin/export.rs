@@ -1,0 +1,233 @@
+//! Backups and moving house (bearer token): `GET /v1/export?cursor=&limit=`
+//! pages through every stored conversation as stored (hashed keys, sealed
+//! values stay sealed), `POST /v1/import` writes a page of them, each under
+//! its conversation's turn at exactly its exported version and lifetime,
+//! over an older record only (idempotent; a conversation that moved on
+//! since stays). `statehold export` / `import` stream JSON lines through
+//! these pages, so neither side holds more than a page.
+//!
+//! A conversation: `{"key": "<ns>:<id>" (stored), "version", "ttl_ms",
+//! "state": base64url of the stored value | null (a tombstone)}`. Dedupe
+//! records, turns, history, links and the audit trail are not carried.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::{json_response, Admin, AdminResponse};
+use crate::backend::audit::AuditNote;
+use crate::backend::{Backend, Commit, CommitOutcome, Dumped, Held, Origin, StoreError};
+use crate::contract::{decode_b64, encode_state, StateChange};
+use crate::key::ConvKey;
+
+/// Conversations per export page at most.
+const MAX_PAGE: usize = 2000;
+/// Conversations of an import page written at once.
+const IN_FLIGHT: usize = 64;
+/// An import page's body at most.
+const MAX_IMPORT_BODY: usize = 64 << 20;
+
+/// Why one exported conversation was not imported.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Turn(#[from] crate::backend::TurnError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an import did, per conversation.
+#[derive(Default)]
+struct Imported {
+    imported: u64,
+    skipped: u64,
+    errors: u64,
+    /// The first few reasons, for the operator.
+    reasons: Vec<String>,
+}
+
+impl<B: Backend> Admin<B> {
+    pub(super) async fn export_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let (mut cursor, mut limit) = (None, 500);
+        for pair in req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some(("cursor", c)) if !c.is_empty() => {
+                    cursor = percent_encoding::percent_decode_str(c)
+                        .decode_utf8()
+                        .ok()
+                        .map(|c| c.into_owned())
+                }
+                Some(("cursor", _)) => {}
+                Some(("limit", n)) => match n.parse::<usize>() {
+                    Ok(n) => limit = n.clamp(1, MAX_PAGE),
+                    Err(_) => return bad_request("limit is a whole number"),
+                },
+                _ => return bad_request("use cursor=<next of the previous page> and limit=N"),
+            }
+        }
+        // The stored layer: keys hashed, values sealed, as they are.
+        let store = self.pipeline.backend().inner();
+        let page = match store.scan(cursor, limit).await {
+            Ok(page) => page,
+            Err(e) => return unavailable(&e),
+        };
+        let mut lines = Vec::with_capacity(page.keys.len());
+        for key in &page.keys {
+            match store.dump(key).await {
+                Ok(Some(dumped)) => lines.push(line(key, &dumped)),
+                Ok(None) => {} // expired meanwhile, or a bare link record
+                Err(e) => return unavailable(&e),
+            }
+        }
+        json_response(
+            StatusCode::OK,
+            json!({"conversations": lines, "next": page.next}),
+        )
+    }
+
+    pub(super) async fn import_api(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refusal) = self.refused(&req) {
+            return refusal;
+        }
+        let body = match Limited::new(req.into_body(), MAX_IMPORT_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return bad_request("an import page is at most 64 MiB"),
+        };
+        let Ok(page) = serde_json::from_slice::<Value>(&body) else {
+            return bad_request("body is not JSON");
+        };
+        let Some(conversations) = page["conversations"].as_array() else {
+            return bad_request("body is {\"conversations\": [...]}");
+        };
+        let mut done = Imported::default();
+        // A few at a time: each takes its own conversation's turn, and the
+        // embedded store commits what arrives together with one fsync.
+        for chunk in conversations.chunks(IN_FLIGHT) {
+            let results =
+                futures_util::future::join_all(chunk.iter().map(|c| self.import_one(c))).await;
+            for result in results {
+                match result {
+                    Ok(true) => done.imported += 1,
+                    Ok(false) => done.skipped += 1,
+                    Err(why) => {
+                        done.errors += 1;
+                        if done.reasons.len() < 5 {
+                            done.reasons.push(why.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        json_response(
+            StatusCode::OK,
+            json!({"imported": done.imported, "skipped": done.skipped,
+                   "errors": done.errors, "reasons": done.reasons}),
+        )
+    }
+
+    /// One conversation, under its turn: `true` written, `false` the store
+    /// holds that version or a newer one.
+    async fn import_one(&self, c: &Value) -> Result<bool, Refused> {
+        let (key, dumped) = parse(c)?;
+        let store = self.pipeline.backend().inner();
+        let (held, _) = store.begin(&key, self.lock_wait, None).await?;
+        let change = match dumped.state {
+            Some(stored) => StateChange::Put(stored),
+            None => StateChange::Clear,
+        };
+        let note = AuditNote {
+            route: AuditNote::expiry(&key).route,
+            bytes: match &change {
+                StateChange::Put(s) => s.len(),
+                _ => 0,
+            },
+            ..AuditNote::default()
+        };
+        let commit = Commit {
+            expected_version: None,
+            change,
+            dedupe: None,
+            origin: Origin::Import {
+                version: dumped.version,
+                ttl_ms: dumped.ttl_ms,
+            },
+            audit: self.pipeline.audits().then(|| Box::new(note)),
+            link: None,
+        };
+        match held.finish(commit).await? {
+            CommitOutcome::Committed { .. } => Ok(true),
+            CommitOutcome::Conflict { .. } => Ok(false),
+        }
+    }
+}
+
+fn line(key: &ConvKey, d: &Dumped) -> Value {
+    json!({
+        "key": key.as_str(),
+        "version": d.version,
+        "ttl_ms": d.ttl_ms,
+        "state": d.state.as_deref().map(encode_state),
+    })
+}
+
+/// One exported conversation, checked: a stored key, a version, a lifetime
+/// left, a base64url value or null.
+fn parse(c: &Value) -> Result<(ConvKey, Dumped), Refused> {
+    let malformed = Refused::Malformed;
+    let key = c["key"]
+        .as_str()
+        .and_then(|k| k.split_once(':'))
+        .filter(|(ns, id)| !ns.is_empty() && !id.is_empty() && !id.chars().any(char::is_control))
+        .map(|(ns, id)| ConvKey::new(ns, id))
+        .ok_or(malformed("key is <namespace>:<id>"))?;
+    let version = c["version"]
+        .as_u64()
+        .filter(|v| *v > 0)
+        .ok_or(malformed("version is a number over 0"))?;
+    let ttl_ms = c["ttl_ms"]
+        .as_u64()
+        .filter(|t| *t > 0)
+        .ok_or(malformed("ttl_ms is a number over 0"))?;
+    let state = match &c["state"] {
+        Value::Null => None,
+        Value::String(b64) => Some(Bytes::from(
+            decode_b64(b64.as_bytes()).ok_or(malformed("state is base64url or null"))?,
+        )),
+        _ => return Err(malformed("state is base64url or null")),
+    };
+    Ok((
+        key,
+        Dumped {
+            version,
+            state,
+            ttl_ms,
+        },
+    ))
+}
+
+fn bad_request(error: &str) -> AdminResponse {
+    json_response(StatusCode::BAD_REQUEST, json!({ "error": error }))
+}
+
+fn unavailable(e: &StoreError) -> AdminResponse {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": e.to_string()}),
+    )
+}

@@ -1,0 +1,41 @@
+-- `statehold import`'s write of one conversation, under its turn: the record
+-- as exported, at exactly its version and with its lifetime left, only over
+-- an older record (or none), so importing twice changes nothing and an
+-- import never undoes a newer write. Releases the turn as commit.lua does.
+-- (Never on the request path.)
+-- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l   KEYS[3] queue {t}:q
+-- KEYS[4] the audit stream (with the trail on)
+-- ARGV[1] the turn's fencing token   ARGV[2] the version
+-- ARGV[3] 'p' a snapshot, 'c' a tombstone   ARGV[4] the snapshot as stored
+-- ARGV[5] lifetime left (ms)   ARGV[6] (with the trail on) the audit event's
+--         members but the versions
+-- Returns {'ok', version} | {'conflict', current} | {'fenced', current}
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return {'fenced', current}
+end
+local result
+if tonumber(ARGV[2]) <= current then
+  result = {'conflict', current}
+else
+  if ARGV[3] == 'p' then
+    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[4])
+  else
+    redis.call('HSET', KEYS[1], 'v', ARGV[2])
+    redis.call('HDEL', KEYS[1], 'd')
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if ${AUDIT} > 0 and ARGV[6] and ARGV[6] ~= '' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
+      '{"from_version":' .. current .. ',"to_version":' .. ARGV[2] .. ',' .. ARGV[6] .. '}')
+  end
+  result = {'ok', tonumber(ARGV[2])}
+end
+local head = redis.call('LPOP', KEYS[3])
+if head then
+  redis.call('SET', KEYS[2], head, 'PX', ${LEASE_MS})
+  redis.call('PUBLISH', ${CHANNEL}, head)
+else
+  redis.call('DEL', KEYS[2])
+end
+return result
