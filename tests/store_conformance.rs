@@ -12,6 +12,7 @@ use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
 use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
+use support::import_conformance::{audit_suite, import_suite};
 use support::link_conformance::link_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +23,12 @@ async fn embedded_store_conforms() {
         EmbeddedBackend::open(&dir.path().join("long.db"), hour, hour, 32 << 20).expect("open");
     let long = Arc::new(long);
     suite(Arc::clone(&long), "conf").await;
+    import_suite(&*long, "imp").await;
     link_suite(long, "conf").await;
+    let audited =
+        EmbeddedBackend::open(&dir.path().join("audit.db"), audited(hour), hour, 32 << 20)
+            .expect("open");
+    audit_suite(&audited, "aud").await;
     let kept = EmbeddedBackend::open(&dir.path().join("kept.db"), keeping(hour), hour, 32 << 20)
         .expect("open");
     history_suite(&kept, "conf").await;
@@ -140,6 +146,12 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
     let kept = RedisBackend::with_retention(conn("kept"), timings(hour), &keeping(hour));
     let long = Arc::new(long);
     suite(Arc::clone(&long), "conf").await;
+    import_suite(&*long, "imp").await;
+    if !cluster {
+        // One audit stream: refused on a Cluster by the config.
+        let audited = RedisBackend::with_retention(conn("aud"), timings(hour), &audited(hour));
+        audit_suite(&audited, "aud").await;
+    }
     if cluster {
         assert!(
             !long.can_link(),
@@ -160,6 +172,10 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         seen += names.len();
         for name in names {
+            // The audit stream is bounded by length (MAXLEN ~), not TTL.
+            if name.ends_with(b":audit}") {
+                continue;
+            }
             let ttl: i64 = redis::cmd("PTTL").arg(&name).query(&mut con).unwrap();
             // -2: gone meanwhile (a turn's release still landing); -1: no TTL.
             assert!(
@@ -170,4 +186,13 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         }
     }
     assert!(seen > 0);
+}
+
+/// `[audit]` on, 100 events kept.
+fn audited(ttl: Duration) -> statehold::backend::Retention {
+    statehold::backend::Retention {
+        lifetimes: ttl.into(),
+        history: 0,
+        audit: 100,
+    }
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod import_conformance;
 pub mod link_conformance;
 pub mod recorder;
 pub mod redis_cluster;
