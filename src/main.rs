@@ -100,21 +100,38 @@ const EXIT_INVALID: u8 = 2;
 fn main() -> ExitCode {
     // --help and --version print to stdout and exit 0; usage errors print
     // once to stderr and exit 2.
-    let (check, config_path) = match Cli::parse().command {
-        Command::Serve(f) => (None, f.config),
-        Command::CheckConfig(c) => (Some((c.explain, c.store)), c.file.config),
-        other => return run_tool(other),
-    };
-    let config = match Config::load(&config_path, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("statehold: invalid config {}: {e}", config_path.display());
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
-    if let Some(asked) = check {
-        return check_config(&config, &config_path, asked);
+    match Cli::parse().command {
+        Command::Serve(f) => with_config(&f, run_serve),
+        Command::CheckConfig(c) => with_config(&c.file, |config| {
+            check_config(&config, &c.file.config, (c.explain, c.store))
+        }),
+        Command::Keygen => keygen(),
+        Command::Rekey(r) => with_config(&r.file, |config| {
+            run_job(&config, ("/v1/rekey", r.rate), false)
+        }),
+        Command::Migrate(m) => with_config(&m.job.file, |config| {
+            run_job(&config, ("/v1/migrate", m.job.rate), m.dry_run)
+        }),
+        Command::Export(f) => with_config(&f, |config| transfer(&config, true)),
+        Command::Import(f) => with_config(&f, |config| transfer(&config, false)),
     }
+}
+
+/// Loads and validates the config file, then runs `then` with it; an
+/// invalid config exits 2 with the key it is about.
+fn with_config(file: &ConfigFile, then: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    match Config::load(&file.config, &ProcessEnv) {
+        Ok(config) => then(config),
+        Err(e) => {
+            eprintln!("statehold: invalid config {}: {e}", file.config.display());
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `serve`: exit 0 after a graceful shutdown, 2 for a config problem found
+/// at startup, 1 for any other.
+fn run_serve(config: Config) -> ExitCode {
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -169,33 +186,12 @@ fn check_config(
     ExitCode::SUCCESS
 }
 
-/// The commands that run and exit: keygen, and those that go through the
-/// running server's admin API.
-fn run_tool(command: Command) -> ExitCode {
-    match command {
-        Command::Keygen => keygen(),
-        Command::Rekey(r) => run_job(&r, "/v1/rekey", false),
-        Command::Migrate(m) => run_job(&m.job, "/v1/migrate", m.dry_run),
-        Command::Export(f) => transfer(&f, true),
-        Command::Import(f) => transfer(&f, false),
-        // main handles these two itself.
-        Command::Serve(_) | Command::CheckConfig(_) => ExitCode::FAILURE,
-    }
-}
-
 /// `statehold export` (stdout) or `import` (stdin).
-fn transfer(file: &ConfigFile, export: bool) -> ExitCode {
-    let config = match Config::load(&file.config, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("statehold: invalid config {}: {e}", file.config.display());
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
+fn transfer(config: &Config, export: bool) -> ExitCode {
     let result = if export {
-        admin_client::export(&config, &mut std::io::stdout().lock())
+        admin_client::export(config, &mut std::io::stdout().lock())
     } else {
-        admin_client::import(&config, std::io::stdin().lock())
+        admin_client::import(config, std::io::stdin().lock())
     };
     match result {
         Ok(summary) => {
@@ -210,23 +206,14 @@ fn transfer(file: &ConfigFile, export: bool) -> ExitCode {
     }
 }
 
-fn run_job(args: &JobArgs, path: &str, dry_run: bool) -> ExitCode {
-    let config = match Config::load(&args.file.config, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "statehold: invalid config {}: {e}",
-                args.file.config.display()
-            );
-            return ExitCode::from(EXIT_INVALID);
-        }
-    };
+/// `rekey`, `migrate`: a background job of the running server.
+fn run_job(config: &Config, (path, rate): (&str, u32), dry_run: bool) -> ExitCode {
     let job = admin_client::Job {
         path,
-        rate: args.rate,
+        rate,
         dry_run,
     };
-    match admin_client::run_job(&config, &job) {
+    match admin_client::run_job(config, &job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("statehold: {}: {e:#}", job.name());

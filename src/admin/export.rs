@@ -152,12 +152,11 @@ impl<B: Backend> Admin<B> {
             None => StateChange::Clear,
         };
         let note = AuditNote {
-            route: AuditNote::expiry(&key).route,
             bytes: match &change {
                 StateChange::Put(s) => s.len(),
                 _ => 0,
             },
-            ..AuditNote::default()
+            ..AuditNote::bare(&key)
         };
         let commit = Commit {
             expected_version: None,

@@ -44,9 +44,10 @@ pub struct AuditQuery {
 }
 
 impl AuditNote {
-    /// The note of an expiry: no request, no bytes, nothing named. The
-    /// route is the stored key's namespace (hashed keys carry the mark).
-    pub fn expiry(stored: &ConvKey) -> AuditNote {
+    /// A note naming only the route: the key's namespace (a stored key's
+    /// without the hashed mark). No request, no bytes, nothing changed: an
+    /// expiry, a link that stores no snapshot; an import adds its bytes.
+    pub fn bare(stored: &ConvKey) -> AuditNote {
         AuditNote {
             route: stored
                 .namespace()

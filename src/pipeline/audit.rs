@@ -39,14 +39,11 @@ impl<B: Backend> Pipeline<B> {
         old: Option<&[u8]>,
         change: &StateChange,
     ) -> Option<Box<AuditNote>> {
-        let unchanged = || {
-            Box::new(AuditNote {
-                route: conv.namespace().to_string(),
-                request_id: request_id.clone(),
-                ..AuditNote::default()
-            })
+        let bare = AuditNote {
+            request_id: request_id.clone(),
+            ..AuditNote::bare(conv)
         };
-        let note = self.audit_note(conv, request_id.clone(), old, change);
-        note.or_else(|| self.settings.audit.then(unchanged))
+        let note = self.audit_note(conv, request_id, old, change);
+        note.or_else(|| self.settings.audit.then(|| Box::new(bare)))
     }
 }

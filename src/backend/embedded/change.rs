@@ -64,7 +64,7 @@ impl Tables<'_, '_> {
             return Ok(());
         };
         let key = ConvKey::new(ns, id);
-        let event = AuditNote::expiry(&key).event(&key, ("expire", None), now, (version, 0));
+        let event = AuditNote::bare(&key).event(&key, ("expire", None), now, (version, 0));
         self.append_event(event.as_bytes(), limits.audit)
     }
 

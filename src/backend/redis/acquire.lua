@@ -2,8 +2,8 @@
 -- turn is ours at once, also load the conversation (record, TTL slide,
 -- dedupe lookup), saving a round trip.
 -- Hot path, so written out in full: no local functions (each costs Redis a
--- closure per run); the hand-over repeats turn_lib.lua's grant_next and
--- the load repeats load.lua. The deployment's constants (lease, TTLs,
+-- closure per run); the hand-over repeats turn_lib.lua's grant_next, and
+-- the load is read_record.lua, written in when the script is built. The deployment's constants (lease, TTLs,
 -- channel) are written in when the script is built (scripts.rs).
 -- A linked channel (its alias {t}:a holds 'member TTL ms, member tag'; see
 -- backend/link.rs) takes its member's turn and reads the member's record
@@ -17,7 +17,6 @@
 -- KEYS[5] alias {t}:a
 -- KEYS[6] expiry mark {t}:x, KEYS[7] the audit stream (with the trail on)
 -- ARGV[1] token  ARGV[2] '1' look up the dedupe record
--- ARGV[3] the escaped dedupe id (to name a member's dedupe record)
 -- Returns {1, version, data, recorded, member tag, linked} when the turn is
 -- ours now, {0, member tag} when we wait (member tag: false unless linked).
 local lease, queue, snapshot, dedupe, ttl = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ${TTL_MS}
@@ -27,7 +26,8 @@ if member then
   ttl = string.sub(member, 1, space - 1)
   member = string.sub(member, space + 1)
   lease, queue, snapshot = member .. ':l', member .. ':q', member .. ':s'
-  dedupe = member .. ':d:' .. ARGV[3]
+  -- The dedupe id as KEYS[4] escapes it, after its `{t}:d:`.
+  dedupe = member .. ':d:' .. string.sub(KEYS[4], #KEYS[1] + 2)
 end
 local granted = false
 if redis.call('EXISTS', queue) == 0 then
@@ -51,37 +51,7 @@ end
 if not granted then
   return {0, member}
 end
-local fields = redis.call('HMGET', snapshot, 'v', 'd', 'k')
-if fields[1] or fields[3] then
-  redis.call('PEXPIRE', snapshot, ttl)
-end
-if fields[3] then
-  -- A member: its aliases live as long as it does.
-  local tag = string.sub(snapshot, 1, -3)
-  redis.call('PEXPIRE', tag .. ':k', ttl)
-  for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
-    redis.call('PEXPIRE', channel .. ':a', ttl)
-  end
-end
-if ${AUDIT} > 0 and not fields[1] and not member then
-  -- No record, but the mark of one: it expired. Noticed now, audited once
-  -- (the event built here: this path is rare, so no request pays for it).
-  local last = redis.call('GET', KEYS[6])
-  if last then
-    local named = string.sub(KEYS[3], #${PREFIX} + 3, -4)
-      :gsub('%%7B', '{'):gsub('%%7D', '}'):gsub('%%25', '%%')
-    local route = string.match(named, '^([^:]*)'):gsub('#$', '')
-    local now = redis.call('TIME')
-    local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-    redis.call('XADD', KEYS[7], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
-      '{"from_version":' .. last .. ',"to_version":0,"at":' .. at .. ',"key":' .. cjson.encode(named)
-      .. ',"kind":"expire","route":' .. cjson.encode(route)
-      .. ',"request_id":null,"bytes":0,"changed":[]}')
-    redis.call('DEL', KEYS[6])
-  end
-end
-local recorded = false
-if ARGV[2] == '1' then
-  recorded = redis.call('GET', dedupe)
-end
+-- A member's expiry is noticed on its own key, not through a channel.
+local mark, stream, lookup = not member and KEYS[6], KEYS[7], ARGV[2] == '1'
+${READ_RECORD}
 return {1, fields[1] or '0', fields[2], recorded, member, fields[3]}

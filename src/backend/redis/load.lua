@@ -24,36 +24,7 @@ if KEYS[3] then
     return {'moved'}
   end
 end
-local fields = redis.call('HMGET', KEYS[1], 'v', 'd', 'k')
-if fields[1] or fields[3] then
-  redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
-end
-if fields[3] then
-  local tag = string.sub(KEYS[1], 1, -3)
-  redis.call('PEXPIRE', tag .. ':k', ${TTL_MS})
-  for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
-    redis.call('PEXPIRE', channel .. ':a', ${TTL_MS})
-  end
-end
-if KEYS[5] and not fields[1] then
-  -- No record, but the mark of one: it expired. Noticed now, audited once
-  -- (the event built here: this path is rare, so no request pays for it).
-  local last = redis.call('GET', KEYS[4])
-  if last then
-    local named = string.sub(KEYS[1], #${PREFIX} + 3, -4)
-      :gsub('%%7B', '{'):gsub('%%7D', '}'):gsub('%%25', '%%')
-    local route = string.match(named, '^([^:]*)'):gsub('#$', '')
-    local now = redis.call('TIME')
-    local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
-      '{"from_version":' .. last .. ',"to_version":0,"at":' .. at .. ',"key":' .. cjson.encode(named)
-      .. ',"kind":"expire","route":' .. cjson.encode(route)
-      .. ',"request_id":null,"bytes":0,"changed":[]}')
-    redis.call('DEL', KEYS[4])
-  end
-end
-local recorded = false
-if ARGV[1] == '1' then
-  recorded = redis.call('GET', KEYS[2])
-end
+local snapshot, dedupe, ttl, lookup = KEYS[1], KEYS[2], ${TTL_MS}, ARGV[1] == '1'
+local mark, stream = KEYS[4], KEYS[5]
+${READ_RECORD}
 return {fields[1] or '0', fields[2], recorded, fields[3]}

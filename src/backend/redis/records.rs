@@ -79,7 +79,7 @@ pub(super) fn tag_of(v: &Value) -> Option<String> {
     bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
 }
 
-fn bytes_of(v: &Value) -> Option<Bytes> {
+pub(super) fn bytes_of(v: &Value) -> Option<Bytes> {
     match v {
         Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
         Value::SimpleString(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
@@ -87,7 +87,7 @@ fn bytes_of(v: &Value) -> Option<Bytes> {
     }
 }
 
-fn u64_of(v: &Value) -> Option<u64> {
+pub(super) fn u64_of(v: &Value) -> Option<u64> {
     match v {
         Value::Int(n) => u64::try_from(*n).ok(),
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),

@@ -2,7 +2,7 @@
 -- as exported, at exactly its version and with its lifetime left, only over
 -- an older record (or none), so importing twice changes nothing and an
 -- import never undoes a newer write. Releases the turn as commit.lua does.
--- (Never on the request path.)
+-- (Never on the request path; turn_lib.lua is prepended.)
 -- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l   KEYS[3] queue {t}:q
 -- KEYS[4] the audit stream (with the trail on)
 -- ARGV[1] the turn's fencing token   ARGV[2] the version
@@ -31,11 +31,5 @@ else
   end
   result = {'ok', tonumber(ARGV[2])}
 end
-local head = redis.call('LPOP', KEYS[3])
-if head then
-  redis.call('SET', KEYS[2], head, 'PX', ${LEASE_MS})
-  redis.call('PUBLISH', ${CHANNEL}, head)
-else
-  redis.call('DEL', KEYS[2])
-end
+grant_next(KEYS[2], KEYS[3])
 return result

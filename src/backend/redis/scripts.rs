@@ -94,7 +94,7 @@ impl Scripts {
 impl ScriptSet {
     fn new(c: &Constants) -> ScriptSet {
         let turn_lib = include_str!("turn_lib.lua");
-        let build = |parts: &[&str]| Script::new(&fill(&parts.concat(), c));
+        let build = |parts: &[&str]| Script::new(&fill(&included(parts), c));
         ScriptSet {
             acquire: build(&[include_str!("acquire.lua")]),
             load: build(&[include_str!("load.lua")]),
@@ -103,9 +103,18 @@ impl ScriptSet {
             release: build(&[turn_lib, include_str!("release.lua")]),
             extend: build(&[include_str!("extend.lua")]),
             dump: build(&[include_str!("dump.lua")]),
-            restore: build(&[include_str!("restore.lua")]),
+            restore: build(&[turn_lib, include_str!("restore.lua")]),
         }
     }
+}
+
+/// The parts of a script as one text, with the read that comes with a turn
+/// written in where it says `${READ_RECORD}` (acquire.lua, load.lua): one
+/// text for both, and no function call on the hot path.
+fn included(parts: &[&str]) -> String {
+    parts
+        .concat()
+        .replace("${READ_RECORD}", include_str!("read_record.lua"))
 }
 
 /// `source` with each `${NAME}` replaced by its constant, as a Lua string
@@ -170,8 +179,9 @@ mod tests {
             include_str!("extend.lua"),
             include_str!("dump.lua"),
             include_str!("restore.lua"),
+            include_str!("read_record.lua"),
         ] {
-            let filled = fill(source, &c);
+            let filled = fill(&included(&[source]), &c);
             assert!(!filled.contains("${"), "{filled}");
         }
         let commit = fill(include_str!("commit.lua"), &c);

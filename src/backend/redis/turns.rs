@@ -144,8 +144,7 @@ impl Shared {
             .key(conv.dedupe(dedupe_id.unwrap_or("")))
             .key(conv.alias());
         inv.arg(token)
-            .arg(if dedupe_id.is_some() { "1" } else { "0" })
-            .arg(super::keys::escape_key_part(dedupe_id.unwrap_or("")).as_ref());
+            .arg(if dedupe_id.is_some() { "1" } else { "0" });
         if self.audit {
             inv.key(conv.expiry_mark())
                 .key(super::keys::audit_stream(self.conn.prefix()));

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::records::{bad_reply, RedisRecords};
+use super::records::{bad_reply, bytes_of, u64_of, RedisRecords};
 use crate::backend::audit::{AuditEntry, AuditQuery};
 use crate::backend::{Dumped, Links, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
@@ -19,24 +19,17 @@ impl RedisRecords {
         let [version, state, ttl] = reply.as_slice() else {
             return Err(bad_reply("dump"));
         };
-        let text = |v: &redis::Value| match v {
-            redis::Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
-            _ => None,
-        };
-        let version: u64 = match text(version) {
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| bad_reply("dump"))?,
-            None => return Ok(None),
-        };
-        let ttl_ms = match ttl {
-            redis::Value::Int(ms) if *ms > 0 => *ms as u64,
-            _ => return Ok(None),
+        if *version == redis::Value::Nil {
+            return Ok(None);
+        }
+        let version = u64_of(version).ok_or_else(|| bad_reply("dump"))?;
+        // PTTL: -2 gone meanwhile, -1 never (not a record statehold wrote).
+        let Some(ttl_ms) = u64_of(ttl).filter(|ms| *ms > 0) else {
+            return Ok(None);
         };
         Ok(Some(Dumped {
             version,
-            state: text(state),
+            state: bytes_of(state),
             ttl_ms,
         }))
     }
