@@ -113,7 +113,7 @@ impl Backend for EmbeddedBackend {
             let turn = self.turns.acquire(&target, left).await?;
             let read = self
                 .records
-                .read_turn((key, member.as_ref()), dedupe_id, true)
+                .read_turn((key, member.as_ref()), dedupe_id)
                 .map_err(unavailable)?;
             let loaded = match read {
                 TurnRead::Loaded(loaded) => loaded,

@@ -26,37 +26,41 @@ impl EmbeddedStore {
     /// Reads the record (never an expired one) and a dedupe record, outside
     /// a turn (the admin API).
     pub async fn load(&self, key: &ConvKey, dedupe_id: Option<&str>) -> Result<Loaded, StoreError> {
-        match self.read_turn((key, None), dedupe_id, false)? {
-            TurnRead::Loaded(loaded) => Ok(loaded),
-            TurnRead::Moved(_) => Err(StoreError::Corrupt("unexpected alias check".into())),
-        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        self.read_record(&txn, key, dedupe_id, now_ms())
     }
 
     /// The read of a turn taken for `member` (`None`: for `asked` itself),
     /// in one read transaction: the alias of `asked` must still name
     /// `member` (links change only under the member's turn, so once it
-    /// does, it does for the whole turn), then the held key's record, its
-    /// dedupe lookup and whether channels are linked to it.
+    /// does, it does for the whole turn), then the held key's record.
     pub(super) fn read_turn(
         &self,
         (asked, member): (&ConvKey, Option<&ConvKey>),
         dedupe_id: Option<&str>,
-        check_alias: bool,
     ) -> Result<TurnRead, StoreError> {
         let now = now_ms();
-        let held = member.unwrap_or(asked);
         let txn = self.db.begin_read().map_err(db_err)?;
-        if check_alias {
-            let alias = live_alias(&txn, asked, now)?;
-            if alias.as_ref() != member {
-                return Ok(TurnRead::Moved(alias));
-            }
+        let alias = live_alias(&txn, asked, now)?;
+        if alias.as_ref() != member {
+            return Ok(TurnRead::Moved(alias));
         }
+        let mut loaded = self.read_record(&txn, member.unwrap_or(asked), dedupe_id, now)?;
+        loaded.member = member.cloned();
+        Ok(TurnRead::Loaded(loaded))
+    }
+
+    /// `held`'s record, its dedupe lookup and whether channels are linked
+    /// to it; slides its TTL.
+    fn read_record(
+        &self,
+        txn: &ReadTransaction,
+        held: &ConvKey,
+        dedupe_id: Option<&str>,
+        now: u64,
+    ) -> Result<Loaded, StoreError> {
         let snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-        let mut loaded = Loaded {
-            member: member.cloned(),
-            ..Loaded::default()
-        };
+        let mut loaded = Loaded::default();
         let mut touch = false;
         if let Some(raw) = snapshots.get(held.as_str()).map_err(db_err)? {
             let record = decode_record(raw.value())?;
@@ -68,7 +72,7 @@ impl EmbeddedStore {
                 // extra write per 1% of the TTL per conversation.
                 let ttl_ms = self.limits.ttl_ms(held);
                 touch = record.expires_ms - now < ttl_ms - ttl_ms / 100;
-                loaded.linked = has_channels(&txn, held)?;
+                loaded.linked = has_channels(txn, held)?;
             }
         }
         if let Some(id) = dedupe_id {
@@ -88,7 +92,7 @@ impl EmbeddedStore {
                 tracing::debug!("embedded store writer gone: TTL refresh skipped");
             }
         }
-        Ok(TurnRead::Loaded(loaded))
+        Ok(loaded)
     }
 
     /// The live record of `key` as stored, with its lifetime left.

@@ -163,21 +163,15 @@ impl Shared {
                 let mut loaded = super::records::parse_loaded(rest).map_err(|e| unavailable(&e))?;
                 loaded.member = member(rest.get(3))?;
                 Ok(Acquired {
-                    granted: true,
                     member: loaded.member.clone(),
                     prefetched: Some(loaded),
                 })
             }
-            [_, tag] => Ok(Acquired {
-                granted: false,
-                member: member(Some(tag))?,
+            [redis::Value::Int(0), tag @ ..] => Ok(Acquired {
+                member: member(tag.first())?,
                 prefetched: None,
             }),
-            _ => Ok(Acquired {
-                granted: false,
-                member: None,
-                prefetched: None,
-            }),
+            _ => Err(unavailable(&"unexpected reply to acquire")),
         }
     }
 
@@ -198,10 +192,9 @@ impl Shared {
 
 /// What acquire.lua answered.
 struct Acquired {
-    granted: bool,
     /// The member whose turn the token is queued for (a linked channel).
     member: Option<ConvKey>,
-    /// The record, when the turn was granted at once.
+    /// The record, when the turn was granted at once (else we wait).
     prefetched: Option<Loaded>,
 }
 
@@ -320,7 +313,7 @@ impl RedisTurns {
             };
         }
         let keys = place.keys.clone();
-        if !acquired.granted {
+        if acquired.prefetched.is_none() {
             self.wait_for_grant(&keys, token, notice, deadline)
                 .await
                 .map_err(|()| TurnError::WaitExceeded(wait))?;
