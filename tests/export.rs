@@ -22,23 +22,6 @@ const CONVERSATIONS: i64 = 10_000;
 const FINISHED_EVERY: i64 = 20;
 const PLANTED: &str = "Planted-Name-Ximena";
 
-fn private(config: &mut Config) {
-    config.store_extra.push_str(
-        "key_secret_env = \"SH_KEY_SECRET\"\n\
-         encryption = { keys = [{ id = \"k1\", secret_env = \"SH_KEY_K1\" }] }\n",
-    );
-    config.env.extend([
-        (
-            "SH_KEY_SECRET".into(),
-            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
-        ),
-        (
-            "SH_KEY_K1".into(),
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
-        ),
-    ]);
-}
-
 fn cli(sh: &Statehold, command: &str, input: Option<&[u8]>) -> (Vec<u8>, String) {
     let mut cmd = Command::new(support::statehold_bin());
     cmd.args([command, "--config"])
@@ -58,6 +41,20 @@ fn cli(sh: &Statehold, command: &str, input: Option<&[u8]>) -> (Vec<u8>, String)
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "statehold {command}: {stderr}");
     (out.stdout, stderr)
+}
+
+/// `cli`, with the time it took and the bytes it moved printed (the
+/// figures of docs/operations.md).
+fn timed(label: &str, sh: &Statehold, command: &str, input: Option<&[u8]>) -> (Vec<u8>, String) {
+    let started = Instant::now();
+    let (out, said) = cli(sh, command, input);
+    let bytes = input.map_or(out.len(), <[u8]>::len);
+    eprintln!(
+        "{label}: {bytes} bytes, {:.2} s; {}",
+        started.elapsed().as_secs_f64(),
+        said.trim()
+    );
+    (out, said)
 }
 
 /// key → (version, state) of a dump, and its lifetimes.
@@ -107,7 +104,7 @@ fn ten_thousand_conversations_move_from_embedded_to_redis_and_back() {
     let bot = reporting_bot();
     let mut embedded = Config::new(bot.port, dir.path());
     embedded.extra = "[audit]\nmax_events = 100000\n".into();
-    private(&mut embedded);
+    embedded.private_at_rest();
     let a = Statehold::start(embedded);
     let started = Instant::now();
     populate(&a);
@@ -116,15 +113,8 @@ fn ten_thousand_conversations_move_from_embedded_to_redis_and_back() {
         started.elapsed().as_secs_f64()
     );
 
-    let started = Instant::now();
-    let (dump, said) = cli(&a, "export", None);
-    let took = started.elapsed().as_secs_f64();
+    let (dump, _) = timed("export (embedded)", &a, "export", None);
     let (exported, ttls) = records(&dump);
-    eprintln!(
-        "export (embedded): {} conversations, {} bytes, {took:.2} s; {said}",
-        exported.len(),
-        dump.len()
-    );
     assert_eq!(exported.len() as i64, CONVERSATIONS);
     let tombstones = exported.values().filter(|(_, s)| s.is_null()).count() as i64;
     assert_eq!(tombstones, CONVERSATIONS / FINISHED_EVERY);
@@ -143,14 +133,9 @@ fn ten_thousand_conversations_move_from_embedded_to_redis_and_back() {
     let redis = RedisServer::start(dir.path(), false);
     let mut shared = Config::new(bot.port, dir.path());
     shared.redis = Some(redis.port);
-    private(&mut shared);
+    shared.private_at_rest();
     let b = Statehold::start(shared);
-    let started = Instant::now();
-    let (_, said) = cli(&b, "import", Some(&dump));
-    eprintln!(
-        "import (redis): {:.2} s; {said}",
-        started.elapsed().as_secs_f64()
-    );
+    let (_, said) = timed("import (redis)", &b, "import", Some(&dump));
     assert!(
         said.contains(&format!(
             "imported {CONVERSATIONS} conversations, 0 already"
@@ -206,25 +191,14 @@ fn ten_thousand_conversations_move_from_embedded_to_redis_and_back() {
     );
 
     // And back, from Redis into a fresh embedded store.
-    let started = Instant::now();
-    let (back, said) = cli(&b, "export", None);
-    eprintln!(
-        "export (redis): {} bytes, {:.2} s; {said}",
-        back.len(),
-        started.elapsed().as_secs_f64()
-    );
+    let (back, _) = timed("export (redis)", &b, "export", None);
     let (from_redis, _) = records(&back);
     assert_eq!(from_redis.len() as i64, CONVERSATIONS);
     let other = tempfile::tempdir().unwrap();
     let mut fresh = Config::new(bot.port, other.path());
-    private(&mut fresh);
+    fresh.private_at_rest();
     let c = Statehold::start(fresh);
-    let started = Instant::now();
-    let (_, said) = cli(&c, "import", Some(&back));
-    eprintln!(
-        "import (embedded): {:.2} s; {said}",
-        started.elapsed().as_secs_f64()
-    );
+    let _ = timed("import (embedded)", &c, "import", Some(&back));
     let (round_trip, _) = records(&cli(&c, "export", None).0);
     assert_eq!(
         round_trip, from_redis,

@@ -127,6 +127,12 @@ fn send(sh: &Statehold, path: &str, body: &str) -> Response {
     post_json(sh.addr(), path, body, &[]).expect("statehold answers")
 }
 
+/// Sends and expects the 200 that acknowledges the message.
+fn delivered(sh: &Statehold, path: &str, body: &str) {
+    let r = send(sh, path, body);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 fn member_across_channels(redis: Option<&RedisServer>) {
     let dir = support::temp_dir();
     let bot = member_bot();
@@ -136,20 +142,7 @@ fn member_across_channels(redis: Option<&RedisServer>) {
     config.extra = "[audit]\nmax_events = 1000\n".into();
     let private = redis.is_some();
     if private {
-        config.store_extra.push_str(
-            "key_secret_env = \"SH_KEY_SECRET\"\n\
-             encryption = { keys = [{ id = \"k1\", secret_env = \"SH_KEY_K1\" }] }\n",
-        );
-        config.env.extend([
-            (
-                "SH_KEY_SECRET".into(),
-                "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
-            ),
-            (
-                "SH_KEY_K1".into(),
-                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
-            ),
-        ]);
+        config.private_at_rest();
     }
     let first = Statehold::start(config.clone());
     let second = redis.map(|_| Statehold::start(config.replica()));
@@ -157,18 +150,9 @@ fn member_across_channels(redis: Option<&RedisServer>) {
     let at = |n: usize| replicas[n % replicas.len()];
 
     // Each channel alone first, then both log in as member 42.
-    assert_eq!(
-        send(at(0), "/whatsapp", &wa_message("w-0", "hi")).status,
-        200
-    );
-    assert_eq!(
-        send(at(1), "/web", &web_message("b-0", "LOGIN 42")).status,
-        200
-    );
-    assert_eq!(
-        send(at(0), "/whatsapp", &wa_message("w-1", "LOGIN 42")).status,
-        200
-    );
+    delivered(at(0), "/whatsapp", &wa_message("w-0", "hi"));
+    delivered(at(1), "/web", &web_message("b-0", "LOGIN 42"));
+    delivered(at(0), "/whatsapp", &wa_message("w-1", "LOGIN 42"));
 
     // Both channels type at once, through alternating replicas.
     let typing = |channel: &'static str| {
@@ -203,19 +187,10 @@ fn member_across_channels(redis: Option<&RedisServer>) {
         (again.status, again.text()),
         (200, r#"{"ok":true}"#.to_string())
     );
-    assert_eq!(
-        send(at(0), "/web", &web_message("b-m5", "web-5")).status,
-        200
-    );
+    delivered(at(0), "/web", &web_message("b-m5", "web-5"));
     // The linking answers too (recorded on the member, named by channel).
-    assert_eq!(
-        send(at(0), "/web", &web_message("b-0", "LOGIN 42")).status,
-        200
-    );
-    assert_eq!(
-        send(at(1), "/whatsapp", &wa_message("w-1", "LOGIN 42")).status,
-        200
-    );
+    delivered(at(0), "/web", &web_message("b-0", "LOGIN 42"));
+    delivered(at(1), "/whatsapp", &wa_message("w-1", "LOGIN 42"));
     assert_eq!(
         bot.recorder.count(),
         handled,
@@ -259,20 +234,11 @@ fn member_across_channels(redis: Option<&RedisServer>) {
 
     // Unlinked: WhatsApp is its own conversation again (its record from
     // before the link), the web chat stays with the member.
-    assert_eq!(
-        send(at(1), "/whatsapp", &wa_message("w-2", "LOGOUT")).status,
-        200
-    );
-    assert_eq!(
-        send(at(0), "/whatsapp", &wa_message("w-3", "alone")).status,
-        200
-    );
+    delivered(at(1), "/whatsapp", &wa_message("w-2", "LOGOUT"));
+    delivered(at(0), "/whatsapp", &wa_message("w-3", "alone"));
     let own = first.stored("wa", WA).expect("whatsapp's own record");
     assert_eq!(own["state"]["seen"], json!(["hi", "alone"]));
-    assert_eq!(
-        send(at(1), "/web", &web_message("b-9", "still")).status,
-        200
-    );
+    delivered(at(1), "/web", &web_message("b-9", "still"));
     let member = first.stored("member", "42").unwrap();
     assert_eq!(
         member["state"]["seen"].as_array().unwrap().len(),
@@ -292,14 +258,8 @@ fn member_across_channels(redis: Option<&RedisServer>) {
 /// link as it was); the admin API lists the links; the audit trail has a
 /// `link` event per channel, naming no raw id when keys are hashed.
 fn refusals_and_views(sh: &Statehold, bot: &MemberBot, private: bool) {
-    assert_eq!(
-        send(sh, "/web", &web_message("b-r1", "LOGIN 43")).status,
-        200
-    );
-    assert_eq!(
-        send(sh, "/web", &web_message("b-r2", "LINK no-namespace")).status,
-        200
-    );
+    delivered(sh, "/web", &web_message("b-r1", "LOGIN 43"));
+    delivered(sh, "/web", &web_message("b-r2", "LINK no-namespace"));
     let logs = sh.logs();
     assert!(logs.contains("link report refused"), "{logs}");
     assert!(logs.contains("link report ignored"), "{logs}");
@@ -378,10 +338,7 @@ fn a_linked_request_costs_two_round_trips() {
     config.routes = Some(routes());
     let prefix = config.key_prefix();
     let sh = Statehold::start(config);
-    assert_eq!(
-        send(&sh, "/web", &web_message("b-0", "LOGIN 42")).status,
-        200
-    );
+    delivered(&sh, "/web", &web_message("b-0", "LOGIN 42"));
     let commands = || -> u64 {
         let info = support::redis_cmd(redis.port, "INFO commandstats").unwrap();
         info.lines()

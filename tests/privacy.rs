@@ -39,24 +39,6 @@ fn occurrences(haystack: &[u8]) -> usize {
         .sum()
 }
 
-/// Privacy settings, secrets from the environment.
-fn private(config: &mut Config) {
-    config.store_extra.push_str(
-        "key_secret_env = \"SH_KEY_SECRET\"\n\
-         encryption = { keys = [{ id = \"k1\", secret_env = \"SH_KEY_K1\" }] }\n",
-    );
-    config.env.extend([
-        (
-            "SH_KEY_SECRET".into(),
-            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
-        ),
-        (
-            "SH_KEY_K1".into(),
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
-        ),
-    ]);
-}
-
 /// Three users type name and email; each flow continues from its stored
 /// (sealed) snapshot, through whichever replica.
 fn drive(replicas: &[&Statehold]) {
@@ -130,7 +112,7 @@ fn redis_scan(privacy: bool) -> (usize, usize) {
     let mut base = Config::new(bot.port, dir.path());
     base.redis = Some(redis.port);
     if privacy {
-        private(&mut base);
+        base.private_at_rest();
     }
     let a = Statehold::start(base.replica());
     let b = Statehold::start(base.replica());
@@ -165,7 +147,7 @@ fn embedded_scan(privacy: bool) -> usize {
     let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     if privacy {
-        private(&mut config);
+        config.private_at_rest();
     }
     let mut sh = Statehold::start(config);
     drive(&[&sh]);
@@ -192,7 +174,7 @@ fn spool_scan(privacy: bool) -> usize {
     config.redis = Some(redis.port);
     config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
     if privacy {
-        private(&mut config);
+        config.private_at_rest();
     }
     let mut sh = Statehold::start(config);
     redis.proc.kill9();
@@ -224,7 +206,7 @@ fn a_value_whose_key_was_removed_is_reported_and_the_bot_sees_new() {
     let dir = support::temp_dir();
     let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
-    private(&mut config);
+    config.private_at_rest();
     let mut sh = Statehold::start(config.clone());
     drive(&[&sh]);
     sh.stop_gracefully();
@@ -265,7 +247,7 @@ fn a_sealed_value_copied_onto_another_conversation_does_not_open() {
     let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
-    private(&mut config);
+    config.private_at_rest();
     let sh = Statehold::start(config);
     drive(&[&sh]);
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();

@@ -323,6 +323,25 @@ impl Config {
         }
     }
 
+    /// Privacy at rest: hashed keys and sealed values, secrets from the
+    /// environment (`SH_KEY_SECRET`, `SH_KEY_K1`).
+    pub fn private_at_rest(&mut self) {
+        self.store_extra.push_str(
+            "key_secret_env = \"SH_KEY_SECRET\"\n\
+             encryption = { keys = [{ id = \"k1\", secret_env = \"SH_KEY_K1\" }] }\n",
+        );
+        self.env.extend([
+            (
+                "SH_KEY_SECRET".into(),
+                "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into(),
+            ),
+            (
+                "SH_KEY_K1".into(),
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+            ),
+        ]);
+    }
+
     /// A replica of the same deployment: same settings and store, own ports.
     pub fn replica(&self) -> Config {
         let mut c = self.clone();
