@@ -194,7 +194,12 @@ fn no_string_errors_in_the_library() {
 #[test]
 fn doc_links_stay_inside_the_repository() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut docs = vec![root.join("README.md")];
+    let mut docs = vec![
+        root.join("README.md"),
+        root.join("CHANGELOG.md"),
+        root.join("deploy/k8s/README.md"),
+        root.join("deploy/k8s/replicas/README.md"),
+    ];
     for dir in ["docs", "clients/python", "clients/node"] {
         for entry in std::fs::read_dir(root.join(dir)).expect("doc dir") {
             let path = entry.expect("entry").path();
@@ -215,7 +220,12 @@ fn doc_links_stay_inside_the_repository() {
         for (at, _) in text.match_indices("](") {
             let target: String = text[at + 2..].chars().take_while(|c| *c != ')').collect();
             let file = target.split('#').next().unwrap_or("");
-            if file.is_empty() || target.starts_with("https://") || target.starts_with("http://") {
+            if target.starts_with("https://") || target.starts_with("http://") {
+                // Dead in every offline clone, and not ours to keep alive.
+                broken.push(format!("{}: {target}", doc.display()));
+                continue;
+            }
+            if file.is_empty() {
                 continue;
             }
             let resolved = doc.parent().expect("dir").join(file);
