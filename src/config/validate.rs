@@ -1,6 +1,7 @@
 //! Validation: the cross-field rules serde cannot express, each error
 //! naming the key to fix.
 
+use crate::key::is_name_char;
 use std::path::Path;
 use std::time::Duration;
 
@@ -280,10 +281,6 @@ fn check_store_path(path: &Path) -> Result<(), ConfigError> {
         ancestor = dir.parent();
     }
     Ok(())
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
 }
 
 /// Exactly one of `url`, `sentinels`, `cluster`, each well formed.

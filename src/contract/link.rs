@@ -9,7 +9,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::CaptureError;
-use crate::key::{ConvKey, MAX_ID_BYTES};
+use crate::key::{is_name_char, ConvKey, MAX_ID_BYTES};
 
 pub const HEADER_LINK: &str = "x-statehold-link";
 pub const HEADER_UNLINK: &str = "x-statehold-unlink";
@@ -30,8 +30,7 @@ pub enum LinkAsk {
 /// control characters (as extracted ids).
 pub fn parse_member(text: &str) -> Result<ConvKey, CaptureError> {
     let (ns, id) = text.split_once(':').ok_or(CaptureError::BadLink)?;
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    let ns_ok = !ns.is_empty() && ns.len() <= 64 && ns.chars().all(name_char);
+    let ns_ok = !ns.is_empty() && ns.len() <= 64 && ns.chars().all(is_name_char);
     let id_ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control);
     if ns_ok && id_ok {
         Ok(ConvKey::new(ns, id))

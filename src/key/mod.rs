@@ -306,6 +306,12 @@ pub fn first_present<'a>(
     Ok(None)
 }
 
+/// A character of a namespace or key prefix: ASCII letters and digits,
+/// `_`, `-`, `.` (so `:` splits a key, and Redis key names stay plain).
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
 /// A conversation key, `<namespace>:<id>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ConvKey {
