@@ -89,6 +89,7 @@ fn contract_codec(c: &mut Criterion) {
                 version: 7,
                 status: LoadStatus::Restored,
                 state: Some(&state),
+                turn: None,
             };
             contract::inject_headers(&mut h, &inj, true);
             black_box(h)

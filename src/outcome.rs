@@ -43,10 +43,13 @@ pub enum Outcome {
     DedupeMismatch,
     /// Meta's subscription handshake, forwarded without state.
     Handshake,
+    /// The bot answered first (`X-Statehold-Deferred: 1`): the answer left,
+    /// the turn stays held for its late report.
+    Deferred,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::Ok,
         Outcome::Duplicate,
         Outcome::Passthrough,
@@ -65,6 +68,7 @@ impl Outcome {
         Outcome::NotFound,
         Outcome::DedupeMismatch,
         Outcome::Handshake,
+        Outcome::Deferred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::DedupeMismatch => "dedupe_mismatch",
             Outcome::Handshake => "handshake",
+            Outcome::Deferred => "deferred",
         }
     }
 }

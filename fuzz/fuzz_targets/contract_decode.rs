@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(json) = decode_state(data, MAX) {
         assert!(valid(&json));
     }
-    if let BodyReport::Found(body, change, _) = capture_body(data, "/_statehold", MAX) {
+    if let BodyReport::Found(body, change, _, _) = capture_body(data, "/_statehold", MAX) {
         if let Ok(StateChange::Put(json)) = change {
             assert!(valid(&json));
         }

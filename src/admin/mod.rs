@@ -1,8 +1,10 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, the state API
 //! (`state.rs`: snapshots, history, rollback), the maintenance jobs
 //! (`/v1/rekey`, `/v1/migrate`), `/v1/keys`, the audit trail (`audit.rs`),
-//! links (`links.rs`) and export/import (`export.rs`); all but the first
-//! three take the bearer token.
+//! links (`links.rs`), export/import (`export.rs`) and deferred turns' late
+//! reports (`turns.rs`: `POST /v1/turns/<token>`, whose credential is the
+//! turn token); all but the first three and the late reports take the
+//! bearer token.
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
@@ -11,6 +13,7 @@ mod audit;
 mod export;
 mod links;
 mod state;
+mod turns;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,7 +40,7 @@ use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;
 
 /// The admin API of a pipeline over `Private<B>` (every backend is).
-pub struct Admin<B> {
+pub struct Admin<B: Backend> {
     pipeline: Arc<Pipeline<Private<B>>>,
     rekey: Arc<Runner>,
     migrate: Arc<Runner>,
@@ -114,6 +117,10 @@ impl<B: Backend> Admin<B> {
                 resp
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
+            (&Method::POST, p) if p.starts_with("/v1/turns/") => {
+                let token = p["/v1/turns/".len()..].to_string();
+                self.turns_api(req, &token).await
+            }
             (_, "/v1/rekey") => self.maintenance_api(req, false),
             (_, "/v1/migrate") => self.maintenance_api(req, true),
             (&Method::GET, "/v1/keys") => self.key_counts(req).await,

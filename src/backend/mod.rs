@@ -36,6 +36,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod deferral;
 pub mod embedded;
 pub mod lifetime;
 pub mod link;
@@ -49,6 +50,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use clock::now_ms;
+pub use deferral::TurnToken;
 pub use lifetime::{Lifetimes, Retention};
 pub use link::{LinkChange, Links};
 pub use record::{
@@ -81,6 +83,27 @@ pub trait Held: Send + 'static {
         self,
         commit: Commit,
     ) -> impl Future<Output = Result<CommitOutcome, StoreError>> + Send;
+
+    /// The key this turn's record is stored under (a linked channel's
+    /// member's; hashed under `store.key_secret`): what a turn token names.
+    fn stored_key(&self) -> &ConvKey;
+
+    /// Keeps the turn past the bot's answer (a deferred turn): writes the
+    /// answer's dedupe record, so redeliveries are answered from it, and
+    /// registers `token` for `within`, so that any replica can
+    /// [`Backend::adopt`] the turn for its late report. The turn stays
+    /// held, its lease kept alive, until it is finished or dropped.
+    fn defer(
+        &mut self,
+        token: &TurnToken,
+        dedupe: Option<(String, RecordedResponse)>,
+        within: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Resolves once the turn was ended elsewhere (another replica
+    /// committed its late report, or its lease was taken over); never for
+    /// in-process turns.
+    fn lost(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// One storage and coordination backend. See the module docs.
@@ -95,6 +118,19 @@ pub trait Backend: Send + Sync + 'static {
         wait: Duration,
         dedupe_id: Option<&str>,
     ) -> impl Future<Output = Result<(Self::Held, Loaded), TurnError>> + Send;
+
+    /// A turn deferred by another replica (or by this one, before a
+    /// restart), taken over by its token for the late report: the turn,
+    /// fenced as its holder's, and the record. `None` when the token names
+    /// no turn that is still held and deferred. In-process turns are only
+    /// ever reported to their own process: `None`.
+    fn adopt(
+        &self,
+        token: &TurnToken,
+    ) -> impl Future<Output = Result<Option<(Self::Held, Loaded)>, StoreError>> + Send {
+        let _ = token;
+        async { Ok(None) }
+    }
 
     /// Reads a record without taking the turn (the admin API's GET).
     fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
     Backend, Commit, CommitOutcome, Dumped, Held, LinkChange, Links, Loaded, RecordedResponse,
-    ScanPage, StoreError, TurnError, Version,
+    ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -132,6 +132,28 @@ impl<B: Backend> Backend for Private<B> {
         Ok((held, loaded))
     }
 
+    /// A turn adopted by its token knows only its stored key: its raw
+    /// key stands in as the stored one (the same with hashing off).
+    async fn adopt(
+        &self,
+        token: &TurnToken,
+    ) -> Result<Option<(Self::Held, Loaded)>, StoreError> {
+        let Some((inner, loaded)) = self.inner.adopt(token).await? else {
+            return Ok(None);
+        };
+        let stored = token.key().clone();
+        let loaded = open(&self.privacy, &stored, None, loaded);
+        let held = PrivateHeld {
+            inner,
+            raw: stored.clone(),
+            stored,
+            privacy: Arc::clone(&self.privacy),
+            plain: None,
+            audit_log: self.audit_log,
+        };
+        Ok(Some((held, loaded)))
+    }
+
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         let stored = self.privacy.stored_key(key);
         let loaded = open(
@@ -234,6 +256,34 @@ impl<H: Held> Held for PrivateHeld<H> {
                 changed = ?note.changed, "state changed");
         }
         Ok(outcome)
+    }
+
+    fn stored_key(&self) -> &ConvKey {
+        self.inner.stored_key()
+    }
+
+    /// The deferred answer's dedupe record, named and sealed as a
+    /// commit's would be.
+    async fn defer(
+        &mut self,
+        token: &TurnToken,
+        dedupe: Option<(String, RecordedResponse)>,
+        within: Duration,
+    ) -> Result<(), StoreError> {
+        let keep = Commit {
+            expected_version: None,
+            change: StateChange::Keep,
+            dedupe,
+            origin: super::Origin::Bot,
+            audit: None,
+            link: None,
+        };
+        let sealed = self.seal(keep)?;
+        self.inner.defer(token, sealed.dedupe, within).await
+    }
+
+    async fn lost(&mut self) {
+        self.inner.lost().await
     }
 }
 

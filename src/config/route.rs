@@ -52,6 +52,18 @@ pub struct RouteConfig {
     /// Members (JSON pointers) a clear keeps: the stored snapshot becomes just these, e.g. `["/member_id"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_on_clear: Vec<String>,
+    /// How long a deferred turn (the bot answered `X-Statehold-Deferred: 1`) waits for its late report (`POST /v1/turns/<token>`) before the turn is released and the snapshot kept; at most 15m.
+    #[serde(default = "default_report_timeout", with = "humantime_serde")]
+    pub report_timeout: std::time::Duration,
+}
+
+/// `route.report_timeout`'s default.
+pub const DEFAULT_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest `route.report_timeout` allowed.
+pub const MAX_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn default_report_timeout() -> std::time::Duration {
+    DEFAULT_REPORT_TIMEOUT
 }
 
 impl RouteConfig {

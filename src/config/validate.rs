@@ -137,6 +137,7 @@ impl Config {
                 route.apply_preset(preset);
             }
             check_route(route, listen, &at)?;
+            check_report_timeout(route.report_timeout, self.store.lock_lease, &at)?;
             let ttl = route.ttl.unwrap_or(self.store.ttl);
             if *lifetimes.entry(route.namespace.clone()).or_insert(ttl) != ttl {
                 return Err(ConfigError::new(
@@ -166,6 +167,33 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `route.report_timeout`: positive, at most 15 minutes, and longer than
+/// `store.lock_lease`: a deferred turn whose replica died is held until its
+/// lease runs out, so a lease as long as the report timeout would let a
+/// report land after its timeout (and a turn outlive it).
+fn check_report_timeout(
+    timeout: std::time::Duration,
+    lease: std::time::Duration,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    use super::route::MAX_REPORT_TIMEOUT;
+    if timeout.is_zero() || timeout > MAX_REPORT_TIMEOUT {
+        return Err(ConfigError::new(
+            at("report_timeout"),
+            "must be greater than zero and at most 15m",
+        ));
+    }
+    if lease >= timeout {
+        return Err(ConfigError::new(
+            at("report_timeout"),
+            format!(
+                "must be longer than store.lock_lease ({lease:?}): a deferred turn whose replica died is held for a whole lease"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One route, its preset applied.

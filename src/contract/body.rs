@@ -14,11 +14,13 @@ pub enum BodyReport {
     /// Not a JSON object, or no member at the pointer: nothing to strip.
     Absent,
     /// The member was found and removed: the new body (the caller fixes
-    /// `Content-Length`), what it asked for, and its link report.
+    /// `Content-Length`), what it asked for, its link report, and whether
+    /// it deferred its report (`"deferred": true`).
     Found(
         Bytes,
         Result<StateChange, CaptureError>,
         Option<Result<LinkAsk, CaptureError>>,
+        bool,
     ),
     /// Looks like a JSON object that mentions the member, but does not
     /// parse strictly (`NaN`, a lone surrogate): it cannot be stripped, so
@@ -42,9 +44,9 @@ pub fn capture_body(body: &[u8], pointer: &str, max: usize) -> BodyReport {
     let Some(member) = take_member(&mut json, pointer) else {
         return BodyReport::Absent;
     };
-    let (change, link) = field_change(member, max);
+    let (change, link, deferred) = field_change(member, max);
     match serde_json::to_vec(&json) {
-        Ok(new_body) => BodyReport::Found(Bytes::from(new_body), change, link),
+        Ok(new_body) => BodyReport::Found(Bytes::from(new_body), change, link, deferred),
         Err(_) => BodyReport::Unreadable,
     }
 }
@@ -84,18 +86,36 @@ fn mentions(body: &[u8], name: &str) -> bool {
 }
 
 /// The body field's change and link report: `{"state": …}` or
-/// `{"clear": true}`, with `"link"` / `"unlink"` beside them or alone.
+/// `{"clear": true}`, with `"link"` / `"unlink"` beside them or alone; or
+/// `{"deferred": true}` (a report beside it is seen, and refused by the
+/// caller as ambiguous).
 fn field_change(
     member: Value,
     max: usize,
 ) -> (
     Result<StateChange, CaptureError>,
     Option<Result<LinkAsk, CaptureError>>,
+    bool,
 ) {
     let Value::Object(mut obj) = member else {
-        return (Err(CaptureError::BadBodyField), None);
+        return (Err(CaptureError::BadBodyField), None, false);
     };
     let link = link::take_link(&mut obj);
+    let deferred = obj.shift_remove("deferred") == Some(Value::Bool(true));
+    let (change, link) = report_of(obj, link, deferred, max);
+    (change, link, deferred)
+}
+
+/// What a body field without its `deferred` member reports.
+fn report_of(
+    mut obj: serde_json::Map<String, Value>,
+    link: Option<Result<LinkAsk, CaptureError>>,
+    deferred: bool,
+    max: usize,
+) -> (
+    Result<StateChange, CaptureError>,
+    Option<Result<LinkAsk, CaptureError>>,
+) {
     if obj.get("clear") == Some(&Value::Bool(true)) {
         return (Ok(StateChange::Clear), link);
     }
@@ -108,7 +128,7 @@ fn field_change(
             }),
             Ok(text) => Ok(StateChange::Put(Bytes::from(text))),
         },
-        None if link.is_some() => Ok(StateChange::Keep),
+        None if link.is_some() || deferred => Ok(StateChange::Keep),
         None => Err(CaptureError::BadBodyField),
     };
     (change, link)

@@ -56,7 +56,7 @@ pub fn capture_link(headers: &HeaderMap) -> Option<Result<LinkAsk, CaptureError>
 }
 
 /// Body mode: takes `link` / `unlink` out of the body field's object.
-pub(super) fn take_link(field: &mut Map<String, Value>) -> Option<Result<LinkAsk, CaptureError>> {
+pub fn take_link(field: &mut Map<String, Value>) -> Option<Result<LinkAsk, CaptureError>> {
     let unlink = field.shift_remove("unlink");
     let link = field.shift_remove("link");
     if unlink == Some(Value::Bool(true)) {

@@ -28,6 +28,10 @@ pub const HEADER_STATUS: &str = "x-statehold-status";
 pub const HEADER_CLEAR: &str = "x-statehold-clear";
 /// Response: write a kept version (`store.history`) again as the newest.
 pub const HEADER_ROLLBACK: &str = "x-statehold-rollback";
+/// Request: this turn's token, for a late report (`POST /v1/turns/<token>`).
+pub const HEADER_TURN: &str = "x-statehold-turn";
+/// Response: the bot answered first and will report on this turn later.
+pub const HEADER_DEFERRED: &str = "x-statehold-deferred";
 /// Tells the bot which check statehold made (`telegram`, `meta`, ...): in
 /// body mode the body it forwards is not the one the platform signed.
 pub const HEADER_VERIFIED: &str = "x-statehold-verified";
@@ -98,6 +102,8 @@ pub struct Injection<'a> {
     pub status: LoadStatus,
     /// The snapshot's JSON text.
     pub state: Option<&'a [u8]>,
+    /// This turn's token (none while the store is out: no turn is held).
+    pub turn: Option<&'a str>,
 }
 
 /// Sets the `X-Statehold-*` request headers. `with_state` is false in body
@@ -118,6 +124,9 @@ pub fn inject_headers(headers: &mut HeaderMap, inj: &Injection<'_>, with_state: 
         HeaderName::from_static(HEADER_STATUS),
         HeaderValue::from_static(inj.status.as_str()),
     );
+    if let Some(Ok(v)) = inj.turn.map(HeaderValue::from_str) {
+        headers.insert(HeaderName::from_static(HEADER_TURN), v);
+    }
     if let (true, Some(state)) = (with_state, inj.state) {
         let encoded = B64_ENCODE.encode(state);
         if let Ok(v) = HeaderValue::from_str(&encoded) {
@@ -143,6 +152,9 @@ pub fn inject_body(body: &mut Value, pointer: &str, inj: &Injection<'_>) -> bool
     field.insert("state".into(), state);
     if let Some(via) = inj.via {
         field.insert("via".into(), Value::String(via.as_str().into()));
+    }
+    if let Some(turn) = inj.turn {
+        field.insert("turn".into(), Value::String(turn.into()));
     }
     let (parents, last) = split_pointer(pointer);
     let Some(mut target) = body.as_object_mut() else {
@@ -272,6 +284,15 @@ fn validate_json(text: &[u8]) -> Result<(), CaptureError> {
         serde_json::from_slice::<Value>(text).map_err(|_| CaptureError::Undecodable)?;
     }
     Ok(())
+}
+
+/// `X-Statehold-Deferred: 1` (or `true`): the bot answered first and
+/// reports on the turn later.
+pub fn capture_deferred(headers: &HeaderMap) -> bool {
+    headers.get(HEADER_DEFERRED).is_some_and(|v| {
+        let v = v.as_bytes();
+        v == b"1" || v.eq_ignore_ascii_case(b"true")
+    })
 }
 
 /// Reads the bot's headers: `X-Statehold-Clear: 1` wins over a state.

@@ -92,9 +92,11 @@ fn body_mode_roundtrip() {
         version: 3,
         status: LoadStatus::Restored,
         state: Some(br#"{"step":"email"}"#),
+        turn: Some("tok"),
     };
     let mut body: Value = serde_json::json!({"update_id": 1, "_statehold": "forged"});
     assert!(inject_body(&mut body, "/_statehold", &inj));
+    assert_eq!(body["_statehold"]["turn"], "tok");
     assert_eq!(body["_statehold"]["state"]["step"], "email");
     assert_eq!(body["_statehold"]["version"], 3);
     let mut nested: Value = serde_json::json!({"a": 1});
@@ -108,12 +110,13 @@ fn body_mode_roundtrip() {
         BodyReport::Found(
             Bytes::from_static(br#"{"method":"sendMessage","text":"ok"}"#),
             Ok(StateChange::Put(Bytes::from_static(br#"{"step":"done"}"#))),
-            None
+            None,
+            false
         )
     );
     assert_eq!(
         capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100),
-        BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear), None)
+        BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear), None, false)
     );
     assert_eq!(
         capture_body(b"plain text", "/_statehold", 100),
@@ -124,7 +127,8 @@ fn body_mode_roundtrip() {
         BodyReport::Found(
             Bytes::from_static(b"{}"),
             Err(CaptureError::BadBodyField),
-            None
+            None,
+            false
         )
     );
     // A lenient parser's JSON that mentions the member cannot leave.
@@ -162,4 +166,23 @@ fn what_looks_like_json() {
     assert!(looks_like_json(b"[1]"));
     assert!(!looks_like_json(b"From=%2B1&Body=hi"));
     assert!(!looks_like_json(b""));
+}
+
+#[test]
+fn a_deferred_answer_is_read_in_both_places() {
+    let mut h = HeaderMap::new();
+    assert!(!capture_deferred(&h));
+    h.insert(HEADER_DEFERRED, HeaderValue::from_static("1"));
+    assert!(capture_deferred(&h));
+    h.insert(HEADER_DEFERRED, HeaderValue::from_static("no"));
+    assert!(!capture_deferred(&h));
+    assert_eq!(
+        capture_body(br#"{"ok":true,"_statehold":{"deferred":true}}"#, "/_statehold", 100),
+        BodyReport::Found(Bytes::from_static(br#"{"ok":true}"#), Ok(StateChange::Keep), None, true)
+    );
+    // A report beside it is seen (the pipeline refuses the pair).
+    assert!(matches!(
+        capture_body(br#"{"_statehold":{"deferred":true,"clear":true}}"#, "/_statehold", 100),
+        BodyReport::Found(_, Ok(StateChange::Clear), None, true)
+    ));
 }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use crate::outcome::Outcome;
 
+mod deferred;
 mod histogram;
 mod process;
+pub use deferred::{AwaitingGuard, Deferred, DeferredResult};
 pub use histogram::Histogram;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,7 @@ pub struct Metrics {
     store_up: AtomicU64,
     turns_waiting: AtomicU64,
     spool_depth: AtomicU64,
+    deferred: Deferred,
 }
 
 impl Metrics {
@@ -102,6 +105,7 @@ impl Metrics {
                 .collect(),
             request_duration: (0..n).map(|_| Histogram::default()).collect(),
             unreported: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            deferred: Deferred::new(n),
             routes,
             upstream_duration: Histogram::default(),
             store_duration: Default::default(),
@@ -138,6 +142,10 @@ impl Metrics {
         self.unreported[route].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Deferred turns and their late reports.
+    pub fn deferred(&self) -> &Deferred {
+        &self.deferred
+    }
     pub fn upstream(&self, took: Duration) {
         self.upstream_duration.observe(took);
     }
@@ -188,6 +196,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         self.render_requests(&mut out);
         self.render_unreported(&mut out);
+        self.deferred.render(&self.routes, &mut out);
         self.render_durations(&mut out);
         self.render_results(&mut out);
         self.render_scalars(&mut out);

@@ -52,7 +52,9 @@ mod audit;
 pub mod body;
 pub mod budget;
 mod check;
+mod deferred;
 mod forward;
+mod late;
 mod link;
 mod recovery;
 pub mod reject;
@@ -85,7 +87,9 @@ use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::verify::HeadVerdict;
 use admit::normalize_uri;
+pub use late::{LateReport, ReportAnswer};
 pub use reject::Reject;
+use late::Deferral;
 use request::{Admitted, Answer, Keyed, Saved, Trace, Turn};
 use route::{Route, Routes};
 
@@ -116,7 +120,7 @@ struct Settings {
     audit: bool,
 }
 
-pub struct Pipeline<B> {
+pub struct Pipeline<B: Backend> {
     /// Degraded-mode spool (passthrough on a shared store), if any.
     spool: Option<Arc<Spool>>,
     routes: Routes,
@@ -126,6 +130,8 @@ pub struct Pipeline<B> {
     budget: Arc<budget::Budget>,
     unreported: unreported::Unreported,
     recovery: recovery::Recovery,
+    /// This process's deferred turns, parked for their late reports.
+    deferrals: Arc<deferred::Deferrals<B::Held>>,
     settings: Settings,
 }
 
@@ -144,6 +150,7 @@ impl<B: Backend> Pipeline<B> {
             upstream,
             unreported: unreported::Unreported::new(config.routes.len()),
             recovery: recovery::Recovery::new(config.store.recovery_settle),
+            deferrals: Arc::new(deferred::Deferrals::new()),
             budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
             metrics,
             settings: Settings {
@@ -192,15 +199,7 @@ impl<B: Backend> Pipeline<B> {
         // Forwarded to the bot as it came; its trace id goes on the line.
         let trace_id = crate::tracecontext::trace_id(&parts.headers).map(str::to_string);
 
-        let mut trace = Trace {
-            outcome: Outcome::Ok,
-            key: None,
-            store_time: Duration::ZERO,
-            upstream_time: Duration::ZERO,
-            version: None,
-            reason: None,
-            rolled_back: None,
-        };
+        let mut trace = Trace::new();
         let resp = match self.matched(route, parts, body, conn, &mut trace).await {
             Ok(resp) => resp,
             Err(reject) => {
@@ -364,21 +363,33 @@ impl<B: Backend> Pipeline<B> {
             let digest = keyed.dedupe.as_ref().map(|(_, d)| d);
             return self.answer_duplicate(&conv, recorded, digest, trace);
         }
+        // the turn's token, for a late report
+        trace.turn = late::minted(route, &turn);
         // inject
-        let injection = wire::injection(&conv, turn.loaded());
+        let token = trace.turn.as_ref().map(|t| t.as_str());
+        let injection = wire::injection(&conv, turn.loaded(), token);
         let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified)?;
         drop(json);
         // upstream
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         // capture + strip
-        let rollback = contract::capture_rollback(&answer.parts.headers);
-        let (change, link) = self.capture(&mut answer, Some(&conv))?;
-        self.watch_reports(route, &change, &answer, trace);
+        let mut rollback = contract::capture_rollback(&answer.parts.headers);
+        let mut captured = self.capture(&mut answer, Some(&conv))?;
+        self.watch_reports(route, &captured, &answer, trace);
+        let (mut turn, mut keyed) = (turn, keyed);
+        // defer: the answer leaves, the turn waits for the late report
+        if captured.deferred {
+            let reported = (&answer, captured, rollback.is_some());
+            match self.defer(route, (turn, keyed), reported, trace).await? {
+                Deferral::Parked => return Ok(answer.into_response()),
+                Deferral::Save(t, k, c) => (turn, keyed, captured, rollback) = (t, k, c, None),
+            }
+        }
         // check
-        let change = self.check(route, &conv, turn.loaded(), (change, rollback), trace);
+        let change = self.check(route, &conv, turn.loaded(), (captured.change, rollback), trace);
         let change = change.await;
         // save (with the link the bot asked for, if any)
-        match link {
+        match captured.link {
             None => {
                 self.finish_turn(turn, keyed, change, (&answer, None), trace)
                     .await?

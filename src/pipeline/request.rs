@@ -29,6 +29,23 @@ pub(super) struct Trace {
     pub(super) reason: Option<String>,
     /// The kept version the bot rolled back to (`X-Statehold-Rollback`).
     pub(super) rolled_back: Option<u64>,
+    /// The held turn's token (`X-Statehold-Turn`), until a deferral takes it.
+    pub(super) turn: Option<crate::backend::TurnToken>,
+}
+
+impl Trace {
+    pub(super) fn new() -> Trace {
+        Trace {
+            outcome: Outcome::Ok,
+            key: None,
+            store_time: Duration::ZERO,
+            upstream_time: Duration::ZERO,
+            version: None,
+            reason: None,
+            rolled_back: None,
+            turn: None,
+        }
+    }
 }
 
 /// How the end-of-turn write went.
@@ -96,6 +113,16 @@ pub(super) struct Answer {
 }
 
 impl Answer {
+    /// A plain 200 with no body: what a late report is saved as (it
+    /// records no answer).
+    pub(super) fn acknowledged() -> Answer {
+        let (parts, ()) = Response::new(()).into_parts();
+        Answer {
+            parts,
+            body: Bytes::new(),
+        }
+    }
+
     pub(super) fn into_response(self) -> Response<Body> {
         Response::from_parts(self.parts, Either::Left(Full::new(self.body)))
     }

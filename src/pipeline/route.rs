@@ -25,6 +25,8 @@ pub struct Route {
     pub needs_json: bool,
     /// What a reported snapshot must meet, and what a clear keeps.
     pub rules: Rules,
+    /// How long a deferred turn waits for its late report.
+    pub report_timeout: std::time::Duration,
 }
 
 pub struct Routes {
@@ -89,6 +91,7 @@ impl Routes {
                 verifier,
                 needs_json,
                 rules,
+                report_timeout: r.report_timeout,
             });
         }
         by_length.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
@@ -105,6 +108,11 @@ impl Routes {
                 && p[..prefix.len()].eq_ignore_ascii_case(prefix)
                 && (p.len() == prefix.len() || p[prefix.len()] == b'/' || r.path.ends_with('/'))
         })
+    }
+
+    /// The route configured as number `index` (a turn token names it).
+    pub fn by_index(&self, index: usize) -> Option<&Route> {
+        self.by_length.iter().find(|r| r.index == index)
     }
 
     /// Route labels in config order, for metrics.

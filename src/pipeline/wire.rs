@@ -51,12 +51,13 @@ impl<B: Backend> Pipeline<B> {
     /// Reads the bot's report and strips it from the answer. A body-mode
     /// answer that cannot be stripped (compressed, or JSON that mentions the
     /// member but does not parse) never leaves: 502.
-    /// Also returns the bot's link report, if it made a valid one.
+    /// Also returns the bot's link report, if it made a valid one, and
+    /// whether it deferred its report.
     pub(super) fn capture(
         &self,
         answer: &mut Answer,
         conv: Option<&ConvKey>,
-    ) -> Result<(StateChange, Option<LinkAsk>), Reject> {
+    ) -> Result<Captured, Reject> {
         let Answer { parts, body } = answer;
         // Formatted only when a line is logged (tracing evaluates fields lazily).
         let shown = || {
@@ -68,6 +69,7 @@ impl<B: Backend> Pipeline<B> {
         let max = self.settings.max_state_bytes;
         let mut change = contract::capture_headers(&parts.headers, max);
         let mut link = contract::capture_link(&parts.headers);
+        let mut deferred = contract::capture_deferred(&parts.headers);
         if self.body_mode() {
             let encoded = parts
                 .headers
@@ -80,7 +82,8 @@ impl<B: Backend> Pipeline<B> {
             };
             match report {
                 BodyReport::Absent => {}
-                BodyReport::Found(new_body, from_body, body_link) => {
+                BodyReport::Found(new_body, from_body, body_link, body_deferred) => {
+                    deferred |= body_deferred;
                     *body = new_body;
                     contract::fix_content_length(&mut parts.headers, body.len());
                     change = merge_changes(change, from_body);
@@ -102,21 +105,35 @@ impl<B: Backend> Pipeline<B> {
             }
             other => other.and_then(Result::ok),
         };
-        match change {
-            Ok(change) => Ok((change, link)),
-            Err(e) => {
-                self.metrics.save(SaveResult::Rejected);
-                warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
-                Ok((StateChange::Keep, link))
-            }
-        }
+        let change = change.unwrap_or_else(|e| {
+            self.metrics.save(SaveResult::Rejected);
+            warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
+            StateChange::Keep
+        });
+        Ok(Captured {
+            change,
+            link,
+            deferred,
+        })
     }
+}
+
+/// What the bot's answer reported, read and stripped.
+pub(super) struct Captured {
+    pub(super) change: StateChange,
+    pub(super) link: Option<LinkAsk>,
+    /// `X-Statehold-Deferred: 1` (body mode: `"deferred": true`).
+    pub(super) deferred: bool,
 }
 
 /// What the bot is told of the conversation (`loaded` is `None` while the
 /// store is out). A linked channel's request names its member as the key
 /// and the channel as `via`.
-pub(super) fn injection<'a>(conv: &'a ConvKey, loaded: Option<&'a Loaded>) -> Injection<'a> {
+pub(super) fn injection<'a>(
+    conv: &'a ConvKey,
+    loaded: Option<&'a Loaded>,
+    turn: Option<&'a str>,
+) -> Injection<'a> {
     let (status, version, state) = match loaded {
         Some(l) if l.state.is_some() => (
             LoadStatus::Restored,
@@ -133,6 +150,7 @@ pub(super) fn injection<'a>(conv: &'a ConvKey, loaded: Option<&'a Loaded>) -> In
         version,
         status,
         state,
+        turn,
     }
 }
 
@@ -156,12 +174,12 @@ impl<B: Backend> Pipeline<B> {
     pub(super) fn watch_reports(
         &self,
         route: &super::route::Route,
-        change: &StateChange,
+        captured: &Captured,
         answer: &Answer,
         trace: &super::Trace,
     ) {
         use super::unreported::{Report, FAST, RUN};
-        let report = if *change != StateChange::Keep {
+        let report = if captured.change != StateChange::Keep || captured.deferred {
             Report::Reported
         } else if answer.parts.status.is_success() && trace.upstream_time < FAST {
             self.metrics.unreported(route.index);

@@ -27,8 +27,8 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Retention, ScanPage, StoreError,
-    TurnError, Version,
+    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
+    Retention, ScanPage, StateChange, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
 use read::TurnRead;
@@ -89,6 +89,33 @@ impl Held for EmbeddedHeld {
     async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         // The turn is released when `self` drops, after the commit is durable.
         self.records.commit(&self.key, commit).await
+    }
+
+    fn stored_key(&self) -> &ConvKey {
+        &self.key
+    }
+
+    /// The dedupe record is written like a commit that keeps the snapshot;
+    /// the in-process turn simply stays held (reports reach this process).
+    async fn defer(
+        &mut self,
+        _token: &TurnToken,
+        dedupe: Option<(String, RecordedResponse)>,
+        _within: Duration,
+    ) -> Result<(), StoreError> {
+        let keep = Commit {
+            expected_version: None,
+            change: StateChange::Keep,
+            dedupe,
+            origin: Origin::Bot,
+            audit: None,
+            link: None,
+        };
+        self.records.commit(&self.key, keep).await.map(|_| ())
+    }
+
+    async fn lost(&mut self) {
+        std::future::pending().await
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::turns::{LeaseKeys, Shared, CHECK_EVERY};
 
@@ -83,8 +83,14 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
     }
 }
 
-/// Extends the lease every third of its length while the turn is held.
-pub(super) async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64) {
+/// Extends the lease every third of its length while the turn is held;
+/// tells `lost` when it is no longer ours.
+pub(super) async fn keep_alive(
+    shared: Arc<Shared>,
+    keys: LeaseKeys,
+    token: u64,
+    lost: tokio::sync::oneshot::Sender<()>,
+) {
     let every = (shared.lease / 3).max(Duration::from_millis(10));
     let args = [token.to_string()];
     loop {
@@ -92,7 +98,10 @@ pub(super) async fn keep_alive(shared: Arc<Shared>, keys: LeaseKeys, token: u64)
         match shared.run(&shared.scripts.any().extend, &keys, &args).await {
             Ok(1) => {}
             Ok(_) => {
-                warn!("turn lease taken over while held; this request's write will be refused");
+                // A deferred turn reported on another replica ends so;
+                // otherwise the commit is refused by its fence and logged.
+                debug!("turn lease no longer ours: ended elsewhere or taken over");
+                lost.send(()).ok();
                 return;
             }
             // Redis unreachable: try again; if it stays away the lease expires.

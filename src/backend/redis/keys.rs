@@ -86,6 +86,10 @@ impl ConvKeys {
     pub fn history(&self) -> String {
         format!("{}:h", self.tag)
     }
+    /// A deferred turn's record: `<fence> <turn token SHA-256>` (defer.lua).
+    pub fn deferral(&self) -> String {
+        format!("{}:r", self.tag)
+    }
     /// A linked channel's alias: `<member TTL ms> <member tag>`.
     pub fn alias(&self) -> String {
         format!("{}:a", self.tag)

@@ -21,6 +21,7 @@
 mod background;
 mod breaker;
 mod conn;
+mod deferred;
 mod endpoint;
 mod failover;
 mod keys;
@@ -38,8 +39,8 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, Retention, ScanPage,
-    StoreError, TurnError, Version,
+    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
+    Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
 use records::RedisRecords;
@@ -145,6 +146,26 @@ impl Held for RedisHeld {
         self.turn.released = result.is_ok();
         result
     }
+
+    fn stored_key(&self) -> &ConvKey {
+        &self.key
+    }
+
+    async fn defer(
+        &mut self,
+        token: &TurnToken,
+        dedupe: Option<(String, RecordedResponse)>,
+        within: Duration,
+    ) -> Result<(), StoreError> {
+        // The deferral outlives the report timeout by a lease: a report
+        // then still finds it while the holder's lease runs out.
+        let within = within + self.turn.shared.lease;
+        self.turn.defer(&self.key, token, dedupe, within).await
+    }
+
+    async fn lost(&mut self) {
+        self.turn.lost().await
+    }
 }
 
 impl Backend for RedisBackend {
@@ -193,6 +214,19 @@ impl Backend for RedisBackend {
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         self.records.load(key, None).await
+    }
+
+    async fn adopt(&self, token: &TurnToken) -> Result<Option<(RedisHeld, Loaded)>, StoreError> {
+        let adopted = self.turns.adopt(token).await?;
+        Ok(adopted.map(|(turn, loaded)| {
+            let held = RedisHeld {
+                key: token.key().clone(),
+                records: Arc::clone(&self.records),
+                turn,
+                waited: Duration::ZERO,
+            };
+            (held, loaded)
+        }))
     }
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {

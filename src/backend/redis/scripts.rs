@@ -48,6 +48,8 @@ pub(super) struct ScriptSet {
     pub extend: Script,
     pub dump: Script,
     pub restore: Script,
+    pub defer: Script,
+    pub adopt: Script,
 }
 
 /// The scripts of one deployment: a build per record lifetime in use.
@@ -104,6 +106,8 @@ impl ScriptSet {
             extend: build(&[include_str!("extend.lua")]),
             dump: build(&[include_str!("dump.lua")]),
             restore: build(&[turn_lib, include_str!("restore.lua")]),
+            defer: build(&[include_str!("defer.lua")]),
+            adopt: build(&[include_str!("adopt.lua")]),
         }
     }
 }
@@ -180,6 +184,8 @@ mod tests {
             include_str!("dump.lua"),
             include_str!("restore.lua"),
             include_str!("read_record.lua"),
+            include_str!("defer.lua"),
+            include_str!("adopt.lua"),
         ] {
             let filled = fill(&included(&[source]), &c);
             assert!(!filled.contains("${"), "{filled}");

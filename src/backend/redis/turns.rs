@@ -36,7 +36,7 @@ use crate::key::ConvKey;
 pub(super) const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub struct RedisTurns {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 pub(super) struct Shared {
@@ -208,11 +208,49 @@ pub(super) struct LeaseKeys {
 /// Dropped unreleased, it leaves the queue off the request path.
 pub(super) struct RedisTurn {
     pub(super) token: u64,
-    keys: LeaseKeys,
-    shared: Arc<Shared>,
+    pub(super) keys: LeaseKeys,
+    pub(super) shared: Arc<Shared>,
     extender: JoinHandle<()>,
+    /// Told by the keep-alive when the lease was no longer ours (a late
+    /// report committed on another replica, or a take-over).
+    lost: Option<oneshot::Receiver<()>>,
     /// Released by the commit already (`commit.lua` ends the turn).
     pub(super) released: bool,
+}
+
+impl RedisTurn {
+    /// The turn `token` holds now, its lease kept alive from here on.
+    pub(super) fn holding(shared: &Arc<Shared>, keys: LeaseKeys, token: u64) -> RedisTurn {
+        let (lost_tx, lost) = oneshot::channel();
+        let extender = tokio::spawn(keep_alive(
+            Arc::clone(shared),
+            keys.clone(),
+            token,
+            lost_tx,
+        ));
+        RedisTurn {
+            token,
+            keys,
+            shared: Arc::clone(shared),
+            extender,
+            lost: Some(lost),
+            released: false,
+        }
+    }
+
+    /// Resolves once the keep-alive found the lease no longer ours.
+    pub(super) async fn lost(&mut self) {
+        if let Some(rx) = self.lost.as_mut() {
+            let told = rx.await.is_ok();
+            // A finished receiver must not be polled again.
+            self.lost = None;
+            if told {
+                return;
+            }
+        }
+        // Ended without a word (aborted): never resolves.
+        std::future::pending().await
+    }
 }
 
 impl Drop for RedisTurn {
@@ -319,14 +357,7 @@ impl RedisTurns {
                 .map_err(|()| TurnError::WaitExceeded(wait))?;
         }
         place.taken();
-        let extender = tokio::spawn(keep_alive(Arc::clone(s), keys.clone(), token));
-        let turn = RedisTurn {
-            token,
-            keys,
-            shared: Arc::clone(s),
-            extender,
-            released: false,
-        };
+        let turn = RedisTurn::holding(s, keys, token);
         Ok((turn, acquired.member, acquired.prefetched))
     }
 

@@ -1,0 +1,168 @@
+//! Turn tokens: the credential of one turn, handed to the bot with every
+//! keyed request (`X-Statehold-Turn`) so that a bot that answers first
+//! (`X-Statehold-Deferred: 1`) can report later (`POST /v1/turns/<token>`,
+//! on any replica).
+//!
+//! A token is `<secret>.<route>.<namespace>.<id>`: 128 random bits, the
+//! index of the route the request came by (whose rules the late report
+//! must pass), and the conversation's key as the store names it (hashed
+//! under `store.key_secret`, so a token never carries a raw id where keys
+//! are private), each part base64url. Only its SHA-256 is stored (the
+//! Redis deferral record `{t}:r`): what another replica needs to find the
+//! turn is in the token itself, and the stored digest plus the turn's
+//! fence decide whether it is still good. Forging one needs the secret;
+//! a token names one turn and dies with it.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+
+use crate::key::ConvKey;
+
+/// Random bytes in a token.
+const SECRET_BYTES: usize = 16;
+
+/// The longest token accepted (a key is bounded by the key extractor; this
+/// only stops an unauthenticated caller from making us hash megabytes).
+pub const MAX_TOKEN_LEN: usize = 2048;
+
+/// One turn's token. `Display` gives its wire form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnToken {
+    text: String,
+    route: usize,
+    key: ConvKey,
+}
+
+impl TurnToken {
+    /// A fresh token for the turn on `key` (as stored) taken by a request
+    /// on route number `route`; `None` only if the system's random source
+    /// fails.
+    pub fn mint(route: usize, key: &ConvKey) -> Option<TurnToken> {
+        let mut secret = [0u8; SECRET_BYTES];
+        SystemRandom::new().fill(&mut secret).ok()?;
+        let mut text = String::with_capacity(64 + key.as_str().len() * 4 / 3);
+        URL_SAFE_NO_PAD.encode_string(secret, &mut text);
+        text.push('.');
+        text.push_str(&route.to_string());
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(key.namespace(), &mut text);
+        text.push('.');
+        URL_SAFE_NO_PAD.encode_string(key.id(), &mut text);
+        Some(TurnToken {
+            text,
+            route,
+            key: key.clone(),
+        })
+    }
+
+    /// Reads a token as the bot sends it back; `None` for anything that is
+    /// not exactly one (no normalization: a token is compared whole).
+    pub fn parse(text: &str) -> Option<TurnToken> {
+        if text.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        let mut parts = text.split('.');
+        let (secret, route, ns, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let secret = URL_SAFE_NO_PAD.decode(secret).ok()?;
+        if secret.len() != SECRET_BYTES || route.is_empty() || route.len() > 4 {
+            return None;
+        }
+        if !route.bytes().all(|b| b.is_ascii_digit()) || (route.len() > 1 && route.starts_with('0'))
+        {
+            return None;
+        }
+        let route = route.parse().ok()?;
+        let text_of = |part: &str| String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?).ok();
+        let (ns, id) = (text_of(ns)?, text_of(id)?);
+        if ns.is_empty() || id.is_empty() || ns.contains(':') {
+            return None;
+        }
+        Some(TurnToken {
+            text: text.to_string(),
+            route,
+            key: ConvKey::new(&ns, &id),
+        })
+    }
+
+    /// The route the request came by (an index into the configured routes).
+    pub fn route(&self) -> usize {
+        self.route
+    }
+
+    /// The conversation as the store names it.
+    pub fn key(&self) -> &ConvKey {
+        &self.key
+    }
+
+    /// The wire form.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// What the store keeps of it: SHA-256 of the whole token, hex.
+    pub fn digest(&self) -> String {
+        let sum = Sha256::digest(self.text.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in sum {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    }
+
+    /// A process-local handle: the secret part, unique per token.
+    pub fn secret(&self) -> &str {
+        self.text.split('.').next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TurnToken {
+    // Never printed whole: it is a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnToken(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_round_trips_and_names_its_turn() {
+        let key = ConvKey::new("tg", "12:34/é");
+        let t = TurnToken::mint(3, &key).unwrap();
+        let back = TurnToken::parse(t.as_str()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.route(), 3);
+        assert_eq!(back.key(), &key);
+        assert!(t
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+        assert_ne!(TurnToken::mint(3, &key).unwrap(), t, "fresh secret");
+        assert_eq!(t.digest().len(), 64);
+        assert!(!format!("{t:?}").contains(t.secret()));
+    }
+
+    #[test]
+    fn anything_else_is_no_token() {
+        let t = TurnToken::mint(0, &ConvKey::new("tg", "1")).unwrap();
+        let s = t.as_str();
+        for bad in [
+            "",
+            "x",
+            &format!("{s}.x"),
+            &s.replacen('.', "", 1),
+            &s.replacen(".0.", ".00.", 1),
+            &s.replacen(".0.", ".-1.", 1),
+            &s[1..],
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert!(TurnToken::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+-- Adopt a deferred turn by its token, for a late report that reached
+-- this replica (defer.lua wrote the deferral record). Good only while the
+-- turn is still held under the fence the deferral names: a report after
+-- the turn ended (reported, timed out, its holder's lease expired) finds
+-- nothing. The deferral record goes: a token is adopted once.
+-- KEYS[1] lease {t}:l   KEYS[2] deferral {t}:r   KEYS[3] snapshot {t}:s
+-- ARGV[1] the turn token's SHA-256 (hex)
+-- Returns {fence, version, data, linked}, or {} when there is no such turn.
+local deferral = redis.call('GET', KEYS[2])
+if not deferral then
+  return {}
+end
+local space = string.find(deferral, ' ', 1, true)
+local fence = string.sub(deferral, 1, space - 1)
+if string.sub(deferral, space + 1) ~= ARGV[1] or redis.call('GET', KEYS[1]) ~= fence then
+  return {}
+end
+redis.call('DEL', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ${LEASE_MS})
+local fields = redis.call('HMGET', KEYS[3], 'v', 'd', 'k')
+return {fence, fields[1] or '0', fields[2], fields[3]}

@@ -1,0 +1,89 @@
+//! Deferred turns on Redis: the turn outlives the bot's answer
+//! (`defer.lua` keeps the lease and writes the deferral record `{t}:r`),
+//! and any replica can adopt it by its token for the late report
+//! (`adopt.lua`), fenced exactly like an answer's commit: the adopted turn
+//! commits under the fencing token of the turn it adopts, so a report
+//! after the turn ended (reported, timed out, its holder's lease expired
+//! with the holder) is refused, and of two reports with one token only
+//! one commit can land.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Value;
+
+use super::records::{bad_reply, bytes_of, u64_of};
+use super::turns::{LeaseKeys, RedisTurn, RedisTurns};
+use crate::backend::{Loaded, RecordedResponse, StoreError, TurnToken};
+use crate::key::ConvKey;
+
+impl RedisTurn {
+    /// defer.lua: keeps the lease, records the deferral for `within`, and
+    /// writes the answer's dedupe record.
+    pub(super) async fn defer(
+        &self,
+        key: &ConvKey,
+        token: &TurnToken,
+        dedupe: Option<(String, RecordedResponse)>,
+        within: Duration,
+    ) -> Result<(), StoreError> {
+        let s = &self.shared;
+        let keys = s.conn.keys(key);
+        let (dedupe_id, recorded) = match &dedupe {
+            Some((id, response)) => (id.as_str(), response.encode()),
+            None => ("", Bytes::new()),
+        };
+        let mut inv = s.scripts.any().defer.prepare_invoke();
+        inv.key(&self.keys.lease)
+            .key(keys.deferral())
+            .key(keys.dedupe(dedupe_id))
+            .arg(self.token.to_string())
+            .arg(token.digest())
+            .arg(within.as_millis().to_string())
+            .arg(if dedupe.is_some() { "1" } else { "0" })
+            .arg(recorded.as_ref());
+        let held: i64 = s.conn.eval(&inv).await?;
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "the turn's lease was lost before it could be deferred".into(),
+            ))
+        }
+    }
+}
+
+impl RedisTurns {
+    /// adopt.lua: the deferred turn `token` names, if it is still held,
+    /// with its record as stored.
+    pub(super) async fn adopt(
+        &self,
+        token: &TurnToken,
+    ) -> Result<Option<(RedisTurn, Loaded)>, StoreError> {
+        let s = &self.shared;
+        let keys = s.conn.keys(token.key());
+        let lease = LeaseKeys {
+            lease: keys.lease(),
+            queue: keys.queue(),
+        };
+        let mut inv = s.scripts.any().adopt.prepare_invoke();
+        inv.key(&lease.lease)
+            .key(keys.deferral())
+            .key(keys.snapshot())
+            .arg(token.digest());
+        let reply: Vec<Value> = s.conn.eval(&inv).await?;
+        let (fence, version, state, linked) = match reply.as_slice() {
+            [] => return Ok(None),
+            [f, v, d, k] => (f, v, d, k),
+            _ => return Err(bad_reply("adopt")),
+        };
+        let fence = u64_of(fence).ok_or_else(|| bad_reply("adopt"))?;
+        let loaded = Loaded {
+            version: u64_of(version).ok_or_else(|| bad_reply("adopt"))?,
+            state: bytes_of(state),
+            linked: bytes_of(linked).is_some(),
+            ..Loaded::default()
+        };
+        Ok(Some((RedisTurn::holding(s, lease, fence), loaded)))
+    }
+}
