@@ -13,6 +13,7 @@ use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topolo
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
 use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
 use support::import_conformance::{audit_suite, import_suite};
+use support::deferral_conformance::deferral_suite;
 use support::link_conformance::link_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +25,7 @@ async fn embedded_store_conforms() {
     let long = Arc::new(long);
     suite(Arc::clone(&long), "conf").await;
     import_suite(&*long, "imp").await;
+    deferral_suite(&*long, None, "def").await;
     link_suite(long, "conf").await;
     let audited =
         EmbeddedBackend::open(&dir.path().join("audit.db"), audited(hour), hour, 32 << 20)
@@ -147,6 +149,13 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
     let long = Arc::new(long);
     suite(Arc::clone(&long), "conf").await;
     import_suite(&*long, "imp").await;
+    // Two replicas of one deployment, with a lease short enough for a
+    // holder to hear within the suite that its turn ended elsewhere.
+    let replica = || {
+        let lease = Duration::from_millis(900);
+        RedisBackend::new(conn("def"), Timings { lease, ..timings(hour) })
+    };
+    deferral_suite(&replica(), Some(&replica()), "def").await;
     if !cluster {
         // One audit stream: refused on a Cluster by the config.
         let audited = RedisBackend::with_retention(conn("aud"), timings(hour), &audited(hour));

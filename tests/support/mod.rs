@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod deferral_conformance;
 pub mod import_conformance;
 pub mod link_conformance;
 pub mod recorder;
