@@ -12,8 +12,8 @@ use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
 use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
-use support::import_conformance::{audit_suite, import_suite};
 use support::deferral_conformance::deferral_suite;
+use support::import_conformance::{audit_suite, import_suite};
 use support::link_conformance::link_suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,13 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
     // holder to hear within the suite that its turn ended elsewhere.
     let replica = || {
         let lease = Duration::from_millis(900);
-        RedisBackend::new(conn("def"), Timings { lease, ..timings(hour) })
+        RedisBackend::new(
+            conn("def"),
+            Timings {
+                lease,
+                ..timings(hour)
+            },
+        )
     };
     deferral_suite(&replica(), Some(&replica()), "def").await;
     if !cluster {

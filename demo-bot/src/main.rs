@@ -11,8 +11,13 @@
 //! For the test suite it also records what it handled (`GET /_handled`),
 //! counts overlapping requests of one conversation (`GET /_stats`), and obeys
 //! request headers: `x-demo-delay-ms` (work slowly), `x-demo-status`
-//! (answer with that status and leave its dict alone) and `x-demo-report`
-//! (report this raw `X-Statehold-State` value instead of the real state).
+//! (answer with that status and leave its dict alone), `x-demo-report`
+//! (report this raw `X-Statehold-State` value instead of the real state),
+//! and `x-demo-defer-ms` with `x-demo-report-to` (answer at once with
+//! `X-Statehold-Deferred: 1` and post the report that many ms later to
+//! `POST /v1/turns/<token>` on that admin address, as a bot that answers
+//! first and works afterwards does; `never`: never report). Late reports
+//! and their answers are listed at `GET /_reports`.
 //!
 //! usage: statehold-demo-bot [--listen 127.0.0.1:3000] [--body-mode]
 
@@ -39,6 +44,8 @@ struct Bot {
     in_flight: Mutex<HashMap<String, u32>>,
     overlaps: Mutex<u64>,
     handled: Mutex<Vec<Value>>,
+    /// Late reports posted: key, update id, the status they got.
+    reports: Mutex<Vec<Value>>,
     body_mode: bool,
     started: Option<Instant>,
 }
@@ -96,9 +103,10 @@ impl Bot {
         self.started.map_or(0, |s| s.elapsed().as_micros() as u64)
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match req.uri().path() {
             "/_handled" => return reply(StatusCode::OK, Value::Array(lock(&self.handled).clone())),
+            "/_reports" => return reply(StatusCode::OK, Value::Array(lock(&self.reports).clone())),
             "/_stats" => {
                 let flows = lock(&self.flows).len();
                 let in_flight: u32 = lock(&self.in_flight).values().sum();
@@ -167,7 +175,7 @@ impl Bot {
 
         let start = self.micros();
         // Counted out on drop: hyper drops this future when the caller hangs up.
-        let _inside = InFlight::enter(&self.in_flight, &self.overlaps, &key);
+        let inside = InFlight::enter(&self, &key);
         if let Some(ms) = header("x-demo-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -208,6 +216,7 @@ impl Bot {
         lock(&self.handled).push(json!({
             "key": key, "update_id": update_id, "text": text, "start_us": start, "end_us": end,
             "status_seen": status_seen, "reserved_seen": reserved_seen,
+            "version_seen": header("x-statehold-version").or_else(|| update.pointer("/_statehold/version").map(Value::to_string)),
             "path": parts.uri.path(), "query": parts.uri.query(),
             "forwarded_for": header("x-forwarded-for"), "forwarded_proto": header("x-forwarded-proto"),
             "header_names": parts.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
@@ -217,6 +226,49 @@ impl Bot {
             return reply(status, json!({"error": "forced by x-demo-status"}));
         }
         let mut body = json!({"method": "sendMessage", "chat_id": chat, "text": text_out});
+        if let (Some(defer), Some(to), Some(token)) = (
+            header("x-demo-defer-ms"),
+            header("x-demo-report-to"),
+            header("x-statehold-turn").or_else(|| {
+                update
+                    .pointer("/_statehold/turn")?
+                    .as_str()
+                    .map(str::to_string)
+            }),
+        ) {
+            // Answer first, work afterwards: the report follows later, and
+            // the conversation counts as in flight until it is saved.
+            let report = match &new_state {
+                Some(s) => json!({ "state": s }),
+                None => json!({"clear": true}),
+            };
+            if let Ok(ms) = defer.parse::<u64>() {
+                let bot = Arc::clone(&self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    // Out before the report: once it is saved, statehold
+                    // may hand over the next request before its answer
+                    // reaches us.
+                    drop(inside);
+                    let (status, version) = post_report(&to, &token, &report).await;
+                    lock(&bot.reports).push(json!({"key": key, "update_id": update_id,
+                        "status": status, "version": version}));
+                });
+            }
+            if self.body_mode {
+                body["_statehold"] = json!({"deferred": true});
+                return reply(StatusCode::OK, body);
+            }
+            let mut resp = reply(StatusCode::OK, body);
+            resp.headers_mut()
+                .insert("x-statehold-deferred", "1".parse().expect("static"));
+            // Tests: a deferred answer that reports too (ambiguous).
+            if let Some(raw) = parts.headers.get("x-demo-report") {
+                resp.headers_mut().insert("x-statehold-state", raw.clone());
+            }
+            return resp;
+        }
+        drop(inside);
         if self.body_mode {
             body["_statehold"] = match &new_state {
                 Some(s) => json!({"state": s}),
@@ -246,30 +298,60 @@ impl Bot {
     }
 }
 
-/// A request of one conversation inside the handler.
-struct InFlight<'a> {
-    map: &'a Mutex<HashMap<String, u32>>,
+/// POSTs a late report to statehold's admin listener (`addr`, host:port)
+/// and returns the status it got (0: no answer) and the version saved.
+async fn post_report(addr: &str, token: &str, report: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = report.to_string();
+    let request = format!(
+        "POST /v1/turns/{token} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, Value::Null);
+    };
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, Value::Null);
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let version = serde_json::from_str::<Value>(body).map_or(Value::Null, |v| v["version"].clone());
+    (status, version)
+}
+
+/// A request of one conversation inside the handler (for a deferring bot:
+/// until its late report was answered).
+struct InFlight {
+    bot: Arc<Bot>,
     key: String,
 }
 
-impl<'a> InFlight<'a> {
-    fn enter(map: &'a Mutex<HashMap<String, u32>>, overlaps: &Mutex<u64>, key: &str) -> Self {
-        let mut m = lock(map);
+impl InFlight {
+    fn enter(bot: &Arc<Bot>, key: &str) -> Self {
+        let mut m = lock(&bot.in_flight);
         let n = m.entry(key.to_string()).or_insert(0);
         if *n > 0 {
-            *lock(overlaps) += 1;
+            *lock(&bot.overlaps) += 1;
         }
         *n += 1;
         InFlight {
-            map,
+            bot: Arc::clone(bot),
             key: key.to_string(),
         }
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut m = lock(self.map);
+        let mut m = lock(&self.bot.in_flight);
         if let Some(n) = m.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

@@ -134,10 +134,7 @@ impl<B: Backend> Backend for Private<B> {
 
     /// A turn adopted by its token knows only its stored key: its raw
     /// key stands in as the stored one (the same with hashing off).
-    async fn adopt(
-        &self,
-        token: &TurnToken,
-    ) -> Result<Option<(Self::Held, Loaded)>, StoreError> {
+    async fn adopt(&self, token: &TurnToken) -> Result<Option<(Self::Held, Loaded)>, StoreError> {
         let Some((inner, loaded)) = self.inner.adopt(token).await? else {
             return Ok(None);
         };

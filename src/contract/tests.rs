@@ -116,7 +116,12 @@ fn body_mode_roundtrip() {
     );
     assert_eq!(
         capture_body(br#"{"_statehold":{"clear":true}}"#, "/_statehold", 100),
-        BodyReport::Found(Bytes::from_static(b"{}"), Ok(StateChange::Clear), None, false)
+        BodyReport::Found(
+            Bytes::from_static(b"{}"),
+            Ok(StateChange::Clear),
+            None,
+            false
+        )
     );
     assert_eq!(
         capture_body(b"plain text", "/_statehold", 100),
@@ -177,12 +182,25 @@ fn a_deferred_answer_is_read_in_both_places() {
     h.insert(HEADER_DEFERRED, HeaderValue::from_static("no"));
     assert!(!capture_deferred(&h));
     assert_eq!(
-        capture_body(br#"{"ok":true,"_statehold":{"deferred":true}}"#, "/_statehold", 100),
-        BodyReport::Found(Bytes::from_static(br#"{"ok":true}"#), Ok(StateChange::Keep), None, true)
+        capture_body(
+            br#"{"ok":true,"_statehold":{"deferred":true}}"#,
+            "/_statehold",
+            100
+        ),
+        BodyReport::Found(
+            Bytes::from_static(br#"{"ok":true}"#),
+            Ok(StateChange::Keep),
+            None,
+            true
+        )
     );
     // A report beside it is seen (the pipeline refuses the pair).
     assert!(matches!(
-        capture_body(br#"{"_statehold":{"deferred":true,"clear":true}}"#, "/_statehold", 100),
+        capture_body(
+            br#"{"_statehold":{"deferred":true,"clear":true}}"#,
+            "/_statehold",
+            100
+        ),
         BodyReport::Found(_, Ok(StateChange::Clear), None, true)
     ));
 }

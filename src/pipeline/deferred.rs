@@ -87,7 +87,9 @@ impl<H: Held> Deferrals<H> {
                 End::Claimed(Some(reply)) => drop(reply.send(turn)),
                 End::Claimed(None) | End::Lost => {}
                 End::TimedOut => {
-                    metrics.deferred().report(turn.route, DeferredResult::Timeout);
+                    metrics
+                        .deferred()
+                        .report(turn.route, DeferredResult::Timeout);
                     warn!(key = %turn.conv.display(reveal_ids), ?timeout,
                         "no late report within route.report_timeout: the turn is released, the snapshot stays");
                 }

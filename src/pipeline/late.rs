@@ -134,7 +134,13 @@ impl<B: Backend> Pipeline<B> {
                 "a deferred answer with no turn to hold (the store is out, a spooled change, or a bot error): its late report will find none");
             return Ok(Deferral::Save(turn, keyed, captured));
         }
-        let (Turn::Held { mut held, loaded, .. }, Some(token)) = (turn, trace.turn.take()) else {
+        let (
+            Turn::Held {
+                mut held, loaded, ..
+            },
+            Some(token),
+        ) = (turn, trace.turn.take())
+        else {
             return Err(Reject::bad_gateway("no turn to defer")); // ruled out above
         };
         let dedupe = keyed
@@ -142,7 +148,10 @@ impl<B: Backend> Pipeline<B> {
             .filter(|_| answer.parts.status.is_success())
             .map(|(id, digest)| (id, answer.recorded(digest)));
         if let Err(e) = held.defer(&token, dedupe, route.report_timeout).await {
-            self.store_seen(!matches!(e, StoreError::Unavailable(_) | StoreError::Timeout));
+            self.store_seen(!matches!(
+                e,
+                StoreError::Unavailable(_) | StoreError::Timeout
+            ));
             warn!(key = %shown, error = %e,
                 "the turn could not be kept for a late report; the update is redelivered");
             return Err(Reject::new(
@@ -225,7 +234,12 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// The check and save stages on a claimed or adopted turn.
-    async fn settle(&self, route: &Route, parked: Parked<B::Held>, report: LateReport) -> ReportAnswer {
+    async fn settle(
+        &self,
+        route: &Route,
+        parked: Parked<B::Held>,
+        report: LateReport,
+    ) -> ReportAnswer {
         let Parked {
             held,
             loaded,
@@ -243,7 +257,13 @@ impl<B: Backend> Pipeline<B> {
         let rollback = report.rollback.map(Ok);
         let rolls_back = rollback.is_some();
         let change = self
-            .check(route, &conv, turn.loaded(), (report.change, rollback), &mut trace)
+            .check(
+                route,
+                &conv,
+                turn.loaded(),
+                (report.change, rollback),
+                &mut trace,
+            )
             .await;
         let refused = (rolls_back && trace.rolled_back.is_none())
             || (matches!(asked, StateChange::Put(_)) && change == StateChange::Keep);

@@ -87,9 +87,9 @@ use crate::spool::Spool;
 use crate::upstream::Upstream;
 use crate::verify::HeadVerdict;
 use admit::normalize_uri;
+use late::Deferral;
 pub use late::{LateReport, ReportAnswer};
 pub use reject::Reject;
-use late::Deferral;
 use request::{Admitted, Answer, Keyed, Saved, Trace, Turn};
 use route::{Route, Routes};
 
@@ -386,7 +386,13 @@ impl<B: Backend> Pipeline<B> {
             }
         }
         // check
-        let change = self.check(route, &conv, turn.loaded(), (captured.change, rollback), trace);
+        let change = self.check(
+            route,
+            &conv,
+            turn.loaded(),
+            (captured.change, rollback),
+            trace,
+        );
         let change = change.await;
         // save (with the link the bot asked for, if any)
         match captured.link {

@@ -195,6 +195,16 @@ impl Bot {
         }
     }
 
+    /// The late reports this bot process posted (deferring bots), in order:
+    /// `{key, update_id, status, version}`.
+    pub fn reports(&self) -> Vec<Value> {
+        let r = get(addr(self.port), "/_reports").expect("bot /_reports");
+        match r.json() {
+            Value::Array(v) => v,
+            other => panic!("unexpected /_reports: {other}"),
+        }
+    }
+
     /// Requests inside the bot right now.
     pub fn in_flight(&self) -> u64 {
         let r = get(addr(self.port), "/_stats").expect("bot /_stats");

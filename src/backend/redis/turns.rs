@@ -222,12 +222,7 @@ impl RedisTurn {
     /// The turn `token` holds now, its lease kept alive from here on.
     pub(super) fn holding(shared: &Arc<Shared>, keys: LeaseKeys, token: u64) -> RedisTurn {
         let (lost_tx, lost) = oneshot::channel();
-        let extender = tokio::spawn(keep_alive(
-            Arc::clone(shared),
-            keys.clone(),
-            token,
-            lost_tx,
-        ));
+        let extender = tokio::spawn(keep_alive(Arc::clone(shared), keys.clone(), token, lost_tx));
         RedisTurn {
             token,
             keys,
