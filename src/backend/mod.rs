@@ -121,16 +121,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A turn deferred by another replica (or by this one, before a
     /// restart), taken over by its token for the late report: the turn,
-    /// fenced as its holder's, and the record. `None` when the token names
-    /// no turn that is still held and deferred. In-process turns are only
-    /// ever reported to their own process: `None`.
+    /// fenced as its holder's, and the record ([`Adoption`]). In-process
+    /// turns are only ever reported to their own process: never adopted.
     fn adopt(
         &self,
         token: &TurnToken,
-    ) -> impl Future<Output = Result<Option<(Self::Held, Loaded)>, StoreError>> + Send {
-        let _ = token;
-        async { Ok(None) }
-    }
+    ) -> impl Future<Output = Result<Adoption<Self::Held>, StoreError>> + Send;
 
     /// Reads a record without taking the turn (the admin API's GET).
     fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
@@ -193,6 +189,18 @@ pub trait Backend: Send + Sync + 'static {
         cursor: Option<String>,
         count: usize,
     ) -> impl Future<Output = Result<ScanPage, StoreError>> + Send;
+}
+
+/// What [`Backend::adopt`] found for a turn token.
+pub enum Adoption<H> {
+    /// The deferred turn, taken over (its token is used up), and its record.
+    Adopted(H, Loaded),
+    /// The conversation's turn is held and not deferred (yet): a report
+    /// that overtook the answer deferring it (a bot that reports from a
+    /// background task before its answer reached statehold).
+    Pending,
+    /// No turn that token names is held and deferred.
+    Unknown,
 }
 
 /// One page of [`Backend::scan`].

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Dumped, Held, LinkChange, Links, Loaded, RecordedResponse,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, LinkChange, Links, Loaded, RecordedResponse,
     ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::contract::StateChange;
@@ -134,9 +134,11 @@ impl<B: Backend> Backend for Private<B> {
 
     /// A turn adopted by its token knows only its stored key: its raw
     /// key stands in as the stored one (the same with hashing off).
-    async fn adopt(&self, token: &TurnToken) -> Result<Option<(Self::Held, Loaded)>, StoreError> {
-        let Some((inner, loaded)) = self.inner.adopt(token).await? else {
-            return Ok(None);
+    async fn adopt(&self, token: &TurnToken) -> Result<Adoption<Self::Held>, StoreError> {
+        let (inner, loaded) = match self.inner.adopt(token).await? {
+            Adoption::Adopted(inner, loaded) => (inner, loaded),
+            Adoption::Pending => return Ok(Adoption::Pending),
+            Adoption::Unknown => return Ok(Adoption::Unknown),
         };
         let stored = token.key().clone();
         let loaded = open(&self.privacy, &stored, None, loaded);
@@ -148,7 +150,7 @@ impl<B: Backend> Backend for Private<B> {
             plain: None,
             audit_log: self.audit_log,
         };
-        Ok(Some((held, loaded)))
+        Ok(Adoption::Adopted(held, loaded))
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {

@@ -16,7 +16,10 @@ use super::request::{Answer, Keyed, Trace, Turn};
 use super::route::Route;
 use super::wire::Captured;
 use super::Pipeline;
-use crate::backend::{Backend, Held, StoreError, TurnToken};
+use crate::backend::{Adoption, Backend, Held, StoreError, TurnToken};
+
+/// How often a report that overtook its deferral looks again.
+const EARLY_REPORT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::contract::{self, LinkAsk, RollbackTo, StateChange};
 use crate::metrics::{DeferredResult, SaveResult};
 use crate::outcome::Outcome;
@@ -187,27 +190,55 @@ impl<B: Backend> Pipeline<B> {
             deferred.report(unmatched, DeferredResult::Unknown);
             return ReportAnswer::unknown();
         };
-        let parked = match self.deferrals.claim(token.secret()).await {
-            Some(parked) => parked,
-            None => match self.adopt(&token, &report).await {
-                Ok(Some(parked)) => parked,
-                Ok(None) => {
-                    deferred.report(route.index, DeferredResult::Unknown);
-                    return ReportAnswer::unknown();
-                }
-                Err(answer) => return answer,
-            },
+        let parked = match self.claim_or_adopt(&token, &report).await {
+            Ok(Some(parked)) => parked,
+            Ok(None) => {
+                deferred.report(route.index, DeferredResult::Unknown);
+                return ReportAnswer::unknown();
+            }
+            Err(answer) => return answer,
         };
         self.settle(route, parked, report).await
     }
 
-    /// A turn deferred elsewhere (another replica, or this process before
-    /// a restart), taken over from the store.
-    async fn adopt(
+    /// The turn parked here, or one deferred elsewhere (another replica,
+    /// or this process before a restart) taken over from the store. A
+    /// report that overtook the answer deferring its turn (the turn is
+    /// held, not deferred yet) waits for the deferral, at most as long as
+    /// a request may stay with the bot (`upstream.timeout`).
+    async fn claim_or_adopt(
         &self,
         token: &TurnToken,
         report: &LateReport,
     ) -> Result<Option<Parked<B::Held>>, ReportAnswer> {
+        let deadline = tokio::time::Instant::now() + self.settings.report_grace;
+        loop {
+            if let Some(parked) = self.deferrals.claim(token.secret()).await {
+                return Ok(Some(parked));
+            }
+            match self.adopt(token, report).await? {
+                Adoption::Adopted(held, loaded) => {
+                    return Ok(Some(Parked {
+                        held,
+                        loaded,
+                        conv: token.key().clone(),
+                        route: token.route(),
+                        request_id: None,
+                    }))
+                }
+                Adoption::Unknown => return Ok(None),
+                Adoption::Pending if tokio::time::Instant::now() >= deadline => return Ok(None),
+                Adoption::Pending => tokio::time::sleep(EARLY_REPORT_POLL).await,
+            }
+        }
+    }
+
+    /// The store's view of a turn token ([`Backend::adopt`]).
+    async fn adopt(
+        &self,
+        token: &TurnToken,
+        report: &LateReport,
+    ) -> Result<Adoption<B::Held>, ReportAnswer> {
         let stored = token.key();
         if report.needs_raw_key() && self.backend.stored_name(stored) != *stored {
             return Err(ReportAnswer {
@@ -216,13 +247,7 @@ impl<B: Backend> Pipeline<B> {
             });
         }
         match self.backend.adopt(token).await {
-            Ok(adopted) => Ok(adopted.map(|(held, loaded)| Parked {
-                held,
-                loaded,
-                conv: stored.clone(),
-                route: token.route(),
-                request_id: None,
-            })),
+            Ok(adoption) => Ok(adoption),
             Err(e) => {
                 warn!(error = %e, "a late report could not reach the store");
                 Err(ReportAnswer {

@@ -118,6 +118,8 @@ struct Settings {
     trusted_proxies: Vec<ipnet::IpNet>,
     /// `[audit]` is on: changes carry an audit note.
     audit: bool,
+    /// How long a late report that overtook its deferral waits for it.
+    report_grace: Duration,
 }
 
 pub struct Pipeline<B: Backend> {
@@ -165,6 +167,7 @@ impl<B: Backend> Pipeline<B> {
                 unmatched: config.server.unmatched,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 audit: config.audit.max_events > 0,
+                report_grace: config.upstream.timeout,
             },
         })
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use statehold::backend::{
-    Backend, Commit, CommitOutcome, Held, Origin, RecordedResponse, StateChange, TurnError,
-    TurnToken,
+    Adoption, Backend, Commit, CommitOutcome, Held, Origin, RecordedResponse, StateChange,
+    TurnError, TurnToken,
 };
 use statehold::key::ConvKey;
 
@@ -77,12 +77,19 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     drop(next);
     assert_eq!(loaded.version, 0);
     let replica = other.unwrap_or(b);
-    assert!(replica.adopt(&token).await.expect("adopt").is_none());
+    assert!(unknown(replica, &token).await);
+
+    // A report that overtook its deferral: the turn is held, not deferred.
+    let key = ConvKey::new(ns, "early");
+    let (held, _) = b.begin(&key, WAIT, None).await.expect("turn");
+    let token = TurnToken::mint(0, held.stored_key()).expect("token");
+    let early = replica.adopt(&token).await.expect("adopt");
+    assert!(matches!(early, Adoption::Pending), "held, not deferred yet");
+    drop(held);
+    wait_for(|| async { unknown(replica, &token).await }).await;
 
     let Some(other) = other else {
-        // In-process turns are reported to their process.
-        assert!(b.adopt(&token).await.expect("adopt").is_none());
-        return;
+        return; // in-process turns are reported to their own process
     };
 
     // Another replica adopts the turn by its token, once.
@@ -94,19 +101,14 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
         .expect("defer");
     let forged = TurnToken::mint(3, &key).expect("token");
     assert!(
-        other.adopt(&forged).await.expect("adopt").is_none(),
+        unknown(other, &forged).await,
         "another secret for the same conversation is no token"
     );
-    let (adopted, loaded) = other
-        .adopt(&token)
-        .await
-        .expect("adopt")
-        .expect("the deferred turn");
+    let Adoption::Adopted(adopted, loaded) = other.adopt(&token).await.expect("adopt") else {
+        panic!("the deferred turn is adopted");
+    };
     assert_eq!(loaded.version, 0);
-    assert!(
-        other.adopt(&token).await.expect("adopt").is_none(),
-        "a token is adopted once"
-    );
+    assert!(unknown(other, &token).await, "a token is adopted once");
     let saved = adopted
         .finish(put(r#"{"step":"remote"}"#, 0))
         .await
@@ -128,10 +130,27 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     let (mut held, _) = b.begin(&key, WAIT, None).await.expect("turn");
     let token = TurnToken::mint(0, held.stored_key()).expect("token");
     held.defer(&token, None, WITHIN).await.expect("defer");
-    let (adopted, _) = other.adopt(&token).await.unwrap().expect("adopted");
+    let Adoption::Adopted(adopted, _) = other.adopt(&token).await.expect("adopt") else {
+        panic!("adopted");
+    };
     drop(adopted);
     let (next, loaded) = b.begin(&key, WAIT, None).await.expect("turn ended");
     drop(next);
     assert_eq!(loaded.version, 0);
     drop(held);
+}
+
+async fn unknown<B: Backend>(b: &B, token: &TurnToken) -> bool {
+    matches!(b.adopt(token).await.expect("adopt"), Adoption::Unknown)
+}
+
+/// A released Redis turn reaches the store off the request path: polls.
+async fn wait_for<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    for _ in 0..250 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out");
 }

@@ -8,13 +8,15 @@ statehold, in five lines. Pure standard library, Python 3.9 or newer.
 See clients/python/README.md and docs/frameworks.md.
 """
 
-from . import asgi, wsgi
+from . import asgi, deferred, wsgi
 from .contract import (
     BODY_FIELD,
     HEADER_CLEAR,
+    HEADER_DEFERRED,
     HEADER_KEY,
     HEADER_STATE,
     HEADER_STATUS,
+    HEADER_TURN,
     HEADER_VERIFIED,
     HEADER_VERSION,
     ContractError,
@@ -26,12 +28,15 @@ from .state import Conversation, ConversationStates, NoConversation, current
 
 __all__ = [
     "asgi",
+    "deferred",
     "wsgi",
     "BODY_FIELD",
     "HEADER_CLEAR",
+    "HEADER_DEFERRED",
     "HEADER_KEY",
     "HEADER_STATE",
     "HEADER_STATUS",
+    "HEADER_TURN",
     "HEADER_VERIFIED",
     "HEADER_VERSION",
     "ContractError",

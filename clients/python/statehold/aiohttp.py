@@ -2,7 +2,9 @@
 
     app = web.Application(middlewares=[statehold.aiohttp.middleware()])
 
-``middleware(body_mode=True)`` for ``contract.mode = "body"``.
+``middleware(body_mode=True)`` for ``contract.mode = "body"``. Tasks the
+handler starts (aiogram's ``handle_in_background=True``) defer the report
+until they are done (``statehold.deferred``).
 """
 
 from typing import Awaitable, Callable
@@ -16,6 +18,7 @@ def middleware(body_mode: bool = False, body_field: str = BODY_FIELD) -> Callabl
 
     @web.middleware
     async def statehold_middleware(request: "web.Request", handler: Callable[..., Awaitable]):
+        _state.track_work()
         incoming = Incoming.from_headers(request.headers)
         if body_mode:
             # aiohttp caches the body: the handler's json() still works, and

@@ -4,8 +4,9 @@
     app.add_middleware(statehold.asgi.StateholdMiddleware)          # header mode
     app.add_middleware(statehold.asgi.StateholdMiddleware, body_mode=True)
 
-The handler must have produced its state when the response starts: work
-left to background tasks runs after the answer left and is never saved.
+Work that goes on after the answer (``BackgroundTasks``, tasks the handler
+started) defers the report: the answer says ``X-Statehold-Deferred: 1`` and
+the report follows when the work is done (``statehold.deferred``).
 """
 
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
@@ -29,6 +30,7 @@ class StateholdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        _state.track_work()
         headers = _headers(scope)
         incoming = Incoming.from_headers(headers)
         if self.body_mode:

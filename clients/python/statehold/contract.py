@@ -15,6 +15,10 @@ HEADER_STATE = "X-Statehold-State"
 HEADER_STATUS = "X-Statehold-Status"
 HEADER_CLEAR = "X-Statehold-Clear"
 HEADER_VERIFIED = "X-Statehold-Verified"
+#: The turn's token (request): the credential of a late report.
+HEADER_TURN = "X-Statehold-Turn"
+#: The bot answered first and reports later (response).
+HEADER_DEFERRED = "X-Statehold-Deferred"
 
 #: Body mode's member (``contract.body_field = "/_statehold"``).
 BODY_FIELD = "_statehold"
@@ -100,15 +104,16 @@ def _loads(text: str) -> Any:
 class Incoming:
     """What statehold told the bot about this request's conversation."""
 
-    __slots__ = ("key", "version", "status", "state", "verified")
+    __slots__ = ("key", "version", "status", "state", "verified", "turn")
 
     def __init__(self, key: Optional[str], version: int, status: Optional[str], state: Any,
-                 verified: Optional[str] = None):
+                 verified: Optional[str] = None, turn: Optional[str] = None):
         self.key = key
         self.version = version
         self.status = status
         self.state = state
         self.verified = verified
+        self.turn = turn
 
     @property
     def conversation_id(self) -> Optional[str]:
@@ -132,6 +137,7 @@ class Incoming:
             status=lookup(HEADER_STATUS),
             state=decode_state(lookup(HEADER_STATE)),
             verified=lookup(HEADER_VERIFIED),
+            turn=lookup(HEADER_TURN),
         )
 
     def with_body_member(self, member: Any) -> "Incoming":
@@ -144,4 +150,5 @@ class Incoming:
             status=member.get("status", self.status),
             state=member.get("state", self.state),
             verified=self.verified,
+            turn=member.get("turn", self.turn),
         )

@@ -17,9 +17,11 @@ the response leaves.
 import contextvars
 import copy
 import json
+import threading
 from typing import Any, Iterator, List, MutableMapping, Optional, Tuple
 
-from .contract import HEADER_CLEAR, HEADER_STATE, Incoming, encode_state
+from . import deferred as _deferred
+from .contract import HEADER_CLEAR, HEADER_DEFERRED, HEADER_STATE, Incoming, encode_state
 
 _current: "contextvars.ContextVar[Optional[Conversation]]" = contextvars.ContextVar(
     "statehold_conversation", default=None
@@ -40,19 +42,95 @@ class Conversation:
         self._original = _canonical(incoming.state)
         self.state: Any = copy.deepcopy(incoming.state)
         self.cleared = False
+        # The conversation's work: the request itself, and what it started
+        # (tasks, background tasks, queued updates; see deferred.py).
+        self._lock = threading.Lock()
+        self._holds = 1
+        # How the answer went: None (not yet), "inline" or "deferred".
+        self.answered: Optional[str] = None
+        self._answered_state: Optional[str] = None
+        # The turn's report was made (inline or late): later changes are lost.
+        self.settled = False
 
     @property
     def id(self) -> Optional[str]:
         return self.incoming.conversation_id
 
     def set(self, state: Any) -> None:
+        self._check_settled()
         self.state = state
         self.cleared = state is None
 
     def clear(self) -> None:
         """The flow is over: statehold deletes the snapshot."""
+        self._check_settled()
         self.state = None
         self.cleared = True
+
+    def _check_settled(self) -> None:
+        if self.settled:
+            _deferred.warn_unreportable(self.incoming.key, "its turn was already reported")
+
+    # ---------------------------------------------------------------- work
+
+    def hold(self) -> bool:
+        """One more piece of work on this conversation; ``False`` once its
+        report was made (the work is then not waited for)."""
+        with self._lock:
+            if self.settled or self._holds <= 0:
+                return False
+            self._holds += 1
+            return True
+
+    def release(self) -> None:
+        """A piece of work ended; the last one sends the late report."""
+        with self._lock:
+            self._holds -= 1
+            last = self._holds == 0
+        if last:
+            self._work_done()
+
+    def _answer(self) -> str:
+        """Decides, once, when the response starts: report now ("inline"),
+        or defer when the conversation's work goes on past the answer and
+        statehold handed a turn token."""
+        if self.answered is None:
+            with self._lock:
+                pending = self._holds > 1
+            if pending and self.incoming.turn and self.incoming.key:
+                self.answered = "deferred"
+            else:
+                self.answered = "inline"
+                self._answered_state = self._now()
+        return self.answered
+
+    def _now(self) -> Optional[str]:
+        return None if self.cleared else _canonical(self.state)
+
+    def _work_done(self) -> None:
+        if self.answered == "deferred":
+            self.settled = True
+            report = self.report()
+            if report is None:
+                body: dict = {"unchanged": True}
+            elif report[0] == "clear":
+                body = {"clear": True}
+            else:
+                body = {"state": report[1]}
+            key = self.incoming.key
+
+            def done(status: int) -> None:
+                if status != 200:
+                    why = f"its late report was refused ({status or 'no answer'})"
+                    _deferred.warn_unreportable(key, why)
+
+            _deferred.post_report(self.incoming.turn or "", body, done)
+        elif self.answered == "inline":
+            self.settled = True
+            if self._now() != self._answered_state:
+                why = ("the answer had no turn token to defer with" if not self.incoming.turn
+                       else "nothing told the helper the work went on (see the guide)")
+                _deferred.warn_unreportable(self.incoming.key, why)
 
     def report(self) -> Optional[Tuple[str, Any]]:
         """``("clear", None)``, ``("state", value)`` or ``None`` (unchanged)."""
@@ -63,7 +141,10 @@ class Conversation:
         return ("state", self.state)
 
     def report_headers(self) -> List[Tuple[str, str]]:
-        """The response headers that report this conversation's state."""
+        """The response headers that report this conversation's state (or
+        defer the report)."""
+        if self._answer() == "deferred":
+            return [(HEADER_DEFERRED, "1")]
         report = self.report()
         if report is None:
             return []
@@ -74,6 +155,8 @@ class Conversation:
 
     def report_member(self) -> Optional[dict]:
         """Body mode: the member to put into the JSON response."""
+        if self._answer() == "deferred":
+            return {"deferred": True}
         report = self.report()
         if report is None:
             return None
@@ -94,7 +177,36 @@ def begin(incoming: Incoming) -> Tuple[Conversation, contextvars.Token]:
 
 
 def end(token: contextvars.Token) -> None:
+    """The request is over (its conversation's other work may go on)."""
+    conversation = _current.get()
     _current.reset(token)
+    if conversation is not None:
+        conversation.release()
+
+
+def enter(conversation: Conversation) -> contextvars.Token:
+    """Makes an existing conversation current (work that runs outside the
+    request's own context: a framework's update queue)."""
+    return _current.set(conversation)
+
+
+def leave(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def current_or_none() -> Optional[Conversation]:
+    """The current conversation, if a keyed request is being handled."""
+    conversation = _current.get()
+    if conversation is None or conversation.incoming.key is None:
+        return None
+    return conversation
+
+
+def track_work() -> None:
+    """Counts tasks and background tasks started during a request as its
+    conversation's work (deferred.py); idempotent."""
+    _deferred.track_tasks(current_or_none)
+    _deferred.track_starlette(current_or_none)
 
 
 def current() -> Conversation:

@@ -71,8 +71,18 @@ def example_app(example_dir, app, kind, tmp):
     return App("serve.py", tmp, extra=["--dir", str(example_dir), "--app", app, "--kind", kind])
 
 
+def free_port():
+    """A port nothing listens on now (for an address an app must know
+    before statehold starts: its admin listener, where late reports go)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Statehold(Process):
-    def __init__(self, tmp, upstream_port, mode="header", routes=None, env=None):
+    def __init__(self, tmp, upstream_port, mode="header", routes=None, env=None, admin_port=0):
         routes = routes or (
             '[[route]]\npath = "/telegram"\nnamespace = "tg"\n'
             'key = "json:/message/chat/id"\ndedupe = "json:/update_id"\n'
@@ -83,7 +93,7 @@ class Statehold(Process):
             f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\n'
             f'[store]\npath = "{Path(tmp) / "statehold.db"}"\n'
             f'[contract]\nmode = "{mode}"\n{routes}'
-            f'[admin]\nlisten = "127.0.0.1:0"\n'
+            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n'
         )
         super().__init__([statehold_bin(), "serve", "--config", str(config)],
                          str(Path(tmp) / "statehold.log"), env=env)

@@ -27,7 +27,7 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
     Retention, ScanPage, StateChange, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
@@ -157,6 +157,16 @@ impl Backend for EmbeddedBackend {
             };
             return Ok((held, loaded));
         }
+    }
+
+    /// Reports reach the process that deferred: a turn is never adopted
+    /// here, but a report that overtook its deferral waits for it.
+    async fn adopt(&self, token: &TurnToken) -> Result<Adoption<EmbeddedHeld>, StoreError> {
+        Ok(if self.turns.is_busy(token.key()) {
+            Adoption::Pending
+        } else {
+            Adoption::Unknown
+        })
     }
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {

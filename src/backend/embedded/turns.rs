@@ -38,6 +38,14 @@ impl LocalTurns {
         (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
+    /// Whether a request holds (or waits for) this conversation's turn.
+    pub fn is_busy(&self, key: &ConvKey) -> bool {
+        let shard = self.shard(key.as_str());
+        self.shards[shard]
+            .lock()
+            .is_ok_and(|map| map.contains_key(key.as_str()))
+    }
+
     /// Conversations currently holding or waiting for a turn (the tests
     /// check that idle conversations leave nothing behind).
     #[cfg(test)]

@@ -14,7 +14,7 @@ use redis::Value;
 
 use super::records::{bad_reply, bytes_of, u64_of};
 use super::turns::{LeaseKeys, RedisTurn, RedisTurns};
-use crate::backend::{Loaded, RecordedResponse, StoreError, TurnToken};
+use crate::backend::{Adoption, Loaded, RecordedResponse, StoreError, TurnToken};
 use crate::key::ConvKey;
 
 impl RedisTurn {
@@ -56,10 +56,7 @@ impl RedisTurn {
 impl RedisTurns {
     /// adopt.lua: the deferred turn `token` names, if it is still held,
     /// with its record as stored.
-    pub(super) async fn adopt(
-        &self,
-        token: &TurnToken,
-    ) -> Result<Option<(RedisTurn, Loaded)>, StoreError> {
+    pub(super) async fn adopt(&self, token: &TurnToken) -> Result<Adoption<RedisTurn>, StoreError> {
         let s = &self.shared;
         let keys = s.conn.keys(token.key());
         let lease = LeaseKeys {
@@ -73,7 +70,8 @@ impl RedisTurns {
             .arg(token.digest());
         let reply: Vec<Value> = s.conn.eval(&inv).await?;
         let (fence, version, state, linked) = match reply.as_slice() {
-            [] => return Ok(None),
+            [] => return Ok(Adoption::Unknown),
+            [Value::BulkString(p)] if p == b"pending" => return Ok(Adoption::Pending),
             [f, v, d, k] => (f, v, d, k),
             _ => return Err(bad_reply("adopt")),
         };
@@ -84,6 +82,6 @@ impl RedisTurns {
             linked: bytes_of(linked).is_some(),
             ..Loaded::default()
         };
-        Ok(Some((RedisTurn::holding(s, lease, fence), loaded)))
+        Ok(Adoption::Adopted(RedisTurn::holding(s, lease, fence), loaded))
     }
 }

@@ -39,7 +39,7 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
     Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
@@ -216,17 +216,20 @@ impl Backend for RedisBackend {
         self.records.load(key, None).await
     }
 
-    async fn adopt(&self, token: &TurnToken) -> Result<Option<(RedisHeld, Loaded)>, StoreError> {
-        let adopted = self.turns.adopt(token).await?;
-        Ok(adopted.map(|(turn, loaded)| {
-            let held = RedisHeld {
-                key: token.key().clone(),
-                records: Arc::clone(&self.records),
-                turn,
-                waited: Duration::ZERO,
-            };
-            (held, loaded)
-        }))
+    async fn adopt(&self, token: &TurnToken) -> Result<Adoption<RedisHeld>, StoreError> {
+        Ok(match self.turns.adopt(token).await? {
+            Adoption::Adopted(turn, loaded) => {
+                let held = RedisHeld {
+                    key: token.key().clone(),
+                    records: Arc::clone(&self.records),
+                    turn,
+                    waited: Duration::ZERO,
+                };
+                Adoption::Adopted(held, loaded)
+            }
+            Adoption::Pending => Adoption::Pending,
+            Adoption::Unknown => Adoption::Unknown,
+        })
     }
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
