@@ -19,6 +19,8 @@ export class Conversation {
   version: number;
   status?: 'restored' | 'new' | 'degraded';
   verified?: string;
+  /** This turn's token (X-Statehold-Turn), for a late report. */
+  turn?: string;
   state: unknown;
   readonly id?: string;
   set(state: unknown): void;
@@ -45,3 +47,16 @@ export function grammySessionStorage<T = unknown>(): {
   write(key: string, value: T): void;
   delete(key: string): void;
 };
+
+/** Where late reports go (default STATEHOLD_REPORT_URL, else http://127.0.0.1:9090). */
+export function configure(options: { reportUrl?: string }): void;
+/** Counts a promise as the current conversation's work: an answer that
+ * starts before it settles defers the report (X-Statehold-Deferred), and
+ * the report is posted to POST /v1/turns/<token> when the work is done. */
+export function track<T>(work: Promise<T> | T): Promise<T>;
+/** grammY: `bot.use(grammyMiddleware())`, first. */
+export function grammyMiddleware(): (ctx: unknown, next: () => Promise<void>) => Promise<void>;
+/** Slack Bolt: `app.use(boltMiddleware())`. */
+export function boltMiddleware(): (args: { next: () => Promise<void> }) => Promise<void>;
+export const HEADER_TURN: 'x-statehold-turn';
+export const HEADER_DEFERRED: 'x-statehold-deferred';

@@ -2,7 +2,9 @@
 // statehold client helpers for Node >= 18, no dependencies: the wire
 // contract (docs/contract.md, section 3), a drop-in for a bot's in-memory
 // `conversationStates` object, Express/Connect middleware, a plain
-// (req, res) wrapper and a grammY session storage.
+// (req, res) wrapper, a grammY session storage, and deferred turns for
+// bots that answer first and work afterwards (grammY past its webhook
+// timeout, Slack Bolt without processBeforeResponse): see `track`.
 
 const { AsyncLocalStorage, AsyncResource } = require('node:async_hooks');
 
@@ -12,7 +14,25 @@ const HEADER_STATE = 'x-statehold-state';
 const HEADER_STATUS = 'x-statehold-status';
 const HEADER_CLEAR = 'x-statehold-clear';
 const HEADER_VERIFIED = 'x-statehold-verified';
+const HEADER_TURN = 'x-statehold-turn';
+const HEADER_DEFERRED = 'x-statehold-deferred';
 const BODY_FIELD = '_statehold';
+const GUIDE = 'docs/frameworks.md#answer-first-work-later';
+
+const settings = { reportUrl: undefined };
+/** Where late reports go: statehold's admin listener (default
+ * STATEHOLD_REPORT_URL, else http://127.0.0.1:9090). */
+function configure({ reportUrl } = {}) { settings.reportUrl = reportUrl; }
+const reportUrl = () => (settings.reportUrl || process.env.STATEHOLD_REPORT_URL || 'http://127.0.0.1:9090').replace(/\/+$/, '');
+
+const warned = new Set();
+/** A state change that can no longer be reported: an error naming the
+ * guide, once per conversation. */
+function warnUnreportable(key, why) {
+  if (warned.has(key)) return;
+  warned.add(key);
+  console.error(`statehold: the state of ${key} changed after the answer left and ${why}: this change is lost. Answer first and report later: see ${GUIDE}`);
+}
 
 class ContractError extends Error {}
 
@@ -52,24 +72,80 @@ function sortKeys(v) {
 /** One request's conversation: what statehold handed in, what the bot
  * makes of it. */
 class Conversation {
-  constructor({ key, version = 0, status, state, verified } = {}) {
+  constructor({ key, version = 0, status, state, verified, turn } = {}) {
     this.key = key;
     this.version = Number(version) || 0;
     this.status = status;
     this.verified = verified;
+    this.turn = turn;
     this.incoming = state;
     this.original = canonical(state);
     this.state = state === undefined ? undefined : structuredClone(state);
     this.cleared = false;
+    // The conversation's work: the request, and what `track` was given.
+    this.holds = 1;
+    this.answered = undefined; // 'inline' | 'deferred', decided when the answer starts
+    this.answeredState = undefined;
+    this.settled = false; // the turn's report was made
+  }
+
+  /** One more piece of work; false once the report was made. */
+  hold() {
+    if (this.settled || this.holds <= 0) return false;
+    this.holds += 1;
+    return true;
+  }
+
+  /** A piece of work ended; the last one sends the late report. */
+  release() {
+    this.holds -= 1;
+    if (this.holds === 0) this.workDone();
+  }
+
+  /** When the answer starts: report now, or defer while work goes on. */
+  answer() {
+    if (this.answered === undefined) {
+      if (this.holds > 1 && this.turn && this.key) {
+        this.answered = 'deferred';
+      } else {
+        this.answered = 'inline';
+        this.answeredState = this.now();
+      }
+    }
+    return this.answered;
+  }
+
+  now() { return this.cleared ? undefined : canonical(this.state); }
+
+  workDone() {
+    if (this.answered === 'deferred') {
+      this.settled = true;
+      const r = this.report();
+      const body = !r ? { unchanged: true } : r[0] === 'clear' ? { clear: true } : { state: r[1] };
+      const key = this.key;
+      fetch(`${reportUrl()}/v1/turns/${this.turn}`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+      }).then((res) => {
+        if (res.status !== 200) warnUnreportable(key, `its late report was refused (${res.status})`);
+        return res.arrayBuffer();
+      }, () => warnUnreportable(key, 'its late report found no statehold'));
+    } else if (this.answered === 'inline') {
+      this.settled = true;
+      if (this.now() !== this.answeredState) {
+        warnUnreportable(this.key, this.turn ? 'nothing told the helper the work went on (see the guide)' : 'the answer had no turn token to defer with');
+      }
+    }
   }
 
   get id() {
     return this.key && this.key.includes(':') ? this.key.slice(this.key.indexOf(':') + 1) : undefined;
   }
 
-  set(state) { this.state = state; this.cleared = state === undefined || state === null; }
+  set(state) { this.checkSettled(); this.state = state; this.cleared = state === undefined || state === null; }
 
-  clear() { this.state = undefined; this.cleared = true; }
+  clear() { this.checkSettled(); this.state = undefined; this.cleared = true; }
+
+  checkSettled() { if (this.settled) warnUnreportable(this.key, 'its turn was already reported'); }
 
   /** ['clear'] | ['state', value] | null (unchanged). */
   report() {
@@ -79,12 +155,14 @@ class Conversation {
   }
 
   reportHeaders() {
+    if (this.answer() === 'deferred') return { [HEADER_DEFERRED]: '1' };
     const r = this.report();
     if (!r) return {};
     return r[0] === 'clear' ? { [HEADER_CLEAR]: '1' } : { [HEADER_STATE]: encodeState(r[1]) };
   }
 
   reportMember() {
+    if (this.answer() === 'deferred') return undefined; // said in a header
     const r = this.report();
     if (!r) return undefined;
     return r[0] === 'clear' ? { clear: true } : { state: r[1] };
@@ -98,6 +176,7 @@ class Conversation {
       status: h(HEADER_STATUS),
       state: decodeState(h(HEADER_STATE)),
       verified: h(HEADER_VERIFIED),
+      turn: h(HEADER_TURN),
     });
   }
 
@@ -109,6 +188,7 @@ class Conversation {
       status: member.status ?? this.status,
       state: member.state === null ? undefined : member.state,
       verified: this.verified,
+      turn: member.turn ?? this.turn,
     });
     return c;
   }
@@ -175,6 +255,29 @@ function middleware({ bodyMode = false, bodyField = BODY_FIELD } = {}) {
   };
 }
 
+/** Counts `work` (a promise) as the current conversation's work: an answer
+ * that starts before it settles says `X-Statehold-Deferred: 1`, and the
+ * report is posted to statehold (`POST /v1/turns/<token>`) once the last
+ * piece of work is done. Returns a promise settling like `work`. */
+function track(work) {
+  const c = storage.getStore();
+  if (!c || !c.key || !c.hold()) return Promise.resolve(work);
+  return Promise.resolve(work).finally(() => c.release());
+}
+
+/** grammY: `bot.use(statehold.grammyMiddleware())` first. An update whose
+ * handlers outlive webhookCallback's timeout keeps its conversation: the
+ * timeout's answer defers the report instead of failing the update. */
+function grammyMiddleware() {
+  return (_ctx, next) => track(next());
+}
+
+/** Slack Bolt: `app.use(statehold.boltMiddleware())`. Listeners that ack
+ * first (no processBeforeResponse) report when they are done. */
+function boltMiddleware() {
+  return ({ next }) => track(next());
+}
+
 /** Wraps a plain `(req, res)` handler (node:http). Body mode needs the body
  * parsed by the handler, so the wrapper serves header mode only. */
 function wrap(handler) {
@@ -196,7 +299,11 @@ function wrap(handler) {
 }
 
 /** Adds the report to the response just before its head is written: in
- * body mode as a member of a JSON answer when it is one, else in headers. */
+ * body mode as a member of a JSON answer when it is one, else in headers.
+ * A deferred answer is a success: a framework's timeout error (grammY's
+ * webhookCallback throws after 10 s) while the work goes on becomes 200,
+ * or the platform would redeliver an update still being handled. The
+ * request's own share of the work ends with the response. */
 function report(res, conversation, bodyMode, bodyField) {
   const writeHead = res.writeHead;
   let inBody = false;
@@ -204,8 +311,18 @@ function report(res, conversation, bodyMode, bodyField) {
     if (!inBody) {
       for (const [name, value] of Object.entries(conversation.reportHeaders())) res.setHeader(name, value);
     }
+    if (conversation.answered === 'deferred' && (Number(args[0]) || res.statusCode) >= 500) {
+      if (typeof args[0] === 'number') args[0] = 200;
+      res.statusCode = 200;
+    }
     return writeHead.apply(this, args);
   };
+  let ended = false;
+  const done = () => { if (!ended) { ended = true; conversation.release(); } };
+  if (typeof res.once === 'function') {
+    res.once('finish', done);
+    res.once('close', done);
+  }
   if (!bodyMode) return;
   const end = res.end;
   res.end = function (chunk, ...rest) {
@@ -238,7 +355,8 @@ function grammySessionStorage() {
 }
 
 module.exports = {
-  BODY_FIELD, HEADER_CLEAR, HEADER_KEY, HEADER_STATE, HEADER_STATUS, HEADER_VERIFIED, HEADER_VERSION,
-  ContractError, Conversation, conversationStates, current, decodeState, encodeState,
-  grammySessionStorage, middleware, wrap,
+  BODY_FIELD, HEADER_CLEAR, HEADER_DEFERRED, HEADER_KEY, HEADER_STATE, HEADER_STATUS, HEADER_TURN,
+  HEADER_VERIFIED, HEADER_VERSION,
+  ContractError, Conversation, boltMiddleware, configure, conversationStates, current, decodeState,
+  encodeState, grammyMiddleware, grammySessionStorage, middleware, track, wrap,
 };

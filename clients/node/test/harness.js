@@ -20,11 +20,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** An app from test/apps (`script`), or any script by absolute path, which
  * prints `listening on PORT`; `--port` is passed, and `PORT` in its env. */
-async function startApp(script, { port = 0, bodyMode = false } = {}) {
+async function startApp(script, { port = 0, bodyMode = false, env: extraEnv = {} } = {}) {
   const file = path.isAbsolute(script) ? script : path.join(__dirname, 'apps', script);
   const args = [file, '--port', String(port)];
   if (bodyMode) args.push('--body-mode');
-  const env = { ...process.env, PORT: String(port) };
+  const env = { ...process.env, PORT: String(port), ...extraEnv };
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
   const line = await new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout });
@@ -36,17 +36,17 @@ async function startApp(script, { port = 0, bodyMode = false } = {}) {
   return {
     child, port: Number(m[1]), script, bodyMode,
     async kill9() { if (child.exitCode === null) { child.kill('SIGKILL'); await new Promise((r) => child.once('exit', r)); } },
-    async crashAndRestart() { await this.kill9(); return startApp(script, { port: this.port, bodyMode }); },
+    async crashAndRestart() { await this.kill9(); return startApp(script, { port: this.port, bodyMode, env: extraEnv }); },
   };
 }
 
-async function startStatehold(upstreamPort, { mode = 'header', routes } = {}) {
+async function startStatehold(upstreamPort, { mode = 'header', routes, adminPort = 0 } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'statehold-node-'));
   routes = routes || '[[route]]\npath = "/telegram"\nnamespace = "tg"\nkey = "json:/message/chat/id"\ndedupe = "json:/update_id"\n';
   const config = path.join(dir, 'statehold.toml');
   fs.writeFileSync(config, `[server]\nlisten = "127.0.0.1:0"\n[upstream]\nurl = "http://127.0.0.1:${upstreamPort}"\n`
     + `[store]\npath = "${path.join(dir, 'statehold.db')}"\n[contract]\nmode = "${mode}"\n${routes}`
-    + '[admin]\nlisten = "127.0.0.1:0"\n');
+    + `[admin]\nlisten = "127.0.0.1:${adminPort}"\n`);
   const log = path.join(dir, 'statehold.log');
   const child = spawn(stateholdBin(), ['serve', '--config', config], { stdio: ['ignore', 'ignore', fs.openSync(log, 'a')] });
   const deadline = Date.now() + READY_WITHIN;
@@ -71,6 +71,16 @@ async function startStatehold(upstreamPort, { mode = 'header', routes } = {}) {
   throw new Error(`statehold did not start:\n${fs.readFileSync(log, 'utf8')}`);
 }
 
+/** A port nothing listens on now (an address an app must know before
+ * statehold starts: its admin listener, where late reports go). */
+function freePort() {
+  const net = require('node:net');
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
 const tgUpdate = (id, chat, text) => ({ update_id: id, message: { message_id: id, chat: { id: chat, type: 'private' }, from: { id: chat }, text } });
 
 async function postJson(url, body, headers = {}) {
@@ -81,4 +91,4 @@ async function postJson(url, body, headers = {}) {
   return { status: r.status, headers: Object.fromEntries(r.headers), body: json };
 }
 
-module.exports = { startApp, startStatehold, postJson, tgUpdate };
+module.exports = { freePort, sleep, startApp, startStatehold, postJson, tgUpdate };

@@ -1,0 +1,50 @@
+'use strict';
+// A four-step registration flow against a plain object, for bots that
+// answer first and work afterwards: /start, name, email, plan.
+
+function handle(conversationStates, userId, text) {
+  const state = conversationStates[userId];
+  if (text === '/start' || state === undefined) {
+    conversationStates[userId] = { step: 'name' };
+    return "Welcome! What's your name?";
+  }
+  if (state.step === 'name') {
+    state.name = text;
+    state.step = 'email';
+    return `Nice to meet you, ${text}. Your email?`;
+  }
+  if (state.step === 'email') {
+    state.email = text;
+    state.step = 'plan';
+    return 'Which plan: basic or pro?';
+  }
+  const { name, email } = state;
+  delete conversationStates[userId];
+  return `Registered ${name} <${email}> on the ${text} plan. Done!`;
+}
+
+/** A stand-in for the Telegram Bot API on loopback (no network here):
+ * records sendMessage; resolves to its base URL and the record. */
+function fakeBotApi() {
+  const http = require('node:http');
+  const sent = [];
+  const server = http.createServer((req, res) => {
+    let raw = '';
+    req.on('data', (c) => { raw += c; });
+    req.on('end', () => {
+      const method = req.url.split('/').pop();
+      let params = {};
+      try { params = JSON.parse(raw || '{}'); } catch (e) { /* form data: unused here */ }
+      let result = true;
+      if (method === 'sendMessage') {
+        sent.push({ chat_id: Number(params.chat_id), text: params.text });
+        result = { message_id: sent.length, date: Math.floor(Date.now() / 1000), chat: { id: Number(params.chat_id), type: 'private' }, text: params.text };
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ ok: true, result }));
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}`, sent })));
+}
+
+module.exports = { handle, fakeBotApi };
