@@ -65,6 +65,22 @@ fn wrong_types_and_values_name_the_key() {
             base.replace("url = \"http://", "url = \"ftp://"),
             "upstream.url",
         ),
+        // A deferred turn outliving its report timeout (issue 19): the
+        // lease (5s by default) must be shorter than the timeout.
+        (
+            base.replace(
+                "namespace = \"tg\"",
+                "namespace = \"tg\"\nreport_timeout = \"3s\"",
+            ),
+            "route[0].report_timeout",
+        ),
+        (
+            base.replace(
+                "namespace = \"tg\"",
+                "namespace = \"tg\"\nreport_timeout = \"16m\"",
+            ),
+            "route[0].report_timeout",
+        ),
     ] {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, edit).unwrap();

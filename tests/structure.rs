@@ -135,7 +135,14 @@ fn function_lengths(code: &str) -> Vec<(String, usize)> {
         let is_item = qualifiers
             .iter()
             .all(|w| w.starts_with("pub") || matches!(*w, "async" | "const" | "unsafe" | "extern"));
-        if !is_item || trimmed.ends_with(';') {
+        // A declaration without a body (a trait's), its signature over
+        // one or more lines, ends in `;` before any `{`.
+        let declared = lines[at..]
+            .iter()
+            .map(|l| l.trim_end())
+            .find(|l| l.ends_with(';') || l.ends_with('{'))
+            .is_some_and(|l| l.ends_with(';'));
+        if !is_item || declared {
             continue;
         }
         let close = " ".repeat(indent) + "}";

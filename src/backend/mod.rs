@@ -45,6 +45,7 @@ pub mod private;
 pub mod record;
 pub mod redis;
 pub mod reseal;
+mod sealed;
 
 use std::future::Future;
 use std::time::Duration;

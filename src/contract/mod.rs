@@ -222,6 +222,9 @@ pub enum RollbackTo {
     Previous,
 }
 
+/// The bot's `X-Statehold-Rollback`, as read (before capture strips it).
+pub type RollbackAsked = Result<RollbackTo, CaptureError>;
+
 /// `X-Statehold-Rollback: <version>` or `previous` in the bot's answer.
 pub fn capture_rollback(headers: &HeaderMap) -> Option<Result<RollbackTo, CaptureError>> {
     let value = headers.get(HEADER_ROLLBACK)?.to_str().ok().map(str::trim);

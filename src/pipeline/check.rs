@@ -17,7 +17,7 @@ use crate::key::ConvKey;
 use crate::metrics::SaveResult;
 
 /// The bot's `X-Statehold-Rollback`, read before capture strips it.
-type Asked = Result<RollbackTo, contract::CaptureError>;
+use contract::RollbackAsked as Asked;
 
 impl<B: Backend> Pipeline<B> {
     /// `loaded`: the record this turn read (`None` while the store is out:

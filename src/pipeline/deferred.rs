@@ -4,7 +4,7 @@
 //! `X-Statehold-Deferred: 1`; the answer leaves at once (its dedupe record
 //! written, so a redelivery is answered from it), and the conversation's
 //! turn stays held, its lease kept alive, until the late report arrives
-//! (`POST /v1/turns/<token>` on the admin listener, [`LateReport`]) or
+//! (`POST /v1/turns/<token>` on the admin listener, `report.rs`) or
 //! `route.report_timeout` passes. Later requests of the conversation wait
 //! for it, on any replica, as they wait for a bot at work.
 //!

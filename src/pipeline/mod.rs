@@ -23,10 +23,15 @@
 //!    refresh and the dedupe record. A redelivery with the same body is answered from the
 //!    record; a different body under a known dedupe id gets 409.
 //! 9. **inject**    snapshot into the request ([`contract::inject_headers`] /
-//!    [`body::set_member`]) and `X-Statehold-Verified`
+//!    [`body::set_member`]), `X-Statehold-Verified`, and the turn's token
+//!    (`X-Statehold-Turn`, [`crate::backend::TurnToken`])
 //! 10. **upstream** the bot, asked for an uncompressed answer ([`crate::upstream`])
 //! 11. **capture**  the bot's reported snapshot, and **strip** every trace of
-//!     it from the answer; an answer that cannot be stripped is a 502
+//!     it from the answer; an answer that cannot be stripped is a 502.
+//!     **defer**: an answer that says `X-Statehold-Deferred: 1` leaves now
+//!     and its turn stays held for the late report (`POST /v1/turns/<token>`
+//!     on the admin listener), which then runs steps 12 and 13
+//!     (`deferred.rs`, `late.rs`, `report.rs`)
 //! 12. **check**    the snapshot against the route's rules (`route.schema`,
 //!     `[route.transitions]`): one that breaks them is not stored and the
 //!     old one stays; a clear keeps `route.keep_on_clear` ([`crate::rules`])
@@ -37,7 +42,9 @@
 //!
 //! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
 //! (reading within the budgets of `budget.rs`, the body-mode member),
-//! `state.rs` (turn, load, dedupe answer, save), `spooled.rs` (the spool), `link.rs` (the
+//! `state.rs` (turn, load, dedupe answer, save), `spooled.rs` (the spool),
+//! `deferred.rs` (parked turns), `late.rs` (the defer stage), `report.rs`
+//! (late reports), `unrouted.rs` (answers before a route), `link.rs` (the
 //! bot's link reports, saved with the member's turn), `wire.rs` (inject,
 //! capture and strip), `check.rs` (the route's rules), `audit.rs` (the
 //! audit note), `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
@@ -58,11 +65,13 @@ mod late;
 mod link;
 mod recovery;
 pub mod reject;
+mod report;
 mod request;
 pub mod route;
 mod spooled;
 mod state;
 mod unreported;
+mod unrouted;
 mod wire;
 
 use std::net::SocketAddr;
@@ -70,17 +79,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::backend::Backend;
 use crate::config::{Config, ContractMode, OnUnavailable, Unmatched};
 use crate::contract;
-use crate::framing::Flaw;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::spool::Spool;
@@ -88,8 +95,8 @@ use crate::upstream::Upstream;
 use crate::verify::HeadVerdict;
 use admit::normalize_uri;
 use late::Deferral;
-pub use late::{LateReport, ReportAnswer};
 pub use reject::Reject;
+pub use report::{LateReport, ReportAnswer};
 use request::{Admitted, Answer, Keyed, Saved, Trace, Turn};
 use route::{Route, Routes};
 
@@ -235,60 +242,6 @@ impl<B: Backend> Pipeline<B> {
         resp
     }
 
-    /// A request whose head [`crate::framing`] flagged (both framing
-    /// headers, bare LF line ends): 400, never forwarded, connection closed.
-    pub fn reject_ambiguous_framing(&self, flaw: Flaw) -> Response<Body> {
-        let mut resp = self.unrouted(Reject::bad_request(flaw.reason()), Instant::now());
-        resp.headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        resp
-    }
-
-    /// An answer given before any route was chosen: counted under the
-    /// `unmatched` label and logged without the path (it may carry ids).
-    fn unrouted(&self, reject: Reject, started: Instant) -> Response<Body> {
-        let status = reject.status.as_u16();
-        self.metrics.request(
-            self.metrics.unmatched(),
-            reject.outcome,
-            status,
-            started.elapsed(),
-        );
-        warn!(outcome = reject.outcome.as_str(), status, reason = %reject.log_text(), "request rejected");
-        reject.response()
-    }
-
-    /// Paths no route matches: streamed to the bot, or 404.
-    async fn unmatched(
-        &self,
-        parts: Parts,
-        body: Incoming,
-        conn: ConnInfo,
-        started: Instant,
-    ) -> Response<Body> {
-        if self.settings.unmatched == Unmatched::Reject {
-            let reject = Reject::new(
-                StatusCode::NOT_FOUND,
-                Outcome::NotFound,
-                "no route for this path",
-            );
-            return self.unrouted(reject, started);
-        }
-        let resp = self.passthrough(parts, Either::Right(body), conn).await;
-        let outcome = match resp.status() {
-            StatusCode::BAD_GATEWAY => Outcome::UpstreamError,
-            StatusCode::GATEWAY_TIMEOUT => Outcome::UpstreamTimeout,
-            _ => Outcome::Passthrough,
-        };
-        self.metrics.request(
-            self.metrics.unmatched(),
-            outcome,
-            resp.status().as_u16(),
-            started.elapsed(),
-        );
-        resp
-    }
-
     /// A request on a route, stage by stage (see the module docs).
     async fn matched(
         &self,
@@ -388,27 +341,35 @@ impl<B: Backend> Pipeline<B> {
                 Deferral::Save(t, k, c) => (turn, keyed, captured, rollback) = (t, k, c, None),
             }
         }
-        // check
-        let change = self.check(
-            route,
-            &conv,
-            turn.loaded(),
-            (captured.change, rollback),
-            trace,
-        );
-        let change = change.await;
-        // save (with the link the bot asked for, if any)
+        // check + save
+        self.check_and_save(route, (turn, keyed), (captured, rollback), &answer, trace)
+            .await?;
+        Ok(answer.into_response())
+    }
+
+    /// The check stage, then the save (with the link the bot asked for,
+    /// if any).
+    async fn check_and_save(
+        &self,
+        route: &Route,
+        (turn, keyed): (Turn<B::Held>, Keyed),
+        (captured, rollback): (wire::Captured, Option<contract::RollbackAsked>),
+        answer: &Answer,
+        trace: &mut Trace,
+    ) -> Result<(), Reject> {
+        let conv = keyed.conv.clone();
+        let asked = (captured.change, rollback);
+        let change = self.check(route, &conv, turn.loaded(), asked, trace).await;
         match captured.link {
             None => {
-                self.finish_turn(turn, keyed, change, (&answer, None), trace)
-                    .await?
+                self.finish_turn(turn, keyed, change, (answer, None), trace)
+                    .await
             }
             Some(ask) => {
-                self.link_and_save(turn, keyed, change, (&answer, ask), trace)
-                    .await?
+                self.link_and_save(turn, keyed, change, (answer, ask), trace)
+                    .await
             }
         }
-        Ok(answer.into_response())
     }
 
     fn body_mode(&self) -> bool {

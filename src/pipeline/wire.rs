@@ -71,15 +71,7 @@ impl<B: Backend> Pipeline<B> {
         let mut link = contract::capture_link(&parts.headers);
         let mut deferred = contract::capture_deferred(&parts.headers);
         if self.body_mode() {
-            let encoded = parts
-                .headers
-                .get(CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-            let report = if encoded {
-                BodyReport::Unreadable
-            } else {
-                contract::capture_body(body, &self.settings.body_field, max)
-            };
+            let (report, encoded) = self.body_report(parts, body);
             match report {
                 BodyReport::Absent => {}
                 BodyReport::Found(new_body, from_body, body_link, body_deferred) => {
@@ -115,6 +107,24 @@ impl<B: Backend> Pipeline<B> {
             link,
             deferred,
         })
+    }
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// Body mode: the answer's member, read and removed from a copy of the
+    /// body; a compressed answer cannot be read (and says so: `true`).
+    fn body_report(&self, parts: &http::response::Parts, body: &[u8]) -> (BodyReport, bool) {
+        let encoded = parts
+            .headers
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let report = if encoded {
+            BodyReport::Unreadable
+        } else {
+            let max = self.settings.max_state_bytes;
+            contract::capture_body(body, &self.settings.body_field, max)
+        };
+        (report, encoded)
     }
 }
 

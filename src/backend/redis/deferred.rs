@@ -82,6 +82,9 @@ impl RedisTurns {
             linked: bytes_of(linked).is_some(),
             ..Loaded::default()
         };
-        Ok(Adoption::Adopted(RedisTurn::holding(s, lease, fence), loaded))
+        Ok(Adoption::Adopted(
+            RedisTurn::holding(s, lease, fence),
+            loaded,
+        ))
     }
 }

@@ -8,8 +8,10 @@
 //! - `scripts.rs`: every script, built with the deployment's constants.
 //! - `records.rs`: `load.lua`, `commit.lua`; `views.rs`: reads for the
 //!   admin API and maintenance (links, history, audit, scan).
-//! - `turns.rs`: the leased, fenced ticket queue (`acquire.lua`,
-//!   `check.lua`, `release.lua`, `extend.lua`, `turn_lib.lua`).
+//! - `turns.rs`: the leased, fenced ticket queue (`check.lua`,
+//!   `release.lua`, `extend.lua`, `turn_lib.lua`); `acquire.rs`: queueing
+//!   for a turn (`acquire.lua`); `deferred.rs`: deferred turns
+//!   (`defer.lua`, `adopt.lua`).
 //! - `background.rs`: hand-over notices, the orphan sweeper, lease
 //!   extension.
 //!
@@ -18,6 +20,7 @@
 //! check, write, dedupe record, release). Redis expires keys itself, so
 //! `purge_expired` has nothing to do.
 
+mod acquire;
 mod background;
 mod breaker;
 mod conn;
@@ -39,8 +42,8 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin, RecordedResponse,
-    Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin,
+    RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
 use records::RedisRecords;

@@ -1,0 +1,67 @@
+//! `acquire.lua` from the turn machinery's side: queue a token for a
+//! conversation's turn, and read the record when the turn is granted at
+//! once (one round trip); a linked channel is queued for its member's turn.
+
+use super::keys::ConvKeys;
+use super::turns::{LeaseKeys, Shared};
+use crate::backend::{Loaded, TurnError};
+use crate::key::ConvKey;
+
+/// What acquire.lua answered.
+pub(super) struct Acquired {
+    /// The member whose turn the token is queued for (a linked channel).
+    pub(super) member: Option<ConvKey>,
+    /// The record, when the turn was granted at once (else we wait).
+    pub(super) prefetched: Option<Loaded>,
+}
+
+impl Shared {
+    /// acquire.lua: queues `token`; a turn granted at once brings the
+    /// record (and the dedupe lookup) along. A linked channel's request
+    /// is queued for its member's turn: the member is returned.
+    pub(super) async fn run_acquire(
+        &self,
+        keys: &LeaseKeys,
+        token: u64,
+        (key, conv): (&ConvKey, &ConvKeys),
+        dedupe_id: Option<&str>,
+    ) -> Result<Acquired, TurnError> {
+        let unavailable = |e: &dyn std::fmt::Display| TurnError::Unavailable(e.to_string());
+        let mut inv = self.scripts.of(key).acquire.prepare_invoke();
+        inv.key(&keys.lease)
+            .key(&keys.queue)
+            .key(conv.snapshot())
+            .key(conv.dedupe(dedupe_id.unwrap_or("")))
+            .key(conv.alias());
+        inv.arg(token)
+            .arg(if dedupe_id.is_some() { "1" } else { "0" });
+        if self.audit {
+            inv.key(conv.expiry_mark())
+                .key(super::keys::audit_stream(self.conn.prefix()));
+        }
+        let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(|e| unavailable(&e))?;
+        let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
+            match tag.and_then(super::records::tag_of) {
+                None => Ok(None),
+                Some(tag) => super::keys::conversation_of_tag(self.conn.prefix(), &tag)
+                    .map(Some)
+                    .ok_or_else(|| unavailable(&"a damaged alias")),
+            }
+        };
+        match reply.as_slice() {
+            [redis::Value::Int(1), rest @ ..] => {
+                let mut loaded = super::records::parse_loaded(rest).map_err(|e| unavailable(&e))?;
+                loaded.member = member(rest.get(3))?;
+                Ok(Acquired {
+                    member: loaded.member.clone(),
+                    prefetched: Some(loaded),
+                })
+            }
+            [redis::Value::Int(0), tag @ ..] => Ok(Acquired {
+                member: member(tag.first())?,
+                prefetched: None,
+            }),
+            _ => Err(unavailable(&"unexpected reply to acquire")),
+        }
+    }
+}

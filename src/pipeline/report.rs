@@ -1,0 +1,283 @@
+//! The late report of a deferred turn (`POST /v1/turns/<token>`,
+//! [`super::deferred`]): the turn is claimed from this process's parking
+//! table or adopted from the store, and the report runs the check and
+//! save stages an answer's report runs.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use super::deferred::Parked;
+use super::request::{Answer, Keyed, Trace, Turn};
+use super::route::Route;
+use super::Pipeline;
+use crate::backend::{Adoption, Backend, TurnToken};
+use crate::contract::{self, LinkAsk, RollbackTo, StateChange};
+use crate::metrics::DeferredResult;
+use crate::outcome::Outcome;
+
+/// How often a report that overtook its deferral looks again.
+const EARLY_REPORT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A late report's body: exactly one of `{"state": …}`, `{"clear": true}`,
+/// `{"unchanged": true}`, optionally with `"link"`, `"unlink": true` or
+/// `"rollback"`, under the answer headers' rules.
+#[derive(Debug, PartialEq)]
+pub struct LateReport {
+    pub change: StateChange,
+    pub link: Option<LinkAsk>,
+    pub rollback: Option<RollbackTo>,
+}
+
+impl LateReport {
+    /// Parses a report body; `Err` says what is wrong (never echoing it).
+    pub fn parse(body: &[u8], max_state_bytes: usize) -> Result<LateReport, &'static str> {
+        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+            return Err("the body must be a JSON object");
+        };
+        let link = match contract::link::take_link(&mut obj) {
+            None => None,
+            Some(Ok(ask)) => Some(ask),
+            Some(Err(_)) => return Err("\"link\" must name a <namespace>:<id> key"),
+        };
+        let rollback = match obj.remove("rollback") {
+            None => None,
+            Some(Value::String(s)) if s == "previous" => Some(RollbackTo::Previous),
+            Some(v) => match v.as_u64() {
+                Some(n) => Some(RollbackTo::Version(n)),
+                None => return Err("\"rollback\" must be \"previous\" or a version"),
+            },
+        };
+        let state = obj.remove("state");
+        let clear = obj.remove("clear");
+        let unchanged = obj.remove("unchanged");
+        if !obj.is_empty() {
+            return Err("unknown member: only state, clear, unchanged, link, unlink, rollback");
+        }
+        let change = match (state, clear, unchanged) {
+            (Some(state), None, None) => {
+                let text = serde_json::to_vec(&state).map_err(|_| "state is not JSON")?;
+                if text.len() > max_state_bytes {
+                    return Err("state over store.max_state_bytes");
+                }
+                StateChange::Put(text.into())
+            }
+            (None, Some(Value::Bool(true)), None) => StateChange::Clear,
+            (None, None, Some(Value::Bool(true))) => StateChange::Keep,
+            _ => {
+                return Err(
+                    "exactly one of {\"state\": …}, {\"clear\": true}, {\"unchanged\": true}",
+                )
+            }
+        };
+        Ok(LateReport {
+            change,
+            link,
+            rollback,
+        })
+    }
+
+    /// What only the key as the request named it can do: the store's
+    /// name of a hashed key cannot be hashed again.
+    fn needs_raw_key(&self) -> bool {
+        self.link.is_some() || self.rollback.is_some()
+    }
+}
+
+/// The late report's answer: a status and a JSON body.
+pub struct ReportAnswer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl ReportAnswer {
+    fn unknown() -> ReportAnswer {
+        ReportAnswer {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": "no deferred turn for this token: unknown, already reported, or past its timeout"}),
+        }
+    }
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// `POST /v1/turns/<token>`: the late report of a deferred turn.
+    pub async fn late_report(&self, token: &str, report: LateReport) -> ReportAnswer {
+        let deferred = self.metrics.deferred();
+        let unmatched = self.metrics.unmatched();
+        let Some(token) = TurnToken::parse(token) else {
+            deferred.report(unmatched, DeferredResult::Unknown);
+            return ReportAnswer::unknown();
+        };
+        let Some(route) = self.routes.by_index(token.route()) else {
+            deferred.report(unmatched, DeferredResult::Unknown);
+            return ReportAnswer::unknown();
+        };
+        let parked = match self.claim_or_adopt(&token, &report).await {
+            Ok(Some(parked)) => parked,
+            Ok(None) => {
+                deferred.report(route.index, DeferredResult::Unknown);
+                return ReportAnswer::unknown();
+            }
+            Err(answer) => return answer,
+        };
+        self.settle(route, parked, report).await
+    }
+
+    /// The turn parked here, or one deferred elsewhere (another replica,
+    /// or this process before a restart) taken over from the store. A
+    /// report that overtook the answer deferring its turn (the turn is
+    /// held, not deferred yet) waits for the deferral, at most as long as
+    /// a request may stay with the bot (`upstream.timeout`).
+    async fn claim_or_adopt(
+        &self,
+        token: &TurnToken,
+        report: &LateReport,
+    ) -> Result<Option<Parked<B::Held>>, ReportAnswer> {
+        let deadline = tokio::time::Instant::now() + self.settings.report_grace;
+        loop {
+            if let Some(parked) = self.deferrals.claim(token.secret()).await {
+                return Ok(Some(parked));
+            }
+            match self.adopt(token, report).await? {
+                Adoption::Adopted(held, loaded) => {
+                    return Ok(Some(Parked {
+                        held,
+                        loaded,
+                        conv: token.key().clone(),
+                        route: token.route(),
+                        request_id: None,
+                    }))
+                }
+                Adoption::Unknown => return Ok(None),
+                Adoption::Pending if tokio::time::Instant::now() >= deadline => return Ok(None),
+                Adoption::Pending => tokio::time::sleep(EARLY_REPORT_POLL).await,
+            }
+        }
+    }
+
+    /// The store's view of a turn token ([`Backend::adopt`]).
+    async fn adopt(
+        &self,
+        token: &TurnToken,
+        report: &LateReport,
+    ) -> Result<Adoption<B::Held>, ReportAnswer> {
+        let stored = token.key();
+        if report.needs_raw_key() && self.backend.stored_name(stored) != *stored {
+            return Err(ReportAnswer {
+                status: StatusCode::CONFLICT,
+                body: json!({"error": "with store.key_secret, a late report that links, unlinks or rolls back must reach the replica that holds the turn"}),
+            });
+        }
+        match self.backend.adopt(token).await {
+            Ok(adoption) => Ok(adoption),
+            Err(e) => {
+                warn!(error = %e, "a late report could not reach the store");
+                Err(ReportAnswer {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: json!({"error": "state store unavailable; report again"}),
+                })
+            }
+        }
+    }
+
+    /// The check and save stages on a claimed or adopted turn.
+    async fn settle(
+        &self,
+        route: &Route,
+        parked: Parked<B::Held>,
+        report: LateReport,
+    ) -> ReportAnswer {
+        let Parked {
+            held,
+            loaded,
+            conv,
+            request_id,
+            ..
+        } = parked;
+        let mut trace = Trace::new();
+        let asked = report.change.clone();
+        let turn = Turn::Held {
+            held,
+            loaded,
+            spooled: None,
+        };
+        let rollback = report.rollback.map(Ok);
+        let rolls_back = rollback.is_some();
+        let change = self
+            .check(
+                route,
+                &conv,
+                turn.loaded(),
+                (report.change, rollback),
+                &mut trace,
+            )
+            .await;
+        let refused = (rolls_back && trace.rolled_back.is_none())
+            || (matches!(asked, StateChange::Put(_)) && change == StateChange::Keep);
+        if refused {
+            // The old snapshot stays; dropping the turn ends it.
+            drop(turn);
+            let deferred = self.metrics.deferred();
+            deferred.report(route.index, DeferredResult::Refused);
+            return ReportAnswer {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: json!({"error": "the route's rules refuse this report; the previous snapshot stays"}),
+            };
+        }
+        let keyed = Keyed {
+            conv,
+            dedupe: None,
+            request_id,
+        };
+        self.save_report(route, (turn, keyed), (change, report.link), trace)
+            .await
+    }
+
+    /// The save stage on a late report (no answer to record: its dedupe
+    /// record was written when the turn was deferred).
+    async fn save_report(
+        &self,
+        route: &Route,
+        (turn, keyed): (Turn<B::Held>, Keyed),
+        (change, link): (StateChange, Option<LinkAsk>),
+        mut trace: Trace,
+    ) -> ReportAnswer {
+        let conv = keyed.conv.clone();
+        let answer = Answer::acknowledged();
+        let trace = &mut trace;
+        let result = match link {
+            None => {
+                self.finish_turn(turn, keyed, change.clone(), (&answer, None), trace)
+                    .await
+            }
+            Some(ask) => {
+                self.link_and_save(turn, keyed, change.clone(), (&answer, ask), trace)
+                    .await
+            }
+        };
+        let deferred = self.metrics.deferred();
+        match result {
+            Ok(()) => {
+                let result = match change {
+                    StateChange::Keep => DeferredResult::Unchanged,
+                    StateChange::Clear | StateChange::Forget => DeferredResult::Cleared,
+                    StateChange::Put(_) => DeferredResult::Saved,
+                };
+                deferred.report(route.index, result);
+                ReportAnswer {
+                    status: StatusCode::OK,
+                    body: json!({"key": conv.as_str(), "version": trace.version.unwrap_or(0)}),
+                }
+            }
+            // The fence refused it: the turn ended (timed out) meanwhile.
+            Err(reject) if reject.outcome == Outcome::Conflict => {
+                deferred.report(route.index, DeferredResult::Unknown);
+                ReportAnswer::unknown()
+            }
+            Err(reject) => ReportAnswer {
+                status: reject.status,
+                body: json!({"error": reject.log_text()}),
+            },
+        }
+    }
+}
