@@ -182,6 +182,8 @@ impl RedisTurn {
             // A finished receiver must not be polled again.
             self.lost = None;
             if told {
+                // Not ours any more: nothing to release on drop.
+                self.released = true;
                 return;
             }
         }
