@@ -68,7 +68,7 @@ if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
 echo "== node helper and example"
 mkdir -p target/node
-(cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0 grammy@1.46.0) \
+(cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0 grammy@1.46.0 @slack/bolt@5.1.0) \
   || echo "== npm install failed"
 log="$(mktemp)"
 set +e

@@ -56,7 +56,7 @@ export function configure(options: { reportUrl?: string }): void;
 export function track<T>(work: Promise<T> | T): Promise<T>;
 /** grammY: `bot.use(grammyMiddleware())`, first. */
 export function grammyMiddleware(): (ctx: unknown, next: () => Promise<void>) => Promise<void>;
-/** Slack Bolt: `app.use(boltMiddleware())`. */
-export function boltMiddleware(): (args: { next: () => Promise<void> }) => Promise<void>;
+/** Slack Bolt: `bolt(app)`: each event's processing defers the ack's report until its listeners are done. */
+export function bolt<A extends { processEvent(event: any): Promise<void> }>(app: A): A;
 export const HEADER_TURN: 'x-statehold-turn';
 export const HEADER_DEFERRED: 'x-statehold-deferred';

@@ -265,6 +265,21 @@ function track(work) {
   return Promise.resolve(work).finally(() => c.release());
 }
 
+/** Like `track`, for work that `start()` begins: held before it starts
+ * (it may answer the request before its first await). */
+function trackStart(start) {
+  const c = storage.getStore();
+  if (!c || !c.key || !c.hold()) return start();
+  let work;
+  try {
+    work = start();
+  } catch (e) {
+    c.release();
+    throw e;
+  }
+  return Promise.resolve(work).finally(() => c.release());
+}
+
 /** grammY: `bot.use(statehold.grammyMiddleware())` first. An update whose
  * handlers outlive webhookCallback's timeout keeps its conversation: the
  * timeout's answer defers the report instead of failing the update. */
@@ -272,10 +287,14 @@ function grammyMiddleware() {
   return (_ctx, next) => track(next());
 }
 
-/** Slack Bolt: `app.use(statehold.boltMiddleware())`. Listeners that ack
- * first (no processBeforeResponse) report when they are done. */
-function boltMiddleware() {
-  return ({ next }) => track(next());
+/** Slack Bolt: `statehold.bolt(app)`. Bolt acknowledges an event before
+ * its middleware and listeners run (without processBeforeResponse): each
+ * event's processing is the conversation's work, so the ack defers the
+ * report and the report follows when the listeners are done. */
+function bolt(app) {
+  const processEvent = app.processEvent.bind(app);
+  app.processEvent = (event) => trackStart(() => processEvent(event));
+  return app;
 }
 
 /** Wraps a plain `(req, res)` handler (node:http). Body mode needs the body
@@ -357,6 +376,6 @@ function grammySessionStorage() {
 module.exports = {
   BODY_FIELD, HEADER_CLEAR, HEADER_DEFERRED, HEADER_KEY, HEADER_STATE, HEADER_STATUS, HEADER_TURN,
   HEADER_VERIFIED, HEADER_VERSION,
-  ContractError, Conversation, boltMiddleware, configure, conversationStates, current, decodeState,
+  ContractError, Conversation, bolt, configure, conversationStates, current, decodeState,
   encodeState, grammyMiddleware, grammySessionStorage, middleware, track, wrap,
 };

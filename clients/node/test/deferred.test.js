@@ -6,6 +6,7 @@
 // survives kill -9 of the bot mid-flow.
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { freePort, sleep, startApp, startStatehold, postJson } = require('./harness.js');
@@ -62,8 +63,50 @@ test('grammY with an 11 s handler behind webhookCallback keeps its flow across k
   }
 });
 
-test('adopting grammY takes at most five lines', () => {
-  const lines = fs.readFileSync(path.join(__dirname, 'apps', 'grammy_app.js'), 'utf8').split('\n');
-  const marked = lines.filter((l) => l.includes('(statehold)'));
-  assert.ok(marked.length >= 1 && marked.length <= 5, marked.join('\n'));
+const SIGNING_SECRET = 'test-signing-secret';
+
+/** A Slack Events API message event, signed as Slack signs it. */
+function slackEvent(n, user, text) {
+  const body = JSON.stringify({
+    token: 'x', team_id: 'T1', api_app_id: 'A1', type: 'event_callback', event_id: `Ev${n}`, event_time: 1700000000 + n,
+    event: { type: 'message', channel: 'D1', channel_type: 'im', user, text, ts: `${1700000000 + n}.000100` },
+  });
+  const ts = Math.floor(Date.now() / 1000);
+  const signature = `v0=${crypto.createHmac('sha256', SIGNING_SECRET).update(`v0:${ts}:${body}`).digest('hex')}`;
+  return { body, headers: { 'content-type': 'application/json', 'x-slack-request-timestamp': String(ts), 'x-slack-signature': signature } };
+}
+
+test('Slack Bolt without processBeforeResponse keeps its flow across kill -9', async () => {
+  const adminPort = await freePort();
+  const env = { STATEHOLD_REPORT_URL: `http://127.0.0.1:${adminPort}`, SLACK_SIGNING_SECRET: SIGNING_SECRET };
+  let app = await startApp('bolt_app.js', { env });
+  const routes = '[[route]]\npath = "/slack/events"\nnamespace = "sl"\npreset = "slack"\n';
+  const proxy = await startStatehold(app.port, { adminPort, routes });
+  const reports = async (result) => proxy.metric(`statehold_deferred_reports_total{route="sl",result="${result}"}`);
+  const sent = async () => (await (await fetch(`http://127.0.0.1:${app.port}/_sent`)).json()).map((m) => m.text);
+  try {
+    for (const [i, [text, expected]] of STEPS.entries()) {
+      const n = i + 1;
+      const { body, headers } = slackEvent(n, 'U42', text);
+      const r = await fetch(`${proxy.url}/slack/events`, { method: 'POST', headers, body });
+      assert.equal(r.status, 200, `step ${n}: ${await r.text()}`);
+      assert.ok(![...r.headers.keys()].some((h) => h.startsWith('x-statehold')));
+      await until(`the late report of step ${n}`, async () => (await reports('saved')) + (await reports('cleared')) === n);
+      await until(`the answer to step ${n}`, async () => (await sent()).includes(expected));
+      if (n === 2) app = await app.crashAndRestart(); // mid-flow: its memory is gone
+    }
+    assert.equal(await reports('timeout'), 0);
+    assert.equal(await proxy.metric('statehold_unreported_total{route="sl"}'), 0);
+  } finally {
+    await app.kill9();
+    await proxy.kill9();
+  }
+});
+
+test('adopting grammY or Bolt takes at most five lines', () => {
+  for (const script of ['grammy_app.js', 'bolt_app.js']) {
+    const lines = fs.readFileSync(path.join(__dirname, 'apps', script), 'utf8').split('\n');
+    const marked = lines.filter((l) => l.includes('(statehold)'));
+    assert.ok(marked.length >= 1 && marked.length <= 5, marked.join('\n'));
+  }
 });
