@@ -49,7 +49,9 @@ fn main() {
             .get(2)
             .and_then(|a| a.parse().ok())
             .expect("bot --listen ADDR");
-        run_bot(listen);
+        // `--defer-to ADMIN`: answer first, report the snapshot late.
+        let defer_to: Option<SocketAddr> = args.get(4).and_then(|a| a.parse().ok());
+        run_bot(listen, defer_to);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -66,7 +68,11 @@ fn main() {
 
 // ------------------------------------------------------------------ the bot
 
-fn run_bot(listen: SocketAddr) {
+/// The fast bot; with `defer_to` (statehold's admin listener) it answers
+/// `X-Statehold-Deferred: 1` at once and posts the snapshot as the late
+/// report (`POST /v1/turns/<token>`) right after, as a bot that answers
+/// first and works afterwards does.
+fn run_bot(listen: SocketAddr, defer_to: Option<SocketAddr>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,6 +80,8 @@ fn run_bot(listen: SocketAddr) {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
         let header = http::HeaderValue::from_str(&snapshot()).expect("header");
+        let report = Bytes::from(format!("{{\"state\":{}}}", snapshot()));
+        let reporter: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let reply = Bytes::from_static(br#"{"method":"sendMessage","chat_id":1,"text":"ok"}"#);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -81,13 +89,36 @@ fn run_bot(listen: SocketAddr) {
             };
             let _ = stream.set_nodelay(true);
             let (header, reply) = (header.clone(), reply.clone());
+            let (report, reporter) = (report.clone(), reporter.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (header, reply) = (header.clone(), reply.clone());
+                        let (report, reporter) = (report.clone(), reporter.clone());
                         async move {
+                            let token = req.headers().get("x-statehold-turn").cloned();
                             let _ = req.into_body().collect().await;
                             let mut resp = http::Response::new(Full::new(reply));
+                            if let (Some(admin), Some(token)) = (defer_to, token) {
+                                resp.headers_mut().insert(
+                                    "x-statehold-deferred",
+                                    http::HeaderValue::from_static("1"),
+                                );
+                                let uri = format!(
+                                    "http://{admin}/v1/turns/{}",
+                                    token.to_str().unwrap_or_default()
+                                );
+                                tokio::spawn(async move {
+                                    let late = http::Request::post(uri)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(report))
+                                        .expect("report");
+                                    if let Ok(r) = reporter.request(late).await {
+                                        let _ = r.into_body().collect().await;
+                                    }
+                                });
+                                return Ok::<_, std::convert::Infallible>(resp);
+                            }
                             resp.headers_mut().insert("x-statehold-state", header);
                             resp.headers_mut().insert(
                                 "content-type",
@@ -400,7 +431,7 @@ fn redis_work(pid: u32, port: u16) -> (f64, u64, u64) {
 /// A fixed key for the benchmark's private target (32 bytes, base64).
 const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
-fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16) {
+fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16, u16) {
     let (listen, admin) = (free_port(), free_port());
     let text = format!(
         r#"[server]
@@ -421,7 +452,7 @@ level = "warn"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("config");
-    (path, listen)
+    (path, listen, admin)
 }
 
 fn orchestrate(quick: bool) -> Result<(), String> {
@@ -495,8 +526,8 @@ http {{
 
     let redis_pid = redis.child.id();
     let mut procs = vec![bot, redis, nginx];
-    let mut start_statehold = |name: &str, store: String| -> Result<(u16, u32), String> {
-        let (config, port) = statehold_config(dir, name, bot_port, &store);
+    let mut start_statehold = |name: &str, store: String, bot: u16| {
+        let (config, port, admin) = statehold_config(dir, name, bot, &store);
         let p = spawn(
             name,
             Command::new(&statehold)
@@ -508,38 +539,65 @@ http {{
         wait_for_port(port, name)?;
         let pid = p.child.id();
         procs.push(p);
-        Ok((port, pid))
+        Ok::<_, String>((port, pid, admin))
     };
-    let (pass_port, pass_pid) = start_statehold(
+    let (pass_port, pass_pid, _) = start_statehold(
         "sh-passthrough",
         format!("path = \"{}\"", dir.join("p.db").display()),
+        bot_port,
     )?;
-    let (emb_port, emb_pid) = start_statehold(
+    let (emb_port, emb_pid, _) = start_statehold(
         "sh-embedded",
         format!("path = \"{}\"", dir.join("e.db").display()),
+        bot_port,
     )?;
-    let (red_port, red_pid) = start_statehold(
+    let (red_port, red_pid, _) = start_statehold(
         "sh-redis",
         format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"bench\""),
+        bot_port,
     )?;
 
     // The same, private at rest: hashed key names, sealed values.
-    let (priv_port, priv_pid) = start_statehold(
+    let (priv_port, priv_pid, _) = start_statehold(
         "sh-redis-private",
         format!(
             "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchp\"\n\
              key_secret = \"{KEY}\"\nencryption = {{ keys = [{{ id = \"k1\", secret = \"{KEY}\" }}] }}"
         ),
+        bot_port,
     )?;
 
     // The same, with 10 kept versions and the audit trail (issue 13).
-    let (kept_port, kept_pid) = start_statehold(
+    let (kept_port, kept_pid, _) = start_statehold(
         "sh-redis-history-audit",
         format!(
             "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchh\"\n\
              history = 10\n[audit]\nmax_events = 100000"
         ),
+        bot_port,
     )?;
+
+    // Redis, with a bot that answers first and reports late (issue 19):
+    // the turn, `defer.lua`, the answer, then the late report's commit.
+    let deferring_bot = free_port();
+    let (def_port, def_pid, def_admin) = start_statehold(
+        "sh-redis-deferred",
+        format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchd\""),
+        deferring_bot,
+    )?;
+    let bot = spawn(
+        "deferring bot",
+        Command::new(&exe).args([
+            "bot",
+            "--listen",
+            &format!("127.0.0.1:{deferring_bot}"),
+            "--defer-to",
+            &format!("127.0.0.1:{def_admin}"),
+        ]),
+        &dir.join("deferring-bot.log"),
+    )?;
+    wait_for_port(deferring_bot, "deferring bot")?;
+    let _deferring_bot = bot;
 
     let targets = [
         Target {
@@ -582,6 +640,12 @@ http {{
             name: "statehold, redis + history 10 + audit",
             url: format!("http://127.0.0.1:{kept_port}/telegram"),
             pids: vec![kept_pid],
+            redis: Some((redis_pid, redis_port)),
+        },
+        Target {
+            name: "statehold, redis, deferred turn + late report",
+            url: format!("http://127.0.0.1:{def_port}/telegram"),
+            pids: vec![def_pid],
             redis: Some((redis_pid, redis_port)),
         },
     ];
@@ -740,7 +804,7 @@ http {{
                 prefill_redis(redis_port, &prefix, n)?;
                 format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"{prefix}\"")
             };
-            let (port, _) = start_statehold(&format!("grow-{backend}-{n}"), store)?;
+            let (port, _, _) = start_statehold(&format!("grow-{backend}-{n}"), store, bot_port)?;
             urls.push((n, format!("http://127.0.0.1:{port}/telegram")));
         }
         let mut p50s = vec![Vec::new(); urls.len()];

@@ -65,8 +65,8 @@ fn wrong_types_and_values_name_the_key() {
             base.replace("url = \"http://", "url = \"ftp://"),
             "upstream.url",
         ),
-        // A deferred turn outliving its report timeout (issue 19): the
-        // lease (5s by default) must be shorter than the timeout.
+        // A report timeout shorter than a lease (5s by default; issue 19):
+        // a dead holder's turn would outlive every report.
         (
             base.replace(
                 "namespace = \"tg\"",

@@ -24,14 +24,23 @@ fn forged_inbound_statehold_headers_never_reach_the_bot() {
         ("X-Statehold-Status", "restored"),
         ("X-Statehold-Clear", "1"),
         ("X-Statehold-Anything", "x"),
+        ("X-Statehold-Turn", "forged"),
+        ("X-Statehold-Deferred", "1"),
     ];
     let r = sh.update_with(1, 30, "pro", &forged);
     assert_eq!(r.status, 200);
     assert_eq!(reply_text(&r), "Session expired. Send /start to register.");
-    let seen = &last_handled(&bot)["reserved_seen"];
+    let mut seen = last_handled(&bot)["reserved_seen"].clone();
+    // statehold's own turn token, never the client's.
+    let turn = seen["x-statehold-turn"].take();
+    assert!(
+        turn.as_str().is_some_and(|t| t != "forged" && t.len() > 22),
+        "{turn}"
+    );
+    seen.as_object_mut().unwrap().remove("x-statehold-turn");
     assert_eq!(
         seen,
-        &json!({"x-statehold-key": "tg:30", "x-statehold-version": "0", "x-statehold-status": "new"})
+        json!({"x-statehold-key": "tg:30", "x-statehold-version": "0", "x-statehold-status": "new"})
     );
 
     // Also on paths no route matches.

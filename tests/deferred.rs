@@ -421,7 +421,10 @@ fn a_deferred_turn_costs_three_round_trips_five_on_another_replica() {
     let bot = Bot::start(0);
     let mut base = Config::new(bot.port, dir.path());
     base.redis = Some(redis.port);
-    let (a, b) = (Statehold::start(base.clone()), Statehold::start(base.replica()));
+    let (a, b) = (
+        Statehold::start(base.clone()),
+        Statehold::start(base.replica()),
+    );
     a.update(1, 31, "/start");
     support::wait_until("the first turn's scripts", || script_runs(redis.port) == 2);
     // The test posts each report once the deferred answer reached it (the

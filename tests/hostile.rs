@@ -179,6 +179,7 @@ fn underscore_spellings_of_reserved_headers_never_reach_either_side() {
                 "X_STATEHOLD_KEY",
                 "X_STATEHOLD_VERSION",
                 "X_STATEHOLD_STATUS",
+                "X_STATEHOLD_TURN",
             ]
         } else {
             &[]

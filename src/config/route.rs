@@ -52,18 +52,27 @@ pub struct RouteConfig {
     /// Members (JSON pointers) a clear keeps: the stored snapshot becomes just these, e.g. `["/member_id"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_on_clear: Vec<String>,
-    /// How long a deferred turn (the bot answered `X-Statehold-Deferred: 1`) waits for its late report (`POST /v1/turns/<token>`) before the turn is released and the snapshot kept; at most 15m.
-    #[serde(default = "default_report_timeout", with = "humantime_serde")]
-    pub report_timeout: std::time::Duration,
+    /// How long a deferred turn (the bot answered `X-Statehold-Deferred: 1`) waits for its late report (`POST /v1/turns/<token>`) before the turn is released and the snapshot kept: default 30s (or `store.lock_lease` when longer), at most 15m, at least `store.lock_lease`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub report_timeout: Option<std::time::Duration>,
 }
 
-/// `route.report_timeout`'s default.
+/// `route.report_timeout`'s default (or `store.lock_lease` when longer).
 pub const DEFAULT_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The longest `route.report_timeout` allowed.
 pub const MAX_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-fn default_report_timeout() -> std::time::Duration {
-    DEFAULT_REPORT_TIMEOUT
+impl RouteConfig {
+    /// The route's report timeout: as set, else the default (never
+    /// shorter than a lease).
+    pub fn report_timeout(&self, lock_lease: std::time::Duration) -> std::time::Duration {
+        self.report_timeout
+            .unwrap_or_else(|| DEFAULT_REPORT_TIMEOUT.max(lock_lease))
+    }
 }
 
 impl RouteConfig {

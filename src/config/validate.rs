@@ -137,7 +137,9 @@ impl Config {
                 route.apply_preset(preset);
             }
             check_route(route, listen, &at)?;
-            check_report_timeout(route.report_timeout, self.store.lock_lease, &at)?;
+            if let Some(timeout) = route.report_timeout {
+                check_report_timeout(timeout, self.store.lock_lease, &at)?;
+            }
             let ttl = route.ttl.unwrap_or(self.store.ttl);
             if *lifetimes.entry(route.namespace.clone()).or_insert(ttl) != ttl {
                 return Err(ConfigError::new(
@@ -169,10 +171,10 @@ impl Config {
     }
 }
 
-/// `route.report_timeout`: positive, at most 15 minutes, and longer than
-/// `store.lock_lease`: a deferred turn whose replica died is held until its
-/// lease runs out, so a lease as long as the report timeout would let a
-/// report land after its timeout (and a turn outlive it).
+/// `route.report_timeout`: positive, at most 15 minutes, and at least
+/// `store.lock_lease`: a deferred turn whose replica died stays held until
+/// its lease runs out, so with a shorter timeout the conversation would
+/// wait on a turn that no report can end any more.
 fn check_report_timeout(
     timeout: std::time::Duration,
     lease: std::time::Duration,
@@ -185,11 +187,11 @@ fn check_report_timeout(
             "must be greater than zero and at most 15m",
         ));
     }
-    if lease >= timeout {
+    if lease > timeout {
         return Err(ConfigError::new(
             at("report_timeout"),
             format!(
-                "must be longer than store.lock_lease ({lease:?}): a deferred turn whose replica died is held for a whole lease"
+                "must be at least store.lock_lease ({lease:?}): a deferred turn whose replica died is held for a whole lease"
             ),
         ));
     }

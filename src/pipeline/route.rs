@@ -91,7 +91,7 @@ impl Routes {
                 verifier,
                 needs_json,
                 rules,
-                report_timeout: r.report_timeout,
+                report_timeout: r.report_timeout(config.store.lock_lease),
             });
         }
         by_length.sort_by_key(|r| std::cmp::Reverse(r.path.len()));

@@ -4,7 +4,7 @@
 -- lets any replica adopt the turn by its token (adopt.lua).
 -- KEYS[1] lease {t}:l   KEYS[2] deferral {t}:r   KEYS[3] dedupe record {t}:d:<id>
 -- ARGV[1] the turn's fencing token   ARGV[2] the turn token's SHA-256 (hex)
--- ARGV[3] ms the deferral is good for (route.report_timeout and a lease)
+-- ARGV[3] ms the deferral is good for (route.report_timeout)
 -- ARGV[4] '1' to write the dedupe record   ARGV[5] recorded response
 -- Returns 1, or 0 when the turn is no longer ours (fenced off).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then

@@ -160,9 +160,8 @@ impl Held for RedisHeld {
         dedupe: Option<(String, RecordedResponse)>,
         within: Duration,
     ) -> Result<(), StoreError> {
-        // The deferral outlives the report timeout by a lease: a report
-        // then still finds it while the holder's lease runs out.
-        let within = within + self.turn.shared.lease;
+        // The deferral lives as long as the report timeout: past it a
+        // report finds nothing, even while a dead holder's lease runs out.
         self.turn.defer(&self.key, token, dedupe, within).await
     }
 
