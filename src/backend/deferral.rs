@@ -3,11 +3,13 @@
 //! (`X-Statehold-Deferred: 1`) can report later (`POST /v1/turns/<token>`,
 //! on any replica).
 //!
-//! A token is `<secret>.<route>.<namespace>.<id>`: 128 random bits, the
-//! index of the route the request came by (whose rules the late report
-//! must pass), and the conversation's key as the store names it (hashed
-//! under `store.key_secret`, so a token never carries a raw id where keys
-//! are private), each part base64url. Only its SHA-256 is stored (the
+//! A token is `<secret>.<route>.<holder>.<namespace>.<id>`: 128 random
+//! bits, the index of the route the request came by (whose rules the late
+//! report must pass), the process that holds the turn (a report reaching
+//! it is handed over in process), and the conversation's key as the store
+//! names it (hashed under `store.key_secret`, so a token never carries a
+//! raw id where keys are private); secret, namespace and id base64url,
+//! route and holder decimal. Only its SHA-256 is stored (the
 //! Redis deferral record `{t}:r`): what another replica needs to find the
 //! turn is in the token itself, and the stored digest plus the turn's
 //! fence decide whether it is still good. Forging one needs the secret;
@@ -32,20 +34,23 @@ pub const MAX_TOKEN_LEN: usize = 2048;
 pub struct TurnToken {
     text: String,
     route: usize,
+    holder: u64,
     key: ConvKey,
 }
 
 impl TurnToken {
     /// A fresh token for the turn on `key` (as stored) taken by a request
-    /// on route number `route`; `None` only if the system's random source
-    /// fails.
-    pub fn mint(route: usize, key: &ConvKey) -> Option<TurnToken> {
+    /// on route number `route` in process `holder`; `None` only if the
+    /// system's random source fails.
+    pub fn mint(route: usize, holder: u64, key: &ConvKey) -> Option<TurnToken> {
         let mut secret = [0u8; SECRET_BYTES];
         SystemRandom::new().fill(&mut secret).ok()?;
-        let mut text = String::with_capacity(64 + key.as_str().len() * 4 / 3);
+        let mut text = String::with_capacity(80 + key.as_str().len() * 4 / 3);
         URL_SAFE_NO_PAD.encode_string(secret, &mut text);
         text.push('.');
         text.push_str(&route.to_string());
+        text.push('.');
+        text.push_str(&holder.to_string());
         text.push('.');
         URL_SAFE_NO_PAD.encode_string(key.namespace(), &mut text);
         text.push('.');
@@ -53,6 +58,7 @@ impl TurnToken {
         Some(TurnToken {
             text,
             route,
+            holder,
             key: key.clone(),
         })
     }
@@ -64,19 +70,17 @@ impl TurnToken {
             return None;
         }
         let mut parts = text.split('.');
-        let (secret, route, ns, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
+        let mut next = || parts.next();
+        let (secret, route, holder) = (next()?, next()?, next()?);
+        let (ns, id) = (next()?, next()?);
+        if next().is_some() {
             return None;
         }
         let secret = URL_SAFE_NO_PAD.decode(secret).ok()?;
-        if secret.len() != SECRET_BYTES || route.is_empty() || route.len() > 4 {
+        if secret.len() != SECRET_BYTES {
             return None;
         }
-        if !route.bytes().all(|b| b.is_ascii_digit()) || (route.len() > 1 && route.starts_with('0'))
-        {
-            return None;
-        }
-        let route = route.parse().ok()?;
+        let (route, holder) = (decimal(route, 4)?, decimal(holder, 20)?);
         let text_of = |part: &str| String::from_utf8(URL_SAFE_NO_PAD.decode(part).ok()?).ok();
         let (ns, id) = (text_of(ns)?, text_of(id)?);
         if ns.is_empty() || id.is_empty() || ns.contains(':') {
@@ -84,9 +88,15 @@ impl TurnToken {
         }
         Some(TurnToken {
             text: text.to_string(),
-            route,
+            route: usize::try_from(route).ok()?,
+            holder,
             key: ConvKey::new(&ns, &id),
         })
+    }
+
+    /// The process that holds the turn (see [`TurnToken::mint`]).
+    pub fn holder(&self) -> u64 {
+        self.holder
     }
 
     /// The route the request came by (an index into the configured routes).
@@ -120,6 +130,16 @@ impl TurnToken {
     }
 }
 
+/// A decimal of at most `digits` digits, in one spelling only (no sign,
+/// no leading zero).
+fn decimal(text: &str, digits: usize) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.len() <= digits
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text.len() == 1 || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 impl std::fmt::Debug for TurnToken {
     // Never printed whole: it is a credential.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,23 +154,24 @@ mod tests {
     #[test]
     fn a_token_round_trips_and_names_its_turn() {
         let key = ConvKey::new("tg", "12:34/é");
-        let t = TurnToken::mint(3, &key).unwrap();
+        let t = TurnToken::mint(3, u64::MAX, &key).unwrap();
         let back = TurnToken::parse(t.as_str()).unwrap();
         assert_eq!(back, t);
         assert_eq!(back.route(), 3);
+        assert_eq!(back.holder(), u64::MAX);
         assert_eq!(back.key(), &key);
         assert!(t
             .as_str()
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
-        assert_ne!(TurnToken::mint(3, &key).unwrap(), t, "fresh secret");
+        assert_ne!(TurnToken::mint(3, u64::MAX, &key).unwrap(), t, "fresh secret");
         assert_eq!(t.digest().len(), 64);
         assert!(!format!("{t:?}").contains(t.secret()));
     }
 
     #[test]
     fn anything_else_is_no_token() {
-        let t = TurnToken::mint(0, &ConvKey::new("tg", "1")).unwrap();
+        let t = TurnToken::mint(0, 7, &ConvKey::new("tg", "1")).unwrap();
         let s = t.as_str();
         for bad in [
             "",
@@ -159,6 +180,8 @@ mod tests {
             &s.replacen('.', "", 1),
             &s.replacen(".0.", ".00.", 1),
             &s.replacen(".0.", ".-1.", 1),
+            &s.replacen(".7.", ".07.", 1),
+            &s.replacen(".7.", ".99999999999999999999.", 1),
             &s[1..],
             &"a".repeat(MAX_TOKEN_LEN + 1),
         ] {

@@ -45,13 +45,34 @@ type Claim<H> = oneshot::Sender<oneshot::Sender<Parked<H>>>;
 /// This process's parked turns, by their token's secret.
 pub(super) struct Deferrals<H> {
     parked: Mutex<HashMap<String, Claim<H>>>,
+    /// Told of every parking: a report that overtook its deferral (the
+    /// bot reported from a background task before its answer was read)
+    /// looks again at once.
+    parking: tokio::sync::Notify,
+    /// This process, as its turn tokens name it (random per start).
+    holder: u64,
 }
 
 impl<H: Held> Deferrals<H> {
     pub(super) fn new() -> Deferrals<H> {
         Deferrals {
             parked: Mutex::new(HashMap::new()),
+            parking: tokio::sync::Notify::new(),
+            holder: std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                std::process::id(),
+            ),
         }
+    }
+
+    /// This process, as its turn tokens name it.
+    pub(super) fn holder(&self) -> u64 {
+        self.holder
+    }
+
+    /// Resolves at the next parking in this process.
+    pub(super) fn parked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.parking.notified()
     }
 
     /// Parks `turn` until a report claims it, `timeout` passes (the turn
@@ -68,6 +89,7 @@ impl<H: Held> Deferrals<H> {
         if let Ok(mut parked) = self.parked.lock() {
             parked.insert(secret.clone(), claim);
         }
+        self.parking.notify_waiters();
         let table = Arc::clone(self);
         tokio::spawn(async move {
             let _awaiting = metrics.deferred().awaiting();

@@ -116,11 +116,11 @@ pub(super) enum Deferral<H> {
     Save(Turn<H>, Keyed, Captured),
 }
 
-/// A fresh token for the turn a request holds on `route` (none while the
-/// store is out).
-pub(super) fn minted<H: Held>(route: &Route, turn: &Turn<H>) -> Option<TurnToken> {
+/// A fresh token for the turn a request holds on `route` in process
+/// `holder` (none while the store is out).
+pub(super) fn minted<H: Held>(route: &Route, holder: u64, turn: &Turn<H>) -> Option<TurnToken> {
     match turn {
-        Turn::Held { held, .. } => TurnToken::mint(route.index, held.stored_key()),
+        Turn::Held { held, .. } => TurnToken::mint(route.index, holder, held.stored_key()),
         Turn::Degraded => None,
     }
 }

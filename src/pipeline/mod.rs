@@ -320,7 +320,7 @@ impl<B: Backend> Pipeline<B> {
             return self.answer_duplicate(&conv, recorded, digest, trace);
         }
         // the turn's token, for a late report
-        trace.turn = late::minted(route, &turn);
+        trace.turn = late::minted(route, self.deferrals.holder(), &turn);
         // inject
         let token = trace.turn.as_ref().map(|t| t.as_str());
         let injection = wire::injection(&conv, turn.loaded(), token);

@@ -133,24 +133,46 @@ impl<B: Backend> Pipeline<B> {
         token: &TurnToken,
         report: &LateReport,
     ) -> Result<Option<Parked<B::Held>>, ReportAnswer> {
-        let deadline = tokio::time::Instant::now() + self.settings.report_grace;
+        let now = tokio::time::Instant::now();
+        let deadline = now + self.settings.report_grace;
+        // A turn held here is handed over in process: the store is asked
+        // only when no parking came for a while (this process restarted
+        // since, or the request ended without deferring).
+        let mut ask_store_at = if token.holder() == self.deferrals.holder() {
+            now + EARLY_REPORT_POLL
+        } else {
+            now
+        };
         loop {
+            // Listening before looking: a parking in between is not missed.
+            let parked_here = self.deferrals.parked();
+            tokio::pin!(parked_here);
+            parked_here.as_mut().enable();
             if let Some(parked) = self.deferrals.claim(token.secret()).await {
                 return Ok(Some(parked));
             }
-            match self.adopt(token, report).await? {
-                Adoption::Adopted(held, loaded) => {
-                    return Ok(Some(Parked {
-                        held,
-                        loaded,
-                        conv: token.key().clone(),
-                        route: token.route(),
-                        request_id: None,
-                    }))
+            let now = tokio::time::Instant::now();
+            if now >= ask_store_at {
+                match self.adopt(token, report).await? {
+                    Adoption::Adopted(held, loaded) => {
+                        return Ok(Some(Parked {
+                            held,
+                            loaded,
+                            conv: token.key().clone(),
+                            route: token.route(),
+                            request_id: None,
+                        }))
+                    }
+                    Adoption::Unknown => return Ok(None),
+                    Adoption::Pending if now >= deadline => return Ok(None),
+                    Adoption::Pending => ask_store_at = now + EARLY_REPORT_POLL,
                 }
-                Adoption::Unknown => return Ok(None),
-                Adoption::Pending if tokio::time::Instant::now() >= deadline => return Ok(None),
-                Adoption::Pending => tokio::time::sleep(EARLY_REPORT_POLL).await,
+            }
+            // A deferral parked here wakes us at once; one on another
+            // replica is looked for again after the poll interval.
+            tokio::select! {
+                _ = parked_here => {}
+                _ = tokio::time::sleep_until(ask_store_at) => {}
             }
         }
     }

@@ -44,7 +44,7 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     let key = ConvKey::new(ns, "held");
     let (mut held, loaded) = b.begin(&key, WAIT, Some("u1")).await.expect("turn");
     assert_eq!(loaded.version, 0);
-    let token = TurnToken::mint(0, held.stored_key()).expect("token");
+    let token = TurnToken::mint(0, 1, held.stored_key()).expect("token");
     assert_eq!(token.key(), &key);
     held.defer(&token, Some(("u1".into(), answer())), WITHIN)
         .await
@@ -70,7 +70,7 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     // A turn released without a report (its timeout): nothing adopts it.
     let key = ConvKey::new(ns, "timeout");
     let (mut held, _) = b.begin(&key, WAIT, None).await.expect("turn");
-    let token = TurnToken::mint(0, held.stored_key()).expect("token");
+    let token = TurnToken::mint(0, 1, held.stored_key()).expect("token");
     held.defer(&token, None, WITHIN).await.expect("defer");
     drop(held);
     let (next, loaded) = b.begin(&key, WAIT, None).await.expect("released");
@@ -82,7 +82,7 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     // A report that overtook its deferral: the turn is held, not deferred.
     let key = ConvKey::new(ns, "early");
     let (held, _) = b.begin(&key, WAIT, None).await.expect("turn");
-    let token = TurnToken::mint(0, held.stored_key()).expect("token");
+    let token = TurnToken::mint(0, 1, held.stored_key()).expect("token");
     let early = replica.adopt(&token).await.expect("adopt");
     assert!(matches!(early, Adoption::Pending), "held, not deferred yet");
     drop(held);
@@ -95,11 +95,11 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     // Another replica adopts the turn by its token, once.
     let key = ConvKey::new(ns, "remote");
     let (mut held, _) = b.begin(&key, WAIT, Some("u7")).await.expect("turn");
-    let token = TurnToken::mint(3, held.stored_key()).expect("token");
+    let token = TurnToken::mint(3, 1, held.stored_key()).expect("token");
     held.defer(&token, Some(("u7".into(), answer())), WITHIN)
         .await
         .expect("defer");
-    let forged = TurnToken::mint(3, &key).expect("token");
+    let forged = TurnToken::mint(3, 1, &key).expect("token");
     assert!(
         unknown(other, &forged).await,
         "another secret for the same conversation is no token"
@@ -128,7 +128,7 @@ pub async fn deferral_suite<B: Backend>(b: &B, other: Option<&B>, ns: &str) {
     // report) ends the turn all the same.
     let key = ConvKey::new(ns, "refused");
     let (mut held, _) = b.begin(&key, WAIT, None).await.expect("turn");
-    let token = TurnToken::mint(0, held.stored_key()).expect("token");
+    let token = TurnToken::mint(0, 1, held.stored_key()).expect("token");
     held.defer(&token, None, WITHIN).await.expect("defer");
     let Adoption::Adopted(adopted, _) = other.adopt(&token).await.expect("adopt") else {
         panic!("adopted");

@@ -41,7 +41,8 @@ impl RedisTurn {
             .arg(token.digest())
             .arg(within.as_millis().to_string())
             .arg(if dedupe.is_some() { "1" } else { "0" })
-            .arg(recorded.as_ref());
+            .arg(recorded.as_ref())
+            .arg(s.replica);
         let held: i64 = s.conn.eval(&inv).await?;
         if held == 1 {
             Ok(())
@@ -67,7 +68,8 @@ impl RedisTurns {
         inv.key(&lease.lease)
             .key(keys.deferral())
             .key(keys.snapshot())
-            .arg(token.digest());
+            .arg(token.digest())
+            .arg(s.replica);
         let reply: Vec<Value> = s.conn.eval(&inv).await?;
         let (fence, version, state, linked) = match reply.as_slice() {
             [] => return Ok(Adoption::Unknown),

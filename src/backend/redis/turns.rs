@@ -50,6 +50,9 @@ pub(super) struct Shared {
     pub(super) audit: bool,
     pub(super) tokens: RandomState,
     pub(super) counter: AtomicU64,
+    /// This process among the replicas: its deferred turns are reported
+    /// to it in process, never adopted from the store by itself.
+    pub(super) replica: u64,
     /// Tokens we gave up on (a timed-out acquire, a failed release) while
     /// Redis was unreachable. An operation that timed out may still run
     /// when Redis comes back, leaving our token queued or even holding the
@@ -78,6 +81,7 @@ impl RedisTurns {
             waiters: Mutex::new(HashMap::new()),
             scripts,
             audit,
+            replica: RandomState::new().hash_one(std::process::id()),
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
