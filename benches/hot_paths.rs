@@ -80,6 +80,17 @@ fn contract_codec(c: &mut Criterion) {
     let state = snapshot_500();
     let key = ConvKey::new("tg", "1111111");
     let b64 = contract::encode_state(&state);
+    let token = statehold::backend::TurnToken::mint(0, 42, &key).expect("token");
+    // Minted for every keyed request (X-Statehold-Turn, issue 19).
+    g.bench_function("turn_token/mint", |b| {
+        b.iter(|| black_box(statehold::backend::TurnToken::mint(0, 42, &key)))
+    });
+    g.bench_function("turn_token/parse+digest", |b| {
+        b.iter(|| {
+            let t = statehold::backend::TurnToken::parse(black_box(token.as_str()));
+            black_box(t.map(|t| t.digest()))
+        })
+    });
     g.bench_function("inject_headers/500B", |b| {
         b.iter(|| {
             let mut h = HeaderMap::with_capacity(8);
@@ -89,7 +100,7 @@ fn contract_codec(c: &mut Criterion) {
                 version: 7,
                 status: LoadStatus::Restored,
                 state: Some(&state),
-                turn: None,
+                turn: Some(token.as_str()),
             };
             contract::inject_headers(&mut h, &inj, true);
             black_box(h)

@@ -390,24 +390,6 @@ fn late_reports_are_checked_like_answers() {
     assert!(find_header(&first.headers, "x-statehold-turn").is_none());
 }
 
-/// Successful script runs on one redis-server (a first EVALSHA answered
-/// NOSCRIPT and sent again as EVAL counts once).
-fn script_runs(port: u16) -> u64 {
-    let info = support::redis_cmd(port, "INFO commandstats").unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .map(|l| {
-            let field = |name: &str| -> u64 {
-                l.split([':', ','])
-                    .find_map(|kv| kv.strip_prefix(name))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            field("calls=") - field("failed_calls=")
-        })
-        .sum()
-}
-
 /// What a deferred turn costs on Redis: its acquire, `defer.lua`, and the
 /// report's commit (three scripts), plus `adopt.lua` when the report
 /// reaches another replica, and there the holder's next lease extension,
@@ -426,11 +408,13 @@ fn a_deferred_turn_costs_three_round_trips_five_on_another_replica() {
         Statehold::start(base.replica()),
     );
     a.update(1, 31, "/start");
-    support::wait_until("the first turn's scripts", || script_runs(redis.port) == 2);
+    support::wait_until("the first turn's scripts", || {
+        support::redis_script_runs(redis.port) == 2
+    });
     // The test posts each report once the deferred answer reached it (the
     // turn is parked by then: no report overtakes its deferral).
     let cost = |report_to: &Statehold, first: u64| {
-        let before = script_runs(redis.port);
+        let before = support::redis_script_runs(redis.port);
         let headers = [("x-demo-defer-ms", "never"), ("x-demo-report-to", "-")];
         for id in first..first + 10 {
             let r = a.update_with(id, 31, &format!("n{id}"), &headers);
@@ -442,7 +426,7 @@ fn a_deferred_turn_costs_three_round_trips_five_on_another_replica() {
         support::wait_until("the last release", || {
             a.metric("statehold_turns_deferred") == 0.0
         });
-        script_runs(redis.port) - before
+        support::redis_script_runs(redis.port) - before
     };
     assert_eq!(cost(&a, 2), 30, "acquire, defer, commit");
     assert_eq!(cost(&b, 12), 50, "acquire, defer, adopt, commit; extend");

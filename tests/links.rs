@@ -339,23 +339,7 @@ fn a_linked_request_costs_two_round_trips() {
     let prefix = config.key_prefix();
     let sh = Statehold::start(config);
     delivered(&sh, "/web", &web_message("b-0", "LOGIN 42"));
-    let commands = || -> u64 {
-        let info = support::redis_cmd(redis.port, "INFO commandstats").unwrap();
-        info.lines()
-            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .filter_map(|l| {
-                let field = |name: &str| -> Option<u64> {
-                    l.split([':', ','])
-                        .find_map(|kv| kv.strip_prefix(name))
-                        .and_then(|v| v.parse().ok())
-                };
-                // Script runs (the commands a script calls are counted
-                // too, under their own names); a first EVALSHA answered
-                // NOSCRIPT, then sent as EVAL, counts as failed.
-                Some(field("calls=")? - field("failed_calls=").unwrap_or(0))
-            })
-            .sum()
-    };
+    let commands = || support::redis_script_runs(redis.port);
     // The linking request's release of the channel's own turn lands just
     // after its answer.
     let lease = format!("EXISTS {{{prefix}:web:{WEB}}}:l");

@@ -364,19 +364,7 @@ fn two_round_trips(edit: impl Fn(&mut Config)) {
     let port = c.redis.single().port;
     let sh = &c.replicas[0];
     sh.update(1, 86, "/start");
-    let calls = || -> u64 {
-        let info = support::redis_cmd(port, "INFO commandstats").unwrap();
-        info.lines()
-            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .map(|l| {
-                // Successful script runs; a first EVALSHA answered NOSCRIPT
-                // (then sent as EVAL) counts as failed.
-                let field = |name: &str| -> u64 {
-                    l.split([':', ','])
-                        .find_map(|kv| kv.strip_prefix(name))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0)
-                };
+    let calls = || support::redis_script_runs(port);
                 field("calls=") - field("failed_calls=")
             })
             .sum()

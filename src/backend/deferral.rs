@@ -164,7 +164,11 @@ mod tests {
             .as_str()
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
-        assert_ne!(TurnToken::mint(3, u64::MAX, &key).unwrap(), t, "fresh secret");
+        assert_ne!(
+            TurnToken::mint(3, u64::MAX, &key).unwrap(),
+            t,
+            "fresh secret"
+        );
         assert_eq!(t.digest().len(), 64);
         assert!(!format!("{t:?}").contains(t.secret()));
     }

@@ -267,15 +267,7 @@ impl<H: Held> Held for PrivateHeld<H> {
         dedupe: Option<(String, RecordedResponse)>,
         within: Duration,
     ) -> Result<(), StoreError> {
-        let keep = Commit {
-            expected_version: None,
-            change: StateChange::Keep,
-            dedupe,
-            origin: super::Origin::Bot,
-            audit: None,
-            link: None,
-        };
-        let sealed = self.seal(keep)?;
+        let sealed = self.seal(Commit::dedupe_only(dedupe))?;
         self.inner.defer(token, sealed.dedupe, within).await
     }
 

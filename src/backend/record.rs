@@ -57,6 +57,19 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// Writes only a dedupe record (and refreshes the TTL): a deferred
+    /// turn's answer, recorded while its turn stays held.
+    pub fn dedupe_only(dedupe: Option<(String, RecordedResponse)>) -> Commit {
+        Commit {
+            expected_version: None,
+            change: StateChange::Keep,
+            dedupe,
+            origin: Origin::Bot,
+            audit: None,
+            link: None,
+        }
+    }
+
     /// A maintenance write (rekey, migrate): no dedupe record, no audit
     /// event, applied only on `expected_version`.
     pub fn maintenance(expected_version: u64, change: StateChange) -> Commit {

@@ -828,6 +828,24 @@ impl RedisServer {
 }
 
 /// Runs one command (words split on spaces); a status or bulk reply as text.
+/// Successful script runs on one redis-server so far (a first EVALSHA
+/// answered NOSCRIPT and sent again as EVAL counts once).
+pub fn redis_script_runs(port: u16) -> u64 {
+    let info = redis_cmd(port, "INFO commandstats").unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .map(|l| {
+            let field = |name: &str| -> u64 {
+                l.split([':', ','])
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            field("calls=") - field("failed_calls=")
+        })
+        .sum()
+}
+
 pub fn redis_cmd(port: u16, cmd: &str) -> Result<String, redis::RedisError> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;
     let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;

@@ -103,14 +103,7 @@ impl Held for EmbeddedHeld {
         dedupe: Option<(String, RecordedResponse)>,
         _within: Duration,
     ) -> Result<(), StoreError> {
-        let keep = Commit {
-            expected_version: None,
-            change: StateChange::Keep,
-            dedupe,
-            origin: Origin::Bot,
-            audit: None,
-            link: None,
-        };
+        let keep = Commit::dedupe_only(dedupe);
         self.records.commit(&self.key, keep).await.map(|_| ())
     }
 
