@@ -27,8 +27,8 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin,
-    RecordedResponse, Retention, ScanPage, StateChange, StoreError, TurnError, TurnToken, Version,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, RecordedResponse,
+    Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
 use read::TurnRead;
