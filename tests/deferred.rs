@@ -431,3 +431,48 @@ fn a_deferred_turn_costs_three_round_trips_five_on_another_replica() {
     assert_eq!(cost(&a, 2), 30, "acquire, defer, commit");
     assert_eq!(cost(&b, 12), 50, "acquire, defer, adopt, commit; extend");
 }
+
+/// A late report may also roll back (`"rollback": "previous"`, with
+/// `store.history`) or link the conversation to a member, under the answer
+/// headers' rules.
+#[test]
+fn a_late_report_rolls_back_and_links_like_an_answer() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.store_extra = "history = 5\n".into();
+    let sh = Statehold::start(config);
+    let never = [("x-demo-defer-ms", "never"), ("x-demo-report-to", "-")];
+    sh.update(1, 61, "/start");
+    sh.update(2, 61, "Ann"); // version 2: name Ann
+    sh.update_with(3, 61, "ann@example.com", &never);
+    let token = turn_token_of(&bot, 3);
+    let (status, body) = late_report(&sh, &token, r#"{"unchanged": true, "rollback": "previous"}"#);
+    assert_eq!(status, 200, "{body}");
+    let state = sh.stored("tg", "61").expect("stored");
+    assert_eq!(state["version"], 3, "the rollback is a new version");
+    assert_eq!(state["state"]["step"], "name", "version 1's snapshot: {state}");
+    // Ambiguous: a rollback with a state is refused (422), nothing changes.
+    sh.update_with(4, 61, "Bob", &never);
+    let token = turn_token_of(&bot, 4);
+    let (status, _) = late_report(&sh, &token, r#"{"state": {"step": "x"}, "rollback": "previous"}"#);
+    assert_eq!(status, 422);
+    assert_eq!(sh.stored("tg", "61").unwrap()["version"], 3);
+
+    // A link: the conversation becomes a channel of member:7.
+    sh.update_with(5, 62, "/start", &never);
+    let token = turn_token_of(&bot, 5);
+    let (status, body) = late_report(
+        &sh,
+        &token,
+        r#"{"state": {"step": "name", "applied": [5]}, "link": "member:7"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    sh.update(6, 62, "Cy");
+    let handled = bot.handled();
+    let h = handled.iter().find(|h| h["update_id"] == 6).expect("handled");
+    assert_eq!(h["reserved_seen"]["x-statehold-key"], "member:7", "{h}");
+    assert_eq!(h["reserved_seen"]["x-statehold-via"], "tg:62");
+    assert_eq!(sh.metric(r#"statehold_links_total{result="linked"}"#), 1.0);
+}

@@ -56,3 +56,30 @@ test('grammY storage reads and writes the current conversation', () => {
     assert.deepEqual(statehold.current().reportMember(), { state: { count: 1 } });
   });
 });
+
+test('a change after the answer left is never silent: one error per conversation', () => {
+  const statehold = require('../index.js');
+  const errors = [];
+  const original = console.error;
+  console.error = (msg) => errors.push(String(msg));
+  try {
+    for (let i = 0; i < 2; i++) {
+      const c = new statehold.Conversation({ key: 'tg:77', version: 1, status: 'restored', state: { step: 'name' } });
+      assert.deepEqual(c.reportHeaders(), {}, 'nothing changed when the answer starts: reported inline');
+      c.release(); // the request is over
+      c.set({ step: 'email' }); // too late: a background task with no turn token to defer with
+    }
+  } finally {
+    console.error = original;
+  }
+  assert.equal(errors.length, 1, errors.join('\n'));
+  assert.match(errors[0], /tg:77.*answer-first-work-later/);
+});
+
+test('work still going on when the answer starts defers the report', () => {
+  const statehold = require('../index.js');
+  const c = new statehold.Conversation({ key: 'tg:78', version: 1, status: 'restored', state: { step: 'name' }, turn: 'tok' });
+  assert.ok(c.hold());
+  assert.deepEqual(c.reportHeaders(), { 'x-statehold-deferred': '1' });
+  assert.equal(c.reportMember(), undefined, 'said in a header');
+});
