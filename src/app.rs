@@ -210,12 +210,15 @@ async fn run_with<B: Backend>(
     };
     let proxy = Arc::clone(&pipeline);
     let drained = server::run(listeners.proxy, proxy, settings, proxy_shutdown).await;
+    // Deferred turns are in flight too: their reports still reach the
+    // admin listener, within the same grace.
+    let settled = pipeline.settle_deferred(config.server.shutdown_grace).await;
     // Hand released turns over before exiting, so other replicas do not
     // wait out our leases.
     pipeline.backend().quiesce(Duration::from_secs(2)).await;
     background.stop().await;
     last_write_back(&pipeline).await;
-    if drained {
+    if drained && settled {
         info!("stopped cleanly");
     }
     Ok(())

@@ -448,15 +448,26 @@ fn a_late_report_rolls_back_and_links_like_an_answer() {
     sh.update(2, 61, "Ann"); // version 2: name Ann
     sh.update_with(3, 61, "ann@example.com", &never);
     let token = turn_token_of(&bot, 3);
-    let (status, body) = late_report(&sh, &token, r#"{"unchanged": true, "rollback": "previous"}"#);
+    let (status, body) = late_report(
+        &sh,
+        &token,
+        r#"{"unchanged": true, "rollback": "previous"}"#,
+    );
     assert_eq!(status, 200, "{body}");
     let state = sh.stored("tg", "61").expect("stored");
     assert_eq!(state["version"], 3, "the rollback is a new version");
-    assert_eq!(state["state"]["step"], "name", "version 1's snapshot: {state}");
+    assert_eq!(
+        state["state"]["step"], "name",
+        "version 1's snapshot: {state}"
+    );
     // Ambiguous: a rollback with a state is refused (422), nothing changes.
     sh.update_with(4, 61, "Bob", &never);
     let token = turn_token_of(&bot, 4);
-    let (status, _) = late_report(&sh, &token, r#"{"state": {"step": "x"}, "rollback": "previous"}"#);
+    let (status, _) = late_report(
+        &sh,
+        &token,
+        r#"{"state": {"step": "x"}, "rollback": "previous"}"#,
+    );
     assert_eq!(status, 422);
     assert_eq!(sh.stored("tg", "61").unwrap()["version"], 3);
 
@@ -471,8 +482,38 @@ fn a_late_report_rolls_back_and_links_like_an_answer() {
     assert_eq!(status, 200, "{body}");
     sh.update(6, 62, "Cy");
     let handled = bot.handled();
-    let h = handled.iter().find(|h| h["update_id"] == 6).expect("handled");
+    let h = handled
+        .iter()
+        .find(|h| h["update_id"] == 6)
+        .expect("handled");
     assert_eq!(h["reserved_seen"]["x-statehold-key"], "member:7", "{h}");
     assert_eq!(h["reserved_seen"]["x-statehold-via"], "tg:62");
     assert_eq!(sh.metric(r#"statehold_links_total{result="linked"}"#), 1.0);
+}
+
+/// A graceful stop waits (within `server.shutdown_grace`) for the late
+/// reports of the turns it holds: the admin listener still takes them.
+#[test]
+fn a_graceful_stop_waits_for_deferred_reports() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let bot = Bot::start(0);
+    let mut sh = Statehold::start(Config::new(bot.port, dir.path()));
+    sh.update(1, 81, "/start");
+    let admin = sh.admin().to_string();
+    let headers = [
+        ("x-demo-defer-ms", "800"),
+        ("x-demo-report-to", admin.as_str()),
+    ];
+    let r = sh.update_with(2, 81, "Dee", &headers);
+    assert_eq!(reply_text(&r), "Nice to meet you, Dee. Your email?");
+    assert!(sh.stop_gracefully().success());
+    assert_eq!(bot.reports().len(), 1);
+    assert_eq!(bot.reports()[0]["status"], 200, "saved before the exit");
+    assert!(sh
+        .logs()
+        .contains("waiting for deferred turns' late reports"));
+    sh.start_again();
+    let state = sh.stored("tg", "81").expect("stored");
+    assert_eq!(state["state"]["name"], "Dee");
 }

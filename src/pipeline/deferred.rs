@@ -119,6 +119,11 @@ impl<H: Held> Deferrals<H> {
         });
     }
 
+    /// Turns parked right now.
+    pub(super) fn len(&self) -> usize {
+        self.parked.lock().map_or(0, |p| p.len())
+    }
+
     /// The parked turn `secret` names, if this process holds it: taken
     /// out of the table (a token is good for one report).
     pub(super) async fn claim(&self, secret: &str) -> Option<Parked<H>> {

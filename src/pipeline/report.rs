@@ -123,6 +123,36 @@ impl<B: Backend> Pipeline<B> {
         self.settle(route, parked, report).await
     }
 
+    /// At shutdown, after the webhook listener drained: waits (at most
+    /// `within`) for the late reports of the turns parked here, which the
+    /// admin listener still takes; `false` when some were still awaited
+    /// (they are released with the process, and their reports get 404).
+    pub async fn settle_deferred(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let waiting = self.deferrals.len();
+        if waiting > 0 {
+            tracing::info!(
+                waiting,
+                "shutdown: waiting for deferred turns' late reports"
+            );
+        }
+        loop {
+            let left = self.deferrals.len();
+            if left == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    left,
+                    ?within,
+                    "shutdown: deferred turns still awaiting their late reports are released"
+                );
+                return false;
+            }
+            tokio::time::sleep(EARLY_REPORT_POLL).await;
+        }
+    }
+
     /// The turn parked here, or one deferred elsewhere (another replica,
     /// or this process before a restart) taken over from the store. A
     /// report that overtook the answer deferring its turn (the turn is
