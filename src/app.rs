@@ -182,12 +182,15 @@ async fn run_with<B: Backend>(
         None => None,
     };
     let pipeline = Arc::new(build_pipeline(&config, backend)?);
-    let admin = Arc::new(Admin::new(
-        Arc::clone(&pipeline),
-        config.admin.token.clone(),
-        config.store.max_state_bytes.get() as usize,
-        config.store.lock_wait,
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            Arc::clone(&pipeline),
+            config.admin.token.clone(),
+            config.store.max_state_bytes.get() as usize,
+            config.store.lock_wait,
+        )
+        .with_lifetimes(config.lifetimes()),
+    );
     announce(&config, &listeners);
     let background = Background::spawn(&pipeline, &admin, listeners.admin, &config);
     let settings = ServerSettings {

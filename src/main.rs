@@ -19,8 +19,17 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// statehold: keeps an in-memory chat bot's conversation state safe across
 /// restarts, crashes and replicas.
+/// `statehold --version`: the version and the commit, as
+/// `statehold_build_info` names them.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STATEHOLD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "statehold", version, about)]
+#[command(name = "statehold", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -194,8 +194,14 @@ fn help_and_version_exit_0_on_stdout_and_usage_errors_exit_2() {
             "{args:?}: {text}"
         );
     }
-    assert!(String::from_utf8_lossy(&statehold(&["--version"]).stdout)
-        .contains(env!("CARGO_PKG_VERSION")));
+    // The version and the commit, as statehold_build_info names them
+    // (issue 20, item 13).
+    let version = String::from_utf8_lossy(&statehold(&["--version"]).stdout).to_string();
+    let commit = format!("(commit {})", env!("STATEHOLD_COMMIT"));
+    assert!(
+        version.contains(env!("CARGO_PKG_VERSION")) && version.contains(&commit),
+        "{version}"
+    );
     assert!(String::from_utf8_lossy(&statehold(&["serve", "--help"]).stdout).contains("--config"));
     for args in [&["bogus"][..], &[], &["serve", "--nope"]] {
         let out = statehold(args);

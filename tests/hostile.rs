@@ -1094,6 +1094,25 @@ fn admin_ids_must_decode_strictly() {
         sh.stored("tg", "%2B1415").unwrap()["state"],
         json!({"a": 1})
     );
+    // Namespaces follow the config's rule (issue 20, item 7): `web:rb2`
+    // + `x` would write namespace `web`, id `rb2:x`; braces name Redis
+    // hash tags. 400, and nothing is written.
+    for path in [
+        "/v1/state/tg:rb2/x",
+        "/v1/state/we%7Db/x",
+        "/v1/state/we}b/x",
+        "/v1/state/t%20g/x",
+        "/v1/links/tg:rb2/x",
+    ] {
+        let method = if path.starts_with("/v1/state") {
+            "PUT"
+        } else {
+            "GET"
+        };
+        let r = support::request(sh.admin(), method, path, &auth, b"{\"a\":1}").unwrap();
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+    }
+    assert!(sh.stored("tg", "rb2:x").is_none());
 }
 
 #[test]
@@ -1111,4 +1130,100 @@ fn blank_secrets_are_refused() {
     );
     support::assert_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("route[0].verify.secret_env"));
+}
+
+/// Import (issue 20, items 2 and 6): a record for a key that is a linked
+/// channel here is skipped with its reason, never written through the
+/// alias onto the member; every record is checked before anything is
+/// written (versions below 2^53, lifetimes within the namespace's, names
+/// as extracted keys are, hashing and sealing as this store's, JSON
+/// values). Each refusal is counted with a reason and stores nothing.
+#[test]
+fn imports_are_checked_and_never_write_through_a_channel() {
+    let dir = support::temp_dir();
+    let bot = Recorder::start();
+    bot.respond(|req| {
+        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let ok = r#"{"method":"sendMessage","text":"ok"}"#;
+        if text == "LINK" {
+            return json_answer(
+                ok,
+                &[
+                    ("x-statehold-link", "member:42"),
+                    ("x-statehold-state", r#"{"m":1}"#),
+                ],
+            );
+        }
+        json_answer(ok, &[("x-statehold-state", text)])
+    });
+    let sh = proxy(&bot, dir.path(), TELEGRAM_PLAIN, "");
+    assert_eq!(sh.update(1, 501, "LINK").status, 200);
+    let member = sh.stored("member", "42").expect("the member");
+    assert_eq!(
+        (member["version"].clone(), member["state"].clone()),
+        (json!(1), json!({"m": 1}))
+    );
+
+    let import = |records: Value| -> Value {
+        let (status, body) = sh.admin_call(
+            "POST",
+            "/v1/import",
+            &json!({ "conversations": records }).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let state = |json: &str| statehold::contract::encode_state(json.as_bytes());
+    let r = import(
+        json!([{"key": "tg:501", "version": 50, "ttl_ms": 60000, "state": state(r#"{"x":1}"#)}]),
+    );
+    assert_eq!(
+        (r["imported"].clone(), r["skipped"].clone()),
+        (json!(0), json!(1)),
+        "{r}"
+    );
+    assert!(
+        r["reasons"][0].as_str().unwrap().contains("linked channel"),
+        "{r}"
+    );
+    let member = sh.stored("member", "42").expect("the member");
+    assert_eq!(
+        (member["version"].clone(), member["state"].clone()),
+        (json!(1), json!({"m": 1}))
+    );
+
+    let good = |key: &str| json!({"key": key, "version": 3, "ttl_ms": 60000, "state": state(r#"{"ok":1}"#)});
+    let with = |key: &str, field: &str, value: Value| {
+        let mut c = good(key);
+        c[field] = value;
+        c
+    };
+    let bad = json!([
+        with("tg:b1", "version", json!(u64::MAX)),
+        with("tg:b2", "version", json!(1u64 << 53)),
+        with("tg:b3", "ttl_ms", json!(u64::MAX)),
+        with("tg:b4", "ttl_ms", json!(0)),
+        with("tg:b5", "state", json!(state("not json"))),
+        with(
+            "tg:b6",
+            "state",
+            json!(statehold::contract::encode_state(b"\x01k1sealed"))
+        ),
+        good("we}b:x"),
+        with("tg:b7", "key", json!("tg#:hashedname")),
+        good("t g:x"),
+    ]);
+    let r = import(bad);
+    assert_eq!(
+        (r["imported"].clone(), r["errors"].clone()),
+        (json!(0), json!(9)),
+        "{r}"
+    );
+    for id in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+        assert!(sh.stored("tg", id).is_none(), "{id}");
+    }
+    let r = import(json!([good("tg:fine")]));
+    assert_eq!(r["imported"], 1, "{r}");
+    assert_eq!(sh.stored("tg", "fine").unwrap()["version"], 3);
 }

@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::state::strict_decode;
+use super::state::{namespace_ok, strict_decode};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::audit::AuditQuery;
 use crate::backend::Backend;
@@ -53,8 +53,8 @@ fn parse(query: &str) -> Result<AuditQuery, &'static str> {
                 let text = strict_decode(value).ok_or("key: percent-encoded UTF-8, please")?;
                 let (ns, id) = text
                     .split_once(':')
-                    .filter(|(ns, id)| !ns.is_empty() && !id.is_empty())
-                    .ok_or("key is <namespace>:<id>")?;
+                    .filter(|(ns, id)| namespace_ok(ns) && !id.is_empty())
+                    .ok_or("key is <namespace>:<id>, the namespace as a route's")?;
                 q.key = Some(ConvKey::new(ns, id));
             }
             "since" => {

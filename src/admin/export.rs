@@ -9,8 +9,10 @@
 //! A conversation: `{"key": "<ns>:<id>" (stored), "version", "ttl_ms",
 //! "state": base64url of the stored value | null (a tombstone)}`. Dedupe
 //! records, turns, history, links and the audit trail are not carried.
+//! Each is checked before anything is written (`import_check.rs`), and a
+//! key that is a linked channel here is skipped: an import never writes
+//! through an alias (its member is imported by its own key).
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -19,7 +21,7 @@ use serde_json::{json, Value};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::audit::AuditNote;
 use crate::backend::{Backend, Commit, CommitOutcome, Dumped, Held, Origin, StoreError};
-use crate::contract::{decode_b64, encode_state, StateChange};
+use crate::contract::{encode_state, StateChange};
 use crate::key::ConvKey;
 
 /// Conversations per export page at most.
@@ -34,6 +36,9 @@ const MAX_IMPORT_BODY: usize = 64 << 20;
 enum Refused {
     #[error("{0}")]
     Malformed(&'static str),
+    /// Not written, by design (counted as skipped, with its reason).
+    #[error("{0}")]
+    Skipped(&'static str),
     #[error(transparent)]
     Turn(#[from] crate::backend::TurnError),
     #[error(transparent)]
@@ -125,6 +130,12 @@ impl<B: Backend> Admin<B> {
                 match result {
                     Ok(true) => done.imported += 1,
                     Ok(false) => done.skipped += 1,
+                    Err(Refused::Skipped(why)) => {
+                        done.skipped += 1;
+                        if done.reasons.len() < 5 {
+                            done.reasons.push(why.to_string());
+                        }
+                    }
                     Err(why) => {
                         done.errors += 1;
                         if done.reasons.len() < 5 {
@@ -144,9 +155,17 @@ impl<B: Backend> Admin<B> {
     /// One conversation, under its turn: `true` written, `false` the store
     /// holds that version or a newer one.
     async fn import_one(&self, c: &Value) -> Result<bool, Refused> {
-        let (key, dumped) = parse(c)?;
+        let privacy = self.pipeline.backend().privacy();
+        let (key, dumped) =
+            super::import_check::parse(c, privacy, &self.lifetimes).map_err(Refused::Malformed)?;
         let store = self.pipeline.backend().inner();
-        let (held, _) = store.begin(&key, self.lock_wait, None).await?;
+        let (held, loaded) = store.begin(&key, self.lock_wait, None).await?;
+        if loaded.member.is_some() {
+            // The turn held is the member's: writing would overwrite it.
+            return Err(Refused::Skipped(
+                "a linked channel here: not written (its member is imported by its own key)",
+            ));
+        }
         let change = match dumped.state {
             Some(stored) => StateChange::Put(stored),
             None => StateChange::Clear,
@@ -183,41 +202,6 @@ fn line(key: &ConvKey, d: &Dumped) -> Value {
         "ttl_ms": d.ttl_ms,
         "state": d.state.as_deref().map(encode_state),
     })
-}
-
-/// One exported conversation, checked: a stored key, a version, a lifetime
-/// left, a base64url value or null.
-fn parse(c: &Value) -> Result<(ConvKey, Dumped), Refused> {
-    let malformed = Refused::Malformed;
-    let key = c["key"]
-        .as_str()
-        .and_then(|k| k.split_once(':'))
-        .filter(|(ns, id)| !ns.is_empty() && !id.is_empty() && !id.chars().any(char::is_control))
-        .map(|(ns, id)| ConvKey::new(ns, id))
-        .ok_or(malformed("key is <namespace>:<id>"))?;
-    let version = c["version"]
-        .as_u64()
-        .filter(|v| *v > 0)
-        .ok_or(malformed("version is a number over 0"))?;
-    let ttl_ms = c["ttl_ms"]
-        .as_u64()
-        .filter(|t| *t > 0)
-        .ok_or(malformed("ttl_ms is a number over 0"))?;
-    let state = match &c["state"] {
-        Value::Null => None,
-        Value::String(b64) => Some(Bytes::from(
-            decode_b64(b64.as_bytes()).ok_or(malformed("state is base64url or null"))?,
-        )),
-        _ => return Err(malformed("state is base64url or null")),
-    };
-    Ok((
-        key,
-        Dumped {
-            version,
-            state,
-            ttl_ms,
-        },
-    ))
 }
 
 fn bad_request(error: &str) -> AdminResponse {

@@ -6,7 +6,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::state::strict_decode;
+use super::state::{namespace_ok, strict_decode, NAMESPACE_RULE};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::Backend;
 use crate::key::ConvKey;
@@ -28,6 +28,12 @@ impl<B: Backend> Admin<B> {
                 )
             }
         };
+        if rest
+            .split_once('/')
+            .is_some_and(|(ns, _)| !namespace_ok(ns))
+        {
+            return json_response(StatusCode::BAD_REQUEST, json!({ "error": NAMESPACE_RULE }));
+        }
         let Some(key) = key else {
             return json_response(
                 StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@
 
 mod audit;
 mod export;
+mod import_check;
 mod links;
 mod state;
 mod turns;
@@ -49,6 +50,8 @@ pub struct Admin<B: Backend> {
     pub draining: AtomicBool,
     max_state_bytes: usize,
     lock_wait: Duration,
+    /// Each namespace's record lifetime (an import never outlives it).
+    lifetimes: crate::backend::Lifetimes,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -68,7 +71,14 @@ impl<B: Backend> Admin<B> {
             draining: AtomicBool::new(false),
             max_state_bytes,
             lock_wait,
+            lifetimes: crate::backend::Lifetimes::uniform(Duration::MAX),
         }
+    }
+
+    /// The configured record lifetimes (`store.ttl`, `route.ttl`).
+    pub fn with_lifetimes(mut self, lifetimes: crate::backend::Lifetimes) -> Admin<B> {
+        self.lifetimes = lifetimes;
+        self
     }
 
     /// Serves until `shutdown` resolves.

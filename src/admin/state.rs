@@ -310,6 +310,9 @@ fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str
     if ns.is_empty() || id.is_empty() {
         return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
     }
+    if !namespace_ok(ns) {
+        return Err((StatusCode::BAD_REQUEST, NAMESPACE_RULE));
+    }
     let Some(id) = strict_decode(id) else {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -317,6 +320,17 @@ fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str
         ));
     };
     Ok((ConvKey::new(ns, &id), target))
+}
+
+/// What a namespace in an admin path or key may hold.
+pub(super) const NAMESPACE_RULE: &str =
+    "the namespace must be what a route's namespace may be: ASCII letters, digits, '_', '-', '.'";
+
+/// A namespace as the config allows one (`route.namespace`): a `:` would
+/// move the key's split (`web:rb2` + `x` is `web` + `rb2:x`), a `{` or `}`
+/// would name Redis hash tags.
+pub(super) fn namespace_ok(ns: &str) -> bool {
+    !ns.is_empty() && ns.chars().all(crate::key::is_name_char)
 }
 
 /// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:

@@ -9,13 +9,22 @@
 -- ARGV[3] 'p' a snapshot, 'c' a tombstone   ARGV[4] the snapshot as stored
 -- ARGV[5] lifetime left (ms)   ARGV[6] (with the trail on) the audit event's
 --         members but the versions
--- Returns {'ok', version} | {'conflict', current} | {'fenced', current}
+-- Returns {'ok', version} | {'conflict', current} | {'fenced', current};
+-- an error, before anything is written, for a version or lifetime that is
+-- not a whole number from 1 to 2^53 - 1 (a float version, or a PEXPIRE
+-- failing after the HSET, would leave a damaged or immortal record).
+local version, ttl = tonumber(ARGV[2]), tonumber(ARGV[5])
+for _, n in ipairs({version or 0, ttl or 0}) do
+  if n < 1 or n > 9007199254740991 or n % 1 ~= 0 then
+    return redis.error_reply('statehold: invalid version or lifetime')
+  end
+end
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return {'fenced', current}
 end
 local result
-if tonumber(ARGV[2]) <= current then
+if version <= current then
   result = {'conflict', current}
 else
   if ARGV[3] == 'p' then
@@ -29,7 +38,7 @@ else
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ${AUDIT}, '*', 'e',
       '{"from_version":' .. current .. ',"to_version":' .. ARGV[2] .. ',' .. ARGV[6] .. '}')
   end
-  result = {'ok', tonumber(ARGV[2])}
+  result = {'ok', version}
 end
 grant_next(KEYS[2], KEYS[3])
 return result
