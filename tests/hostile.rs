@@ -1227,3 +1227,111 @@ fn imports_are_checked_and_never_write_through_a_channel() {
     assert_eq!(r["imported"], 1, "{r}");
     assert_eq!(sh.stored("tg", "fine").unwrap()["version"], 3);
 }
+
+/// Two routes that dedupe on the same field, each with a channel linked to
+/// one member (issue 20, item 3): update 555 on `/a` and a different update
+/// 555 on `/b` are two updates (dedupe ids on a member are qualified by
+/// the route namespace they came by), and a redelivery on either route is
+/// still answered once.
+#[test]
+fn linked_channels_of_two_routes_keep_their_dedupe_ids_apart() {
+    let dir = support::temp_dir();
+    let bot = Recorder::start();
+    bot.respond(|req| {
+        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let ok = r#"{"method":"sendMessage","text":"ok"}"#;
+        match text {
+            "LINK" => json_answer(ok, &[("x-statehold-link", "member:7")]),
+            other => json_answer(
+                ok,
+                &[("x-statehold-state", &format!(r#"{{"last":"{other}"}}"#))],
+            ),
+        }
+    });
+    let routes = r#"[[route]]
+path = "/a"
+namespace = "a"
+key = "json:/message/chat/id"
+dedupe = "json:/update_id"
+[[route]]
+path = "/b"
+namespace = "b"
+key = "json:/message/chat/id"
+dedupe = "json:/update_id"
+"#;
+    let sh = proxy(&bot, dir.path(), routes, "");
+    let send = |path: &str, update: u64, text: &str| {
+        support::post_json(sh.addr(), path, &support::tg_update(update, 100, text), &[]).unwrap()
+    };
+    assert_eq!(send("/a", 1, "LINK").status, 200);
+    assert_eq!(send("/b", 2, "LINK").status, 200);
+    let handled = bot.requests().len();
+    assert_eq!(send("/a", 555, "from a").status, 200);
+    let r = send("/b", 555, "from b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        bot.requests().len(),
+        handled + 2,
+        "both updates reached the bot"
+    );
+    assert_eq!(sh.stored("member", "7").unwrap()["state"]["last"], "from b");
+    // A redelivery is still answered from its record.
+    assert_eq!(send("/a", 555, "from a").status, 200);
+    assert_eq!(bot.requests().len(), handled + 2);
+}
+
+/// A member-centric bot rolls its member back through the channel every
+/// request comes by (issue 20, item 10): `X-Statehold-Rollback: previous`
+/// on a linked channel's answer rolls the member back, hashed keys and
+/// sealed values too. The admin API still refuses writes addressed to a
+/// channel key.
+#[test]
+fn a_bot_rolls_its_member_back_through_a_linked_channel() {
+    for private in [false, true] {
+        let dir = support::temp_dir();
+        let bot = Recorder::start();
+        bot.respond(|req| {
+            let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let text = update["message"]["text"].as_str().unwrap_or_default();
+            let ok = r#"{"method":"sendMessage","text":"ok"}"#;
+            match text.split_once(' ') {
+                Some(("LINK", state)) => json_answer(
+                    ok,
+                    &[
+                        ("x-statehold-link", "member:9"),
+                        ("x-statehold-state", state),
+                    ],
+                ),
+                Some(("ROLLBACK", to)) => json_answer(ok, &[("x-statehold-rollback", to)]),
+                _ => json_answer(ok, &[("x-statehold-state", text)]),
+            }
+        });
+        let mut config = Config::new(bot.port, dir.path());
+        config.routes = Some(TELEGRAM_PLAIN.to_string());
+        config.store_extra = "history = 5\n".into();
+        if private {
+            config.private_at_rest();
+        }
+        let sh = Statehold::start(config);
+        let r = sh.update(1, 300, r#"LINK {"v":1}"#);
+        assert_eq!(r.status, 200);
+        sh.update(2, 300, r#"{"v":2}"#);
+        assert_eq!(sh.stored("member", "9").unwrap()["state"], json!({"v": 2}));
+        let r = sh.update(3, 300, "ROLLBACK previous");
+        assert_eq!(r.status, 200);
+        let member = sh.stored("member", "9").unwrap();
+        assert_eq!(
+            member["state"],
+            json!({"v": 1}),
+            "private={private}: {member}"
+        );
+        assert_eq!(member["version"], 3);
+        assert!(!sh.logs().contains("rollback refused"));
+        let (status, _) = sh.admin_call("POST", "/v1/state/tg/300/rollback", r#"{"to": 1}"#);
+        assert_eq!(
+            status, 409,
+            "a channel key is still refused by the admin API"
+        );
+    }
+}

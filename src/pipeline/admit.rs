@@ -69,9 +69,17 @@ impl<B: Backend> Pipeline<B> {
             return Ok(None);
         };
         let conv = ConvKey::new(&route.namespace, &id);
+        // Qualified by the route's namespace: conversations linked to one
+        // member share its dedupe records, and two routes' update ids are
+        // not one sequence (issue 20, item 3).
         let dedupe = key::first_present(&route.dedupe, &req)
             .map_err(ambiguous)?
-            .map(|d| (d.into_owned(), Sha256::digest(body).into()));
+            .map(|d| {
+                (
+                    format!("{}:{d}", route.namespace),
+                    Sha256::digest(body).into(),
+                )
+            });
         let request_id = self
             .settings
             .audit

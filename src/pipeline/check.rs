@@ -5,7 +5,8 @@
 //! pointer, never by value; a clear keeps `route.keep_on_clear`
 //! ([`crate::rules`]). A rollback the bot asked for (`X-Statehold-Rollback`)
 //! becomes the kept version's snapshot, read from the history under the
-//! turn (one more round trip, for such answers only).
+//! turn (one more round trip, for such answers only); through a linked
+//! channel, its member's.
 
 use tracing::warn;
 
@@ -75,10 +76,10 @@ impl<B: Backend> Pipeline<B> {
         let Some(current) = loaded.filter(|l| l.state.is_some()) else {
             return refuse("no snapshot is stored now (cleared, or the store is out)");
         };
-        if current.member.is_some() {
-            return refuse("a linked channel: roll its member back through the admin API");
-        }
-        let versions = match self.backend.history(conv).await {
+        // Through a linked channel, the member is what rolls back: its turn
+        // is the one held (issue 20, item 10).
+        let owner = current.member.as_ref().unwrap_or(conv);
+        let versions = match self.backend.history(owner).await {
             Ok(v) => v,
             Err(_) => return refuse("the history cannot be read"),
         };

@@ -76,12 +76,6 @@ impl LateReport {
             rollback,
         })
     }
-
-    /// What only the key as the request named it can do: the store's
-    /// name of a hashed key cannot be hashed again.
-    fn needs_raw_key(&self) -> bool {
-        self.link.is_some() || self.rollback.is_some()
-    }
 }
 
 /// The late report's answer: a status and a JSON body.
@@ -112,7 +106,7 @@ impl<B: Backend> Pipeline<B> {
             deferred.report(unmatched, DeferredResult::Unknown);
             return ReportAnswer::unknown();
         };
-        let parked = match self.claim_or_adopt(&token, &report).await {
+        let parked = match self.claim_or_adopt(&token).await {
             Ok(Some(parked)) => parked,
             Ok(None) => {
                 deferred.report(route.index, DeferredResult::Unknown);
@@ -161,7 +155,6 @@ impl<B: Backend> Pipeline<B> {
     async fn claim_or_adopt(
         &self,
         token: &TurnToken,
-        report: &LateReport,
     ) -> Result<Option<Parked<B::Held>>, ReportAnswer> {
         let now = tokio::time::Instant::now();
         let deadline = now + self.settings.report_grace;
@@ -183,7 +176,7 @@ impl<B: Backend> Pipeline<B> {
             }
             let now = tokio::time::Instant::now();
             if now >= ask_store_at {
-                match self.adopt(token, report).await? {
+                match self.adopt(token).await? {
                     Adoption::Adopted(held, loaded) => {
                         return Ok(Some(Parked {
                             held,
@@ -208,18 +201,7 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// The store's view of a turn token ([`Backend::adopt`]).
-    async fn adopt(
-        &self,
-        token: &TurnToken,
-        report: &LateReport,
-    ) -> Result<Adoption<B::Held>, ReportAnswer> {
-        let stored = token.key();
-        if report.needs_raw_key() && self.backend.stored_name(stored) != *stored {
-            return Err(ReportAnswer {
-                status: StatusCode::CONFLICT,
-                body: json!({"error": "with store.key_secret, a late report that links, unlinks or rolls back must reach the replica that holds the turn"}),
-            });
-        }
+    async fn adopt(&self, token: &TurnToken) -> Result<Adoption<B::Held>, ReportAnswer> {
         match self.backend.adopt(token).await {
             Ok(adoption) => Ok(adoption),
             Err(e) => {

@@ -99,9 +99,12 @@ impl Privacy {
         stored.namespace().ends_with(HASHED_MARK)
     }
 
-    /// The key `key` is stored under.
+    /// The key `key` is stored under. A key already stored (its namespace
+    /// carries [`HASHED_MARK`], which no route's namespace can) is its own
+    /// stored name: a linked channel's member, a turn token's key.
     pub fn stored_key(&self, key: &ConvKey) -> ConvKey {
         match &self.key_hash {
+            Some(_) if Privacy::is_hashed(key) => key.clone(),
             Some(secret) => {
                 let id = digest(secret, &[key.namespace().as_bytes(), key.id().as_bytes()]);
                 ConvKey::new(&format!("{}{HASHED_MARK}", key.namespace()), &id)
