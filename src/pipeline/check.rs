@@ -8,7 +8,12 @@
 //! turn (one more round trip, for such answers only); through a linked
 //! channel, its member's.
 
+use bytes::Bytes;
 use tracing::warn;
+
+/// The longest a report's rules check may take (off the async workers):
+/// past it the snapshot is refused like an invalid one.
+const RULES_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 use super::route::Route;
 use super::{Pipeline, Trace};
@@ -36,7 +41,15 @@ impl<B: Backend> Pipeline<B> {
             return self.rollback(conv, loaded, (change, asked), trace).await;
         }
         match change {
-            StateChange::Put(json) => match route.rules.check(old, &json) {
+            StateChange::Put(json) => match route
+                .rules
+                .check_bounded(
+                    old.map(Bytes::copy_from_slice),
+                    json.clone(),
+                    RULES_TIME_LIMIT,
+                )
+                .await
+            {
                 Ok(()) => StateChange::Put(json),
                 Err(refusal) => {
                     self.metrics.save(SaveResult::Invalid);

@@ -24,7 +24,7 @@ pub struct Route {
     /// Some key or dedupe source reads the JSON body.
     pub needs_json: bool,
     /// What a reported snapshot must meet, and what a clear keeps.
-    pub rules: Rules,
+    pub rules: std::sync::Arc<Rules>,
     /// How long a deferred turn waits for its late report.
     pub report_timeout: std::time::Duration,
 }
@@ -90,7 +90,7 @@ impl Routes {
                 on_missing_key: r.on_missing_key,
                 verifier,
                 needs_json,
-                rules,
+                rules: std::sync::Arc::new(rules),
                 report_timeout: r.report_timeout(config.store.lock_lease),
             });
         }
