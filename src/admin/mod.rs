@@ -56,6 +56,14 @@ pub struct Admin<B: Backend> {
 
 type AdminResponse = Response<Full<Bytes>>;
 
+/// Admin connections served at once (operators, probes, scrapers and bots'
+/// late reports); more wait in the backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The longest one admin request may take, its body included (an import
+/// page, a late report held back by a slow client).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl<B: Backend> Admin<B> {
     pub fn new(
         pipeline: Arc<Pipeline<Private<B>>>,
@@ -81,10 +89,22 @@ impl<B: Backend> Admin<B> {
         self
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves. At most [`MAX_CONNECTIONS`] at
+    /// once: more wait in the listen backlog (holding no descriptor of
+    /// ours), so idle admin clients can never take the descriptors the
+    /// webhook listener needs; each connection also gets
+    /// [`REQUEST_TIMEOUT`] per request and the head timeout.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let slot = tokio::select! {
+                _ = &mut shutdown => return,
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => return,
                 accepted = listener.accept() => match accepted {
@@ -98,9 +118,18 @@ impl<B: Backend> Admin<B> {
             };
             let admin = Arc::clone(&self);
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
                     let admin = Arc::clone(&admin);
-                    async move { Ok::<_, Infallible>(admin.route(req).await) }
+                    async move {
+                        let answer = tokio::time::timeout(REQUEST_TIMEOUT, admin.route(req)).await;
+                        Ok::<_, Infallible>(answer.unwrap_or_else(|_| {
+                            json_response(
+                                StatusCode::REQUEST_TIMEOUT,
+                                json!({"error": "the admin request took too long"}),
+                            )
+                        }))
+                    }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -306,6 +306,9 @@ pub struct Config {
     pub backend: Option<String>,
     /// Environment variables for the process (the `*_env` secrets).
     pub env: Vec<(String, String)>,
+    /// A command the process is started through (e.g. `prlimit
+    /// --nofile=400:400`), which then execs statehold.
+    pub wrapper: Vec<String>,
 }
 
 impl Config {
@@ -331,6 +334,7 @@ impl Config {
             routes: None,
             backend: None,
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -537,7 +541,14 @@ impl Statehold {
     }
 
     fn spawn(config: &Config, config_path: &Path, log: &Path) -> Proc {
-        let mut cmd = Command::new(statehold_bin());
+        let mut cmd = match config.wrapper.split_first() {
+            Some((wrapper, args)) => {
+                let mut cmd = Command::new(wrapper);
+                cmd.args(args).arg(statehold_bin());
+                cmd
+            }
+            None => Command::new(statehold_bin()),
+        };
         cmd.args(["serve", "--config"]).arg(config_path);
         cmd.env("RUST_LOG", "statehold=debug,info");
         cmd.envs(config.env.iter().map(|(k, v)| (k, v)));
