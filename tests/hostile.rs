@@ -1366,3 +1366,51 @@ fn idle_admin_connections_never_starve_the_webhook_listener() {
     let logs = sh.logs();
     assert!(!logs.contains("Too many open files"), "{logs}");
 }
+
+/// Two linking answers that would wait for each other (issue 20, item 8):
+/// `x` links to `y` while `y` links to `x`, both answers arriving while
+/// both turns are held. Turns are taken in one order, so at most one link
+/// is made, the other refused at once and counted; neither answer is a
+/// 503 (both bots acted), and both are saved.
+#[test]
+fn links_that_wait_for_each_other_never_deadlock() {
+    let dir = support::temp_dir();
+    let bot = Recorder::start();
+    bot.respond(|req| {
+        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let text = update["message"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // Both requests are inside the bot before either answers.
+        std::thread::sleep(Duration::from_millis(300));
+        let ok = r#"{"method":"sendMessage","text":"ok"}"#;
+        json_answer(
+            ok,
+            &[
+                ("x-statehold-link", &text),
+                ("x-statehold-state", r#"{"seen":1}"#),
+            ],
+        )
+    });
+    let sh = proxy(&bot, dir.path(), TELEGRAM_PLAIN, "");
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| sh.update(1, 1001, "tg:1002"));
+        let y = s.spawn(|| sh.update(2, 1002, "tg:1001"));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(
+        (x.status, y.status),
+        (200, 200),
+        "{} / {}",
+        x.text(),
+        y.text()
+    );
+    let linked = sh.metric_or_zero(r#"statehold_links_total{result="linked"}"#);
+    let refused = sh.metric_or_zero(r#"statehold_links_total{result="refused"}"#);
+    assert!(
+        linked <= 1.0 && refused >= 1.0,
+        "linked {linked}, refused {refused}"
+    );
+    assert!(sh.logs().contains("link report refused"));
+}

@@ -124,12 +124,29 @@ impl<B: Backend> Pipeline<B> {
     ) -> Result<(), Reject> {
         let conv = keyed.conv.clone();
         let shown = conv.display(self.settings.reveal_ids).to_string();
-        let begun = self
-            .backend
-            .begin(target, self.settings.lock_wait, None)
-            .await;
+        // Two linking answers can each hold the turn the other wants
+        // (`x` links to `y` while `y` links to `x`). Turns are taken in
+        // one order: a link to a key that sorts before the channel's own
+        // never waits; a busy member then refuses the link at once (the
+        // answer is saved as if no link was asked), so no cycle can form
+        // (issue 20, item 8).
+        let own = self.backend.stored_name(&conv);
+        let target_stored = self.backend.stored_name(target);
+        let wait = if target_stored.as_str() > own.as_str() {
+            self.settings.lock_wait
+        } else {
+            std::time::Duration::ZERO
+        };
+        let begun = self.backend.begin(target, wait, None).await;
         let (member_held, member) = match begun {
             Ok(begun) => begun,
+            Err(crate::backend::TurnError::WaitExceeded(_)) => {
+                self.metrics.link(LinkResult::Refused);
+                warn!(key = %shown, "link report refused: the member's turn is busy (another request holds it); the answer is saved without the link");
+                return self
+                    .finish_turn(channel_turn, keyed, change, (answer, None), trace)
+                    .await;
+            }
             Err(e) => {
                 // Nothing stored, no dedupe record: the redelivery runs the
                 // bot again (dropping the channel's turn releases it).
