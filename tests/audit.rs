@@ -228,3 +228,57 @@ fn an_expiry_is_audited_on_redis() {
     let redis = RedisServer::start(dir.path(), false);
     expiry_is_audited(Some(&redis));
 }
+
+/// With privacy on, nothing in an audit event names a user (issue 20,
+/// item 4): snapshot member names and the request id, which can be phone
+/// numbers or emails, are kept as keyed hashes (the same name, the same
+/// hash: events still correlate), in the events served, in the mirrored
+/// log lines and in the store's file.
+#[test]
+fn audit_events_name_no_user_with_privacy_on() {
+    let dir = support::temp_dir();
+    let bot = reporting_bot();
+    let mut config = Config::new(bot.port, dir.path());
+    config.extra = "[audit]\nmax_events = 1000\nlog = true\n".into();
+    config.private_at_rest();
+    let sh = Statehold::start(config);
+    let pii = [
+        "+4915112345678",
+        "alice.pii@example.com",
+        "req-4915112345678",
+    ];
+    let state = format!(r#"{{"{}": 1, "{}": 2}}"#, pii[0], pii[1]);
+    let r = sh.update_with(1, CHAT, &state, &[("x-request-id", pii[2])]);
+    assert_eq!(r.status, 200);
+    let again = format!(r#"{{"{}": 3, "{}": 2}}"#, pii[0], pii[1]);
+    sh.update_with(2, CHAT, &again, &[("x-request-id", pii[2])]);
+    let listed = events(&sh, &format!("key=tg:{CHAT}&limit=10"));
+    assert_eq!(listed.len(), 2);
+    let (newest, first) = (&listed[0]["event"], &listed[1]["event"]);
+    let changed: Vec<&str> = first["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(changed.len(), 2);
+    assert!(changed.iter().all(|c| c.starts_with('~')), "{changed:?}");
+    assert_eq!(newest["changed"].as_array().unwrap().len(), 1);
+    assert!(
+        changed.contains(&newest["changed"][0].as_str().unwrap()),
+        "the same name, the same hash"
+    );
+    assert!(first["request_id"].as_str().unwrap().starts_with('~'));
+    let served = serde_json::to_string(&listed).unwrap()
+        + &serde_json::to_string(&events(&sh, "since=0")).unwrap();
+    let logs = sh.logs();
+    let file = std::fs::read(dir.path().join("statehold.db")).unwrap();
+    for secret in pii {
+        assert!(!served.contains(secret), "{secret} served: {served}");
+        assert!(!logs.contains(secret), "{secret} logged");
+        assert!(
+            !file.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the file"
+        );
+    }
+}

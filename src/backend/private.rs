@@ -240,7 +240,22 @@ impl<H: Held> Held for PrivateHeld<H> {
         self.inner.waited()
     }
 
-    async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
+    async fn finish(self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
+        // An audit event never names a user: with hashed keys, what could
+        // (member names, the request id) is kept as a keyed hash, in the
+        // store and in the mirrored log line alike.
+        if let Some(note) = commit.audit.as_deref_mut() {
+            let p = &self.privacy;
+            note.changed = note
+                .changed
+                .iter()
+                .map(|m| p.pseudonym("member", m))
+                .collect();
+            note.request_id = note
+                .request_id
+                .as_deref()
+                .map(|r| p.pseudonym("request", r));
+        }
         let mirror = match (&commit.audit, self.audit_log) {
             (Some(note), true) => Some((note.clone(), commit.kind())),
             _ => None,

@@ -124,6 +124,20 @@ impl Privacy {
         }
     }
 
+    /// What an audit event may say of `text` (a snapshot member name, a
+    /// request id): with `store.key_secret`, a keyed hash (`~` and 22
+    /// characters, the same for the same text, so events still correlate),
+    /// since either could name a user; `text` itself otherwise.
+    pub fn pseudonym(&self, kind: &str, text: &str) -> String {
+        match &self.key_hash {
+            Some(secret) => format!(
+                "~{}",
+                digest(secret, &[b"audit", kind.as_bytes(), text.as_bytes()])
+            ),
+            None => text.to_string(),
+        }
+    }
+
     /// A snapshot as stored under `stored`.
     pub fn seal_state(&self, stored: &ConvKey, json: Bytes) -> Result<Bytes, SealError> {
         self.seal(Kind::Snapshot, &[stored.as_str()], json)
