@@ -112,6 +112,52 @@ impl<B: Backend> Pipeline<B> {
         }
     }
 
+    /// The member's commit of a linking answer: the change, the answer's
+    /// dedupe record (named for the channel), the alias.
+    fn link_commit(
+        &self,
+        keyed: Keyed,
+        change: StateChange,
+        answer: &Answer,
+        member: &Loaded,
+    ) -> Commit {
+        let conv = keyed.conv;
+        let dedupe = keyed
+            .dedupe
+            .filter(|_| answer.parts.status.is_success())
+            .map(|(id, digest)| (id, answer.recorded(digest)));
+        let audit = self.link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
+        Commit {
+            expected_version: Some(member.version),
+            change,
+            dedupe,
+            origin: Origin::Bot,
+            audit,
+            link: Some(Box::new(LinkChange::Link(conv))),
+        }
+    }
+
+    /// The member's turn for a link from `conv`. Two linking answers can
+    /// each hold the turn the other wants (`x` links to `y` while `y`
+    /// links to `x`). Turns are taken in one order: a link to a key that
+    /// sorts before the channel's own never waits; a busy member then
+    /// refuses the link at once (the answer is saved as if no link was
+    /// asked), so no cycle can form (issue 20, item 8).
+    async fn member_turn(
+        &self,
+        conv: &ConvKey,
+        target: &ConvKey,
+    ) -> Result<(B::Held, Loaded), crate::backend::TurnError> {
+        let own = self.backend.stored_name(conv);
+        let target_stored = self.backend.stored_name(target);
+        let wait = if target_stored.as_str() > own.as_str() {
+            self.settings.lock_wait
+        } else {
+            std::time::Duration::ZERO
+        };
+        self.backend.begin(target, wait, None).await
+    }
+
     /// Takes the member's turn and commits the change, the dedupe record
     /// and the alias on it; the channel's own turn ends after.
     async fn link_to(
@@ -124,25 +170,21 @@ impl<B: Backend> Pipeline<B> {
     ) -> Result<(), Reject> {
         let conv = keyed.conv.clone();
         let shown = conv.display(self.settings.reveal_ids).to_string();
-        // Two linking answers can each hold the turn the other wants
-        // (`x` links to `y` while `y` links to `x`). Turns are taken in
-        // one order: a link to a key that sorts before the channel's own
-        // never waits; a busy member then refuses the link at once (the
-        // answer is saved as if no link was asked), so no cycle can form
-        // (issue 20, item 8).
-        let own = self.backend.stored_name(&conv);
-        let target_stored = self.backend.stored_name(target);
-        let wait = if target_stored.as_str() > own.as_str() {
-            self.settings.lock_wait
-        } else {
-            std::time::Duration::ZERO
+        let refused = |why: &'static str| {
+            self.metrics.link(LinkResult::Refused);
+            warn!(key = %shown, reason = why, "link report refused: the answer is saved without the link");
         };
-        let begun = self.backend.begin(target, wait, None).await;
-        let (member_held, member) = match begun {
-            Ok(begun) => begun,
+        let (member_held, member) = match self.member_turn(&conv, target).await {
+            Ok((held, member)) if member.member.is_none() => (held, member),
+            Ok((held, _)) => {
+                drop(held);
+                refused("the member key is itself a channel");
+                return self
+                    .finish_turn(channel_turn, keyed, change, (answer, None), trace)
+                    .await;
+            }
             Err(crate::backend::TurnError::WaitExceeded(_)) => {
-                self.metrics.link(LinkResult::Refused);
-                warn!(key = %shown, "link report refused: the member's turn is busy (another request holds it); the answer is saved without the link");
+                refused("the member's turn is busy (another request holds it)");
                 return self
                     .finish_turn(channel_turn, keyed, change, (answer, None), trace)
                     .await;
@@ -159,27 +201,7 @@ impl<B: Backend> Pipeline<B> {
                 ));
             }
         };
-        if member.member.is_some() {
-            drop(member_held);
-            self.metrics.link(LinkResult::Refused);
-            warn!(key = %shown, reason = "the member key is itself a channel", "link report refused: the conversation stays as it was");
-            return self
-                .finish_turn(channel_turn, keyed, change, (answer, None), trace)
-                .await;
-        }
-        let dedupe = keyed
-            .dedupe
-            .filter(|_| answer.parts.status.is_success())
-            .map(|(id, digest)| (id, answer.recorded(digest)));
-        let audit = self.link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
-        let commit = Commit {
-            expected_version: Some(member.version),
-            change,
-            dedupe,
-            origin: Origin::Bot,
-            audit,
-            link: Some(Box::new(LinkChange::Link(conv.clone()))),
-        };
+        let commit = self.link_commit(keyed, change, answer, &member);
         let saved = self.save(target, member_held, commit, trace).await;
         // The alias is in place (or not): the channel's turn may go now.
         drop(channel_turn);
