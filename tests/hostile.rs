@@ -1143,8 +1143,8 @@ fn imports_are_checked_and_never_write_through_a_channel() {
     let dir = support::temp_dir();
     let bot = Recorder::start();
     bot.respond(|req| {
-        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let text = req.update_text();
+        let text = text.as_str();
         let ok = r#"{"method":"sendMessage","text":"ok"}"#;
         if text == "LINK" {
             return json_answer(
@@ -1238,8 +1238,8 @@ fn linked_channels_of_two_routes_keep_their_dedupe_ids_apart() {
     let dir = support::temp_dir();
     let bot = Recorder::start();
     bot.respond(|req| {
-        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let text = req.update_text();
+        let text = text.as_str();
         let ok = r#"{"method":"sendMessage","text":"ok"}"#;
         match text {
             "LINK" => json_answer(ok, &[("x-statehold-link", "member:7")]),
@@ -1292,8 +1292,8 @@ fn a_bot_rolls_its_member_back_through_a_linked_channel() {
         let dir = support::temp_dir();
         let bot = Recorder::start();
         bot.respond(|req| {
-            let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-            let text = update["message"]["text"].as_str().unwrap_or_default();
+            let text = req.update_text();
+            let text = text.as_str();
             let ok = r#"{"method":"sendMessage","text":"ok"}"#;
             match text.split_once(' ') {
                 Some(("LINK", state)) => json_answer(
@@ -1377,11 +1377,7 @@ fn links_that_wait_for_each_other_never_deadlock() {
     let dir = support::temp_dir();
     let bot = Recorder::start();
     bot.respond(|req| {
-        let update: Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let text = update["message"]["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let text = req.update_text();
         // Both requests are inside the bot before either answers.
         std::thread::sleep(Duration::from_millis(300));
         let ok = r#"{"method":"sendMessage","text":"ok"}"#;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::backend::{Dumped, Lifetimes};
 use crate::contract::decode_b64;
-use crate::key::{is_name_char, ConvKey, MAX_ID_BYTES};
+use crate::key::{is_namespace, is_usable_id, ConvKey};
 use crate::privacy::{Privacy, HASHED_MARK};
 
 /// Versions are exchanged as JSON numbers and kept as Lua numbers: above
@@ -28,7 +28,7 @@ pub fn parse(
     let key = c["key"]
         .as_str()
         .and_then(|k| k.split_once(':'))
-        .filter(|(ns, id)| namespace_ok(ns) && id_ok(id))
+        .filter(|(ns, id)| stored_namespace(ns) && is_usable_id(id))
         .map(|(ns, id)| ConvKey::new(ns, id))
         .ok_or("key is <namespace>:<id>, named as a route names its keys")?;
     if Privacy::is_hashed(&key) != privacy.hashes_keys() {
@@ -76,13 +76,7 @@ fn checked_value(key: &ConvKey, value: Bytes, privacy: &Privacy) -> Result<Bytes
     }
 }
 
-/// A stored namespace: a route's (name characters), hashed or not.
-fn namespace_ok(ns: &str) -> bool {
-    let plain = ns.strip_suffix(HASHED_MARK).unwrap_or(ns);
-    !plain.is_empty() && plain.chars().all(is_name_char)
-}
-
-/// An id as the key extractor accepts one.
-fn id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
+/// A stored namespace: a route's, hashed or not.
+fn stored_namespace(ns: &str) -> bool {
+    is_namespace(ns.strip_suffix(HASHED_MARK).unwrap_or(ns))
 }

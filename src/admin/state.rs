@@ -330,7 +330,7 @@ pub(super) const NAMESPACE_RULE: &str =
 /// move the key's split (`web:rb2` + `x` is `web` + `rb2:x`), a `{` or `}`
 /// would name Redis hash tags.
 pub(super) fn namespace_ok(ns: &str) -> bool {
-    !ns.is_empty() && ns.chars().all(crate::key::is_name_char)
+    crate::key::is_namespace(ns)
 }
 
 /// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:
@@ -341,6 +341,5 @@ pub(super) fn strict_decode(text: &str) -> Option<String> {
         .decode_utf8()
         .ok()?
         .into_owned();
-    let usable = id.len() <= crate::key::MAX_ID_BYTES && !id.chars().any(char::is_control);
-    usable.then_some(id)
+    crate::key::is_usable_id(&id).then_some(id)
 }

@@ -15,6 +15,8 @@
 //! fence decide whether it is still good. Forging one needs the secret;
 //! a token names one turn and dies with it.
 
+use std::fmt::Write;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -47,11 +49,8 @@ impl TurnToken {
         SystemRandom::new().fill(&mut secret).ok()?;
         let mut text = String::with_capacity(80 + key.as_str().len() * 4 / 3);
         URL_SAFE_NO_PAD.encode_string(secret, &mut text);
-        text.push('.');
-        text.push_str(&route.to_string());
-        text.push('.');
-        text.push_str(&holder.to_string());
-        text.push('.');
+        // Writing into a String cannot fail.
+        let _ = write!(text, ".{route}.{holder}.");
         URL_SAFE_NO_PAD.encode_string(key.namespace(), &mut text);
         text.push('.');
         URL_SAFE_NO_PAD.encode_string(key.id(), &mut text);
@@ -119,7 +118,7 @@ impl TurnToken {
         let sum = Sha256::digest(self.text.as_bytes());
         let mut hex = String::with_capacity(64);
         for b in sum {
-            hex.push_str(&format!("{b:02x}"));
+            let _ = write!(hex, "{b:02x}");
         }
         hex
     }

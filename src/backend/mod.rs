@@ -204,6 +204,17 @@ pub enum Adoption<H> {
     Unknown,
 }
 
+impl<H> Adoption<H> {
+    /// The same answer around another turn type (a wrapping backend's).
+    pub fn map<T>(self, wrap: impl FnOnce(H) -> T) -> Adoption<T> {
+        match self {
+            Adoption::Adopted(held, loaded) => Adoption::Adopted(wrap(held), loaded),
+            Adoption::Pending => Adoption::Pending,
+            Adoption::Unknown => Adoption::Unknown,
+        }
+    }
+}
+
 /// One page of [`Backend::scan`].
 #[derive(Debug, Default)]
 pub struct ScanPage {

@@ -133,22 +133,21 @@ impl<B: Backend> Backend for Private<B> {
     /// A turn adopted by its token knows only its stored key: its raw
     /// key stands in as the stored one (the same with hashing off).
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<Self::Held>, StoreError> {
-        let (inner, loaded) = match self.inner.adopt(token).await? {
-            Adoption::Adopted(inner, loaded) => (inner, loaded),
-            Adoption::Pending => return Ok(Adoption::Pending),
-            Adoption::Unknown => return Ok(Adoption::Unknown),
-        };
-        let stored = token.key().clone();
-        let loaded = open(&self.privacy, &stored, None, loaded);
-        let held = PrivateHeld {
+        let stored = token.key();
+        let adopted = self.inner.adopt(token).await?.map(|inner| PrivateHeld {
             inner,
             raw: stored.clone(),
-            stored,
+            stored: stored.clone(),
             privacy: Arc::clone(&self.privacy),
             plain: None,
             audit_log: self.audit_log,
-        };
-        Ok(Adoption::Adopted(held, loaded))
+        });
+        Ok(match adopted {
+            Adoption::Adopted(held, loaded) => {
+                Adoption::Adopted(held, open(&self.privacy, stored, None, loaded))
+            }
+            other => other,
+        })
     }
 
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {

@@ -1,7 +1,6 @@
 //! Validation: the cross-field rules serde cannot express, each error
 //! naming the key to fix.
 
-use crate::key::is_name_char;
 use std::path::Path;
 use std::time::Duration;
 
@@ -78,7 +77,7 @@ impl Config {
 
     fn check_store(&self) -> Result<(), ConfigError> {
         let store = &self.store;
-        if store.key_prefix.is_empty() || !store.key_prefix.chars().all(is_name_char) {
+        if !crate::key::is_namespace(&store.key_prefix) {
             return Err(ConfigError::new(
                 "store.key_prefix",
                 "must be non-empty and use only A-Z a-z 0-9 _ - .",
@@ -207,7 +206,7 @@ fn check_route(
     if !route.path.starts_with('/') {
         return Err(ConfigError::new(at("path"), "must start with `/`"));
     }
-    if route.namespace.is_empty() || !route.namespace.chars().all(is_name_char) {
+    if !crate::key::is_namespace(&route.namespace) {
         return Err(ConfigError::new(
             at("namespace"),
             "must be non-empty and use only A-Z a-z 0-9 _ - .",

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::CaptureError;
-use crate::key::{is_name_char, ConvKey, MAX_ID_BYTES};
+use crate::key::{is_namespace, is_usable_id, ConvKey};
 
 pub const HEADER_LINK: &str = "x-statehold-link";
 pub const HEADER_UNLINK: &str = "x-statehold-unlink";
@@ -30,9 +30,7 @@ pub enum LinkAsk {
 /// control characters (as extracted ids).
 pub fn parse_member(text: &str) -> Result<ConvKey, CaptureError> {
     let (ns, id) = text.split_once(':').ok_or(CaptureError::BadLink)?;
-    let ns_ok = !ns.is_empty() && ns.len() <= 64 && ns.chars().all(is_name_char);
-    let id_ok = !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control);
-    if ns_ok && id_ok {
+    if ns.len() <= 64 && is_namespace(ns) && is_usable_id(id) {
         Ok(ConvKey::new(ns, id))
     } else {
         Err(CaptureError::BadLink)
@@ -88,7 +86,7 @@ mod tests {
         }
         h.insert(HEADER_UNLINK, HeaderValue::from_static("1"));
         assert_eq!(capture_link(&h), Some(Ok(LinkAsk::Unlink)));
-        let long = format!("member:{}", "x".repeat(MAX_ID_BYTES + 1));
+        let long = format!("member:{}", "x".repeat(crate::key::MAX_ID_BYTES + 1));
         assert_eq!(parse_member(&long), Err(CaptureError::BadLink));
     }
 }

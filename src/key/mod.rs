@@ -306,6 +306,17 @@ pub fn first_present<'a>(
     Ok(None)
 }
 
+/// A namespace as a route's may be: non-empty, name characters only.
+pub fn is_namespace(ns: &str) -> bool {
+    !ns.is_empty() && ns.chars().all(is_name_char)
+}
+
+/// An id as the key extractor accepts one: non-empty, at most
+/// [`MAX_ID_BYTES`], no control character.
+pub fn is_usable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
+}
+
 /// A character of a namespace or key prefix: ASCII letters and digits,
 /// `_`, `-`, `.` (so `:` splits a key, and Redis key names stay plain).
 pub fn is_name_char(c: char) -> bool {

@@ -8,7 +8,6 @@
 //! turn (one more round trip, for such answers only); through a linked
 //! channel, its member's.
 
-use bytes::Bytes;
 use tracing::warn;
 
 /// The longest a report's rules check may take (off the async workers):
@@ -36,18 +35,15 @@ impl<B: Backend> Pipeline<B> {
         (change, rollback): (StateChange, Option<Asked>),
         trace: &mut Trace,
     ) -> StateChange {
-        let old = loaded.and_then(|l| l.state.as_deref());
+        let stored = loaded.and_then(|l| l.state.as_ref());
+        let old = stored.map(|s| &s[..]);
         if let Some(asked) = rollback {
             return self.rollback(conv, loaded, (change, asked), trace).await;
         }
         match change {
             StateChange::Put(json) => match route
                 .rules
-                .check_bounded(
-                    old.map(Bytes::copy_from_slice),
-                    json.clone(),
-                    RULES_TIME_LIMIT,
-                )
+                .check_bounded(stored, &json, RULES_TIME_LIMIT)
                 .await
             {
                 Ok(()) => StateChange::Put(json),

@@ -33,22 +33,22 @@ impl<B: Backend> Pipeline<B> {
         if captured.change != StateChange::Keep || captured.link.is_some() || rollback {
             return Ok(Deferral::Save(turn, keyed, self.ambiguous(route, &shown)));
         }
-        let parkable = matches!(&turn, Turn::Held { spooled: None, .. })
-            && trace.turn.is_some()
-            && !answer.parts.status.is_server_error();
-        if !parkable {
-            warn!(key = %shown, status = answer.parts.status.as_u16(),
-                "a deferred answer with no turn to hold (the store is out, a spooled change, or a bot error): its late report will find none");
-            return Ok(Deferral::Save(turn, keyed, captured));
-        }
-        let (
-            Turn::Held {
-                mut held, loaded, ..
-            },
-            Some(token),
-        ) = (turn, trace.turn.take())
-        else {
-            return Err(Reject::bad_gateway("no turn to defer")); // ruled out above
+        let token = trace.turn.take();
+        let (mut held, loaded, token) = match (turn, token) {
+            (
+                Turn::Held {
+                    held,
+                    loaded,
+                    spooled: None,
+                },
+                Some(token),
+            ) if !answer.parts.status.is_server_error() => (held, loaded, token),
+            (turn, token) => {
+                trace.turn = token;
+                warn!(key = %shown, status = answer.parts.status.as_u16(),
+                    "a deferred answer with no turn to hold (the store is out, a spooled change, or a bot error): its late report will find none");
+                return Ok(Deferral::Save(turn, keyed, captured));
+            }
         };
         let dedupe = keyed
             .dedupe

@@ -127,16 +127,17 @@ impl Rules {
     /// [`Rules::check`], on a blocking thread when a schema is configured,
     /// within `limit`: a check that runs out of time is refused, and never
     /// holds a runtime worker (other conversations and `/healthz` go on).
+    /// Without a schema the check is cheap and runs in place (no copy).
     pub async fn check_bounded(
         self: &std::sync::Arc<Self>,
-        old: Option<Bytes>,
-        new: Bytes,
+        old: Option<&Bytes>,
+        new: &Bytes,
         limit: std::time::Duration,
     ) -> Result<(), Refusal> {
         if !self.has_schema() {
-            return self.check(old.as_deref(), &new);
+            return self.check(old.map(|o| &o[..]), new);
         }
-        let rules = std::sync::Arc::clone(self);
+        let (rules, old, new) = (std::sync::Arc::clone(self), old.cloned(), new.clone());
         let check = tokio::task::spawn_blocking(move || rules.check(old.as_deref(), &new));
         match tokio::time::timeout(limit, check).await {
             Ok(Ok(result)) => result,

@@ -87,8 +87,8 @@ pub fn answer(
 pub fn reporting_bot() -> Recorder {
     let bot = Recorder::start();
     bot.respond(|req| {
-        let update: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        let text = update["message"]["text"].as_str().unwrap_or_default();
+        let text = req.update_text();
+        let text = text.as_str();
         let report = match text.split_once(' ') {
             _ if text == "CLEAR" => ("x-statehold-clear", "1".to_string()),
             _ if text == "KEEP" => ("x-bot", "no report".to_string()),
@@ -105,6 +105,17 @@ pub fn reporting_bot() -> Recorder {
         )
     });
     bot
+}
+
+impl Recorded {
+    /// The Telegram update's message text ("" when there is none).
+    pub fn update_text(&self) -> String {
+        let update: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        update["message"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl Recorder {

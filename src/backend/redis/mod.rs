@@ -219,19 +219,13 @@ impl Backend for RedisBackend {
     }
 
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<RedisHeld>, StoreError> {
-        Ok(match self.turns.adopt(token).await? {
-            Adoption::Adopted(turn, loaded) => {
-                let held = RedisHeld {
-                    key: token.key().clone(),
-                    records: Arc::clone(&self.records),
-                    turn,
-                    waited: Duration::ZERO,
-                };
-                Adoption::Adopted(held, loaded)
-            }
-            Adoption::Pending => Adoption::Pending,
-            Adoption::Unknown => Adoption::Unknown,
-        })
+        let adopted = self.turns.adopt(token).await?;
+        Ok(adopted.map(|turn| RedisHeld {
+            key: token.key().clone(),
+            records: Arc::clone(&self.records),
+            turn,
+            waited: Duration::ZERO,
+        }))
     }
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {

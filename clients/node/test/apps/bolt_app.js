@@ -6,14 +6,14 @@
 const express = require('express');
 const { App, ExpressReceiver, LogLevel } = require('@slack/bolt');
 const statehold = require('../../index.js'); // (statehold)
-const flow = require('./flow4.js');
+const { fakeBotApi } = require('./fake_bot_api.js');
 const wizard = require('./wizard.js');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 (async () => {
   const { port } = wizard.args();
-  const api = await flow.fakeBotApi();
+  const api = await fakeBotApi();
   const expressApp = express();
   expressApp.use(statehold.middleware()); // (statehold)
   expressApp.get('/_sent', (_req, res) => res.json(api.sent));
@@ -26,7 +26,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const conversationStates = statehold.conversationStates(); // (statehold) was: {}
   app.message(async ({ message, say }) => {
     await sleep(300); // the LLM thinks
-    await say(flow.handle(conversationStates, message.user, message.text || ''));
+    await say(wizard.handle(conversationStates, message.user, message.text || '', { plan: true }));
   });
   const server = expressApp.listen(port, '127.0.0.1', () => {
     console.log(`listening on ${server.address().port}`);

@@ -6,14 +6,14 @@
 const express = require('express');
 const { Bot, webhookCallback } = require('grammy');
 const statehold = require('../../index.js'); // (statehold)
-const flow = require('./flow4.js');
+const { fakeBotApi } = require('./fake_bot_api.js');
 const wizard = require('./wizard.js');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 (async () => {
   const { port } = wizard.args();
-  const api = await flow.fakeBotApi();
+  const api = await fakeBotApi();
   const bot = new Bot('123456:TEST-token', {
     client: { apiRoot: api.url },
     botInfo: { id: 123456, is_bot: true, first_name: 'Test', username: 'test_bot', can_join_groups: true, can_read_all_group_messages: false, supports_inline_queries: false },
@@ -23,7 +23,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   bot.on('message', async (ctx) => {
     const text = ctx.message.text || '';
     await sleep(text === 'Ann' ? 11000 : 300); // the LLM thinks
-    await ctx.reply(flow.handle(conversationStates, ctx.chat.id, text));
+    await ctx.reply(wizard.handle(conversationStates, ctx.chat.id, text, { plan: true }));
   });
 
   const app = express();

@@ -3,7 +3,9 @@
 // The apps here pass statehold's conversationStates() where the legacy bot
 // had `const conversationStates = {}`: the flow itself is unchanged.
 
-function handle(conversationStates, userId, text) {
+// `{ plan: true }`: a fourth step (the plan) after the email, for the bots
+// that answer first and work afterwards (deferred.test.js).
+function handle(conversationStates, userId, text, { plan = false } = {}) {
   const state = conversationStates[userId];
   if (text === '/start' || state === undefined) {
     conversationStates[userId] = { step: 'name' };
@@ -14,10 +16,20 @@ function handle(conversationStates, userId, text) {
     state.step = 'email';
     return `Nice to meet you, ${text}. Your email?`;
   }
+  if (state.step === 'email' && plan) {
+    state.email = text;
+    state.step = 'plan';
+    return 'Which plan: basic or pro?';
+  }
   if (state.step === 'email') {
     const name = state.name;
     delete conversationStates[userId];
     return `Registered ${name} <${text}>. Done!`;
+  }
+  if (state.step === 'plan') {
+    const { name, email } = state;
+    delete conversationStates[userId];
+    return `Registered ${name} <${email}> on the ${text} plan. Done!`;
   }
   return 'Session expired';
 }

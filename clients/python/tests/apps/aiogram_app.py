@@ -18,11 +18,11 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 import fake_bot_api  # noqa: E402
-import flow4  # noqa: E402
+import wizard  # noqa: E402
 import statehold  # noqa: E402  (statehold)
 import statehold.aiohttp  # noqa: E402  (statehold)
 
-args = flow4.serve_args()
+args = wizard.serve_args()
 api = TelegramAPIServer.from_base(fake_bot_api.start())
 bot = Bot(fake_bot_api.TOKEN, session=AiohttpSession(api=api))
 dp = Dispatcher()
@@ -32,7 +32,7 @@ conversation_states = statehold.ConversationStates()  # (statehold) was: {}
 @dp.message()
 async def on_message(message: Message):
     await asyncio.sleep(args.work)  # the LLM thinks
-    reply = flow4.handle(conversation_states, message.chat.id, message.text or "")
+    reply = wizard.handle(conversation_states, message.chat.id, message.text or "", plan=True)
     await message.answer(reply)
 
 
@@ -45,6 +45,6 @@ SimpleRequestHandler(dispatcher=dp, bot=bot).register(app, path="/telegram")
 app.router.add_get("/_sent", sent)
 
 if __name__ == "__main__":
-    sock = flow4.bound_socket(args.port)
-    flow4.announce(sock.getsockname()[1])
+    sock = wizard.bound_socket(args.port)
+    wizard.announce(sock.getsockname()[1])
     web.run_app(app, sock=sock, print=None)

@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import uvicorn  # noqa: E402
 from fastapi import BackgroundTasks, FastAPI, Request  # noqa: E402
 
-import flow4  # noqa: E402
+import wizard  # noqa: E402
 import statehold  # noqa: E402  (statehold)
 
-args = flow4.serve_args()
+args = wizard.serve_args()
 app = FastAPI()
 app.add_middleware(statehold.asgi.StateholdMiddleware, body_mode=args.body_mode)  # (statehold)
 conversation_states = statehold.ConversationStates()  # (statehold) was: {}
@@ -26,7 +26,7 @@ async def process(update: dict):
     await asyncio.sleep(args.work)  # the LLM thinks
     message = update["message"]
     chat_id = message["chat"]["id"]
-    reply = flow4.handle(conversation_states, chat_id, message.get("text", ""))
+    reply = wizard.handle(conversation_states, chat_id, message.get("text", ""), plan=True)
     SENT.append({"chat_id": chat_id, "text": reply})  # sendMessage, in real life
 
 
@@ -42,6 +42,6 @@ async def sent():
 
 
 if __name__ == "__main__":
-    sock = flow4.bound_socket(args.port)
-    flow4.announce(sock.getsockname()[1])
+    sock = wizard.bound_socket(args.port)
+    wizard.announce(sock.getsockname()[1])
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

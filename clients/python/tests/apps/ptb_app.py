@@ -21,11 +21,11 @@ from telegram import Update  # noqa: E402
 from telegram.ext import Application, ContextTypes, MessageHandler, filters  # noqa: E402
 
 import fake_bot_api  # noqa: E402
-import flow4  # noqa: E402
+import wizard  # noqa: E402
 import statehold  # noqa: E402  (statehold)
 import statehold.ptb  # noqa: E402  (statehold)
 
-args = flow4.serve_args()
+args = wizard.serve_args()
 application = (Application.builder().token(fake_bot_api.TOKEN)
                .base_url(fake_bot_api.start() + "/bot").updater(None).build())
 statehold.ptb.track(application)  # (statehold)
@@ -34,7 +34,7 @@ conversation_states = statehold.ConversationStates()  # (statehold) was: {}
 
 async def on_message(update: Update, context: ContextTypes.DEFAULT_TYPE):
     await asyncio.sleep(args.work)  # the LLM thinks
-    reply = flow4.handle(conversation_states, update.effective_chat.id, update.message.text or "")
+    reply = wizard.handle(conversation_states, update.effective_chat.id, update.message.text or "", plan=True)
     await update.message.reply_text(reply)
 
 
@@ -63,6 +63,6 @@ app = Starlette(routes=[Route("/telegram", telegram, methods=["POST"]), Route("/
 app.add_middleware(statehold.asgi.StateholdMiddleware, body_mode=args.body_mode)  # (statehold)
 
 if __name__ == "__main__":
-    sock = flow4.bound_socket(args.port)
-    flow4.announce(sock.getsockname()[1])
+    sock = wizard.bound_socket(args.port)
+    wizard.announce(sock.getsockname()[1])
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

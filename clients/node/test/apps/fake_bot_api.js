@@ -1,27 +1,6 @@
 'use strict';
-// A four-step registration flow against a plain object, for bots that
-// answer first and work afterwards: /start, name, email, plan.
-
-function handle(conversationStates, userId, text) {
-  const state = conversationStates[userId];
-  if (text === '/start' || state === undefined) {
-    conversationStates[userId] = { step: 'name' };
-    return "Welcome! What's your name?";
-  }
-  if (state.step === 'name') {
-    state.name = text;
-    state.step = 'email';
-    return `Nice to meet you, ${text}. Your email?`;
-  }
-  if (state.step === 'email') {
-    state.email = text;
-    state.step = 'plan';
-    return 'Which plan: basic or pro?';
-  }
-  const { name, email } = state;
-  delete conversationStates[userId];
-  return `Registered ${name} <${email}> on the ${text} plan. Done!`;
-}
+// A stand-in for the Telegram Bot API and Slack's Web API on loopback (no
+// network here), for the bots that answer first: it records what they send.
 
 /** A stand-in for the Telegram Bot API on loopback (no network here):
  * records sendMessage; resolves to its base URL and the record. */
@@ -56,4 +35,4 @@ function fakeBotApi() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}`, sent })));
 }
 
-module.exports = { handle, fakeBotApi };
+module.exports = { fakeBotApi };
