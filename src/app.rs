@@ -101,6 +101,11 @@ pub async fn run(
         BackendKind::Redis => {
             let backend = Private::new(connect_redis(&config).await?, privacy)
                 .with_audit_log(config.audit.log);
+            // Replicas of one store share their keys: exit 2 otherwise.
+            backend
+                .key_marks_at_start()
+                .await
+                .map_err(|e| StartupError::Config(e.to_string()))?;
             run_with(listeners, config, backend, shutdown).await
         }
     }

@@ -1410,3 +1410,155 @@ fn links_that_wait_for_each_other_never_deadlock() {
     );
     assert!(sh.logs().contains("link report refused"));
 }
+
+// ------------------------------------------------------------ finding 11
+
+/// Issue 20, item 11: header mode, a snapshot too large for a header
+/// (`contract.max_header_bytes`, 6 KiB by default) never sticks the
+/// conversation. Before: it was stored and every later request carried an
+/// 8 KB `X-Statehold-State` that bot servers refuse (aiohttp: 400 until the
+/// TTL ended, `clients/python/tests/test_frameworks.py`). Now: reported
+/// with a JSON object request, it is stored and the next JSON request
+/// carries it in the body's member (`X-Statehold-State-In: body`);
+/// reported with a form request, it is refused (counted, logged, the old
+/// snapshot kept); a form request of a conversation whose snapshot is that
+/// large is told `new`, counted, and the snapshot stays.
+#[test]
+fn a_snapshot_too_large_for_a_header_never_sticks_the_conversation() {
+    let dir = support::temp_dir();
+    let bot = Recorder::start();
+    let big = format!(r#"{{"note":"{}"}}"#, "n".repeat(6000));
+    let big_answer = big.clone();
+    bot.respond(move |req| match req.header("x-say") {
+        Some("big") => json_answer(r#"{"ok":true}"#, &[("x-statehold-state", &big_answer)]),
+        Some(small) => json_answer(
+            r#"{"ok":true}"#,
+            &[("x-statehold-state", &format!(r#"{{"small":"{small}"}}"#))],
+        ),
+        None => json_answer(r#"{"ok":true}"#, &[]),
+    });
+    let routes = "[[route]]\npath = \"/web\"\nnamespace = \"web\"\nkey = \"header:x-chat\"\n";
+    let sh = proxy(&bot, dir.path(), routes, "");
+    let form = |say: &str| {
+        let mut headers = vec![
+            ("x-chat", "c1"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        if !say.is_empty() {
+            headers.push(("x-say", say));
+        }
+        support::request(sh.addr(), "POST", "/web", &headers, b"text=hi").unwrap()
+    };
+    // A form request reports a snapshot too large for a header: refused.
+    assert_eq!(form("one").status, 200);
+    assert_eq!(form("big").status, 200);
+    assert_eq!(sh.stored("web", "c1").unwrap()["state"]["small"], "one");
+    assert_eq!(
+        sh.metric("statehold_state_saves_total{result=\"rejected\"}"),
+        1.0
+    );
+    assert!(sh.logs().contains("contract.max_header_bytes"));
+    assert!(!sh.logs().contains("nnnnnnnn"), "no contents in the log");
+
+    // A JSON request reports it: stored, and the next JSON request carries
+    // it in the body (the client's own member replaced), not in a header.
+    let json_body = r#"{"text":"hi","_statehold":{"state":{"forged":true}}}"#;
+    let json = |say: &str| {
+        let mut headers = vec![("x-chat", "c1")];
+        if !say.is_empty() {
+            headers.push(("x-say", say));
+        }
+        support::post_json(sh.addr(), "/web", json_body, &headers).unwrap()
+    };
+    assert_eq!(json("big").status, 200);
+    assert_eq!(
+        sh.stored("web", "c1").unwrap()["state"]["note"]
+            .as_str()
+            .map(str::len),
+        Some(6000)
+    );
+    assert_eq!(json("").status, 200);
+    let seen = bot.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("x-statehold-state-in"), Some("body"));
+    assert_eq!(seen.header("x-statehold-state"), None);
+    assert_eq!(seen.header("x-statehold-status"), Some("restored"));
+    let member: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(
+        member["_statehold"]["state"],
+        serde_json::from_str::<Value>(&big).unwrap()
+    );
+    assert_eq!(member["_statehold"]["key"], "web:c1");
+    assert_eq!(member["text"], "hi");
+
+    // A form request cannot carry it: the bot sees a new conversation,
+    // counted; the snapshot stays.
+    assert_eq!(form("").status, 200);
+    let seen = bot.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("x-statehold-status"), Some("new"));
+    assert_eq!(seen.header("x-statehold-state"), None);
+    assert_eq!(seen.header("x-statehold-state-in"), None);
+    assert_eq!(
+        sh.metric("statehold_state_loads_total{result=\"oversized\"}"),
+        1.0
+    );
+    assert!(sh.stored("web", "c1").unwrap()["state"]["note"].is_string());
+    // A client's own X-Statehold-State-In never reaches the bot.
+    let headers = [("x-chat", "c2"), ("x-statehold-state-in", "body")];
+    support::post_json(sh.addr(), "/web", json_body, &headers).unwrap();
+    let seen = bot.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("x-statehold-state-in"), None);
+}
+
+/// Issue 20, item 11: a bot error answer that repeats the snapshot it was
+/// handed (aiohttp's 400 echoed the start of the refused header line; a
+/// framework's 422 may echo the request body) is withheld: 502 with a
+/// fixed text, counted and logged, nothing stored. Before: passed on to
+/// the client as it was.
+#[test]
+fn a_bot_error_answer_that_repeats_the_snapshot_is_withheld() {
+    let dir = support::temp_dir();
+    let bot = Recorder::start();
+    bot.respond(|req| match req.header("x-statehold-state") {
+        Some(state) if req.update_text() == "ECHO" => {
+            let body = format!(
+                "400, message: Got more than 8190 bytes when reading: b'X-Statehold-State: {}...'",
+                &state[..state.len().min(60)]
+            );
+            answer(
+                "HTTP/1.1 400 Bad Request",
+                "text/plain",
+                body.as_bytes(),
+                &[],
+            )
+        }
+        _ if req.update_text() == "FAIL" => answer(
+            "HTTP/1.1 400 Bad Request",
+            "text/plain",
+            b"unknown command",
+            &[],
+        ),
+        _ => json_answer(
+            r#"{"ok":true}"#,
+            &[(
+                "x-statehold-state",
+                r#"{"phone":"+4915112345678","step":"otp"}"#,
+            )],
+        ),
+    });
+    let sh = proxy(&bot, dir.path(), TELEGRAM_PLAIN, "");
+    assert_eq!(post(&sh, "/telegram", &[], &tg(1, "7", "hi")).status, 200);
+    let r = post(&sh, "/telegram", &[], &tg(2, "7", "ECHO"));
+    assert_eq!(r.status, 502);
+    let encoded = statehold::contract::encode_state(br#"{"phone":"+4915112345678","step":"otp"}"#);
+    assert!(!r.text().contains(&encoded[..12]), "{}", r.text());
+    assert!(!r.text().contains("4915112345678"));
+    assert!(sh.logs().contains("repeats the snapshot"));
+    assert_eq!(
+        sh.metric("statehold_state_saves_total{result=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(sh.stored("tg", "7").unwrap()["state"]["step"], "otp");
+    // An error answer that does not repeat it passes as it was.
+    let r = post(&sh, "/telegram", &[], &tg(3, "7", "FAIL"));
+    assert_eq!((r.status, r.text().as_str()), (400, "unknown command"));
+}

@@ -7,6 +7,7 @@ export const HEADER_KEY: string;
 export const HEADER_STATE: string;
 export const HEADER_STATUS: string;
 export const HEADER_VERIFIED: string;
+export const HEADER_STATE_IN: string;
 export const HEADER_VERSION: string;
 
 export class ContractError extends Error {}

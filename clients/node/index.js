@@ -16,6 +16,9 @@ const HEADER_CLEAR = 'x-statehold-clear';
 const HEADER_VERIFIED = 'x-statehold-verified';
 const HEADER_TURN = 'x-statehold-turn';
 const HEADER_DEFERRED = 'x-statehold-deferred';
+// Header mode, request: `body` when the snapshot was too large for a header
+// (contract.max_header_bytes) and travels in the JSON body's member.
+const HEADER_STATE_IN = 'x-statehold-state-in';
 const BODY_FIELD = '_statehold';
 const GUIDE = 'docs/frameworks.md#answer-first-work-later';
 
@@ -236,8 +239,9 @@ function conversationStates({ checkIds = true } = {}) {
   });
 }
 
-/** Express/Connect middleware. In body mode, put it after the JSON body
- * parser (`app.use(express.json())`). */
+/** Express/Connect middleware. Put it after the JSON body parser
+ * (`app.use(express.json())`): body mode needs it, and so does header mode
+ * for a snapshot too large for a header (`X-Statehold-State-In: body`). */
 function middleware({ bodyMode = false, bodyField = BODY_FIELD } = {}) {
   return function statehold(req, res, next) {
     let conversation;
@@ -246,7 +250,8 @@ function middleware({ bodyMode = false, bodyField = BODY_FIELD } = {}) {
     } catch (e) {
       return next(e);
     }
-    if (bodyMode && req.body && typeof req.body === 'object' && !Array.isArray(req.body) && bodyField in req.body) {
+    const inBody = bodyMode || String(req.headers[HEADER_STATE_IN] || '').trim().toLowerCase() === 'body';
+    if (inBody && req.body && typeof req.body === 'object' && !Array.isArray(req.body) && bodyField in req.body) {
       conversation = conversation.withBodyMember(req.body[bodyField]);
       delete req.body[bodyField];
     }
@@ -374,7 +379,7 @@ function grammySessionStorage() {
 }
 
 module.exports = {
-  BODY_FIELD, HEADER_CLEAR, HEADER_DEFERRED, HEADER_KEY, HEADER_STATE, HEADER_STATUS, HEADER_TURN,
+  BODY_FIELD, HEADER_CLEAR, HEADER_DEFERRED, HEADER_KEY, HEADER_STATE, HEADER_STATE_IN, HEADER_STATUS, HEADER_TURN,
   HEADER_VERIFIED, HEADER_VERSION,
   ContractError, Conversation, bolt, configure, conversationStates, current, decodeState,
   encodeState, grammyMiddleware, grammySessionStorage, middleware, track, wrap,

@@ -34,11 +34,13 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::backend::keymarks::MarksError;
 use crate::backend::private::Private;
 use crate::backend::Backend;
 use crate::config::Secret;
 use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;
+use crate::privacy::marks::KeyMismatch;
 
 /// The admin API of a pipeline over `Private<B>` (every backend is).
 pub struct Admin<B: Backend> {
@@ -182,6 +184,14 @@ impl<B: Backend> Admin<B> {
             tokio::time::timeout(Duration::from_secs(2), self.pipeline.backend().ping()).await;
         let store_ok = matches!(store, Ok(Ok(())));
         self.pipeline.store_seen(store_ok);
+        if store_ok {
+            if let Err(reason) = self.keys_agree().await {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"ready": false, "reason": reason.to_string(), "store": "up"}),
+                );
+            }
+        }
         let upstream_ok = self.pipeline.upstream().reachable().await;
         let up_down = |ok: bool| if ok { "up" } else { "down" };
         let (store, upstream) = (up_down(store_ok), up_down(upstream_ok));
@@ -204,6 +214,20 @@ impl<B: Backend> Admin<B> {
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"ready": false, "reason": reason, "store": store, "upstream": upstream}),
         )
+    }
+
+    /// The key marks, compared with the store's: a replica whose keys
+    /// differ from the store's serves nothing useful (every load a miss).
+    async fn keys_agree(&self) -> Result<(), KeyMismatch> {
+        let check = self.pipeline.backend().check_key_marks(false);
+        match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Err(MarksError::Mismatch(e))) => {
+                warn!(error = %e, "not ready: this replica's keys are not the store's");
+                Err(e)
+            }
+            // An outage is the ping's to report; marks unread are no mismatch.
+            _ => Ok(()),
+        }
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {

@@ -38,6 +38,7 @@ pub mod audit;
 pub mod clock;
 pub mod deferral;
 pub mod embedded;
+pub mod keymarks;
 pub mod lifetime;
 pub mod link;
 pub mod migrate;
@@ -60,6 +61,7 @@ pub use record::{
 };
 
 use crate::key::ConvKey;
+use crate::privacy::marks::{MarkWrites, Recorded};
 
 /// Why a turn could not be begun.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,23 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Cheap reachability check for `/readyz`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The key marks a shared store records ([`crate::privacy::marks`]);
+    /// `None` where the store is one process's own (the embedded file).
+    fn recorded_marks(&self) -> impl Future<Output = Result<Option<Recorded>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Writes key marks: the hashing mark only while the store still holds
+    /// `expected` (`Ok(false)`: another replica recorded one meanwhile).
+    fn record_marks(
+        &self,
+        expected: Option<&str>,
+        writes: &MarkWrites,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (expected, writes);
+        async { Ok(true) }
+    }
 
     /// Deletes expired records; returns how many. Backends whose engine
     /// expires keys itself return 0.

@@ -29,6 +29,7 @@ use super::{
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
+use crate::privacy::marks::{MarkWrites, Recorded};
 use crate::privacy::Privacy;
 
 pub use super::sealed::SEALED_HEADER;
@@ -169,6 +170,18 @@ impl<B: Backend> Backend for Private<B> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    async fn recorded_marks(&self) -> Result<Option<Recorded>, StoreError> {
+        self.inner.recorded_marks().await
+    }
+
+    async fn record_marks(
+        &self,
+        expected: Option<&str>,
+        writes: &MarkWrites,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_marks(expected, writes).await
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -295,6 +295,8 @@ pub struct ContractConfig {
     pub mode: ContractMode,
     /// RFC 6901 pointer of the body-mode member.
     pub body_field: String,
+    /// Header mode: the largest X-Statehold-State value sent to the bot; a larger snapshot travels in the JSON body member (X-Statehold-State-In: body), and one reported with a request that is not a JSON object is refused.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ContractConfig {
@@ -302,6 +304,7 @@ impl Default for ContractConfig {
         ContractConfig {
             mode: ContractMode::Header,
             body_field: "/_statehold".into(),
+            max_header_bytes: 6 * 1024,
         }
     }
 }

@@ -120,6 +120,12 @@ impl Config {
                 "must be a JSON pointer naming a member, e.g. \"/_statehold\"",
             ));
         }
+        if !(1024..=65_536).contains(&self.contract.max_header_bytes) {
+            return Err(ConfigError::new(
+                "contract.max_header_bytes",
+                "must be between 1024 and 65536 (bot servers refuse header lines of 8 to 16 KiB)",
+            ));
+        }
         let listen = self.server.listen;
         let mut seen = std::collections::HashSet::new();
         // A namespace's records have one lifetime: its routes must agree.

@@ -32,6 +32,10 @@ pub const HEADER_ROLLBACK: &str = "x-statehold-rollback";
 pub const HEADER_TURN: &str = "x-statehold-turn";
 /// Response: the bot answered first and will report on this turn later.
 pub const HEADER_DEFERRED: &str = "x-statehold-deferred";
+/// Request, header mode: `body` when the snapshot is too large for a
+/// header (`contract.max_header_bytes`) and travels in the JSON body's
+/// member instead. Reserved, so only statehold can set it.
+pub const HEADER_STATE_IN: &str = "x-statehold-state-in";
 /// Tells the bot which check statehold made (`telegram`, `meta`, ...): in
 /// body mode the body it forwards is not the one the platform signed.
 pub const HEADER_VERIFIED: &str = "x-statehold-verified";
@@ -92,6 +96,7 @@ impl LoadStatus {
 }
 
 /// What statehold hands the bot with a request.
+#[derive(Clone, Copy)]
 pub struct Injection<'a> {
     /// The conversation's key: a linked channel's member.
     pub key: &'a ConvKey,
@@ -206,6 +211,8 @@ pub enum CaptureError {
     Undecodable,
     #[error("snapshot is {size} bytes, over store.max_state_bytes = {max}")]
     TooLarge { size: usize, max: usize },
+    #[error("snapshot would be a {size}-byte header, over contract.max_header_bytes = {max}, and the request is not a JSON object that could carry it")]
+    OverHeaderLimit { size: usize, max: usize },
     #[error("body field is neither {{\"state\": ...}} nor {{\"clear\": true}}")]
     BadBodyField,
     #[error("X-Statehold-Rollback is neither a version number nor \"previous\"")]
@@ -322,6 +329,34 @@ pub fn fix_content_length(headers: &mut HeaderMap, len: usize) {
 pub fn encode_state(json: &[u8]) -> String {
     B64_ENCODE.encode(json)
 }
+
+/// The length of `X-Statehold-State` for a snapshot of `len` bytes
+/// (base64url without padding).
+pub fn encoded_len(len: usize) -> usize {
+    len / 3 * 4 + [0, 2, 3][len % 3]
+}
+
+/// Whether a bot's answer body repeats the snapshot it was handed: the
+/// start of its header value (a server echoing the header line it
+/// refused) or of its JSON text (a framework echoing the request body it
+/// refused). Shorter snapshots than [`ECHO_MIN`] are not searched for:
+/// they would match by chance.
+pub fn echoes_state(answer: &[u8], state: &[u8]) -> bool {
+    let encoded = encode_state(state);
+    let compact = serde_json::from_slice::<Value>(state)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok());
+    let found = |text: &[u8]| {
+        let needle = &text[..text.len().min(ECHO_PREFIX)];
+        needle.len() >= ECHO_MIN && answer.windows(needle.len()).any(|w| w == needle)
+    };
+    found(encoded.as_bytes()) || compact.as_deref().is_some_and(found)
+}
+
+/// How much of the snapshot's start [`echoes_state`] looks for.
+const ECHO_PREFIX: usize = 32;
+/// The shortest start [`echoes_state`] looks for.
+pub const ECHO_MIN: usize = 12;
 
 /// Decodes base64url with or without padding.
 pub fn decode_b64(text: &[u8]) -> Option<Vec<u8>> {

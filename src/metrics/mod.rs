@@ -22,6 +22,9 @@ pub enum LoadResult {
     Error,
     /// A stored snapshot that could not be opened (its key is gone).
     Undecryptable,
+    /// Header mode: a snapshot over `contract.max_header_bytes` that a
+    /// request which is not a JSON object cannot carry.
+    Oversized,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +78,7 @@ pub struct Metrics {
     unreported: Vec<AtomicU64>,
     upstream_duration: Histogram,
     store_duration: [Histogram; 2],
-    state_loads: [AtomicU64; 4],
+    state_loads: [AtomicU64; 5],
     state_saves: [AtomicU64; 4],
     links: [AtomicU64; 5],
     dedupe_hits: AtomicU64,
@@ -281,7 +284,7 @@ impl Metrics {
             (
                 "statehold_state_loads_total",
                 "Snapshot loads by result.",
-                &["hit", "miss", "error", "undecryptable"][..],
+                &["hit", "miss", "error", "undecryptable", "oversized"][..],
                 &self.state_loads[..],
             ),
             (

@@ -147,7 +147,7 @@ impl<B: Backend> Pipeline<B> {
         }
         trace.outcome = Outcome::NoKey;
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
-        if self.capture(&mut answer, None)?.change != StateChange::Keep {
+        if self.capture(&mut answer, None, &[])?.change != StateChange::Keep {
             self.metrics.save(SaveResult::Rejected);
             warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
         }

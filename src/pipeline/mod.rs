@@ -116,6 +116,8 @@ struct Settings {
     max_body_bytes: u64,
     body_timeout: Duration,
     max_state_bytes: usize,
+    /// Header mode: the largest `X-Statehold-State` sent to the bot.
+    max_header_bytes: usize,
     on_unavailable: OnUnavailable,
     lock_wait: Duration,
     mode: ContractMode,
@@ -166,6 +168,7 @@ impl<B: Backend> Pipeline<B> {
                 max_body_bytes: config.server.max_body_bytes.get(),
                 body_timeout: config.server.body_timeout,
                 max_state_bytes: config.store.max_state_bytes.get() as usize,
+                max_header_bytes: config.contract.max_header_bytes,
                 on_unavailable: config.store.on_unavailable,
                 lock_wait: config.store.lock_wait,
                 mode: config.contract.mode,
@@ -324,13 +327,20 @@ impl<B: Backend> Pipeline<B> {
         // inject
         let token = trace.turn.as_ref().map(|t| t.as_str());
         let injection = wire::injection(&conv, turn.loaded(), token);
-        let body = self.inject(&mut parts, body, json.as_mut(), Some(&injection), verified)?;
+        let sent = self.inject(
+            &mut parts,
+            body.clone(),
+            json.as_mut(),
+            Some(&injection),
+            verified,
+        )?;
         drop(json);
         // upstream
-        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
+        let mut answer = self.timed_exchange(parts, sent, conn, trace).await?;
         // capture + strip
         let mut rollback = contract::capture_rollback(&answer.parts.headers);
-        let mut captured = self.capture(&mut answer, Some(&conv))?;
+        let mut captured = self.capture(&mut answer, Some(&conv), &body)?;
+        self.withhold_echo(&answer, turn.loaded(), &conv)?;
         self.watch_reports(route, &captured, &answer, trace);
         let (mut turn, mut keyed) = (turn, keyed);
         // defer: the answer leaves, the turn waits for the late report

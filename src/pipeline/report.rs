@@ -237,15 +237,13 @@ impl<B: Backend> Pipeline<B> {
         };
         let rollback = report.rollback.map(Ok);
         let rolls_back = rollback.is_some();
-        let change = self
-            .check(
-                route,
-                &conv,
-                turn.loaded(),
-                (report.change, rollback),
-                &mut trace,
-            )
-            .await;
+        let change = if self.late_report_fits(route, &conv, &report.change) {
+            let asked = (report.change, rollback);
+            self.check(route, &conv, turn.loaded(), asked, &mut trace)
+                .await
+        } else {
+            StateChange::Keep
+        };
         let refused = (rolls_back && trace.rolled_back.is_none())
             || (matches!(asked, StateChange::Put(_)) && change == StateChange::Keep);
         if refused {

@@ -16,12 +16,14 @@ use crate::contract::{
     self, BodyReport, CaptureError, Injection, LinkAsk, LoadStatus, StateChange,
 };
 use crate::key::ConvKey;
-use crate::metrics::{LinkResult, SaveResult};
+use crate::metrics::{LinkResult, LoadResult, SaveResult};
 use crate::verify::VerifyKind;
 
 impl<B: Backend> Pipeline<B> {
     /// Puts the snapshot and the verification kind into the request; in body
-    /// mode the client's member is replaced or removed. Returns the body.
+    /// mode the client's member is replaced or removed. Header mode carries
+    /// a snapshot over `contract.max_header_bytes` in the body's member
+    /// when the body is a JSON object. Returns the body.
     pub(super) fn inject(
         &self,
         parts: &mut Parts,
@@ -30,13 +32,40 @@ impl<B: Backend> Pipeline<B> {
         injection: Option<&Injection<'_>>,
         verified: Option<VerifyKind>,
     ) -> Result<Bytes, Reject> {
+        let oversized = injection.is_some_and(|inj| self.over_header_limit(inj));
         let (body, state_in_body) = if self.body_mode() {
+            body::set_member(json, body, &self.settings.body_field, injection)?
+        } else if oversized {
+            let mut parsed;
+            let json = match json {
+                Some(doc) => Some(doc),
+                None => {
+                    parsed = body::parse_json(&body, false)?;
+                    parsed.as_mut()
+                }
+            };
             body::set_member(json, body, &self.settings.body_field, injection)?
         } else {
             (body, false)
         };
         if let Some(inj) = injection {
-            contract::inject_headers(&mut parts.headers, inj, !state_in_body);
+            if oversized && !state_in_body {
+                self.undeliverable(inj);
+                let bare = Injection {
+                    state: None,
+                    status: LoadStatus::New,
+                    ..*inj
+                };
+                contract::inject_headers(&mut parts.headers, &bare, false);
+            } else {
+                contract::inject_headers(&mut parts.headers, inj, !state_in_body);
+            }
+            if oversized && state_in_body {
+                parts.headers.insert(
+                    HeaderName::from_static(contract::HEADER_STATE_IN),
+                    HeaderValue::from_static("body"),
+                );
+            }
         }
         if let Some(kind) = verified {
             parts.headers.insert(
@@ -48,15 +77,63 @@ impl<B: Backend> Pipeline<B> {
         Ok(body)
     }
 
+    /// Header mode: a snapshot whose `X-Statehold-State` would pass
+    /// `contract.max_header_bytes` (bot servers refuse header lines of 8
+    /// KiB and more, and the conversation would be stuck).
+    fn over_header_limit(&self, inj: &Injection<'_>) -> bool {
+        !self.body_mode()
+            && inj.state.is_some_and(|state| {
+                contract::encoded_len(state.len()) > self.settings.max_header_bytes
+            })
+    }
+
+    /// A snapshot too large for a header, and a request that cannot carry
+    /// it in its body: the bot sees a new conversation (as with a snapshot
+    /// it cannot open); the stored one stays until the bot writes.
+    fn undeliverable(&self, inj: &Injection<'_>) {
+        self.metrics.load(LoadResult::Oversized);
+        warn!(key = %inj.key.display(self.settings.reveal_ids),
+            max_header_bytes = self.settings.max_header_bytes,
+            "snapshot too large for a header and the request is not a JSON object: the bot sees a new conversation");
+    }
+
+    /// An error answer that repeats the snapshot the bot was handed (a bot
+    /// server echoing the header line or the body it refused) never
+    /// reaches the client: 502 with a fixed text, nothing stored.
+    pub(super) fn withhold_echo(
+        &self,
+        answer: &Answer,
+        handed: Option<&Loaded>,
+        conv: &ConvKey,
+    ) -> Result<(), Reject> {
+        let status = answer.parts.status;
+        let Some(state) = handed.and_then(|l| l.state.as_deref()) else {
+            return Ok(());
+        };
+        if status.as_u16() < 400 || !contract::echoes_state(&answer.body, state) {
+            return Ok(());
+        }
+        self.metrics.save(SaveResult::Rejected);
+        warn!(key = %conv.display(self.settings.reveal_ids), status = status.as_u16(),
+            "the bot's error answer repeats the snapshot it was handed: withheld (502), nothing stored");
+        Err(Reject::bad_gateway(
+            "the bot's answer could not be passed on",
+        ))
+    }
+
     /// Reads the bot's report and strips it from the answer. A body-mode
     /// answer that cannot be stripped (compressed, or JSON that mentions the
     /// member but does not parse) never leaves: 502.
     /// Also returns the bot's link report, if it made a valid one, and
     /// whether it deferred its report.
+    /// `request` is the body the request came with: in header mode a
+    /// snapshot too large for a header is kept only when that body is a
+    /// JSON object (the next one will carry it, see [`Self::inject`]).
     pub(super) fn capture(
         &self,
         answer: &mut Answer,
         conv: Option<&ConvKey>,
+        request: &[u8],
     ) -> Result<Captured, Reject> {
         let Answer { parts, body } = answer;
         // Formatted only when a line is logged (tracing evaluates fields lazily).
@@ -89,6 +166,7 @@ impl<B: Backend> Pipeline<B> {
             }
         }
         contract::strip_reserved(&mut parts.headers);
+        let change = change.and_then(|c| self.fits_a_header(c, request));
         let link = match link {
             Some(Err(e)) => {
                 self.metrics.link(LinkResult::Invalid);
@@ -125,6 +203,60 @@ impl<B: Backend> Pipeline<B> {
             contract::capture_body(body, &self.settings.body_field, max)
         };
         (report, encoded)
+    }
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// Header mode: a snapshot too large for a header is refused unless the
+    /// request that reported it is a JSON object (the conversation's next
+    /// ones will carry it in their body).
+    fn fits_a_header(
+        &self,
+        change: StateChange,
+        request: &[u8],
+    ) -> Result<StateChange, CaptureError> {
+        let StateChange::Put(state) = &change else {
+            return Ok(change);
+        };
+        let size = contract::encoded_len(state.len());
+        let max = self.settings.max_header_bytes;
+        if self.body_mode() || size <= max {
+            return Ok(change);
+        }
+        let carrier = body::parse_json(request, false)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.is_object());
+        if carrier {
+            Ok(change)
+        } else {
+            Err(CaptureError::OverHeaderLimit { size, max })
+        }
+    }
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// A late report's snapshot, in header mode: one too large for a
+    /// header is kept only on a route keyed from the JSON body (its
+    /// requests can carry it); else refused, counted and logged.
+    pub(super) fn late_report_fits(
+        &self,
+        route: &super::route::Route,
+        conv: &ConvKey,
+        change: &StateChange,
+    ) -> bool {
+        let StateChange::Put(state) = change else {
+            return true;
+        };
+        let size = contract::encoded_len(state.len());
+        let max = self.settings.max_header_bytes;
+        if self.body_mode() || route.needs_json || size <= max {
+            return true;
+        }
+        self.metrics.save(SaveResult::Rejected);
+        let e = CaptureError::OverHeaderLimit { size, max };
+        warn!(key = %conv.display(self.settings.reveal_ids), reason = %e, "late report refused: the previous snapshot stays");
+        false
     }
 }
 

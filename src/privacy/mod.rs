@@ -17,6 +17,7 @@
 //! (`backend::private`) and the spool apply this module.
 
 pub mod keyring;
+pub mod marks;
 pub mod material;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,6 +38,8 @@ pub struct Privacy {
     /// `store.plaintext_fallback`: while migrating, a conversation missing
     /// under its hashed key is looked up under its plaintext key.
     plaintext_fallback: bool,
+    /// Fingerprints of the keys above, recorded in a shared store.
+    marks: marks::KeyMarks,
 }
 
 /// What a sealed value is, bound into its associated data.
@@ -49,26 +52,45 @@ enum Kind {
 
 impl Privacy {
     pub fn off() -> Privacy {
-        Privacy {
-            key_hash: None,
-            keyring: None,
-            plaintext_fallback: false,
-        }
+        Privacy::new(None, Vec::new())
     }
 
     /// `key_secret`: hash key names with it; `keys`: seal values (the
     /// first key seals, all open).
     pub fn new(key_secret: Option<&[u8]>, keys: Vec<(String, [u8; 32])>) -> Privacy {
+        let key_hash = key_secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s));
+        let held: Vec<String> = keys
+            .iter()
+            .map(|(id, secret)| marks::seal_mark(id, secret))
+            .collect();
+        let marks = marks::KeyMarks {
+            hash: key_hash
+                .as_ref()
+                .map_or_else(|| marks::PLAIN.to_string(), marks::fingerprint),
+            seal: held
+                .first()
+                .cloned()
+                .unwrap_or_else(|| marks::PLAIN.to_string()),
+            held,
+            fallback: false,
+        };
         Privacy {
-            key_hash: key_secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)),
+            key_hash,
             keyring: (!keys.is_empty()).then(|| Keyring::new(keys)),
             plaintext_fallback: false,
+            marks,
         }
+    }
+
+    /// This process's key marks (see [`marks`]).
+    pub fn marks(&self) -> &marks::KeyMarks {
+        &self.marks
     }
 
     /// See [`Privacy::plaintext_fallback`]; only with hashed keys.
     pub fn with_plaintext_fallback(mut self, on: bool) -> Privacy {
         self.plaintext_fallback = on && self.key_hash.is_some();
+        self.marks.fallback = self.plaintext_fallback;
         self
     }
 

@@ -540,6 +540,25 @@ impl Statehold {
         s
     }
 
+    /// Starts statehold expecting it to stop at startup: its exit code
+    /// and log. Panics if it serves instead.
+    pub fn start_refused(config: Config) -> (Option<i32>, String) {
+        let config_path = config
+            .data_dir
+            .join(format!("statehold-{}.toml", config.id));
+        let log = config.data_dir.join(format!("statehold-{}.log", config.id));
+        std::fs::write(&config_path, config.render()).expect("write config");
+        let mut proc = Self::spawn(&config, &config_path, &log);
+        let mut status = None;
+        let served = wait_serving(&log, 0, || {
+            status = proc.try_exit();
+            status
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(served.is_err(), "statehold served:\n{text}");
+        (status.and_then(|s| s.code()), text)
+    }
+
     fn spawn(config: &Config, config_path: &Path, log: &Path) -> Proc {
         let mut cmd = match config.wrapper.split_first() {
             Some((wrapper, args)) => {

@@ -40,3 +40,26 @@ for (const [script, bodyMode] of CASES) {
     }
   });
 }
+
+// Issue 20, item 11: header mode, a snapshot of ~20 KB as base64, over
+// Node's 16 KiB header limit. Before: every later request was refused by
+// Node's HTTP server (431), /start included. Now it travels in the JSON
+// body's member (X-Statehold-State-In: body) and the middleware reads it.
+test('express_app.js (header mode) gets a snapshot too large for a header in the body', async () => {
+  const app = await startApp('express_app.js', { bodyMode: false });
+  const proxy = await startStatehold(app.port, { mode: 'header' });
+  try {
+    const say = (n, text) => postJson(`${proxy.url}/telegram`, tgUpdate(n, 4343, text));
+    const name = 'Ann' + 'n'.repeat(15000);
+    assert.equal((await say(1, '/start')).status, 200);
+    let r = await say(2, name);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    r = await say(3, 'ann@example.com');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.text, `Registered ${name} <ann@example.com>. Done!`);
+    assert.equal(await proxy.metric('statehold_state_saves_total{result="rejected"}'), 0);
+  } finally {
+    await app.kill9();
+    await proxy.kill9();
+  }
+});

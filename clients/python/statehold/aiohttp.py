@@ -2,7 +2,9 @@
 
     app = web.Application(middlewares=[statehold.aiohttp.middleware()])
 
-``middleware(body_mode=True)`` for ``contract.mode = "body"``. Tasks the
+``middleware(body_mode=True)`` for ``contract.mode = "body"``. In header
+mode a snapshot too large for a header comes in the body's member
+(``X-Statehold-State-In: body``) and is read from there. Tasks the
 handler starts (aiogram's ``handle_in_background=True``) defer the report
 until they are done (``statehold.deferred``).
 """
@@ -20,7 +22,7 @@ def middleware(body_mode: bool = False, body_field: str = BODY_FIELD) -> Callabl
     async def statehold_middleware(request: "web.Request", handler: Callable[..., Awaitable]):
         _state.track_work()
         incoming = Incoming.from_headers(request.headers)
-        if body_mode:
+        if body_mode or incoming.state_in_body:
             # aiohttp caches the body: the handler's json() still works, and
             # still shows statehold's member (ignore it).
             member, _ = take_member(await request.read(), body_field)

@@ -33,7 +33,7 @@ class StateholdMiddleware:
         _state.track_work()
         headers = _headers(scope)
         incoming = Incoming.from_headers(headers)
-        if self.body_mode:
+        if self.body_mode or incoming.state_in_body:
             receive, member = await self._take_member(receive)
             incoming = incoming.with_body_member(member)
         conversation, token = _state.begin(incoming)

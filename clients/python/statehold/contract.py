@@ -20,6 +20,11 @@ HEADER_TURN = "X-Statehold-Turn"
 #: The bot answered first and reports later (response).
 HEADER_DEFERRED = "X-Statehold-Deferred"
 
+#: Header mode, request: ``body`` when the snapshot was too large for a
+#: header (``contract.max_header_bytes``) and travels in the JSON body's
+#: member, as in body mode. Only statehold can set it (reserved prefix).
+HEADER_STATE_IN = "X-Statehold-State-In"
+
 #: Body mode's member (``contract.body_field = "/_statehold"``).
 BODY_FIELD = "_statehold"
 
@@ -104,16 +109,20 @@ def _loads(text: str) -> Any:
 class Incoming:
     """What statehold told the bot about this request's conversation."""
 
-    __slots__ = ("key", "version", "status", "state", "verified", "turn")
+    __slots__ = ("key", "version", "status", "state", "verified", "turn", "state_in_body")
 
     def __init__(self, key: Optional[str], version: int, status: Optional[str], state: Any,
-                 verified: Optional[str] = None, turn: Optional[str] = None):
+                 verified: Optional[str] = None, turn: Optional[str] = None,
+                 state_in_body: bool = False):
         self.key = key
         self.version = version
         self.status = status
         self.state = state
         self.verified = verified
         self.turn = turn
+        #: Header mode: the snapshot is in the body's member (read it with
+        #: ``take_member`` and ``with_body_member``, as in body mode).
+        self.state_in_body = state_in_body
 
     @property
     def conversation_id(self) -> Optional[str]:
@@ -138,6 +147,7 @@ class Incoming:
             state=decode_state(lookup(HEADER_STATE)),
             verified=lookup(HEADER_VERIFIED),
             turn=lookup(HEADER_TURN),
+            state_in_body=(lookup(HEADER_STATE_IN) or "").strip().lower() == "body",
         )
 
     def with_body_member(self, member: Any) -> "Incoming":

@@ -21,7 +21,7 @@ class StateholdMiddleware:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         incoming = Incoming.from_headers(_EnvironHeaders(environ))
-        if self.body_mode:
+        if self.body_mode or incoming.state_in_body:
             incoming = incoming.with_body_member(self._take_member(environ))
         conversation, token = _state.begin(incoming)
         try:

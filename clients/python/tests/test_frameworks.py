@@ -58,3 +58,29 @@ def test_another_conversations_state_is_never_reached(tmp_path):
     finally:
         app.kill9()
         proxy.kill9()
+
+
+@pytest.mark.parametrize("script", ["aiohttp_app.py", "fastapi_app.py"])
+def test_a_snapshot_too_large_for_a_header_travels_in_the_body(tmp_path, script):
+    """Issue 20, item 11: header mode, a snapshot of ~20 KB as base64 (over
+    aiohttp's 8190-byte header limit, under store.max_state_bytes). Before:
+    every later request got 400 from aiohttp, /start included. Now the
+    snapshot travels in the JSON body's member (X-Statehold-State-In: body)
+    and the helpers read it there (aiohttp and ASGI middleware alike)."""
+    app = App(script, tmp_path)
+    proxy = Statehold(tmp_path, app.port)
+    try:
+        say = lambda n, text: post_json(proxy.url + "/telegram", tg_update(n, 4242, text))  # noqa: E731
+        name = "Ann" + "n" * 15000
+        assert say(1, "/start")[0] == 200
+        status, _, body = say(2, name)
+        assert status == 200, body
+        assert body["text"].startswith("Nice to meet you, Annn")
+        status, headers, body = say(3, "ann@example.com")
+        assert status == 200, body
+        assert body["text"] == f"Registered {name} <ann@example.com>. Done!"
+        assert not any(h.startswith("x-statehold") for h in headers), headers
+        assert proxy.metric('statehold_state_saves_total{result="rejected"}') == 0
+    finally:
+        app.kill9()
+        proxy.kill9()

@@ -28,6 +28,7 @@ mod deferred;
 mod endpoint;
 mod failover;
 mod keys;
+mod marks;
 mod records;
 mod scripts;
 mod turns;
@@ -46,6 +47,7 @@ use super::{
     RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
 };
 use crate::key::ConvKey;
+use crate::privacy::marks::{MarkWrites, Recorded};
 use records::RedisRecords;
 use scripts::{Constants, Scripts};
 use turns::{RedisTurn, RedisTurns};
@@ -242,6 +244,18 @@ impl Backend for RedisBackend {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.records.ping().await
+    }
+
+    async fn recorded_marks(&self) -> Result<Option<Recorded>, StoreError> {
+        self.records.recorded_marks().await.map(Some)
+    }
+
+    async fn record_marks(
+        &self,
+        expected: Option<&str>,
+        writes: &MarkWrites,
+    ) -> Result<bool, StoreError> {
+        self.records.record_marks(expected, writes).await
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {
