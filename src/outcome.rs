@@ -27,6 +27,10 @@ pub enum Outcome {
     Unavailable,
     /// Rejected before the bot: the turn wait exceeded `store.lock_wait`.
     Busy,
+    /// The store is up but refused this conversation's operation (a
+    /// damaged record, a refused script, a value that cannot be sealed):
+    /// 500, store health unchanged, nothing spooled.
+    StoreError,
     /// The bot failed (unreachable, broken connection, oversized or
     /// unreadable answer).
     UpstreamError,
@@ -49,7 +53,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Ok,
         Outcome::Duplicate,
         Outcome::Passthrough,
@@ -61,6 +65,7 @@ impl Outcome {
         Outcome::SlowClient,
         Outcome::Unavailable,
         Outcome::Busy,
+        Outcome::StoreError,
         Outcome::UpstreamError,
         Outcome::UpstreamTimeout,
         Outcome::Conflict,
@@ -84,6 +89,7 @@ impl Outcome {
             Outcome::SlowClient => "slow_client",
             Outcome::Unavailable => "store_unavailable",
             Outcome::Busy => "busy",
+            Outcome::StoreError => "store_error",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::Conflict => "conflict",

@@ -328,6 +328,8 @@ fn a_frozen_holder_past_its_lease_is_fenced_off() {
         let r = stale.join().unwrap();
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.json()["error"], "conflict");
+        // The bot already acted: no Retry-After invites a retry (issue 21).
+        assert_eq!(r.header("retry-after"), None);
     });
     assert_eq!(a.metric("statehold_conflicts_total"), 1.0);
     assert_eq!(applied(b, 85), vec![1, 3], "the fenced write left no trace");

@@ -441,3 +441,121 @@ fn type_name_and_email(sh: &Statehold, chats: &[i64]) {
         );
     }
 }
+
+/// A TCP proxy in front of Redis that, once a command carrying `marker`
+/// went through a connection, drops that connection's next reply and
+/// closes it: the reply of a commit that ran.
+fn reply_dropping_proxy(redis: u16, marker: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dropped_once = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", redis)) else {
+                continue;
+            };
+            let armed = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (a, once) = (Arc::clone(&armed), Arc::clone(&dropped_once));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                    let chunk = &buf[..n];
+                    // Armed before it reaches Redis, so before its reply.
+                    if !once.load(Ordering::SeqCst)
+                        && chunk.windows(marker.len()).any(|w| w == marker)
+                    {
+                        a.store(true, Ordering::SeqCst);
+                    }
+                    if s_out.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            let once = Arc::clone(&dropped_once);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                    if armed.load(Ordering::SeqCst) && !once.swap(true, Ordering::SeqCst) {
+                        let _ = c_out.shutdown(std::net::Shutdown::Both);
+                        let _ = s_in.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Issue 21: a commit whose reply was lost after it ran (a proxy drops
+/// exactly that reply) is sent again on a fresh connection; the replay is
+/// recognised (the record names the turn that last wrote it) and the
+/// answer acknowledged. Before: the fence refused the replay and the
+/// platform got 503 `conflict` while Redis held the new version and the
+/// dedupe record.
+#[test]
+fn a_commit_whose_reply_was_lost_is_acknowledged() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    let bot = support::recorder::reporting_bot();
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(reply_dropping_proxy(redis.port, b"DROP-THE-REPLY"));
+    let sh = Statehold::start(config);
+    assert_eq!(sh.update(1, 61, r#"{"step":"name"}"#).status, 200);
+    let update = support::tg_update(2, 61, r#"{"step":"DROP-THE-REPLY"}"#);
+    let r = support::post_json(sh.addr(), "/telegram", &update, &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stored = sh.stored("tg", "61").unwrap();
+    assert_eq!(stored["version"], 2);
+    assert_eq!(stored["state"]["step"], "DROP-THE-REPLY");
+    assert_eq!(sh.metric_or_zero("statehold_conflicts_total"), 0.0);
+    // The redelivery is answered from the record the commit wrote.
+    let handled = bot.requests().len();
+    let again = support::post_json(sh.addr(), "/telegram", &update, &[]).unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(bot.requests().len(), handled);
+}
+
+/// Issue 21: a damaged record (one conversation's `{…}:s` overwritten with
+/// garbage) is bad data, not an outage. Before: with `reject` it got 503
+/// `store_unavailable` and `statehold_store_up` dropped to 0; with
+/// `passthrough` the bot was handed `degraded`, the next healthy request
+/// waited out `recovery_settle`, and the damaged conversation's spool entry
+/// could never be written back. Now: 500 `store_error` (no Retry-After),
+/// the bot not called, the store still up, other conversations served at
+/// once, nothing spooled.
+#[test]
+fn a_damaged_record_is_bad_data_not_an_outage() {
+    let _serial = support::serial();
+    for mode in ["reject", "passthrough"] {
+        let (_d, redis, bot, sh) = setup(mode);
+        sh.update(1, 77, "/start");
+        sh.update(2, 78, "/start");
+        let key = format!("{{{}:tg:77}}:s", sh.config.key_prefix());
+        support::redis_cmd(redis.port, &format!("DEL {key}")).unwrap();
+        support::redis_cmd(redis.port, &format!("SET {key} garbage")).unwrap();
+        let handled = bot.handled().len();
+        let r = sh.update(3, 77, "Ann");
+        assert_eq!(r.status, 500, "{mode}: {}", r.text());
+        assert_eq!(r.json()["error"], "store_error");
+        assert_eq!(r.header("retry-after"), None);
+        assert_eq!(bot.handled().len(), handled, "the bot is not called");
+        assert_eq!(sh.metric("statehold_store_up"), 1.0, "{mode}");
+        // Another conversation goes on at once, with its state.
+        let r = sh.update(4, 78, "Bob");
+        assert_eq!(reply_text(&r), "Nice to meet you, Bob. Your email?");
+        assert_eq!(bot.handled().pop().unwrap()["status_seen"], "restored");
+        assert_eq!(sh.metric_or_zero("statehold_spool_depth"), 0.0);
+        assert!(sh.logs().contains("record cannot be used"));
+        assert!(!sh.logs().contains("outcome=\"degraded\""));
+    }
+}

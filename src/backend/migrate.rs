@@ -79,12 +79,8 @@ impl<B: Backend> Private<B> {
             let (plain, moved) = (inner.load(stored).await?, inner.load(&hashed).await?);
             return Ok(decide(&plain, moved.version > 0));
         }
-        let unavailable = |e: super::TurnError| StoreError::Unavailable(e.to_string());
-        let (hashed_turn, moved) = inner
-            .begin(&hashed, wait, None)
-            .await
-            .map_err(unavailable)?;
-        let (plain_turn, plain) = inner.begin(stored, wait, None).await.map_err(unavailable)?;
+        let (hashed_turn, moved) = inner.begin(&hashed, wait, None).await?;
+        let (plain_turn, plain) = inner.begin(stored, wait, None).await?;
         let verdict = decide(&plain, moved.version > 0);
         if verdict == Migrated::Hashed {
             return Ok(verdict);

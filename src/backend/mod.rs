@@ -56,8 +56,8 @@ pub use deferral::TurnToken;
 pub use lifetime::{Lifetimes, Retention};
 pub use link::{LinkChange, Links};
 pub use record::{
-    Commit, CommitOutcome, Dumped, Loaded, Origin, RecordedResponse, StateChange, StoreError,
-    Version,
+    Cause, Commit, CommitOutcome, Dumped, Loaded, Origin, RecordedResponse, StateChange,
+    StoreError, StoreErrorKind, Version,
 };
 
 use crate::key::ConvKey;
@@ -69,9 +69,20 @@ pub enum TurnError {
     /// The conversation stayed busy for the whole wait bound.
     #[error("waited {0:?} for the conversation's turn")]
     WaitExceeded(Duration),
-    /// The backend could not be reached (or its record could not be read).
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The store failed: its kind says whether it is out or the record bad.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// For maintenance (migrate, reseal), a turn not granted is a failed
+/// store operation: a conversation busy past the wait counts as a timeout.
+impl From<TurnError> for StoreError {
+    fn from(e: TurnError) -> StoreError {
+        match e {
+            TurnError::Store(e) => e,
+            TurnError::WaitExceeded(_) => StoreError::Timeout,
+        }
+    }
 }
 
 /// A conversation's turn, held. Dropping it releases the turn.

@@ -345,7 +345,7 @@ impl<H> PrivateHeld<H> {
     /// answer sealed.
     fn seal(&self, commit: Commit) -> Result<Commit, StoreError> {
         let p = &self.privacy;
-        let sealing = |e| StoreError::Unavailable(format!("{e}"));
+        let sealing = |e| StoreError::Seal(Box::new(e));
         let change = match commit.change {
             StateChange::Put(json) => {
                 StateChange::Put(p.seal_state(&self.stored, json).map_err(sealing)?)

@@ -195,19 +195,68 @@ pub enum CommitOutcome {
     Conflict { current: u64 },
 }
 
+/// The cause behind a [`StoreError`], kept whole (its own source chain
+/// included) rather than flattened into text.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed. The kind decides what follows: only an
+/// outage ([`StoreError::is_outage`]) marks the store down, starts the
+/// recovery settle and spools; bad data and refused scripts concern one
+/// conversation and are answered as such.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Unreachable, or answering that it cannot serve now.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     #[error("store operation timed out")]
     Timeout,
+    /// A stored record that does not read as one (damaged data).
     #[error("stored data is damaged: {0}")]
-    Corrupt(String),
+    Corrupt(#[source] Cause),
+    /// The store answered one of our scripts or commands with an error.
+    #[error("the store refused the operation: {0}")]
+    Script(#[source] Cause),
+    /// A value could not be sealed (`store.encryption`).
+    #[error("a value could not be sealed: {0}")]
+    Seal(#[source] Cause),
     /// Written on the primary, but fewer replicas than
     /// `store.min_replica_acks` confirmed it in time: a failover could lose
     /// it, so it is not acknowledged.
     #[error("written, but only {acked} of {wanted} replicas confirmed it")]
     Unreplicated { acked: u64, wanted: u32 },
+}
+
+/// [`StoreError`]'s kind, for matching and for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    Unavailable,
+    Timeout,
+    Corrupt,
+    Script,
+    Seal,
+    Unreplicated,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
+            StoreError::Timeout => StoreErrorKind::Timeout,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+            StoreError::Script(_) => StoreErrorKind::Script,
+            StoreError::Seal(_) => StoreErrorKind::Seal,
+            StoreError::Unreplicated { .. } => StoreErrorKind::Unreplicated,
+        }
+    }
+
+    /// The store itself is out (unreachable or too slow): the only kind
+    /// that changes store health, waits for recovery, and spools.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self.kind(),
+            StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+        )
+    }
 }
 
 /// A bot response kept to answer redeliveries: status, end-to-end headers

@@ -32,9 +32,7 @@ impl<B: Backend> Private<B> {
             return Ok(None);
         };
         let sealed = self.privacy().seal_state(to, plain);
-        sealed
-            .map(Some)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        sealed.map(Some).map_err(|e| StoreError::Seal(Box::new(e)))
     }
 
     /// Reseals one conversation's snapshot under the active key, under its
@@ -45,11 +43,7 @@ impl<B: Backend> Private<B> {
         let Some(active) = self.privacy().keyring().and_then(|r| r.active_id()) else {
             return Ok(Resealed::Unchanged);
         };
-        let (held, loaded) = self
-            .inner()
-            .begin(stored, wait, None)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (held, loaded) = self.inner().begin(stored, wait, None).await?;
         let Some(value) = loaded.state else {
             return Ok(Resealed::Unchanged);
         };

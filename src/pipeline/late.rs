@@ -90,10 +90,7 @@ impl<B: Backend> Pipeline<B> {
     /// The turn could not be kept for its report: the answer is not
     /// acknowledged, so the platform redelivers.
     fn not_deferred(&self, shown: &str, e: &StoreError) -> Reject {
-        self.store_seen(!matches!(
-            e,
-            StoreError::Unavailable(_) | StoreError::Timeout
-        ));
+        self.store_seen(!e.is_outage());
         warn!(key = %shown, error = %e,
             "the turn could not be kept for a late report; the update is redelivered");
         Reject::new(
@@ -101,6 +98,7 @@ impl<B: Backend> Pipeline<B> {
             Outcome::Unavailable,
             "the turn could not be kept for the late report; redeliver",
         )
+        .after_bot()
     }
 }
 

@@ -198,7 +198,8 @@ impl<B: Backend> Pipeline<B> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     Outcome::Busy,
                     "the member key is busy or the store is out; redeliver",
-                ));
+                )
+                .after_bot());
             }
         };
         let commit = self.link_commit(keyed, change, answer, &member);

@@ -20,6 +20,10 @@ pub struct Reject {
     pub reason: Cow<'static, str>,
     /// For the log line only.
     pub detail: Option<String>,
+    /// The bot already handled the request: a retry would run it again,
+    /// so no `Retry-After` invites one (the platform redelivers anyway;
+    /// a dedupe record, where written, answers it).
+    pub bot_ran: bool,
 }
 
 impl Reject {
@@ -33,7 +37,24 @@ impl Reject {
             outcome,
             reason: reason.into(),
             detail: None,
+            bot_ran: false,
         }
+    }
+
+    /// Marks an answer given after the bot handled the request.
+    pub fn after_bot(mut self) -> Reject {
+        self.bot_ran = true;
+        self
+    }
+
+    /// The store refused one conversation's operation (not an outage).
+    pub fn store_error(e: &crate::backend::StoreError) -> Reject {
+        Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Outcome::StoreError,
+            "the conversation's stored record could not be used",
+        )
+        .detail(e)
     }
 
     pub fn detail(mut self, detail: impl ToString) -> Reject {
@@ -69,7 +90,8 @@ impl Reject {
         *resp.status_mut() = self.status;
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // Only where a retry is safe: the bot has not acted yet.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && !self.bot_ran {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }

@@ -53,8 +53,11 @@ pub(super) enum Saved {
     Committed,
     /// Refused: the conversation moved on (version or fence).
     Stale,
-    /// The store failed; the change is handed back to be kept elsewhere.
+    /// The store is out; the change is handed back to be kept elsewhere.
     Failed(StateChange),
+    /// The store is up but refused this conversation's write (bad data, a
+    /// refused script, a value that cannot be sealed): nothing to spool.
+    Refused(crate::backend::StoreError),
     /// Written, but not confirmed by `store.min_replica_acks` replicas in
     /// time: not acknowledged, so the platform redelivers.
     Unreplicated,

@@ -41,7 +41,11 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// Applies `store.on_unavailable`: `Err` rejects, `Ok` degrades.
-    pub(super) fn store_unavailable(&self, conv: &ConvKey, reason: &str) -> Result<(), Reject> {
+    pub(super) fn store_unavailable(
+        &self,
+        conv: &ConvKey,
+        reason: &dyn std::fmt::Display,
+    ) -> Result<(), Reject> {
         warn!(key = %conv.display(self.settings.reveal_ids), %reason, "store unavailable");
         match self.settings.on_unavailable {
             OnUnavailable::Reject => Err(Reject::new(
@@ -93,11 +97,16 @@ impl<B: Backend> Pipeline<B> {
                 warn!(key = %shown, error = %e, "commit not acknowledged: too few replicas confirmed it");
                 Saved::Unreplicated
             }
-            Err(e) => {
+            Err(e) if e.is_outage() => {
                 self.store_seen(false);
                 self.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit failed");
                 Saved::Failed(change)
+            }
+            Err(e) => {
+                self.metrics.save(SaveResult::Error);
+                warn!(key = %shown, error = %e, "commit refused by the store (the store is up): nothing stored, nothing spooled");
+                Saved::Refused(e)
             }
         }
     }
@@ -144,11 +153,20 @@ impl<B: Backend> Pipeline<B> {
                 Outcome::Busy,
                 "conversation busy: an earlier request is still with the bot",
             )),
-            Err(TurnError::Unavailable(e)) => {
+            Err(TurnError::Store(e)) if e.is_outage() => {
                 self.store_seen(false);
                 self.metrics.load(LoadResult::Error);
                 self.store_unavailable(conv, &e)?;
                 Ok(Turn::Degraded)
+            }
+            // One conversation's record, not the store: the store stays
+            // up, nothing waits for a recovery, nothing passes through to
+            // be spooled where it could never be written back.
+            Err(TurnError::Store(e)) => {
+                self.metrics.load(LoadResult::Error);
+                warn!(key = %conv.display(self.settings.reveal_ids), error = %e,
+                    "the conversation's record cannot be used (the store is up): answered 500; see docs/operations.md#what-each-failure-looks-like");
+                Err(Reject::store_error(&e))
             }
         }
     }
@@ -254,14 +272,17 @@ impl<B: Backend> Pipeline<B> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Outcome::Unavailable,
                 "the snapshot is not yet on enough replicas; redeliver",
-            )),
+            )
+            .after_bot()),
+            Saved::Refused(e) => Err(Reject::store_error(&e).after_bot()),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.
             Saved::Stale => Err(Reject::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Outcome::Conflict,
                 "the conversation moved on while the bot worked; redeliver",
-            )),
+            )
+            .after_bot()),
             // Never acknowledge a snapshot that is nowhere durable: keep it
             // in the spool, or have the update redelivered.
             Saved::Failed(change) => {
@@ -270,7 +291,8 @@ impl<B: Backend> Pipeline<B> {
                         StatusCode::SERVICE_UNAVAILABLE,
                         Outcome::Unavailable,
                         "the snapshot could not be stored; redeliver",
-                    ));
+                    )
+                    .after_bot());
                 }
                 trace.outcome = Outcome::Degraded;
                 Ok(())

@@ -19,20 +19,17 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::backend::audit;
-use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
-use crate::metrics::Metrics;
 use crate::privacy::Privacy;
 
 mod entry;
+mod write_back;
 
 /// The conversation's stored key (hashed with `store.key_secret`) →
 /// sealed (with `store.encryption`) `raw key len u16 | raw key | entry`,
@@ -236,97 +233,6 @@ impl Spool {
         txn.commit().map_err(db_err)?;
         self.entries.store(self.depth(), Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Writes spooled snapshots back; stops at the first store failure.
-    /// Returns how many entries were settled (written or dropped).
-    pub async fn write_back<B: Backend>(&self, backend: &B, metrics: &Metrics) -> usize {
-        let entries = match self.entries() {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(error = %e, "spool unreadable");
-                return 0;
-            }
-        };
-        let mut settled = 0;
-        for (name, full, _, _) in entries {
-            let Some((ns, id)) = full.split_once(':') else {
-                // Not a key statehold wrote: drop it rather than retry forever.
-                if let Err(e) = self.remove(&name) {
-                    warn!(error = %e, "spool: cannot remove an unreadable entry");
-                }
-                continue;
-            };
-            match self
-                .write_back_one(backend, &ConvKey::new(ns, id), metrics)
-                .await
-            {
-                Ok(true) => settled += 1,
-                Ok(false) => {}
-                Err(()) => return settled,
-            }
-        }
-        settled
-    }
-
-    /// One conversation's entry, under its turn. `Ok(true)`: written or
-    /// dropped; `Ok(false)`: a request took it first; `Err`: the store
-    /// failed (stop for now, the entry stays).
-    async fn write_back_one<B: Backend>(
-        &self,
-        backend: &B,
-        key: &ConvKey,
-        metrics: &Metrics,
-    ) -> Result<bool, ()> {
-        let (held, loaded) = backend
-            .begin(key, Duration::from_secs(1), None)
-            .await
-            .map_err(|_| ())?;
-        // Read again under the turn: a request may have taken the entry
-        // (served from it and committed it) or updated it meanwhile.
-        let (base, change) = match self.pending(key) {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(false),
-            Err(e) => {
-                warn!(error = %e, "spool unreadable");
-                return Err(());
-            }
-        };
-        // Off the spool before the commit releases the turn: a request
-        // that takes the turn next must not find it again.
-        if let Err(e) = self.settle(key) {
-            warn!(error = %e, "spool entry could not be removed");
-            return Err(());
-        }
-        let commit = Commit {
-            // Unknown base: only if nothing is stored.
-            expected_version: Some(base.unwrap_or(0)),
-            change: change.clone(),
-            dedupe: None,
-            origin: Origin::SpoolWriteBack,
-            audit: (self.audit)
-                .then(|| audit::note(key, None, loaded.state.as_deref(), &change))
-                .flatten(),
-            link: None,
-        };
-        match held.finish(commit).await {
-            Ok(CommitOutcome::Committed { version }) => {
-                info!(key = %key.display(false), version, "spooled snapshot written back");
-                self.saw(key, version);
-            }
-            Ok(CommitOutcome::Conflict { current }) => {
-                metrics.conflict();
-                warn!(key = %key.display(false), based_on = base.unwrap_or(0), current,
-                    "spooled snapshot dropped: the conversation moved on during the outage");
-            }
-            Err(_) => {
-                if let Err(e) = self.restore(key, base, &change) {
-                    warn!(error = %e, "spooled snapshot lost: it could not be put back after a failed write-back");
-                }
-                return Err(());
-            }
-        }
-        Ok(true)
     }
 }
 

@@ -122,7 +122,6 @@ impl Backend for EmbeddedBackend {
         dedupe_id: Option<&str>,
     ) -> Result<(EmbeddedHeld, Loaded), TurnError> {
         let started = tokio::time::Instant::now();
-        let unavailable = |e: StoreError| TurnError::Unavailable(e.to_string());
         // Guess the key is no channel; the read under the turn tells, and a
         // channel's request moves to its member's turn (links change only
         // under the member's turn, so the read under it holds for the turn).
@@ -131,10 +130,7 @@ impl Backend for EmbeddedBackend {
             let target = member.clone().unwrap_or_else(|| key.clone());
             let left = wait.saturating_sub(started.elapsed());
             let turn = self.turns.acquire(&target, left).await?;
-            let read = self
-                .records
-                .read_turn((key, member.as_ref()), dedupe_id)
-                .map_err(unavailable)?;
+            let read = self.records.read_turn((key, member.as_ref()), dedupe_id)?;
             let loaded = match read {
                 TurnRead::Loaded(loaded) => loaded,
                 TurnRead::Moved(to) => {

@@ -36,7 +36,7 @@ pub struct EmbeddedStore {
 }
 
 pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(e.into().to_string())
+    StoreError::Unavailable(Box::new(e.into()))
 }
 
 /// Creates (or opens) the file, 0600 in a 0700 directory, with its tables.
@@ -255,7 +255,7 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || db.begin_read().map(|_| ()).map_err(db_err))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(e.into()))?
     }
 
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::backend::TurnError;
+use crate::backend::{StoreError, TurnError};
 use crate::key::ConvKey;
 
 const SHARDS: usize = 16;
@@ -94,7 +94,7 @@ impl LocalTurns {
         let slot = {
             let mut map = self.shards[shard]
                 .lock()
-                .map_err(|_| TurnError::Unavailable("turn table poisoned".into()))?;
+                .map_err(|_| StoreError::Unavailable("turn table poisoned".into()))?;
             Arc::clone(
                 map.entry(key.as_str().to_string())
                     .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),

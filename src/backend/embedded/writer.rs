@@ -126,7 +126,7 @@ fn reply(batch: Vec<Job>, outcomes: Vec<Outcome>) {
 
 /// The batch's transaction failed: every job in it fails.
 fn fail(batch: Vec<Job>, reason: &str) {
-    let err = || StoreError::Unavailable(reason.to_string());
+    let err = || StoreError::Unavailable(reason.to_string().into());
     for job in batch {
         match job {
             Job::Commit { reply, .. } => {

@@ -4,7 +4,7 @@
 
 use super::keys::ConvKeys;
 use super::turns::{LeaseKeys, Shared};
-use crate::backend::{Loaded, TurnError};
+use crate::backend::{Loaded, StoreError, TurnError};
 use crate::key::ConvKey;
 
 /// What acquire.lua answered.
@@ -26,7 +26,6 @@ impl Shared {
         (key, conv): (&ConvKey, &ConvKeys),
         dedupe_id: Option<&str>,
     ) -> Result<Acquired, TurnError> {
-        let unavailable = |e: &dyn std::fmt::Display| TurnError::Unavailable(e.to_string());
         let mut inv = self.scripts.of(key).acquire.prepare_invoke();
         inv.key(&keys.lease)
             .key(&keys.queue)
@@ -39,18 +38,18 @@ impl Shared {
             inv.key(conv.expiry_mark())
                 .key(super::keys::audit_stream(self.conn.prefix()));
         }
-        let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(|e| unavailable(&e))?;
+        let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(StoreError::from)?;
         let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
             match tag.and_then(super::records::tag_of) {
                 None => Ok(None),
                 Some(tag) => super::keys::conversation_of_tag(self.conn.prefix(), &tag)
                     .map(Some)
-                    .ok_or_else(|| unavailable(&"a damaged alias")),
+                    .ok_or_else(|| StoreError::Corrupt("a damaged alias".into()).into()),
             }
         };
         match reply.as_slice() {
             [redis::Value::Int(1), rest @ ..] => {
-                let mut loaded = super::records::parse_loaded(rest).map_err(|e| unavailable(&e))?;
+                let mut loaded = super::records::parse_loaded(rest)?;
                 loaded.member = member(rest.get(3))?;
                 Ok(Acquired {
                     member: loaded.member.clone(),
@@ -61,7 +60,7 @@ impl Shared {
                 member: member(tag.first())?,
                 prefetched: None,
             }),
-            _ => Err(unavailable(&"unexpected reply to acquire")),
+            _ => Err(super::records::bad_reply("acquire").into()),
         }
     }
 }

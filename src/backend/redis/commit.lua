@@ -29,9 +29,15 @@
 --         declared: links never exist on a Cluster (backend/link.rs).
 -- ${HISTORY}: versions kept per conversation; 0 leaves KEYS[5] alone.
 -- ${AUDIT}: audit events kept; 0 leaves KEYS[6] alone.
+-- The record's 'f' field names the turn (fencing token) that last committed.
 -- Returns {'ok', version} | {'conflict', version} | {'fenced', version}
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  -- This very commit, sent again because its reply was lost: the record
+  -- names this turn's token as its last writer ('f'). It ran: say so.
+  if redis.call('HGET', KEYS[1], 'f') == ARGV[1] then
+    return {'ok', current}
+  end
   -- Fenced off: someone else holds the lease now, and we are in no queue.
   return {'fenced', current}
 end
@@ -52,14 +58,17 @@ else
   local version = current
   if ARGV[3] == 'p' then
     version = current + 1
-    redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[4])
+    redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[4], 'f', ARGV[1])
     if current == 0 then
       redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
     end
   elseif ARGV[3] == 'c' and current > 0 then
     version = current + 1
-    redis.call('HSET', KEYS[1], 'v', version)
+    redis.call('HSET', KEYS[1], 'v', version, 'f', ARGV[1])
     redis.call('HDEL', KEYS[1], 'd')
+  elseif current > 0 and ARGV[3] ~= 'f' then
+    -- Keep: the record names its last turn, for a replay (above).
+    redis.call('HSET', KEYS[1], 'f', ARGV[1])
   elseif ARGV[3] == 'f' then
     version = 0
     redis.call('DEL', KEYS[1])

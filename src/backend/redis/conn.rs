@@ -14,7 +14,7 @@ use redis::{Client, FromRedisValue, ScriptInvocation};
 use super::breaker::Breaker;
 use super::endpoint::{Access, Connection, Endpoint, Topology};
 use super::keys::ConvKeys;
-use crate::backend::StoreError;
+use crate::backend::{Cause, StoreError};
 use crate::key::ConvKey;
 
 #[derive(Clone)]
@@ -47,20 +47,23 @@ impl WeakConn {
 pub enum OpError {
     /// Unreachable, or answering that it cannot serve now.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     #[error("redis operation timed out")]
     Timeout,
     /// Redis answered with an error of ours (a script error).
     #[error("redis replied with an error: {0}")]
-    Reply(String),
+    Reply(#[source] redis::RedisError),
 }
 
 impl From<OpError> for StoreError {
     fn from(e: OpError) -> StoreError {
         match e {
-            OpError::Unavailable(m) => StoreError::Unavailable(m),
+            OpError::Unavailable(cause) => StoreError::Unavailable(cause),
             OpError::Timeout => StoreError::Timeout,
-            OpError::Reply(m) => StoreError::Corrupt(m),
+            // A key of the wrong type is a damaged record; any other reply
+            // is Redis refusing the operation. Neither is an outage.
+            OpError::Reply(e) if e.code() == Some("WRONGTYPE") => StoreError::Corrupt(e.into()),
+            OpError::Reply(e) => StoreError::Script(e.into()),
         }
     }
 }
@@ -256,8 +259,9 @@ impl RedisConn {
     /// One attempt, and one more on a fresh connection when the first failed
     /// at the connection level (e.g. the first command after a Redis
     /// restart). Every statehold script is safe to run twice: loads and
-    /// releases are idempotent, and a replayed commit is refused by its
-    /// version check.
+    /// releases are idempotent, and a commit whose reply was lost is
+    /// recognised when sent again (the record names the turn that last
+    /// wrote it, `commit.lua`) and answered as the first run was.
     async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, OpError>
     where
         F: Fn(Connection) -> Fut,
@@ -300,11 +304,11 @@ impl RedisConn {
                         || e.is_unrecoverable_error();
                     if !connection_level && !is_unavailable_reply(&e) {
                         // Redis answered with an error (e.g. a script error).
-                        return Err(OpError::Reply(e.to_string()));
+                        return Err(OpError::Reply(e));
                     }
                     self.invalidate();
                     if attempt == 1 {
-                        return Err(OpError::Unavailable(e.to_string()));
+                        return Err(OpError::Unavailable(e.into()));
                     }
                 }
             }

@@ -194,7 +194,7 @@ impl Endpoint {
     /// Connects. No timeouts of its own: the caller's one deadline covers
     /// the connect and every command.
     pub async fn connect(&self, op_timeout: Duration) -> Result<Connection, OpError> {
-        let unavailable = |e: redis::RedisError| OpError::Unavailable(e.to_string());
+        let unavailable = |e: redis::RedisError| OpError::Unavailable(e.into());
         match self {
             Endpoint::Cluster { client, .. } => client
                 .get_async_connection()
@@ -229,7 +229,7 @@ impl Endpoint {
                 tokio::time::timeout(op_timeout, ask)
                     .await
                     .map_err(|_| OpError::Timeout)?
-                    .map_err(|e| OpError::Unavailable(format!("sentinel: {e}")))
+                    .map_err(|e| OpError::Unavailable(e.into()))
             }
             Endpoint::Cluster {
                 seeds, next_seed, ..

@@ -195,8 +195,7 @@ impl Backend for RedisBackend {
                     let loaded = self
                         .records
                         .load_granted((key, member.as_ref()), dedupe_id)
-                        .await
-                        .map_err(|e| TurnError::Unavailable(e.to_string()))?;
+                        .await?;
                     let Some(mut loaded) = loaded else {
                         // Linked or unlinked while we waited: the turn is
                         // not the one to hold (dropping it passes it on).

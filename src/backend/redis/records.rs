@@ -48,7 +48,7 @@ impl RedisRecords {
 }
 
 pub(super) fn bad_reply(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("unexpected reply to {what}"))
+    StoreError::Corrupt(format!("unexpected reply to {what}").into())
 }
 
 /// Parses load.lua's `{version, data, recorded, linked}` (also the tail

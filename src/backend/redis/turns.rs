@@ -126,7 +126,7 @@ impl Shared {
         self.conn
             .eval(&inv)
             .await
-            .map_err(|e| TurnError::Unavailable(e.to_string()))
+            .map_err(|e| TurnError::Store(e.into()))
     }
 
     pub(super) async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
