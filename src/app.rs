@@ -31,9 +31,9 @@ use crate::upstream::Upstream;
 pub enum StartupError {
     /// A configured value that cannot work (exit status 2, like a bad config).
     #[error("{0}")]
-    Config(String),
+    Config(crate::backend::Cause),
     #[error("{0}")]
-    Store(String),
+    Store(crate::backend::Cause),
     // The cause is the error's source: printed once, by the chain.
     #[error("cannot listen on {addr} ({key})")]
     Bind {
@@ -90,7 +90,7 @@ pub async fn run(
     let privacy = Arc::new(
         config
             .privacy()
-            .map_err(|e| StartupError::Config(e.to_string()))?,
+            .map_err(|e| StartupError::Config(e.into()))?,
     );
     match config.store.backend {
         BackendKind::Embedded => {
@@ -105,7 +105,7 @@ pub async fn run(
             backend
                 .key_marks_at_start()
                 .await
-                .map_err(|e| StartupError::Config(e.to_string()))?;
+                .map_err(|e| StartupError::Config(e.into()))?;
             run_with(listeners, config, backend, shutdown).await
         }
     }
@@ -120,8 +120,8 @@ fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
     )
     .map_err(|e| match e {
         // The file cannot be created or opened where configured.
-        OpenError::Dir { .. } => StartupError::Config(e.to_string()),
-        OpenError::Db { .. } => StartupError::Store(e.to_string()),
+        OpenError::Dir { .. } => StartupError::Config(e.into()),
+        OpenError::Db { .. } => StartupError::Store(e.into()),
     })
 }
 
@@ -152,7 +152,7 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
         &store.key_prefix,
         breaker,
     )
-    .map_err(|e| StartupError::Store(e.to_string()))?;
+    .map_err(|e| StartupError::Store(e.into()))?;
     let timings = Timings {
         ttl: store.ttl,
         dedupe_window: store.dedupe_window,
@@ -165,9 +165,12 @@ async fn connect_redis(config: &Config) -> Result<RedisBackend, StartupError> {
     match backend.ping().await {
         Ok(()) => info!(url = %shown, "redis reachable"),
         Err(e) if store.require_at_startup => {
-            return Err(StartupError::Store(format!(
+            return Err(StartupError::Store(
+                format!(
                 "store.url {shown}: unreachable at startup and store.require_at_startup = true: {e}"
-            )))
+            )
+                .into(),
+            ))
         }
         Err(e) => {
             warn!(url = %shown, error = %e, "redis unreachable at startup; serving per store.on_unavailable until it is back")
@@ -247,7 +250,7 @@ fn build_pipeline<B: Backend>(
                 config.store.spool_max,
                 (Arc::clone(backend.privacy()), config.audit.max_events > 0),
             )
-            .map_err(|e| StartupError::Config(e.to_string()))?,
+            .map_err(|e| StartupError::Config(e.into()))?,
         )),
         _ => None,
     };

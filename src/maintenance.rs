@@ -13,9 +13,10 @@
 //! Every conversation is handled under its turn, like a request.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -97,7 +98,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn progress(&self) -> Progress {
-        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+        self.progress.lock().clone()
     }
 
     /// Starts `job` at `rate` conversations per second; `false` when a run
@@ -111,9 +112,7 @@ impl Runner {
     ) -> bool {
         let rate = rate.max(1);
         {
-            let Ok(mut p) = self.progress.lock() else {
-                return false;
-            };
+            let mut p = self.progress.lock();
             if p.running {
                 return false;
             }
@@ -151,9 +150,7 @@ impl Runner {
                 self.count(job, outcome);
             }
             cursor = page.next;
-            if let Ok(mut p) = self.progress.lock() {
-                p.cursor = cursor.clone();
-            }
+            self.progress.lock().cursor = cursor.clone();
             let p = self.progress();
             info!(job = job.name(), scanned = p.scanned, errors = p.errors, outcomes = ?p.outcomes, "maintenance progress");
             if cursor.is_none() {
@@ -166,9 +163,7 @@ impl Runner {
     }
 
     fn count(&self, job: Job, outcome: Result<&'static str, StoreError>) {
-        let Ok(mut p) = self.progress.lock() else {
-            return;
-        };
+        let mut p = self.progress.lock();
         p.scanned += 1;
         match outcome {
             Ok(name) => *p.outcomes.entry(name).or_default() += 1,
@@ -180,7 +175,8 @@ impl Runner {
     }
 
     fn finish(&self, cursor: Option<String>, done: bool) {
-        if let Ok(mut p) = self.progress.lock() {
+        {
+            let mut p = self.progress.lock();
             p.running = false;
             p.done = done && p.errors == 0;
             p.cursor = cursor;

@@ -89,12 +89,12 @@ impl UpstreamTarget {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("bot unreachable: {0}")]
-    Connect(String),
+    #[error("bot unreachable: {}", error_chain(.0.as_ref()))]
+    Connect(#[source] crate::backend::Cause),
     #[error("bot did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("bot connection failed: {0}")]
-    Failed(String),
+    #[error("bot connection failed: {}", error_chain(.0.as_ref()))]
+    Failed(#[source] crate::backend::Cause),
     #[error("bot response over upstream.max_response_bytes")]
     TooLarge,
 }
@@ -162,7 +162,7 @@ impl Upstream {
                     if e.is::<http_body_util::LengthLimitError>() {
                         UpstreamError::TooLarge
                     } else {
-                        UpstreamError::Failed(e.to_string())
+                        UpstreamError::Failed(e)
                     }
                 })?
                 .to_bytes();
@@ -192,9 +192,9 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut resp = self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
-                UpstreamError::Connect(error_chain(&e))
+                UpstreamError::Connect(e.into())
             } else {
-                UpstreamError::Failed(error_chain(&e))
+                UpstreamError::Failed(e.into())
             }
         })?;
         strip_hop_by_hop(resp.headers_mut());
@@ -213,7 +213,9 @@ impl Upstream {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, for the log (hyper's own
+/// message says little: "client error (Connect)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

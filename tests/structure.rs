@@ -1,7 +1,8 @@
-//! The shape of the code, checked: the top-level modules of `src/` import
-//! one another without circles (each concern has one home, and arrows point
-//! one way). Reads the sources as text: `crate::<module>` references outside
-//! `#[cfg(test)]` blocks.
+//! The shape of the code, checked: modules import one another without
+//! circles at every level (the top-level modules of `src/`, and the files
+//! inside each folder), so each concern has one home and arrows point one
+//! way. Reads the sources as text: `crate::`, `super::` and `self::` paths
+//! outside `#[cfg(test)]` blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -17,61 +18,168 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// Top-level module → the top-level modules it refers to.
-fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every file's module path (`backend::redis::turns`; a `mod.rs` is its
+/// folder's module) → the modules it names through `crate::`, `super::`
+/// and `self::` paths, each resolved to the longest known module.
+fn file_graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in files {
-        let rel = file.strip_prefix(&src).expect("under src");
-        let first = rel.iter().next().and_then(|c| c.to_str()).unwrap_or("");
-        let module = first.trim_end_matches(".rs").to_string();
-        if matches!(module.as_str(), "lib" | "main" | "bin") {
+    let module_of = |f: &Path| -> Vec<String> {
+        let rel = f.strip_prefix(&src).expect("under src");
+        let mut parts: Vec<String> = rel
+            .iter()
+            .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
+            .collect();
+        if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+            parts.pop();
+        }
+        parts
+    };
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let me = module_of(file);
+        if me.first().is_some_and(|m| m == "main" || m == "bin") {
             continue;
         }
-        let text = std::fs::read_to_string(&file).expect("read source");
+        let text = std::fs::read_to_string(file).expect("read source");
         let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        let deps = graph.entry(module.clone()).or_default();
-        for (at, _) in code.match_indices("crate::") {
-            let name: String = code[at + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            if !name.is_empty() && name != module {
-                deps.insert(name);
+        let mut deps = BTreeSet::new();
+        for (start, base) in path_starts(code, &me) {
+            for segments in path_segments(&code[start..]) {
+                let mut full = base.clone();
+                full.extend(segments);
+                while !full.is_empty() && !modules.contains(&full) {
+                    full.pop();
+                }
+                if full != me {
+                    deps.insert(full);
+                }
             }
         }
+        graph.insert(me, deps);
     }
     graph
 }
 
-#[test]
-fn top_level_modules_import_each_other_without_circles() {
-    let graph = module_graph();
-    assert!(graph.len() > 10, "found the modules: {graph:?}");
-    let reaches = |from: &str, to: &str| {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![from.to_string()];
-        while let Some(m) = stack.pop() {
-            for next in graph.get(&m).into_iter().flatten() {
-                if next == to {
-                    return true;
+/// Where each `crate::`, `super::` or `self::` path starts in `code`
+/// (after its prefix), with the module it starts from: `super` of
+/// `a::b` (in `a/b.rs` or `a/b/mod.rs` alike) is `a`.
+fn path_starts(code: &str, me: &[String]) -> Vec<(usize, Vec<String>)> {
+    let sup = me[..me.len().saturating_sub(1)].to_vec();
+    let mut out = Vec::new();
+    for (prefix, base) in [
+        ("crate::", Vec::new()),
+        ("super::", sup),
+        ("self::", me.to_vec()),
+    ] {
+        for (at, _) in code.match_indices(prefix) {
+            let before = code[..at].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            out.push((at + prefix.len(), base.clone()));
+        }
+    }
+    out
+}
+
+/// The module segments of the path at the start of `text`: `a::b::Item`
+/// gives `[a, b, Item]`; a group `{a::X, b}` gives one path per member.
+fn path_segments(text: &str) -> Vec<Vec<String>> {
+    let ident = |t: &str| -> String {
+        t.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    if let Some(group) = text.strip_prefix('{') {
+        let mut depth = 0;
+        let end = group
+            .char_indices()
+            .find(|&(_, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => return true,
+                    '}' => depth -= 1,
+                    _ => {}
                 }
-                if seen.insert(next.clone()) {
-                    stack.push(next.clone());
+                false
+            })
+            .map_or(group.len(), |(i, _)| i);
+        return group[..end]
+            .split(',')
+            .flat_map(|member| path_segments(member.trim()))
+            .collect();
+    }
+    let mut segments = Vec::new();
+    let mut rest = text;
+    loop {
+        let name = ident(rest);
+        if name.is_empty() {
+            if let Some(more) = rest.strip_prefix('{') {
+                return path_segments(&format!("{{{more}"))
+                    .into_iter()
+                    .map(|tail| segments.iter().cloned().chain(tail).collect())
+                    .collect();
+            }
+            break;
+        }
+        rest = &rest[name.len()..];
+        segments.push(name);
+        match rest.strip_prefix("::") {
+            Some(more) => rest = more,
+            None => break,
+        }
+    }
+    vec![segments]
+}
+
+#[test]
+fn modules_import_each_other_without_circles_at_every_level() {
+    let graph = file_graph();
+    assert!(graph.len() > 60, "found the files: {}", graph.len());
+    // Each edge seen at the level where the two modules part: between the
+    // children of their deepest common module. An edge to an ancestor (a
+    // parent's re-export) or a descendant is no sibling's.
+    let mut levels: BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (from, deps) in &graph {
+        for to in deps {
+            let common = from.iter().zip(to).take_while(|(a, b)| a == b).count();
+            if common == from.len() || common == to.len() {
+                continue;
+            }
+            levels
+                .entry(from[..common].to_vec())
+                .or_default()
+                .entry(from[common].clone())
+                .or_default()
+                .insert(to[common].clone());
+        }
+    }
+    let mut circles = Vec::new();
+    for (parent, siblings) in &levels {
+        let reaches = |from: &str, to: &str| {
+            let (mut seen, mut stack) = (BTreeSet::new(), vec![from.to_string()]);
+            while let Some(m) = stack.pop() {
+                for next in siblings.get(&m).into_iter().flatten() {
+                    if next == to {
+                        return true;
+                    }
+                    if seen.insert(next.clone()) {
+                        stack.push(next.clone());
+                    }
                 }
             }
+            false
+        };
+        for (m, deps) in siblings {
+            for d in deps.iter().filter(|d| reaches(d, m)) {
+                circles.push(format!("in {}: {m} -> {d}", parent.join("::")));
+            }
         }
-        false
-    };
-    let circles: Vec<String> = graph
-        .iter()
-        .flat_map(|(m, deps)| deps.iter().map(move |d| (m, d)))
-        .filter(|(m, d)| reaches(d, m))
-        .map(|(m, d)| format!("{m} -> {d}"))
-        .collect();
-    assert!(circles.is_empty(), "import circles through: {circles:?}");
+    }
+    assert!(circles.is_empty(), "import circles: {circles:#?}");
 }
 
 /// Library sources (`src/`; the demo bot is its own package) as (path,
@@ -193,6 +301,50 @@ fn no_string_errors_in_the_library() {
         }
     }
     assert!(found.is_empty(), "Result<_, String> in: {found:#?}");
+}
+
+/// An error keeps its kind and its source: no error is built from another
+/// error's text (`X(e.to_string())`), which loses both. (Messages for
+/// people, such as a config key's `ConfigError` or a JSON answer, may
+/// still say what an error says.)
+#[test]
+fn no_error_is_flattened_into_a_string() {
+    let mut found = Vec::new();
+    for (name, _, code) in library_sources() {
+        if name == "main.rs" {
+            continue; // the binary's edge (anyhow)
+        }
+        for (n, line) in code.lines().enumerate() {
+            let flattened = ["(e.to_string())", "(&e.to_string())", "(err.to_string())"]
+                .iter()
+                .any(|p| line.contains(p))
+                || line.contains("format!(\"{e}\")");
+            if flattened && !line.contains("json!") {
+                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "errors flattened into text: {found:#?}");
+}
+
+/// A mutex that a panic elsewhere poisoned must not make a lock skip its
+/// work (`if let Ok(..) = m.lock()`): the library's mutexes are
+/// `parking_lot`'s, which cannot be poisoned.
+#[test]
+fn no_mutex_can_be_poisoned() {
+    let mut found = Vec::new();
+    for (name, text, _) in library_sources() {
+        for (n, line) in text.lines().enumerate() {
+            let std_lock = line.contains("std::sync::Mutex")
+                || line.contains("std::sync::RwLock")
+                || (line.trim_start().starts_with("use std::sync::")
+                    && (line.contains("Mutex") || line.contains("RwLock")));
+            if std_lock || line.contains(".lock().ok()") || line.contains("= m.lock()") {
+                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "poisonable locks: {found:#?}");
 }
 
 /// Markdown links in the docs either point at a file of this repository

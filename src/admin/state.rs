@@ -33,7 +33,9 @@ enum NoRollback {
     Cleared,
     /// The key is a linked channel: its member is rolled back by its own key.
     Linked,
-    Store(String),
+    /// Another turn committed meanwhile.
+    MovedOn,
+    Store(StoreError),
 }
 
 impl<B: Backend> Admin<B> {
@@ -171,19 +173,24 @@ impl<B: Backend> Admin<B> {
                 json!({"error": "the conversation was cleared since"}),
             ),
             Err(NoRollback::Linked) => linked_channel(),
-            Err(NoRollback::Store(e)) => {
-                json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": e }))
-            }
+            Err(NoRollback::MovedOn) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the conversation moved on"}),
+            ),
+            Err(NoRollback::Store(e)) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": e.to_string() }),
+            ),
         }
     }
 
     async fn roll_back(&self, key: &ConvKey, to: u64) -> Result<u64, NoRollback> {
         let backend = self.pipeline.backend();
-        let store = |e: &dyn std::fmt::Display| NoRollback::Store(e.to_string());
+        let store = |e: StoreError| NoRollback::Store(e);
         let (held, loaded) = backend
             .begin(key, self.lock_wait, None)
             .await
-            .map_err(|e| store(&e))?;
+            .map_err(|e| store(e.into()))?;
         let old = loaded.state.clone();
         if loaded.member.is_some() {
             return Err(NoRollback::Linked);
@@ -194,7 +201,7 @@ impl<B: Backend> Admin<B> {
         let Some(state) = self
             .kept(key, to)
             .await
-            .map_err(|e| store(&e))?
+            .map_err(store)?
             .and_then(|v| v.state)
         else {
             return Err(NoRollback::NotKept);
@@ -208,9 +215,9 @@ impl<B: Backend> Admin<B> {
             dedupe: None,
             origin: Origin::Rollback,
         };
-        match held.finish(commit).await.map_err(|e| store(&e))? {
+        match held.finish(commit).await.map_err(store)? {
             CommitOutcome::Committed { version } => Ok(version),
-            CommitOutcome::Conflict { .. } => Err(store(&"the conversation moved on")),
+            CommitOutcome::Conflict { .. } => Err(NoRollback::MovedOn),
         }
     }
 

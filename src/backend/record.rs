@@ -19,7 +19,7 @@ pub struct Loaded {
     pub duplicate: Option<RecordedResponse>,
     /// Why a stored snapshot could not be opened (a key no longer
     /// configured, a damaged value): `state` is then `None`.
-    pub undecryptable: Option<String>,
+    pub undecryptable: Option<crate::privacy::OpenError>,
     /// The member whose turn and record these are, when the key asked for
     /// is a linked channel (an alias, [`super::link`]): the stored key.
     pub member: Option<ConvKey>,

@@ -39,7 +39,7 @@ pub(super) fn open(
     if let Some(value) = loaded.state.take() {
         match p.open_state(stored, value) {
             Ok(json) => loaded.state = Some(json),
-            Err(e) => loaded.undecryptable = Some(e.to_string()),
+            Err(e) => loaded.undecryptable = Some(e),
         }
     }
     let sealed = |r: &RecordedResponse| r.headers.iter().any(|(n, _)| n == SEALED_HEADER);

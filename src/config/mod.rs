@@ -2,7 +2,7 @@
 //! of `check-config`. Durations are humantime strings (`"250ms"`, `"30s"`,
 //! `"24h"`, `"7d"`, `"1h 30m"`), through `humantime-serde`.
 //!
-//! The key names of the contract (`CONTRACT.md` §4) are fixed; everything else
+//! The key names of the contract (docs/contract.md §4) are fixed; everything else
 //! here is statehold's own and documented in the shipped `config.toml`. Unknown
 //! keys are rejected (`deny_unknown_fields`) and every error names the dotted
 //! path of the offending key, so a typo never silently disables a feature.

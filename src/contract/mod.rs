@@ -1,4 +1,4 @@
-//! The wire contract between statehold and the bot (`CONTRACT.md` §3):
+//! The wire contract between statehold and the bot (docs/contract.md §3):
 //! reserved `X-Statehold-*` headers, injecting the snapshot into a request
 //! (header and body mode), and capturing the bot's reported snapshot from its
 //! response (decode, validate, size check, strip).

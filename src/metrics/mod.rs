@@ -1,4 +1,4 @@
-//! Prometheus metrics with the contract's names (`CONTRACT.md` §6), kept in
+//! Prometheus metrics with the contract's names (docs/contract.md §6), kept in
 //! fixed arrays of atomics: recording is a few relaxed adds, no locks, no
 //! allocation, and every label set is bounded by construction (routes come
 //! from the config, outcomes and results are enums).

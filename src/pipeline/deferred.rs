@@ -16,9 +16,10 @@
 //! the same check and save stages as an answer's report.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::warn;
 
@@ -86,9 +87,7 @@ impl<H: Held> Deferrals<H> {
         (metrics, reveal_ids): (Arc<Metrics>, bool),
     ) {
         let (claim, claimed) = oneshot::channel();
-        if let Ok(mut parked) = self.parked.lock() {
-            parked.insert(secret.clone(), claim);
-        }
+        self.parked.lock().insert(secret.clone(), claim);
         self.parking.notify_waiters();
         let table = Arc::clone(self);
         tokio::spawn(async move {
@@ -121,21 +120,19 @@ impl<H: Held> Deferrals<H> {
 
     /// Turns parked right now.
     pub(super) fn len(&self) -> usize {
-        self.parked.lock().map_or(0, |p| p.len())
+        self.parked.lock().len()
     }
 
     /// The parked turn `secret` names, if this process holds it: taken
     /// out of the table (a token is good for one report).
     pub(super) async fn claim(&self, secret: &str) -> Option<Parked<H>> {
-        let claim = self.parked.lock().ok()?.remove(secret)?;
+        let claim = self.parked.lock().remove(secret)?;
         let (reply, turn) = oneshot::channel();
         claim.send(reply).ok()?;
         turn.await.ok()
     }
 
     fn forget(&self, secret: &str) {
-        if let Ok(mut parked) = self.parked.lock() {
-            parked.remove(secret);
-        }
+        self.parked.lock().remove(secret);
     }
 }

@@ -6,11 +6,10 @@
 //! `store.recovery_settle` before it reads conversations again, so a
 //! conversation another replica spooled is written back before this one
 //! serves it from the pre-outage record.
-
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 pub(super) struct Recovery {
@@ -33,15 +32,13 @@ impl Recovery {
         if !up {
             self.down.store(true, Ordering::Relaxed);
         } else if self.down.swap(false, Ordering::Relaxed) {
-            if let Ok(mut at) = self.recovered_at.lock() {
-                *at = Some(Instant::now());
-            }
+            *self.recovered_at.lock() = Some(Instant::now());
         }
     }
 
     /// How much of the settle window is left (none outside of one).
     pub(super) fn remaining(&self) -> Option<Duration> {
-        let at = (*self.recovered_at.lock().ok()?)?;
+        let at = (*self.recovered_at.lock())?;
         self.settle
             .checked_sub(at.elapsed())
             .filter(|d| !d.is_zero())

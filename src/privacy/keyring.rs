@@ -20,7 +20,7 @@ pub struct Keyring {
 }
 
 /// Why a sealed value could not be opened.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OpenError {
     #[error("sealed under key id {0:?}, which is not in store.encryption.keys")]
     UnknownKey(String),

@@ -18,9 +18,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::warn;
 
@@ -57,10 +58,10 @@ pub struct Spool {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("store.spool_path {path}: {reason}")]
+#[error("store.spool_path {path}: {source}")]
 pub struct SpoolOpenError {
     path: String,
-    reason: String,
+    source: crate::backend::Cause,
 }
 
 /// The spool file failed to read or write, or an entry to seal.
@@ -83,16 +84,16 @@ impl Spool {
         max_entries: u64,
         (privacy, audit): (Arc<Privacy>, bool),
     ) -> Result<Spool, SpoolOpenError> {
-        let fail = |reason: String| SpoolOpenError {
+        let fail = |source: crate::backend::Cause| SpoolOpenError {
             path: path.display().to_string(),
-            reason,
+            source,
         };
-        crate::private_file::prepare(path).map_err(|e| fail(e.to_string()))?;
-        let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| fail(db_err(e).to_string()))?;
+        crate::private_file::prepare(path).map_err(|e| fail(e.into()))?;
+        let db = Database::create(path).map_err(|e| fail(e.into()))?;
+        let txn = db.begin_write().map_err(|e| fail(db_err(e).into()))?;
         txn.open_table(ENTRIES)
-            .map_err(|e| fail(db_err(e).to_string()))?;
-        txn.commit().map_err(|e| fail(db_err(e).to_string()))?;
+            .map_err(|e| fail(db_err(e).into()))?;
+        txn.commit().map_err(|e| fail(db_err(e).into()))?;
         let spool = Spool {
             db,
             max_entries,
@@ -102,9 +103,8 @@ impl Spool {
             privacy,
             audit,
         };
-        spool
-            .upgrade()
-            .map_err(|e| fail(format!("moving entries of an older version: {e}")))?;
+        // Moving entries of an older version's table.
+        spool.upgrade().map_err(|e| fail(e.into()))?;
         spool.entries.store(spool.depth(), Ordering::Relaxed);
         Ok(spool)
     }
@@ -113,7 +113,8 @@ impl Spool {
     /// successful load and commit), the base for a later degraded write.
     pub fn saw(&self, key: &ConvKey, version: u64) {
         let shard = (self.hasher.hash_one(key.as_str()) as usize) % SHARDS;
-        if let Ok(mut m) = self.seen[shard].lock() {
+        {
+            let mut m = self.seen[shard].lock();
             if m.len() >= SEEN_PER_SHARD && !m.contains_key(key.as_str()) {
                 m.clear();
             }
@@ -123,7 +124,7 @@ impl Spool {
 
     fn last_seen(&self, key: &ConvKey) -> Option<u64> {
         let shard = (self.hasher.hash_one(key.as_str()) as usize) % SHARDS;
-        self.seen[shard].lock().ok()?.get(key.as_str()).copied()
+        self.seen[shard].lock().get(key.as_str()).copied()
     }
 
     /// Keeps a snapshot reported in degraded mode. `Ok(false)`: the spool is

@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::backend::{StoreError, TurnError};
+use crate::backend::TurnError;
 use crate::key::ConvKey;
 
 const SHARDS: usize = 16;
@@ -41,27 +42,20 @@ impl LocalTurns {
     /// Whether a request holds (or waits for) this conversation's turn.
     pub fn is_busy(&self, key: &ConvKey) -> bool {
         let shard = self.shard(key.as_str());
-        self.shards[shard]
-            .lock()
-            .is_ok_and(|map| map.contains_key(key.as_str()))
+        self.shards[shard].lock().contains_key(key.as_str())
     }
 
     /// Conversations currently holding or waiting for a turn (the tests
     /// check that idle conversations leave nothing behind).
     #[cfg(test)]
     pub fn busy(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 }
 
 /// Drops the conversation's slot once nobody holds or waits on it.
 fn release_slot(shards: &[Mutex<HashMap<String, Slot>>; SHARDS], shard: usize, key: &str) {
-    let Ok(mut map) = shards[shard].lock() else {
-        return;
-    };
+    let mut map = shards[shard].lock();
     // Waiters and the holder keep clones; only the map's own is left when
     // the conversation is idle. Checked under the shard lock, which every
     // new waiter takes to clone the slot, so this cannot race.
@@ -92,9 +86,7 @@ impl LocalTurns {
     pub async fn acquire(&self, key: &ConvKey, wait: Duration) -> Result<LocalTurn, TurnError> {
         let shard = self.shard(key.as_str());
         let slot = {
-            let mut map = self.shards[shard]
-                .lock()
-                .map_err(|_| StoreError::Unavailable("turn table poisoned".into()))?;
+            let mut map = self.shards[shard].lock();
             Arc::clone(
                 map.entry(key.as_str().to_string())
                     .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))),
@@ -130,7 +122,7 @@ mod tests {
             let (turns, key, order) = (turns.clone(), key.clone(), order.clone());
             waiters.push(tokio::spawn(async move {
                 let t = turns.acquire(&key, Duration::from_secs(5)).await.unwrap();
-                order.lock().unwrap().push(i);
+                order.lock().push(i);
                 drop(t);
             }));
             // Let each waiter enqueue before the next one (arrival order).
@@ -147,7 +139,7 @@ mod tests {
         for w in waiters {
             w.await.unwrap();
         }
-        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
         assert_eq!(turns.busy(), 0, "idle conversations leave no slot behind");
     }
 

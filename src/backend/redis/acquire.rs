@@ -3,7 +3,7 @@
 //! once (one round trip); a linked channel is queued for its member's turn.
 
 use super::keys::ConvKeys;
-use super::turns::{LeaseKeys, Shared};
+use super::shared::{LeaseKeys, Shared};
 use crate::backend::{Loaded, StoreError, TurnError};
 use crate::key::ConvKey;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tracing::debug;
 
-use super::turns::{LeaseKeys, Shared, CHECK_EVERY};
+use super::shared::{LeaseKeys, Shared, CHECK_EVERY};
 
 /// Releases abandoned tokens once Redis answers again. Entries older than
 /// the queue's TTL are dropped: Redis has expired them by then.
@@ -16,10 +16,10 @@ pub(super) async fn sweep_orphans(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         let Some(s) = shared.upgrade() else { return };
-        let pending: Vec<_> = match s.orphans.lock() {
-            Ok(mut o) if !o.is_empty() => std::mem::take(&mut *o),
-            _ => continue,
-        };
+        let pending = std::mem::take(&mut *s.orphans.lock());
+        if pending.is_empty() {
+            continue;
+        }
         let max_age = s.queue_ttl;
         let mut keep = Vec::new();
         for (keys, token, since) in pending {
@@ -30,9 +30,7 @@ pub(super) async fn sweep_orphans(shared: Weak<Shared>) {
                 keep.push((keys, token, since));
             }
         }
-        if let Ok(mut o) = s.orphans.lock() {
-            o.extend(keep);
-        };
+        s.orphans.lock().extend(keep);
     }
 }
 
@@ -66,7 +64,7 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
                             .ok()
                             .and_then(|t| t.parse::<u64>().ok());
                         if let Some(token) = token {
-                            let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&token));
+                            let waiter = s.waiters.lock().remove(&token);
                             if let Some(tx) = waiter {
                                 // Refused only when the waiter already left
                                 // (its queue place is given up by then).

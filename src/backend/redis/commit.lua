@@ -5,7 +5,7 @@
 -- the record's TTL moments ago, and a record this write creates gets it
 -- here.
 -- Hot path, so written out in full (no local functions; the hand-over
--- repeats turn_lib.lua's leave). The deployment's constants are written
+-- repeats turn_lib.lua's grant_next). The deployment's constants are written
 -- in when the script is built (scripts.rs).
 -- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q

@@ -6,15 +6,16 @@
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::{Client, FromRedisValue, ScriptInvocation};
 
 use super::breaker::Breaker;
 use super::endpoint::{Access, Connection, Endpoint, Topology};
+use super::error::{ConnError, OpError};
 use super::keys::ConvKeys;
-use crate::backend::{Cause, StoreError};
 use crate::key::ConvKey;
 
 #[derive(Clone)]
@@ -39,45 +40,6 @@ impl WeakConn {
     pub(super) fn upgrade(&self) -> Option<RedisConn> {
         self.0.upgrade().map(|inner| RedisConn { inner })
     }
-}
-
-/// Why a Redis operation failed. The store and the turns map it to their
-/// own errors; the circuit breaker counts all but [`OpError::Reply`].
-#[derive(Debug, thiserror::Error)]
-pub enum OpError {
-    /// Unreachable, or answering that it cannot serve now.
-    #[error("redis unavailable: {0}")]
-    Unavailable(#[source] Cause),
-    #[error("redis operation timed out")]
-    Timeout,
-    /// Redis answered with an error of ours (a script error).
-    #[error("redis replied with an error: {0}")]
-    Reply(#[source] redis::RedisError),
-}
-
-impl From<OpError> for StoreError {
-    fn from(e: OpError) -> StoreError {
-        match e {
-            OpError::Unavailable(cause) => StoreError::Unavailable(cause),
-            OpError::Timeout => StoreError::Timeout,
-            // A key of the wrong type is a damaged record; any other reply
-            // is Redis refusing the operation. Neither is an outage.
-            OpError::Reply(e) if e.code() == Some("WRONGTYPE") => StoreError::Corrupt(e.into()),
-            OpError::Reply(e) => StoreError::Script(e.into()),
-        }
-    }
-}
-
-/// Why the Redis client could not be built (a startup error).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnError {
-    #[error("store.tls_ca {path}: {source}")]
-    Ca {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("redis address: {0}")]
-    Url(redis::RedisError),
 }
 
 /// Error replies that mean "not now, or not here" rather than a fault in
@@ -173,23 +135,19 @@ impl RedisConn {
             return Ok(c);
         }
         let connection = self.inner.endpoint.connect(self.inner.op_timeout).await?;
-        if let Ok(mut slot) = self.inner.connection.lock() {
-            *slot = Some(connection.clone());
-        }
+        *self.inner.connection.lock() = Some(connection.clone());
         Ok(connection)
     }
 
     fn cached(&self) -> Option<Connection> {
-        self.inner.connection.lock().ok().and_then(|c| c.clone())
+        self.inner.connection.lock().clone()
     }
 
     /// Forgets a connection that failed, so the next operation connects
     /// afresh (and asks Sentinel or the Cluster where the data is now)
     /// instead of waiting out the connection's own reconnect backoff.
     pub(super) fn invalidate(&self) {
-        if let Ok(mut slot) = self.inner.connection.lock() {
-            *slot = None;
-        }
+        *self.inner.connection.lock() = None;
     }
 
     /// Runs a script within the operation timeout.

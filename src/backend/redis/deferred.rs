@@ -13,7 +13,8 @@ use bytes::Bytes;
 use redis::Value;
 
 use super::records::{bad_reply, bytes_of, u64_of};
-use super::turns::{LeaseKeys, RedisTurn, RedisTurns};
+use super::shared::LeaseKeys;
+use super::turns::{RedisTurn, RedisTurns};
 use crate::backend::{Adoption, Loaded, RecordedResponse, StoreError, TurnToken};
 use crate::key::ConvKey;
 

@@ -25,7 +25,7 @@ use redis::{
     TlsCertificates, Value,
 };
 
-use super::conn::{ConnError, OpError};
+use super::error::{ConnError, OpError};
 
 /// Which Redis deployment holds the data.
 #[derive(Clone, Copy, Debug)]

@@ -26,19 +26,22 @@ mod breaker;
 mod conn;
 mod deferred;
 mod endpoint;
+mod error;
 mod failover;
 mod keys;
 mod marks;
 mod records;
 mod scripts;
+mod shared;
 mod turns;
 mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use conn::{ConnError, RedisConn};
+pub use conn::RedisConn;
 pub use endpoint::{Access, Topology};
+pub use error::ConnError;
 pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};

@@ -19,48 +19,22 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::background::{keep_alive, listen_for_handovers, sweep_orphans};
 use super::conn::RedisConn;
 use super::scripts::Scripts;
+use super::shared::{LeaseKeys, Shared, CHECK_EVERY};
 use crate::backend::{Loaded, TurnError};
 use crate::key::ConvKey;
 
-/// How often a waiter checks by itself, notices aside.
-pub(super) const CHECK_EVERY: Duration = Duration::from_millis(250);
-
 pub struct RedisTurns {
     pub(super) shared: Arc<Shared>,
-}
-
-pub(super) struct Shared {
-    pub(super) conn: RedisConn,
-    pub(super) lease: Duration,
-    /// How long a waiting token may sit in a queue.
-    pub(super) queue_ttl: Duration,
-    pub(super) channel: String,
-    pub(super) waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    pub(super) scripts: Arc<Scripts>,
-    /// The audit trail is on: an expiry noticed on load is audited.
-    pub(super) audit: bool,
-    pub(super) tokens: RandomState,
-    pub(super) counter: AtomicU64,
-    /// This process among the replicas: its deferred turns are reported
-    /// to it in process, never adopted from the store by itself.
-    pub(super) replica: u64,
-    /// Tokens we gave up on (a timed-out acquire, a failed release) while
-    /// Redis was unreachable. An operation that timed out may still run
-    /// when Redis comes back, leaving our token queued or even holding the
-    /// lease; the sweeper removes them as soon as Redis answers again.
-    pub(super) orphans: Mutex<Vec<(LeaseKeys, u64, tokio::time::Instant)>>,
-    /// Releases spawned and not finished yet (for `quiesce`).
-    pub(super) releasing: std::sync::atomic::AtomicUsize,
-    pub(super) released: tokio::sync::Notify,
 }
 
 impl RedisTurns {
@@ -92,62 +66,6 @@ impl RedisTurns {
         tokio::spawn(sweep_orphans(Arc::downgrade(&shared)));
         RedisTurns { shared }
     }
-}
-
-impl Shared {
-    /// A token no other turn, here or on another replica, will ever use.
-    fn fresh_token(&self) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        // Never 0: commit.lua reads '0' as "unfenced".
-        self.tokens.hash_one((n, now)).max(1)
-    }
-
-    pub(super) fn forget(&self, token: u64) {
-        if let Ok(mut w) = self.waiters.lock() {
-            w.remove(&token);
-        }
-    }
-
-    pub(super) async fn run(
-        &self,
-        script: &redis::Script,
-        keys: &LeaseKeys,
-        args: &[String],
-    ) -> Result<i64, TurnError> {
-        let mut inv = script.prepare_invoke();
-        inv.key(&keys.lease).key(&keys.queue);
-        for a in args {
-            inv.arg(a);
-        }
-        self.conn
-            .eval(&inv)
-            .await
-            .map_err(|e| TurnError::Store(e.into()))
-    }
-
-    pub(super) async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
-        self.run(&self.scripts.any().release, keys, &[token.to_string()])
-            .await
-    }
-
-    /// Leaves the queue; if Redis cannot be told now, the sweeper will.
-    pub(super) async fn leave(&self, keys: &LeaseKeys, token: u64) {
-        if self.release(keys, token).await.is_err() {
-            if let Ok(mut o) = self.orphans.lock() {
-                o.push((keys.clone(), token, tokio::time::Instant::now()));
-            }
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(super) struct LeaseKeys {
-    pub(super) lease: String,
-    pub(super) queue: String,
 }
 
 /// A held Redis turn: its token (the fence) and the lease's keep-alive.
@@ -270,9 +188,7 @@ impl RedisTurns {
         let deadline = tokio::time::Instant::now() + wait;
         // Listen before queueing, so a hand-over cannot slip past us.
         let (tx, notice) = oneshot::channel();
-        if let Ok(mut w) = s.waiters.lock() {
-            w.insert(token, tx);
-        }
+        s.waiters.lock().insert(token, tx);
         // From here on, however this future ends (an error, the wait bound,
         // or being dropped mid-wait), the place is given up unless taken.
         // On an error the script may have run (or may still run) without us
@@ -342,7 +258,7 @@ impl RedisTurns {
         let settled = tokio::time::timeout(within, async {
             loop {
                 let notified = s.released.notified();
-                let orphans = s.orphans.lock().map(|o| o.len()).unwrap_or(0);
+                let orphans = s.orphans.lock().len();
                 if s.releasing.load(Ordering::SeqCst) == 0 && orphans == 0 {
                     return;
                 }

@@ -1,0 +1,100 @@
+//! What a process's Redis turns share: the connection, the scripts, the
+//! waiters told of hand-overs, the orphaned tokens to sweep, and the
+//! per-turn lease keys; used by the turns (`turns.rs`), the acquire
+//! (`acquire.rs`) and the background tasks (`background.rs`), none of
+//! which needs another for it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::conn::RedisConn;
+use super::scripts::Scripts;
+use crate::backend::TurnError;
+
+/// How often a waiter checks by itself, notices aside.
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+pub(super) struct Shared {
+    pub(super) conn: RedisConn,
+    pub(super) lease: Duration,
+    /// How long a waiting token may sit in a queue.
+    pub(super) queue_ttl: Duration,
+    pub(super) channel: String,
+    pub(super) waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    pub(super) scripts: Arc<Scripts>,
+    /// The audit trail is on: an expiry noticed on load is audited.
+    pub(super) audit: bool,
+    pub(super) tokens: RandomState,
+    pub(super) counter: AtomicU64,
+    /// This process among the replicas: its deferred turns are reported
+    /// to it in process, never adopted from the store by itself.
+    pub(super) replica: u64,
+    /// Tokens we gave up on (a timed-out acquire, a failed release) while
+    /// Redis was unreachable. An operation that timed out may still run
+    /// when Redis comes back, leaving our token queued or even holding the
+    /// lease; the sweeper removes them as soon as Redis answers again.
+    pub(super) orphans: Mutex<Vec<(LeaseKeys, u64, tokio::time::Instant)>>,
+    /// Releases spawned and not finished yet (for `quiesce`).
+    pub(super) releasing: std::sync::atomic::AtomicUsize,
+    pub(super) released: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// A token no other turn, here or on another replica, will ever use.
+    pub(super) fn fresh_token(&self) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // Never 0: commit.lua reads '0' as "unfenced".
+        self.tokens.hash_one((n, now)).max(1)
+    }
+
+    pub(super) fn forget(&self, token: u64) {
+        self.waiters.lock().remove(&token);
+    }
+
+    pub(super) async fn run(
+        &self,
+        script: &redis::Script,
+        keys: &LeaseKeys,
+        args: &[String],
+    ) -> Result<i64, TurnError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(&keys.lease).key(&keys.queue);
+        for a in args {
+            inv.arg(a);
+        }
+        self.conn
+            .eval(&inv)
+            .await
+            .map_err(|e| TurnError::Store(e.into()))
+    }
+
+    pub(super) async fn release(&self, keys: &LeaseKeys, token: u64) -> Result<i64, TurnError> {
+        self.run(&self.scripts.any().release, keys, &[token.to_string()])
+            .await
+    }
+
+    /// Leaves the queue; if Redis cannot be told now, the sweeper will.
+    pub(super) async fn leave(&self, keys: &LeaseKeys, token: u64) {
+        if self.release(keys, token).await.is_err() {
+            self.orphans
+                .lock()
+                .push((keys.clone(), token, tokio::time::Instant::now()));
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct LeaseKeys {
+    pub(super) lease: String,
+    pub(super) queue: String,
+}
