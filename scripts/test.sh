@@ -8,6 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Wall time of each phase, printed with the summary (the suite's budget
+# is 10 minutes on 2 cores; this says where the time goes).
+timings=""
+phase_name=""
+phase_start=$SECONDS
+phase() {
+  if [ -n "$phase_name" ]; then timings="${timings}${phase_name} $((SECONDS - phase_start))s, "; fi
+  phase_name="$1"
+  phase_start=$SECONDS
+  echo "== $1"
+}
+
+phase "system packages"
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
@@ -23,11 +36,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
+phase "cargo test"
 log="$(mktemp)"
 # --no-fail-fast: every test binary runs, so a failure still prints the count.
 set +e
@@ -40,7 +53,7 @@ rm -f "$log"
 
 # The client helpers and example bots, against the statehold binary the
 # cargo run just built (target/debug/statehold).
-echo "== python helper and examples"
+phase "python helper and examples"
 # A venv whose interpreter moved (the tree was copied) is made anew.
 if ! target/pyenv/bin/python -c '' >/dev/null 2>&1; then
   rm -rf target/pyenv
@@ -66,7 +79,7 @@ rm -f "$log"
 passed=$((passed + p)); failed=$((failed + f))
 if [ "$py_status" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
 
-echo "== node helper and example"
+phase "node helper and example"
 mkdir -p target/node
 (cd target/node && npm install --no-audit --no-fund --silent ../../clients/node express@5.3.0 grammy@1.46.0 @slack/bolt@5.1.0) \
   || echo "== npm install failed"
@@ -81,18 +94,20 @@ rm -f "$log"
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 if [ "$node_status" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 
-echo "== fuzz (bounded)"
+phase "fuzz (bounded)"
 set +e
 ./scripts/fuzz.sh 15
 fuzz_status=$?
 set -e
 # The exact binary the Dockerfile builds (tests/image.rs checks the recipe).
-echo "== the image's binary (cargo build --release --locked --bin statehold)"
+phase "the image's binary (cargo build --release --locked --bin statehold)"
 set +e
 cargo build --release --locked --bin statehold
 image_status=$?
 set -e
 if [ "$image_status" -ne 0 ]; then failed=$((failed + 1)); fi
+phase "done"
+echo "phases: ${timings%, }; total $((SECONDS))s"
 echo "tests: ${passed} passed, ${failed} failed"
 if [ "$test_status" -ne 0 ] || [ "$py_status" -ne 0 ] || [ "$node_status" -ne 0 ] \
   || [ "$fuzz_status" -ne 0 ] || [ "$image_status" -ne 0 ]; then
