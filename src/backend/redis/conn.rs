@@ -46,12 +46,30 @@ impl WeakConn {
 /// the request: a replica after a failover (`READONLY`), a server loading
 /// its data (`LOADING`), a replica whose primary is gone (`MASTERDOWN`), a
 /// cluster without quorum or in the middle of a move (`CLUSTERDOWN`,
-/// `TRYAGAIN`). They count as the store being unavailable (breaker, retry
-/// on a fresh connection), never as damaged data.
+/// `TRYAGAIN`), a slot the client's map places wrongly after a failover
+/// (`MOVED`, `ASK`, when the client's own redirects ran out), a script
+/// still running (`BUSY`), a server refusing writes (`OOM`, `MISCONF`,
+/// `NOREPLICAS`) or us (`NOAUTH`, `WRONGPASS`). They count as the store
+/// being unavailable (breaker, retry on a fresh connection, which asks for
+/// the slot map anew), never as damaged data or a refused operation.
 fn is_unavailable_reply(e: &redis::RedisError) -> bool {
     matches!(
         e.code(),
-        Some("READONLY" | "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN")
+        Some(
+            "READONLY"
+                | "LOADING"
+                | "MASTERDOWN"
+                | "CLUSTERDOWN"
+                | "TRYAGAIN"
+                | "MOVED"
+                | "ASK"
+                | "BUSY"
+                | "OOM"
+                | "MISCONF"
+                | "NOREPLICAS"
+                | "NOAUTH"
+                | "WRONGPASS"
+        )
     )
 }
 
