@@ -1059,7 +1059,7 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("statehold-test-")
-        .keep(std::env::var_os("STATEHOLD_KEEP_TMP").is_some())
+        .disable_cleanup(std::env::var_os("STATEHOLD_KEEP_TMP").is_some())
         .tempdir()
         .expect("temp dir")
 }
