@@ -40,16 +40,28 @@ phase "cargo fmt --check"
 cargo fmt --all -- --check
 phase "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+phase "cargo test (build)"
+built="$(mktemp)"
+set +e
+cargo test --all-targets --locked --no-run --message-format=json-render-diagnostics >"$built"
+build_status=$?
+set -e
 phase "cargo test"
 log="$(mktemp)"
-# --no-fail-fast: every test binary runs, so a failure still prints the count.
+# What `cargo test --all-targets --no-fail-fast` runs, two executables at a
+# time (scripts/run_tests.py): every one runs, so a failure still prints
+# the count.
 set +e
-cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log"
+python3 scripts/run_tests.py <"$built" 2>&1 | tee "$log"
 test_status=${PIPESTATUS[0]}
 set -e
+rm -f "$built"
+if [ "$build_status" -ne 0 ]; then test_status=1; fi
 read -r passed failed < <(awk '/^test result:/ { for (i = 2; i <= NF; i++) {
   if ($i == "passed;") p += $(i - 1); if ($i == "failed;") f += $(i - 1) } } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
+# A test that does not compile is a failure too.
+if [ "$build_status" -ne 0 ]; then failed=$((failed + 1)); fi
 
 # The client helpers and example bots, against the statehold binary the
 # cargo run just built (target/debug/statehold).

@@ -132,8 +132,14 @@ fn spawn(name: &str, cmd: &mut Command, log: Option<&Path>) -> Proc {
 }
 
 /// Polls `check` until it holds or READY_WITHIN passes.
-pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + READY_WITHIN;
+pub fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    wait_until_within(what, READY_WITHIN, check)
+}
+
+/// Polls `check` until it holds or `within` passes: for events whose time
+/// is another program's (a Sentinel's failover, with its own timeouts).
+pub fn wait_until_within(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if check() {
             return;

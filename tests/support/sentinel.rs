@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{wait_until, Proc, RedisServer};
+use super::{wait_until, wait_until_within, Proc, RedisServer};
 
 /// The monitored primary's name.
 pub const MASTER: &str = "mymaster";
@@ -120,9 +120,14 @@ impl SentinelSet {
             .expect("the primary is ours");
         server.proc.kill9();
         let killed = Instant::now();
-        wait_until("a sentinel promoted a replica", || {
-            self.primary_port().is_some_and(|p| p != old)
-        });
+        // A Sentinel that just failed over backs off before the next
+        // failover (its failover-timeout): under load that can pass the
+        // usual 20 s.
+        wait_until_within(
+            "a sentinel promoted a replica",
+            Duration::from_secs(60),
+            || self.primary_port().is_some_and(|p| p != old),
+        );
         killed.elapsed()
     }
 
