@@ -21,7 +21,8 @@ fn json_logs_carry_the_request_line_and_its_trace_id() {
         .env
         .push(("STATEHOLD_LOG__FORMAT".into(), "json".into()));
     let sh = Statehold::start(config);
-    let r = sh.update_with(1, 4242, "hi", &[("traceparent", TRACEPARENT)]);
+    // An id no timestamp, port or duration in the log would spell by chance.
+    let r = sh.update_with(1, 80424217, "hi", &[("traceparent", TRACEPARENT)]);
     assert_eq!(r.status, 200);
     // The bot sees the header as it came.
     let seen = bot.requests();
@@ -45,14 +46,10 @@ fn json_logs_carry_the_request_line_and_its_trace_id() {
     assert_eq!(request["outcome"], "ok");
     assert_eq!(request["status"], 200);
     assert_eq!(request["route"], "/telegram");
-    assert_eq!(
-        request["key"],
-        "tg:***4242".replace("4242", "42"),
-        "{request}"
-    );
+    assert_eq!(request["key"], "tg:***4217", "{request}");
     assert!(request["took_us"].as_u64().is_some());
     assert_eq!(request["level"], "INFO");
-    assert!(!logs.contains("4242"), "ids stay masked");
+    assert!(!logs.contains("80424217"), "ids stay masked");
 }
 
 #[test]

@@ -29,6 +29,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -66,6 +67,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// page, a late report held back by a slow client).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long the admin listener's requests in flight at shutdown (a late
+/// report being saved, a scrape) may take to be answered.
+const DRAIN_WITHIN: Duration = Duration::from_secs(5);
+
 impl<B: Backend> Admin<B> {
     pub fn new(
         pipeline: Arc<Pipeline<Private<B>>>,
@@ -99,16 +104,19 @@ impl<B: Backend> Admin<B> {
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        // At shutdown, requests in flight (a late report being saved) are
+        // answered before the process exits; idle connections close.
+        let graceful = GracefulShutdown::new();
         loop {
             let slot = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 slot = Arc::clone(&slots).acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => return,
                 },
             };
             let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -119,6 +127,7 @@ impl<B: Backend> Admin<B> {
                 },
             };
             let admin = Arc::clone(&self);
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _slot = slot;
                 let service = hyper::service::service_fn(move |req| {
@@ -137,10 +146,17 @@ impl<B: Backend> Admin<B> {
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
+                if let Err(e) = watcher.watch(conn).await {
                     debug!(%peer, error = %e, "admin connection error");
                 }
             });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_WITHIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(within = ?DRAIN_WITHIN, "admin requests still in flight at exit");
         }
     }
 
