@@ -7,6 +7,8 @@
 -- Hot path, so written out in full (no local functions; the hand-over
 -- repeats turn_lib.lua's grant_next). The deployment's constants are written
 -- in when the script is built (scripts.rs).
+-- The layout below is built in one place, redis/commit_call.rs (CommitCall),
+-- which pads an empty optional slot that comes before a filled one.
 -- KEYS[1] snapshot hash {t}:s   KEYS[2] lease {t}:l
 -- KEYS[3] dedupe record {t}:d:<id>   KEYS[4] turn queue {t}:q
 -- KEYS[5] history {t}:h (only with store.history or the audit trail on)

@@ -23,6 +23,7 @@
 mod acquire;
 mod background;
 mod breaker;
+mod commit_call;
 mod conn;
 mod deferred;
 mod endpoint;

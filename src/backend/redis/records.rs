@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
+use super::commit_call::{CommitCall, Required};
 use super::conn::RedisConn;
 use super::keys::ConvKeys;
 use super::scripts::Scripts;
@@ -149,33 +150,29 @@ impl RedisRecords {
         commit: Commit,
     ) -> Result<CommitOutcome, StoreError> {
         let keys = self.conn.keys(key);
-        let (change, data): (&str, Bytes) = match &commit.change {
+        let (change, data): (&'static str, Bytes) = match &commit.change {
             StateChange::Put(json) => ("p", json.clone()),
             StateChange::Clear => ("c", Bytes::new()),
             StateChange::Forget => ("f", Bytes::new()),
             StateChange::Keep => ("k", Bytes::new()),
         };
         let (dedupe_id, recorded) = match &commit.dedupe {
-            Some((id, response)) => (id.as_str(), response.encode()),
-            None => ("", Bytes::new()),
+            Some((id, response)) => (id.as_str(), Some(response.encode())),
+            None => ("", None),
         };
-        let mut inv = self.scripts.of(key).commit.prepare_invoke();
-        inv.key(keys.snapshot())
-            .key(keys.lease())
-            .key(keys.dedupe(dedupe_id))
-            .key(keys.queue())
-            .arg(fence.to_string())
-            .arg(
-                commit
-                    .expected_version
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(change)
-            .arg(data.as_ref())
-            .arg(if commit.dedupe.is_some() { "1" } else { "0" })
-            .arg(recorded.as_ref());
-        self.retention_args(&mut inv, (key, &keys), &commit);
+        let mut call = CommitCall::new(Required {
+            snapshot: keys.snapshot(),
+            lease: keys.lease(),
+            dedupe: keys.dedupe(dedupe_id),
+            queue: keys.queue(),
+            fence,
+            expected_version: commit.expected_version,
+            change,
+            snapshot_json: &data,
+            recorded: recorded.as_deref(),
+        });
+        self.optional_args(&mut call, (key, &keys), &commit);
+        let inv = call.invocation(&self.scripts.of(key).commit);
         let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
             "ok" => Ok(CommitOutcome::Committed { version }),
@@ -184,43 +181,38 @@ impl RedisRecords {
         }
     }
 
-    /// commit.lua's optional keys and arguments: the kept version's time
-    /// and kind, the audit event, the link change (ARGV[7] and [8] are
-    /// positional: sent empty when unused and a link follows).
-    fn retention_args(
+    /// commit.lua's optional slots: the kept version's time and kind, the
+    /// audit event, the link change ([`CommitCall`] pads what comes
+    /// before a filled slot).
+    fn optional_args(
         &self,
-        inv: &mut redis::ScriptInvocation<'_>,
+        call: &mut CommitCall,
         (key, keys): (&ConvKey, &ConvKeys),
         commit: &Commit,
     ) {
         let kind = commit.kind();
         let now = (self.history > 0 || self.audit > 0).then(crate::backend::now_ms);
         if let Some(now) = now {
-            inv.key(keys.history()).arg(format!("{kind} {now}"));
-        }
-        let channel = commit.link.as_ref().map(|l| l.channel());
-        if let (Some(now), true) = (now, self.audit > 0) {
-            let members = commit
-                .audit
-                .as_ref()
-                .map(|n| n.members(key, kind, now, channel));
-            inv.key(self.audit_stream())
-                .key(keys.expiry_mark())
-                .arg(members.unwrap_or_default());
+            call.history(keys.history(), format!("{kind} {now}"));
+            if self.audit > 0 {
+                let channel = commit.link.as_ref().map(|l| l.channel());
+                let members = commit
+                    .audit
+                    .as_ref()
+                    .map(|n| n.members(key, kind, now, channel));
+                call.audit(
+                    self.audit_stream(),
+                    keys.expiry_mark(),
+                    members.unwrap_or_default(),
+                );
+            }
         }
         if let Some(link) = &commit.link {
-            if now.is_none() {
-                inv.arg("");
-            }
-            if self.audit == 0 {
-                inv.arg("");
-            }
             let op = match &**link {
                 LinkChange::Link(_) => "l",
                 LinkChange::Unlink(_) => "u",
             };
-            inv.arg(op)
-                .arg(self.conn.keys(link.channel()).tag().to_string());
+            call.link(op, self.conn.keys(link.channel()).tag().to_string());
         }
     }
 
