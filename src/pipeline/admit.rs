@@ -63,7 +63,7 @@ impl<B: Backend> Pipeline<B> {
             json,
         };
         let ambiguous = |e: key::KeyError| {
-            Reject::bad_request("ambiguous or unusable conversation key").detail(e)
+            Reject::bad_request("ambiguous or unusable conversation key").because(e)
         };
         let Some(id) = key::first_present(&route.key, &req).map_err(ambiguous)? else {
             return Ok(None);
@@ -124,5 +124,5 @@ fn unverified(e: VerifyError) -> Reject {
         VerifyError::HandshakeToken => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
     };
-    Reject::new(status, Outcome::Unverified, "webhook verification failed").detail(e)
+    Reject::new(status, Outcome::Unverified, "webhook verification failed").because(e)
 }

@@ -53,7 +53,7 @@ pub async fn read(
     let collect = async {
         let mut body = body;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Reject::bad_request("cannot read body").detail(e))?;
+            let frame = frame.map_err(|e| Reject::bad_request("cannot read body").because(e))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -105,7 +105,7 @@ pub fn parse_json(body: &[u8], needed: bool) -> Result<Option<Value>, Reject> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(Some(v)),
-        Err(e) if needed => Err(Reject::bad_request("malformed JSON body").detail(e)),
+        Err(e) if needed => Err(Reject::bad_request("malformed JSON body").because(e)),
         Err(_) => Ok(None),
     }
 }
@@ -135,6 +135,6 @@ pub fn set_member(
         return Ok((body, false));
     }
     let rewritten = serde_json::to_vec(doc)
-        .map_err(|e| Reject::bad_request("the body cannot be re-encoded").detail(e))?;
+        .map_err(|e| Reject::bad_request("the body cannot be re-encoded").because(e))?;
     Ok((Bytes::from(rewritten), injected))
 }

@@ -38,7 +38,7 @@ impl<B: Backend> Pipeline<B> {
         parts.uri = self
             .upstream
             .uri_for(parts.uri.path_and_query())
-            .map_err(|e| Reject::bad_request("the request path cannot be forwarded").detail(e))?;
+            .map_err(|e| Reject::bad_request("the request path cannot be forwarded").because(e))?;
         Ok(())
     }
 
@@ -128,7 +128,7 @@ fn upstream_reject(e: UpstreamError) -> Reject {
             "the bot's connection failed",
         ),
     };
-    Reject::new(status, outcome, reason).detail(e)
+    Reject::new(status, outcome, reason).because(e)
 }
 
 impl<B: Backend> Pipeline<B> {

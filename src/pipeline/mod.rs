@@ -203,7 +203,7 @@ impl<B: Backend> Pipeline<B> {
         contract::strip_reserved(&mut parts.headers);
         // normalize: routes match what the bot's framework will route on.
         if let Err(e) = normalize_uri(&mut parts.uri) {
-            let reject = Reject::bad_request("the request path cannot be normalized").detail(e);
+            let reject = Reject::bad_request("the request path cannot be normalized").because(e);
             return self.unrouted(reject, started);
         }
         let Some(route) = self.routes.find(parts.uri.path()) else {

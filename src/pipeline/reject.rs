@@ -1,5 +1,5 @@
 //! statehold's own answers ([`Reject`]): a status, the outcome, a fixed
-//! short message for the client, and details for the log only (never error
+//! short message for the client, and its cause for the log only (never error
 //! chains, ids or state in a body that leaves).
 
 use std::borrow::Cow;
@@ -18,8 +18,9 @@ pub struct Reject {
     pub outcome: Outcome,
     /// Short and fixed: sent to the client.
     pub reason: Cow<'static, str>,
-    /// For the log line only.
-    pub detail: Option<String>,
+    /// Why, for the log line only: the error it stands for, its sources
+    /// kept (never sent to the client).
+    pub cause: Option<crate::backend::Cause>,
     /// The bot already handled the request: a retry would run it again,
     /// so no `Retry-After` invites one (the platform redelivers anyway;
     /// a dedupe record, where written, answers it).
@@ -36,7 +37,7 @@ impl Reject {
             status,
             outcome,
             reason: reason.into(),
-            detail: None,
+            cause: None,
             bot_ran: false,
         }
     }
@@ -48,26 +49,39 @@ impl Reject {
     }
 
     /// The store refused one conversation's operation (not an outage).
-    pub fn store_error(e: &crate::backend::StoreError) -> Reject {
+    pub fn store_error(e: crate::backend::StoreError) -> Reject {
         Reject::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             Outcome::StoreError,
             "the conversation's stored record could not be used",
         )
-        .detail(e)
+        .because(e)
     }
 
-    pub fn detail(mut self, detail: impl ToString) -> Reject {
-        self.detail = Some(detail.to_string());
+    /// The error this answer stands for.
+    pub fn because(mut self, cause: impl Into<crate::backend::Cause>) -> Reject {
+        self.cause = Some(cause.into());
         self
     }
 
-    /// What the log line says: the reason, then the detail.
+    /// What the log line says: the reason, then the cause and its
+    /// sources.
     pub fn log_text(&self) -> String {
-        match &self.detail {
-            Some(d) => format!("{}: {d}", self.reason),
-            None => self.reason.to_string(),
+        let mut text = self.reason.to_string();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = self
+            .cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static));
+        while let Some(e) = next {
+            // Errors that print their source already say it once.
+            let said = e.to_string();
+            if !text.contains(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            next = e.source();
         }
+        text
     }
 
     pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Reject {
@@ -101,3 +115,27 @@ impl Reject {
 
 /// Seconds the platform is asked to wait after a 503.
 const RETRY_AFTER_SECS: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::StoreError;
+
+    #[test]
+    fn the_log_line_names_the_cause_once_and_the_client_never_sees_it() {
+        let reject = Reject::store_error(StoreError::Corrupt("a damaged alias".into()));
+        assert_eq!(
+            reject.log_text(),
+            "the conversation's stored record could not be used: stored data is damaged: a damaged alias"
+        );
+        assert!(matches!(
+            reject
+                .cause
+                .as_deref()
+                .map(|c| c.downcast_ref::<StoreError>()),
+            Some(Some(StoreError::Corrupt(_)))
+        ));
+        let body = format!("{:?}", reject.response().into_body());
+        assert!(!body.contains("damaged alias"));
+    }
+}

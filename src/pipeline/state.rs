@@ -166,7 +166,7 @@ impl<B: Backend> Pipeline<B> {
                 self.metrics.load(LoadResult::Error);
                 warn!(key = %conv.display(self.settings.reveal_ids), error = %e,
                     "the conversation's record cannot be used (the store is up): answered 500; see docs/operations.md#what-each-failure-looks-like");
-                Err(Reject::store_error(&e))
+                Err(Reject::store_error(e))
             }
         }
     }
@@ -274,7 +274,7 @@ impl<B: Backend> Pipeline<B> {
                 "the snapshot is not yet on enough replicas; redeliver",
             )
             .after_bot()),
-            Saved::Refused(e) => Err(Reject::store_error(&e).after_bot()),
+            Saved::Refused(e) => Err(Reject::store_error(e).after_bot()),
             // Someone else moved the conversation on: this update is not in
             // the stored state, so ask the platform to deliver it again.
             Saved::Stale => Err(Reject::new(
