@@ -100,7 +100,7 @@ impl<B: Backend> Admin<B> {
     /// once: more wait in the listen backlog (holding no descriptor of
     /// ours), so idle admin clients can never take the descriptors the
     /// webhook listener needs; each connection also gets
-    /// [`REQUEST_TIMEOUT`] per request and the head timeout.
+    /// `REQUEST_TIMEOUT` per request and the head timeout.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

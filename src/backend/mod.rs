@@ -6,7 +6,12 @@
 //! - [`embedded`]: a redb file and in-process turns (one node).
 //! - [`redis`]: Redis, shared by every replica (leased, fenced turns).
 //! - [`private`]: either, with hashed keys and sealed values at rest
-//!   ([`migrate`]: moving plaintext keys onto hashed ones).
+//!   ([`migrate`]: moving plaintext keys onto hashed ones; [`keymarks`]:
+//!   the check that replicas of a shared store hold the same keys).
+//!
+//! Errors keep their kind ([`StoreError`]): only an outage (unreachable,
+//! too slow) marks the store down, waits for recovery and spools; damaged
+//! data or a refused script concern one conversation.
 //!
 //! # A turn
 //!

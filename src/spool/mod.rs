@@ -13,6 +13,7 @@
 //!   pipeline takes the entry under the conversation's turn): the bot never
 //!   sees the pre-outage snapshot while a newer one waits here.
 //! - Bounded by `store.spool_max` conversations; it survives a restart.
+//! - `entry.rs`: an entry's format; `write_back.rs`: the write-back.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -2,18 +2,23 @@
 //!
 //! - `endpoint.rs`: one server, Sentinel or Cluster; clients, connecting.
 //! - `failover.rs`: follows Sentinel's `+switch-master` announcements.
-//! - `conn.rs`: the connection, timeouts, error classification.
+//! - `conn.rs`: the connection, timeouts, error classification;
+//!   `error.rs`: an operation's errors (`OpError`, mapped
+//!   to the store's by kind) and the client's at startup.
 //! - `breaker.rs`: the circuit breaker.
 //! - `keys.rs`: key names, one hash tag per conversation.
 //! - `scripts.rs`: every script, built with the deployment's constants.
-//! - `records.rs`: `load.lua`, `commit.lua`; `views.rs`: reads for the
-//!   admin API and maintenance (links, history, audit, scan).
+//! - `records.rs`: `load.lua`, `commit.lua` (its keys and arguments laid
+//!   out by `commit_call.rs`); `views.rs`: reads for the admin API and
+//!   maintenance (links, history, audit, scan); `marks.rs`: the key marks
+//!   (`marks.lua`, replicas share their keys).
 //! - `turns.rs`: the leased, fenced ticket queue (`check.lua`,
 //!   `release.lua`, `extend.lua`, `turn_lib.lua`); `acquire.rs`: queueing
 //!   for a turn (`acquire.lua`); `deferred.rs`: deferred turns
 //!   (`defer.lua`, `adopt.lua`).
-//! - `background.rs`: hand-over notices, the orphan sweeper, lease
-//!   extension.
+//! - `shared.rs`: what a process's turns share (connection, scripts,
+//!   waiters, orphans); `background.rs`: hand-over notices, the orphan
+//!   sweeper, lease extension.
 //!
 //! An uncontended request costs two round trips: `acquire.lua` (turn,
 //! record, TTL refresh, dedupe lookup) and `commit.lua` (fence and version
