@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use statehold::backend::embedded::EmbeddedBackend;
-use statehold::backend::{Backend, Commit, Held, StateChange};
+use statehold::backend::{Commit, Held, StateChange, Turns};
 use statehold::contract::{self, Injection, LoadStatus};
 use statehold::key::{first_present, ConvKey, KeySource, RequestParts};
 use statehold::presets::Preset;

@@ -891,7 +891,7 @@ fn redis_at_saturation(
     requests: u64,
 ) -> Result<(), String> {
     use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
-    use statehold::backend::{Backend, Commit, Held, RecordedResponse, StateChange};
+    use statehold::backend::{Commit, Held, RecordedResponse, StateChange, Turns};
     use statehold::key::ConvKey;
     let url = format!("redis://127.0.0.1:{port}/0");
     let second = Duration::from_secs(1);
@@ -977,7 +977,7 @@ fn redis_at_saturation(
 
 /// Stores `n` conversations through the embedded store's own API.
 fn prefill_embedded(rt: &tokio::runtime::Runtime, path: &Path, n: u64) -> Result<(), String> {
-    use statehold::backend::{Backend, Commit, Held, StateChange};
+    use statehold::backend::{Commit, Held, StateChange, Turns};
     use statehold::key::ConvKey;
     let day = Duration::from_secs(86_400);
     let store = Arc::new(

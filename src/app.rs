@@ -18,6 +18,7 @@ use crate::backend::embedded::{EmbeddedBackend, OpenError};
 use crate::backend::private::Private;
 use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use crate::backend::Backend;
+use crate::backend::Lifecycle;
 use crate::config::{BackendKind, Config, OnUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;

@@ -20,7 +20,7 @@
 //! - [`backend`]: where conversations live and how their turns are taken,
 //!   each backend one unit: [`backend::embedded`] (a redb file, turns in
 //!   process) and [`backend::redis`] (connection, breaker, key names, Lua
-//!   scripts, leased and fenced turns across replicas). `Backend::begin`
+//!   scripts, leased and fenced turns across replicas). `Turns::begin`
 //!   takes the turn and reads the record; `Held::finish` commits and
 //!   releases, or dropping the `Held` releases. Per-route lifetimes, kept
 //!   versions (`store.history`) and audit events are written in the

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::backend::migrate::Migrated;
 use crate::backend::private::Private;
 use crate::backend::reseal::Resealed;
+use crate::backend::Lifecycle;
 use crate::backend::{Backend, StoreError};
 use crate::key::ConvKey;
 use crate::pipeline::Pipeline;

@@ -16,7 +16,9 @@ use std::time::Duration;
 use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::private::Private;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
-use statehold::backend::{Backend, Commit, Held, RecordedResponse, Retention, StateChange};
+use statehold::backend::{
+    Backend, Commit, Held, Lifecycle, RecordedResponse, Retention, StateChange, Turns,
+};
 use statehold::privacy::Privacy;
 use support::conformance::{history_suite, keeping, short_lifetimes, suite, ttl_suite, SHORT_TTL};
 use support::deferral_conformance::deferral_suite;

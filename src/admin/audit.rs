@@ -12,6 +12,7 @@ use super::state::{namespace_ok, strict_decode};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::audit::AuditQuery;
 use crate::backend::Backend;
+use crate::backend::Inspect;
 use crate::key::ConvKey;
 
 const MAX_LIMIT: usize = 1000;

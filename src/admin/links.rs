@@ -9,6 +9,7 @@ use serde_json::json;
 use super::state::{namespace_ok, strict_decode, NAMESPACE_RULE};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::Backend;
+use crate::backend::{Inspect, Turns};
 use crate::key::ConvKey;
 
 impl<B: Backend> Admin<B> {

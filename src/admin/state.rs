@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin, StoreError, Version};
+use crate::backend::{Inspect, Turns};
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 

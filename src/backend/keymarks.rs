@@ -5,6 +5,7 @@
 use tracing::warn;
 
 use super::private::Private;
+use super::Lifecycle;
 use super::{Backend, StoreError};
 use crate::privacy::marks::KeyMismatch;
 

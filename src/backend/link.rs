@@ -1,7 +1,7 @@
 //! Links: a channel conversation (`wa:+4930…`, `web:sess-9`) made an alias
 //! of a member key (`member:42`) by the bot's `X-Statehold-Link`. From then
 //! on a request on the channel takes the member's turn, reads the member's
-//! record and shares its dedupe records; [`crate::backend::Backend::begin`]
+//! record and shares its dedupe records; [`crate::backend::Turns::begin`]
 //! resolves the alias atomically with the turn (on Redis inside
 //! `acquire.lua`, no extra round trip).
 //!

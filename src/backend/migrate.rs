@@ -63,7 +63,7 @@ impl Migrated {
 }
 
 impl<B: Backend> Private<B> {
-    /// Moves one stored key (as [`Backend::scan`] returns it) onto its
+    /// Moves one stored key (as [`super::Lifecycle::scan`] returns it) onto its
     /// hashed key; `dry_run`: only says what it would do (reads, no turn).
     pub async fn migrate(
         &self,

@@ -15,7 +15,7 @@
 //!
 //! # A turn
 //!
-//! [`Backend::begin`] waits for the conversation's turn (arrival order; other
+//! [`Turns::begin`] waits for the conversation's turn (arrival order; other
 //! conversations never wait) and reads its record with the dedupe lookup:
 //! on Redis both in one round trip. The [`Held`] turn ends one of two ways:
 //! [`Held::finish`] writes one atomic commit and releases the turn in the
@@ -52,6 +52,7 @@ pub mod record;
 pub mod redis;
 pub mod reseal;
 mod sealed;
+mod traits;
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,9 +65,9 @@ pub use record::{
     Cause, Commit, CommitOutcome, Dumped, Loaded, Origin, RecordedResponse, StateChange,
     StoreError, StoreErrorKind, Version,
 };
+pub use traits::{Backend, Inspect, Lifecycle, Turns};
 
 use crate::key::ConvKey;
-use crate::privacy::marks::{MarkWrites, Recorded};
 
 /// Why a turn could not be begun.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +111,7 @@ pub trait Held: Send + 'static {
     /// Keeps the turn past the bot's answer (a deferred turn): writes the
     /// answer's dedupe record, so redeliveries are answered from it, and
     /// registers `token` for `within`, so that any replica can
-    /// [`Backend::adopt`] the turn for its late report. The turn stays
+    /// [`Turns::adopt`] the turn for its late report. The turn stays
     /// held, its lease kept alive, until it is finished or dropped.
     fn defer(
         &mut self,
@@ -125,109 +126,7 @@ pub trait Held: Send + 'static {
     fn lost(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// One storage and coordination backend. See the module docs.
-pub trait Backend: Send + Sync + 'static {
-    type Held: Held;
-
-    /// Waits (at most `wait`) for the conversation's turn, then reads its
-    /// record and, with a dedupe id, that id's recorded response.
-    fn begin(
-        &self,
-        key: &ConvKey,
-        wait: Duration,
-        dedupe_id: Option<&str>,
-    ) -> impl Future<Output = Result<(Self::Held, Loaded), TurnError>> + Send;
-
-    /// A turn deferred by another replica (or by this one, before a
-    /// restart), taken over by its token for the late report: the turn,
-    /// fenced as its holder's, and the record ([`Adoption`]). In-process
-    /// turns are only ever reported to their own process: never adopted.
-    fn adopt(
-        &self,
-        token: &TurnToken,
-    ) -> impl Future<Output = Result<Adoption<Self::Held>, StoreError>> + Send;
-
-    /// Reads a record without taking the turn (the admin API's GET).
-    fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
-
-    /// The kept versions of a conversation (`store.history`), newest
-    /// first; empty with history off.
-    fn history(
-        &self,
-        key: &ConvKey,
-    ) -> impl Future<Output = Result<Vec<Version>, StoreError>> + Send;
-
-    /// Audit events (`[audit]`): one key's newest first, or those after an
-    /// id oldest first; at most `query.limit`.
-    fn audit(
-        &self,
-        query: &audit::AuditQuery,
-    ) -> impl Future<Output = Result<Vec<audit::AuditEntry>, StoreError>> + Send;
-
-    /// A record as stored (version, stored value, lifetime left), outside
-    /// any turn, for `statehold export`; `None` when there is none. `key`
-    /// is a stored key, as [`Backend::scan`] gives it.
-    fn dump(
-        &self,
-        key: &ConvKey,
-    ) -> impl Future<Output = Result<Option<Dumped>, StoreError>> + Send;
-
-    /// Whose alias `key` is, and which channels are linked to it
-    /// ([`link`]); outside any turn.
-    fn links(&self, key: &ConvKey) -> impl Future<Output = Result<Links, StoreError>> + Send;
-
-    /// Whether this backend can link channels to members: not a Redis
-    /// Cluster, where a channel and its member live in different slots.
-    fn can_link(&self) -> bool {
-        true
-    }
-
-    /// `key` as this backend stores it (hashed under `store.hash_keys`), to
-    /// compare with the stored keys it reports ([`Loaded::member`]).
-    fn stored_name(&self, key: &ConvKey) -> ConvKey {
-        key.clone()
-    }
-
-    /// Cheap reachability check for `/readyz`.
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// The key marks a shared store records ([`crate::privacy::marks`]);
-    /// `None` where the store is one process's own (the embedded file).
-    fn recorded_marks(&self) -> impl Future<Output = Result<Option<Recorded>, StoreError>> + Send {
-        async { Ok(None) }
-    }
-
-    /// Writes key marks: the hashing mark only while the store still holds
-    /// `expected` (`Ok(false)`: another replica recorded one meanwhile).
-    fn record_marks(
-        &self,
-        expected: Option<&str>,
-        writes: &MarkWrites,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let _ = (expected, writes);
-        async { Ok(true) }
-    }
-
-    /// Deletes expired records; returns how many. Backends whose engine
-    /// expires keys itself return 0.
-    fn purge_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// At shutdown: waits (at most `within`) until released turns have
-    /// reached the backend, so other replicas need not wait out leases.
-    fn quiesce(&self, within: Duration) -> impl Future<Output = ()> + Send;
-
-    /// Up to about `count` stored conversation keys after `cursor` (`None`:
-    /// from the start), and the cursor of the next page (`None`: done).
-    /// For maintenance (rekey, migrate), never on the request path; a key may come
-    /// twice across pages, and keys written meanwhile may be missed.
-    fn scan(
-        &self,
-        cursor: Option<String>,
-        count: usize,
-    ) -> impl Future<Output = Result<ScanPage, StoreError>> + Send;
-}
-
-/// What [`Backend::adopt`] found for a turn token.
+/// What [`Turns::adopt`] found for a turn token.
 pub enum Adoption<H> {
     /// The deferred turn, taken over (its token is used up), and its record.
     Adopted(H, Loaded),
@@ -250,7 +149,7 @@ impl<H> Adoption<H> {
     }
 }
 
-/// One page of [`Backend::scan`].
+/// One page of [`Lifecycle::scan`].
 #[derive(Debug, Default)]
 pub struct ScanPage {
     pub keys: Vec<ConvKey>,

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 use super::audit::{AuditEntry, AuditQuery};
 use super::sealed::{carrier, open};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, LinkChange, Links, Loaded,
-    RecordedResponse, ScanPage, StoreError, TurnError, TurnToken, Version,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, LinkChange, Links,
+    Loaded, RecordedResponse, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
@@ -84,7 +84,7 @@ struct Fallback<H> {
     state: Option<Bytes>,
 }
 
-impl<B: Backend> Backend for Private<B> {
+impl<B: Backend> Turns for Private<B> {
     type Held = PrivateHeld<B::Held>;
 
     async fn begin(
@@ -151,6 +151,16 @@ impl<B: Backend> Backend for Private<B> {
         })
     }
 
+    fn can_link(&self) -> bool {
+        self.inner.can_link()
+    }
+
+    fn stored_name(&self, key: &ConvKey) -> ConvKey {
+        self.privacy.stored_key(key)
+    }
+}
+
+impl<B: Backend> Inspect for Private<B> {
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         let stored = self.privacy.stored_key(key);
         let loaded = open(
@@ -166,30 +176,6 @@ impl<B: Backend> Backend for Private<B> {
             }
         }
         Ok(loaded)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn recorded_marks(&self) -> Result<Option<Recorded>, StoreError> {
-        self.inner.recorded_marks().await
-    }
-
-    async fn record_marks(
-        &self,
-        expected: Option<&str>,
-        writes: &MarkWrites,
-    ) -> Result<bool, StoreError> {
-        self.inner.record_marks(expected, writes).await
-    }
-
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.inner.purge_expired().await
-    }
-
-    async fn quiesce(&self, within: Duration) {
-        self.inner.quiesce(within).await
     }
 
     /// Kept versions with their snapshots opened; one that cannot be
@@ -232,13 +218,31 @@ impl<B: Backend> Backend for Private<B> {
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.inner.links(&self.privacy.stored_key(key)).await
     }
+}
 
-    fn can_link(&self) -> bool {
-        self.inner.can_link()
+impl<B: Backend> Lifecycle for Private<B> {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
     }
 
-    fn stored_name(&self, key: &ConvKey) -> ConvKey {
-        self.privacy.stored_key(key)
+    async fn recorded_marks(&self) -> Result<Option<Recorded>, StoreError> {
+        self.inner.recorded_marks().await
+    }
+
+    async fn record_marks(
+        &self,
+        expected: Option<&str>,
+        writes: &MarkWrites,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_marks(expected, writes).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.inner.purge_expired().await
+    }
+
+    async fn quiesce(&self, within: Duration) {
+        self.inner.quiesce(within).await
     }
 
     /// Stored keys (hashed with `store.key_secret`): for maintenance.

@@ -143,7 +143,7 @@ pub struct Dumped {
 }
 
 /// One kept version of a conversation (`store.history`), newest first in
-/// [`crate::backend::Backend::history`].
+/// [`crate::backend::Inspect::history`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
     pub version: u64,

@@ -36,7 +36,7 @@ impl<B: Backend> Private<B> {
     }
 
     /// Reseals one conversation's snapshot under the active key, under its
-    /// turn (`stored`: as [`Backend::scan`] returns it). A plaintext
+    /// turn (`stored`: as [`super::Lifecycle::scan`] returns it). A plaintext
     /// snapshot (written before encryption) is sealed too. The write is a
     /// new version, like any other write.
     pub async fn reseal(&self, stored: &ConvKey, wait: Duration) -> Result<Resealed, StoreError> {

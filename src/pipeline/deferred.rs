@@ -11,7 +11,7 @@
 //! Here, a deferred turn is parked in a task of its own; a report that
 //! reaches this process claims it from the parking table. A report that
 //! reaches another replica (or this one after a restart) adopts the turn
-//! from the store by its token ([`crate::backend::Backend::adopt`]),
+//! from the store by its token ([`crate::backend::Turns::adopt`]),
 //! fenced like an answer's commit. Either way the report then goes through
 //! the same check and save stages as an answer's report.
 

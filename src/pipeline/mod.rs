@@ -17,7 +17,7 @@
 //! 6. **key**       conversation key and dedupe id ([`crate::key`]); an
 //!    ambiguous key is a 400. Keyless requests are forwarded without state
 //!    (body mode: the client's member removed) or refused (`on_missing_key`).
-//! 7. **turn**      wait for the conversation's turn ([`Backend::begin`]); on
+//! 7. **turn**      wait for the conversation's turn ([`crate::backend::Turns::begin`]); on
 //!    Redis the same round trip also performs step 8 when the turn is free
 //! 8. **load + dedupe**  the record read with the turn: snapshot, sliding-TTL
 //!    refresh and the dedupe record. A redelivery with the same body is answered from the

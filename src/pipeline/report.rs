@@ -200,7 +200,7 @@ impl<B: Backend> Pipeline<B> {
         }
     }
 
-    /// The store's view of a turn token ([`Backend::adopt`]).
+    /// The store's view of a turn token ([`Turns::adopt`]).
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<B::Held>, ReportAnswer> {
         match self.backend.adopt(token).await {
             Ok(adoption) => Ok(adoption),

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::Spool;
 use crate::backend::audit;
-use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin, TurnError};
+use crate::backend::{Commit, CommitOutcome, Held, Origin, TurnError, Turns};
 use crate::key::ConvKey;
 use crate::metrics::Metrics;
 
@@ -18,7 +18,7 @@ impl Spool {
     /// conversation that is busy or whose record the store refuses is
     /// skipped (its entry stays) and the others go on.
     /// Returns how many entries were settled (written or dropped).
-    pub async fn write_back<B: Backend>(&self, backend: &B, metrics: &Metrics) -> usize {
+    pub async fn write_back<B: Turns>(&self, backend: &B, metrics: &Metrics) -> usize {
         let entries = match self.entries() {
             Ok(e) => e,
             Err(e) => {
@@ -51,7 +51,7 @@ impl Spool {
     /// dropped; `Ok(false)`: a request took it first, or the conversation
     /// is busy or its record refused (the entry stays); `Err`: the store
     /// is out (stop for now, the entry stays).
-    async fn write_back_one<B: Backend>(
+    async fn write_back_one<B: Turns>(
         &self,
         backend: &B,
         key: &ConvKey,
@@ -114,7 +114,7 @@ impl Spool {
 
 /// The conversation's turn for a write-back: `None` (logged) when it is
 /// busy or its record refused, `Err` when the store is out.
-async fn turn_for<B: Backend>(
+async fn turn_for<B: Turns>(
     backend: &B,
     key: &ConvKey,
 ) -> Result<Option<(B::Held, crate::backend::Loaded)>, ()> {

@@ -27,8 +27,8 @@ pub use store::OpenError;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, RecordedResponse,
-    Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
+    Adoption, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, Links, Loaded,
+    RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
 };
 use crate::key::ConvKey;
 use read::TurnRead;
@@ -112,7 +112,7 @@ impl Held for EmbeddedHeld {
     }
 }
 
-impl Backend for EmbeddedBackend {
+impl Turns for EmbeddedBackend {
     type Held = EmbeddedHeld;
 
     async fn begin(
@@ -157,7 +157,9 @@ impl Backend for EmbeddedBackend {
             Adoption::Unknown
         })
     }
+}
 
+impl Inspect for EmbeddedBackend {
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.records.links(key)
     }
@@ -170,6 +172,16 @@ impl Backend for EmbeddedBackend {
         self.records.load(key, None).await
     }
 
+    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        self.records.history(key)
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.records.audit(query)
+    }
+}
+
+impl Lifecycle for EmbeddedBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         self.records.ping().await
     }
@@ -182,13 +194,5 @@ impl Backend for EmbeddedBackend {
 
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.records.scan(cursor, count)
-    }
-
-    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
-        self.records.history(key)
-    }
-
-    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        self.records.audit(query)
     }
 }

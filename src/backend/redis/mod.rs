@@ -52,8 +52,8 @@ pub use keys::{escape_key_part, ConvKeys};
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Links, Loaded, Origin,
-    RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Version,
+    Adoption, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, Links, Loaded, Origin,
+    RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
 };
 use crate::key::ConvKey;
 use crate::privacy::marks::{MarkWrites, Recorded};
@@ -181,7 +181,7 @@ impl Held for RedisHeld {
     }
 }
 
-impl Backend for RedisBackend {
+impl Turns for RedisBackend {
     type Held = RedisHeld;
 
     async fn begin(
@@ -224,10 +224,6 @@ impl Backend for RedisBackend {
         }
     }
 
-    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
-        self.records.load(key, None).await
-    }
-
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<RedisHeld>, StoreError> {
         let adopted = self.turns.adopt(token).await?;
         Ok(adopted.map(|turn| RedisHeld {
@@ -238,6 +234,16 @@ impl Backend for RedisBackend {
         }))
     }
 
+    fn can_link(&self) -> bool {
+        !self.records.on_cluster()
+    }
+}
+
+impl Inspect for RedisBackend {
+    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
+        self.records.load(key, None).await
+    }
+
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.records.links(key).await
     }
@@ -246,10 +252,16 @@ impl Backend for RedisBackend {
         self.records.dump(key).await
     }
 
-    fn can_link(&self) -> bool {
-        !self.records.on_cluster()
+    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
+        self.records.history(key).await
     }
 
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.records.audit(query).await
+    }
+}
+
+impl Lifecycle for RedisBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         self.records.ping().await
     }
@@ -276,13 +288,5 @@ impl Backend for RedisBackend {
 
     async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
         self.records.scan(cursor, count).await
-    }
-
-    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
-        self.records.history(key).await
-    }
-
-    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        self.records.audit(query).await
     }
 }

@@ -1,0 +1,131 @@
+//! The backend traits, split by caller: [`Turns`] for the request path,
+//! [`Inspect`] for the admin API, [`Lifecycle`] for the process and its
+//! maintenance jobs; [`Backend`] is all three.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::{
+    audit, link::Links, Adoption, Dumped, Held, Loaded, ScanPage, StoreError, TurnError, TurnToken,
+    Version,
+};
+use crate::key::ConvKey;
+use crate::privacy::marks::{MarkWrites, Recorded};
+
+/// The request path's side of a backend: a conversation's turn with its
+/// record (taken, or adopted from another replica for a late report) and
+/// how the backend names keys. See the module docs.
+pub trait Turns: Send + Sync + 'static {
+    type Held: Held;
+
+    /// Waits (at most `wait`) for the conversation's turn, then reads its
+    /// record and, with a dedupe id, that id's recorded response.
+    fn begin(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> impl Future<Output = Result<(Self::Held, Loaded), TurnError>> + Send;
+
+    /// A turn deferred by another replica (or by this one, before a
+    /// restart), taken over by its token for the late report: the turn,
+    /// fenced as its holder's, and the record ([`Adoption`]). In-process
+    /// turns are only ever reported to their own process: never adopted.
+    fn adopt(
+        &self,
+        token: &TurnToken,
+    ) -> impl Future<Output = Result<Adoption<Self::Held>, StoreError>> + Send;
+
+    /// Whether this backend can link channels to members: not a Redis
+    /// Cluster, where a channel and its member live in different slots.
+    fn can_link(&self) -> bool {
+        true
+    }
+
+    /// `key` as this backend stores it (hashed under `store.hash_keys`), to
+    /// compare with the stored keys it reports ([`Loaded::member`]).
+    fn stored_name(&self, key: &ConvKey) -> ConvKey {
+        key.clone()
+    }
+}
+
+/// The admin API's side: records, kept versions, audit events, dumps and
+/// links, read outside any turn.
+pub trait Inspect: Send + Sync + 'static {
+    /// Reads a record without taking the turn (the admin API's GET).
+    fn load(&self, key: &ConvKey) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// The kept versions of a conversation (`store.history`), newest
+    /// first; empty with history off.
+    fn history(
+        &self,
+        key: &ConvKey,
+    ) -> impl Future<Output = Result<Vec<Version>, StoreError>> + Send;
+
+    /// Audit events (`[audit]`): one key's newest first, or those after an
+    /// id oldest first; at most `query.limit`.
+    fn audit(
+        &self,
+        query: &audit::AuditQuery,
+    ) -> impl Future<Output = Result<Vec<audit::AuditEntry>, StoreError>> + Send;
+
+    /// A record as stored (version, stored value, lifetime left), outside
+    /// any turn, for `statehold export`; `None` when there is none. `key`
+    /// is a stored key, as [`Lifecycle::scan`] gives it.
+    fn dump(
+        &self,
+        key: &ConvKey,
+    ) -> impl Future<Output = Result<Option<Dumped>, StoreError>> + Send;
+
+    /// Whose alias `key` is, and which channels are linked to it
+    /// ([`super::link`]); outside any turn.
+    fn links(&self, key: &ConvKey) -> impl Future<Output = Result<Links, StoreError>> + Send;
+}
+
+/// The process's side: health, expiry, shutdown, the key marks and the
+/// scans that maintenance jobs page through.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Cheap reachability check for `/readyz`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The key marks a shared store records ([`crate::privacy::marks`]);
+    /// `None` where the store is one process's own (the embedded file).
+    fn recorded_marks(&self) -> impl Future<Output = Result<Option<Recorded>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Writes key marks: the hashing mark only while the store still holds
+    /// `expected` (`Ok(false)`: another replica recorded one meanwhile).
+    fn record_marks(
+        &self,
+        expected: Option<&str>,
+        writes: &MarkWrites,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (expected, writes);
+        async { Ok(true) }
+    }
+
+    /// Deletes expired records; returns how many. Backends whose engine
+    /// expires keys itself return 0.
+    fn purge_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// At shutdown: waits (at most `within`) until released turns have
+    /// reached the backend, so other replicas need not wait out leases.
+    fn quiesce(&self, within: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Up to about `count` stored conversation keys after `cursor` (`None`:
+    /// from the start), and the cursor of the next page (`None`: done).
+    /// For maintenance (rekey, migrate), never on the request path; a key may come
+    /// twice across pages, and keys written meanwhile may be missed.
+    fn scan(
+        &self,
+        cursor: Option<String>,
+        count: usize,
+    ) -> impl Future<Output = Result<ScanPage, StoreError>> + Send;
+}
+
+/// One storage and coordination backend: all three sides. Callers that
+/// need one side bound on it alone ([`Turns`], [`Inspect`], [`Lifecycle`]).
+pub trait Backend: Turns + Inspect + Lifecycle {}
+
+impl<T: Turns + Inspect + Lifecycle> Backend for T {}
