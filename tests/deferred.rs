@@ -519,3 +519,36 @@ fn a_graceful_stop_waits_for_deferred_reports() {
     let state = sh.stored("tg", "81").expect("stored");
     assert_eq!(state["state"]["name"], "Dee");
 }
+
+/// A late report claimed just as a graceful stop began is answered before
+/// the process exits, though its save takes a while (Redis holds writes
+/// for 0.7 s, within `store.op_timeout`: `CLIENT PAUSE`). Before: the stop went on once the report
+/// had claimed its turn, and the process exited under the save: the bot's
+/// report got no answer, and the saved state was not confirmed to it.
+#[test]
+fn a_late_report_in_flight_at_a_graceful_stop_is_answered() {
+    let _serial = support::serial();
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    let mut sh = Statehold::start(config);
+    sh.update(1, 83, "/start");
+    let admin = sh.admin().to_string();
+    let headers = [
+        ("x-demo-defer-ms", "300"),
+        ("x-demo-report-to", admin.as_str()),
+    ];
+    let r = sh.update_with(2, 83, "Eve", &headers);
+    assert_eq!(reply_text(&r), "Nice to meet you, Eve. Your email?");
+    support::redis_cmd(redis.port, "CLIENT PAUSE 700 WRITE").unwrap();
+    assert!(sh.stop_gracefully().success());
+    assert_eq!(bot.reports().len(), 1);
+    assert_eq!(bot.reports()[0]["status"], 200, "answered before the exit");
+    sh.start_again();
+    assert_eq!(
+        sh.stored("tg", "83").expect("stored")["state"]["name"],
+        "Eve"
+    );
+}
