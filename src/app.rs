@@ -17,8 +17,7 @@ use crate::admin::Admin;
 use crate::backend::embedded::{EmbeddedBackend, OpenError};
 use crate::backend::private::Private;
 use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
-use crate::backend::Backend;
-use crate::backend::Lifecycle;
+use crate::backend::{Backend, Lifecycle};
 use crate::config::{BackendKind, Config, OnUnavailable};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;
@@ -32,9 +31,9 @@ use crate::upstream::Upstream;
 pub enum StartupError {
     /// A configured value that cannot work (exit status 2, like a bad config).
     #[error("{0}")]
-    Config(crate::backend::Cause),
+    Config(crate::error::Cause),
     #[error("{0}")]
-    Store(crate::backend::Cause),
+    Store(crate::error::Cause),
     // The cause is the error's source: printed once, by the chain.
     #[error("cannot listen on {addr} ({key})")]
     Bind {

@@ -42,6 +42,7 @@
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`outcome`]: how a request ended (the metrics' `outcome` label).
 //! - [`secret`]: secret config values that print as `***`.
+//! - [`error`]: what the error types share: the kept cause, the logged chain.
 //! - [`app`]: wiring all of the above from a config; [`app::run`] serves on
 //!   listeners the caller bound (the binary and in-process tests alike).
 //!
@@ -57,6 +58,7 @@ pub mod app;
 pub mod backend;
 pub mod config;
 pub mod contract;
+pub mod error;
 pub mod framing;
 pub mod key;
 pub mod maintenance;

@@ -89,12 +89,12 @@ impl UpstreamTarget {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("bot unreachable: {}", error_chain(.0.as_ref()))]
-    Connect(#[source] crate::backend::Cause),
+    #[error("bot unreachable: {}", crate::error::chain(.0.as_ref()))]
+    Connect(#[source] crate::error::Cause),
     #[error("bot did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("bot connection failed: {}", error_chain(.0.as_ref()))]
-    Failed(#[source] crate::backend::Cause),
+    #[error("bot connection failed: {}", crate::error::chain(.0.as_ref()))]
+    Failed(#[source] crate::error::Cause),
     #[error("bot response over upstream.max_response_bytes")]
     TooLarge,
 }
@@ -211,19 +211,6 @@ impl Upstream {
             Ok(Ok(_))
         )
     }
-}
-
-/// An error and its sources on one line, for the log (hyper's own
-/// message says little: "client error (Connect)").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.

@@ -288,53 +288,36 @@ macro_rules! conformance {
             $(conformance!(@suite $suite $open);)*
         }
     )+};
-    (@by_ref $open:ident; $($name:ident),+) => {$(
+    // One test: the backend opened with `$retention`, `$call` run on it,
+    // then the guard's checks.
+    (@test $open:ident, $name:ident, $retention:expr, |$b:ident| $call:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let f = $open(HOUR.into()).await;
-            support::conformance::$name(&f.backend, "conf").await;
-            f.guard.check();
+            let Fixture { backend: $b, guard } = $open($retention).await;
+            $call.await;
+            guard.check();
         }
+    };
+    (@by_ref $open:ident; $($name:ident),+) => {$(
+        conformance!(@test $open, $name, HOUR.into(),
+            |b| support::conformance::$name(&b, "conf"));
     )+};
     (@shared $open:ident; $($name:ident),+) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let f = $open(HOUR.into()).await;
-            support::conformance::$name(Arc::new(f.backend), "conf").await;
-            f.guard.check();
-        }
+        conformance!(@test $open, $name, HOUR.into(),
+            |b| support::conformance::$name(Arc::new(b), "conf"));
     )+};
     (@suite history_and_rollback $open:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn history_and_rollback() {
-            let f = $open(keeping(HOUR)).await;
-            history_suite(&f.backend, "conf").await;
-            f.guard.check();
-        }
+        conformance!(@test $open, history_and_rollback, keeping(HOUR),
+            |b| history_suite(&b, "conf"));
     };
     (@suite dump_and_import $open:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn dump_and_import() {
-            let f = $open(HOUR.into()).await;
-            import_suite(&f.backend, "imp").await;
-            f.guard.check();
-        }
+        conformance!(@test $open, dump_and_import, HOUR.into(), |b| import_suite(&b, "imp"));
     };
     (@suite audit_events $open:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn audit_events() {
-            let f = $open(audited(HOUR)).await;
-            audit_suite(&f.backend, "aud").await;
-            f.guard.check();
-        }
+        conformance!(@test $open, audit_events, audited(HOUR), |b| audit_suite(&b, "aud"));
     };
     (@suite links $open:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn links() {
-            let f = $open(HOUR.into()).await;
-            link_suite(Arc::new(f.backend), "conf").await;
-            f.guard.check();
-        }
+        conformance!(@test $open, links, HOUR.into(), |b| link_suite(Arc::new(b), "conf"));
     };
 }
 

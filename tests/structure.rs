@@ -285,21 +285,32 @@ fn no_function_is_over_60_lines() {
     );
 }
 
-/// Errors are typed inside the library: a `String` error cannot be matched
-/// on, and loses its source.
-#[test]
-fn no_string_errors_in_the_library() {
+/// The library's lines (`file:line: text`) that `flagged` picks: in its
+/// code (unit tests aside) or, with `whole_text`, anywhere; the binary's
+/// edge (`main.rs`, anyhow) only with `with_main`.
+fn flagged_lines(whole_text: bool, with_main: bool, flagged: impl Fn(&str) -> bool) -> Vec<String> {
     let mut found = Vec::new();
-    for (name, _, code) in library_sources() {
-        if name == "main.rs" {
-            continue; // the binary's edge (anyhow)
+    for (name, text, code) in library_sources() {
+        if name == "main.rs" && !with_main {
+            continue;
         }
-        for (n, line) in code.lines().enumerate() {
-            if line.contains(", String>") && line.contains("Result<") {
+        let read = if whole_text { &text } else { &code };
+        for (n, line) in read.lines().enumerate() {
+            if flagged(line) {
                 found.push(format!("{name}:{}: {}", n + 1, line.trim()));
             }
         }
     }
+    found
+}
+
+/// Errors are typed inside the library: a `String` error cannot be matched
+/// on, and loses its source.
+#[test]
+fn no_string_errors_in_the_library() {
+    let found = flagged_lines(false, false, |line| {
+        line.contains(", String>") && line.contains("Result<")
+    });
     assert!(found.is_empty(), "Result<_, String> in: {found:#?}");
 }
 
@@ -309,21 +320,13 @@ fn no_string_errors_in_the_library() {
 /// still say what an error says.)
 #[test]
 fn no_error_is_flattened_into_a_string() {
-    let mut found = Vec::new();
-    for (name, _, code) in library_sources() {
-        if name == "main.rs" {
-            continue; // the binary's edge (anyhow)
-        }
-        for (n, line) in code.lines().enumerate() {
-            let flattened = ["(e.to_string())", "(&e.to_string())", "(err.to_string())"]
-                .iter()
-                .any(|p| line.contains(p))
-                || line.contains("format!(\"{e}\")");
-            if flattened && !line.contains("json!") {
-                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
-            }
-        }
-    }
+    let found = flagged_lines(false, false, |line| {
+        let flattened = ["(e.to_string())", "(&e.to_string())", "(err.to_string())"]
+            .iter()
+            .any(|p| line.contains(p))
+            || line.contains("format!(\"{e}\")");
+        flattened && !line.contains("json!")
+    });
     assert!(found.is_empty(), "errors flattened into text: {found:#?}");
 }
 
@@ -332,18 +335,13 @@ fn no_error_is_flattened_into_a_string() {
 /// `parking_lot`'s, which cannot be poisoned.
 #[test]
 fn no_mutex_can_be_poisoned() {
-    let mut found = Vec::new();
-    for (name, text, _) in library_sources() {
-        for (n, line) in text.lines().enumerate() {
-            let std_lock = line.contains("std::sync::Mutex")
-                || line.contains("std::sync::RwLock")
-                || (line.trim_start().starts_with("use std::sync::")
-                    && (line.contains("Mutex") || line.contains("RwLock")));
-            if std_lock || line.contains(".lock().ok()") || line.contains("= m.lock()") {
-                found.push(format!("{name}:{}: {}", n + 1, line.trim()));
-            }
-        }
-    }
+    let found = flagged_lines(true, true, |line| {
+        let std_lock = line.contains("std::sync::Mutex")
+            || line.contains("std::sync::RwLock")
+            || (line.trim_start().starts_with("use std::sync::")
+                && (line.contains("Mutex") || line.contains("RwLock")));
+        std_lock || line.contains(".lock().ok()") || line.contains("= m.lock()")
+    });
     assert!(found.is_empty(), "poisonable locks: {found:#?}");
 }
 

@@ -37,8 +37,7 @@ use tracing::{debug, warn};
 
 use crate::backend::keymarks::MarksError;
 use crate::backend::private::Private;
-use crate::backend::Backend;
-use crate::backend::Lifecycle;
+use crate::backend::{Backend, Lifecycle};
 use crate::config::Secret;
 use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;

@@ -5,8 +5,7 @@
 use tracing::warn;
 
 use super::private::Private;
-use super::Lifecycle;
-use super::{Backend, StoreError};
+use super::{Backend, Lifecycle, StoreError};
 use crate::privacy::marks::KeyMismatch;
 
 /// Why the check did not pass.

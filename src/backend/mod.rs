@@ -63,7 +63,7 @@ pub use lifetime::{Lifetimes, Retention};
 pub use link::{LinkChange, Links};
 pub use record::{
     Cause, Commit, CommitOutcome, Dumped, Loaded, Origin, RecordedResponse, StateChange,
-    StoreError, StoreErrorKind, Version,
+    StoreError, Version,
 };
 pub use traits::{Backend, Inspect, Lifecycle, Turns};
 

@@ -195,14 +195,12 @@ pub enum CommitOutcome {
     Conflict { current: u64 },
 }
 
-/// The cause behind a [`StoreError`], kept whole (its own source chain
-/// included) rather than flattened into text.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::error::Cause;
 
-/// Why a store operation failed. The kind decides what follows: only an
-/// outage ([`StoreError::is_outage`]) marks the store down, starts the
-/// recovery settle and spools; bad data and refused scripts concern one
-/// conversation and are answered as such.
+/// Why a store operation failed. The variant is the kind, and decides
+/// what follows: only an outage ([`StoreError::is_outage`]) marks the
+/// store down, starts the recovery settle and spools; bad data and
+/// refused scripts concern one conversation and are answered as such.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Unreachable, or answering that it cannot serve now.
@@ -226,36 +224,11 @@ pub enum StoreError {
     Unreplicated { acked: u64, wanted: u32 },
 }
 
-/// [`StoreError`]'s kind, for matching and for metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    Unavailable,
-    Timeout,
-    Corrupt,
-    Script,
-    Seal,
-    Unreplicated,
-}
-
 impl StoreError {
-    pub fn kind(&self) -> StoreErrorKind {
-        match self {
-            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
-            StoreError::Timeout => StoreErrorKind::Timeout,
-            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
-            StoreError::Script(_) => StoreErrorKind::Script,
-            StoreError::Seal(_) => StoreErrorKind::Seal,
-            StoreError::Unreplicated { .. } => StoreErrorKind::Unreplicated,
-        }
-    }
-
     /// The store itself is out (unreachable or too slow): the only kind
     /// that changes store health, waits for recovery, and spools.
     pub fn is_outage(&self) -> bool {
-        matches!(
-            self.kind(),
-            StoreErrorKind::Unavailable | StoreErrorKind::Timeout
-        )
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout)
     }
 }
 

@@ -50,10 +50,7 @@ impl<B: Backend> Pipeline<B> {
                 return Ok(Deferral::Save(turn, keyed, captured));
             }
         };
-        let dedupe = keyed
-            .dedupe
-            .filter(|_| answer.parts.status.is_success())
-            .map(|(id, digest)| (id, answer.recorded(digest)));
+        let dedupe = answer.dedupe_record(keyed.dedupe);
         if let Err(e) = held.defer(&token, dedupe, route.report_timeout).await {
             return Err(self.not_deferred(&shown, &e));
         }

@@ -122,10 +122,7 @@ impl<B: Backend> Pipeline<B> {
         member: &Loaded,
     ) -> Commit {
         let conv = keyed.conv;
-        let dedupe = keyed
-            .dedupe
-            .filter(|_| answer.parts.status.is_success())
-            .map(|(id, digest)| (id, answer.recorded(digest)));
+        let dedupe = answer.dedupe_record(keyed.dedupe);
         let audit = self.link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
         Commit {
             expected_version: Some(member.version),

@@ -20,7 +20,7 @@ pub struct Reject {
     pub reason: Cow<'static, str>,
     /// Why, for the log line only: the error it stands for, its sources
     /// kept (never sent to the client).
-    pub cause: Option<crate::backend::Cause>,
+    pub cause: Option<crate::error::Cause>,
     /// The bot already handled the request: a retry would run it again,
     /// so no `Retry-After` invites one (the platform redelivers anyway;
     /// a dedupe record, where written, answers it).
@@ -59,7 +59,7 @@ impl Reject {
     }
 
     /// The error this answer stands for.
-    pub fn because(mut self, cause: impl Into<crate::backend::Cause>) -> Reject {
+    pub fn because(mut self, cause: impl Into<crate::error::Cause>) -> Reject {
         self.cause = Some(cause.into());
         self
     }
@@ -67,21 +67,10 @@ impl Reject {
     /// What the log line says: the reason, then the cause and its
     /// sources.
     pub fn log_text(&self) -> String {
-        let mut text = self.reason.to_string();
-        let mut next: Option<&(dyn std::error::Error + 'static)> = self
-            .cause
-            .as_deref()
-            .map(|c| c as &(dyn std::error::Error + 'static));
-        while let Some(e) = next {
-            // Errors that print their source already say it once.
-            let said = e.to_string();
-            if !text.contains(&said) {
-                text.push_str(": ");
-                text.push_str(&said);
-            }
-            next = e.source();
+        match self.cause.as_deref() {
+            Some(cause) => format!("{}: {}", self.reason, crate::error::chain(cause)),
+            None => self.reason.to_string(),
         }
-        text
     }
 
     pub fn bad_request(reason: impl Into<Cow<'static, str>>) -> Reject {

@@ -229,11 +229,7 @@ impl<B: Backend> Pipeline<B> {
             (StateChange::Keep, Some(kept)) => kept.clone(),
             (change, _) => change,
         };
-        // Only a success is worth replaying: a recorded 429 or 408 would
-        // answer every redelivery for the whole dedupe window.
-        let dedupe = dedupe
-            .filter(|_| status.is_success())
-            .map(|(id, digest)| (id, answer.recorded(digest)));
+        let dedupe = answer.dedupe_record(dedupe);
         if spooled.is_some() {
             // Off the spool before the commit releases the turn (a failed
             // commit spools the change again, on the same base).
@@ -302,9 +298,21 @@ impl<B: Backend> Pipeline<B> {
 }
 
 impl Answer {
+    /// The dedupe record this answer leaves for the request's dedupe id:
+    /// only a success is worth replaying (a recorded 429 or 408 would
+    /// answer every redelivery for the whole dedupe window).
+    pub(super) fn dedupe_record(
+        &self,
+        dedupe: super::request::Dedupe,
+    ) -> Option<(String, RecordedResponse)> {
+        dedupe
+            .filter(|_| self.parts.status.is_success())
+            .map(|(id, digest)| (id, self.recorded(digest)))
+    }
+
     /// This answer as the record that answers redeliveries of the request
     /// whose body has `digest`.
-    pub(super) fn recorded(&self, digest: [u8; 32]) -> RecordedResponse {
+    fn recorded(&self, digest: [u8; 32]) -> RecordedResponse {
         RecordedResponse {
             status: self.parts.status,
             headers: self

@@ -77,14 +77,18 @@ impl<B: Backend> Pipeline<B> {
         Ok(body)
     }
 
-    /// Header mode: a snapshot whose `X-Statehold-State` would pass
-    /// `contract.max_header_bytes` (bot servers refuse header lines of 8
-    /// KiB and more, and the conversation would be stuck).
+    /// Header mode: why a snapshot of `len` bytes cannot travel in
+    /// `X-Statehold-State` (longer than `contract.max_header_bytes`: bot
+    /// servers refuse header lines of 8 KiB and more, and the conversation
+    /// would be stuck); `None` when it can, or in body mode.
+    fn header_overflow(&self, len: usize) -> Option<CaptureError> {
+        let (size, max) = (contract::encoded_len(len), self.settings.max_header_bytes);
+        (!self.body_mode() && size > max).then_some(CaptureError::OverHeaderLimit { size, max })
+    }
+
     fn over_header_limit(&self, inj: &Injection<'_>) -> bool {
-        !self.body_mode()
-            && inj.state.is_some_and(|state| {
-                contract::encoded_len(state.len()) > self.settings.max_header_bytes
-            })
+        inj.state
+            .is_some_and(|state| self.header_overflow(state.len()).is_some())
     }
 
     /// A snapshot too large for a header, and a request that cannot carry
@@ -215,27 +219,22 @@ impl<B: Backend> Pipeline<B> {
         change: StateChange,
         request: &[u8],
     ) -> Result<StateChange, CaptureError> {
-        let StateChange::Put(state) = &change else {
-            return Ok(change);
+        let overflow = match &change {
+            StateChange::Put(state) => self.header_overflow(state.len()),
+            _ => None,
         };
-        let size = contract::encoded_len(state.len());
-        let max = self.settings.max_header_bytes;
-        if self.body_mode() || size <= max {
-            return Ok(change);
-        }
-        let carrier = body::parse_json(request, false)
-            .ok()
-            .flatten()
-            .is_some_and(|v| v.is_object());
-        if carrier {
-            Ok(change)
-        } else {
-            Err(CaptureError::OverHeaderLimit { size, max })
+        let carrier = || {
+            body::parse_json(request, false)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.is_object())
+        };
+        match overflow {
+            Some(e) if !carrier() => Err(e),
+            _ => Ok(change),
         }
     }
-}
 
-impl<B: Backend> Pipeline<B> {
     /// A late report's snapshot, in header mode: one too large for a
     /// header is kept only on a route keyed from the JSON body (its
     /// requests can carry it); else refused, counted and logged.
@@ -245,16 +244,14 @@ impl<B: Backend> Pipeline<B> {
         conv: &ConvKey,
         change: &StateChange,
     ) -> bool {
-        let StateChange::Put(state) = change else {
+        let overflow = match change {
+            StateChange::Put(state) if !route.needs_json => self.header_overflow(state.len()),
+            _ => None,
+        };
+        let Some(e) = overflow else {
             return true;
         };
-        let size = contract::encoded_len(state.len());
-        let max = self.settings.max_header_bytes;
-        if self.body_mode() || route.needs_json || size <= max {
-            return true;
-        }
         self.metrics.save(SaveResult::Rejected);
-        let e = CaptureError::OverHeaderLimit { size, max };
         warn!(key = %conv.display(self.settings.reveal_ids), reason = %e, "late report refused: the previous snapshot stays");
         false
     }

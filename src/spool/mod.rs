@@ -62,7 +62,7 @@ pub struct Spool {
 #[error("store.spool_path {path}: {source}")]
 pub struct SpoolOpenError {
     path: String,
-    source: crate::backend::Cause,
+    source: crate::error::Cause,
 }
 
 /// The spool file failed to read or write, or an entry to seal.
@@ -85,7 +85,7 @@ impl Spool {
         max_entries: u64,
         (privacy, audit): (Arc<Privacy>, bool),
     ) -> Result<Spool, SpoolOpenError> {
-        let fail = |source: crate::backend::Cause| SpoolOpenError {
+        let fail = |source: crate::error::Cause| SpoolOpenError {
             path: path.display().to_string(),
             source,
         };

@@ -529,12 +529,7 @@ impl Statehold {
     /// port 0; the ports it reports are then written into the config, so
     /// restarts come back on the same addresses.
     pub fn start(config: Config) -> Statehold {
-        let config_path = config
-            .data_dir
-            .join(format!("statehold-{}.toml", config.id));
-        let log = config.data_dir.join(format!("statehold-{}.log", config.id));
-        std::fs::write(&config_path, config.render()).expect("write config");
-        let proc = Self::spawn(&config, &config_path, &log);
+        let (proc, config_path, log) = Self::launch(&config);
         let mut s = Statehold {
             proc,
             config,
@@ -549,12 +544,7 @@ impl Statehold {
     /// Starts statehold expecting it to stop at startup: its exit code
     /// and log. Panics if it serves instead.
     pub fn start_refused(config: Config) -> (Option<i32>, String) {
-        let config_path = config
-            .data_dir
-            .join(format!("statehold-{}.toml", config.id));
-        let log = config.data_dir.join(format!("statehold-{}.log", config.id));
-        std::fs::write(&config_path, config.render()).expect("write config");
-        let mut proc = Self::spawn(&config, &config_path, &log);
+        let (mut proc, _, log) = Self::launch(&config);
         let mut status = None;
         let served = wait_serving(&log, 0, || {
             status = proc.try_exit();
@@ -563,6 +553,18 @@ impl Statehold {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(served.is_err(), "statehold served:\n{text}");
         (status.and_then(|s| s.code()), text)
+    }
+
+    /// Writes this replica's config file and starts the process; its
+    /// config path and log.
+    fn launch(config: &Config) -> (Proc, PathBuf, PathBuf) {
+        let config_path = config
+            .data_dir
+            .join(format!("statehold-{}.toml", config.id));
+        let log = config.data_dir.join(format!("statehold-{}.log", config.id));
+        std::fs::write(&config_path, config.render()).expect("write config");
+        let proc = Self::spawn(config, &config_path, &log);
+        (proc, config_path, log)
     }
 
     fn spawn(config: &Config, config_path: &Path, log: &Path) -> Proc {
