@@ -38,11 +38,26 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// A port nobody listens on right now: for what must not answer, and for
 /// `redis-server`, which cannot bind port 0 and report it.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), so that no
+/// outgoing connection of any test can hold it by the time a server binds
+/// it, or binds it again after a restart. Each test process starts at its
+/// own offset (its pid) and walks on, so two test binaries running side by
+/// side seldom try the same port, and a port in use is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = (std::process::id() % 97) * (SPAN / 97);
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 pub fn addr(port: u16) -> SocketAddr {
@@ -788,7 +803,15 @@ impl RedisServer {
     }
 
     fn start_with(dir: &Path, aof: bool, replica_of: Option<u16>) -> RedisServer {
-        Self::start_on(free_port(), dir, aof, replica_of, false)
+        // Another test process may bind the port between our check and
+        // redis-server's own bind: then it exits at once, and we try
+        // another port rather than fail the test.
+        for _ in 0..4 {
+            if let Some(r) = Self::try_start_on(free_port(), dir, aof, replica_of, false) {
+                return r;
+            }
+        }
+        panic!("redis-server exited at startup on four ports in a row")
     }
 
     fn start_on(
@@ -798,6 +821,19 @@ impl RedisServer {
         replica_of: Option<u16>,
         cluster: bool,
     ) -> RedisServer {
+        Self::try_start_on(port, dir, aof, replica_of, cluster)
+            .unwrap_or_else(|| panic!("redis-server exited at startup on port {port}"))
+    }
+
+    /// None when redis-server exits before it answers (its log says why;
+    /// a port taken in the meantime is the usual reason).
+    fn try_start_on(
+        port: u16,
+        dir: &Path,
+        aof: bool,
+        replica_of: Option<u16>,
+        cluster: bool,
+    ) -> Option<RedisServer> {
         let dir = dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut r = RedisServer {
@@ -808,8 +844,7 @@ impl RedisServer {
             replica_of,
             cluster,
         };
-        r.wait_ready();
-        r
+        r.became_ready().then_some(r)
     }
 
     fn spawn(port: u16, dir: &Path, aof: bool, replica_of: Option<u16>, cluster: bool) -> Proc {
@@ -837,13 +872,30 @@ impl RedisServer {
         spawn("redis-server", &mut cmd, Some(&dir.join("redis.log")))
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until it answers PING; false if it exited first, with the
+    /// tail of its log on stderr.
+    fn became_ready(&mut self) -> bool {
         let port = self.port;
         let proc = &mut self.proc;
+        let mut exited = false;
         wait_until("redis-server", || {
-            assert!(proc.try_exit().is_none(), "redis-server exited at startup");
-            redis_cmd(port, "PING").is_ok_and(|r| r.starts_with("+PONG"))
+            exited = proc.try_exit().is_some();
+            exited || redis_cmd(port, "PING").is_ok_and(|r| r.starts_with("+PONG"))
         });
+        if exited {
+            let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            eprintln!("redis-server on {port} exited at startup: {tail:?}");
+        }
+        !exited
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        assert!(
+            self.became_ready(),
+            "redis-server on {port} exited at startup"
+        );
     }
 
     /// kill -9 and start again on the same port and directory.

@@ -11,17 +11,12 @@ use super::{redis_cmd, wait_until, RedisServer};
 
 /// A port whose cluster bus port (port + 10000) is free too.
 pub fn free_node_port() -> u16 {
+    // Both the node's port and its bus port (10000 above) stay below the
+    // ephemeral range (see `free_port`).
+    let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     for _ in 0..1000 {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = listener.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        // Ephemeral ports sit high; take the one 20000 below if both fit.
-        let port = port.saturating_sub(20000).max(1024);
-        let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if bindable(port) && bindable(port + 10000) {
+        let port = super::free_port();
+        if bindable(port + 10000) {
             return port;
         }
     }

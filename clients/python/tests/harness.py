@@ -71,14 +71,27 @@ def example_app(example_dir, app, kind, tmp):
     return App("serve.py", tmp, extra=["--dir", str(example_dir), "--app", app, "--kind", kind])
 
 
+_next_port = [10_000 + (os.getpid() % 97) * 123]
+
+
 def free_port():
     """A port nothing listens on now (for an address an app must know
-    before statehold starts: its admin listener, where late reports go)."""
+    before statehold starts: its admin listener, where late reports go).
+
+    Taken below the kernel's ephemeral range, so that no outgoing
+    connection can hold it by the time statehold binds it."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(12_000):
+        port = 10_000 + (_next_port[0] - 10_000) % 12_000
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Statehold(Process):
