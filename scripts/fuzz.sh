@@ -10,17 +10,15 @@ if ! command -v c++ >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ >/dev/null
 fi
-export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
- -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
- -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-# With an explicit --target, RUSTFLAGS reach only the fuzzed code, not build scripts.
-host="$(rustc -vV | sed -n 's/^host: //p')"
-cargo build --release --quiet --target "$host" --target-dir target
+# Only the fuzzed library and the targets are instrumented (rustc-wrapper.sh);
+# the dependencies are the release build's, in the same target directory.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+RUSTC_WRAPPER="$PWD/rustc-wrapper.sh" cargo build --release --locked --quiet --target-dir ../target
 mkdir -p artifacts
 for t in key_extraction path_normalize contract_decode config_parse; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t for ${secs}s"
-  "target/$host/release/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -rss_limit_mb=2048 \
+  "../target/release/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -rss_limit_mb=2048 \
     -max_len=65536 -artifact_prefix="artifacts/$t-" -print_final_stats=1 2>&1 \
     | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY" || true
   if ls artifacts/"$t"-* >/dev/null 2>&1; then

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 # Known to take longest; started first so the short ones fill the other slot.
 SLOW_FIRST = ["soak", "sentinel", "cluster", "export", "replicas", "migration",
@@ -50,10 +51,12 @@ def main():
                 if not todo:
                     return
                 exe = todo.pop(0)
+            started = time.monotonic()
             run = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
+            took = time.monotonic() - started
             with lock:
-                print(f"     Running {os.path.relpath(exe)}", flush=True)
+                print(f"     Running {os.path.relpath(exe)} ({took:.0f} s)", flush=True)
                 sys.stdout.write(run.stdout.decode(errors="replace"))
                 sys.stdout.flush()
                 if run.returncode != 0:

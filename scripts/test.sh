@@ -106,18 +106,19 @@ rm -f "$log"
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 if [ "$node_status" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 
-phase "fuzz (bounded)"
-set +e
-./scripts/fuzz.sh 15
-fuzz_status=$?
-set -e
 # The exact binary the Dockerfile builds (tests/image.rs checks the recipe).
+# Built before the fuzz run, which reuses its dependencies (scripts/fuzz.sh).
 phase "the image's binary (cargo build --release --locked --bin statehold)"
 set +e
 cargo build --release --locked --bin statehold
 image_status=$?
 set -e
 if [ "$image_status" -ne 0 ]; then failed=$((failed + 1)); fi
+phase "fuzz (bounded)"
+set +e
+./scripts/fuzz.sh 15
+fuzz_status=$?
+set -e
 phase "done"
 echo "phases: ${timings%, }; total $((SECONDS))s"
 echo "tests: ${passed} passed, ${failed} failed"

@@ -400,3 +400,42 @@ fn doc_links_stay_inside_the_repository() {
         "links that leave the repository or are dead: {broken:#?}"
     );
 }
+
+/// `scripts/fuzz.sh` reuses the release build's dependencies (same target
+/// directory): that holds only while `fuzz/` resolves the same versions and
+/// builds with the same release profile as the main crate.
+#[test]
+fn the_fuzz_build_shares_the_release_builds_dependencies() {
+    let read = |path: &str| -> toml::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let versions = |lock: &toml::Value| -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for p in lock["package"].as_array().into_iter().flatten() {
+            let (Some(name), Some(version)) = (p["name"].as_str(), p["version"].as_str()) else {
+                continue;
+            };
+            out.entry(name.into()).or_default().insert(version.into());
+        }
+        out
+    };
+    let main = versions(&read("Cargo.lock"));
+    let fuzz = versions(&read("fuzz/Cargo.lock"));
+    let differ: Vec<_> = fuzz
+        .iter()
+        .filter(|(name, v)| main.get(*name).is_some_and(|m| !v.is_subset(m)))
+        .collect();
+    assert!(differ.is_empty(), "fuzz/Cargo.lock differs from Cargo.lock: {differ:?} (copy Cargo.lock into fuzz/ and build there once)");
+    let profile = |manifest: &toml::Value| {
+        manifest
+            .get("profile")
+            .and_then(|p| p.get("release"))
+            .cloned()
+    };
+    assert_eq!(
+        profile(&read("Cargo.toml")),
+        profile(&read("fuzz/Cargo.toml")),
+        "fuzz/Cargo.toml's [profile.release] must be the main crate's"
+    );
+}
