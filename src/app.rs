@@ -18,12 +18,12 @@ use crate::backend::embedded::{EmbeddedBackend, OpenError};
 use crate::backend::private::Private;
 use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use crate::backend::{Backend, Lifecycle};
-use crate::config::{BackendKind, Config, OnUnavailable};
+use crate::config::{BackendKind, Config};
 use crate::metrics::Metrics;
 use crate::pipeline::route::Routes;
 use crate::pipeline::Pipeline;
 use crate::server::{self, ServerSettings};
-use crate::spool::Spool;
+use crate::services::{tasks, Services};
 use crate::upstream::Upstream;
 
 /// Why `serve` could not start. Each message names what to fix.
@@ -189,7 +189,8 @@ async fn run_with<B: Backend>(
         Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key)?),
         None => None,
     };
-    let pipeline = Arc::new(build_pipeline(&config, backend)?);
+    let svc = Arc::new(build_services(&config, backend)?);
+    let pipeline = Arc::new(Pipeline::new(&config, Arc::clone(&svc))?);
     let admin = Arc::new(
         Admin::new(
             Arc::clone(&pipeline),
@@ -200,7 +201,7 @@ async fn run_with<B: Backend>(
         .with_lifetimes(config.lifetimes()),
     );
     announce(&config, &listeners);
-    let background = Background::spawn(&pipeline, &admin, listeners.admin, &config);
+    let background = Background::spawn(&svc, &admin, listeners.admin, &config);
     let settings = ServerSettings {
         max_connections: config.server.max_connections.get(),
         header_timeout: config.server.header_timeout,
@@ -226,38 +227,23 @@ async fn run_with<B: Backend>(
     let settled = pipeline.settle_deferred(config.server.shutdown_grace).await;
     // Hand released turns over before exiting, so other replicas do not
     // wait out our leases.
-    pipeline.backend().quiesce(Duration::from_secs(2)).await;
+    svc.backend.quiesce(Duration::from_secs(2)).await;
     background.stop().await;
-    last_write_back(&pipeline).await;
+    tasks::last_write_back(&svc).await;
     if drained && settled {
         info!("stopped cleanly");
     }
     Ok(())
 }
 
-/// The upstream client, metrics, the spool (where the store is remote and
-/// requests pass through while it is out) and the pipeline over them.
-fn build_pipeline<B: Backend>(
+/// The upstream client, metrics and the spool over `backend`.
+fn build_services<B: Backend>(
     config: &Config,
     backend: Private<B>,
-) -> Result<Pipeline<Private<B>>, StartupError> {
+) -> Result<Services<Private<B>>, StartupError> {
     let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())?;
     let metrics = Arc::new(Metrics::new(Routes::labels(config)));
-    let spool = match (config.store.backend, config.store.on_unavailable) {
-        (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(
-            Spool::open(
-                &config.store.spool_path,
-                config.store.spool_max,
-                (Arc::clone(backend.privacy()), config.audit.max_events > 0),
-            )
-            .map_err(|e| StartupError::Config(e.into()))?,
-        )),
-        _ => None,
-    };
-    if let Some(spool) = &spool {
-        metrics.set_spool_depth(spool.depth());
-    }
-    Ok(Pipeline::new(config, backend, upstream, metrics, spool)?)
+    Services::new(config, backend, upstream, metrics).map_err(|e| StartupError::Config(e.into()))
 }
 
 /// The startup log line, with the addresses actually bound (a config may
@@ -290,7 +276,7 @@ struct Background {
 
 impl Background {
     fn spawn<B: Backend>(
-        pipeline: &Arc<Pipeline<Private<B>>>,
+        svc: &Arc<Services<Private<B>>>,
         admin: &Arc<Admin<B>>,
         admin_listener: TcpListener,
         config: &Config,
@@ -301,9 +287,9 @@ impl Background {
             rx.wait_for(|s| *s).await.ok();
         };
         let admin_task = Arc::clone(admin).run(admin_listener, stopped(stop_rx.clone()));
-        let spool_task = write_back_loop(Arc::clone(pipeline), stopped(stop_rx.clone()));
+        let spool_task = tasks::write_back_loop(Arc::clone(svc), stopped(stop_rx.clone()));
         let every = config.store.purge_interval;
-        let purge_task = purge_loop(Arc::clone(pipeline), every, stopped(stop_rx));
+        let purge_task = tasks::purge_loop(Arc::clone(svc), every, stopped(stop_rx));
         let tasks = vec![
             ("admin listener", tokio::spawn(admin_task)),
             ("spool write-back loop", tokio::spawn(spool_task)),
@@ -322,73 +308,6 @@ impl Background {
             if let Err(e) = task.await {
                 error!(task = name, error = %e, "background task failed");
             }
-        }
-    }
-}
-
-/// One last write-back attempt; what remains waits on disk for the next start.
-async fn last_write_back<B: Backend>(pipeline: &Pipeline<B>) {
-    let Some(spool) = pipeline.spool() else {
-        return;
-    };
-    let last = tokio::time::timeout(
-        Duration::from_secs(2),
-        spool.write_back(pipeline.backend(), pipeline.metrics()),
-    )
-    .await;
-    if last.is_err() {
-        warn!("last spool write-back did not finish within 2s");
-    }
-    let left = spool.depth();
-    if left > 0 {
-        warn!(left, "spooled snapshots kept on disk for the next start");
-    }
-}
-
-/// Writes spooled snapshots back once the store answers again.
-async fn write_back_loop<B: Backend>(pipeline: Arc<Pipeline<B>>, stop: impl Future<Output = ()>) {
-    let Some(spool) = pipeline.spool().cloned() else {
-        return;
-    };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        if spool.depth() == 0 || pipeline.backend().ping().await.is_err() {
-            continue;
-        }
-        let settled = spool
-            .write_back(pipeline.backend(), pipeline.metrics())
-            .await;
-        let depth = spool.depth();
-        pipeline.metrics().set_spool_depth(depth);
-        if settled > 0 {
-            info!(settled, left = depth, "spool written back");
-        }
-    }
-}
-
-/// Deletes expired snapshots and dedupe records in the background, so
-/// expired data does not wait for a read to go away.
-async fn purge_loop<B: Backend>(
-    pipeline: Arc<Pipeline<B>>,
-    every: std::time::Duration,
-    stop: impl Future<Output = ()>,
-) {
-    tokio::pin!(stop);
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = ticker.tick() => {}
-        }
-        match pipeline.backend().purge_expired().await {
-            Ok(0) => {}
-            Ok(n) => info!(purged = n, "expired records purged"),
-            Err(e) => warn!(error = %e, "purge failed"),
         }
     }
 }

@@ -35,6 +35,9 @@
 //! - [`upstream`]: the pooled client to the bot and proxy header rules.
 //! - [`pipeline`]: the request path, stage by stage, in order
 //!   (`pipeline/mod.rs` reads them top to bottom, one file per stage).
+//! - [`services`]: what the request path, the admin API and the
+//!   background tasks share (backend, upstream, metrics, spool, store
+//!   health, audit notes), and the background loops.
 //! - [`server`]: listener, TLS, connection cap, graceful shutdown.
 //! - [`framing`]: request-head scanning that refuses ambiguous framing.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/v1/state` (with
@@ -72,6 +75,7 @@ pub mod private_file;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod services;
 pub mod spool;
 pub mod tracecontext;
 pub mod upstream;

@@ -26,7 +26,7 @@ use crate::backend::reseal::Resealed;
 use crate::backend::Lifecycle;
 use crate::backend::{Backend, StoreError};
 use crate::key::ConvKey;
-use crate::pipeline::Pipeline;
+use crate::services::Services;
 
 /// How long a job waits for one conversation's turn.
 const TURN_WAIT: Duration = Duration::from_secs(10);
@@ -107,7 +107,7 @@ impl Runner {
     /// continues where it stopped.
     pub fn start<B: Backend>(
         self: &Arc<Self>,
-        pipeline: Arc<Pipeline<Private<B>>>,
+        svc: Arc<Services<Private<B>>>,
         job: Job,
         rate: u32,
     ) -> bool {
@@ -129,7 +129,7 @@ impl Runner {
             };
         }
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.run(pipeline.backend(), job, rate).await });
+        tokio::spawn(async move { me.run(&svc.backend, job, rate).await });
         true
     }
 

@@ -58,7 +58,13 @@ pub async fn run<B: Backend>(
         // Over the cap: shed load with a quick 503 rather than queue without
         // bound.
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            over_capacity(stream, peer, pipeline.metrics(), &settings, &shedders);
+            over_capacity(
+                stream,
+                peer,
+                &pipeline.services().metrics,
+                &settings,
+                &shedders,
+            );
             continue;
         };
         if let Err(e) = stream.set_nodelay(true) {

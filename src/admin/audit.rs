@@ -26,7 +26,7 @@ impl<B: Backend> Admin<B> {
             Ok(q) => q,
             Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
         };
-        match self.pipeline.backend().audit(&query).await {
+        match self.svc.backend.audit(&query).await {
             Ok(entries) => {
                 let listed: Vec<Value> = entries
                     .into_iter()

@@ -84,7 +84,7 @@ impl<B: Backend> Admin<B> {
             }
         }
         // The stored layer: keys hashed, values sealed, as they are.
-        let store = self.pipeline.backend().inner();
+        let store = self.svc.backend.inner();
         let page = match store.scan(cursor, limit).await {
             Ok(page) => page,
             Err(e) => return unavailable(&e),
@@ -155,10 +155,10 @@ impl<B: Backend> Admin<B> {
     /// One conversation, under its turn: `true` written, `false` the store
     /// holds that version or a newer one.
     async fn import_one(&self, c: &Value) -> Result<bool, Refused> {
-        let privacy = self.pipeline.backend().privacy();
+        let privacy = self.svc.backend.privacy();
         let (key, dumped) =
             super::import_check::parse(c, privacy, &self.lifetimes).map_err(Refused::Malformed)?;
-        let store = self.pipeline.backend().inner();
+        let store = self.svc.backend.inner();
         let (held, loaded) = store.begin(&key, self.lock_wait, None).await?;
         if loaded.member.is_some() {
             // The turn held is the member's: writing would overwrite it.
@@ -185,7 +185,7 @@ impl<B: Backend> Admin<B> {
                 version: dumped.version,
                 ttl_ms: dumped.ttl_ms,
             },
-            audit: self.pipeline.audits().then(|| Box::new(note)),
+            audit: self.svc.audit.on().then(|| Box::new(note)),
             link: None,
         };
         match held.finish(commit).await? {

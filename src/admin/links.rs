@@ -41,7 +41,7 @@ impl<B: Backend> Admin<B> {
                 json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
             );
         };
-        let backend = self.pipeline.backend();
+        let backend = &self.svc.backend;
         match backend.links(&key).await {
             Ok(links) => json_response(
                 StatusCode::OK,

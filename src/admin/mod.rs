@@ -42,10 +42,14 @@ use crate::config::Secret;
 use crate::maintenance::{Job, Runner};
 use crate::pipeline::Pipeline;
 use crate::privacy::marks::KeyMismatch;
+use crate::services::Services;
 
-/// The admin API of a pipeline over `Private<B>` (every backend is).
+/// The admin API over the shared services (every backend is wrapped in
+/// `Private`).
 pub struct Admin<B: Backend> {
-    pipeline: Arc<Pipeline<Private<B>>>,
+    svc: Arc<Services<Private<B>>>,
+    /// Only for deferred turns' late reports, which finish a request.
+    late_reports: Arc<Pipeline<Private<B>>>,
     rekey: Arc<Runner>,
     migrate: Arc<Runner>,
     token: Option<Secret>,
@@ -73,13 +77,14 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 
 impl<B: Backend> Admin<B> {
     pub fn new(
-        pipeline: Arc<Pipeline<Private<B>>>,
+        late_reports: Arc<Pipeline<Private<B>>>,
         token: Option<Secret>,
         max_state_bytes: usize,
         lock_wait: Duration,
     ) -> Admin<B> {
         Admin {
-            pipeline,
+            svc: Arc::clone(late_reports.services()),
+            late_reports,
             rekey: Arc::default(),
             migrate: Arc::default(),
             token,
@@ -166,7 +171,7 @@ impl<B: Backend> Admin<B> {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") => self.readyz().await,
             (&Method::GET, "/metrics") => {
-                let mut resp = text(StatusCode::OK, self.pipeline.metrics().render());
+                let mut resp = text(StatusCode::OK, self.svc.metrics.render());
                 resp.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -196,10 +201,9 @@ impl<B: Backend> Admin<B> {
                 json!({"ready": false, "reason": "shutting down"}),
             );
         }
-        let store =
-            tokio::time::timeout(Duration::from_secs(2), self.pipeline.backend().ping()).await;
+        let store = tokio::time::timeout(Duration::from_secs(2), self.svc.backend.ping()).await;
         let store_ok = matches!(store, Ok(Ok(())));
-        self.pipeline.store_seen(store_ok);
+        self.svc.health.seen(store_ok);
         if store_ok {
             if let Err(reason) = self.keys_agree().await {
                 return json_response(
@@ -208,13 +212,13 @@ impl<B: Backend> Admin<B> {
                 );
             }
         }
-        let upstream_ok = self.pipeline.upstream().reachable().await;
+        let upstream_ok = self.svc.upstream.reachable().await;
         let up_down = |ok: bool| if ok { "up" } else { "down" };
         let (store, upstream) = (up_down(store_ok), up_down(upstream_ok));
         // With `on_unavailable = "passthrough"` the operator chose degraded
         // service over none: a store outage must not take every replica out
         // of its load balancer.
-        let degraded = !store_ok && self.pipeline.passes_through_when_store_down();
+        let degraded = !store_ok && self.svc.health.passes_through_when_down();
         if upstream_ok && (store_ok || degraded) {
             return json_response(
                 StatusCode::OK,
@@ -235,7 +239,7 @@ impl<B: Backend> Admin<B> {
     /// The key marks, compared with the store's: a replica whose keys
     /// differ from the store's serves nothing useful (every load a miss).
     async fn keys_agree(&self) -> Result<(), KeyMismatch> {
-        let check = self.pipeline.backend().check_key_marks(false);
+        let check = self.svc.backend.check_key_marks(false);
         match tokio::time::timeout(Duration::from_secs(2), check).await {
             Ok(Err(MarksError::Mismatch(e))) => {
                 warn!(error = %e, "not ready: this replica's keys are not the store's");
@@ -300,7 +304,7 @@ impl<B: Backend> Admin<B> {
                 let rate = query("rate").and_then(|v| v.parse().ok()).unwrap_or(200);
                 let job = if !migrate {
                     Job::Rekey
-                } else if self.pipeline.backend().privacy().hashes_keys() {
+                } else if self.svc.backend.privacy().hashes_keys() {
                     let dry_run = matches!(query("dry_run").as_deref(), Some("1" | "true"));
                     Job::Migrate { dry_run }
                 } else {
@@ -309,7 +313,7 @@ impl<B: Backend> Admin<B> {
                         json!({"error": "store.key_secret is not set: there are no hashed keys to migrate to"}),
                     );
                 };
-                if runner.start(Arc::clone(&self.pipeline), job, rate) {
+                if runner.start(Arc::clone(&self.svc), job, rate) {
                     progress(StatusCode::ACCEPTED)
                 } else {
                     progress(StatusCode::CONFLICT)
@@ -327,7 +331,7 @@ impl<B: Backend> Admin<B> {
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
-        match self.pipeline.backend().count_keys().await {
+        match self.svc.backend.count_keys().await {
             Ok(counts) => json_response(StatusCode::OK, json!(counts)),
             Err(e) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

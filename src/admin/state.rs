@@ -99,7 +99,7 @@ impl<B: Backend> Admin<B> {
     }
 
     async fn read(&self, key: &ConvKey) -> AdminResponse {
-        match self.pipeline.backend().load(key).await {
+        match self.svc.backend.load(key).await {
             Ok(loaded) => match loaded.state {
                 Some(state) => snapshot(key, loaded.version, &state),
                 None => json_response(
@@ -126,7 +126,7 @@ impl<B: Backend> Admin<B> {
     }
 
     async fn kept(&self, key: &ConvKey, version: u64) -> Result<Option<Version>, StoreError> {
-        let versions = self.pipeline.backend().history(key).await?;
+        let versions = self.svc.backend.history(key).await?;
         Ok(versions.into_iter().find(|v| v.version == version))
     }
 
@@ -134,7 +134,7 @@ impl<B: Backend> Admin<B> {
     /// (`at`: ms since the epoch; `bytes` and `sha256` of the snapshot as
     /// the bot sees it; 0 and null for a clear).
     async fn history(&self, key: &ConvKey) -> AdminResponse {
-        match self.pipeline.backend().history(key).await {
+        match self.svc.backend.history(key).await {
             Ok(versions) => {
                 let listed: Vec<Value> = versions
                     .iter()
@@ -186,7 +186,7 @@ impl<B: Backend> Admin<B> {
     }
 
     async fn roll_back(&self, key: &ConvKey, to: u64) -> Result<u64, NoRollback> {
-        let backend = self.pipeline.backend();
+        let backend = &self.svc.backend;
         let store = |e: StoreError| NoRollback::Store(e);
         let (held, loaded) = backend
             .begin(key, self.lock_wait, None)
@@ -210,7 +210,7 @@ impl<B: Backend> Admin<B> {
         let change = StateChange::Put(state);
         let commit = Commit {
             expected_version: Some(loaded.version),
-            audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
+            audit: self.svc.audit.note(key, None, old.as_deref(), &change),
             link: None,
             change,
             dedupe: None,
@@ -223,7 +223,7 @@ impl<B: Backend> Admin<B> {
     }
 
     async fn write(&self, key: &ConvKey, change: StateChange) -> AdminResponse {
-        let backend = self.pipeline.backend();
+        let backend = &self.svc.backend;
         let (held, old) = match backend.begin(key, self.lock_wait, None).await {
             Ok((_, loaded)) if loaded.member.is_some() => return linked_channel(),
             Ok((held, loaded)) => (held, loaded.state),
@@ -236,7 +236,7 @@ impl<B: Backend> Admin<B> {
         };
         let commit = Commit {
             expected_version: None,
-            audit: self.pipeline.audit_note(key, None, old.as_deref(), &change),
+            audit: self.svc.audit.note(key, None, old.as_deref(), &change),
             link: None,
             change,
             dedupe: None,

@@ -34,7 +34,7 @@ impl<B: Backend> Admin<B> {
             Ok(report) => report,
             Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
         };
-        let answer = self.pipeline.late_report(token, report).await;
+        let answer = self.late_reports.late_report(token, report).await;
         json_response(answer.status, answer.body)
     }
 }

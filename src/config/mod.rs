@@ -43,7 +43,9 @@ impl ConfigError {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// `Config::default()` is the config of an empty file; a config built in
+/// code (in-process tests, benches) goes through [`Config::checked`].
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -130,6 +132,14 @@ impl Config {
         config.resolve_env(env)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// A config built in code, checked as a file's is: `*_env` keys
+    /// resolved through `env`, then every cross-field rule.
+    pub fn checked(mut self, env: &dyn Env) -> Result<Config, ConfigError> {
+        self.resolve_env(env)?;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The keys the environment set (`STATEHOLD_<SECTION>__<KEY>`), for

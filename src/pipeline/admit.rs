@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::reject::Reject;
 use super::route::Route;
-use super::{audit, Keyed, Pipeline};
+use super::{Keyed, Pipeline};
 use crate::backend::Backend;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::outcome::Outcome;
@@ -81,9 +81,12 @@ impl<B: Backend> Pipeline<B> {
                 )
             });
         let request_id = self
-            .settings
+            .svc
             .audit
-            .then(|| audit::request_id(parts.headers.get("x-request-id").map(|v| v.as_bytes())))
+            .on()
+            .then(|| {
+                crate::services::request_id(parts.headers.get("x-request-id").map(|v| v.as_bytes()))
+            })
             .flatten();
         Ok(Some(Keyed {
             conv,

@@ -48,7 +48,7 @@ impl<B: Backend> Pipeline<B> {
             {
                 Ok(()) => StateChange::Put(json),
                 Err(refusal) => {
-                    self.metrics.save(SaveResult::Invalid);
+                    self.svc.metrics.save(SaveResult::Invalid);
                     warn!(key = %conv.display(self.settings.reveal_ids), route = %route.path,
                         reason = %refusal, "snapshot not stored: it breaks the route's rules; the previous one stays");
                     StateChange::Keep
@@ -74,7 +74,7 @@ impl<B: Backend> Pipeline<B> {
         trace: &mut Trace,
     ) -> StateChange {
         let refuse = |why: &str| {
-            self.metrics.save(SaveResult::Rejected);
+            self.svc.metrics.save(SaveResult::Rejected);
             warn!(key = %conv.display(self.settings.reveal_ids), reason = why,
                 "rollback refused: the snapshot stays");
             StateChange::Keep
@@ -88,7 +88,7 @@ impl<B: Backend> Pipeline<B> {
         // Through a linked channel, the member is what rolls back: its turn
         // is the one held (issue 20, item 10).
         let owner = current.member.as_ref().unwrap_or(conv);
-        let versions = match self.backend.history(owner).await {
+        let versions = match self.svc.backend.history(owner).await {
             Ok(v) => v,
             Err(_) => return refuse("the history cannot be read"),
         };

@@ -36,6 +36,7 @@ impl<B: Backend> Pipeline<B> {
         // statehold speaks HTTP/1.1 to the bot, whatever the client spoke.
         parts.version = Version::HTTP_11;
         parts.uri = self
+            .svc
             .upstream
             .uri_for(parts.uri.path_and_query())
             .map_err(|e| Reject::bad_request("the request path cannot be forwarded").because(e))?;
@@ -52,7 +53,7 @@ impl<B: Backend> Pipeline<B> {
         let started = Instant::now();
         let exchange = self.exchange(parts, body, conn).await;
         trace.upstream_time = started.elapsed();
-        self.metrics.upstream(trace.upstream_time);
+        self.svc.metrics.upstream(trace.upstream_time);
         // On failure nothing is saved and no dedupe record is written, so
         // the platform's redelivery runs the bot again; the turn is
         // released on return.
@@ -73,7 +74,12 @@ impl<B: Backend> Pipeline<B> {
             .headers
             .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let req = Request::from_parts(parts, Either::Left(Full::new(body)));
-        let (parts, body) = self.upstream.exchange(req).await.map_err(upstream_reject)?;
+        let (parts, body) = self
+            .svc
+            .upstream
+            .exchange(req)
+            .await
+            .map_err(upstream_reject)?;
         Ok(Answer { parts, body })
     }
 
@@ -89,8 +95,12 @@ impl<B: Backend> Pipeline<B> {
             return reject.response();
         }
         let started = Instant::now();
-        let result = self.upstream.stream(Request::from_parts(parts, body)).await;
-        self.metrics.upstream(started.elapsed());
+        let result = self
+            .svc
+            .upstream
+            .stream(Request::from_parts(parts, body))
+            .await;
+        self.svc.metrics.upstream(started.elapsed());
         let reject = match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
@@ -148,7 +158,7 @@ impl<B: Backend> Pipeline<B> {
         trace.outcome = Outcome::NoKey;
         let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
         if self.capture(&mut answer, None, &[])?.change != StateChange::Keep {
-            self.metrics.save(SaveResult::Rejected);
+            self.svc.metrics.save(SaveResult::Rejected);
             warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
         }
         Ok(answer.into_response())

@@ -62,7 +62,7 @@ impl<B: Backend> Pipeline<B> {
             request_id: keyed.request_id,
         };
         let secret = token.secret().to_string();
-        let metrics = (Arc::clone(&self.metrics), self.settings.reveal_ids);
+        let metrics = (Arc::clone(&self.svc.metrics), self.settings.reveal_ids);
         self.deferrals
             .park(secret, parked, route.report_timeout, metrics);
         trace.outcome = Outcome::Deferred;
@@ -72,8 +72,9 @@ impl<B: Backend> Pipeline<B> {
     /// A deferred answer that also reports: refused (the snapshot stays,
     /// the turn ends with the answer's dedupe record).
     fn ambiguous(&self, route: &Route, shown: &str) -> Captured {
-        self.metrics.save(SaveResult::Rejected);
-        self.metrics
+        self.svc.metrics.save(SaveResult::Rejected);
+        self.svc
+            .metrics
             .deferred()
             .report(route.index, DeferredResult::Refused);
         warn!(key = %shown, "a deferred answer that also reports is ambiguous: refused, the snapshot stays and the turn ends");
@@ -87,7 +88,7 @@ impl<B: Backend> Pipeline<B> {
     /// The turn could not be kept for its report: the answer is not
     /// acknowledged, so the platform redelivers.
     fn not_deferred(&self, shown: &str, e: &StoreError) -> Reject {
-        self.store_seen(!e.is_outage());
+        self.svc.health.seen(!e.is_outage());
         warn!(key = %shown, error = %e,
             "the turn could not be kept for a late report; the update is redelivered");
         Reject::new(

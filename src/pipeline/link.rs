@@ -55,7 +55,7 @@ impl<B: Backend> Pipeline<B> {
                 let unlink = Some(Box::new(LinkChange::Unlink(conv.clone())));
                 self.finish_turn(turn, keyed, change, (answer, unlink), trace)
                     .await?;
-                self.metrics.link(LinkResult::Unlinked);
+                self.svc.metrics.link(LinkResult::Unlinked);
                 info!(key = %conv.display(self.settings.reveal_ids), "unlinked from its member");
                 Ok(())
             }
@@ -76,20 +76,20 @@ impl<B: Backend> Pipeline<B> {
         status: StatusCode,
     ) -> Plan {
         let refused = |why: &str| {
-            self.metrics.link(LinkResult::Refused);
+            self.svc.metrics.link(LinkResult::Refused);
             warn!(key = %conv.display(self.settings.reveal_ids), reason = why,
                 "link report refused: the conversation stays as it was");
             Plan::Plain
         };
         let Some(loaded) = loaded else {
-            self.metrics.link(LinkResult::Error);
+            self.svc.metrics.link(LinkResult::Error);
             warn!(key = %conv.display(self.settings.reveal_ids), "link report not honoured: the store is unavailable");
             return Plan::Plain;
         };
         if status.as_u16() >= 500 {
             return Plan::Plain;
         }
-        if !self.backend.can_link() {
+        if !self.svc.backend.can_link() {
             return refused("links need one Redis server (or Sentinel), not a Cluster");
         }
         let target = match ask {
@@ -99,7 +99,7 @@ impl<B: Backend> Pipeline<B> {
             LinkAsk::Unlink => return Plan::Unlink,
             LinkAsk::To(target) => target,
         };
-        if loaded.member.as_ref() == Some(&self.backend.stored_name(&target)) {
+        if loaded.member.as_ref() == Some(&self.svc.backend.stored_name(&target)) {
             Plan::Plain // linked to it already
         } else if target == *conv {
             refused("a key cannot be its own channel")
@@ -123,7 +123,10 @@ impl<B: Backend> Pipeline<B> {
     ) -> Commit {
         let conv = keyed.conv;
         let dedupe = answer.dedupe_record(keyed.dedupe);
-        let audit = self.link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
+        let audit =
+            self.svc
+                .audit
+                .link_note(&conv, keyed.request_id, member.state.as_deref(), &change);
         Commit {
             expected_version: Some(member.version),
             change,
@@ -145,14 +148,14 @@ impl<B: Backend> Pipeline<B> {
         conv: &ConvKey,
         target: &ConvKey,
     ) -> Result<(B::Held, Loaded), crate::backend::TurnError> {
-        let own = self.backend.stored_name(conv);
-        let target_stored = self.backend.stored_name(target);
+        let own = self.svc.backend.stored_name(conv);
+        let target_stored = self.svc.backend.stored_name(target);
         let wait = if target_stored.as_str() > own.as_str() {
             self.settings.lock_wait
         } else {
             std::time::Duration::ZERO
         };
-        self.backend.begin(target, wait, None).await
+        self.svc.backend.begin(target, wait, None).await
     }
 
     /// Takes the member's turn and commits the change, the dedupe record
@@ -168,7 +171,7 @@ impl<B: Backend> Pipeline<B> {
         let conv = keyed.conv.clone();
         let shown = conv.display(self.settings.reveal_ids).to_string();
         let refused = |why: &'static str| {
-            self.metrics.link(LinkResult::Refused);
+            self.svc.metrics.link(LinkResult::Refused);
             warn!(key = %shown, reason = why, "link report refused: the answer is saved without the link");
         };
         let (member_held, member) = match self.member_turn(&conv, target).await {
@@ -189,7 +192,7 @@ impl<B: Backend> Pipeline<B> {
             Err(e) => {
                 // Nothing stored, no dedupe record: the redelivery runs the
                 // bot again (dropping the channel's turn releases it).
-                self.metrics.link(LinkResult::Error);
+                self.svc.metrics.link(LinkResult::Error);
                 warn!(key = %shown, error = %e, "link not made: the member's turn could not be taken");
                 return Err(Reject::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -204,10 +207,10 @@ impl<B: Backend> Pipeline<B> {
         // The alias is in place (or not): the channel's turn may go now.
         drop(channel_turn);
         if matches!(saved, super::Saved::Committed) {
-            self.metrics.link(LinkResult::Linked);
+            self.svc.metrics.link(LinkResult::Linked);
             info!(key = %shown, member = %target.display(self.settings.reveal_ids), "linked to a member");
         } else {
-            self.metrics.link(LinkResult::Error);
+            self.svc.metrics.link(LinkResult::Error);
         }
         self.after_save(saved, &conv, trace).await
     }

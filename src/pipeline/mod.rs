@@ -46,16 +46,16 @@
 //! `deferred.rs` (parked turns), `late.rs` (the defer stage), `report.rs`
 //! (late reports), `unrouted.rs` (answers before a route), `link.rs` (the
 //! bot's link reports, saved with the member's turn), `wire.rs` (inject,
-//! capture and strip), `check.rs` (the route's rules), `audit.rs` (the
-//! audit note), `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
-//! answers); this file reads the stages top to bottom in [`Pipeline::handle`]
+//! capture and strip), `check.rs` (the route's rules), `forward.rs`
+//! (upstream, keyless requests), `reject.rs` (statehold's own answers);
+//! what requests share with the admin API (backend, metrics, spool, store
+//! health, audit notes) is [`crate::services`]; this file reads the stages top to bottom in [`Pipeline::handle`]
 //! and `Pipeline::matched`.
 //!
 //! Where is the TTL refreshed? In the backend, by every load (step 8) and
 //! every commit (step 13): `backend/embedded/` and `backend/redis/*.lua`.
 
 mod admit;
-mod audit;
 pub mod body;
 pub mod budget;
 mod check;
@@ -63,7 +63,6 @@ mod deferred;
 mod forward;
 mod late;
 mod link;
-mod recovery;
 pub mod reject;
 mod report;
 mod request;
@@ -88,10 +87,8 @@ use tracing::info;
 use crate::backend::Backend;
 use crate::config::{Config, ContractMode, OnUnavailable, Unmatched};
 use crate::contract;
-use crate::metrics::Metrics;
 use crate::outcome::Outcome;
-use crate::spool::Spool;
-use crate::upstream::Upstream;
+use crate::services::Services;
 use crate::verify::HeadVerdict;
 use admit::normalize_uri;
 use late::Deferral;
@@ -125,45 +122,30 @@ struct Settings {
     reveal_ids: bool,
     unmatched: Unmatched,
     trusted_proxies: Vec<ipnet::IpNet>,
-    /// `[audit]` is on: changes carry an audit note.
-    audit: bool,
     /// How long a late report that overtook its deferral waits for it.
     report_grace: Duration,
 }
 
+/// The request path over the shared [`Services`], with what only requests
+/// use: the routes, the buffer budget, and this process's parked turns.
 pub struct Pipeline<B: Backend> {
-    /// Degraded-mode spool (passthrough on a shared store), if any.
-    spool: Option<Arc<Spool>>,
+    svc: Arc<Services<B>>,
     routes: Routes,
-    backend: B,
-    upstream: Upstream,
-    metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
     unreported: unreported::Unreported,
-    recovery: recovery::Recovery,
     /// This process's deferred turns, parked for their late reports.
     deferrals: Arc<deferred::Deferrals<B::Held>>,
     settings: Settings,
 }
 
 impl<B: Backend> Pipeline<B> {
-    pub fn new(
-        config: &Config,
-        backend: B,
-        upstream: Upstream,
-        metrics: Arc<Metrics>,
-        spool: Option<Arc<Spool>>,
-    ) -> Result<Pipeline<B>, route::RouteError> {
+    pub fn new(config: &Config, svc: Arc<Services<B>>) -> Result<Pipeline<B>, route::RouteError> {
         Ok(Pipeline {
-            spool,
             routes: Routes::from_config(config)?,
-            backend,
-            upstream,
             unreported: unreported::Unreported::new(config.routes.len()),
-            recovery: recovery::Recovery::new(config.store.recovery_settle),
             deferrals: Arc::new(deferred::Deferrals::new()),
-            budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&metrics)),
-            metrics,
+            budget: budget::Budget::new(config.server.max_buffered_bytes, Arc::clone(&svc.metrics)),
+            svc,
             settings: Settings {
                 max_body_bytes: config.server.max_body_bytes.get(),
                 body_timeout: config.server.body_timeout,
@@ -176,23 +158,14 @@ impl<B: Backend> Pipeline<B> {
                 reveal_ids: config.log.reveal_ids,
                 unmatched: config.server.unmatched,
                 trusted_proxies: config.server.trusted_proxies.clone(),
-                audit: config.audit.max_events > 0,
                 report_grace: config.upstream.timeout,
             },
         })
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
-    }
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-    pub fn spool(&self) -> Option<&Arc<Spool>> {
-        self.spool.as_ref()
+    /// What this pipeline shares with the admin API and the background.
+    pub fn services(&self) -> &Arc<Services<B>> {
+        &self.svc
     }
 
     /// Handles one inbound request; never fails (errors become responses).
@@ -222,7 +195,8 @@ impl<B: Backend> Pipeline<B> {
             }
         };
         let took = started.elapsed();
-        self.metrics
+        self.svc
+            .metrics
             .request(route.index, trace.outcome, resp.status().as_u16(), took);
         // Fields are only evaluated when the line is logged.
         info!(

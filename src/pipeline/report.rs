@@ -96,8 +96,8 @@ impl ReportAnswer {
 impl<B: Backend> Pipeline<B> {
     /// `POST /v1/turns/<token>`: the late report of a deferred turn.
     pub async fn late_report(&self, token: &str, report: LateReport) -> ReportAnswer {
-        let deferred = self.metrics.deferred();
-        let unmatched = self.metrics.unmatched();
+        let deferred = self.svc.metrics.deferred();
+        let unmatched = self.svc.metrics.unmatched();
         let Some(token) = TurnToken::parse(token) else {
             deferred.report(unmatched, DeferredResult::Unknown);
             return ReportAnswer::unknown();
@@ -202,7 +202,7 @@ impl<B: Backend> Pipeline<B> {
 
     /// The store's view of a turn token ([`Turns::adopt`]).
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<B::Held>, ReportAnswer> {
-        match self.backend.adopt(token).await {
+        match self.svc.backend.adopt(token).await {
             Ok(adoption) => Ok(adoption),
             Err(e) => {
                 warn!(error = %e, "a late report could not reach the store");
@@ -249,7 +249,7 @@ impl<B: Backend> Pipeline<B> {
         if refused {
             // The old snapshot stays; dropping the turn ends it.
             drop(turn);
-            let deferred = self.metrics.deferred();
+            let deferred = self.svc.metrics.deferred();
             deferred.report(route.index, DeferredResult::Refused);
             return ReportAnswer {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -287,7 +287,7 @@ impl<B: Backend> Pipeline<B> {
                     .await
             }
         };
-        let deferred = self.metrics.deferred();
+        let deferred = self.svc.metrics.deferred();
         match result {
             Ok(()) => {
                 let result = match change {

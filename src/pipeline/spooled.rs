@@ -22,7 +22,7 @@ impl<B: Backend> Pipeline<B> {
         conv: &ConvKey,
         mut loaded: Loaded,
     ) -> (Loaded, Option<StateChange>) {
-        let Some(spool) = &self.spool else {
+        let Some(spool) = &self.svc.spool else {
             return (loaded, None);
         };
         let shown = conv.display(self.settings.reveal_ids);
@@ -35,7 +35,7 @@ impl<B: Backend> Pipeline<B> {
             }
         };
         if base.unwrap_or(0) != loaded.version {
-            self.metrics.conflict();
+            self.svc.metrics.conflict();
             warn!(key = %shown, based_on = base.unwrap_or(0), current = loaded.version,
                 "spooled snapshot dropped: the conversation moved on during the outage");
             self.settle_spooled(conv).await;
@@ -52,7 +52,7 @@ impl<B: Backend> Pipeline<B> {
 
     /// Removes a conversation's spool entry (written, or dropped).
     pub(super) async fn settle_spooled(&self, conv: &ConvKey) {
-        let Some(spool) = self.spool.clone() else {
+        let Some(spool) = self.svc.spool.clone() else {
             return;
         };
         let key = conv.clone();
@@ -62,7 +62,7 @@ impl<B: Backend> Pipeline<B> {
         })
         .await;
         match settled {
-            Ok((Ok(()), depth)) => self.metrics.set_spool_depth(depth),
+            Ok((Ok(()), depth)) => self.svc.metrics.set_spool_depth(depth),
             // The entry stays; the write-back finds it under the turn later
             // and drops it as a conflict: nothing is written twice.
             Ok((Err(e), _)) => warn!(error = %e, "spool entry could not be removed"),
@@ -76,7 +76,7 @@ impl<B: Backend> Pipeline<B> {
         if change == StateChange::Keep {
             return true;
         }
-        let Some(spool) = self.spool.clone() else {
+        let Some(spool) = self.svc.spool.clone() else {
             return false;
         };
         let key = conv.clone();
@@ -88,17 +88,17 @@ impl<B: Backend> Pipeline<B> {
         let shown = conv.display(self.settings.reveal_ids);
         match pushed {
             Ok((Ok(true), depth)) => {
-                self.metrics.set_spool_depth(depth);
+                self.svc.metrics.set_spool_depth(depth);
                 info!(key = %shown, depth, "snapshot spooled until the store returns");
                 true
             }
             Ok((Ok(false), depth)) => {
-                self.metrics.save(SaveResult::Error);
+                self.svc.metrics.save(SaveResult::Error);
                 warn!(key = %shown, depth, "spool full (store.spool_max): snapshot dropped");
                 false
             }
             Ok((Err(e), _)) => {
-                self.metrics.save(SaveResult::Error);
+                self.svc.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "spool write failed: snapshot dropped");
                 false
             }

@@ -23,8 +23,8 @@ use crate::outcome::Outcome;
 impl<B: Backend> Pipeline<B> {
     /// Accounts for the record read with the turn.
     pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
-        self.store_seen(true);
-        self.metrics.load(match (&loaded.state, &loaded.undecryptable) {
+        self.svc.health.seen(true);
+        self.svc.metrics.load(match (&loaded.state, &loaded.undecryptable) {
             (Some(_), _) => LoadResult::Hit,
             (None, None) => LoadResult::Miss,
             (None, Some(why)) => {
@@ -34,7 +34,7 @@ impl<B: Backend> Pipeline<B> {
             }
         });
         trace.version = Some(loaded.version);
-        if let Some(spool) = &self.spool {
+        if let Some(spool) = &self.svc.spool {
             spool.saw(conv, loaded.version);
         }
         loaded
@@ -73,38 +73,38 @@ impl<B: Backend> Pipeline<B> {
         let result = held.finish(commit).await;
         let took = started.elapsed();
         trace.store_time += took;
-        self.metrics.store(StoreOp::Commit, took);
+        self.svc.metrics.store(StoreOp::Commit, took);
         let shown = conv.display(self.settings.reveal_ids);
         match result {
             Ok(CommitOutcome::Committed { version }) => {
-                self.store_seen(true);
+                self.svc.health.seen(true);
                 if stores_snapshot {
-                    self.metrics.save(SaveResult::Ok);
+                    self.svc.metrics.save(SaveResult::Ok);
                 }
-                if let Some(spool) = &self.spool {
+                if let Some(spool) = &self.svc.spool {
                     spool.saw(conv, version);
                 }
                 trace.version = Some(version);
                 Saved::Committed
             }
             Ok(CommitOutcome::Conflict { current }) => {
-                self.metrics.conflict();
+                self.svc.metrics.conflict();
                 warn!(key = %shown, based_on, current, "commit refused: the conversation moved on; the newer snapshot stays");
                 Saved::Stale
             }
             Err(e @ StoreError::Unreplicated { .. }) => {
-                self.metrics.save(SaveResult::Error);
+                self.svc.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit not acknowledged: too few replicas confirmed it");
                 Saved::Unreplicated
             }
             Err(e) if e.is_outage() => {
-                self.store_seen(false);
-                self.metrics.save(SaveResult::Error);
+                self.svc.health.seen(false);
+                self.svc.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit failed");
                 Saved::Failed(change)
             }
             Err(e) => {
-                self.metrics.save(SaveResult::Error);
+                self.svc.metrics.save(SaveResult::Error);
                 warn!(key = %shown, error = %e, "commit refused by the store (the store is up): nothing stored, nothing spooled");
                 Saved::Refused(e)
             }
@@ -119,16 +119,17 @@ impl<B: Backend> Pipeline<B> {
         dedupe_id: Option<&str>,
         trace: &mut Trace,
     ) -> Result<Turn<B::Held>, Reject> {
-        if self.spool.is_some() {
+        if self.svc.spool.is_some() {
             // Another replica may still be writing back what it spooled
             // during the outage that just ended.
-            if let Some(settle) = self.recovery.remaining() {
+            if let Some(settle) = self.svc.health.settling() {
                 tokio::time::sleep(settle).await;
             }
         }
         let started = Instant::now();
-        let waiting = self.metrics.turn_waiting();
+        let waiting = self.svc.metrics.turn_waiting();
         let begun = self
+            .svc
             .backend
             .begin(conv, self.settings.lock_wait, dedupe_id)
             .await;
@@ -137,8 +138,8 @@ impl<B: Backend> Pipeline<B> {
             Ok((held, loaded)) => {
                 let took = started.elapsed();
                 let read = took.saturating_sub(held.waited());
-                self.metrics.lock_wait(held.waited());
-                self.metrics.store(StoreOp::Load, read);
+                self.svc.metrics.lock_wait(held.waited());
+                self.svc.metrics.store(StoreOp::Load, read);
                 trace.store_time += read;
                 let loaded = self.loaded(conv, loaded, trace);
                 let (loaded, spooled) = self.spooled_first(conv, loaded).await;
@@ -154,8 +155,8 @@ impl<B: Backend> Pipeline<B> {
                 "conversation busy: an earlier request is still with the bot",
             )),
             Err(TurnError::Store(e)) if e.is_outage() => {
-                self.store_seen(false);
-                self.metrics.load(LoadResult::Error);
+                self.svc.health.seen(false);
+                self.svc.metrics.load(LoadResult::Error);
                 self.store_unavailable(conv, &e)?;
                 Ok(Turn::Degraded)
             }
@@ -163,7 +164,7 @@ impl<B: Backend> Pipeline<B> {
             // up, nothing waits for a recovery, nothing passes through to
             // be spooled where it could never be written back.
             Err(TurnError::Store(e)) => {
-                self.metrics.load(LoadResult::Error);
+                self.svc.metrics.load(LoadResult::Error);
                 warn!(key = %conv.display(self.settings.reveal_ids), error = %e,
                     "the conversation's record cannot be used (the store is up): answered 500; see docs/operations.md#what-each-failure-looks-like");
                 Err(Reject::store_error(e))
@@ -181,7 +182,7 @@ impl<B: Backend> Pipeline<B> {
         trace: &mut Trace,
     ) -> Result<Response<Body>, Reject> {
         if digest.is_some_and(|d| !recorded.answers(d)) {
-            self.metrics.dedupe_mismatch();
+            self.svc.metrics.dedupe_mismatch();
             warn!(key = %conv.display(self.settings.reveal_ids), "known dedupe id with a different body: refused, the record stays");
             return Err(Reject::new(
                 StatusCode::CONFLICT,
@@ -189,7 +190,7 @@ impl<B: Backend> Pipeline<B> {
                 "this dedupe id was already used by a different request",
             ));
         }
-        self.metrics.dedupe_hit();
+        self.svc.metrics.dedupe_hit();
         trace.outcome = Outcome::Duplicate;
         Ok(recorded_response(recorded))
     }
@@ -236,8 +237,15 @@ impl<B: Backend> Pipeline<B> {
             self.settle_spooled(&conv).await;
         }
         let audit = match link {
-            Some(_) => self.link_note(&conv, request_id, loaded.state.as_deref(), &change),
-            None => self.audit_note(&conv, request_id, loaded.state.as_deref(), &change),
+            Some(_) => {
+                self.svc
+                    .audit
+                    .link_note(&conv, request_id, loaded.state.as_deref(), &change)
+            }
+            None => self
+                .svc
+                .audit
+                .note(&conv, request_id, loaded.state.as_deref(), &change),
         };
         let commit = Commit {
             expected_version: Some(loaded.version),

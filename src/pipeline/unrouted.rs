@@ -31,8 +31,8 @@ impl<B: Backend> Pipeline<B> {
     /// `unmatched` label and logged without the path (it may carry ids).
     pub(super) fn unrouted(&self, reject: Reject, started: Instant) -> Response<Body> {
         let status = reject.status.as_u16();
-        self.metrics.request(
-            self.metrics.unmatched(),
+        self.svc.metrics.request(
+            self.svc.metrics.unmatched(),
             reject.outcome,
             status,
             started.elapsed(),
@@ -63,8 +63,8 @@ impl<B: Backend> Pipeline<B> {
             StatusCode::GATEWAY_TIMEOUT => Outcome::UpstreamTimeout,
             _ => Outcome::Passthrough,
         };
-        self.metrics.request(
-            self.metrics.unmatched(),
+        self.svc.metrics.request(
+            self.svc.metrics.unmatched(),
             outcome,
             resp.status().as_u16(),
             started.elapsed(),

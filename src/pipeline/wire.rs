@@ -95,7 +95,7 @@ impl<B: Backend> Pipeline<B> {
     /// it in its body: the bot sees a new conversation (as with a snapshot
     /// it cannot open); the stored one stays until the bot writes.
     fn undeliverable(&self, inj: &Injection<'_>) {
-        self.metrics.load(LoadResult::Oversized);
+        self.svc.metrics.load(LoadResult::Oversized);
         warn!(key = %inj.key.display(self.settings.reveal_ids),
             max_header_bytes = self.settings.max_header_bytes,
             "snapshot too large for a header and the request is not a JSON object: the bot sees a new conversation");
@@ -117,7 +117,7 @@ impl<B: Backend> Pipeline<B> {
         if status.as_u16() < 400 || !contract::echoes_state(&answer.body, state) {
             return Ok(());
         }
-        self.metrics.save(SaveResult::Rejected);
+        self.svc.metrics.save(SaveResult::Rejected);
         warn!(key = %conv.display(self.settings.reveal_ids), status = status.as_u16(),
             "the bot's error answer repeats the snapshot it was handed: withheld (502), nothing stored");
         Err(Reject::bad_gateway(
@@ -163,7 +163,7 @@ impl<B: Backend> Pipeline<B> {
                     link = body_link.or(link);
                 }
                 BodyReport::Unreadable => {
-                    self.metrics.save(SaveResult::Rejected);
+                    self.svc.metrics.save(SaveResult::Rejected);
                     warn!(key = %shown(), compressed = encoded, "the bot's answer cannot be stripped of its state report: withheld (502), nothing stored");
                     return Err(Reject::bad_gateway("the bot's answer could not be read"));
                 }
@@ -173,14 +173,14 @@ impl<B: Backend> Pipeline<B> {
         let change = change.and_then(|c| self.fits_a_header(c, request));
         let link = match link {
             Some(Err(e)) => {
-                self.metrics.link(LinkResult::Invalid);
+                self.svc.metrics.link(LinkResult::Invalid);
                 warn!(key = %shown(), reason = %e, "link report ignored: the conversation stays as it was");
                 None
             }
             other => other.and_then(Result::ok),
         };
         let change = change.unwrap_or_else(|e| {
-            self.metrics.save(SaveResult::Rejected);
+            self.svc.metrics.save(SaveResult::Rejected);
             warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
             StateChange::Keep
         });
@@ -251,7 +251,7 @@ impl<B: Backend> Pipeline<B> {
         let Some(e) = overflow else {
             return true;
         };
-        self.metrics.save(SaveResult::Rejected);
+        self.svc.metrics.save(SaveResult::Rejected);
         warn!(key = %conv.display(self.settings.reveal_ids), reason = %e, "late report refused: the previous snapshot stays");
         false
     }
@@ -321,7 +321,7 @@ impl<B: Backend> Pipeline<B> {
         let report = if captured.change != StateChange::Keep || captured.deferred {
             Report::Reported
         } else if answer.parts.status.is_success() && trace.upstream_time < FAST {
-            self.metrics.unreported(route.index);
+            self.svc.metrics.unreported(route.index);
             Report::FastSilence
         } else {
             Report::Other
