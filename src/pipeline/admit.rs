@@ -6,19 +6,76 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
+use http::Response;
 use http::{StatusCode, Uri};
-use serde_json::Value;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
 use super::reject::Reject;
+use super::request::{Admitted, Ctx};
 use super::route::Route;
-use super::{Keyed, Pipeline};
+use super::{body, Body, ConnInfo, Keyed, Pipeline};
 use crate::backend::Backend;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::outcome::Outcome;
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
 
+/// What the verify and body stages leave of a request.
+pub(super) enum Admission {
+    /// Meta's subscription handshake: forwarded without a body or state.
+    Handshake(Parts),
+    Admitted(Admitted),
+}
+
 impl<B: Backend> Pipeline<B> {
+    /// verify (head), body, verify (body): the request as admitted, its
+    /// body buffered within the budgets and parsed if the route reads JSON.
+    pub(super) async fn admit(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        conn: ConnInfo,
+        route: &Route,
+    ) -> Result<Admission, Reject> {
+        let head = self.verify_head(route, &parts)?;
+        if head == Some(HeadVerdict::Handshake) {
+            // Meta's handshake carries no body: none is forwarded, so
+            // nothing unverified (a body-mode member) rides along.
+            drop(body);
+            return Ok(Admission::Handshake(parts));
+        }
+        let s = &self.settings;
+        let buffered =
+            body::read(&parts, body, s.max_body_bytes, s.body_timeout, &self.budget).await?;
+        if head == Some(HeadVerdict::NeedsBody) {
+            self.verify_body(route, &parts, &buffered.bytes)?;
+        }
+        let json = body::parse_json(&buffered.bytes, route.needs_json || self.body_mode())?;
+        Ok(Admission::Admitted(Admitted {
+            parts,
+            conn,
+            body: buffered.bytes,
+            _lease: buffered._lease,
+            json,
+            verified: route.verifier.as_ref().map(|v| v.kind()),
+        }))
+    }
+
+    /// Meta's handshake, answered by the bot: no body, no state.
+    pub(super) async fn handshake(
+        &self,
+        mut parts: Parts,
+        conn: ConnInfo,
+        cx: &mut Ctx<'_>,
+    ) -> Response<Body> {
+        cx.outcome = Outcome::Handshake;
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        let empty = Either::Left(Full::new(Bytes::new()));
+        self.passthrough(parts, empty, conn).await
+    }
+
     pub(super) fn verify_head(
         &self,
         route: &Route,
@@ -49,18 +106,15 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// The conversation key and dedupe id; `None` when the request has no key.
-    pub(super) fn keys(
-        &self,
-        route: &Route,
-        parts: &Parts,
-        body: &Bytes,
-        json: Option<&Value>,
-    ) -> Result<Option<Keyed>, Reject> {
+    pub(super) fn keys(&self, route: &Route, admitted: &Admitted) -> Result<Option<Keyed>, Reject> {
+        let Admitted {
+            parts, body, json, ..
+        } = admitted;
         let req = RequestParts {
             headers: &parts.headers,
             query: parts.uri.query(),
             body,
-            json,
+            json: json.as_ref(),
         };
         let ambiguous = |e: key::KeyError| {
             Reject::bad_request("ambiguous or unusable conversation key").because(e)

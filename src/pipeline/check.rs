@@ -14,8 +14,7 @@ use tracing::warn;
 /// past it the snapshot is refused like an invalid one.
 const RULES_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-use super::route::Route;
-use super::{Pipeline, Trace};
+use super::{Ctx, Pipeline};
 use crate::backend::{Backend, Loaded};
 use crate::contract::{self, RollbackTo, StateChange};
 use crate::key::ConvKey;
@@ -29,16 +28,17 @@ impl<B: Backend> Pipeline<B> {
     /// the first state is then free, as for a new conversation).
     pub(super) async fn check(
         &self,
-        route: &Route,
         conv: &ConvKey,
         loaded: Option<&Loaded>,
-        (change, rollback): (StateChange, Option<Asked>),
-        trace: &mut Trace,
+        change: StateChange,
+        rollback: Option<Asked>,
+        cx: &mut Ctx<'_>,
     ) -> StateChange {
+        let route = cx.route;
         let stored = loaded.and_then(|l| l.state.as_ref());
         let old = stored.map(|s| &s[..]);
         if let Some(asked) = rollback {
-            return self.rollback(conv, loaded, (change, asked), trace).await;
+            return self.rollback(conv, loaded, change, asked, cx).await;
         }
         match change {
             StateChange::Put(json) => match route
@@ -70,8 +70,9 @@ impl<B: Backend> Pipeline<B> {
         &self,
         conv: &ConvKey,
         loaded: Option<&Loaded>,
-        (change, asked): (StateChange, Asked),
-        trace: &mut Trace,
+        change: StateChange,
+        asked: Asked,
+        cx: &mut Ctx<'_>,
     ) -> StateChange {
         let refuse = |why: &str| {
             self.svc.metrics.save(SaveResult::Rejected);
@@ -101,7 +102,7 @@ impl<B: Backend> Pipeline<B> {
         });
         match target.and_then(|v| Some((v.version, v.state?))) {
             Some((version, state)) => {
-                trace.rolled_back = Some(version);
+                cx.rolled_back = Some(version);
                 StateChange::Put(state)
             }
             None => refuse("the version is not kept (store.history)"),

@@ -84,7 +84,8 @@ impl<H: Held> Deferrals<H> {
         secret: String,
         mut turn: Parked<H>,
         timeout: Duration,
-        (metrics, reveal_ids): (Arc<Metrics>, bool),
+        metrics: Arc<Metrics>,
+        reveal_ids: bool,
     ) {
         let (claim, claimed) = oneshot::channel();
         self.parked.lock().insert(secret.clone(), claim);

@@ -12,8 +12,8 @@ use http_body_util::{Either, Full};
 use tracing::warn;
 
 use super::reject::Reject;
-use super::route::Route;
-use super::{Answer, Body, ConnInfo, Pipeline, Trace};
+use super::request::{Admitted, Ctx};
+use super::{Answer, Body, ConnInfo, Pipeline};
 use crate::backend::Backend;
 use crate::config::OnMissingKey;
 use crate::contract::{self, StateChange};
@@ -48,12 +48,12 @@ impl<B: Backend> Pipeline<B> {
         parts: Parts,
         body: Bytes,
         conn: ConnInfo,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Result<Answer, Reject> {
         let started = Instant::now();
         let exchange = self.exchange(parts, body, conn).await;
-        trace.upstream_time = started.elapsed();
-        self.svc.metrics.upstream(trace.upstream_time);
+        cx.upstream_time = started.elapsed();
+        self.svc.metrics.upstream(cx.upstream_time);
         // On failure nothing is saved and no dedupe record is written, so
         // the platform's redelivery runs the bot again; the turn is
         // released on return.
@@ -146,20 +146,19 @@ impl<B: Backend> Pipeline<B> {
     /// member by `inject`): refused, or forwarded without state.
     pub(super) async fn keyless(
         &self,
-        route: &Route,
-        parts: Parts,
-        body: Bytes,
-        conn: ConnInfo,
-        trace: &mut Trace,
+        mut admitted: Admitted,
+        cx: &mut Ctx<'_>,
     ) -> Result<Response<Body>, Reject> {
-        if route.on_missing_key == OnMissingKey::Reject {
+        let body = self.inject(&mut admitted, None)?;
+        if cx.route.on_missing_key == OnMissingKey::Reject {
             return Err(Reject::bad_request("no conversation key in the request"));
         }
-        trace.outcome = Outcome::NoKey;
-        let mut answer = self.timed_exchange(parts, body, conn, trace).await?;
+        cx.outcome = Outcome::NoKey;
+        let (parts, conn) = (admitted.parts, admitted.conn);
+        let mut answer = self.timed_exchange(parts, body, conn, cx).await?;
         if self.capture(&mut answer, None, &[])?.change != StateChange::Keep {
             self.svc.metrics.save(SaveResult::Rejected);
-            warn!(route = %route.path, "state reported for a request without a conversation key: not stored");
+            warn!(route = %cx.route.path, "state reported for a request without a conversation key: not stored");
         }
         Ok(answer.into_response())
     }

@@ -9,9 +9,9 @@ use tracing::warn;
 
 use super::deferred::Parked;
 use super::reject::Reject;
-use super::request::{Answer, Keyed, Trace, Turn};
+use super::request::{Answer, Conversation, Ctx, Turn};
 use super::route::Route;
-use super::wire::Captured;
+use super::wire::Reported;
 use super::Pipeline;
 use crate::backend::{Backend, Held, StoreError, TurnToken};
 use crate::contract::StateChange;
@@ -24,16 +24,21 @@ impl<B: Backend> Pipeline<B> {
     /// turn to hold) the answer is saved as usual.
     pub(super) async fn defer(
         &self,
-        route: &Route,
-        (turn, keyed): (Turn<B::Held>, Keyed),
-        (answer, captured, rollback): (&Answer, Captured, bool),
-        trace: &mut Trace,
+        conv: Conversation<B::Held>,
+        answer: &Answer,
+        reported: Reported,
+        cx: &mut Ctx<'_>,
     ) -> Result<Deferral<B::Held>, Reject> {
-        let shown = keyed.conv.display(self.settings.reveal_ids).to_string();
-        if captured.change != StateChange::Keep || captured.link.is_some() || rollback {
-            return Ok(Deferral::Save(turn, keyed, self.ambiguous(route, &shown)));
+        let route = cx.route;
+        let shown = conv.conv().display(self.settings.reveal_ids).to_string();
+        let reports = reported.change != StateChange::Keep
+            || reported.link.is_some()
+            || reported.rollback.is_some();
+        if reports {
+            return Ok(Deferral::Save(conv, self.ambiguous(route, &shown)));
         }
-        let token = trace.turn.take();
+        let Conversation { turn, keyed } = conv;
+        let token = cx.turn.take();
         let (mut held, loaded, token) = match (turn, token) {
             (
                 Turn::Held {
@@ -44,10 +49,10 @@ impl<B: Backend> Pipeline<B> {
                 Some(token),
             ) if !answer.parts.status.is_server_error() => (held, loaded, token),
             (turn, token) => {
-                trace.turn = token;
+                cx.turn = token;
                 warn!(key = %shown, status = answer.parts.status.as_u16(),
                     "a deferred answer with no turn to hold (the store is out, a spooled change, or a bot error): its late report will find none");
-                return Ok(Deferral::Save(turn, keyed, captured));
+                return Ok(Deferral::Save(Conversation { turn, keyed }, reported));
             }
         };
         let dedupe = answer.dedupe_record(keyed.dedupe);
@@ -62,25 +67,27 @@ impl<B: Backend> Pipeline<B> {
             request_id: keyed.request_id,
         };
         let secret = token.secret().to_string();
-        let metrics = (Arc::clone(&self.svc.metrics), self.settings.reveal_ids);
+        let metrics = Arc::clone(&self.svc.metrics);
+        let reveal_ids = self.settings.reveal_ids;
         self.deferrals
-            .park(secret, parked, route.report_timeout, metrics);
-        trace.outcome = Outcome::Deferred;
+            .park(secret, parked, route.report_timeout, metrics, reveal_ids);
+        cx.outcome = Outcome::Deferred;
         Ok(Deferral::Parked)
     }
 
     /// A deferred answer that also reports: refused (the snapshot stays,
     /// the turn ends with the answer's dedupe record).
-    fn ambiguous(&self, route: &Route, shown: &str) -> Captured {
+    fn ambiguous(&self, route: &Route, shown: &str) -> Reported {
         self.svc.metrics.save(SaveResult::Rejected);
         self.svc
             .metrics
             .deferred()
             .report(route.index, DeferredResult::Refused);
         warn!(key = %shown, "a deferred answer that also reports is ambiguous: refused, the snapshot stays and the turn ends");
-        Captured {
+        Reported {
             change: StateChange::Keep,
             link: None,
+            rollback: None,
             deferred: false,
         }
     }
@@ -107,9 +114,9 @@ impl<B: Backend> Pipeline<B> {
 pub(super) enum Deferral<H> {
     /// The turn waits for its late report; the answer leaves.
     Parked,
-    /// Saved as an answer's report: the turn (`Degraded` when there is
-    /// none to hold), the request, and what the answer reported.
-    Save(Turn<H>, Keyed, Captured),
+    /// Saved as an answer's report: the conversation (its turn
+    /// `Degraded` when there is none to hold) and what the answer reported.
+    Save(Conversation<H>, Reported),
 }
 
 /// A fresh token for the turn a request holds on `route` in process

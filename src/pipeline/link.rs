@@ -21,7 +21,8 @@ use http::StatusCode;
 use tracing::{info, warn};
 
 use super::reject::Reject;
-use super::{Answer, Keyed, Pipeline, Trace, Turn};
+use super::request::{Conversation, Ctx};
+use super::{Answer, Keyed, Pipeline};
 use crate::backend::{Backend, Commit, LinkChange, Loaded, Origin};
 use crate::contract::{LinkAsk, StateChange};
 use crate::key::ConvKey;
@@ -39,30 +40,23 @@ enum Plan {
 impl<B: Backend> Pipeline<B> {
     pub(super) async fn link_and_save(
         &self,
-        turn: Turn<B::Held>,
-        keyed: Keyed,
+        held: Conversation<B::Held>,
         change: StateChange,
-        (answer, ask): (&Answer, LinkAsk),
-        trace: &mut Trace,
+        answer: &Answer,
+        ask: LinkAsk,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Reject> {
-        let conv = keyed.conv.clone();
-        match self.plan(turn.loaded(), &conv, ask, answer.parts.status) {
-            Plan::Plain => {
-                self.finish_turn(turn, keyed, change, (answer, None), trace)
-                    .await
-            }
+        let conv = held.conv().clone();
+        match self.plan(held.turn.loaded(), &conv, ask, answer.parts.status) {
+            Plan::Plain => self.finish_turn(held, change, answer, None, cx).await,
             Plan::Unlink => {
                 let unlink = Some(Box::new(LinkChange::Unlink(conv.clone())));
-                self.finish_turn(turn, keyed, change, (answer, unlink), trace)
-                    .await?;
+                self.finish_turn(held, change, answer, unlink, cx).await?;
                 self.svc.metrics.link(LinkResult::Unlinked);
                 info!(key = %conv.display(self.settings.reveal_ids), "unlinked from its member");
                 Ok(())
             }
-            Plan::LinkTo(target) => {
-                self.link_to(turn, keyed, change, (answer, &target), trace)
-                    .await
-            }
+            Plan::LinkTo(target) => self.link_to(held, change, answer, &target, cx).await,
         }
     }
 
@@ -162,13 +156,13 @@ impl<B: Backend> Pipeline<B> {
     /// and the alias on it; the channel's own turn ends after.
     async fn link_to(
         &self,
-        channel_turn: Turn<B::Held>,
-        keyed: Keyed,
+        channel: Conversation<B::Held>,
         change: StateChange,
-        (answer, target): (&Answer, &ConvKey),
-        trace: &mut Trace,
+        answer: &Answer,
+        target: &ConvKey,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Reject> {
-        let conv = keyed.conv.clone();
+        let conv = channel.conv().clone();
         let shown = conv.display(self.settings.reveal_ids).to_string();
         let refused = |why: &'static str| {
             self.svc.metrics.link(LinkResult::Refused);
@@ -179,15 +173,11 @@ impl<B: Backend> Pipeline<B> {
             Ok((held, _)) => {
                 drop(held);
                 refused("the member key is itself a channel");
-                return self
-                    .finish_turn(channel_turn, keyed, change, (answer, None), trace)
-                    .await;
+                return self.finish_turn(channel, change, answer, None, cx).await;
             }
             Err(crate::backend::TurnError::WaitExceeded(_)) => {
                 refused("the member's turn is busy (another request holds it)");
-                return self
-                    .finish_turn(channel_turn, keyed, change, (answer, None), trace)
-                    .await;
+                return self.finish_turn(channel, change, answer, None, cx).await;
             }
             Err(e) => {
                 // Nothing stored, no dedupe record: the redelivery runs the
@@ -202,16 +192,17 @@ impl<B: Backend> Pipeline<B> {
                 .after_bot());
             }
         };
+        let Conversation { turn, keyed } = channel;
         let commit = self.link_commit(keyed, change, answer, &member);
-        let saved = self.save(target, member_held, commit, trace).await;
+        let saved = self.save(target, member_held, commit, cx).await;
         // The alias is in place (or not): the channel's turn may go now.
-        drop(channel_turn);
+        drop(turn);
         if matches!(saved, super::Saved::Committed) {
             self.svc.metrics.link(LinkResult::Linked);
             info!(key = %shown, member = %target.display(self.settings.reveal_ids), "linked to a member");
         } else {
             self.svc.metrics.link(LinkResult::Error);
         }
-        self.after_save(saved, &conv, trace).await
+        self.after_save(saved, &conv, cx).await
     }
 }

@@ -40,17 +40,24 @@
 //!     (2xx answers only), and the turn's release;
 //!     a snapshot that cannot be committed is spooled or answered 503
 //!
-//! Where each stage lives: `admit.rs` (normalize, verify, key), `body.rs`
-//! (reading within the budgets of `budget.rs`, the body-mode member),
-//! `state.rs` (turn, load, dedupe answer, save), `spooled.rs` (the spool),
-//! `deferred.rs` (parked turns), `late.rs` (the defer stage), `report.rs`
-//! (late reports), `unrouted.rs` (answers before a route), `link.rs` (the
-//! bot's link reports, saved with the member's turn), `wire.rs` (inject,
-//! capture and strip), `check.rs` (the route's rules), `forward.rs`
-//! (upstream, keyless requests), `reject.rs` (statehold's own answers);
-//! what requests share with the admin API (backend, metrics, spool, store
-//! health, audit notes) is [`crate::services`]; this file reads the stages top to bottom in [`Pipeline::handle`]
-//! and `Pipeline::matched`.
+//! This file reads the stages top to bottom: [`Pipeline::handle`] (strip,
+//! normalize, route) and `Pipeline::on_route` (the rest, one line or call
+//! per stage). Each stage is a function over the request's context
+//! (`Ctx`: its route, outcome and what its log line tells, in
+//! `request.rs`) and the values the stage before it produced: `Admitted`,
+//! `Keyed`, `Turn`, `Answer`, `Reported`, `Conversation`.
+//!
+//! Where each stage lives: `admit.rs` (normalize, verify, body, key),
+//! `body.rs` (reading within the budgets of `budget.rs`, the body-mode
+//! member), `state.rs` (turn, load, dedupe answer, save), `spooled.rs`
+//! (the spool), `deferred.rs` (parked turns), `late.rs` (the defer stage),
+//! `report.rs` (late reports), `unrouted.rs` (answers before a route),
+//! `link.rs` (the bot's link reports, saved with the member's turn),
+//! `wire.rs` (inject, capture and strip), `check.rs` (the route's rules),
+//! `forward.rs` (upstream, keyless requests), `reject.rs` (statehold's own
+//! answers), `logline.rs` (the request's metrics and log line). What
+//! requests share with the admin API (backend, metrics, spool, store
+//! health, audit notes) is [`crate::services`].
 //!
 //! Where is the TTL refreshed? In the backend, by every load (step 8) and
 //! every commit (step 13): `backend/embedded/` and `backend/redis/*.lua`.
@@ -63,6 +70,7 @@ mod deferred;
 mod forward;
 mod late;
 mod link;
+mod logline;
 pub mod reject;
 mod report;
 mod request;
@@ -82,20 +90,18 @@ use http::request::Parts;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tracing::info;
 
 use crate::backend::Backend;
 use crate::config::{Config, ContractMode, OnUnavailable, Unmatched};
 use crate::contract;
-use crate::outcome::Outcome;
 use crate::services::Services;
-use crate::verify::HeadVerdict;
-use admit::normalize_uri;
+use admit::{normalize_uri, Admission};
 use late::Deferral;
 pub use reject::Reject;
 pub use report::{LateReport, ReportAnswer};
-use request::{Admitted, Answer, Keyed, Saved, Trace, Turn};
-use route::{Route, Routes};
+use request::{Answer, Conversation, Ctx, Keyed, Saved, Turn};
+use route::Routes;
+use wire::Reported;
 
 /// Bodies in both directions: buffered (matched routes, statehold's own
 /// answers) or streamed (unmatched paths).
@@ -184,150 +190,66 @@ impl<B: Backend> Pipeline<B> {
         };
         // Forwarded to the bot as it came; its trace id goes on the line.
         let trace_id = crate::tracecontext::trace_id(&parts.headers).map(str::to_string);
-
-        let mut trace = Trace::new();
-        let resp = match self.matched(route, parts, body, conn, &mut trace).await {
+        let mut cx = Ctx::new(route);
+        let resp = match self.on_route(parts, body, conn, &mut cx).await {
             Ok(resp) => resp,
-            Err(reject) => {
-                trace.outcome = reject.outcome;
-                trace.reason = Some(reject.log_text());
-                reject.response()
-            }
+            Err(reject) => cx.rejected(reject),
         };
-        let took = started.elapsed();
-        self.svc
-            .metrics
-            .request(route.index, trace.outcome, resp.status().as_u16(), took);
-        // Fields are only evaluated when the line is logged.
-        info!(
-            route = %route.path,
-            namespace = %route.namespace,
-            key = trace
-                .key
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |k| k.display(self.settings.reveal_ids).to_string()),
-            outcome = trace.outcome.as_str(),
-            status = resp.status().as_u16(),
-            version = trace.version.unwrap_or(0),
-            took_us = took.as_micros() as u64,
-            upstream_us = trace.upstream_time.as_micros() as u64,
-            store_us = trace.store_time.as_micros() as u64,
-            reason = trace.reason.as_deref().unwrap_or(""),
-            trace_id = trace_id.as_deref().unwrap_or("-"),
-            "request"
-        );
+        self.ended(&cx, &resp, started.elapsed(), trace_id.as_deref());
         resp
     }
 
     /// A request on a route, stage by stage (see the module docs).
-    async fn matched(
+    async fn on_route(
         &self,
-        route: &Route,
-        mut parts: Parts,
+        parts: Parts,
         body: Incoming,
         conn: ConnInfo,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Result<Response<Body>, Reject> {
-        // verify (head)
-        let head = self.verify_head(route, &parts)?;
-        if head == Some(HeadVerdict::Handshake) {
-            // Meta's handshake carries no body: none is forwarded, so
-            // nothing unverified (a body-mode member) rides along.
-            trace.outcome = Outcome::Handshake;
-            drop(body);
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            parts.headers.remove(http::header::TRANSFER_ENCODING);
-            let empty = Either::Left(Full::new(Bytes::new()));
-            return Ok(self.passthrough(parts, empty, conn).await);
-        }
-        // body
-        let buffered = body::read(
-            &parts,
-            body,
-            self.settings.max_body_bytes,
-            self.settings.body_timeout,
-            &self.budget,
-        )
-        .await?;
-        let body = buffered.bytes.clone();
-        // verify (body)
-        if head == Some(HeadVerdict::NeedsBody) {
-            self.verify_body(route, &parts, &body)?;
-        }
-        let verified = route.verifier.as_ref().map(|v| v.kind());
+        // verify (head) + body + verify (body)
+        let mut admitted = match self.admit(parts, body, conn, cx.route).await? {
+            Admission::Handshake(parts) => return Ok(self.handshake(parts, conn, cx).await),
+            Admission::Admitted(admitted) => admitted,
+        };
         // key
-        let mut json = body::parse_json(&body, route.needs_json || self.body_mode())?;
-        let Some(keyed) = self.keys(route, &parts, &body, json.as_ref())? else {
-            let body = self.inject(&mut parts, body, json.as_mut(), None, verified)?;
-            drop(json);
-            return self.keyless(route, parts, body, conn, trace).await;
+        let Some(keyed) = self.keys(cx.route, &admitted)? else {
+            return self.keyless(admitted, cx).await;
         };
-        let admitted = Admitted {
-            parts,
-            body,
-            json,
-            verified,
-        };
-        self.keyed(route, admitted, keyed, conn, trace).await
-    }
-
-    /// The rest of a keyed request: turn, load and dedupe, inject, the
-    /// bot, capture, save.
-    async fn keyed(
-        &self,
-        route: &Route,
-        admitted: Admitted,
-        keyed: Keyed,
-        conn: ConnInfo,
-        trace: &mut Trace,
-    ) -> Result<Response<Body>, Reject> {
-        let Admitted {
-            mut parts,
-            body,
-            mut json,
-            verified,
-        } = admitted;
-        let conv = keyed.conv.clone();
-        trace.key = Some(conv.clone());
+        cx.key = Some(keyed.conv.clone());
         // turn + load + dedupe
-        let dedupe_id = keyed.dedupe.as_ref().map(|(id, _)| id.as_str());
-        let turn = self.begin_turn(&conv, dedupe_id, trace).await?;
+        let turn = self.begin_turn(&keyed, cx).await?;
         if let Some(recorded) = turn.loaded().and_then(|l| l.duplicate.clone()) {
-            let digest = keyed.dedupe.as_ref().map(|(_, d)| d);
-            return self.answer_duplicate(&conv, recorded, digest, trace);
+            return self.answer_duplicate(&keyed, recorded, cx);
         }
-        // the turn's token, for a late report
-        trace.turn = late::minted(route, self.deferrals.holder(), &turn);
+        cx.turn = late::minted(cx.route, self.deferrals.holder(), &turn);
         // inject
-        let token = trace.turn.as_ref().map(|t| t.as_str());
-        let injection = wire::injection(&conv, turn.loaded(), token);
-        let sent = self.inject(
-            &mut parts,
-            body.clone(),
-            json.as_mut(),
-            Some(&injection),
-            verified,
-        )?;
-        drop(json);
+        let token = cx.turn.as_ref().map(|t| t.as_str());
+        let injection = wire::injection(&keyed.conv, turn.loaded(), token);
+        let sent = self.inject(&mut admitted, Some(&injection))?;
         // upstream
-        let mut answer = self.timed_exchange(parts, sent, conn, trace).await?;
-        // capture + strip
-        let mut rollback = contract::capture_rollback(&answer.parts.headers);
-        let mut captured = self.capture(&mut answer, Some(&conv), &body)?;
-        self.withhold_echo(&answer, turn.loaded(), &conv)?;
-        self.watch_reports(route, &captured, &answer, trace);
-        let (mut turn, mut keyed) = (turn, keyed);
-        // defer: the answer leaves, the turn waits for the late report
-        if captured.deferred {
-            let reported = (&answer, captured, rollback.is_some());
-            match self.defer(route, (turn, keyed), reported, trace).await? {
-                Deferral::Parked => return Ok(answer.into_response()),
-                Deferral::Save(t, k, c) => (turn, keyed, captured, rollback) = (t, k, c, None),
-            }
-        }
-        // check + save
-        self.check_and_save(route, (turn, keyed), (captured, rollback), &answer, trace)
+        let mut answer = self
+            .timed_exchange(admitted.parts, sent, admitted.conn, cx)
             .await?;
+        // capture + strip
+        let reported = self.capture(&mut answer, Some(&keyed.conv), &admitted.body)?;
+        self.withhold_echo(&answer, turn.loaded(), &keyed.conv)?;
+        self.watch_reports(&reported, &answer, cx);
+        let mut held = Conversation { turn, keyed };
+        // defer: the answer leaves, the turn waits for the late report
+        let reported = if reported.deferred {
+            match self.defer(held, &answer, reported, cx).await? {
+                Deferral::Parked => return Ok(answer.into_response()),
+                Deferral::Save(back, reported) => {
+                    held = back;
+                    reported
+                }
+            }
+        } else {
+            reported
+        };
+        // check + save
+        self.check_and_save(held, reported, &answer, cx).await?;
         Ok(answer.into_response())
     }
 
@@ -335,24 +257,19 @@ impl<B: Backend> Pipeline<B> {
     /// if any).
     async fn check_and_save(
         &self,
-        route: &Route,
-        (turn, keyed): (Turn<B::Held>, Keyed),
-        (captured, rollback): (wire::Captured, Option<contract::RollbackAsked>),
+        held: Conversation<B::Held>,
+        reported: Reported,
         answer: &Answer,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Reject> {
-        let conv = keyed.conv.clone();
-        let asked = (captured.change, rollback);
-        let change = self.check(route, &conv, turn.loaded(), asked, trace).await;
-        match captured.link {
-            None => {
-                self.finish_turn(turn, keyed, change, (answer, None), trace)
-                    .await
-            }
-            Some(ask) => {
-                self.link_and_save(turn, keyed, change, (answer, ask), trace)
-                    .await
-            }
+        let (conv, loaded) = (held.conv(), held.turn.loaded());
+        let rollback = reported.rollback;
+        let change = self
+            .check(conv, loaded, reported.change, rollback, cx)
+            .await;
+        match reported.link {
+            None => self.finish_turn(held, change, answer, None, cx).await,
+            Some(ask) => self.link_and_save(held, change, answer, ask, cx).await,
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use super::deferred::Parked;
-use super::request::{Answer, Keyed, Trace, Turn};
+use super::request::{Answer, Conversation, Ctx, Keyed, Turn};
 use super::route::Route;
 use super::Pipeline;
 use crate::backend::{Adoption, Backend, TurnToken};
@@ -228,7 +228,7 @@ impl<B: Backend> Pipeline<B> {
             request_id,
             ..
         } = parked;
-        let mut trace = Trace::new();
+        let mut cx = Ctx::new(route);
         let asked = report.change.clone();
         let turn = Turn::Held {
             held,
@@ -238,13 +238,13 @@ impl<B: Backend> Pipeline<B> {
         let rollback = report.rollback.map(Ok);
         let rolls_back = rollback.is_some();
         let change = if self.late_report_fits(route, &conv, &report.change) {
-            let asked = (report.change, rollback);
-            self.check(route, &conv, turn.loaded(), asked, &mut trace)
+            let loaded = turn.loaded();
+            self.check(&conv, loaded, report.change, rollback, &mut cx)
                 .await
         } else {
             StateChange::Keep
         };
-        let refused = (rolls_back && trace.rolled_back.is_none())
+        let refused = (rolls_back && cx.rolled_back.is_none())
             || (matches!(asked, StateChange::Put(_)) && change == StateChange::Keep);
         if refused {
             // The old snapshot stays; dropping the turn ends it.
@@ -261,29 +261,26 @@ impl<B: Backend> Pipeline<B> {
             dedupe: None,
             request_id,
         };
-        self.save_report(route, (turn, keyed), (change, report.link), trace)
-            .await
+        let held = Conversation { turn, keyed };
+        self.save_report(held, change, report.link, cx).await
     }
 
     /// The save stage on a late report (no answer to record: its dedupe
     /// record was written when the turn was deferred).
     async fn save_report(
         &self,
-        route: &Route,
-        (turn, keyed): (Turn<B::Held>, Keyed),
-        (change, link): (StateChange, Option<LinkAsk>),
-        mut trace: Trace,
+        held: Conversation<B::Held>,
+        change: StateChange,
+        link: Option<LinkAsk>,
+        mut cx: Ctx<'_>,
     ) -> ReportAnswer {
-        let conv = keyed.conv.clone();
+        let (route, conv) = (cx.route, held.conv().clone());
         let answer = Answer::acknowledged();
-        let trace = &mut trace;
+        let saving = change.clone();
         let result = match link {
-            None => {
-                self.finish_turn(turn, keyed, change.clone(), (&answer, None), trace)
-                    .await
-            }
+            None => self.finish_turn(held, saving, &answer, None, &mut cx).await,
             Some(ask) => {
-                self.link_and_save(turn, keyed, change.clone(), (&answer, ask), trace)
+                self.link_and_save(held, saving, &answer, ask, &mut cx)
                     .await
             }
         };
@@ -298,7 +295,7 @@ impl<B: Backend> Pipeline<B> {
                 deferred.report(route.index, result);
                 ReportAnswer {
                     status: StatusCode::OK,
-                    body: json!({"key": conv.as_str(), "version": trace.version.unwrap_or(0)}),
+                    body: json!({"key": conv.as_str(), "version": cx.version.unwrap_or(0)}),
                 }
             }
             // The fence refused it: the turn ended (timed out) meanwhile.

@@ -1,6 +1,6 @@
-//! What one request carries from stage to stage: its trace (for the log
-//! line and metrics), its key, its turn, its admitted body, the bot's
-//! answer, and how the save went.
+//! What one request carries from stage to stage: its context (route,
+//! outcome and what the log line tells), its key and turn, its admitted
+//! body, the bot's answer, and how the save went.
 
 use std::time::Duration;
 
@@ -10,15 +10,19 @@ use http::Response;
 use http_body_util::{Either, Full};
 use serde_json::Value;
 
-use super::Body;
+use super::route::Route;
+use super::{Body, ConnInfo};
 use crate::backend::Loaded;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 use crate::outcome::Outcome;
 use crate::verify::VerifyKind;
 
-/// What one request accumulates for its log line and metrics.
-pub(super) struct Trace {
+/// One request on a route, from stage to stage: its route, and what its
+/// log line and metrics will tell (outcome, key, version, time spent), and
+/// the token of the turn it holds. The stages take it as `cx`.
+pub(super) struct Ctx<'r> {
+    pub(super) route: &'r Route,
     pub(super) outcome: Outcome,
     pub(super) key: Option<ConvKey>,
     pub(super) store_time: Duration,
@@ -33,9 +37,10 @@ pub(super) struct Trace {
     pub(super) turn: Option<crate::backend::TurnToken>,
 }
 
-impl Trace {
-    pub(super) fn new() -> Trace {
-        Trace {
+impl<'r> Ctx<'r> {
+    pub(super) fn new(route: &'r Route) -> Ctx<'r> {
+        Ctx {
+            route,
             outcome: Outcome::Ok,
             key: None,
             store_time: Duration::ZERO,
@@ -101,10 +106,28 @@ impl<H> Turn<H> {
     }
 }
 
+/// A keyed request with its conversation's turn: what the save stage
+/// finishes, a deferral parks, and the link stage trades for the member's.
+pub(super) struct Conversation<H> {
+    pub(super) turn: Turn<H>,
+    pub(super) keyed: Keyed,
+}
+
+impl<H> Conversation<H> {
+    pub(super) fn conv(&self) -> &ConvKey {
+        &self.keyed.conv
+    }
+}
+
 /// A route request that passed verification, with its body.
 pub(super) struct Admitted {
     pub(super) parts: Parts,
+    /// Who sent it.
+    pub(super) conn: ConnInfo,
     pub(super) body: Bytes,
+    /// The body's share of `server.max_buffered_bytes`, held until the
+    /// request ends.
+    pub(super) _lease: super::budget::Lease,
     pub(super) json: Option<Value>,
     pub(super) verified: Option<VerifyKind>,
 }

@@ -9,7 +9,8 @@ use http_body_util::{Either, Full};
 use tracing::warn;
 
 use super::reject::Reject;
-use super::{Answer, Body, Keyed, Pipeline, Saved, Trace, Turn};
+use super::request::{Conversation, Ctx, Keyed};
+use super::{Answer, Body, Pipeline, Saved, Turn};
 use crate::backend::{
     Backend, Commit, CommitOutcome, Held, LinkChange, Loaded, Origin, RecordedResponse, StoreError,
     TurnError,
@@ -22,7 +23,7 @@ use crate::outcome::Outcome;
 
 impl<B: Backend> Pipeline<B> {
     /// Accounts for the record read with the turn.
-    pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, trace: &mut Trace) -> Loaded {
+    pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, cx: &mut Ctx<'_>) -> Loaded {
         self.svc.health.seen(true);
         self.svc.metrics.load(match (&loaded.state, &loaded.undecryptable) {
             (Some(_), _) => LoadResult::Hit,
@@ -33,7 +34,7 @@ impl<B: Backend> Pipeline<B> {
                 LoadResult::Undecryptable
             }
         });
-        trace.version = Some(loaded.version);
+        cx.version = Some(loaded.version);
         if let Some(spool) = &self.svc.spool {
             spool.saw(conv, loaded.version);
         }
@@ -64,7 +65,7 @@ impl<B: Backend> Pipeline<B> {
         conv: &ConvKey,
         held: B::Held,
         commit: Commit,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Saved {
         let change = commit.change.clone();
         let based_on = commit.expected_version.unwrap_or(0);
@@ -72,7 +73,7 @@ impl<B: Backend> Pipeline<B> {
         let started = Instant::now();
         let result = held.finish(commit).await;
         let took = started.elapsed();
-        trace.store_time += took;
+        cx.store_time += took;
         self.svc.metrics.store(StoreOp::Commit, took);
         let shown = conv.display(self.settings.reveal_ids);
         match result {
@@ -84,7 +85,7 @@ impl<B: Backend> Pipeline<B> {
                 if let Some(spool) = &self.svc.spool {
                     spool.saw(conv, version);
                 }
-                trace.version = Some(version);
+                cx.version = Some(version);
                 Saved::Committed
             }
             Ok(CommitOutcome::Conflict { current }) => {
@@ -115,10 +116,11 @@ impl<B: Backend> Pipeline<B> {
     /// store is out and the route passes through.
     pub(super) async fn begin_turn(
         &self,
-        conv: &ConvKey,
-        dedupe_id: Option<&str>,
-        trace: &mut Trace,
+        keyed: &Keyed,
+        cx: &mut Ctx<'_>,
     ) -> Result<Turn<B::Held>, Reject> {
+        let conv = &keyed.conv;
+        let dedupe_id = keyed.dedupe.as_ref().map(|(id, _)| id.as_str());
         if self.svc.spool.is_some() {
             // Another replica may still be writing back what it spooled
             // during the outage that just ended.
@@ -140,8 +142,8 @@ impl<B: Backend> Pipeline<B> {
                 let read = took.saturating_sub(held.waited());
                 self.svc.metrics.lock_wait(held.waited());
                 self.svc.metrics.store(StoreOp::Load, read);
-                trace.store_time += read;
-                let loaded = self.loaded(conv, loaded, trace);
+                cx.store_time += read;
+                let loaded = self.loaded(conv, loaded, cx);
                 let (loaded, spooled) = self.spooled_first(conv, loaded).await;
                 Ok(Turn::Held {
                     held,
@@ -176,11 +178,11 @@ impl<B: Backend> Pipeline<B> {
     /// answered, else 409 (the record is never handed to a different request).
     pub(super) fn answer_duplicate(
         &self,
-        conv: &ConvKey,
+        keyed: &Keyed,
         recorded: RecordedResponse,
-        digest: Option<&[u8; 32]>,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Result<Response<Body>, Reject> {
+        let (conv, digest) = (&keyed.conv, keyed.dedupe.as_ref().map(|(_, d)| d));
         if digest.is_some_and(|d| !recorded.answers(d)) {
             self.svc.metrics.dedupe_mismatch();
             warn!(key = %conv.display(self.settings.reveal_ids), "known dedupe id with a different body: refused, the record stays");
@@ -191,7 +193,7 @@ impl<B: Backend> Pipeline<B> {
             ));
         }
         self.svc.metrics.dedupe_hit();
-        trace.outcome = Outcome::Duplicate;
+        cx.outcome = Outcome::Duplicate;
         Ok(recorded_response(recorded))
     }
 
@@ -199,12 +201,13 @@ impl<B: Backend> Pipeline<B> {
     /// release the turn, or keep the change safe while the store is out.
     pub(super) async fn finish_turn(
         &self,
-        turn: Turn<B::Held>,
-        keyed: Keyed,
+        conv: Conversation<B::Held>,
         change: StateChange,
-        (answer, link): (&Answer, Option<Box<LinkChange>>),
-        trace: &mut Trace,
+        answer: &Answer,
+        link: Option<Box<LinkChange>>,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Reject> {
+        let Conversation { turn, keyed } = conv;
         let status = answer.parts.status;
         let Turn::Held {
             held,
@@ -212,7 +215,7 @@ impl<B: Backend> Pipeline<B> {
             spooled,
         } = turn
         else {
-            trace.outcome = Outcome::Degraded;
+            cx.outcome = Outcome::Degraded;
             // Passthrough trades durability for availability: what cannot
             // be spooled is lost, and said so.
             if status.as_u16() < 500 && !self.spool_degraded(&keyed.conv, change).await {
@@ -236,27 +239,18 @@ impl<B: Backend> Pipeline<B> {
             // commit spools the change again, on the same base).
             self.settle_spooled(&conv).await;
         }
-        let audit = match link {
-            Some(_) => {
-                self.svc
-                    .audit
-                    .link_note(&conv, request_id, loaded.state.as_deref(), &change)
-            }
-            None => self
-                .svc
-                .audit
-                .note(&conv, request_id, loaded.state.as_deref(), &change),
-        };
+        let old = loaded.state.as_deref();
+        let audit = (self.svc.audit).note_saved(&conv, request_id, old, &change, link.is_some());
         let commit = Commit {
             expected_version: Some(loaded.version),
             change,
             dedupe,
-            origin: trace.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
+            origin: cx.rolled_back.map_or(Origin::Bot, |_| Origin::Rollback),
             audit,
             link,
         };
-        let saved = self.save(&conv, held, commit, trace).await;
-        self.after_save(saved, &conv, trace).await
+        let saved = self.save(&conv, held, commit, cx).await;
+        self.after_save(saved, &conv, cx).await
     }
 
     /// What the platform is told after the save: an acknowledged answer
@@ -265,7 +259,7 @@ impl<B: Backend> Pipeline<B> {
         &self,
         saved: Saved,
         conv: &ConvKey,
-        trace: &mut Trace,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Reject> {
         match saved {
             Saved::Committed | Saved::Failed(StateChange::Keep) => Ok(()),
@@ -298,7 +292,7 @@ impl<B: Backend> Pipeline<B> {
                     )
                     .after_bot());
                 }
-                trace.outcome = Outcome::Degraded;
+                cx.outcome = Outcome::Degraded;
                 Ok(())
             }
         }

@@ -4,12 +4,11 @@
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_ENCODING};
-use http::request::Parts;
-use serde_json::Value;
 use tracing::warn;
 
 use super::reject::Reject;
-use super::{body, Answer, Pipeline};
+use super::request::Admitted;
+use super::{body, Answer, Ctx, Pipeline};
 use crate::backend::Backend;
 use crate::backend::Loaded;
 use crate::contract::{
@@ -17,21 +16,21 @@ use crate::contract::{
 };
 use crate::key::ConvKey;
 use crate::metrics::{LinkResult, LoadResult, SaveResult};
-use crate::verify::VerifyKind;
 
 impl<B: Backend> Pipeline<B> {
     /// Puts the snapshot and the verification kind into the request; in body
     /// mode the client's member is replaced or removed. Header mode carries
     /// a snapshot over `contract.max_header_bytes` in the body's member
-    /// when the body is a JSON object. Returns the body.
+    /// when the body is a JSON object. Returns the body to send; the
+    /// parsed body is let go (nothing reads it after this stage).
     pub(super) fn inject(
         &self,
-        parts: &mut Parts,
-        body: Bytes,
-        json: Option<&mut Value>,
+        admitted: &mut Admitted,
         injection: Option<&Injection<'_>>,
-        verified: Option<VerifyKind>,
     ) -> Result<Bytes, Reject> {
+        let mut json = admitted.json.take();
+        let (parts, body) = (&mut admitted.parts, admitted.body.clone());
+        let (json, verified) = (json.as_mut(), admitted.verified);
         let oversized = injection.is_some_and(|inj| self.over_header_limit(inj));
         let (body, state_in_body) = if self.body_mode() {
             body::set_member(json, body, &self.settings.body_field, injection)?
@@ -138,7 +137,7 @@ impl<B: Backend> Pipeline<B> {
         answer: &mut Answer,
         conv: Option<&ConvKey>,
         request: &[u8],
-    ) -> Result<Captured, Reject> {
+    ) -> Result<Reported, Reject> {
         let Answer { parts, body } = answer;
         // Formatted only when a line is logged (tracing evaluates fields lazily).
         let shown = || {
@@ -151,6 +150,7 @@ impl<B: Backend> Pipeline<B> {
         let mut change = contract::capture_headers(&parts.headers, max);
         let mut link = contract::capture_link(&parts.headers);
         let mut deferred = contract::capture_deferred(&parts.headers);
+        let rollback = contract::capture_rollback(&parts.headers);
         if self.body_mode() {
             let (report, encoded) = self.body_report(parts, body);
             match report {
@@ -184,9 +184,10 @@ impl<B: Backend> Pipeline<B> {
             warn!(key = %shown(), reason = %e, "snapshot not stored: the previous one stays");
             StateChange::Keep
         });
-        Ok(Captured {
+        Ok(Reported {
             change,
             link,
+            rollback,
             deferred,
         })
     }
@@ -257,10 +258,13 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
-/// What the bot's answer reported, read and stripped.
-pub(super) struct Captured {
+/// What the bot reported: read and stripped from its answer, or sent in a
+/// late report. What the check and save stages work on.
+pub(super) struct Reported {
     pub(super) change: StateChange,
     pub(super) link: Option<LinkAsk>,
+    /// `X-Statehold-Rollback`: a kept version to go back to.
+    pub(super) rollback: Option<contract::RollbackAsked>,
     /// `X-Statehold-Deferred: 1` (body mode: `"deferred": true`).
     pub(super) deferred: bool,
 }
@@ -310,17 +314,12 @@ impl<B: Backend> Pipeline<B> {
     /// Feeds the answers-before-handling detector (`unreported.rs`): counts
     /// a fast 2xx answer without a report, and warns once per route when
     /// they come in a run.
-    pub(super) fn watch_reports(
-        &self,
-        route: &super::route::Route,
-        captured: &Captured,
-        answer: &Answer,
-        trace: &super::Trace,
-    ) {
+    pub(super) fn watch_reports(&self, reported: &Reported, answer: &Answer, cx: &Ctx<'_>) {
         use super::unreported::{Report, FAST, RUN};
-        let report = if captured.change != StateChange::Keep || captured.deferred {
+        let route = cx.route;
+        let report = if reported.change != StateChange::Keep || reported.deferred {
             Report::Reported
-        } else if answer.parts.status.is_success() && trace.upstream_time < FAST {
+        } else if answer.parts.status.is_success() && cx.upstream_time < FAST {
             self.svc.metrics.unreported(route.index);
             Report::FastSilence
         } else {

@@ -53,4 +53,20 @@ impl AuditNotes {
         let note = self.note(conv, request_id, old, change);
         note.or_else(|| self.on.then(|| Box::new(bare)))
     }
+
+    /// The note of a change saved with a link change (`linking`: one even
+    /// when the snapshot stays) or without.
+    pub fn note_saved(
+        &self,
+        conv: &ConvKey,
+        request_id: Option<String>,
+        old: Option<&[u8]>,
+        change: &StateChange,
+        linking: bool,
+    ) -> Option<Box<AuditNote>> {
+        match linking {
+            true => self.link_note(conv, request_id, old, change),
+            false => self.note(conv, request_id, old, change),
+        }
+    }
 }
