@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Runs the test executables `cargo test --no-run --message-format=json`
-built (read on stdin), two at a time, the longest first, as `cargo test
---no-fail-fast` would one after another: most of the suite waits on the
-processes it starts (failovers, TTLs, soaks) rather than computing, so two
-run in about the time of one. Each executable's output is printed whole
-when it ends. Exits 1 if any failed."""
+built (read on stdin), two jobs at a time, the longest first, as `cargo
+test --no-fail-fast` would one after another: most of the suite waits on
+the processes it starts (failovers, TTLs, soaks) rather than computing, so
+two run in about the time of one. The integration tests are one executable
+(`tests/it`); its slow modules are jobs of their own (a name filter each),
+and the rest is one more job. Each job's output is printed whole when it
+ends, with its wall time. Exits 1 if any failed."""
 
 import json
 import os
@@ -13,9 +15,10 @@ import sys
 import threading
 import time
 
-# Known to take longest; started first so the short ones fill the other slot.
-SLOW_FIRST = ["soak", "sentinel", "cluster", "export", "replicas", "migration",
-              "store_down", "store_conformance", "hostile", "deferred"]
+# Modules of tests/it known to take longest, slowest first: each runs as its
+# own job, started first, so the short ones fill the other slot.
+SLOW_MODULES = ["soak", "sentinel", "cluster", "replicas", "export", "store_down",
+                "migration", "store_conformance", "deferred", "hostile"]
 PARALLEL = int(os.environ.get("STATEHOLD_TEST_JOBS", "2"))
 
 
@@ -35,13 +38,24 @@ def executables(lines):
     return seen
 
 
-def rank(path):
-    name = os.path.basename(path).rsplit("-", 1)[0]
-    return SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST)
+def jobs(exes):
+    """(label, argv) for each job, the slow modules first."""
+    slow, rest = [], []
+    for exe in exes:
+        name = os.path.basename(exe).rsplit("-", 1)[0]
+        label = os.path.relpath(exe)
+        if name != "it":
+            rest.append((label, [exe]))
+            continue
+        for module in SLOW_MODULES:
+            slow.append((f"{label} {module}::", [exe, f"{module}::"]))
+        skips = [arg for module in SLOW_MODULES for arg in ("--skip", f"{module}::")]
+        rest.insert(0, (f"{label} (the other modules)", [exe] + skips))
+    return slow + rest
 
 
 def main():
-    todo = sorted(executables(sys.stdin), key=rank)
+    todo = jobs(executables(sys.stdin))
     lock = threading.Lock()
     failed = []
 
@@ -50,17 +64,17 @@ def main():
             with lock:
                 if not todo:
                     return
-                exe = todo.pop(0)
+                label, argv = todo.pop(0)
             started = time.monotonic()
-            run = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            run = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
             took = time.monotonic() - started
             with lock:
-                print(f"     Running {os.path.relpath(exe)} ({took:.0f} s)", flush=True)
+                print(f"     Running {label} ({took:.0f} s)", flush=True)
                 sys.stdout.write(run.stdout.decode(errors="replace"))
                 sys.stdout.flush()
                 if run.returncode != 0:
-                    failed.append(os.path.basename(exe))
+                    failed.append(label)
 
     threads = [threading.Thread(target=worker) for _ in range(PARALLEL)]
     for t in threads:
@@ -68,7 +82,7 @@ def main():
     for t in threads:
         t.join()
     if failed:
-        print(f"error: test executables failed: {' '.join(failed)}", flush=True)
+        print(f"error: test jobs failed: {', '.join(failed)}", flush=True)
         return 1
     return 0
 

@@ -111,7 +111,26 @@ pub async fn run(
     }
 }
 
-fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
+/// [`run`] over a backend the caller built: in-process tests wrap the
+/// embedded store ([`open_embedded`]) to make it fail in chosen ways. The
+/// config's privacy settings wrap it as they wrap every backend.
+pub async fn run_over<B: Backend>(
+    listeners: Listeners,
+    config: Config,
+    backend: B,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let privacy = Arc::new(
+        config
+            .privacy()
+            .map_err(|e| StartupError::Config(e.into()))?,
+    );
+    let backend = Private::new(backend, privacy).with_audit_log(config.audit.log);
+    run_with(listeners, config, backend, shutdown).await
+}
+
+/// The embedded store at `store.path`, as `store.*` configures it.
+pub fn open_embedded(config: &Config) -> Result<EmbeddedBackend, StartupError> {
     EmbeddedBackend::open(
         &config.store.path,
         config.retention(),

@@ -5,7 +5,7 @@
 //! resolves the alias atomically with the turn (on Redis inside
 //! `acquire.lua`, no extra round trip).
 //!
-//! Invariants every backend keeps (`tests/support/conformance.rs`):
+//! Invariants every backend keeps (`tests/it/support/conformance.rs`):
 //!
 //! - One level only: a member is never an alias, a channel with channels
 //!   of its own is never linked (the commit refuses either: a conflict).

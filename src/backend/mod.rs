@@ -24,7 +24,7 @@
 //! exists, so the request path, the spool's write-back and the admin API
 //! end turns alike.
 //!
-//! # Records (checked by `tests/support/conformance.rs` on every backend)
+//! # Records (checked by `tests/it/support/conformance.rs` on every backend)
 //!
 //! - A conversation has one record: a monotonically increasing `version`
 //!   and, unless cleared, a snapshot (JSON text). Versions survive `Clear`

@@ -9,7 +9,7 @@ use super::{OnMissingKey, Secret, VerifyKind};
 use crate::key::KeySource;
 use crate::presets::Preset;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path prefix; the longest matching prefix wins.

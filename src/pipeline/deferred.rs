@@ -137,3 +137,82 @@ impl<H: Held> Deferrals<H> {
         self.parked.lock().remove(secret);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Parked turns on the embedded store under a paused clock: the
+    //! report timeout passes in no time, and nothing waits on a real one.
+    use super::*;
+    use crate::backend::embedded::EmbeddedBackend;
+    use crate::backend::Turns;
+
+    const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn setup() -> (tempfile::TempDir, EmbeddedBackend, Arc<Metrics>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let day = Duration::from_secs(86_400);
+        let store = EmbeddedBackend::open(&dir.path().join("s.db"), day, day, 1 << 20)
+            .expect("open the embedded store");
+        let metrics = Arc::new(Metrics::new(vec!["tg".to_string()]));
+        (dir, store, metrics)
+    }
+
+    async fn park(
+        store: &EmbeddedBackend,
+        table: &Arc<Deferrals<<EmbeddedBackend as Turns>::Held>>,
+        metrics: &Arc<Metrics>,
+        secret: &str,
+    ) -> ConvKey {
+        let conv = ConvKey::new("tg", "7");
+        let (held, loaded) = (store.begin(&conv, Duration::ZERO, None).await).expect("the turn");
+        let parked = Parked {
+            held,
+            loaded,
+            conv: conv.clone(),
+            route: 0,
+            request_id: None,
+        };
+        let timeout = REPORT_TIMEOUT;
+        table.park(secret.into(), parked, timeout, Arc::clone(metrics), false);
+        conv
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_turn_without_a_report_is_released_at_the_timeout() {
+        let (_dir, store, metrics) = setup();
+        let table = Arc::new(Deferrals::new());
+        let conv = park(&store, &table, &metrics, "s1").await;
+        tokio::time::sleep(REPORT_TIMEOUT - Duration::from_secs(1)).await;
+        assert_eq!(table.len(), 1, "still parked just before its timeout");
+        let busy = store.begin(&conv, Duration::ZERO, None).await;
+        assert!(busy.is_err(), "the conversation's turn is still held");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(table.len(), 0);
+        assert!(
+            table.claim("s1").await.is_none(),
+            "a late report finds nothing"
+        );
+        let text = metrics.render();
+        let timeouts = r#"statehold_deferred_reports_total{route="tg",result="timeout"} 1"#;
+        assert!(text.contains(timeouts), "{text}");
+        let next = store.begin(&conv, Duration::from_secs(1), None).await;
+        assert!(next.is_ok(), "the turn was released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_claims_its_parked_turn_once() {
+        let (_dir, store, metrics) = setup();
+        let table = Arc::new(Deferrals::new());
+        park(&store, &table, &metrics, "s2").await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let claimed = table.claim("s2").await.expect("claimed before the timeout");
+        assert_eq!(claimed.conv, ConvKey::new("tg", "7"));
+        assert!(
+            table.claim("s2").await.is_none(),
+            "a token is good for one report"
+        );
+        tokio::time::sleep(REPORT_TIMEOUT).await;
+        let text = metrics.render();
+        assert!(!text.contains(r#"result="timeout"} 1"#), "{text}");
+    }
+}

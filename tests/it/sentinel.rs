@@ -1,0 +1,239 @@
+//! Redis with Sentinel: one primary, two replicas, three sentinels, all
+//! started here on loopback. Two statehold replicas find the primary
+//! through the sentinels; the primary is killed (kill -9) mid-traffic, the
+//! sentinels promote the replica, and statehold follows it by itself.
+
+use crate::support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::sentinel::{query, SentinelSet, MASTER};
+use support::traffic::{drive, Report};
+use support::{Bot, Config, Proc, RedisServer, Statehold};
+
+#[test]
+fn statehold_follows_a_sentinel_failover_by_itself() {
+    let lost = failover(0);
+    // Asynchronous replication may lose the last acknowledged writes of
+    // the dead primary; anything beyond that window is a statehold fault.
+    assert!(lost <= 3, "{lost} answers showed a lost or doubled step");
+}
+
+#[test]
+fn with_min_replica_acks_a_failover_loses_no_acknowledged_step() {
+    assert_eq!(failover(1), 0, "answers showed a lost or doubled step");
+}
+
+/// One primary, two replicas, three sentinels; two statehold replicas with
+/// `min_replica_acks = acks`; the primary killed mid-traffic. Returns how
+/// many answers showed a lost or doubled step.
+fn failover(acks: u32) -> usize {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let mut set = SentinelSet::start(dir.path(), 2);
+    let bot = Bot::start(0);
+    let mut base = Config::new(bot.port, dir.path());
+    base.backend = Some(set.backend_lines("sent"));
+    base.store_extra = format!(
+        "op_timeout = \"500ms\"\nlock_lease = \"2s\"\nlock_wait = \"5s\"\nmin_replica_acks = {acks}\n"
+    );
+    let replicas: Vec<Statehold> = (0..2).map(|_| Statehold::start(base.replica())).collect();
+    assert!(
+        replicas[0].logs().contains("redis reachable"),
+        "{}",
+        replicas[0].logs()
+    );
+    let targets: Vec<_> = replicas.iter().map(Statehold::addr).collect();
+
+    let chats: Vec<i64> = (7000..7030).collect();
+    let report = Report::default();
+    let no_new = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let progress = std::thread::scope(|s| {
+        let traffic = s.spawn(|| drive(&targets, &chats, |_| 3, 6, deadline, &report, &no_new));
+        support::wait_until("traffic flowing", || {
+            report.acknowledged.load(Ordering::Relaxed) >= 40
+        });
+        let took = set.kill_primary();
+        eprintln!("failover: replica promoted {took:?} after the kill");
+        traffic.join().expect("traffic")
+    });
+    let violations = report.violations.lock().unwrap().clone();
+    eprintln!(
+        "sentinel failover, min_replica_acks = {acks}: {} conversations, {} steps acknowledged, {} redeliveries \
+         (503: {}, 502: {}, 504: {}, no answer: {}), {} answers showing a lost or doubled step: {violations:?}, \
+         overlapping turns in the bot: {}",
+        chats.len(),
+        report.acknowledged.load(Ordering::Relaxed),
+        report.redeliveries.load(Ordering::Relaxed),
+        report.status_503.load(Ordering::Relaxed),
+        report.status_502.load(Ordering::Relaxed),
+        report.status_504.load(Ordering::Relaxed),
+        report.no_answer.load(Ordering::Relaxed),
+        violations.len(),
+        bot.overlaps(),
+    );
+    // Every conversation finished through the promoted replica, with no
+    // restart of statehold.
+    assert_eq!(progress.len(), chats.len());
+    assert!(progress.iter().all(|(_, done)| *done == 4), "{progress:?}");
+    assert!(replicas.iter().all(|r| r.proc.pid() > 0));
+    violations.len()
+}
+
+/// `store.min_replica_acks = 1`: a commit no replica confirmed is not
+/// acknowledged (503, the platform redelivers), instead of an answer a
+/// failover could take back. Replica down: 503; replica back: the
+/// redelivery is answered.
+#[test]
+fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let primary = RedisServer::start(dir.path(), false);
+    let mut replica = RedisServer::start_replica(dir.path(), primary.port);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(primary.port);
+    config.store_extra = "min_replica_acks = 1\nop_timeout = \"2s\"\n".into();
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8100, "/start")),
+        "Welcome! What's your name?"
+    );
+
+    replica.proc.kill9();
+    let r = sh.update(2, 8100, "Ann");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(sh.logs().contains("too few replicas confirmed it"));
+
+    let _replica = RedisServer::start_replica(dir.path(), primary.port);
+    let r = sh.update(2, 8100, "Ann");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
+    assert_eq!(
+        support::reply_text(&sh.update(3, 8100, "ann@example.com")),
+        "Which plan: basic or pro?"
+    );
+}
+
+/// Passwords on both sides, read from the environment: the primary's
+/// (`requirepass`; `store.password_env`) and the Sentinel's own
+/// (`requirepass` in sentinel.conf; `store.sentinel_password_env`). With a
+/// wrong data password the store is unavailable, and the log says so
+/// without printing either password.
+#[test]
+fn sentinel_and_primary_passwords_come_from_the_environment() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let port = support::free_port();
+    let mut redis = std::process::Command::new("redis-server");
+    redis
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--requirepass", "data-pw-123"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null());
+    let _primary = Proc::from_child("redis-server", redis.spawn().expect("redis-server"));
+    let authed = |port: u16, pw: &str| {
+        let url = format!("redis://:{pw}@127.0.0.1:{port}/");
+        let client = redis::Client::open(url).ok()?;
+        let mut con = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()
+    };
+    support::wait_until("primary up", || authed(port, "data-pw-123").is_some());
+
+    let sentinel_port = support::free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nrequirepass sentinel-pw-456\n\
+             sentinel monitor {MASTER} 127.0.0.1 {port} 1\nsentinel auth-pass {MASTER} data-pw-123\n",
+            dir.path().display()
+        ),
+    )
+    .expect("sentinel conf");
+    let mut cmd = std::process::Command::new("redis-sentinel");
+    cmd.arg(&conf).stdout(std::process::Stdio::null());
+    let _sentinel = Proc::from_child("redis-sentinel", cmd.spawn().expect("redis-sentinel"));
+    support::wait_until("sentinel up", || {
+        authed(sentinel_port, "sentinel-pw-456").is_some()
+    });
+
+    let bot = Bot::start(0);
+    let start = |data_pw: &str| {
+        let mut config = Config::new(bot.port, dir.path());
+        config.backend = Some(format!(
+            "backend = \"redis\"\nsentinels = [\"127.0.0.1:{sentinel_port}\"]\nsentinel_master = \"{MASTER}\"\n\
+             password_env = \"SH_REDIS_PW\"\nsentinel_password_env = \"SH_SENTINEL_PW\"\n"
+        ));
+        config.env = vec![
+            ("SH_REDIS_PW".into(), data_pw.into()),
+            ("SH_SENTINEL_PW".into(), "sentinel-pw-456".into()),
+        ];
+        Statehold::start(config)
+    };
+    let sh = start("data-pw-123");
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8200, "/start")),
+        "Welcome! What's your name?"
+    );
+    assert_eq!(
+        support::reply_text(&sh.update(2, 8200, "Ann")),
+        "Nice to meet you, Ann. Your email?"
+    );
+
+    let wrong = start("not-the-password");
+    let r = wrong.update(3, 8200, "ann@example.com");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let logs = wrong.logs();
+    assert!(logs.contains("store unavailable"), "{logs}");
+    for secret in ["not-the-password", "sentinel-pw-456", "data-pw-123"] {
+        assert!(!logs.contains(secret), "a password in the log");
+    }
+}
+
+/// A planned failover (`SENTINEL FAILOVER`): the old primary stays up,
+/// demoted to a replica. statehold hears the Sentinels' `+switch-master`,
+/// says so in its log, and the flow continues on the new primary.
+#[test]
+fn a_switch_announced_by_sentinel_is_followed() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let set = SentinelSet::start(dir.path(), 1);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.backend = Some(set.backend_lines("switch"));
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8300, "/start")),
+        "Welcome! What's your name?"
+    );
+    let old = set.primary_port().expect("a primary");
+    let sentinel = set.sentinels[0].1;
+    let accepted: Option<String> = query(sentinel, &["SENTINEL", "FAILOVER", MASTER]);
+    assert_eq!(accepted.as_deref(), Some("OK"));
+    support::wait_until("the switch announced and heard", || {
+        set.primary_port().is_some_and(|p| p != old)
+            && sh.logs().contains("sentinel: the primary moved")
+    });
+    let r = sh.update(2, 8300, "Ann");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
+}
