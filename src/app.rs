@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
+use crate::backend::audit_log::AuditLog;
 use crate::backend::embedded::{EmbeddedBackend, OpenError};
+use crate::backend::fallback::PlaintextFallback;
 use crate::backend::private::Private;
 use crate::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use crate::backend::{Backend, Lifecycle};
@@ -94,13 +96,13 @@ pub async fn run(
     );
     match config.store.backend {
         BackendKind::Embedded => {
-            let backend =
-                Private::new(open_embedded(&config)?, privacy).with_audit_log(config.audit.log);
+            let store = AuditLog::new(open_embedded(&config)?, config.audit.log);
+            let backend = Private::new(store, privacy);
             run_with(listeners, config, backend, shutdown).await
         }
         BackendKind::Redis => {
-            let backend = Private::new(connect_redis(&config).await?, privacy)
-                .with_audit_log(config.audit.log);
+            let store = AuditLog::new(connect_redis(&config).await?, config.audit.log);
+            let backend = Private::new(store, privacy);
             // Replicas of one store share their keys: exit 2 otherwise.
             backend
                 .key_marks_at_start()
@@ -125,7 +127,7 @@ pub async fn run_over<B: Backend>(
             .privacy()
             .map_err(|e| StartupError::Config(e.into()))?,
     );
-    let backend = Private::new(backend, privacy).with_audit_log(config.audit.log);
+    let backend = Private::new(AuditLog::new(backend, config.audit.log), privacy);
     run_with(listeners, config, backend, shutdown).await
 }
 
@@ -204,6 +206,7 @@ async fn run_with<B: Backend>(
     backend: Private<B>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartupError> {
+    let backend = PlaintextFallback::new(backend);
     let tls = match &config.server.tls {
         Some(tls) => Some(server::tls_acceptor(&tls.cert, &tls.key)?),
         None => None,
@@ -258,8 +261,8 @@ async fn run_with<B: Backend>(
 /// The upstream client, metrics and the spool over `backend`.
 fn build_services<B: Backend>(
     config: &Config,
-    backend: Private<B>,
-) -> Result<Services<Private<B>>, StartupError> {
+    backend: PlaintextFallback<B>,
+) -> Result<Services<PlaintextFallback<B>>, StartupError> {
     let upstream = Upstream::new(&config.upstream.url, &config.upstream.options())?;
     let metrics = Arc::new(Metrics::new(Routes::labels(config)));
     Services::new(config, backend, upstream, metrics).map_err(|e| StartupError::Config(e.into()))
@@ -295,7 +298,7 @@ struct Background {
 
 impl Background {
     fn spawn<B: Backend>(
-        svc: &Arc<Services<Private<B>>>,
+        svc: &Arc<Services<PlaintextFallback<B>>>,
         admin: &Arc<Admin<B>>,
         admin_listener: TcpListener,
         config: &Config,

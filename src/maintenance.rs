@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::backend::fallback::PlaintextFallback;
 use crate::backend::migrate::Migrated;
 use crate::backend::private::Private;
 use crate::backend::reseal::Resealed;
@@ -107,7 +108,7 @@ impl Runner {
     /// continues where it stopped.
     pub fn start<B: Backend>(
         self: &Arc<Self>,
-        svc: Arc<Services<Private<B>>>,
+        svc: Arc<Services<PlaintextFallback<B>>>,
         job: Job,
         rate: u32,
     ) -> bool {
@@ -129,7 +130,7 @@ impl Runner {
             };
         }
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.run(&svc.backend, job, rate).await });
+        tokio::spawn(async move { me.run(svc.backend.private(), job, rate).await });
         true
     }
 

@@ -84,7 +84,7 @@ impl<B: Backend> Admin<B> {
             }
         }
         // The stored layer: keys hashed, values sealed, as they are.
-        let store = self.svc.backend.inner();
+        let store = self.svc.backend.private().inner();
         let page = match store.scan(cursor, limit).await {
             Ok(page) => page,
             Err(e) => return unavailable(&e),
@@ -158,7 +158,7 @@ impl<B: Backend> Admin<B> {
         let privacy = self.svc.backend.privacy();
         let (key, dumped) =
             super::import_check::parse(c, privacy, &self.lifetimes).map_err(Refused::Malformed)?;
-        let store = self.svc.backend.inner();
+        let store = self.svc.backend.private().inner();
         let (held, loaded) = store.begin(&key, self.lock_wait, None).await?;
         if loaded.member.is_some() {
             // The turn held is the member's: writing would overwrite it.

@@ -35,8 +35,8 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::backend::fallback::PlaintextFallback;
 use crate::backend::keymarks::MarksError;
-use crate::backend::private::Private;
 use crate::backend::{Backend, Lifecycle};
 use crate::config::Secret;
 use crate::maintenance::{Job, Runner};
@@ -44,12 +44,12 @@ use crate::pipeline::Pipeline;
 use crate::privacy::marks::KeyMismatch;
 use crate::services::Services;
 
-/// The admin API over the shared services (every backend is wrapped in
-/// `Private`).
+/// The admin API over the shared services (every backend is served
+/// private at rest, with the plaintext fallback: `PlaintextFallback`).
 pub struct Admin<B: Backend> {
-    svc: Arc<Services<Private<B>>>,
+    svc: Arc<Services<PlaintextFallback<B>>>,
     /// Only for deferred turns' late reports, which finish a request.
-    late_reports: Arc<Pipeline<Private<B>>>,
+    late_reports: Arc<Pipeline<PlaintextFallback<B>>>,
     rekey: Arc<Runner>,
     migrate: Arc<Runner>,
     token: Option<Secret>,
@@ -77,7 +77,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 
 impl<B: Backend> Admin<B> {
     pub fn new(
-        late_reports: Arc<Pipeline<Private<B>>>,
+        late_reports: Arc<Pipeline<PlaintextFallback<B>>>,
         token: Option<Secret>,
         max_state_bytes: usize,
         lock_wait: Duration,
@@ -239,7 +239,7 @@ impl<B: Backend> Admin<B> {
     /// The key marks, compared with the store's: a replica whose keys
     /// differ from the store's serves nothing useful (every load a miss).
     async fn keys_agree(&self) -> Result<(), KeyMismatch> {
-        let check = self.svc.backend.check_key_marks(false);
+        let check = self.svc.backend.private().check_key_marks(false);
         match tokio::time::timeout(Duration::from_secs(2), check).await {
             Ok(Err(MarksError::Mismatch(e))) => {
                 warn!(error = %e, "not ready: this replica's keys are not the store's");
@@ -331,7 +331,7 @@ impl<B: Backend> Admin<B> {
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
-        match self.svc.backend.count_keys().await {
+        match self.svc.backend.private().count_keys().await {
             Ok(counts) => json_response(StatusCode::OK, json!(counts)),
             Err(e) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,12 @@
 //! - [`private`]: either, with hashed keys and sealed values at rest
 //!   ([`migrate`]: moving plaintext keys onto hashed ones; [`keymarks`]:
 //!   the check that replicas of a shared store hold the same keys).
+//! - [`audit_log`]: the store underneath the privacy wrapper, each
+//!   audited commit mirrored to the log (`audit.log`); [`fallback`]: over
+//!   the privacy wrapper, a conversation still under its plaintext key
+//!   (`store.plaintext_fallback`). Statehold serves
+//!   `PlaintextFallback<Private<AuditLog<store>>>`; the conformance suite
+//!   runs over that whole stack too.
 //!
 //! Errors keep their kind ([`StoreError`]): only an outage (unreachable,
 //! too slow) marks the store down, waits for recovery and spools; damaged
@@ -40,9 +46,11 @@
 //!   not slide.
 
 pub mod audit;
+pub mod audit_log;
 pub mod clock;
 pub mod deferral;
 pub mod embedded;
+pub mod fallback;
 pub mod keymarks;
 pub mod lifetime;
 pub mod link;

@@ -4,12 +4,8 @@
 //! the backend underneath only ever sees stored keys and sealed values.
 //! With privacy off it passes everything through unchanged.
 //!
-//! With `store.plaintext_fallback` (while `statehold migrate` moves older
-//! conversations onto hashed keys), a conversation with no record under
-//! its hashed key is looked up under its plaintext key as well, under that
-//! key's turn too; its next write lands on the hashed key and removes the
-//! plaintext record. Redeliveries of updates recorded before the switch
-//! are found there as well.
+//! `store.plaintext_fallback` (older conversations still under plaintext
+//! keys) is a decorator over this one: `fallback.rs`.
 //!
 //! A recorded answer is sealed whole (status, headers, body, request
 //! digest) inside a carrier record: status 200, one header
@@ -18,18 +14,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::audit::{AuditEntry, AuditQuery};
 use super::sealed::{carrier, open};
 use super::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, LinkChange, Links,
-    Loaded, RecordedResponse, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
+    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, LinkChange, Links, Loaded,
+    RecordedResponse, StoreError, TurnError, TurnToken, Turns, Version,
 };
 use crate::contract::StateChange;
 use crate::key::ConvKey;
-use crate::privacy::marks::{MarkWrites, Recorded};
 use crate::privacy::Privacy;
 
 pub use super::sealed::SEALED_HEADER;
@@ -37,23 +31,11 @@ pub use super::sealed::SEALED_HEADER;
 pub struct Private<B> {
     inner: B,
     privacy: Arc<Privacy>,
-    /// `audit.log`: each audited change is also logged (`statehold::audit`).
-    audit_log: bool,
 }
 
 impl<B> Private<B> {
     pub fn new(inner: B, privacy: Arc<Privacy>) -> Private<B> {
-        Private {
-            inner,
-            privacy,
-            audit_log: false,
-        }
-    }
-
-    /// Mirrors each audited change to the log target `statehold::audit`.
-    pub fn with_audit_log(mut self, on: bool) -> Private<B> {
-        self.audit_log = on;
-        self
+        Private { inner, privacy }
     }
 
     pub fn privacy(&self) -> &Arc<Privacy> {
@@ -71,17 +53,32 @@ pub struct PrivateHeld<H> {
     raw: ConvKey,
     stored: ConvKey,
     privacy: Arc<Privacy>,
-    /// Served from the plaintext key (`plaintext_fallback`).
-    plain: Option<Fallback<H>>,
-    audit_log: bool,
 }
 
-/// A plaintext record served in place of a missing hashed one: its turn
-/// (the hashed key's is held too), its version and opened snapshot.
-struct Fallback<H> {
-    turn: H,
-    version: u64,
-    state: Option<Bytes>,
+impl<B: Backend> Private<B> {
+    /// The plaintext layout of `key` (its raw name and raw dedupe id),
+    /// opened: the turn and record `fallback.rs` falls back on.
+    pub(super) async fn begin_plain(
+        &self,
+        key: &ConvKey,
+        wait: Duration,
+        dedupe_id: Option<&str>,
+    ) -> Result<(PrivateHeld<B::Held>, Loaded), TurnError> {
+        let (inner, loaded) = self.inner.begin(key, wait, dedupe_id).await?;
+        let loaded = open(&self.privacy, key, dedupe_id, loaded);
+        let held = PrivateHeld {
+            inner,
+            raw: key.clone(),
+            stored: key.clone(),
+            privacy: Arc::clone(&self.privacy),
+        };
+        Ok((held, loaded))
+    }
+
+    /// The record under `key`'s plaintext name, opened, outside any turn.
+    pub(super) async fn load_plain(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
+        Ok(open(&self.privacy, key, None, self.inner.load(key).await?))
+    }
 }
 
 impl<B: Backend> Turns for Private<B> {
@@ -99,34 +96,12 @@ impl<B: Backend> Turns for Private<B> {
         // A linked channel holds its member's turn and record: sealed
         // under the member's stored name.
         let stored = loaded.member.clone().unwrap_or(stored);
-        let mut loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
-        let mut plain = None;
-        if self.privacy.plaintext_fallback() && loaded.version == 0 && loaded.member.is_none() {
-            // The plaintext layout: the raw key and the raw dedupe id.
-            let (turn, old) = self.inner.begin(key, wait, dedupe_id).await?;
-            let old = open(&self.privacy, key, dedupe_id, old);
-            loaded.duplicate = loaded.duplicate.or(old.duplicate);
-            if old.undecryptable.is_some() {
-                // Shown as such (log, metric, a new conversation); never
-                // removed by a write that could not read it.
-                loaded.undecryptable = old.undecryptable;
-            } else if old.version > 0 {
-                loaded.version = old.version;
-                loaded.state = old.state.clone();
-                plain = Some(Fallback {
-                    turn,
-                    version: old.version,
-                    state: old.state,
-                });
-            }
-        }
+        let loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
         let held = PrivateHeld {
             inner,
             raw: key.clone(),
             stored,
             privacy: Arc::clone(&self.privacy),
-            plain,
-            audit_log: self.audit_log,
         };
         Ok((held, loaded))
     }
@@ -140,8 +115,6 @@ impl<B: Backend> Turns for Private<B> {
             raw: stored.clone(),
             stored: stored.clone(),
             privacy: Arc::clone(&self.privacy),
-            plain: None,
-            audit_log: self.audit_log,
         });
         Ok(match adopted {
             Adoption::Adopted(held, loaded) => {
@@ -163,19 +136,8 @@ impl<B: Backend> Turns for Private<B> {
 impl<B: Backend> Inspect for Private<B> {
     async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
         let stored = self.privacy.stored_key(key);
-        let loaded = open(
-            &self.privacy,
-            &stored,
-            None,
-            self.inner.load(&stored).await?,
-        );
-        if self.privacy.plaintext_fallback() && loaded.version == 0 {
-            let old = self.inner.load(key).await?;
-            if old.version > 0 {
-                return Ok(open(&self.privacy, key, None, old));
-            }
-        }
-        Ok(loaded)
+        let loaded = self.inner.load(&stored).await?;
+        Ok(open(&self.privacy, &stored, None, loaded))
     }
 
     /// Kept versions with their snapshots opened; one that cannot be
@@ -220,36 +182,8 @@ impl<B: Backend> Inspect for Private<B> {
     }
 }
 
-impl<B: Backend> Lifecycle for Private<B> {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-
-    async fn recorded_marks(&self) -> Result<Option<Recorded>, StoreError> {
-        self.inner.recorded_marks().await
-    }
-
-    async fn record_marks(
-        &self,
-        expected: Option<&str>,
-        writes: &MarkWrites,
-    ) -> Result<bool, StoreError> {
-        self.inner.record_marks(expected, writes).await
-    }
-
-    async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.inner.purge_expired().await
-    }
-
-    async fn quiesce(&self, within: Duration) {
-        self.inner.quiesce(within).await
-    }
-
-    /// Stored keys (hashed with `store.key_secret`): for maintenance.
-    async fn scan(&self, cursor: Option<String>, count: usize) -> Result<ScanPage, StoreError> {
-        self.inner.scan(cursor, count).await
-    }
-}
+// Stored keys (hashed with `store.key_secret`) in scans: for maintenance.
+crate::delegate_lifecycle!(Private);
 
 impl<H: Held> Held for PrivateHeld<H> {
     fn waited(&self) -> Duration {
@@ -259,7 +193,7 @@ impl<H: Held> Held for PrivateHeld<H> {
     async fn finish(self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
         // An audit event never names a user: with hashed keys, what could
         // (member names, the request id) is kept as a keyed hash, in the
-        // store and in the mirrored log line alike.
+        // store and in the mirrored log line alike (`audit_log.rs`).
         if let Some(note) = commit.audit.as_deref_mut() {
             let p = &self.privacy;
             note.changed = note
@@ -272,18 +206,8 @@ impl<H: Held> Held for PrivateHeld<H> {
                 .as_deref()
                 .map(|r| p.pseudonym("request", r));
         }
-        let mirror = match (&commit.audit, self.audit_log) {
-            (Some(note), true) => Some((note.clone(), commit.kind())),
-            _ => None,
-        };
-        let raw = self.raw.clone();
-        let outcome = self.commit_sealed(commit).await?;
-        if let (Some((note, kind)), CommitOutcome::Committed { version }) = (mirror, outcome) {
-            info!(target: "statehold::audit", key = %raw.display(false), kind, to_version = version,
-                route = %note.route, request_id = ?note.request_id, bytes = note.bytes,
-                changed = ?note.changed, "state changed");
-        }
-        Ok(outcome)
+        let commit = self.seal(commit)?;
+        self.inner.finish(commit).await
     }
 
     fn stored_key(&self) -> &ConvKey {
@@ -304,35 +228,6 @@ impl<H: Held> Held for PrivateHeld<H> {
 
     async fn lost(&mut self) {
         self.inner.lost().await
-    }
-}
-
-impl<H: Held> PrivateHeld<H> {
-    async fn commit_sealed(mut self, mut commit: Commit) -> Result<CommitOutcome, StoreError> {
-        let Some(plain) = self.plain.take() else {
-            let commit = self.seal(commit)?;
-            return self.inner.finish(commit).await;
-        };
-        // Served from the plaintext key: the write moves the conversation
-        // onto the hashed key (which has no record: version 0), a kept
-        // snapshot included, and then the plaintext record goes.
-        if commit.expected_version == Some(plain.version) {
-            commit.expected_version = Some(0);
-        }
-        if let (StateChange::Keep, Some(json)) = (&commit.change, &plain.state) {
-            commit.change = StateChange::Put(json.clone());
-        }
-        let commit = self.seal(commit)?;
-        let outcome = self.inner.finish(commit).await?;
-        if let CommitOutcome::Committed { .. } = outcome {
-            let forget = Commit::maintenance(plain.version, StateChange::Forget);
-            if let Err(e) = plain.turn.finish(forget).await {
-                // Harmless: the hashed record now shadows it; `statehold
-                // migrate` removes it later.
-                warn!(error = %e, "moved onto the hashed key; the plaintext record stays until `statehold migrate`");
-            }
-        }
-        Ok(outcome)
     }
 }
 

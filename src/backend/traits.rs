@@ -129,3 +129,127 @@ pub trait Lifecycle: Send + Sync + 'static {
 pub trait Backend: Turns + Inspect + Lifecycle {}
 
 impl<T: Turns + Inspect + Lifecycle> Backend for T {}
+
+// Decorators over a backend (`audit_log.rs`, `fallback.rs`, the tests'
+// fault injector) change one or two calls and hand the rest to the store
+// underneath: these write the handing-on once. Each expects a type with
+// one parameter `B` and an `inner` field.
+
+/// `impl Lifecycle` for a decorator that hands every call to the store
+/// underneath: health, expiry, shutdown, key marks and scans are the
+/// store's own.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! delegate_lifecycle {
+    ($decorator:ident) => {
+        impl<B: $crate::backend::Backend> $crate::backend::Lifecycle for $decorator<B> {
+            async fn ping(&self) -> Result<(), $crate::backend::StoreError> {
+                self.inner.ping().await
+            }
+
+            async fn recorded_marks(
+                &self,
+            ) -> Result<Option<$crate::privacy::marks::Recorded>, $crate::backend::StoreError> {
+                self.inner.recorded_marks().await
+            }
+
+            async fn record_marks(
+                &self,
+                expected: Option<&str>,
+                writes: &$crate::privacy::marks::MarkWrites,
+            ) -> Result<bool, $crate::backend::StoreError> {
+                self.inner.record_marks(expected, writes).await
+            }
+
+            async fn purge_expired(&self) -> Result<u64, $crate::backend::StoreError> {
+                self.inner.purge_expired().await
+            }
+
+            async fn quiesce(&self, within: std::time::Duration) {
+                self.inner.quiesce(within).await
+            }
+
+            async fn scan(
+                &self,
+                cursor: Option<String>,
+                count: usize,
+            ) -> Result<$crate::backend::ScanPage, $crate::backend::StoreError> {
+                self.inner.scan(cursor, count).await
+            }
+        }
+    };
+}
+
+/// `impl Inspect` for a decorator that hands every read to the store
+/// underneath.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! delegate_inspect {
+    ($decorator:ident) => {
+        impl<B: $crate::backend::Backend> $crate::backend::Inspect for $decorator<B> {
+            async fn load(
+                &self,
+                key: &$crate::key::ConvKey,
+            ) -> Result<$crate::backend::Loaded, $crate::backend::StoreError> {
+                self.inner.load(key).await
+            }
+
+            async fn history(
+                &self,
+                key: &$crate::key::ConvKey,
+            ) -> Result<Vec<$crate::backend::Version>, $crate::backend::StoreError> {
+                self.inner.history(key).await
+            }
+
+            async fn audit(
+                &self,
+                query: &$crate::backend::audit::AuditQuery,
+            ) -> Result<Vec<$crate::backend::audit::AuditEntry>, $crate::backend::StoreError> {
+                self.inner.audit(query).await
+            }
+
+            async fn dump(
+                &self,
+                key: &$crate::key::ConvKey,
+            ) -> Result<Option<$crate::backend::Dumped>, $crate::backend::StoreError> {
+                self.inner.dump(key).await
+            }
+
+            async fn links(
+                &self,
+                key: &$crate::key::ConvKey,
+            ) -> Result<$crate::backend::Links, $crate::backend::StoreError> {
+                self.inner.links(key).await
+            }
+        }
+    };
+}
+
+/// Inside `impl Held for` a decorator's turn: every method but `finish`,
+/// handed to the turn underneath.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! delegate_held_but_finish {
+    () => {
+        fn waited(&self) -> std::time::Duration {
+            self.inner.waited()
+        }
+
+        fn stored_key(&self) -> &$crate::key::ConvKey {
+            self.inner.stored_key()
+        }
+
+        async fn defer(
+            &mut self,
+            token: &$crate::backend::TurnToken,
+            dedupe: Option<(String, $crate::backend::RecordedResponse)>,
+            within: std::time::Duration,
+        ) -> Result<(), $crate::backend::StoreError> {
+            self.inner.defer(token, dedupe, within).await
+        }
+
+        async fn lost(&mut self) {
+            self.inner.lost().await
+        }
+    };
+}

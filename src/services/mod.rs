@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use audit::{request_id, AuditNotes};
 pub use health::StoreHealth;
 
-use crate::backend::private::Private;
+use crate::backend::fallback::PlaintextFallback;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config, OnUnavailable};
 use crate::metrics::Metrics;
@@ -39,15 +39,15 @@ pub struct Services<B> {
     pub audit: AuditNotes,
 }
 
-impl<B: Backend> Services<Private<B>> {
+impl<B: Backend> Services<PlaintextFallback<B>> {
     /// The services of `config` over `backend`; the spool is opened where
     /// the store is remote and requests pass through while it is out.
     pub fn new(
         config: &Config,
-        backend: Private<B>,
+        backend: PlaintextFallback<B>,
         upstream: Upstream,
         metrics: Arc<Metrics>,
-    ) -> Result<Services<Private<B>>, SpoolOpenError> {
+    ) -> Result<Services<PlaintextFallback<B>>, SpoolOpenError> {
         let spool = match (config.store.backend, config.store.on_unavailable) {
             (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(Spool::open(
                 &config.store.spool_path,

@@ -11,7 +11,9 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use statehold::backend::audit_log::AuditLog;
 use statehold::backend::embedded::EmbeddedBackend;
+use statehold::backend::fallback::PlaintextFallback;
 use statehold::backend::private::Private;
 use statehold::backend::redis::{Access, RedisBackend, RedisConn, Timings, Topology};
 use statehold::backend::{
@@ -261,6 +263,33 @@ fn private<B: Backend>(f: Fixture<B>) -> Fixture<Private<B>> {
     }
 }
 
+/// The whole stack statehold serves: the plaintext fallback (on) over the
+/// privacy wrapper over the audit-log mirror (on) over the store.
+fn served<B: Backend>(f: Fixture<B>) -> Fixture<PlaintextFallback<AuditLog<B>>> {
+    let privacy = Privacy::new(
+        Some(b"conformance-key-secret-0123456789"),
+        vec![("k1".to_string(), [7u8; 32])],
+    )
+    .with_plaintext_fallback(true);
+    let store = AuditLog::new(f.backend, true);
+    Fixture {
+        backend: PlaintextFallback::new(Private::new(store, Arc::new(privacy))),
+        guard: f.guard,
+    }
+}
+
+async fn on_embedded_served(
+    retention: Retention,
+) -> Fixture<PlaintextFallback<AuditLog<EmbeddedBackend>>> {
+    served(on_embedded(retention).await)
+}
+
+async fn on_redis_served(
+    retention: Retention,
+) -> Fixture<PlaintextFallback<AuditLog<RedisBackend>>> {
+    served(on_redis(retention).await)
+}
+
 async fn on_embedded_private(retention: Retention) -> Fixture<Private<EmbeddedBackend>> {
     private(on_embedded(retention).await)
 }
@@ -328,6 +357,8 @@ conformance! {
     embedded_private => on_embedded_private, [history_and_rollback];
     redis_store => on_redis, [history_and_rollback, dump_and_import, audit_events, links];
     redis_private => on_redis_private, [history_and_rollback];
+    embedded_served => on_embedded_served, [history_and_rollback];
+    redis_served => on_redis_served, [history_and_rollback];
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

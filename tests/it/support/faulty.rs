@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use statehold::backend::audit::{AuditEntry, AuditQuery};
 use statehold::backend::{
-    Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, Links, Loaded,
-    ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
+    Adoption, Backend, Commit, CommitOutcome, Held, Lifecycle, Loaded, ScanPage, StoreError,
+    TurnError, TurnToken, Turns,
 };
 use statehold::key::ConvKey;
 use statehold::privacy::marks::{MarkWrites, Recorded};
@@ -112,9 +111,7 @@ impl<B: Backend> Turns for Faulty<B> {
 }
 
 impl<H: Held> Held for FaultyHeld<H> {
-    fn waited(&self) -> Duration {
-        self.inner.waited()
-    }
+    statehold::delegate_held_but_finish!();
 
     async fn finish(self, commit: Commit) -> Result<CommitOutcome, StoreError> {
         let fault = *self.faults.commit.lock();
@@ -124,46 +121,9 @@ impl<H: Held> Held for FaultyHeld<H> {
             None => self.inner.finish(commit).await,
         }
     }
-
-    fn stored_key(&self) -> &ConvKey {
-        self.inner.stored_key()
-    }
-
-    async fn defer(
-        &mut self,
-        token: &TurnToken,
-        dedupe: Option<(String, statehold::backend::RecordedResponse)>,
-        within: Duration,
-    ) -> Result<(), StoreError> {
-        self.inner.defer(token, dedupe, within).await
-    }
-
-    async fn lost(&mut self) {
-        self.inner.lost().await
-    }
 }
 
-impl<B: Backend> Inspect for Faulty<B> {
-    async fn load(&self, key: &ConvKey) -> Result<Loaded, StoreError> {
-        self.inner.load(key).await
-    }
-
-    async fn history(&self, key: &ConvKey) -> Result<Vec<Version>, StoreError> {
-        self.inner.history(key).await
-    }
-
-    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        self.inner.audit(query).await
-    }
-
-    async fn dump(&self, key: &ConvKey) -> Result<Option<Dumped>, StoreError> {
-        self.inner.dump(key).await
-    }
-
-    async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
-        self.inner.links(key).await
-    }
-}
+statehold::delegate_inspect!(Faulty);
 
 impl<B: Backend> Lifecycle for Faulty<B> {
     async fn ping(&self) -> Result<(), StoreError> {
