@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::reject::Reject;
 use super::request::{Admitted, Ctx};
 use super::route::Route;
+use super::PathStore;
 use super::{body, Body, ConnInfo, Keyed, Pipeline};
-use crate::backend::Backend;
 use crate::key::{self, ConvKey, RequestParts};
 use crate::outcome::Outcome;
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
@@ -28,7 +28,7 @@ pub(super) enum Admission {
     Admitted(Admitted),
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// verify (head), body, verify (body): the request as admitted, its
     /// body buffered within the budgets and parsed if the route reads JSON.
     pub(super) async fn admit(

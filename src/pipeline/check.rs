@@ -14,8 +14,9 @@ use tracing::warn;
 /// past it the snapshot is refused like an invalid one.
 const RULES_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+use super::PathStore;
 use super::{Ctx, Pipeline};
-use crate::backend::{Backend, Loaded};
+use crate::backend::Loaded;
 use crate::contract::{self, RollbackTo, StateChange};
 use crate::key::ConvKey;
 use crate::metrics::SaveResult;
@@ -23,7 +24,7 @@ use crate::metrics::SaveResult;
 /// The bot's `X-Statehold-Rollback`, read before capture strips it.
 use contract::RollbackAsked as Asked;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// `loaded`: the record this turn read (`None` while the store is out:
     /// the first state is then free, as for a new conversation).
     pub(super) async fn check(

@@ -13,15 +13,15 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::request::{Admitted, Ctx};
+use super::PathStore;
 use super::{Answer, Body, ConnInfo, Pipeline};
-use crate::backend::Backend;
 use crate::config::OnMissingKey;
 use crate::contract::{self, StateChange};
 use crate::metrics::SaveResult;
 use crate::outcome::Outcome;
 use crate::upstream::{forward_headers, UpstreamError};
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     pub(super) fn trusted(&self, peer: std::net::IpAddr) -> bool {
         self.settings
             .trusted_proxies
@@ -141,7 +141,7 @@ fn upstream_reject(e: UpstreamError) -> Reject {
     Reject::new(status, outcome, reason).because(e)
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// A route request without a key (already stripped of any client
     /// member by `inject`): refused, or forwarded without state.
     pub(super) async fn keyless(

@@ -12,13 +12,14 @@ use super::reject::Reject;
 use super::request::{Answer, Conversation, Ctx, Turn};
 use super::route::Route;
 use super::wire::Reported;
+use super::PathStore;
 use super::Pipeline;
-use crate::backend::{Backend, Held, StoreError, TurnToken};
+use crate::backend::{Held, StoreError, TurnToken};
 use crate::contract::StateChange;
 use crate::metrics::{DeferredResult, SaveResult};
 use crate::outcome::Outcome;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// The defer stage, for an answer that deferred its report: the turn
     /// is parked and the answer leaves, or (the deferral refused, or no
     /// turn to hold) the answer is saved as usual.

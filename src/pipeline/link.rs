@@ -22,8 +22,9 @@ use tracing::{info, warn};
 
 use super::reject::Reject;
 use super::request::{Conversation, Ctx};
+use super::PathStore;
 use super::{Answer, Keyed, Pipeline};
-use crate::backend::{Backend, Commit, LinkChange, Loaded, Origin};
+use crate::backend::{Commit, LinkChange, Loaded, Origin};
 use crate::contract::{LinkAsk, StateChange};
 use crate::key::ConvKey;
 use crate::metrics::LinkResult;
@@ -37,7 +38,7 @@ enum Plan {
     LinkTo(ConvKey),
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     pub(super) async fn link_and_save(
         &self,
         held: Conversation<B::Held>,

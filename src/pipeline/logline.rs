@@ -7,8 +7,8 @@ use http::Response;
 use tracing::info;
 
 use super::request::Ctx;
+use super::PathStore;
 use super::{Body, Pipeline, Reject};
-use crate::backend::Backend;
 
 impl Ctx<'_> {
     /// statehold answered by itself: the reject's outcome and reason go on
@@ -20,7 +20,7 @@ impl Ctx<'_> {
     }
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Counts the request and writes its line.
     pub(super) fn ended(
         &self,

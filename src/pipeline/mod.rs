@@ -91,7 +91,7 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::backend::Backend;
+use crate::backend::{Inspect, Turns};
 use crate::config::{Config, ContractMode, OnUnavailable, Unmatched};
 use crate::contract;
 use crate::services::Services;
@@ -132,9 +132,16 @@ struct Settings {
     report_grace: Duration,
 }
 
+/// What the request path needs of a backend: turns with their records,
+/// and the kept versions a rollback reads. Never the process's side
+/// ([`crate::backend::Lifecycle`]: pings, purges, scans).
+pub trait PathStore: Turns + Inspect {}
+
+impl<T: Turns + Inspect> PathStore for T {}
+
 /// The request path over the shared [`Services`], with what only requests
 /// use: the routes, the buffer budget, and this process's parked turns.
-pub struct Pipeline<B: Backend> {
+pub struct Pipeline<B: PathStore> {
     svc: Arc<Services<B>>,
     routes: Routes,
     budget: Arc<budget::Budget>,
@@ -144,7 +151,7 @@ pub struct Pipeline<B: Backend> {
     settings: Settings,
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     pub fn new(config: &Config, svc: Arc<Services<B>>) -> Result<Pipeline<B>, route::RouteError> {
         Ok(Pipeline {
             routes: Routes::from_config(config)?,

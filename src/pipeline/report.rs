@@ -10,8 +10,9 @@ use tracing::warn;
 use super::deferred::Parked;
 use super::request::{Answer, Conversation, Ctx, Keyed, Turn};
 use super::route::Route;
+use super::PathStore;
 use super::Pipeline;
-use crate::backend::{Adoption, Backend, TurnToken};
+use crate::backend::{Adoption, TurnToken};
 use crate::contract::{self, LinkAsk, RollbackTo, StateChange};
 use crate::metrics::DeferredResult;
 use crate::outcome::Outcome;
@@ -93,7 +94,7 @@ impl ReportAnswer {
     }
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// `POST /v1/turns/<token>`: the late report of a deferred turn.
     pub async fn late_report(&self, token: &str, report: LateReport) -> ReportAnswer {
         let deferred = self.svc.metrics.deferred();

@@ -5,13 +5,14 @@
 
 use tracing::{info, warn};
 
+use super::PathStore;
 use super::Pipeline;
-use crate::backend::{Backend, Loaded};
+use crate::backend::Loaded;
 use crate::contract::StateChange;
 use crate::key::ConvKey;
 use crate::metrics::SaveResult;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// A conversation this replica spooled during an outage is served from
     /// the spool, not from the older record: with the turn held, a spooled
     /// change based on the record's version replaces what the record shows;

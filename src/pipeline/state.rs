@@ -10,9 +10,10 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::request::{Conversation, Ctx, Keyed};
+use super::PathStore;
 use super::{Answer, Body, Pipeline, Saved, Turn};
 use crate::backend::{
-    Backend, Commit, CommitOutcome, Held, LinkChange, Loaded, Origin, RecordedResponse, StoreError,
+    Commit, CommitOutcome, Held, LinkChange, Loaded, Origin, RecordedResponse, StoreError,
     TurnError,
 };
 use crate::config::OnUnavailable;
@@ -21,7 +22,7 @@ use crate::key::ConvKey;
 use crate::metrics::{LoadResult, SaveResult, StoreOp};
 use crate::outcome::Outcome;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Accounts for the record read with the turn.
     pub(super) fn loaded(&self, conv: &ConvKey, loaded: Loaded, cx: &mut Ctx<'_>) -> Loaded {
         self.svc.health.seen(true);

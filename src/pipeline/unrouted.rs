@@ -11,13 +11,13 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tracing::warn;
 
+use super::PathStore;
 use super::{Body, ConnInfo, Pipeline, Reject};
-use crate::backend::Backend;
 use crate::config::Unmatched;
 use crate::framing::Flaw;
 use crate::outcome::Outcome;
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// A request whose head [`crate::framing`] flagged (both framing
     /// headers, bare LF line ends): 400, never forwarded, connection closed.
     pub fn reject_ambiguous_framing(&self, flaw: Flaw) -> Response<Body> {

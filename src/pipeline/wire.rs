@@ -8,8 +8,8 @@ use tracing::warn;
 
 use super::reject::Reject;
 use super::request::Admitted;
+use super::PathStore;
 use super::{body, Answer, Ctx, Pipeline};
-use crate::backend::Backend;
 use crate::backend::Loaded;
 use crate::contract::{
     self, BodyReport, CaptureError, Injection, LinkAsk, LoadStatus, StateChange,
@@ -17,7 +17,7 @@ use crate::contract::{
 use crate::key::ConvKey;
 use crate::metrics::{LinkResult, LoadResult, SaveResult};
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Puts the snapshot and the verification kind into the request; in body
     /// mode the client's member is replaced or removed. Header mode carries
     /// a snapshot over `contract.max_header_bytes` in the body's member
@@ -193,7 +193,7 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Body mode: the answer's member, read and removed from a copy of the
     /// body; a compressed answer cannot be read (and says so: `true`).
     fn body_report(&self, parts: &http::response::Parts, body: &[u8]) -> (BodyReport, bool) {
@@ -211,7 +211,7 @@ impl<B: Backend> Pipeline<B> {
     }
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Header mode: a snapshot too large for a header is refused unless the
     /// request that reported it is a JSON object (the conversation's next
     /// ones will carry it in their body).
@@ -310,7 +310,7 @@ fn merge_changes(
     }
 }
 
-impl<B: Backend> Pipeline<B> {
+impl<B: PathStore> Pipeline<B> {
     /// Feeds the answers-before-handling detector (`unreported.rs`): counts
     /// a fast 2xx answer without a report, and warns once per route when
     /// they come in a run.
