@@ -401,6 +401,14 @@ impl Config {
         c
     }
 
+    /// The rendered file as statehold reads it (`Config::parse`, with this
+    /// config's environment): panics naming the key a test got wrong.
+    pub fn typed(&self) -> statehold::config::Config {
+        let env: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
+        statehold::config::Config::parse(&self.render(), &env)
+            .unwrap_or_else(|e| panic!("the test's config is refused: {}: {}", e.key, e.message))
+    }
+
     pub fn render(&self) -> String {
         let dedupe = if self.dedupe {
             "dedupe = \"json:/update_id\"\n"
@@ -558,6 +566,9 @@ impl Statehold {
     /// port 0; the ports it reports are then written into the config, so
     /// restarts come back on the same addresses.
     pub fn start(config: Config) -> Statehold {
+        // Checked as the typed config first: a test's spliced TOML that
+        // statehold would refuse fails here, naming the key.
+        config.typed();
         let (proc, config_path, log) = Self::launch(&config);
         let mut s = Statehold {
             proc,
