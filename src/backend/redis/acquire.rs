@@ -2,6 +2,7 @@
 //! conversation's turn, and read the record when the turn is granted at
 //! once (one round trip); a linked channel is queued for its member's turn.
 
+use super::calls::{AcquireCall, Expiry};
 use super::keys::ConvKeys;
 use super::shared::{LeaseKeys, Shared};
 use crate::backend::{Loaded, StoreError, TurnError};
@@ -26,18 +27,20 @@ impl Shared {
         (key, conv): (&ConvKey, &ConvKeys),
         dedupe_id: Option<&str>,
     ) -> Result<Acquired, TurnError> {
-        let mut inv = self.scripts.of(key).acquire.prepare_invoke();
-        inv.key(&keys.lease)
-            .key(&keys.queue)
-            .key(conv.snapshot())
-            .key(conv.dedupe(dedupe_id.unwrap_or("")))
-            .key(conv.alias());
-        inv.arg(token)
-            .arg(if dedupe_id.is_some() { "1" } else { "0" });
-        if self.audit {
-            inv.key(conv.expiry_mark())
-                .key(super::keys::audit_stream(self.conn.prefix()));
-        }
+        let call = AcquireCall {
+            lease: &keys.lease,
+            queue: &keys.queue,
+            snapshot: conv.snapshot(),
+            dedupe: conv.dedupe(dedupe_id.unwrap_or("")),
+            alias: conv.alias(),
+            token,
+            look_up_dedupe: dedupe_id.is_some(),
+            expiry: self.audit.then(|| Expiry {
+                mark: conv.expiry_mark(),
+                stream: super::keys::audit_stream(self.conn.prefix()),
+            }),
+        };
+        let inv = call.invocation(&self.scripts.of(key).acquire);
         let reply: Vec<redis::Value> = self.conn.eval(&inv).await.map_err(StoreError::from)?;
         let member = |tag: Option<&redis::Value>| -> Result<Option<ConvKey>, TurnError> {
             match tag.and_then(super::records::tag_of) {

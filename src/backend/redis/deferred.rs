@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Value;
 
+use super::calls::{AdoptCall, DeferCall};
 use super::records::{bad_reply, bytes_of, u64_of};
 use super::shared::LeaseKeys;
 use super::turns::{RedisTurn, RedisTurns};
@@ -34,16 +35,18 @@ impl RedisTurn {
             Some((id, response)) => (id.as_str(), response.encode()),
             None => ("", Bytes::new()),
         };
-        let mut inv = s.scripts.any().defer.prepare_invoke();
-        inv.key(&self.keys.lease)
-            .key(keys.deferral())
-            .key(keys.dedupe(dedupe_id))
-            .arg(self.token.to_string())
-            .arg(token.digest())
-            .arg(within.as_millis().to_string())
-            .arg(if dedupe.is_some() { "1" } else { "0" })
-            .arg(recorded.as_ref())
-            .arg(s.replica);
+        let call = DeferCall {
+            lease: &self.keys.lease,
+            deferral: keys.deferral(),
+            dedupe: keys.dedupe(dedupe_id),
+            fence: self.token,
+            digest: token.digest(),
+            within_ms: within.as_millis(),
+            write_dedupe: dedupe.is_some(),
+            recorded: &recorded,
+            replica: s.replica,
+        };
+        let inv = call.invocation(&s.scripts.any().defer);
         let held: i64 = s.conn.eval(&inv).await?;
         if held == 1 {
             Ok(())
@@ -65,12 +68,14 @@ impl RedisTurns {
             lease: keys.lease(),
             queue: keys.queue(),
         };
-        let mut inv = s.scripts.any().adopt.prepare_invoke();
-        inv.key(&lease.lease)
-            .key(keys.deferral())
-            .key(keys.snapshot())
-            .arg(token.digest())
-            .arg(s.replica);
+        let call = AdoptCall {
+            lease: lease.lease.clone(),
+            deferral: keys.deferral(),
+            snapshot: keys.snapshot(),
+            digest: token.digest(),
+            replica: s.replica,
+        };
+        let inv = call.invocation(&s.scripts.any().adopt);
         let reply: Vec<Value> = s.conn.eval(&inv).await?;
         let (fence, version, state, linked) = match reply.as_slice() {
             [] => return Ok(Adoption::Unknown),

@@ -9,7 +9,7 @@
 //! - `keys.rs`: key names, one hash tag per conversation.
 //! - `scripts.rs`: every script, built with the deployment's constants.
 //! - `records.rs`: `load.lua`, `commit.lua` (its keys and arguments laid
-//!   out by `commit_call.rs`); `views.rs`: reads for the admin API and
+//!   out by `commit_call.rs`, the other scripts' by `calls.rs`); `views.rs`: reads for the admin API and
 //!   maintenance (links, history, audit, scan); `marks.rs`: the key marks
 //!   (`marks.lua`, replicas share their keys).
 //! - `turns.rs`: the leased, fenced ticket queue (`check.lua`,
@@ -28,6 +28,7 @@
 mod acquire;
 mod background;
 mod breaker;
+mod calls;
 mod commit_call;
 mod conn;
 mod deferred;

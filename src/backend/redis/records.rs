@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
+use super::calls::{Expiry, Granted, LoadCall, RestoreCall};
 use super::commit_call::{CommitCall, Required};
 use super::conn::RedisConn;
 use super::keys::ConvKeys;
@@ -105,10 +106,13 @@ impl RedisRecords {
         dedupe_id: Option<&str>,
     ) -> Result<Loaded, StoreError> {
         let keys = self.conn.keys(key);
-        let mut inv = self.scripts.of(key).load.prepare_invoke();
-        inv.key(keys.snapshot())
-            .key(keys.dedupe(dedupe_id.unwrap_or("")))
-            .arg(if dedupe_id.is_some() { "1" } else { "0" });
+        let call = LoadCall {
+            snapshot: keys.snapshot(),
+            dedupe: keys.dedupe(dedupe_id.unwrap_or("")),
+            look_up_dedupe: dedupe_id.is_some(),
+            granted: None,
+        };
+        let inv = call.invocation(&self.scripts.of(key).load);
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
         parse_loaded(&reply)
     }
@@ -123,15 +127,21 @@ impl RedisRecords {
     ) -> Result<Option<Loaded>, StoreError> {
         let held = member.unwrap_or(asked);
         let keys = self.conn.keys(held);
-        let mut inv = self.scripts.of(held).load.prepare_invoke();
-        inv.key(keys.snapshot())
-            .key(keys.dedupe(dedupe_id.unwrap_or("")))
-            .key(self.conn.keys(asked).alias())
-            .arg(if dedupe_id.is_some() { "1" } else { "0" })
-            .arg(member.map(|_| keys.tag().to_string()).unwrap_or_default());
-        if self.audit > 0 && member.is_none() {
-            inv.key(keys.expiry_mark()).key(self.audit_stream());
-        }
+        let audited = self.audit > 0 && member.is_none();
+        let call = LoadCall {
+            snapshot: keys.snapshot(),
+            dedupe: keys.dedupe(dedupe_id.unwrap_or("")),
+            look_up_dedupe: dedupe_id.is_some(),
+            granted: Some(Granted {
+                alias: self.conn.keys(asked).alias(),
+                member_tag: member.map(|_| keys.tag().to_string()),
+                expiry: audited.then(|| Expiry {
+                    mark: keys.expiry_mark(),
+                    stream: self.audit_stream(),
+                }),
+            }),
+        };
+        let inv = call.invocation(&self.scripts.of(held).load);
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
         if let [Value::BulkString(moved)] = reply.as_slice() {
             if moved == b"moved" {
@@ -230,24 +240,26 @@ impl RedisRecords {
             StateChange::Put(stored) => ("p", stored.clone()),
             _ => ("c", Bytes::new()),
         };
-        let mut inv = self.scripts.of(key).restore.prepare_invoke();
-        inv.key(keys.snapshot())
-            .key(keys.lease())
-            .key(keys.queue())
-            .arg(fence.to_string())
-            .arg(version.to_string())
-            .arg(change)
-            .arg(data.as_ref())
-            .arg(ttl_ms.max(1).to_string());
-        if self.audit > 0 {
+        let audit = (self.audit > 0).then(|| {
             let at = crate::backend::now_ms();
             let members = commit
                 .audit
                 .as_ref()
                 .map(|n| n.members(key, commit.kind(), at, None));
-            inv.key(self.audit_stream())
-                .arg(members.unwrap_or_default());
-        }
+            (self.audit_stream(), members.unwrap_or_default())
+        });
+        let call = RestoreCall {
+            snapshot: keys.snapshot(),
+            lease: keys.lease(),
+            queue: keys.queue(),
+            fence,
+            version,
+            change,
+            data: &data,
+            ttl_ms,
+            audit,
+        };
+        let inv = call.invocation(&self.scripts.of(key).restore);
         let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
             "ok" => Ok(CommitOutcome::Committed { version }),
