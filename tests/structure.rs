@@ -439,3 +439,69 @@ fn the_fuzz_build_shares_the_release_builds_dependencies() {
         "fuzz/Cargo.toml's [profile.release] must be the main crate's"
     );
 }
+
+/// The request path is bounded on what it uses of a backend (turns,
+/// records, kept versions: `PathStore`), never on the whole `Backend`
+/// (pings, purges, scans are the process's).
+#[test]
+fn the_request_path_is_bounded_on_what_it_uses() {
+    let found: Vec<String> = library_sources()
+        .into_iter()
+        .filter(|(name, ..)| name.starts_with("pipeline/"))
+        .flat_map(|(name, _, code)| {
+            code.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains("B: Backend") || l.contains("Lifecycle"))
+                .map(|l| format!("{name}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the request path reaches past PathStore: {found:#?}"
+    );
+}
+
+/// The admin API and the background work get the shared `Services`, not
+/// the pipeline: only the late-report endpoint (which finishes a request)
+/// holds the pipeline.
+#[test]
+fn the_admin_api_and_the_background_share_services_not_the_pipeline() {
+    let found: Vec<String> = library_sources()
+        .into_iter()
+        .filter(|(name, ..)| {
+            name.starts_with("admin/") || name.starts_with("services/") || name == "maintenance.rs"
+        })
+        .flat_map(|(name, _, code)| {
+            code.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains("pipeline.") || l.contains(".pipeline"))
+                .map(|l| format!("{name}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "reaching through the pipeline: {found:#?}"
+    );
+}
+
+/// Stages pass named values (`Conversation`, `Reported`, `Admitted`, the
+/// request's `Ctx`), not tuples destructured in a parameter list.
+#[test]
+fn no_stage_takes_a_tuple_parameter() {
+    let found: Vec<String> = library_sources()
+        .into_iter()
+        .filter(|(name, ..)| name.starts_with("pipeline/"))
+        .flat_map(|(name, _, code)| {
+            code.lines()
+                .filter(|l| {
+                    let t = l.trim_start();
+                    t.starts_with('(') && t.contains("): (")
+                })
+                .map(|l| format!("{name}: {}", l.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(found.is_empty(), "tuple parameters: {found:#?}");
+}
