@@ -47,7 +47,8 @@
 //! - [`secret`]: secret config values that print as `***`.
 //! - [`error`]: what the error types share: the kept cause, the logged chain.
 //! - [`app`]: wiring all of the above from a config; [`app::run`] serves on
-//!   listeners the caller bound (the binary and in-process tests alike).
+//!   listeners the caller bound (the binary), [`app::run_over`] over a
+//!   backend the caller built (the in-process tests).
 //!
 //! This list is the one place the layout is written (the README links
 //! here); each folder's `mod.rs` lists its files, and every file starts
