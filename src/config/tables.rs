@@ -176,7 +176,7 @@ pub struct StoreConfig {
     /// Redis only: consecutive failed operations that open the circuit
     /// breaker (then operations fail at once for `breaker_cooldown`).
     pub breaker_failures: NonZeroU32,
-    /// How long the circuit stays open (failing fast) before the next probe.
+    /// The longest the circuit stays open (failing fast); a background probe closes it as soon as Redis answers again.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
     /// With `on_unavailable = "passthrough"` and Redis: where snapshots

@@ -559,3 +559,46 @@ fn a_damaged_record_is_bad_data_not_an_outage() {
         assert!(!sh.logs().contains("outcome=\"degraded\""));
     }
 }
+
+/// Issue 22, item 5: after an outage long enough to open the circuit
+/// breaker, requests are served again as soon as Redis answers, not once
+/// `breaker_cooldown` ran out (60 s here): a background probe reconnects
+/// and closes the circuit. The conversation goes on from its stored step.
+#[test]
+fn requests_are_served_again_as_soon_as_redis_answers() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let mut redis = RedisServer::start(dir.path(), true);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(redis.port);
+    config.store_extra =
+        "op_timeout = \"300ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"60s\"\n".into();
+    let sh = Statehold::start(config);
+    assert_eq!(sh.update(1, 900, "/start").status, 200);
+    redis.proc.kill9();
+    // The readiness probe's pings fail and open the circuit (no request
+    // leaves a queued token behind whose later release would close it).
+    for _ in 0..6 {
+        let ready = support::get(sh.admin(), "/readyz").expect("admin answers");
+        assert_eq!(ready.status, 503, "Redis is down");
+    }
+    assert_eq!(sh.update(2, 900, "hello").status, 503, "failing fast");
+    redis.restart();
+    let answered = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(100);
+    support::wait_until("served again, well within breaker_cooldown", || {
+        let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sh.update(id, 900, "hello").status == 200
+    });
+    eprintln!(
+        "served again {:?} after Redis answered ({} tries)",
+        answered.elapsed(),
+        next.into_inner() - 100
+    );
+    assert_eq!(sh.metric("statehold_store_up"), 1.0);
+    let stored = sh.stored("tg", "900").expect("the conversation is kept");
+    let state = &stored["state"];
+    assert_eq!(state["step"], "email", "it went on from /start: {stored}");
+    assert_eq!(state["name"], "hello", "{stored}");
+}

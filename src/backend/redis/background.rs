@@ -35,9 +35,13 @@ pub(super) async fn sweep_orphans(shared: Weak<Shared>) {
 }
 
 /// Routes hand-over notices to the waiting requests of this process.
-/// Reconnects by itself; while it is down, waiters' own checks carry on.
+/// Reconnects by itself, within [`RESUBSCRIBE_AT_MOST`] of Redis coming
+/// back; while it is down, waiters' own checks carry on. Its connection
+/// dropping is the first sign of Redis going away: the probe that puts
+/// the main connection back as soon as Redis answers starts then, before
+/// any request finds the connection dead (`probe.rs`).
 pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = RESUBSCRIBE_FIRST;
     loop {
         let Some(s) = shared.upgrade() else { return };
         let (client, channel) = (s.conn.node_client().await, s.channel.clone());
@@ -56,7 +60,7 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
                 if let Err(e) = pubsub.subscribe(&channel).await {
                     debug!(error = %e, "turn channel subscribe failed");
                 } else {
-                    backoff = Duration::from_millis(100);
+                    backoff = RESUBSCRIBE_FIRST;
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let Some(s) = shared.upgrade() else { return };
@@ -72,14 +76,23 @@ pub(super) async fn listen_for_handovers(shared: Weak<Shared>) {
                             }
                         }
                     }
+                    // The subscription's connection dropped.
+                    let Some(s) = shared.upgrade() else { return };
+                    s.conn.probe_until_back();
                 }
             }
             Err(e) => debug!(error = %e, "turn channel connect failed"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(RESUBSCRIBE_AT_MOST);
     }
 }
+
+/// The turn channel's reconnect backoff: from this, doubling...
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(20);
+/// ...up to this, so hand-over notices flow again within it of Redis
+/// coming back (waiters poll every `CHECK_EVERY` meanwhile).
+const RESUBSCRIBE_AT_MOST: Duration = Duration::from_millis(250);
 
 /// Extends the lease every third of its length while the turn is held;
 /// tells `lost` when it is no longer ours.

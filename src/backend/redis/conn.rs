@@ -6,6 +6,7 @@
 //! The connection is made lazily: statehold starts while Redis is down and
 //! connects on the first operation that finds it up.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ struct Inner {
     op_timeout: Duration,
     prefix: String,
     breaker: Breaker,
+    /// A probe is trying an unreachable Redis (`probe.rs`).
+    probing: AtomicBool,
 }
 
 /// See [`RedisConn::downgrade`].
@@ -90,6 +93,7 @@ impl RedisConn {
                 op_timeout,
                 prefix: prefix.to_string(),
                 breaker: Breaker::new(breaker.0, breaker.1),
+                probing: AtomicBool::new(false),
             }),
         })
     }
@@ -159,6 +163,35 @@ impl RedisConn {
 
     fn cached(&self) -> Option<Connection> {
         self.inner.connection.lock().clone()
+    }
+
+    pub(super) fn probing(&self) -> &AtomicBool {
+        &self.inner.probing
+    }
+
+    /// For the probe: a fresh connection that answers `PING` within the
+    /// operation timeout replaces the cached one and closes the breaker.
+    pub(super) async fn reconnect_and_ping(&self) -> Result<(), OpError> {
+        let timeout = self.inner.op_timeout;
+        let fresh = tokio::time::timeout(timeout, async {
+            let _one_at_a_time = self.inner.connecting.lock().await;
+            let mut conn = self.inner.endpoint.connect(timeout).await?;
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| OpError::Unavailable(e.into()))?;
+            if pong != "PONG" {
+                return Err(OpError::Unavailable("PING answered otherwise".into()));
+            }
+            *self.inner.connection.lock() = Some(conn);
+            Ok(())
+        })
+        .await
+        .unwrap_or(Err(OpError::Timeout));
+        if fresh.is_ok() {
+            self.inner.breaker.success();
+        }
+        fresh
     }
 
     /// Forgets a connection that failed, so the next operation connects
@@ -245,6 +278,7 @@ impl RedisConn {
     {
         let breaker = &self.inner.breaker;
         if breaker.is_open() {
+            self.probe_until_back();
             return Err(OpError::Unavailable("circuit open (redis failing)".into()));
         }
         // One deadline for the whole operation: waiting for another
@@ -258,7 +292,10 @@ impl RedisConn {
             Ok(_) => breaker.success(),
             // A script error is Redis answering: the store is up.
             Err(OpError::Reply(_)) => breaker.success(),
-            Err(_) => breaker.failure(),
+            Err(_) => {
+                breaker.failure();
+                self.probe_until_back();
+            }
         }
         result
     }

@@ -37,6 +37,7 @@ mod error;
 mod failover;
 mod keys;
 mod marks;
+mod probe;
 mod records;
 mod scripts;
 mod shared;
