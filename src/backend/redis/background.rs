@@ -1,8 +1,8 @@
 //! The Redis turns' background work: hand-over notices routed to waiting
 //! requests, the sweeper for tokens abandoned while Redis was unreachable,
-//! and the lease extension of a held turn.
+//! and one keep-alive for the leases of every held turn.
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -94,29 +94,56 @@ const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(20);
 /// coming back (waiters poll every `CHECK_EVERY` meanwhile).
 const RESUBSCRIBE_AT_MOST: Duration = Duration::from_millis(250);
 
-/// Extends the lease every third of its length while the turn is held;
-/// tells `lost` when it is no longer ours.
-pub(super) async fn keep_alive(
-    shared: Arc<Shared>,
-    keys: LeaseKeys,
-    token: u64,
-    lost: tokio::sync::oneshot::Sender<()>,
-) {
-    let every = (shared.lease / 3).max(Duration::from_millis(10));
-    let args = [token.to_string()];
+/// Keeps the leases of this process's held turns alive: one task for all
+/// of them (a turn costs an entry in `Shared::held`, not a task). Each
+/// lease is extended once a third of its length passed since it was taken
+/// or last extended (checked every twelfth), the extensions of one tick
+/// run together; a lease found no longer ours (a deferred turn reported on
+/// another replica, a take-over) tells its turn and leaves the table.
+pub(super) async fn keep_leases_alive(shared: Weak<Shared>) {
+    let Some(s) = shared.upgrade() else { return };
+    let every = (s.lease / 3).max(Duration::from_millis(10));
+    drop(s);
+    let tick = every / 4;
     loop {
-        tokio::time::sleep(every).await;
-        match shared.run(&shared.scripts.any().extend, &keys, &args).await {
-            Ok(1) => {}
-            Ok(_) => {
-                // A deferred turn reported on another replica ends so;
-                // otherwise the commit is refused by its fence and logged.
-                debug!("turn lease no longer ours: ended elsewhere or taken over");
-                lost.send(()).ok();
-                return;
+        tokio::time::sleep(tick).await;
+        let Some(s) = shared.upgrade() else { return };
+        let now = tokio::time::Instant::now();
+        let due: Vec<(u64, LeaseKeys)> = s
+            .held
+            .lock()
+            .iter_mut()
+            .filter(|(_, held)| now.duration_since(held.extended) >= every)
+            .map(|(token, held)| {
+                held.extended = now;
+                (*token, held.keys.clone())
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let shared_ref: &Shared = &s;
+        let extend = &shared_ref.scripts.any().extend;
+        let runs = due.iter().map(|(token, keys)| {
+            let args = [token.to_string()];
+            async move { shared_ref.run(extend, keys, &args).await }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        for ((token, _), result) in due.iter().zip(results) {
+            match result {
+                Ok(1) => {}
+                Ok(_) => {
+                    // A deferred turn reported on another replica ends so;
+                    // otherwise the commit is refused by its fence and logged.
+                    debug!("turn lease no longer ours: ended elsewhere or taken over");
+                    if let Some(held) = s.held.lock().remove(token) {
+                        held.lost.send(()).ok();
+                    }
+                }
+                // Redis unreachable: tried again next time; if it stays
+                // away the lease expires.
+                Err(e) => debug!(error = %e, "lease extension failed"),
             }
-            // Redis unreachable: try again; if it stays away the lease expires.
-            Err(e) => debug!(error = %e, "lease extension failed"),
         }
     }
 }

@@ -40,9 +40,21 @@ pub(super) struct Shared {
     /// when Redis comes back, leaving our token queued or even holding the
     /// lease; the sweeper removes them as soon as Redis answers again.
     pub(super) orphans: Mutex<Vec<(LeaseKeys, u64, tokio::time::Instant)>>,
+    /// Turns held now, whose leases one background task keeps alive
+    /// (`background::keep_leases_alive`): no task per turn.
+    pub(super) held: Mutex<HashMap<u64, HeldLease>>,
     /// Releases spawned and not finished yet (for `quiesce`).
     pub(super) releasing: std::sync::atomic::AtomicUsize,
     pub(super) released: tokio::sync::Notify,
+}
+
+/// A held turn's lease, as the keep-alive sees it.
+pub(super) struct HeldLease {
+    pub(super) keys: LeaseKeys,
+    /// When the lease was taken or last extended.
+    pub(super) extended: tokio::time::Instant,
+    /// Told when the lease is found no longer ours.
+    pub(super) lost: oneshot::Sender<()>,
 }
 
 impl Shared {

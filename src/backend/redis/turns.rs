@@ -24,12 +24,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::background::{keep_alive, listen_for_handovers, sweep_orphans};
+use super::background::{keep_leases_alive, listen_for_handovers, sweep_orphans};
 use super::conn::RedisConn;
 use super::scripts::Scripts;
-use super::shared::{LeaseKeys, Shared, CHECK_EVERY};
+use super::shared::{HeldLease, LeaseKeys, Shared, CHECK_EVERY};
 use crate::backend::{Loaded, TurnError};
 use crate::key::ConvKey;
 
@@ -59,22 +58,24 @@ impl RedisTurns {
             tokens: RandomState::new(),
             counter: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
+            held: Mutex::new(HashMap::new()),
             releasing: std::sync::atomic::AtomicUsize::new(0),
             released: tokio::sync::Notify::new(),
         });
         tokio::spawn(listen_for_handovers(Arc::downgrade(&shared)));
         tokio::spawn(sweep_orphans(Arc::downgrade(&shared)));
+        tokio::spawn(keep_leases_alive(Arc::downgrade(&shared)));
         RedisTurns { shared }
     }
 }
 
-/// A held Redis turn: its token (the fence) and the lease's keep-alive.
+/// A held Redis turn: its token (the fence), its lease kept alive by the
+/// process's one keep-alive task while it is registered in `Shared::held`.
 /// Dropped unreleased, it leaves the queue off the request path.
 pub(super) struct RedisTurn {
     pub(super) token: u64,
     pub(super) keys: LeaseKeys,
     pub(super) shared: Arc<Shared>,
-    extender: JoinHandle<()>,
     /// Told by the keep-alive when the lease was no longer ours (a late
     /// report committed on another replica, or a take-over).
     lost: Option<oneshot::Receiver<()>>,
@@ -86,12 +87,16 @@ impl RedisTurn {
     /// The turn `token` holds now, its lease kept alive from here on.
     pub(super) fn holding(shared: &Arc<Shared>, keys: LeaseKeys, token: u64) -> RedisTurn {
         let (lost_tx, lost) = oneshot::channel();
-        let extender = tokio::spawn(keep_alive(Arc::clone(shared), keys.clone(), token, lost_tx));
+        let lease = HeldLease {
+            keys: keys.clone(),
+            extended: tokio::time::Instant::now(),
+            lost: lost_tx,
+        };
+        shared.held.lock().insert(token, lease);
         RedisTurn {
             token,
             keys,
             shared: Arc::clone(shared),
-            extender,
             lost: Some(lost),
             released: false,
         }
@@ -116,7 +121,7 @@ impl RedisTurn {
 
 impl Drop for RedisTurn {
     fn drop(&mut self) {
-        self.extender.abort();
+        self.shared.held.lock().remove(&self.token);
         if self.released {
             return;
         }
