@@ -201,6 +201,34 @@ fn cpu_seconds(pid: u32) -> f64 {
     (get(11) + get(12)) / ticks
 }
 
+/// Context switches (voluntary and not) of every thread of a process so
+/// far: each is a thread parked and woken, the cost the scheduler adds to
+/// a request on top of its CPU.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// CPU seconds and context switches of a target's processes so far.
+fn work(pids: &[u32]) -> (f64, u64) {
+    (
+        pids.iter().map(|&p| cpu_seconds(p)).sum(),
+        pids.iter().map(|&p| context_switches(p)).sum(),
+    )
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -685,16 +713,19 @@ http {{
     const PCTS: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
     let mut per_round: Vec<Vec<[f64; 4]>> = vec![Vec::new(); targets.len()];
     let mut cpu = vec![0.0f64; targets.len()];
+    let mut switches = vec![0u64; targets.len()];
     let mut served = vec![0usize; targets.len()];
     let mut errors = vec![0u64; targets.len()];
     // Redis's CPU seconds, commands and command microseconds, per target.
     let mut redis_spent = vec![(0.0f64, 0u64, 0u64); targets.len()];
     for _ in 0..rounds {
         for (i, t) in targets.iter().enumerate() {
-            let cpu_before: f64 = t.pids.iter().map(|&p| cpu_seconds(p)).sum();
+            let before = work(&t.pids);
             let redis_before = t.redis.map(|(pid, port)| redis_work(pid, port));
             let lat = fixed_rate(&t.url, rate, round_secs, 10_000);
-            cpu[i] += t.pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+            let after = work(&t.pids);
+            cpu[i] += after.0 - before.0;
+            switches[i] += after.1 - before.1;
             if let (Some(before), Some((pid, port))) = (redis_before, t.redis) {
                 let after = redis_work(pid, port);
                 let spent = &mut redis_spent[i];
@@ -722,14 +753,23 @@ http {{
         eprintln!("  {}: {} ok, {} errors", t.name, served[i], errors[i]);
     }
     let mut sat = Vec::new();
+    // CPU microseconds and context switches per request at saturation.
+    let mut sat_work = Vec::new();
     for t in &targets {
+        let before = work(&t.pids);
         let rps = saturation(&rt, &t.url, 64, sat_secs);
+        let after = work(&t.pids);
+        let n = (rps * sat_secs as f64).max(1.0);
         eprintln!("  {}: saturation {:.0} rps", t.name, rps);
         sat.push(rps);
+        sat_work.push((
+            (after.0 - before.0) * 1e6 / n,
+            (after.1 - before.1) as f64 / n,
+        ));
     }
     let nginx_rps = sat[1];
-    println!("| target | p99 | added p50 | added p90 | added p99 | added p99.9 | saturation | vs nginx | CPU s / 1000 req | peak RSS |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| target | p99 | added p50 | added p90 | added p99 | added p99.9 | saturation | vs nginx | CPU s / 1000 req | switches / req | at saturation: CPU µs, switches / req | peak RSS |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (i, t) in targets.iter().enumerate() {
         let cell = |k: usize| {
             if i == 0 {
@@ -739,9 +779,17 @@ http {{
             }
         };
         let per_1000 = cpu[i] / (served[i].max(1) as f64 / 1000.0);
+        let per_request = switches[i] as f64 / served[i].max(1) as f64;
         let rss = rss[i];
+        let measured = |text: String| {
+            if t.pids.is_empty() {
+                "-".to_string()
+            } else {
+                text
+            }
+        };
         println!(
-            "| {} | {:.3} ms | {} | {} | {} | {} | {:.0} rps | {:.2}x | {} | {} |",
+            "| {} | {:.3} ms | {} | {} | {} | {} | {:.0} rps | {:.2}x | {} | {} | {} | {} |",
             t.name,
             median(i, 2),
             cell(0),
@@ -750,11 +798,9 @@ http {{
             cell(3),
             sat[i],
             sat[i] / nginx_rps,
-            if t.pids.is_empty() {
-                "-".to_string()
-            } else {
-                format!("{per_1000:.3}")
-            },
+            measured(format!("{per_1000:.3}")),
+            measured(format!("{per_request:.2}")),
+            measured(format!("{:.1}, {:.2}", sat_work[i].0, sat_work[i].1)),
             if t.pids.is_empty() {
                 "-".to_string()
             } else {
