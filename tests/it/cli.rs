@@ -231,7 +231,10 @@ fn check_config_explain_documents_every_key_of_the_shipped_config() {
         }
     }
     assert!(keys > 30, "{text}");
-    assert!(text.contains("# The longest the circuit stays open"), "{text}");
+    assert!(
+        text.contains("# The longest the circuit stays open"),
+        "{text}"
+    );
     // The explanation is still the valid effective config.
     let toml: toml::Value = toml::from_str(&text).expect("still TOML");
     assert!(toml.get("store").is_some());
