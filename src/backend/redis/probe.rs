@@ -9,7 +9,8 @@
 //! rest of `breaker_cooldown` or paying for a dead connection first.
 //! A failed probe changes nothing (it does not count as a failure, or keep
 //! the circuit open longer); the task ends with its first success, or with
-//! the connection.
+//! the connection. One server and Sentinel's primary only (see
+//! [`RedisConn::probe_until_back`] for the Cluster).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,9 +23,13 @@ use super::conn::{RedisConn, WeakConn};
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(20);
 
 impl RedisConn {
-    /// Starts the probe unless one is running.
+    /// Starts the probe unless one is running. Not on a Cluster: a `PING`
+    /// that one node answers says nothing of the slots of another that is
+    /// down, so each probe would build a whole new cluster connection while
+    /// requests for the dead slots fail again; the cluster client follows
+    /// failovers and slot moves itself.
     pub(super) fn probe_until_back(&self) {
-        if self.probing().swap(true, Ordering::AcqRel) {
+        if self.is_cluster() || self.probing().swap(true, Ordering::AcqRel) {
             return;
         }
         // Outside a runtime (a unit test's drop) nothing can run it.
