@@ -35,12 +35,16 @@ fn scripted_flow(redis: Option<&RedisServer>) {
         assert_eq!(r.status, 200, "{}", r.text());
     };
     say(1, r#"{"stage":"INIT"}"#, "r-1");
-    say(2, r#"{"stage":"AUTH","pin":"4711"}"#, "r-2");
+    say(2, r#"{"stage":"AUTH","pin":"pin-4711-secret"}"#, "r-2");
     say(3, "KEEP", "r-3");
-    say(4, r#"{"stage":"AUTH","pin":"4711"}"#, "r-4");
+    say(4, r#"{"stage":"AUTH","pin":"pin-4711-secret"}"#, "r-4");
     say(5, "CLEAR", "r-5");
     let base = format!("/v1/state/tg/{CHAT}");
-    assert_eq!(sh.admin_call("PUT", &base, r#"{"member":"m-9"}"#).0, 200);
+    assert_eq!(
+        sh.admin_call("PUT", &base, r#"{"member":"member-nine-secret"}"#)
+            .0,
+        200
+    );
     assert_eq!(sh.admin_call("DELETE", &base, "").0, 200);
 
     let got: Vec<Value> = events(&sh, &format!("key=tg:{CHAT}&limit=50"))
@@ -60,10 +64,10 @@ fn scripted_flow(redis: Option<&RedisServer>) {
         .collect();
     let expected = vec![
         json!(["admin_delete", 5, 6, ["member"], null, "tg", 0]),
-        json!(["admin_put", 4, 5, ["member"], null, "tg", 16]),
+        json!(["admin_put", 4, 5, ["member"], null, "tg", 31]),
         json!(["clear", 3, 4, ["pin", "stage"], "r-5", "tg", 0]),
-        json!(["write", 2, 3, [], "r-4", "tg", 29]),
-        json!(["write", 1, 2, ["pin", "stage"], "r-2", "tg", 29]),
+        json!(["write", 2, 3, [], "r-4", "tg", 40]),
+        json!(["write", 1, 2, ["pin", "stage"], "r-2", "tg", 40]),
         json!(["write", 0, 1, ["stage"], "r-1", "tg", 16]),
     ];
     assert_eq!(
@@ -97,7 +101,7 @@ fn scripted_flow(redis: Option<&RedisServer>) {
         .count();
     assert_eq!(mirrored, 6, "{logs}");
     assert!(
-        !logs.contains("4711") && !logs.contains("m-9"),
+        !logs.contains("pin-4711-secret") && !logs.contains("member-nine-secret"),
         "never a value"
     );
 }
