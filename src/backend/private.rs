@@ -56,6 +56,16 @@ pub struct PrivateHeld<H> {
 }
 
 impl<B: Backend> Private<B> {
+    /// The turn `inner` as callers see it: named `raw`, stored as `stored`.
+    fn held(&self, inner: B::Held, raw: &ConvKey, stored: ConvKey) -> PrivateHeld<B::Held> {
+        PrivateHeld {
+            inner,
+            raw: raw.clone(),
+            stored,
+            privacy: Arc::clone(&self.privacy),
+        }
+    }
+
     /// The plaintext layout of `key` (its raw name and raw dedupe id),
     /// opened: the turn and record `fallback.rs` falls back on.
     pub(super) async fn begin_plain(
@@ -66,13 +76,7 @@ impl<B: Backend> Private<B> {
     ) -> Result<(PrivateHeld<B::Held>, Loaded), TurnError> {
         let (inner, loaded) = self.inner.begin(key, wait, dedupe_id).await?;
         let loaded = open(&self.privacy, key, dedupe_id, loaded);
-        let held = PrivateHeld {
-            inner,
-            raw: key.clone(),
-            stored: key.clone(),
-            privacy: Arc::clone(&self.privacy),
-        };
-        Ok((held, loaded))
+        Ok((self.held(inner, key, key.clone()), loaded))
     }
 
     /// The record under `key`'s plaintext name, opened, outside any turn.
@@ -97,25 +101,15 @@ impl<B: Backend> Turns for Private<B> {
         // under the member's stored name.
         let stored = loaded.member.clone().unwrap_or(stored);
         let loaded = open(&self.privacy, &stored, dedupe.as_deref(), loaded);
-        let held = PrivateHeld {
-            inner,
-            raw: key.clone(),
-            stored,
-            privacy: Arc::clone(&self.privacy),
-        };
-        Ok((held, loaded))
+        Ok((self.held(inner, key, stored), loaded))
     }
 
     /// A turn adopted by its token knows only its stored key: its raw
     /// key stands in as the stored one (the same with hashing off).
     async fn adopt(&self, token: &TurnToken) -> Result<Adoption<Self::Held>, StoreError> {
         let stored = token.key();
-        let adopted = self.inner.adopt(token).await?.map(|inner| PrivateHeld {
-            inner,
-            raw: stored.clone(),
-            stored: stored.clone(),
-            privacy: Arc::clone(&self.privacy),
-        });
+        let adopted =
+            (self.inner.adopt(token).await?).map(|inner| self.held(inner, stored, stored.clone()));
         Ok(match adopted {
             Adoption::Adopted(held, loaded) => {
                 Adoption::Adopted(held, open(&self.privacy, stored, None, loaded))

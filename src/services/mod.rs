@@ -48,11 +48,12 @@ impl<B: Backend> Services<PlaintextFallback<B>> {
         upstream: Upstream,
         metrics: Arc<Metrics>,
     ) -> Result<Services<PlaintextFallback<B>>, SpoolOpenError> {
+        let audit_on = config.audit.max_events > 0;
         let spool = match (config.store.backend, config.store.on_unavailable) {
             (BackendKind::Redis, OnUnavailable::Passthrough) => Some(Arc::new(Spool::open(
                 &config.store.spool_path,
                 config.store.spool_max,
-                (Arc::clone(backend.privacy()), config.audit.max_events > 0),
+                (Arc::clone(backend.privacy()), audit_on),
             )?)),
             _ => None,
         };
@@ -61,7 +62,7 @@ impl<B: Backend> Services<PlaintextFallback<B>> {
         }
         Ok(Services {
             health: StoreHealth::new(config, Arc::clone(&metrics)),
-            audit: AuditNotes::new(config.audit.max_events > 0),
+            audit: AuditNotes::new(audit_on),
             backend,
             upstream,
             metrics,
