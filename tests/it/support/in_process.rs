@@ -16,10 +16,7 @@ use statehold::presets::Preset;
 use tokio::sync::oneshot;
 
 use super::faulty::{Faults, Faulty};
-use super::{get, series_value, temp_dir};
-
-/// The admin API's bearer token.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+use super::{get, series_value, temp_dir, ADMIN_TOKEN};
 
 pub struct InProcess {
     pub proxy: SocketAddr,
@@ -94,15 +91,7 @@ impl InProcess {
     /// The stored snapshot of `namespace:id` through the admin API (`None`:
     /// 404).
     pub fn stored(&self, namespace: &str, id: &str) -> Option<serde_json::Value> {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        let path = format!("/v1/state/{namespace}/{id}");
-        let r = super::request(self.admin, "GET", &path, &[("authorization", &auth)], b"")
-            .expect("the admin API answers");
-        match r.status {
-            200 => Some(r.json()["state"].clone()),
-            404 => None,
-            other => panic!("GET {path}: {other} {}", r.text()),
-        }
+        super::stored_at(self.admin, namespace, id).map(|record| record["state"].clone())
     }
 
     /// One series of `/metrics` (0 when not rendered yet).

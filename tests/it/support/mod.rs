@@ -709,12 +709,7 @@ impl Statehold {
 
     /// The stored snapshot through the admin API (`None`: 404).
     pub fn stored(&self, namespace: &str, id: &str) -> Option<Value> {
-        let r = self.stored_response(namespace, id);
-        match r.status {
-            200 => Some(r.json()),
-            404 => None,
-            other => panic!("admin state API: {other} {}", r.text()),
-        }
+        stored_at(self.admin(), namespace, id)
     }
 
     /// Like [`Statehold::stored`], for a checker that runs right after a
@@ -753,8 +748,7 @@ impl Statehold {
     }
 
     fn admin_request(&self, method: &str, path: &str, body: &str) -> Response {
-        let auth = [("authorization", "Bearer test-admin-token")];
-        request(self.admin(), method, path, &auth, body.as_bytes()).expect("admin answers")
+        admin_request(self.admin(), method, path, body)
     }
 
     pub fn metrics(&self) -> String {
@@ -770,6 +764,27 @@ impl Statehold {
     pub fn metric(&self, series: &str) -> f64 {
         let text = self.metrics();
         series_value(&text, series).unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    }
+}
+
+/// The admin API token every test config sets.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// One admin API call on `admin` with the test token.
+pub fn admin_request(admin: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", auth.as_str())];
+    request(admin, method, path, &headers, body.as_bytes()).expect("admin answers")
+}
+
+/// A conversation's record through the admin state API on `admin` (`None`:
+/// 404).
+pub fn stored_at(admin: SocketAddr, namespace: &str, id: &str) -> Option<Value> {
+    let r = admin_request(admin, "GET", &format!("/v1/state/{namespace}/{id}"), "");
+    match r.status {
+        200 => Some(r.json()),
+        404 => None,
+        other => panic!("admin state API: {other} {}", r.text()),
     }
 }
 
