@@ -212,14 +212,23 @@ fn slow_request_head_is_cut_off() {
 fn connection_flood_is_shed_with_503() {
     let (_d, _bot, sh, before) = with_snapshot(|c| c.server_extra = "max_connections = 2\n".into());
     // Two idle keep-alive connections take every slot.
-    let hold: Vec<_> = (0..2)
+    let mut hold: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(sh.addr()).unwrap())
         .collect();
     // The shed answer itself is checked: a second request could find a
     // slot that an earlier connection (the setup's, or a probe's) had not
-    // given back yet when a held one was accepted.
+    // given back yet when a held one was accepted. Such a held connection
+    // was itself shed (its 503 waits on it, or it is closed): replaced.
     let mut shed = None;
     support::wait_until("both slots taken", || {
+        for held in hold.iter_mut() {
+            held.set_nonblocking(true).unwrap();
+            let answered_or_closed = held.peek(&mut [0u8; 1]).is_ok();
+            held.set_nonblocking(false).unwrap();
+            if answered_or_closed {
+                *held = std::net::TcpStream::connect(sh.addr()).unwrap();
+            }
+        }
         let r = support::post_json(sh.addr(), "/telegram", &support::tg_update(9, 50, "x"), &[]);
         match r {
             Ok(r) if r.status == 503 => shed = Some(r),
