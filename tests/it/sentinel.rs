@@ -8,7 +8,7 @@ use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::sentinel::{query, SentinelSet, MASTER};
+use support::sentinel::{query, start_sentinel, SentinelSet, MASTER};
 use support::traffic::{drive, Report};
 use support::{Bot, Config, Proc, RedisServer, Statehold};
 
@@ -235,5 +235,52 @@ fn a_switch_announced_by_sentinel_is_followed() {
     assert_eq!(
         support::reply_text(&r),
         "Nice to meet you, Ann. Your email?"
+    );
+}
+
+/// A Sentinel that has not heard of the latest failover still names the
+/// old primary's address; there, a server that is up and calls itself a
+/// primary (the old primary restarted before the Sentinels demote it)
+/// holds none of the conversations. statehold asks every Sentinel and
+/// follows the newest configuration (the highest `config-epoch`), so a
+/// lagging Sentinel listed first cannot send it there. The lagging
+/// Sentinel is played by one watching a lone server under the same name,
+/// still at configuration epoch 0 (the real set is at 1 after a failover).
+#[test]
+fn a_sentinel_that_missed_a_failover_cannot_send_statehold_to_a_stale_primary() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let mut set = SentinelSet::start(dir.path(), 1);
+    set.kill_primary();
+    set.restart_stopped();
+    let stale = RedisServer::start(dir.path(), false);
+    let (_lagging, lagging_port) = start_sentinel(dir.path(), stale.port);
+
+    let bot = Bot::start(0);
+    let mut base = Config::new(bot.port, dir.path());
+    base.backend = Some(set.backend_lines("lag"));
+    let informed = Statehold::start(base.replica());
+    let mut lagging_first = base.replica();
+    lagging_first.backend = Some(set.backend_lines("lag").replacen(
+        "sentinels = [",
+        &format!("sentinels = [\"127.0.0.1:{lagging_port}\", "),
+        1,
+    ));
+    let misled = Statehold::start(lagging_first);
+
+    assert_eq!(
+        support::reply_text(&informed.update(1, 8400, "/start")),
+        "Welcome! What's your name?"
+    );
+    let r = misled.update(2, 8400, "Ann");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        support::reply_text(&r),
+        "Nice to meet you, Ann. Your email?"
+    );
+    assert_eq!(
+        query::<i64>(stale.port, &["DBSIZE"]),
+        Some(0),
+        "nothing was written to the server the lagging Sentinel names"
     );
 }

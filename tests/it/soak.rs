@@ -49,9 +49,16 @@ impl Store {
             Store::Sentinel(set) => base.backend = Some(set.backend_lines(&base.key_prefix())),
             Store::Cluster(c) => base.redis_cluster = c.seeds(),
         }
-        if !matches!(self, Store::Redis(_)) {
-            // A failover must not take back an acknowledged step.
-            base.store_extra.push_str("min_replica_acks = 1\n");
+        // A failover must not take back an acknowledged step, whichever
+        // replica is promoted: every replica confirms each commit.
+        let replicas = match self {
+            Store::Redis(_) => 0,
+            Store::Sentinel(set) => set.servers.len() - 1,
+            Store::Cluster(_) => 1,
+        };
+        if replicas > 0 {
+            base.store_extra
+                .push_str(&format!("min_replica_acks = {replicas}\n"));
         }
     }
 

@@ -3,6 +3,11 @@
 //! a Redis Cluster (`store.cluster`). Owns building the clients, making a
 //! connection, and the node the hand-over notices are heard on.
 //!
+//! With Sentinel, the primary is asked of every Sentinel (`sentinel.rs`)
+//! on each connect, and the connection made there never reconnects to it
+//! by itself: a dropped connection is forgotten (`conn.rs`) and the
+//! Sentinels are asked again.
+//!
 //! A Cluster connection (redis-rs `cluster-async`) routes each script by
 //! its first key's slot (every key of a conversation shares one hash tag,
 //! so one slot) and follows `MOVED`/`ASK` during a reshard. Hand-over
@@ -16,13 +21,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisFuture,
-    TlsCertificates, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
+    Pipeline, RedisFuture, TlsCertificates, Value,
 };
 
 use super::error::{ConnError, OpError};
@@ -59,13 +65,16 @@ pub(super) enum Endpoint {
     /// error it causes (a dropped connection, `READONLY`), or earlier when
     /// a Sentinel announces it (`failover.rs`).
     Sentinel {
-        client: tokio::sync::Mutex<SentinelClient>,
-        /// One client per Sentinel, to hear `+switch-master` on.
+        /// One client per Sentinel: asked where the primary is, and
+        /// listened on for `+switch-master`.
         sentinels: Vec<Client>,
         master: String,
+        /// The data nodes' password.
+        password: Option<String>,
     },
     Cluster {
-        client: ClusterClient,
+        /// Boxed: far larger than the other variants.
+        client: Box<ClusterClient>,
         /// One client per seed, for the hand-over subscription.
         seeds: Vec<Client>,
         next_seed: AtomicUsize,
@@ -75,7 +84,10 @@ pub(super) enum Endpoint {
 /// A live connection: multiplexed, cheap to clone.
 #[derive(Clone)]
 pub(super) enum Connection {
+    /// Reconnects to the one server by itself.
     Single(ConnectionManager),
+    /// To the primary the Sentinels named; never reconnects by itself.
+    Primary(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -83,6 +95,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Primary(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -95,6 +108,7 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Primary(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -102,6 +116,7 @@ impl ConnectionLike for Connection {
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(c) => c.get_db(),
+            Connection::Primary(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
         }
     }
@@ -126,32 +141,16 @@ impl Endpoint {
         master: &str,
         access: Access<'_>,
     ) -> Result<Endpoint, ConnError> {
-        let mut sentinel_infos = Vec::with_capacity(sentinels.len());
+        let mut clients = Vec::with_capacity(sentinels.len());
         for addr in sentinels {
             let info = format!("redis://{addr}").into_connection_info();
-            sentinel_infos
-                .push(with_password(info, access.sentinel_password).map_err(ConnError::Url)?);
+            let info = with_password(info, access.sentinel_password).map_err(ConnError::Url)?;
+            clients.push(single_client(info, None)?);
         }
-        let watchers = sentinel_infos
-            .iter()
-            .map(|info| single_client(info.clone(), None))
-            .collect::<Result<_, _>>()?;
-        let mut node = RedisConnectionInfo::default();
-        if let Some(password) = access.password {
-            node = node.set_password(password);
-        }
-        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
-        let client = SentinelClient::build(
-            sentinel_infos,
-            master,
-            Some(node),
-            SentinelServerType::Master,
-        )
-        .map_err(ConnError::Url)?;
         Ok(Endpoint::Sentinel {
-            client: tokio::sync::Mutex::new(client),
-            sentinels: watchers,
+            sentinels: clients,
             master: master.to_string(),
+            password: access.password.map(str::to_string),
         })
     }
 
@@ -185,7 +184,7 @@ impl Endpoint {
         }
         let client = builder.build().map_err(ConnError::Url)?;
         Ok(Endpoint::Cluster {
-            client,
+            client: Box::new(client),
             seeds,
             next_seed: AtomicUsize::new(0),
         })
@@ -201,7 +200,17 @@ impl Endpoint {
                 .await
                 .map(Connection::Cluster)
                 .map_err(unavailable),
-            _ => {
+            Endpoint::Sentinel { .. } => {
+                let config = AsyncConnectionConfig::new().set_response_timeout(None);
+                let primary = self.node_client(op_timeout).await?;
+                let mut conn = primary
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?;
+                super::sentinel::confirm_primary(&mut conn).await?;
+                Ok(Connection::Primary(conn))
+            }
+            Endpoint::Single(_) => {
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(None)
                     .set_number_of_retries(2)
@@ -223,12 +232,19 @@ impl Endpoint {
         match self {
             Endpoint::Single(client) => Ok(client.clone()),
             // Bounded: the hand-over listener asks outside any operation's
-            // deadline, and a hung Sentinel must not hold the lock.
-            Endpoint::Sentinel { client, .. } => {
-                let ask = async { client.lock().await.async_get_client().await };
-                tokio::time::timeout(op_timeout, ask)
+            // deadline.
+            Endpoint::Sentinel {
+                sentinels,
+                master,
+                password,
+            } => {
+                let ask = super::sentinel::newest_primary(sentinels, master, op_timeout);
+                let (host, port) = tokio::time::timeout(op_timeout, ask)
                     .await
-                    .map_err(|_| OpError::Timeout)?
+                    .map_err(|_| OpError::Timeout)??;
+                let info = ConnectionAddr::Tcp(host, port).into_connection_info();
+                with_password(info, password.as_deref())
+                    .and_then(Client::open)
                     .map_err(|e| OpError::Unavailable(e.into()))
             }
             Endpoint::Cluster {

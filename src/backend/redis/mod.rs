@@ -40,6 +40,7 @@ mod marks;
 mod probe;
 mod records;
 mod scripts;
+mod sentinel;
 mod shared;
 mod turns;
 mod views;

@@ -944,6 +944,18 @@ impl RedisServer {
         self.restart();
     }
 
+    /// Starts again after `proc.kill9()` as a replica of `primary` (as an
+    /// operator brings back a failed primary after a failover), ready once
+    /// it is in sync.
+    pub fn restart_as_replica_of(&mut self, primary: u16) {
+        self.replica_of = Some(primary);
+        self.restart();
+        let port = self.port;
+        wait_until("replica in sync", || {
+            redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
+        });
+    }
+
     /// Starts again after `proc.kill9()`.
     pub fn restart(&mut self) {
         self.proc = Self::spawn(

@@ -131,12 +131,17 @@ impl SentinelSet {
         killed.elapsed()
     }
 
-    /// Starts every killed server again; the Sentinels make each a replica
-    /// of the current primary.
+    /// Starts every killed server again as a replica of the current
+    /// primary, and waits until each is in sync: what an operator does
+    /// before the next failover may need it. (Left alone, a restarted old
+    /// primary calls itself a primary, empty, until the Sentinels demote
+    /// it some 8 s later; a failover in between may have only empty
+    /// servers to promote, and no client can keep data through that.)
     pub fn restart_stopped(&mut self) {
+        let primary = self.primary_port().expect("a primary");
         for s in &mut self.servers {
             if s.proc.pid() == 0 {
-                s.restart();
+                s.restart_as_replica_of(primary);
             }
         }
     }
