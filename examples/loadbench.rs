@@ -461,9 +461,12 @@ const KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
 fn statehold_config(dir: &Path, name: &str, bot: u16, store: &str) -> (PathBuf, u16, u16) {
     let (listen, admin) = (free_port(), free_port());
+    // LOADBENCH_SERVER: extra `[server]` lines (e.g. `worker_threads = 2`).
+    let server = std::env::var("LOADBENCH_SERVER").unwrap_or_default();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:{listen}"
+{server}
 [upstream]
 url = "http://127.0.0.1:{bot}"
 [store]

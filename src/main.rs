@@ -246,9 +246,21 @@ fn keygen() -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_tracing(config.log.level.as_deref(), config.log.format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // One thread by default: at a bot's request rates most of a request's
+    // CPU is waking threads, and with several workers each hop (client,
+    // Redis, bot) may wake another one (issue 22's measurements).
+    let runtime = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async move {
         statehold::app::serve(config, shutdown_signal()).await?;
         Ok(())
