@@ -418,7 +418,7 @@ fn saturation(rt: &tokio::runtime::Runtime, url: &str, concurrency: usize, secs:
 // ------------------------------------------------------------------ setup
 
 struct Target {
-    name: &'static str,
+    name: String,
     url: String,
     /// Processes whose CPU and memory count for this target.
     pids: Vec<u32>,
@@ -557,14 +557,11 @@ http {{
 
     let redis_pid = redis.child.id();
     let mut procs = vec![bot, redis, nginx];
-    let mut start_statehold = |name: &str, store: String, bot: u16| {
+    let mut start_build = |bin: &Path, name: &str, store: String, bot: u16| {
         let (config, port, admin) = statehold_config(dir, name, bot, &store);
         let p = spawn(
             name,
-            Command::new(&statehold)
-                .arg("serve")
-                .arg("--config")
-                .arg(&config),
+            Command::new(bin).arg("serve").arg("--config").arg(&config),
             &dir.join(format!("{name}.log")),
         )?;
         wait_for_port(port, name)?;
@@ -572,24 +569,28 @@ http {{
         procs.push(p);
         Ok::<_, String>((port, pid, admin))
     };
-    let (pass_port, pass_pid, _) = start_statehold(
+    let (pass_port, pass_pid, _) = start_build(
+        &statehold,
         "sh-passthrough",
         format!("path = \"{}\"", dir.join("p.db").display()),
         bot_port,
     )?;
-    let (emb_port, emb_pid, _) = start_statehold(
+    let (emb_port, emb_pid, _) = start_build(
+        &statehold,
         "sh-embedded",
         format!("path = \"{}\"", dir.join("e.db").display()),
         bot_port,
     )?;
-    let (red_port, red_pid, _) = start_statehold(
+    let (red_port, red_pid, _) = start_build(
+        &statehold,
         "sh-redis",
         format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"bench\""),
         bot_port,
     )?;
 
     // The same, private at rest: hashed key names, sealed values.
-    let (priv_port, priv_pid, _) = start_statehold(
+    let (priv_port, priv_pid, _) = start_build(
+        &statehold,
         "sh-redis-private",
         format!(
             "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchp\"\n\
@@ -599,7 +600,8 @@ http {{
     )?;
 
     // The same, with 10 kept versions and the audit trail (issue 13).
-    let (kept_port, kept_pid, _) = start_statehold(
+    let (kept_port, kept_pid, _) = start_build(
+        &statehold,
         "sh-redis-history-audit",
         format!(
             "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchh\"\n\
@@ -611,7 +613,8 @@ http {{
     // Redis, with a bot that answers first and reports late (issue 19):
     // the turn, `defer.lua`, the answer, then the late report's commit.
     let deferring_bot = free_port();
-    let (def_port, def_pid, def_admin) = start_statehold(
+    let (def_port, def_pid, def_admin) = start_build(
+        &statehold,
         "sh-redis-deferred",
         format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchd\""),
         deferring_bot,
@@ -630,56 +633,99 @@ http {{
     wait_for_port(deferring_bot, "deferring bot")?;
     let _deferring_bot = bot;
 
-    let targets = [
+    let mut targets = vec![
         Target {
-            name: "direct (no proxy)",
+            name: "direct (no proxy)".to_string(),
             url: format!("http://127.0.0.1:{bot_port}/telegram"),
             pids: vec![],
             redis: None,
         },
         Target {
-            name: "nginx passthrough",
+            name: "nginx passthrough".to_string(),
             url: format!("http://127.0.0.1:{nginx_port}/telegram"),
             pids: family(nginx_pid),
             redis: None,
         },
         Target {
-            name: "statehold, unmatched path",
+            name: "statehold, unmatched path".to_string(),
             url: format!("http://127.0.0.1:{pass_port}/other"),
             pids: vec![pass_pid],
             redis: None,
         },
         Target {
-            name: "statehold, embedded store",
+            name: "statehold, embedded store".to_string(),
             url: format!("http://127.0.0.1:{emb_port}/telegram"),
             pids: vec![emb_pid],
             redis: None,
         },
         Target {
-            name: "statehold, redis + dedupe + turns",
+            name: "statehold, redis + dedupe + turns".to_string(),
             url: format!("http://127.0.0.1:{red_port}/telegram"),
             pids: vec![red_pid],
             redis: Some((redis_pid, redis_port)),
         },
         Target {
-            name: "statehold, redis + privacy at rest",
+            name: "statehold, redis + privacy at rest".to_string(),
             url: format!("http://127.0.0.1:{priv_port}/telegram"),
             pids: vec![priv_pid],
             redis: Some((redis_pid, redis_port)),
         },
         Target {
-            name: "statehold, redis + history 10 + audit",
+            name: "statehold, redis + history 10 + audit".to_string(),
             url: format!("http://127.0.0.1:{kept_port}/telegram"),
             pids: vec![kept_pid],
             redis: Some((redis_pid, redis_port)),
         },
         Target {
-            name: "statehold, redis, deferred turn + late report",
+            name: "statehold, redis, deferred turn + late report".to_string(),
             url: format!("http://127.0.0.1:{def_port}/telegram"),
             pids: vec![def_pid],
             redis: Some((redis_pid, redis_port)),
         },
     ];
+
+    // STATEHOLD_BASELINE_BIN: another build (the one before a change) run
+    // beside this one in the same rounds, on the three main targets.
+    let baseline = std::env::var_os("STATEHOLD_BASELINE_BIN").map(PathBuf::from);
+    if let Some(bin) = &baseline {
+        let label = std::env::var("STATEHOLD_BASELINE_LABEL").unwrap_or_else(|_| "before".into());
+        let (port, pid, _) = start_build(
+            bin,
+            "before-passthrough",
+            format!("path = \"{}\"", dir.join("bp.db").display()),
+            bot_port,
+        )?;
+        targets.push(Target {
+            name: format!("{label}: statehold, unmatched path"),
+            url: format!("http://127.0.0.1:{port}/other"),
+            pids: vec![pid],
+            redis: None,
+        });
+        let (port, pid, _) = start_build(
+            bin,
+            "before-embedded",
+            format!("path = \"{}\"", dir.join("be.db").display()),
+            bot_port,
+        )?;
+        targets.push(Target {
+            name: format!("{label}: statehold, embedded store"),
+            url: format!("http://127.0.0.1:{port}/telegram"),
+            pids: vec![pid],
+            redis: None,
+        });
+        let (port, pid, _) = start_build(
+            bin,
+            "before-redis",
+            format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchb\""),
+            bot_port,
+        )?;
+        targets.push(Target {
+            name: format!("{label}: statehold, redis + dedupe + turns"),
+            url: format!("http://127.0.0.1:{port}/telegram"),
+            pids: vec![pid],
+            redis: Some((redis_pid, redis_port)),
+        });
+    }
 
     // The load generator gets its own thread; the machine's cores are shared
     // by generator, proxy and bot alike, the same for every target.
@@ -825,6 +871,83 @@ http {{
             );
         }
     }
+    // Issue 22's targets, as ratios within this run; with a baseline build,
+    // its figures from the same rounds beside them.
+    let per_req = |i: usize, v: f64| v / served[i].max(1) as f64;
+    let cpu_us = |i: usize| per_req(i, cpu[i] * 1e6);
+    let sw = |i: usize| per_req(i, switches[i] as f64);
+    let added = |i: usize, k: usize| median(i, k) - median(0, k);
+    let redis_us = |i: usize| per_req(i, redis_spent[i].0 * 1e6);
+    let at = |suffix: &str, before: bool| {
+        targets
+            .iter()
+            .position(|t| t.name.contains(": ") == before && t.name.ends_with(suffix))
+    };
+    let figures = |before: bool| -> Option<Vec<String>> {
+        let pass = at("statehold, unmatched path", before)?;
+        let emb = at("statehold, embedded store", before)?;
+        let red = at("statehold, redis + dedupe + turns", before)?;
+        Some(vec![
+            format!(
+                "{:.2}x ({:.0} / {:.0} µs)",
+                cpu_us(red) / cpu_us(pass),
+                cpu_us(red),
+                cpu_us(pass)
+            ),
+            format!(
+                "{:.2}x ({:.1} / {:.1} µs)",
+                sat_work[red].0 / sat_work[pass].0,
+                sat_work[red].0,
+                sat_work[pass].0
+            ),
+            format!(
+                "{:.2}x / {:.2}x ({:.2}, {:.2} / {:.2})",
+                sw(red) / sw(pass),
+                sw(emb) / sw(pass),
+                sw(red),
+                sw(emb),
+                sw(pass)
+            ),
+            format!("{:.2}x", sat[pass] / nginx_rps),
+            format!(
+                "{:.2}x / {:.2}x",
+                cpu_us(pass) / cpu_us(1),
+                sat_work[pass].0 / sat_work[1].0
+            ),
+            format!("{:+.3} ms", added(red, 2)),
+            format!("{:+.3} ms (p99.9 {:+.3} ms)", added(emb, 2), added(emb, 3)),
+            format!("{:.1} µs", redis_us(red)),
+            format!("{:.1} / {:.1} MB", rss[emb], rss[red]),
+        ])
+    };
+    let goals = [
+        "stateful (Redis) CPU per request / passthrough's, at 1000 rps: at most 1.5x",
+        "the same at saturation: at most 1.5x",
+        "context switches per request, Redis / embedded vs passthrough, at 1000 rps: at most 1.5x",
+        "passthrough saturation vs nginx: at least 0.9x",
+        "passthrough CPU per request vs nginx's, at 1000 rps / at saturation: at most 1.5x",
+        "Redis pipeline's added p99 at 1000 rps: at most 0.4 ms",
+        "embedded store's added p99 at 1000 rps: at most 1 ms",
+        "redis-server CPU per stateful request: at most 25 µs",
+        "peak RSS at 10,000 active conversations, embedded / Redis: at most 30 MB",
+    ];
+    if let Some(now) = figures(false) {
+        let before = figures(true);
+        println!(
+            "\n| target (issue 22) | this build | {} |",
+            if before.is_some() {
+                "baseline build, same rounds"
+            } else {
+                "-"
+            }
+        );
+        println!("| --- | --- | --- |");
+        for (k, goal) in goals.iter().enumerate() {
+            let was = before.as_ref().map_or("-", |b| b[k].as_str());
+            println!("| {goal} | {} | {was} |", now[k]);
+        }
+        println!();
+    }
     redis_at_saturation(
         &rt,
         redis_pid,
@@ -853,7 +976,8 @@ http {{
                 prefill_redis(redis_port, &prefix, n)?;
                 format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"{prefix}\"")
             };
-            let (port, _, _) = start_statehold(&format!("grow-{backend}-{n}"), store, bot_port)?;
+            let (port, _, _) =
+                start_build(&statehold, &format!("grow-{backend}-{n}"), store, bot_port)?;
             urls.push((n, format!("http://127.0.0.1:{port}/telegram")));
         }
         let mut p50s = vec![Vec::new(); urls.len()];

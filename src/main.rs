@@ -261,6 +261,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
+    let threads = runtime.metrics().num_workers();
+    tracing::info!(threads, "serving requests on {threads} thread(s)");
     runtime.block_on(async move {
         statehold::app::serve(config, shutdown_signal()).await?;
         Ok(())

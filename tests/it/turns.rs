@@ -18,9 +18,29 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 
 #[test]
 fn same_conversation_never_overlaps_while_others_proceed_in_parallel() {
+    let logs = one_at_a_time_per_conversation("");
+    assert!(logs.contains("serving requests on 1 thread(s)"), "{logs}");
+}
+
+/// `server.worker_threads`: the default runs on one thread; several
+/// threads (or one per core) keep the same guarantees.
+#[test]
+fn the_same_holds_on_several_threads() {
+    let logs = one_at_a_time_per_conversation("worker_threads = 3\n");
+    assert!(logs.contains("serving requests on 3 thread(s)"), "{logs}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let logs = one_at_a_time_per_conversation("worker_threads = 0\n");
+    let want = format!("serving requests on {cores} thread(s)");
+    assert!(logs.contains(&want), "{logs}");
+}
+
+/// Runs the scenario; returns statehold's log.
+fn one_at_a_time_per_conversation(server_extra: &str) -> String {
     let dir = support::temp_dir();
     let bot = Bot::start(0);
-    let sh = Statehold::start(Config::new(bot.port, dir.path()));
+    let mut config = Config::new(bot.port, dir.path());
+    config.server_extra = server_extra.to_string();
+    let sh = Statehold::start(config);
     sh.update(1, 10, "/start");
     sh.update(2, 20, "/start");
 
@@ -64,6 +84,7 @@ fn same_conversation_never_overlaps_while_others_proceed_in_parallel() {
     applied.sort();
     assert_eq!(applied, vec![1, 3, 4]);
     assert_eq!(stored["version"], 3);
+    sh.logs()
 }
 
 #[test]
