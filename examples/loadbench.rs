@@ -54,6 +54,18 @@ fn main() {
         run_bot(listen, defer_to);
         return;
     }
+    // `drive URL SECS`: only the saturation load on one URL (to profile a
+    // process under it, e.g. `perf record -p PID`).
+    if args.first().map(String::as_str) == Some("drive") {
+        let url = args.get(1).expect("drive URL SECS");
+        let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        println!("{:.0} rps", saturation(&rt, url, 64, secs));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let result = if args.iter().any(|a| a == "--redis-ceiling") {
         redis_ceiling_only(quick)
