@@ -14,11 +14,12 @@ use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use statehold::backend::embedded::EmbeddedBackend;
 use statehold::backend::{Commit, Held, StateChange, Turns};
 use statehold::contract::{self, Injection, LoadStatus};
-use statehold::key::{first_present, ConvKey, KeySource, RequestParts};
+use statehold::key::{first_present, ConvKey, JsonBody, KeySource, RequestParts};
 use statehold::presets::Preset;
 
 const TELEGRAM: &str = r#"{"update_id":10000,"message":{"date":1441645532,"chat":{"id":1111111,"type":"private","first_name":"Test","last_name":"Testov","username":"Test"},"message_id":1365,"from":{"id":1111111,"is_bot":false,"first_name":"Test","last_name":"Testov","username":"Test","language_code":"en"},"text":"I would like to book a table for four people tomorrow evening at eight, preferably by the window, and please note that one of us is vegetarian and another has a nut allergy, so the kitchen should be told in advance. Also, could you confirm whether there is parking nearby and if the restaurant is wheelchair accessible? Thank you very much for your help with this booking, it is for a birthday.","entities":[{"offset":0,"length":1,"type":"bold"}]}}"#;
@@ -54,21 +55,35 @@ fn keys(c: &mut Criterion) {
             .map(|s| KeySource::parse(s).unwrap())
             .collect();
         g.throughput(Throughput::Bytes(body.len() as u64));
+        let extract = |json: JsonBody<'_>| {
+            let req = RequestParts {
+                headers: &headers,
+                query: None,
+                body: body.as_bytes(),
+                json: Some(json),
+            };
+            let id = first_present(&sources, &req).unwrap().unwrap();
+            let key = ConvKey::new("ns", &id);
+            let d = first_present(&dedupe, &req)
+                .unwrap()
+                .map(|d| d.into_owned());
+            (key, d)
+        };
+        // Before issue 22: the body built into a `Value` (body mode still
+        // does this, to rewrite it).
         g.bench_function(format!("{name}/parse+extract"), |b| {
             b.iter(|| {
                 let json: Value = serde_json::from_slice(black_box(body.as_bytes())).unwrap();
-                let req = RequestParts {
-                    headers: &headers,
-                    query: None,
-                    body: body.as_bytes(),
-                    json: Some(&json),
-                };
-                let id = first_present(&sources, &req).unwrap().unwrap();
-                let key = ConvKey::new("ns", &id);
-                let d = first_present(&dedupe, &req)
-                    .unwrap()
-                    .map(|d| d.into_owned());
-                black_box((key, d))
+                black_box(extract(JsonBody::Parsed(&json)))
+            })
+        });
+        // Header mode now: checked as strictly, ids read in place.
+        g.bench_function(format!("{name}/check+extract in place"), |b| {
+            b.iter(|| {
+                let text = black_box(body.as_bytes());
+                statehold::key::check_json(text).unwrap();
+                let raw: &RawValue = serde_json::from_slice(text).unwrap();
+                black_box(extract(JsonBody::Raw(raw)))
             })
         });
     }

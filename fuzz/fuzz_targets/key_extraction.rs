@@ -1,11 +1,16 @@
 //! Key extraction on arbitrary bodies, queries and header values (JSON,
 //! form fields, JSON inside form fields): never panics, what it extracts
-//! obeys the id rules, and integral numbers are canonical.
+//! obeys the id rules, and integral numbers are canonical. The body's text
+//! checked and read in place (header mode) answers exactly as the parsed
+//! body does: the check accepts what parsing accepts, and every source
+//! finds the same id or the same error.
 #![no_main]
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use statehold::key::{canonical_integer, first_present, KeySource, RequestParts, MAX_ID_BYTES};
+use statehold::key::{
+    canonical_integer, check_json, first_present, JsonBody, KeySource, RequestParts, MAX_ID_BYTES,
+};
 
 fuzz_target!(|data: &[u8]| {
     // First line: query string and header value; the rest: the body.
@@ -17,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
         headers.insert("x-session", v);
     }
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    assert_eq!(check_json(body).is_ok(), json.is_some(), "the check is as strict as parsing");
+    let text: Option<&serde_json::value::RawValue> =
+        json.as_ref().and_then(|_| serde_json::from_slice(body).ok());
     let sources: Vec<KeySource> = [
         "json:/message/chat/id",
         "json:/entry/0/changes/0/value/messages/0/from",
@@ -34,8 +42,18 @@ fuzz_target!(|data: &[u8]| {
         headers: &headers,
         query,
         body,
-        json: json.as_ref(),
+        json: json.as_ref().map(JsonBody::Parsed),
     };
+    let in_place = RequestParts {
+        headers: &headers,
+        query,
+        body,
+        json: text.map(JsonBody::Raw),
+    };
+    for source in &sources {
+        let (want, got) = (source.extract(&req), source.extract(&in_place));
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{source}");
+    }
     for source in &sources {
         if let Ok(Some(id)) = source.extract(&req) {
             assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);

@@ -14,7 +14,14 @@ use std::fmt;
 
 use http::header::HeaderName;
 use http::HeaderMap;
+use serde_json::value::RawValue;
 use serde_json::Value;
+
+mod conv;
+mod pointer;
+
+pub use conv::{is_name_char, is_namespace, is_usable_id, mask_id, ConvKey, Masked};
+pub use pointer::check as check_json;
 
 /// Longest accepted conversation id or dedupe id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -115,8 +122,15 @@ impl KeySource {
     /// as absent), `Err` when present but unusable or ambiguous.
     pub fn extract<'a>(&self, req: &RequestParts<'a>) -> Result<Option<Cow<'a, str>>, KeyError> {
         let found: Option<Cow<'a, str>> = match self {
-            KeySource::Json(pointer) => match req.json.and_then(|j| j.pointer(pointer)) {
-                Some(v) => self.json_id(v)?,
+            KeySource::Json(pointer) => match req.json {
+                Some(JsonBody::Parsed(doc)) => match doc.pointer(pointer) {
+                    Some(v) => self.json_id(v)?,
+                    None => None,
+                },
+                Some(JsonBody::Raw(doc)) => match pointer::lookup(doc, pointer) {
+                    Some(v) => self.raw_id(v)?,
+                    None => None,
+                },
                 None => None,
             },
             KeySource::Header(name) => {
@@ -165,6 +179,19 @@ impl KeySource {
             )),
             _ => None,
         })
+    }
+
+    /// [`Self::json_id`] of a value found in a document's text: only a
+    /// string or a number is parsed (an object or array is absent).
+    fn raw_id<'v>(&self, value: &RawValue) -> Result<Option<Cow<'v, str>>, KeyError> {
+        match value.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => {
+                let value: Value = serde_json::from_str(value.get())
+                    .map_err(|_| KeyError::Malformed(self.to_string()))?;
+                Ok(self.json_id(&value)?.map(|id| Cow::Owned(id.into_owned())))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The one value of `name` in urlencoded `data`; a second one is an error.
@@ -283,13 +310,21 @@ pub fn canonical_integer(text: &str) -> Option<String> {
     })
 }
 
-/// What key extraction may look at. `json` is the parsed body when the body
-/// is JSON.
+/// What key extraction may look at. `json` is the body when it is JSON.
 pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub body: &'a [u8],
-    pub json: Option<&'a Value>,
+    pub json: Option<JsonBody<'a>>,
+}
+
+/// A JSON request body, for `json:` sources: parsed (body mode builds the
+/// document anyway, to rewrite it) or its checked text, whose members are
+/// looked up in place (`pointer.rs`).
+#[derive(Clone, Copy)]
+pub enum JsonBody<'a> {
+    Parsed(&'a Value),
+    Raw(&'a RawValue),
 }
 
 /// First present source wins; an ambiguous or unusable source met on the way
@@ -304,94 +339,6 @@ pub fn first_present<'a>(
         }
     }
     Ok(None)
-}
-
-/// A namespace as a route's may be: non-empty, name characters only.
-pub fn is_namespace(ns: &str) -> bool {
-    !ns.is_empty() && ns.chars().all(is_name_char)
-}
-
-/// An id as the key extractor accepts one: non-empty, at most
-/// [`MAX_ID_BYTES`], no control character.
-pub fn is_usable_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
-}
-
-/// A character of a namespace or key prefix: ASCII letters and digits,
-/// `_`, `-`, `.` (so `:` splits a key, and Redis key names stay plain).
-pub fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
-}
-
-/// A conversation key, `<namespace>:<id>`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ConvKey {
-    full: String,
-    ns_len: usize,
-}
-
-impl ConvKey {
-    pub fn new(namespace: &str, id: &str) -> ConvKey {
-        let mut full = String::with_capacity(namespace.len() + 1 + id.len());
-        full.push_str(namespace);
-        full.push(':');
-        full.push_str(id);
-        ConvKey {
-            full,
-            ns_len: namespace.len(),
-        }
-    }
-
-    /// `<namespace>:<id>`.
-    pub fn as_str(&self) -> &str {
-        &self.full
-    }
-    pub fn namespace(&self) -> &str {
-        &self.full[..self.ns_len]
-    }
-    pub fn id(&self) -> &str {
-        &self.full[self.ns_len + 1..]
-    }
-
-    /// The key as logs show it: the id masked unless ids are revealed.
-    pub fn display(&self, reveal: bool) -> Masked<'_> {
-        Masked {
-            namespace: self.namespace(),
-            id: self.id(),
-            reveal,
-        }
-    }
-}
-
-impl fmt::Debug for ConvKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Debug output ends up in logs: never the raw id.
-        write!(f, "{}", self.display(false))
-    }
-}
-
-/// A key for logs: `tg:***4567`.
-pub struct Masked<'a> {
-    namespace: &'a str,
-    id: &'a str,
-    reveal: bool,
-}
-
-impl fmt::Display for Masked<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.reveal {
-            return write!(f, "{}:{}", self.namespace, self.id);
-        }
-        write!(f, "{}:{}", self.namespace, mask_id(self.id))
-    }
-}
-
-/// `***` followed by the id's last four characters (fewer for short ids).
-pub fn mask_id(id: &str) -> String {
-    let n = id.chars().count();
-    let keep = if n > 6 { 4 } else { n / 2 };
-    let tail: String = id.chars().skip(n - keep).collect();
-    format!("***{tail}")
 }
 
 #[cfg(test)]

@@ -7,7 +7,52 @@ fn parts<'a>(headers: &'a HeaderMap, json: Option<&'a Value>, body: &'a [u8]) ->
         headers,
         query: Some("chat=42&x=1&dup=1&dup=2"),
         body,
-        json,
+        json: json.map(JsonBody::Parsed),
+    }
+}
+
+/// Every `json:` source finds the same id (or the same error) in the
+/// body's text as in the parsed body.
+#[test]
+fn the_text_and_the_parsed_body_give_the_same_ids() {
+    let headers = HeaderMap::new();
+    let text =
+        r#"{"update_id": 10000, "message": {"chat": {"id": 1.111111e6, "s": "a\u0062", "f": 1.5,
+        "neg": -0, "big": 123456789012345678901234567890, "o": {}, "a": [], "n": null, "t": true,
+        "long": "LONG", "ctl": "a\u0001b"}, "chat": {"id": -42}}, "a/b": {"~c": ["x", 7]}}"#
+            .replace("LONG", &"x".repeat(300));
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    let raw: &RawValue = serde_json::from_str(&text).unwrap();
+    let pointers = [
+        "/update_id",
+        "/message/chat/id",
+        "/message/chat/s",
+        "/message/chat/f",
+        "/message/chat/neg",
+        "/message/chat/big",
+        "/message/chat/o",
+        "/message/chat/a",
+        "/message/chat/n",
+        "/message/chat/t",
+        "/message/chat/long",
+        "/message/chat/ctl",
+        "/a~1b/~0c/0",
+        "/a~1b/~0c/1",
+        "/a~1b/~0c/2",
+        "/missing",
+        "/message",
+    ];
+    for pointer in pointers {
+        let source = source(&format!("json:{pointer}"));
+        let with = |json| RequestParts {
+            headers: &headers,
+            query: None,
+            body: b"",
+            json: Some(json),
+        };
+        let want = source.extract(&with(JsonBody::Parsed(&parsed)));
+        let got = source.extract(&with(JsonBody::Raw(raw)));
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{pointer}");
     }
 }
 

@@ -10,6 +10,7 @@ use http::Response;
 use http::{StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::reject::Reject;
@@ -17,7 +18,7 @@ use super::request::{Admitted, Ctx};
 use super::route::Route;
 use super::PathStore;
 use super::{body, Body, ConnInfo, Keyed, Pipeline};
-use crate::key::{self, ConvKey, RequestParts};
+use crate::key::{self, ConvKey, JsonBody, RequestParts};
 use crate::outcome::Outcome;
 use crate::verify::{HeadParts, HeadVerdict, VerifyError};
 
@@ -51,13 +52,20 @@ impl<B: PathStore> Pipeline<B> {
         if head == Some(HeadVerdict::NeedsBody) {
             self.verify_body(route, &parts, &buffered.bytes)?;
         }
-        let json = body::parse_json(&buffered.bytes, route.needs_json || self.body_mode())?;
+        // Body mode rewrites the body, so it is parsed; header mode only
+        // reads ids out of it, in place.
+        let (json, json_text) = if self.body_mode() {
+            (body::parse_json(&buffered.bytes, true)?, false)
+        } else {
+            (None, body::check_json(&buffered.bytes, route.needs_json)?)
+        };
         Ok(Admission::Admitted(Admitted {
             parts,
             conn,
             body: buffered.bytes,
             _lease: buffered._lease,
             json,
+            json_text,
             verified: route.verifier.as_ref().map(|v| v.kind()),
         }))
     }
@@ -108,13 +116,24 @@ impl<B: PathStore> Pipeline<B> {
     /// The conversation key and dedupe id; `None` when the request has no key.
     pub(super) fn keys(&self, route: &Route, admitted: &Admitted) -> Result<Option<Keyed>, Reject> {
         let Admitted {
-            parts, body, json, ..
+            parts,
+            body,
+            json,
+            json_text,
+            ..
         } = admitted;
+        let text = json_text
+            .then(|| serde_json::from_slice::<&RawValue>(body).ok())
+            .flatten();
         let req = RequestParts {
             headers: &parts.headers,
             query: parts.uri.query(),
             body,
-            json: json.as_ref(),
+            json: match (json, text) {
+                (Some(doc), _) => Some(JsonBody::Parsed(doc)),
+                (None, Some(text)) => Some(JsonBody::Raw(text)),
+                (None, None) => None,
+            },
         };
         let ambiguous = |e: key::KeyError| {
             Reject::bad_request("ambiguous or unusable conversation key").because(e)

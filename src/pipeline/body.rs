@@ -110,6 +110,20 @@ pub fn parse_json(body: &[u8], needed: bool) -> Result<Option<Value>, Reject> {
     }
 }
 
+/// Header mode: whether the body is JSON, checked as strictly as
+/// [`parse_json`] but without building it (`json:` key sources read its
+/// members in place); only when a key source reads it (`needed`), and a
+/// body that looks like JSON but does not parse is then a 400.
+pub fn check_json(body: &[u8], needed: bool) -> Result<bool, Reject> {
+    if !needed || !contract::looks_like_json(body) {
+        return Ok(false);
+    }
+    match crate::key::check_json(body) {
+        Ok(()) => Ok(true),
+        Err(e) => Err(Reject::bad_request("malformed JSON body").because(e)),
+    }
+}
+
 /// Body mode, request side: the client's member is replaced by `field`
 /// (keyed requests) or removed (keyless ones). Returns the body to forward
 /// and whether `field` is in it; the body is re-serialized only when it

@@ -128,7 +128,11 @@ pub(super) struct Admitted {
     /// The body's share of `server.max_buffered_bytes`, held until the
     /// request ends.
     pub(super) _lease: super::budget::Lease,
+    /// Body mode: the parsed body (rewritten by `inject`).
     pub(super) json: Option<Value>,
+    /// Header mode: the body was checked to be JSON; key sources read its
+    /// members in place.
+    pub(super) json_text: bool,
     pub(super) verified: Option<VerifyKind>,
 }
 
