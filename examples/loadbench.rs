@@ -701,42 +701,41 @@ http {{
     let baseline = std::env::var_os("STATEHOLD_BASELINE_BIN").map(PathBuf::from);
     if let Some(bin) = &baseline {
         let label = std::env::var("STATEHOLD_BASELINE_LABEL").unwrap_or_else(|_| "before".into());
-        let (port, pid, _) = start_build(
-            bin,
-            "before-passthrough",
-            format!("path = \"{}\"", dir.join("bp.db").display()),
-            bot_port,
-        )?;
-        targets.push(Target {
-            name: format!("{label}: statehold, unmatched path"),
-            url: format!("http://127.0.0.1:{port}/other"),
-            pids: vec![pid],
-            redis: None,
-        });
-        let (port, pid, _) = start_build(
-            bin,
-            "before-embedded",
-            format!("path = \"{}\"", dir.join("be.db").display()),
-            bot_port,
-        )?;
-        targets.push(Target {
-            name: format!("{label}: statehold, embedded store"),
-            url: format!("http://127.0.0.1:{port}/telegram"),
-            pids: vec![pid],
-            redis: None,
-        });
-        let (port, pid, _) = start_build(
-            bin,
-            "before-redis",
-            format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchb\""),
-            bot_port,
-        )?;
-        targets.push(Target {
-            name: format!("{label}: statehold, redis + dedupe + turns"),
-            url: format!("http://127.0.0.1:{port}/telegram"),
-            pids: vec![pid],
-            redis: Some((redis_pid, redis_port)),
-        });
+        let redis_store = format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}/0\"\nkey_prefix = \"benchb\""
+        );
+        let main_three = [
+            (
+                "passthrough",
+                "statehold, unmatched path",
+                "/other",
+                format!("path = \"{}\"", dir.join("bp.db").display()),
+                None,
+            ),
+            (
+                "embedded",
+                "statehold, embedded store",
+                "/telegram",
+                format!("path = \"{}\"", dir.join("be.db").display()),
+                None,
+            ),
+            (
+                "redis",
+                "statehold, redis + dedupe + turns",
+                "/telegram",
+                redis_store,
+                Some((redis_pid, redis_port)),
+            ),
+        ];
+        for (short, name, path, store, redis) in main_three {
+            let (port, pid, _) = start_build(bin, &format!("before-{short}"), store, bot_port)?;
+            targets.push(Target {
+                name: format!("{label}: {name}"),
+                url: format!("http://127.0.0.1:{port}{path}"),
+                pids: vec![pid],
+                redis,
+            });
+        }
     }
 
     // The load generator gets its own thread; the machine's cores are shared

@@ -249,18 +249,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // One thread by default: at a bot's request rates most of a request's
     // CPU is waking threads, and with several workers each hop (client,
     // Redis, bot) may wake another one (issue 22's measurements).
-    let runtime = match config.server.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?,
-        0 => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build()?,
+    let mut builder = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    if config.server.worker_threads > 1 {
+        builder.worker_threads(config.server.worker_threads);
+    }
+    let runtime = builder.enable_all().build()?;
     let threads = runtime.metrics().num_workers();
     tracing::info!(threads, "serving requests on {threads} thread(s)");
     runtime.block_on(async move {

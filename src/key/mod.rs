@@ -14,7 +14,6 @@ use std::fmt;
 
 use http::header::HeaderName;
 use http::HeaderMap;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 mod conv;
@@ -127,7 +126,7 @@ impl KeySource {
                     Some(v) => self.json_id(v)?,
                     None => None,
                 },
-                Some(JsonBody::Raw(doc)) => match pointer::lookup(doc, pointer) {
+                Some(JsonBody::Text(doc)) => match pointer::lookup(doc, pointer) {
                     Some(v) => self.raw_id(v)?,
                     None => None,
                 },
@@ -183,10 +182,10 @@ impl KeySource {
 
     /// [`Self::json_id`] of a value found in a document's text: only a
     /// string or a number is parsed (an object or array is absent).
-    fn raw_id<'v>(&self, value: &RawValue) -> Result<Option<Cow<'v, str>>, KeyError> {
-        match value.get().as_bytes().first() {
+    fn raw_id<'v>(&self, value: &str) -> Result<Option<Cow<'v, str>>, KeyError> {
+        match value.as_bytes().first() {
             Some(b'"' | b'-' | b'0'..=b'9') => {
-                let value: Value = serde_json::from_str(value.get())
+                let value: Value = serde_json::from_str(value)
                     .map_err(|_| KeyError::Malformed(self.to_string()))?;
                 Ok(self.json_id(&value)?.map(|id| Cow::Owned(id.into_owned())))
             }
@@ -324,7 +323,7 @@ pub struct RequestParts<'a> {
 #[derive(Clone, Copy)]
 pub enum JsonBody<'a> {
     Parsed(&'a Value),
-    Raw(&'a RawValue),
+    Text(&'a str),
 }
 
 /// First present source wins; an ambiguous or unusable source met on the way

@@ -73,19 +73,21 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// The value `pointer` names in `doc`; `None` when it names nothing. One
-/// pass over the document: members off the path are skipped unread.
-pub fn lookup<'a>(doc: &'a RawValue, pointer: &str) -> Option<&'a RawValue> {
+/// The text of the value `pointer` names in `doc` (a checked document);
+/// `None` when it names nothing. One pass over the document: members off
+/// the path are skipped unread.
+pub fn lookup<'a>(doc: &'a str, pointer: &str) -> Option<&'a str> {
     if pointer.is_empty() {
-        return Some(doc);
+        return Some(doc.trim_matches([' ', '\t', '\n', '\r']));
     }
     let tokens: Vec<Cow<'_, str>> = pointer
         .strip_prefix('/')?
         .split('/')
         .map(unescape)
         .collect();
-    let mut de = serde_json::Deserializer::from_str(doc.get());
-    Descend { tokens: &tokens }.deserialize(&mut de).ok()?
+    let mut de = serde_json::Deserializer::from_str(doc);
+    let found = Descend { tokens: &tokens }.deserialize(&mut de).ok()??;
+    Some(found.get())
 }
 
 fn unescape(token: &str) -> Cow<'_, str> {
@@ -251,7 +253,6 @@ mod tests {
         let text = r#"{"message":{"chat":{"id":1111111,"s":"x\"y"},"chat":{"id":-5}},
             "a/b":{"~c":[10,{"d":true},null]},"n":1.5e3,"e":[],"o":{},
             "esc\u0061ped":"yes","":{"":7},"arr":[[1,2],[3]]}"#;
-        let raw: &RawValue = serde_json::from_str(text).unwrap();
         let parsed: Value = serde_json::from_str(text).unwrap();
         for pointer in [
             "",
@@ -280,7 +281,7 @@ mod tests {
             "message",
         ] {
             let want = parsed.pointer(pointer).cloned();
-            let got = lookup(raw, pointer).map(|r| serde_json::from_str::<Value>(r.get()).unwrap());
+            let got = lookup(text, pointer).map(|r| serde_json::from_str::<Value>(r).unwrap());
             assert_eq!(got, want, "pointer {pointer:?}");
         }
     }

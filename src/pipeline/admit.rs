@@ -10,7 +10,6 @@ use http::Response;
 use http::{StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::reject::Reject;
@@ -122,16 +121,15 @@ impl<B: PathStore> Pipeline<B> {
             json_text,
             ..
         } = admitted;
-        let text = json_text
-            .then(|| serde_json::from_slice::<&RawValue>(body).ok())
-            .flatten();
+        // Checked in `admit`, so UTF-8 (no second pass over it as JSON).
+        let text = json_text.then(|| std::str::from_utf8(body).ok()).flatten();
         let req = RequestParts {
             headers: &parts.headers,
             query: parts.uri.query(),
             body,
             json: match (json, text) {
                 (Some(doc), _) => Some(JsonBody::Parsed(doc)),
-                (None, Some(text)) => Some(JsonBody::Raw(text)),
+                (None, Some(text)) => Some(JsonBody::Text(text)),
                 (None, None) => None,
             },
         };

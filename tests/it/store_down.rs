@@ -5,13 +5,22 @@ use crate::support;
 
 use support::{reply_text, Bot, Config, RedisServer, Statehold};
 
-fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehold) {
+/// A Redis with AOF (killed and restarted by the tests), a bot, and a
+/// config on them with these `[store]` lines.
+fn on_redis(store_extra: &str) -> (tempfile::TempDir, RedisServer, Bot, Config) {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), true);
     let bot = Bot::start(0);
     let mut config = Config::new(bot.port, dir.path());
     config.redis = Some(redis.port);
-    config.store_extra = format!("on_unavailable = \"{on_unavailable}\"\nop_timeout = \"300ms\"\n");
+    config.store_extra = store_extra.to_string();
+    (dir, redis, bot, config)
+}
+
+fn setup(on_unavailable: &str) -> (tempfile::TempDir, RedisServer, Bot, Statehold) {
+    let (dir, redis, bot, mut config) = on_redis(&format!(
+        "on_unavailable = \"{on_unavailable}\"\nop_timeout = \"300ms\"\n"
+    ));
     // Outages with the audit trail on: a write-back is audited too.
     config.extra = "[audit]\nmax_events = 1000\n".into();
     let sh = Statehold::start(config);
@@ -139,12 +148,8 @@ fn passthrough_forwards_degraded_and_spools_until_the_store_returns() {
 #[test]
 fn a_spooled_snapshot_older_than_the_store_is_dropped_as_a_conflict() {
     let _serial = support::serial(module_path!());
-    let dir = support::temp_dir();
-    let mut redis = RedisServer::start(dir.path(), true);
-    let bot = Bot::start(0);
-    let mut config = Config::new(bot.port, dir.path());
-    config.redis = Some(redis.port);
-    config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
+    let (_dir, mut redis, _bot, config) =
+        on_redis("on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n");
     let mut a = Statehold::start(config.replica());
     let b = Statehold::start(config.replica());
     a.update(1, 97, "/start");
@@ -392,12 +397,8 @@ fn a_dead_store_delays_each_request_by_op_timeout_at_most() {
 #[test]
 fn steps_spooled_on_one_replica_are_kept_when_the_next_goes_through_another() {
     let _serial = support::serial(module_path!());
-    let dir = support::temp_dir();
-    let mut redis = RedisServer::start(dir.path(), true);
-    let bot = Bot::start(0);
-    let mut config = Config::new(bot.port, dir.path());
-    config.redis = Some(redis.port);
-    config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n".into();
+    let (_dir, mut redis, _bot, config) =
+        on_redis("on_unavailable = \"passthrough\"\nop_timeout = \"300ms\"\n");
     let a = Statehold::start(config.replica());
     let b = Statehold::start(config.replica());
     let chats: Vec<i64> = (400..404).collect();
@@ -567,13 +568,8 @@ fn a_damaged_record_is_bad_data_not_an_outage() {
 #[test]
 fn requests_are_served_again_as_soon_as_redis_answers() {
     let _serial = support::serial(module_path!());
-    let dir = support::temp_dir();
-    let mut redis = RedisServer::start(dir.path(), true);
-    let bot = Bot::start(0);
-    let mut config = Config::new(bot.port, dir.path());
-    config.redis = Some(redis.port);
-    config.store_extra =
-        "op_timeout = \"300ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"60s\"\n".into();
+    let (_dir, mut redis, _bot, config) =
+        on_redis("op_timeout = \"300ms\"\nbreaker_failures = 3\nbreaker_cooldown = \"60s\"\n");
     let sh = Statehold::start(config);
     assert_eq!(sh.update(1, 900, "/start").status, 200);
     redis.proc.kill9();
