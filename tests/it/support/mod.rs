@@ -829,11 +829,16 @@ impl RedisServer {
     /// A replica of the server on `primary`, ready once it is in sync.
     pub fn start_replica(dir: &Path, primary: u16) -> RedisServer {
         let r = Self::start_with(dir, false, Some(primary));
-        let port = r.port;
+        r.wait_in_sync();
+        r
+    }
+
+    /// Waits until this replica's link to its primary is up (in sync).
+    fn wait_in_sync(&self) {
+        let port = self.port;
         wait_until("replica in sync", || {
             redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
         });
-        r
     }
 
     /// A Redis Cluster node, not yet part of a cluster; AOF on, so a
@@ -950,10 +955,7 @@ impl RedisServer {
     pub fn restart_as_replica_of(&mut self, primary: u16) {
         self.replica_of = Some(primary);
         self.restart();
-        let port = self.port;
-        wait_until("replica in sync", || {
-            redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
-        });
+        self.wait_in_sync();
     }
 
     /// Starts again after `proc.kill9()`.
