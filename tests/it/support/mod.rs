@@ -833,12 +833,39 @@ impl RedisServer {
         r
     }
 
-    /// Waits until this replica's link to its primary is up (in sync).
+    /// Waits until this replica's link to its primary is up (in sync). A
+    /// full sync is Redis's own time (a fork, the transfer, the load, a
+    /// retry each second if the primary is not ready), so it gets as long
+    /// as a failover; if it never comes, both servers' replication state
+    /// and log tails say why.
     fn wait_in_sync(&self) {
         let port = self.port;
-        wait_until("replica in sync", || {
+        let in_sync = || {
             redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if in_sync() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let about = |port: u16, dir: &Path| {
+            let info = redis_cmd(port, "INFO replication").unwrap_or_else(|e| e.to_string());
+            let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            format!("--- redis-server on {port}:\n{info}\n--- its log:\n{tail}")
+        };
+        let primary = self.replica_of.map(|p| {
+            let dir = self.dir.with_file_name(format!("redis-{p}"));
+            about(p, &dir)
         });
+        panic!(
+            "replica on {port} not in sync within 60 s\n{}\n{}",
+            about(port, &self.dir),
+            primary.unwrap_or_default()
+        );
     }
 
     /// A Redis Cluster node, not yet part of a cluster; AOF on, so a
@@ -905,7 +932,10 @@ impl RedisServer {
         .arg("--dir")
         .arg(dir)
         .args(["--appendonly", if aof { "yes" } else { "no" }])
-        .args(["--appendfsync", "always", "--protected-mode", "no"]);
+        .args(["--appendfsync", "always", "--protected-mode", "no"])
+        // A full sync starts at once rather than after Redis's default 5 s
+        // wait for more replicas to share it.
+        .args(["--repl-diskless-sync-delay", "0"]);
         if let Some(primary) = replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
