@@ -54,11 +54,17 @@ fn main() {
         run_bot(listen, defer_to);
         return;
     }
-    // `drive URL SECS`: only the saturation load on one URL (to profile a
-    // process under it, e.g. `perf record -p PID`).
+    // `drive URL SECS [RATE]`: only the load on one URL, at saturation or
+    // at RATE requests/s (to profile a process under it, e.g. `perf record
+    // -p PID`).
     if args.first().map(String::as_str) == Some("drive") {
         let url = args.get(1).expect("drive URL SECS");
         let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+        if let Some(rate) = args.get(3).and_then(|s| s.parse::<u64>().ok()) {
+            fixed_rate(url, rate, secs, 10_000);
+            println!("{rate} rps");
+            return;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -16,6 +16,8 @@
 //! a token names one turn and dies with it.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -40,13 +42,48 @@ pub struct TurnToken {
     key: ConvKey,
 }
 
+/// Where token secrets come from: SHA-256 over a 256-bit seed, drawn once
+/// from the system's random source, and a counter never repeated in the
+/// process. Without the seed (it never leaves the process) the output
+/// cannot be told from random or predicted; it costs one hash instead of
+/// a `getrandom` system call on every keyed request.
+struct SecretSource {
+    seed: [u8; 32],
+    next: AtomicU64,
+}
+
+static SECRETS: OnceLock<SecretSource> = OnceLock::new();
+
+/// A fresh token secret; `None` only while the system's random source
+/// fails to give the seed (asked again on the next call).
+fn fresh_secret() -> Option<[u8; SECRET_BYTES]> {
+    let source = match SECRETS.get() {
+        Some(source) => source,
+        None => {
+            let mut seed = [0u8; 32];
+            SystemRandom::new().fill(&mut seed).ok()?;
+            SECRETS.get_or_init(|| SecretSource {
+                seed,
+                next: AtomicU64::new(0),
+            })
+        }
+    };
+    let n = source.next.fetch_add(1, Ordering::Relaxed);
+    let sum = Sha256::new()
+        .chain_update(source.seed)
+        .chain_update(n.to_le_bytes())
+        .finalize();
+    let mut secret = [0u8; SECRET_BYTES];
+    secret.copy_from_slice(&sum[..SECRET_BYTES]);
+    Some(secret)
+}
+
 impl TurnToken {
     /// A fresh token for the turn on `key` (as stored) taken by a request
     /// on route number `route` in process `holder`; `None` only if the
     /// system's random source fails.
     pub fn mint(route: usize, holder: u64, key: &ConvKey) -> Option<TurnToken> {
-        let mut secret = [0u8; SECRET_BYTES];
-        SystemRandom::new().fill(&mut secret).ok()?;
+        let secret = fresh_secret()?;
         let mut text = String::with_capacity(80 + key.as_str().len() * 4 / 3);
         URL_SAFE_NO_PAD.encode_string(secret, &mut text);
         // Writing into a String cannot fail.
@@ -170,6 +207,13 @@ mod tests {
         );
         assert_eq!(t.digest().len(), 64);
         assert!(!format!("{t:?}").contains(t.secret()));
+    }
+
+    #[test]
+    fn secrets_do_not_repeat() {
+        let secrets: std::collections::HashSet<[u8; SECRET_BYTES]> =
+            (0..10_000).filter_map(|_| fresh_secret()).collect();
+        assert_eq!(secrets.len(), 10_000);
     }
 
     #[test]
