@@ -27,6 +27,7 @@ mod image;
 mod in_process;
 mod links;
 mod migration;
+mod notices;
 mod observability;
 mod privacy;
 mod replicas;

@@ -43,7 +43,7 @@ if not granted then
     local head = redis.call('LPOP', queue)
     if head then
       redis.call('SET', lease, head, 'PX', ${LEASE_MS})
-      redis.call('PUBLISH', ${CHANNEL}, head)
+      redis.call('PUBLISH', ${CHANNEL} .. ':' .. string.sub(head, -4), head)
     end
     granted = head == ARGV[1]
   end

@@ -124,7 +124,7 @@ end
 local head = redis.call('LPOP', KEYS[4])
 if head then
   redis.call('SET', KEYS[2], head, 'PX', ${LEASE_MS})
-  redis.call('PUBLISH', ${CHANNEL}, head)
+  redis.call('PUBLISH', ${CHANNEL} .. ':' .. string.sub(head, -4), head)
 else
   redis.call('DEL', KEYS[2])
 end

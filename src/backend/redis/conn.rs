@@ -124,7 +124,8 @@ impl RedisConn {
         ConvKeys::new(&self.inner.prefix, key)
     }
 
-    /// The pub/sub channel turn hand-overs are announced on.
+    /// The stem of the pub/sub channels turn hand-overs are announced on
+    /// (one per replica: `shared::notice_channel`).
     /// Every operation's deadline.
     pub fn op_timeout(&self) -> Duration {
         self.inner.op_timeout

@@ -10,7 +10,8 @@
 //! - `{t}:a` string: a linked channel's alias, `<member TTL ms> <member tag>`;
 //!   `{t}:k` set: the tags of a member's linked channels (and `k` in its
 //!   `{t}:s`); TTL = the member's (`backend/link.rs`)
-//! - `<prefix>:turns`: the pub/sub channel hand-overs are announced on
+//! - `<prefix>:turns:<tag>`: the pub/sub channel hand-overs to one replica
+//!   are announced on (its notice tag, the last four digits of its tokens)
 
 use crate::key::ConvKey;
 

@@ -28,7 +28,8 @@ pub(super) struct Constants {
     pub lease: Duration,
     /// How long a waiting token may sit in a queue.
     pub queue_ttl: Duration,
-    /// The pub/sub channel hand-overs are announced on.
+    /// The stem of the pub/sub channels hand-overs are announced on (the
+    /// scripts append the waiting token's notice tag).
     pub channel: String,
     /// `store.key_prefix`: scripts that name a conversation from its keys.
     pub prefix: String,

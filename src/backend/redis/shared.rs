@@ -20,12 +20,33 @@ use crate::backend::TurnError;
 /// How often a waiter checks by itself, notices aside.
 pub(super) const CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// A token's last four decimal digits name the replica that made it (its
+/// notice tag): the scripts announce a hand-over on that replica's
+/// channel (`<prefix>:turns:<tag>`, `string.sub(token, -4)`), so a grant
+/// reaches the one replica whose request waits, not the whole fleet.
+const NOTICE_TAGS: u64 = 10_000;
+
+/// This replica's notice tag, drawn at random: two replicas drawing the
+/// same one (about 0.3% of 8-replica fleets) each also receive the
+/// other's notices, which only costs them a lookup.
+pub(super) fn draw_notice_tag() -> u64 {
+    RandomState::new().hash_one(std::process::id()) % NOTICE_TAGS
+}
+
+/// The channel a replica with notice tag `tag` is told of hand-overs on.
+pub(super) fn notice_channel(base: &str, tag: u64) -> String {
+    format!("{base}:{tag:04}")
+}
+
 pub(super) struct Shared {
     pub(super) conn: RedisConn,
     pub(super) lease: Duration,
     /// How long a waiting token may sit in a queue.
     pub(super) queue_ttl: Duration,
+    /// This replica's hand-over channel (`notice_channel`).
     pub(super) channel: String,
+    /// This replica's notice tag: every token it makes ends with it.
+    pub(super) notice_tag: u64,
     pub(super) waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     pub(super) scripts: Arc<Scripts>,
     /// The audit trail is on: an expiry noticed on load is audited.
@@ -65,8 +86,10 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        // Never 0: commit.lua reads '0' as "unfenced".
-        self.tokens.hash_one((n, now)).max(1)
+        // At least 1 before the tag (never 0: commit.lua reads '0' as
+        // "unfenced"), and small enough that the tag still fits in a u64.
+        let high = self.tokens.hash_one((n, now)) % (u64::MAX / NOTICE_TAGS - 1) + 1;
+        high * NOTICE_TAGS + self.notice_tag
     }
 
     pub(super) fn forget(&self, token: u64) {

@@ -6,7 +6,8 @@
 //!   waits (the uncontended case needs no queue), else appends the token to
 //!   the queue. Arrival order at Redis is service order.
 //! - **No polling race**: a releasing holder hands the lease straight to the
-//!   next token and announces it on one pub/sub channel; each process keeps
+//!   next token and announces it on the pub/sub channel of the replica
+//!   that queued it (the token names it: `shared.rs`); each process keeps
 //!   a map token → waiting request. A waiter also checks every
 //!   `CHECK_EVERY` (a missed notice, a dead holder), so waiting costs one
 //!   small script per waiter per interval, not a spin.
@@ -46,8 +47,10 @@ impl RedisTurns {
         (lease, queue_ttl): (Duration, Duration),
         audit: bool,
     ) -> RedisTurns {
+        let notice_tag = super::shared::draw_notice_tag();
         let shared = Arc::new(Shared {
-            channel: conn.turn_channel(),
+            channel: super::shared::notice_channel(&conn.turn_channel(), notice_tag),
+            notice_tag,
             conn,
             lease,
             queue_ttl,
