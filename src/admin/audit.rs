@@ -59,10 +59,19 @@ fn parse(query: &str) -> Result<AuditQuery, &'static str> {
                 q.key = Some(ConvKey::new(ns, id));
             }
             "since" => {
-                let (ms, seq) = value.split_once('-').unwrap_or((value, "0"));
-                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-                if !(digits(ms) && digits(seq)) {
-                    return Err("since is an event id, e.g. 17 or 1733094000000-0");
+                // `17` (embedded), `1733094000000-0` (one Redis stream),
+                // `1733094000000-0-5461` (a Redis Cluster: id and slot).
+                let parts: Vec<&str> = value.split('-').collect();
+                let number = |s: &str| {
+                    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+                };
+                let slot_ok = parts
+                    .get(2)
+                    .is_none_or(|s| s.parse::<u16>().is_ok_and(|n| n < 16384));
+                if parts.len() > 3 || !parts.iter().all(|p| number(p)) || !slot_ok {
+                    return Err(
+                        "since is an event id, e.g. 17, 1733094000000-0 or 1733094000000-0-5461",
+                    );
                 }
                 q.since = Some(value.to_string());
             }
@@ -77,4 +86,30 @@ fn parse(query: &str) -> Result<AuditQuery, &'static str> {
         return Err("give one of key=<namespace>:<id> or since=<id> (since=0 from the start)");
     }
     Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_positions_of_every_store_and_nothing_else() {
+        for ok in ["0", "17", "1733094000000-0", "1733094000000-3-16383"] {
+            assert_eq!(
+                parse(&format!("since={ok}")).unwrap().since.as_deref(),
+                Some(ok)
+            );
+        }
+        for bad in [
+            "x",
+            "1-",
+            "-1",
+            "1-2-16384",
+            "1-2-3-4",
+            "1-2-x",
+            "123456789012345678901",
+        ] {
+            assert!(parse(&format!("since={bad}")).is_err(), "{bad}");
+        }
+    }
 }

@@ -84,12 +84,6 @@ impl Config {
             ));
         }
         match store.backend {
-            BackendKind::Redis if self.audit.max_events > 0 && !store.cluster.is_empty() => {
-                return Err(ConfigError::new(
-                    "audit.max_events",
-                    "the audit trail is one stream, which a Redis Cluster cannot write with each conversation's change: not supported on a Cluster yet",
-                ));
-            }
             BackendKind::Embedded if store.min_replica_acks > 0 => {
                 return Err(ConfigError::new(
                     "store.min_replica_acks",

@@ -9,7 +9,42 @@ use crate::support;
 
 use serde_json::{json, Value};
 use support::recorder::reporting_bot;
+use support::redis_cluster::RedisCluster;
 use support::{Config, RedisServer, Statehold};
+
+/// Where the trail is kept.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Embedded,
+    Redis(&'a RedisServer),
+    /// One stream per hash slot; the feed merges them.
+    Cluster(&'a RedisCluster),
+}
+
+impl Store<'_> {
+    fn configure(self, config: &mut Config) {
+        match self {
+            Store::Embedded => {}
+            Store::Redis(r) => config.redis = Some(r.port),
+            Store::Cluster(c) => config.redis_cluster = c.seeds(),
+        }
+    }
+
+    /// Whether `key` is gone from the store's own view (not through the
+    /// admin API, whose reads slide the TTL); `None` on the embedded store.
+    fn key_gone(self, key: &str) -> Option<bool> {
+        let port = match self {
+            Store::Embedded => return None,
+            Store::Redis(r) => r.port,
+            Store::Cluster(c) => {
+                c.owner(support::redis_cluster::key_slot(key))
+                    .expect("an owner")
+                    .port
+            }
+        };
+        Some(support::redis_cmd(port, &format!("EXISTS {key}")).ok() == Some("int(0)".into()))
+    }
+}
 
 const CHAT: i64 = 31337;
 
@@ -19,17 +54,17 @@ fn events(sh: &Statehold, query: &str) -> Vec<Value> {
     listed.as_array().expect("a list").clone()
 }
 
-fn start(redis: Option<&RedisServer>, dir: &tempfile::TempDir, bot: u16) -> Statehold {
+fn start(store: Store, dir: &tempfile::TempDir, bot: u16) -> Statehold {
     let mut config = Config::new(bot, dir.path());
-    config.redis = redis.map(|r| r.port);
+    store.configure(&mut config);
     config.extra = "[audit]\nmax_events = 1000\nlog = true\n".into();
     Statehold::start(config)
 }
 
-fn scripted_flow(redis: Option<&RedisServer>) {
+fn scripted_flow(store: Store) {
     let dir = support::temp_dir();
     let bot = reporting_bot();
-    let sh = start(redis, &dir, bot.port);
+    let sh = start(store, &dir, bot.port);
     let say = |id: u64, text: &str, rid: &str| {
         let r = sh.update_with(id, CHAT, text, &[("x-request-id", rid)]);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -108,14 +143,21 @@ fn scripted_flow(redis: Option<&RedisServer>) {
 
 #[test]
 fn the_trail_of_a_scripted_flow_is_exact_on_the_embedded_store() {
-    scripted_flow(None);
+    scripted_flow(Store::Embedded);
 }
 
 #[test]
 fn the_trail_of_a_scripted_flow_is_exact_on_redis() {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
-    scripted_flow(Some(&redis));
+    scripted_flow(Store::Redis(&redis));
+}
+
+#[test]
+fn the_trail_of_a_scripted_flow_is_exact_on_a_redis_cluster() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    scripted_flow(Store::Cluster(&cluster));
 }
 
 /// Redis killed (kill -9, AOF always) and restarted while a flow goes on:
@@ -126,7 +168,7 @@ fn through_a_redis_kill_every_change_has_its_event_and_no_event_lacks_its_change
     let dir = support::temp_dir();
     let mut redis = RedisServer::start(dir.path(), true);
     let bot = reporting_bot();
-    let sh = start(Some(&redis), &dir, bot.port);
+    let sh = start(Store::Redis(&redis), &dir, bot.port);
     let mut answered = 0;
     for step in 0..60u64 {
         if step == 25 {
@@ -164,11 +206,11 @@ fn through_a_redis_kill_every_change_has_its_event_and_no_event_lacks_its_change
 /// to 0) before the write that starts the conversation anew: noticed on
 /// the next request's load (Redis, through the expiry mark) or by the purge
 /// or that request's commit (embedded).
-fn expiry_is_audited(redis: Option<&RedisServer>) {
+fn expiry_is_audited(store: Store) {
     let dir = support::temp_dir();
     let bot = reporting_bot();
     let mut config = Config::new(bot.port, dir.path());
-    config.redis = redis.map(|r| r.port);
+    store.configure(&mut config);
     config.store_extra = "ttl = \"1s\"\npurge_interval = \"1s\"\n".into();
     config.extra = "[audit]\nmax_events = 1000\n".into();
     let snapshot_key = format!("{{{}:tg:{CHAT}}}:s", config.key_prefix());
@@ -176,12 +218,11 @@ fn expiry_is_audited(redis: Option<&RedisServer>) {
     assert_eq!(sh.update(1, CHAT, r#"{"n":1}"#).status, 200);
     assert_eq!(sh.update(2, CHAT, r#"{"n":2}"#).status, 200);
     // Not through the admin API: its reads slide the TTL.
-    support::wait_until("the record to expire", || match redis {
-        Some(r) => {
-            support::redis_cmd(r.port, &format!("EXISTS {snapshot_key}")).ok()
-                == Some("int(0)".into())
+    support::wait_until("the record to expire", || {
+        match store.key_gone(&snapshot_key) {
+            Some(gone) => gone,
+            None => events(&sh, &format!("key=tg:{CHAT}&limit=1"))[0]["event"]["kind"] == "expire",
         }
-        None => events(&sh, &format!("key=tg:{CHAT}&limit=1"))[0]["event"]["kind"] == "expire",
     });
     assert_eq!(sh.update(3, CHAT, r#"{"n":3}"#).status, 200);
     let all = events(&sh, &format!("key=tg:{CHAT}&limit=50"));
@@ -223,14 +264,21 @@ fn expiry_is_audited(redis: Option<&RedisServer>) {
 
 #[test]
 fn an_expiry_is_audited_on_the_embedded_store() {
-    expiry_is_audited(None);
+    expiry_is_audited(Store::Embedded);
 }
 
 #[test]
 fn an_expiry_is_audited_on_redis() {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
-    expiry_is_audited(Some(&redis));
+    expiry_is_audited(Store::Redis(&redis));
+}
+
+#[test]
+fn an_expiry_is_audited_on_a_redis_cluster() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    expiry_is_audited(Store::Cluster(&cluster));
 }
 
 /// With privacy on, nothing in an audit event names a user (issue 20,
@@ -285,4 +333,79 @@ fn audit_events_name_no_user_with_privacy_on() {
             "{secret} in the file"
         );
     }
+}
+
+/// On a Cluster each event is written to its conversation's slot stream,
+/// and `?since=` merges every slot's stream into one feed: paging through
+/// it (7 at a time) while a live reshard moves 2,000 slots and more
+/// conversations are written gives every event exactly once, positions
+/// strictly increasing, each conversation's versions in order. A page
+/// that meets a slot in the middle of its move is read again by statehold;
+/// one that still cannot be read is a 503 the reader retries, as a SIEM
+/// does.
+#[test]
+fn the_cluster_feed_gives_every_event_once_in_order_through_a_reshard() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    let bot = reporting_bot();
+    let sh = start(Store::Cluster(&cluster), &dir, bot.port);
+    let write = |chats: std::ops::Range<i64>| {
+        for chat in chats {
+            for n in 1..=2 {
+                let r = sh.update(chat as u64 * 10 + n, chat, &format!(r#"{{"n":{n}}}"#));
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }
+    };
+    write(0..30);
+    let mut seen: Vec<(Vec<u64>, Value)> = Vec::new();
+    let mut since = "0".to_string();
+    let mut retried = 0;
+    let mut page = |since: &mut String, seen: &mut Vec<(Vec<u64>, Value)>| -> usize {
+        let (status, got) = sh.admin_call("GET", &format!("/v1/audit?since={since}&limit=7"), "");
+        if status == 503 {
+            retried += 1;
+            return 0;
+        }
+        assert_eq!(status, 200, "{got}");
+        let got = got.as_array().expect("a list").clone();
+        for e in &got {
+            let id = e["id"].as_str().expect("an id");
+            let parts: Vec<u64> = id.split('-').map(|p| p.parse().unwrap()).collect();
+            assert_eq!(parts.len(), 3, "ms-seq-slot: {id}");
+            seen.push((parts, e["event"].clone()));
+            *since = id.to_string();
+        }
+        got.len()
+    };
+    for _ in 0..3 {
+        assert_eq!(page(&mut since, &mut seen), 7);
+    }
+    let view = cluster.view();
+    let primaries: Vec<_> = view.iter().filter(|n| n.primary).collect();
+    std::thread::scope(|s| {
+        let moving = s.spawn(|| cluster.reshard(primaries[0], primaries[1], 2000));
+        let writing = s.spawn(|| write(30..40));
+        while !(moving.is_finished() && writing.is_finished()) {
+            page(&mut since, &mut seen);
+        }
+    });
+    while page(&mut since, &mut seen) > 0 {}
+    eprintln!("pages answered 503 during the reshard: {retried}");
+    assert_eq!(seen.len(), 80, "every event once");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "positions strictly increase"
+    );
+    for chat in 0..40 {
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|(_, e)| e["key"] == format!("tg:{chat}"))
+            .map(|(_, e)| e["to_version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(versions, [1, 2], "tg:{chat}");
+    }
+    // One conversation's events come from its own slot's stream.
+    let one = events(&sh, "key=tg:7&limit=10");
+    assert_eq!(one.len(), 2);
 }

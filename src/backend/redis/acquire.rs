@@ -37,7 +37,7 @@ impl Shared {
             look_up_dedupe: dedupe_id.is_some(),
             expiry: self.audit.then(|| Expiry {
                 mark: conv.expiry_mark(),
-                stream: super::keys::audit_stream(self.conn.prefix()),
+                stream: self.conn.audit_stream(conv),
             }),
         };
         let inv = call.invocation(&self.scripts.of(key).acquire);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::{Client, FromRedisValue, ScriptInvocation};
 
+use super::audit_streams::AuditStreams;
 use super::breaker::Breaker;
 use super::endpoint::{Access, Connection, Endpoint, Topology};
 use super::error::{ConnError, OpError};
@@ -34,6 +35,8 @@ struct Inner {
     breaker: Breaker,
     /// A probe is trying an unreachable Redis (`probe.rs`).
     probing: AtomicBool,
+    /// The audit trail's stream names, worked out on first use.
+    audit_streams: std::sync::OnceLock<AuditStreams>,
 }
 
 /// See [`RedisConn::downgrade`].
@@ -94,6 +97,7 @@ impl RedisConn {
                 prefix: prefix.to_string(),
                 breaker: Breaker::new(breaker.0, breaker.1),
                 probing: AtomicBool::new(false),
+                audit_streams: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -124,13 +128,25 @@ impl RedisConn {
         ConvKeys::new(&self.inner.prefix, key)
     }
 
-    /// The stem of the pub/sub channels turn hand-overs are announced on
-    /// (one per replica: `shared::notice_channel`).
+    /// The audit trail's streams (one, or one per slot on a Cluster).
+    pub(super) fn audit_streams(&self) -> &AuditStreams {
+        self.inner
+            .audit_streams
+            .get_or_init(|| AuditStreams::new(&self.inner.prefix, self.is_cluster()))
+    }
+
+    /// The stream a conversation's audit events go to.
+    pub(super) fn audit_stream(&self, keys: &ConvKeys) -> String {
+        self.audit_streams().of(keys)
+    }
+
     /// Every operation's deadline.
     pub fn op_timeout(&self) -> Duration {
         self.inner.op_timeout
     }
 
+    /// The stem of the pub/sub channels turn hand-overs are announced on
+    /// (one per replica: `shared::notice_channel`).
     pub fn turn_channel(&self) -> String {
         format!("{}:turns", self.inner.prefix)
     }

@@ -6,7 +6,8 @@
 //! - `{t}:l` the turn's lease (holder's token), `{t}:q` the turn queue
 //! - `{t}:h` hash: kept versions (`store.history`)
 //! - `{t}:x` string (with `[audit]`): the last version, TTL twice the
-//!   record's, so an expiry is noticed on load; `{prefix:audit}` the stream
+//!   record's, so an expiry is noticed on load; the audit streams are
+//!   `audit_streams.rs`'s
 //! - `{t}:a` string: a linked channel's alias, `<member TTL ms> <member tag>`;
 //!   `{t}:k` set: the tags of a member's linked channels (and `k` in its
 //!   `{t}:s`); TTL = the member's (`backend/link.rs`)
@@ -43,12 +44,6 @@ pub fn escape_key_part(part: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// `{prefix:audit}`: the one audit stream (no conversation tag has a
-/// single colon).
-pub fn audit_stream(prefix: &str) -> String {
-    format!("{{{prefix}:audit}}")
 }
 
 /// The conversation a tag (`{prefix:ns:escaped id}`) names.

@@ -26,6 +26,8 @@
 //! `purge_expired` has nothing to do.
 
 mod acquire;
+mod audit_read;
+mod audit_streams;
 mod background;
 mod breaker;
 mod calls;
@@ -113,7 +115,7 @@ impl RedisBackend {
                 channel: conn.turn_channel(),
                 prefix: conn.prefix().to_string(),
                 history: retention.history,
-                audit: retention.audit,
+                audit: audit_streams::kept_per_stream(retention.audit, conn.is_cluster()),
             },
             &retention.lifetimes,
         ));

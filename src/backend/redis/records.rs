@@ -137,7 +137,7 @@ impl RedisRecords {
                 member_tag: member.map(|_| keys.tag().to_string()),
                 expiry: audited.then(|| Expiry {
                     mark: keys.expiry_mark(),
-                    stream: self.audit_stream(),
+                    stream: self.conn.audit_stream(&keys),
                 }),
             }),
         };
@@ -211,7 +211,7 @@ impl RedisRecords {
                     .as_ref()
                     .map(|n| n.members(key, kind, now, channel));
                 call.audit(
-                    self.audit_stream(),
+                    self.conn.audit_stream(keys),
                     keys.expiry_mark(),
                     members.unwrap_or_default(),
                 );
@@ -246,7 +246,7 @@ impl RedisRecords {
                 .audit
                 .as_ref()
                 .map(|n| n.members(key, commit.kind(), at, None));
-            (self.audit_stream(), members.unwrap_or_default())
+            (self.conn.audit_stream(&keys), members.unwrap_or_default())
         });
         let call = RestoreCall {
             snapshot: keys.snapshot(),

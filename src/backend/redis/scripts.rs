@@ -193,6 +193,8 @@ mod tests {
         }
         let commit = fill(include_str!("commit.lua"), &c);
         assert!(commit.contains("'PX', '3600000', 'NX'"));
-        assert!(commit.contains(r"redis.call('PUBLISH', 'a\'b\\c:turns', head)"));
+        assert!(commit.contains(
+            r"redis.call('PUBLISH', 'a\'b\\c:turns' .. ':' .. string.sub(head, -4), head)"
+        ));
     }
 }

@@ -1,12 +1,11 @@
 //! The Redis backend's reads outside the request path, for the admin API
 //! and maintenance: links (`GET {t}:a`, `SMEMBERS {t}:k`), kept versions,
-//! audit events, and the scan of stored conversations (one server or slot
+//! and the scan of stored conversations (one server or slot
 //! by slot on a Cluster).
 
 use bytes::Bytes;
 
 use super::records::{bad_reply, bytes_of, u64_of, RedisRecords};
-use crate::backend::audit::{AuditEntry, AuditQuery};
 use crate::backend::{Dumped, Links, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
@@ -117,50 +116,6 @@ impl RedisRecords {
             keys,
             next: (slot < SLOTS).then(|| slot.to_string()),
         })
-    }
-
-    pub(super) fn audit_stream(&self) -> String {
-        super::keys::audit_stream(self.conn.prefix())
-    }
-
-    /// Audit events: `XREVRANGE` filtered by key (bounded by the stream's
-    /// length), or `XRANGE` after an id.
-    pub(super) async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        if self.audit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut cmd;
-        if let Some(since) = &query.since {
-            cmd = redis::cmd("XRANGE");
-            cmd.arg(self.audit_stream())
-                .arg(format!("({since}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(query.limit);
-        } else {
-            cmd = redis::cmd("XREVRANGE");
-            cmd.arg(self.audit_stream()).arg("+").arg("-");
-            if query.key.is_none() {
-                cmd.arg("COUNT").arg(query.limit);
-            }
-        }
-        let rows: Vec<(String, Vec<(String, String)>)> = self.conn.query(&cmd).await?;
-        let wanted = query.key.as_ref().map(|k| k.as_str().to_string());
-        let mut out = Vec::new();
-        for (id, fields) in rows {
-            let Some((_, text)) = fields.into_iter().find(|(f, _)| f == "e") else {
-                return Err(bad_reply("audit"));
-            };
-            let event: serde_json::Value =
-                serde_json::from_str(&text).map_err(|_| bad_reply("audit"))?;
-            if wanted.as_deref().is_none_or(|k| event["key"] == k) {
-                out.push(AuditEntry { id, event });
-                if out.len() >= query.limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// The kept versions, newest first (`HGETALL` of the history hash).
