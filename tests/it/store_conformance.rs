@@ -130,12 +130,9 @@ async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
         RedisBackend::new(conn("def"), timings)
     };
     deferral_suite(&replica(), Some(&replica()), "def").await;
-    if !cluster {
-        // One audit stream: refused on a Cluster by the config.
-        let audited =
-            RedisBackend::with_retention(conn("aud"), redis_timings(HOUR), &audited(HOUR));
-        audit_suite(&audited, "aud").await;
-    }
+    // One stream, or one per slot on a Cluster.
+    let audited = RedisBackend::with_retention(conn("aud"), redis_timings(HOUR), &audited(HOUR));
+    audit_suite(&audited, "aud").await;
     if cluster {
         assert!(
             !long.can_link(),
@@ -165,7 +162,7 @@ fn redis_conn(topology: Topology<'_>, prefix: &str) -> RedisConn {
 }
 
 /// Every key the servers hold carries a TTL (never a key that lives
-/// forever), but the audit stream, bounded by length.
+/// forever), but the audit streams, bounded by length.
 fn every_key_has_a_ttl(ports: &[u16]) {
     for port in ports {
         let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -174,7 +171,15 @@ fn every_key_has_a_ttl(ports: &[u16]) {
             .unwrap();
         let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
         for name in names {
-            if name.ends_with(b":audit}") {
+            // `{prefix:audit}`, or a Cluster slot's `{prefix:audit:<n>}`.
+            let text = String::from_utf8_lossy(&name);
+            let audit_stream = text.strip_suffix('}').is_some_and(|t| {
+                t.ends_with(":audit")
+                    || t.rsplit_once(":audit:").is_some_and(|(_, n)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+            });
+            if audit_stream {
                 continue;
             }
             let ttl: i64 = redis::cmd("PTTL").arg(&name).query(&mut con).unwrap();
