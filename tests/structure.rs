@@ -427,6 +427,31 @@ fn the_fuzz_build_shares_the_release_builds_dependencies() {
         .filter(|(name, v)| main.get(*name).is_some_and(|m| !v.is_subset(m)))
         .collect();
     assert!(differ.is_empty(), "fuzz/Cargo.lock differs from Cargo.lock: {differ:?} (copy Cargo.lock into fuzz/ and build there once)");
+    // A dependency added to statehold must be in the fuzz lock too, or the
+    // fuzz build (`--locked`) fails in CI.
+    let fuzz_lock = read("fuzz/Cargo.lock");
+    let locked: BTreeSet<&str> = fuzz_lock["package"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str() == Some("statehold"))
+        .and_then(|p| p.get("dependencies"))
+        .and_then(|d| d.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str()?.split(' ').next())
+        .collect();
+    let manifest = read("Cargo.toml");
+    let missing: Vec<&String> = manifest["dependencies"]
+        .as_table()
+        .into_iter()
+        .flat_map(|t| t.keys())
+        .filter(|name| !locked.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in fuzz/Cargo.lock: {missing:?}: run `cargo update --offline -p statehold` in fuzz/"
+    );
     let profile = |manifest: &toml::Value| {
         manifest
             .get("profile")

@@ -56,10 +56,6 @@ impl<B: Backend> Turns for AuditLog<B> {
         Ok(adoption.map(|inner| AuditLogHeld { inner, on }))
     }
 
-    fn can_link(&self) -> bool {
-        self.inner.can_link()
-    }
-
     fn stored_name(&self, key: &ConvKey) -> ConvKey {
         self.inner.stored_name(key)
     }

@@ -94,10 +94,6 @@ impl<B: Backend> Turns for PlaintextFallback<B> {
         Ok(adoption.map(|inner| FallbackHeld { inner, plain: None }))
     }
 
-    fn can_link(&self) -> bool {
-        self.inner.can_link()
-    }
-
     fn stored_name(&self, key: &ConvKey) -> ConvKey {
         self.inner.stored_name(key)
     }

@@ -118,10 +118,6 @@ impl<B: Backend> Turns for Private<B> {
         })
     }
 
-    fn can_link(&self) -> bool {
-        self.inner.can_link()
-    }
-
     fn stored_name(&self, key: &ConvKey) -> ConvKey {
         self.privacy.stored_key(key)
     }

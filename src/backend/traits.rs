@@ -36,12 +36,6 @@ pub trait Turns: Send + Sync + 'static {
         token: &TurnToken,
     ) -> impl Future<Output = Result<Adoption<Self::Held>, StoreError>> + Send;
 
-    /// Whether this backend can link channels to members: not a Redis
-    /// Cluster, where a channel and its member live in different slots.
-    fn can_link(&self) -> bool {
-        true
-    }
-
     /// `key` as this backend stores it (hashed under `store.hash_keys`), to
     /// compare with the stored keys it reports ([`Loaded::member`]).
     fn stored_name(&self, key: &ConvKey) -> ConvKey {

@@ -13,7 +13,7 @@
 //!   through the alias); the member's commit removes the alias.
 //!
 //! A report that cannot be honoured (it would chain links, the key is
-//! linked elsewhere, a Redis Cluster) is refused: logged, counted
+//! linked elsewhere, the member is busy) is refused: logged, counted
 //! (`statehold_links_total{result="refused"}`), and the answer is saved as
 //! if the bot had not asked.
 
@@ -83,9 +83,6 @@ impl<B: PathStore> Pipeline<B> {
         };
         if status.as_u16() >= 500 {
             return Plan::Plain;
-        }
-        if !self.svc.backend.can_link() {
-            return refused("links need one Redis server (or Sentinel), not a Cluster");
         }
         let target = match ask {
             LinkAsk::Unlink if loaded.member.is_none() => {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::recorder::{json_answer, Recorded, Recorder};
+use support::redis_cluster::RedisCluster;
 use support::{post_json, Config, RedisServer, Response, Statehold};
 
 const WA: &str = "+4930123456";
@@ -133,19 +134,31 @@ fn delivered(sh: &Statehold, path: &str, body: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-fn member_across_channels(redis: Option<&RedisServer>) {
+/// Where the replicas keep conversations.
+enum Store<'a> {
+    Embedded,
+    Redis(&'a RedisServer),
+    /// A channel and its member in different slots (`cluster_links.rs`).
+    Cluster(&'a RedisCluster),
+}
+
+fn member_across_channels(store: Store) {
     let dir = support::temp_dir();
     let bot = member_bot();
     let mut config = Config::new(bot.recorder.port, dir.path());
-    config.redis = redis.map(|r| r.port);
+    match store {
+        Store::Embedded => {}
+        Store::Redis(r) => config.redis = Some(r.port),
+        Store::Cluster(c) => config.redis_cluster = c.seeds(),
+    }
     config.routes = Some(routes());
     config.extra = "[audit]\nmax_events = 1000\n".into();
-    let private = redis.is_some();
+    let private = !matches!(store, Store::Embedded);
     if private {
         config.private_at_rest();
     }
     let first = Statehold::start(config.clone());
-    let second = redis.map(|_| Statehold::start(config.replica()));
+    let second = private.then(|| Statehold::start(config.replica()));
     let replicas: Vec<&Statehold> = std::iter::once(&first).chain(second.as_ref()).collect();
     let at = |n: usize| replicas[n % replicas.len()];
 
@@ -318,14 +331,21 @@ fn refusals_and_views(sh: &Statehold, bot: &MemberBot, private: bool) {
 
 #[test]
 fn a_member_across_channels_embedded() {
-    member_across_channels(None);
+    member_across_channels(Store::Embedded);
 }
 
 #[test]
 fn a_member_across_channels_on_redis_with_two_replicas() {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
-    member_across_channels(Some(&redis));
+    member_across_channels(Store::Redis(&redis));
+}
+
+#[test]
+fn a_member_across_channels_on_a_redis_cluster_with_two_replicas() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    member_across_channels(Store::Cluster(&cluster));
 }
 
 /// A linked channel's alias is resolved inside the turn's script: a
@@ -334,31 +354,198 @@ fn a_member_across_channels_on_redis_with_two_replicas() {
 fn a_linked_request_costs_two_round_trips() {
     let dir = support::temp_dir();
     let redis = RedisServer::start(dir.path(), false);
+    linked_request_round_trips(Store::Redis(&redis), 2);
+}
+
+/// On a Cluster the alias points to the member's slot: one more script
+/// (the channel's `acquire.lua`, the member's `member_acquire.lua`, the
+/// member's `commit.lua`); the alias's lifetime is slid off the request
+/// path.
+#[test]
+fn a_linked_request_on_a_cluster_costs_three_round_trips() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    linked_request_round_trips(Store::Cluster(&cluster), 3);
+}
+
+fn linked_request_round_trips(store: Store, per_request: u64) {
+    let dir = support::temp_dir();
     let bot = member_bot();
     let mut config = Config::new(bot.recorder.port, dir.path());
-    config.redis = Some(redis.port);
+    let ports = match store {
+        Store::Embedded => unreachable!("scripts are Redis's"),
+        Store::Redis(r) => {
+            config.redis = Some(r.port);
+            vec![r.port]
+        }
+        Store::Cluster(c) => {
+            config.redis_cluster = c.seeds();
+            c.seeds()
+        }
+    };
     config.routes = Some(routes());
     let prefix = config.key_prefix();
     let sh = Statehold::start(config);
     delivered(&sh, "/web", &web_message("b-0", "LOGIN 42"));
-    let commands = || support::redis_script_runs(redis.port);
+    let commands = || {
+        ports
+            .iter()
+            .map(|p| support::redis_script_runs(*p))
+            .sum::<u64>()
+    };
     // The linking request's release of the channel's own turn lands just
     // after its answer.
-    let lease = format!("EXISTS {{{prefix}:web:{WEB}}}:l");
+    let lease = format!("{{{prefix}:web:{WEB}}}:l");
+    let owner = match store {
+        Store::Cluster(c) => {
+            c.owner(support::redis_cluster::key_slot(&lease))
+                .unwrap()
+                .port
+        }
+        _ => ports[0],
+    };
     support::wait_until("the channel's own turn released", || {
-        support::redis_cmd(redis.port, &lease).ok() == Some("int(0)".into())
+        support::redis_cmd(owner, &format!("EXISTS {lease}")).ok() == Some("int(0)".into())
     });
     let before = commands();
     for i in 0..10 {
         let r = send(&sh, "/web", &web_message(&format!("b-{}", i + 1), "typed"));
         assert_eq!(r.status, 200);
     }
-    support::wait_until("two commands per request", || commands() - before >= 20);
+    let want = 10 * per_request;
+    support::wait_until("the scripts of ten requests", || {
+        commands() - before >= want
+    });
     assert_eq!(
         commands() - before,
-        20,
-        "acquire.lua and commit.lua per request"
+        want,
+        "scripts per request: {per_request}"
     );
     let last = bot.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.key, "member:42");
+}
+
+/// Issue 23, point 1: links change while both channels type. WhatsApp
+/// logs in as member 42, types, logs out and types on its own, six times
+/// over, while the web chat (linked to member 42 throughout) types; every
+/// request through alternating replicas. A login that finds the member's
+/// turn busy is refused by design (turns are taken in key order: issue
+/// 20, item 8), so where each message belongs is what the bot was told
+/// (`X-Statehold-Key`). The member's requests never overlap (one turn
+/// across channels, links and unlinks), each message ran the bot once,
+/// and each snapshot holds exactly the messages the bot handled under its
+/// key, in the order it handled them: nothing lost, nothing twice.
+fn links_change_while_both_channels_type(store: Store) {
+    const ROUNDS: usize = 6;
+    let dir = support::temp_dir();
+    let bot = member_bot();
+    let mut config = Config::new(bot.recorder.port, dir.path());
+    match store {
+        Store::Embedded => unreachable!("replicas need a shared store"),
+        Store::Redis(r) => config.redis = Some(r.port),
+        Store::Cluster(c) => config.redis_cluster = c.seeds(),
+    }
+    config.routes = Some(routes());
+    let replicas = [
+        Statehold::start(config.clone()),
+        Statehold::start(config.replica()),
+    ];
+    delivered(&replicas[0], "/web", &web_message("b-login", "LOGIN 42"));
+    let mut n = 0;
+    let mut whatsapp = |text: &str| {
+        n += 1;
+        delivered(
+            &replicas[n % 2],
+            "/whatsapp",
+            &wa_message(&format!("w-{n}"), text),
+        );
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..ROUNDS * 4 {
+                let text = format!("b-{i}");
+                delivered(&replicas[i % 2], "/web", &web_message(&text, &text));
+            }
+        });
+        let linked = || {
+            let (_, links) = replicas[0].admin_call("GET", "/v1/links/member/42", "");
+            links["channels"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == &json!(format!("wa:{WA}"))))
+        };
+        for round in 0..ROUNDS {
+            // A login the busy member refused is typed again, as a user
+            // would: each round types linked.
+            whatsapp("LOGIN 42");
+            let mut logins = 1;
+            while !linked() {
+                assert!(logins < 50, "round {round}: 50 logins, none linked");
+                whatsapp("LOGIN 42");
+                logins += 1;
+            }
+            for i in 0..3 {
+                whatsapp(&format!("a-{round}-{i}"));
+            }
+            whatsapp("LOGOUT");
+            whatsapp(&format!("o-{round}"));
+        }
+    });
+    assert_eq!(
+        bot.overlaps.load(Ordering::SeqCst),
+        0,
+        "no two requests of one conversation at once"
+    );
+    let handled = bot.seen.lock().unwrap().clone();
+    let typed = |t: &str| t.starts_with("a-") || t.starts_with("b-") || t.starts_with("o-");
+    let under = |key: &str| -> Vec<String> {
+        handled
+            .iter()
+            .filter(|h| h.key == key && typed(&h.text))
+            .map(|h| h.text.clone())
+            .collect()
+    };
+    let stored = |ns: &str, id: &str| -> Vec<String> {
+        let stored = replicas[0].stored(ns, id).expect("a snapshot");
+        stored["state"]["seen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter(|t| typed(t))
+            .map(str::to_string)
+            .collect()
+    };
+    let (member, own) = (under("member:42"), under(&format!("wa:{WA}")));
+    assert_eq!(
+        member.len() + own.len(),
+        ROUNDS * 4 + ROUNDS * 4,
+        "each ran once"
+    );
+    assert_eq!(stored("member", "42"), member, "the member's, in order");
+    assert_eq!(stored("wa", WA), own, "WhatsApp's own, in order");
+    assert!(
+        own.iter().all(|t| t.starts_with("o-")),
+        "only what WhatsApp typed logged out is its own"
+    );
+    let mut typed_linked: Vec<String> = (0..ROUNDS)
+        .flat_map(|r| (0..3).map(move |i| format!("a-{r}-{i}")))
+        .collect();
+    typed_linked.retain(|t| !member.contains(t));
+    assert_eq!(typed_linked, Vec::<String>::new(), "typed while linked");
+    let logins = handled.iter().filter(|h| h.text == "LOGIN 42").count();
+    eprintln!("logins sent for {ROUNDS} links (the rest found the member busy): {logins}");
+}
+
+#[test]
+fn links_change_while_both_channels_type_on_redis() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    links_change_while_both_channels_type(Store::Redis(&redis));
+}
+
+#[test]
+fn links_change_while_both_channels_type_on_a_redis_cluster() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    links_change_while_both_channels_type(Store::Cluster(&cluster));
 }

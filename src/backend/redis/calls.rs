@@ -34,6 +34,8 @@ pub(super) struct AcquireCall<'a> {
     pub token: u64,
     pub look_up_dedupe: bool,
     pub expiry: Option<Expiry>,
+    /// On a Cluster, an alias the member disowned (dropped if unchanged).
+    pub disowned: Option<&'a str>,
 }
 
 impl AcquireCall<'_> {
@@ -45,9 +47,42 @@ impl AcquireCall<'_> {
             .key(&self.dedupe)
             .key(&self.alias);
         inv.arg(self.token).arg(flag(self.look_up_dedupe));
+        if let Some(disowned) = self.disowned {
+            inv.arg(disowned);
+        }
         if let Some(e) = &self.expiry {
             inv.key(&e.mark).key(&e.stream);
         }
+        inv
+    }
+}
+
+/// `member_acquire.lua` (a Cluster): a linked channel's request at its
+/// member, the member's link hash checked for the channel's link.
+pub(super) struct MemberAcquireCall<'a> {
+    pub lease: &'a str,
+    pub queue: &'a str,
+    pub snapshot: String,
+    pub dedupe: String,
+    pub links: String,
+    pub token: u64,
+    pub look_up_dedupe: bool,
+    pub channel_tag: &'a str,
+    pub link_id: &'a str,
+}
+
+impl MemberAcquireCall<'_> {
+    pub(super) fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.lease)
+            .key(self.queue)
+            .key(&self.snapshot)
+            .key(&self.dedupe)
+            .key(&self.links);
+        inv.arg(self.token)
+            .arg(flag(self.look_up_dedupe))
+            .arg(self.channel_tag)
+            .arg(self.link_id);
         inv
     }
 }
@@ -63,10 +98,13 @@ pub(super) struct LoadCall {
 
 /// A turn granted after a wait: the alias of the key the request named,
 /// the member tag it was queued for (`None`: its own), and with the trail
-/// on, where an expiry is written.
+/// on, where an expiry is written. On a Cluster, for a channel's request
+/// at its member: the member's link hash in place of the alias, the
+/// channel's tag in place of the member's, and the link id.
 pub(super) struct Granted {
     pub alias: String,
     pub member_tag: Option<String>,
+    pub link_id: Option<String>,
     pub expiry: Option<Expiry>,
 }
 
@@ -79,6 +117,9 @@ impl LoadCall {
         if let Some(g) = &self.granted {
             inv.key(&g.alias)
                 .arg(g.member_tag.as_deref().unwrap_or_default());
+            if let Some(id) = &g.link_id {
+                inv.arg(id);
+            }
             if let Some(e) = &g.expiry {
                 inv.key(&e.mark).key(&e.stream);
             }

@@ -28,7 +28,10 @@
 -- ARGV[9] (a link change) 'l' link, 'u' unlink   ARGV[10] the channel's tag
 --         (ARGV[7] and [8] are then always sent). The channel's alias
 --         {c}:a and this member's link set {t}:k are named here, not
---         declared: links never exist on a Cluster (backend/link.rs).
+--         declared. On a Cluster ({c}:a is in another slot) the channel's
+--         side was checked and written first, under the channel's turn
+--         (alias.lua), the alias dropped after an unlink; here {t}:k is a
+--         hash channel tag -> link id, ARGV[11] the link id.
 -- ${HISTORY}: versions kept per conversation; 0 leaves KEYS[5] alone.
 -- ${AUDIT}: audit events kept; 0 leaves KEYS[6] alone.
 -- The record's 'f' field names the turn (fencing token) that last committed.
@@ -46,7 +49,9 @@ end
 local result
 local tag = string.sub(KEYS[1], 1, -3)
 local refused = false
-if ARGV[9] == 'l' then
+if ARGV[9] == 'l' and ${CLUSTER} == 1 then
+  refused = redis.call('EXISTS', tag .. ':a') == 1
+elseif ARGV[9] == 'l' then
   -- One level only: the channel has no channels of its own and is no
   -- other member's alias, and this member is nobody's alias.
   local alias = redis.call('GET', ARGV[10] .. ':a')
@@ -93,11 +98,20 @@ else
     redis.call('PEXPIRE', KEYS[5], ${TTL_MS})
   end
   if ARGV[9] == 'l' then
-    redis.call('SET', ARGV[10] .. ':a', ${TTL_MS} .. ' ' .. tag, 'PX', ${TTL_MS})
-    redis.call('SADD', tag .. ':k', ARGV[10])
+    if ${CLUSTER} == 1 then
+      redis.call('HSET', tag .. ':k', ARGV[10], ARGV[11])
+    else
+      redis.call('SET', ARGV[10] .. ':a', ${TTL_MS} .. ' ' .. tag, 'PX', ${TTL_MS})
+      redis.call('SADD', tag .. ':k', ARGV[10])
+    end
     redis.call('PEXPIRE', tag .. ':k', ${TTL_MS})
     redis.call('HSET', KEYS[1], 'k', '1')
     redis.call('PEXPIRE', KEYS[1], ${TTL_MS})
+  elseif ARGV[9] == 'u' and ${CLUSTER} == 1 then
+    redis.call('HDEL', tag .. ':k', ARGV[10])
+    if redis.call('EXISTS', tag .. ':k') == 0 then
+      redis.call('HDEL', KEYS[1], 'k')
+    end
   elseif ARGV[9] == 'u' then
     redis.call('DEL', ARGV[10] .. ':a')
     redis.call('SREM', tag .. ':k', ARGV[10])

@@ -30,7 +30,9 @@ mod arg {
     pub const AUDIT_MEMBERS: usize = 7;
     pub const LINK_OP: usize = 8;
     pub const LINK_CHANNEL: usize = 9;
-    pub const COUNT: usize = 10;
+    /// A Cluster's link id (the member's link hash keeps it).
+    pub const LINK_ID: usize = 10;
+    pub const COUNT: usize = 11;
 }
 
 /// One commit's keys and arguments.
@@ -93,10 +95,12 @@ impl CommitCall {
         self.args[arg::AUDIT_MEMBERS] = Some(members.into_bytes());
     }
 
-    /// A link change: `l` link or `u` unlink, and the channel's tag.
-    pub(super) fn link(&mut self, op: &'static str, channel_tag: String) {
+    /// A link change: `l` link or `u` unlink, the channel's tag, and on a
+    /// Cluster the link's id.
+    pub(super) fn link(&mut self, op: &'static str, channel_tag: String, id: Option<String>) {
         self.args[arg::LINK_OP] = Some(op.as_bytes().to_vec());
         self.args[arg::LINK_CHANNEL] = Some(channel_tag.into_bytes());
+        self.args[arg::LINK_ID] = id.map(String::into_bytes);
     }
 
     /// The invocation: every slot up to the last filled one, in order.
@@ -147,7 +151,7 @@ mod tests {
     #[test]
     fn a_link_without_history_pads_the_slots_before_it() {
         let mut c = call();
-        c.link("l", "{c}".into());
+        c.link("l", "{c}".into(), None);
         let args = up_to_last(&c.args);
         assert_eq!(args.len(), 10);
         assert!(args[arg::HISTORY_ENTRY].is_none() && args[arg::AUDIT_MEMBERS].is_none());

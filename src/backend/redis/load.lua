@@ -13,9 +13,17 @@
 --         the trail on: an expiry is noticed as in acquire.lua)
 -- ARGV[1] '1' to look up the dedupe record
 -- ARGV[2] (with KEYS[3]) the member tag the turn was queued for ('' : none)
--- Returns {version, data or nil, recorded response or nil, linked}, or
--- {'moved'}
-if KEYS[3] then
+-- On a Cluster, a channel's request queued for its member checks the
+-- member's side instead (the alias is in another slot): KEYS[3] the
+-- member's link hash {m}:k, ARGV[2] the channel's tag, ARGV[3] the link id
+-- the alias carried; the hash must still name it.
+-- Returns {version, data or nil, recorded response or nil, false, linked,
+-- channels} (as acquire.lua), or {'moved'}
+if ARGV[3] then
+  if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[3] then
+    return {'moved'}
+  end
+elseif KEYS[3] then
   local member = redis.call('GET', KEYS[3])
   if member then
     member = string.sub(member, string.find(member, ' ', 1, true) + 1)
@@ -27,4 +35,4 @@ end
 local snapshot, dedupe, ttl, lookup = KEYS[1], KEYS[2], ${TTL_MS}, ARGV[1] == '1'
 local mark, stream = KEYS[4], KEYS[5]
 ${READ_RECORD}
-return {fields[1] or '0', fields[2], recorded, fields[3]}
+return {fields[1] or '0', fields[2], recorded, false, fields[3], channels}

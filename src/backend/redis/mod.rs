@@ -26,11 +26,13 @@
 //! `purge_expired` has nothing to do.
 
 mod acquire;
+mod alias;
 mod audit_read;
 mod audit_streams;
 mod background;
 mod breaker;
 mod calls;
+mod cluster_links;
 mod commit_call;
 mod conn;
 mod deferred;
@@ -116,6 +118,7 @@ impl RedisBackend {
                 prefix: conn.prefix().to_string(),
                 history: retention.history,
                 audit: audit_streams::kept_per_stream(retention.audit, conn.is_cluster()),
+                cluster: conn.is_cluster(),
             },
             &retention.lifetimes,
         ));
@@ -142,6 +145,8 @@ pub struct RedisHeld {
     records: Arc<RedisRecords>,
     turn: RedisTurn,
     waited: Duration,
+    /// On a Cluster: the channel's alias this member's turn was reached by.
+    via: Option<alias::ViaAlias>,
 }
 
 impl Held for RedisHeld {
@@ -157,6 +162,31 @@ impl Held for RedisHeld {
                 self.records
                     .restore(&self.key, fence, commit, restored)
                     .await
+            }
+            _ if commit.link.is_some() && self.records.on_cluster() => {
+                let channel_fence = match commit.link.as_deref() {
+                    Some(crate::backend::LinkChange::Link(channel)) => {
+                        let lease = self.records.conn.keys(channel).lease();
+                        self.turn.shared.held_token(&lease)
+                    }
+                    _ => None,
+                };
+                let linked = self
+                    .records
+                    .commit_link_on_cluster(
+                        &self.key,
+                        fence,
+                        commit,
+                        (self.via.as_ref(), channel_fence),
+                    )
+                    .await;
+                match linked {
+                    // The member's commit never ran: dropping the turn
+                    // releases it.
+                    Ok(None) => return Ok(CommitOutcome::Conflict { current: 0 }),
+                    Ok(Some(outcome)) => Ok(outcome),
+                    Err(e) => Err(e),
+                }
             }
             _ => self.records.commit(&self.key, fence, commit).await,
         };
@@ -199,31 +229,38 @@ impl Turns for RedisBackend {
         let deadline = started + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let (turn, member, prefetched) = self.turns.acquire(key, left, dedupe_id).await?;
+            let taken = self.turns.acquire(key, left, dedupe_id).await?;
+            let (turn, member, via) = (taken.turn, taken.member, taken.via);
             // Granted at once, the one script was the read; after a wait, the
             // read follows (and sees whether the key moved meanwhile).
-            let (loaded, waited) = match prefetched {
-                Some(loaded) => (loaded, Duration::ZERO),
+            let (loaded, waited, channels) = match taken.prefetched {
+                Some(loaded) => (loaded, Duration::ZERO, taken.channels),
                 None => {
                     let waited = started.elapsed();
-                    let loaded = self
+                    let read = self
                         .records
-                        .load_granted((key, member.as_ref()), dedupe_id)
+                        .load_granted((key, member.as_ref()), via.as_ref(), dedupe_id)
                         .await?;
-                    let Some(mut loaded) = loaded else {
+                    let Some((mut loaded, channels)) = read else {
                         // Linked or unlinked while we waited: the turn is
-                        // not the one to hold (dropping it passes it on).
+                        // not the one to hold. Passed on before beginning
+                        // again (on a Cluster the channel's alias is
+                        // followed only while its own turn is free).
+                        turn.leave().await;
                         continue;
                     };
                     loaded.member = member.clone();
-                    (loaded, waited)
+                    (loaded, waited, channels)
                 }
             };
+            let key = member.unwrap_or_else(|| key.clone());
+            self.records.slide_aliases(&key, channels);
             let held = RedisHeld {
-                key: member.unwrap_or_else(|| key.clone()),
+                key,
                 records: Arc::clone(&self.records),
                 turn,
                 waited,
+                via,
             };
             return Ok((held, loaded));
         }
@@ -236,11 +273,8 @@ impl Turns for RedisBackend {
             records: Arc::clone(&self.records),
             turn,
             waited: Duration::ZERO,
+            via: None,
         }))
-    }
-
-    fn can_link(&self) -> bool {
-        !self.records.on_cluster()
     }
 }
 

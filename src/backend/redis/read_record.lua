@@ -4,17 +4,24 @@
 -- for a function. The host defines `snapshot`, `ttl`, `dedupe`, `lookup`
 -- (look the dedupe record up), `mark` and `stream` (the expiry mark and
 -- the audit stream; `mark` nil: no expiry is noticed here), and gets
--- `fields` ({version, data, linked}) and `recorded`.
+-- `fields` ({version, data, linked}), `recorded`, and `channels`: on a
+-- Cluster, a member's linked channels, whose aliases (in other slots)
+-- statehold slides after the read; else empty.
 local fields = redis.call('HMGET', snapshot, 'v', 'd', 'k')
 if fields[1] or fields[3] then
   redis.call('PEXPIRE', snapshot, ttl)
 end
+local channels = {}
 if fields[3] then
   -- A member: its aliases live as long as it does.
   local tag = string.sub(snapshot, 1, -3)
   redis.call('PEXPIRE', tag .. ':k', ttl)
-  for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
-    redis.call('PEXPIRE', channel .. ':a', ttl)
+  if ${CLUSTER} == 1 then
+    channels = redis.call('HKEYS', tag .. ':k')
+  else
+    for _, channel in ipairs(redis.call('SMEMBERS', tag .. ':k')) do
+      redis.call('PEXPIRE', channel .. ':a', ttl)
+    end
   end
 end
 if mark and not fields[1] then

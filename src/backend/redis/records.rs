@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use redis::Value;
 
+use super::alias::ViaAlias;
 use super::calls::{Expiry, Granted, LoadCall, RestoreCall};
 use super::commit_call::{CommitCall, Required};
 use super::conn::RedisConn;
@@ -56,9 +57,9 @@ pub(super) fn bad_reply(what: &str) -> StoreError {
 /// Parses load.lua's `{version, data, recorded, linked}` (also the tail
 /// of acquire.lua's answer, with the member tag before `linked`).
 pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
+    // Every read returns version, data, recorded, member, linked, channels.
     let (version, state, recorded, linked) = match reply {
-        [v, s, r] => (v, s, r, &Value::Nil),
-        [v, s, r, l] | [v, s, r, _, l] => (v, s, r, l),
+        [v, s, r, _, l, ..] => (v, s, r, l),
         _ => return Err(bad_reply("load")),
     };
     let version = u64_of(version).ok_or_else(|| bad_reply("load"))?;
@@ -74,6 +75,17 @@ pub(super) fn parse_loaded(reply: &[Value]) -> Result<Loaded, StoreError> {
         member: None,
         linked: bytes_of(linked).is_some(),
     })
+}
+
+/// A granted read's record and, on a Cluster, a member's linked channels
+/// (the reply's `rest`: version, data, recorded, member, linked, channels).
+pub(super) fn granted_read(rest: &[redis::Value]) -> Result<(Loaded, Vec<String>), StoreError> {
+    let loaded = parse_loaded(rest)?;
+    let channels = match rest.get(5) {
+        Some(redis::Value::Array(tags)) => tags.iter().filter_map(tag_of).collect(),
+        _ => Vec::new(),
+    };
+    Ok((loaded, channels))
 }
 
 /// A tag in a script's reply (`false` → nil: none).
@@ -119,27 +131,41 @@ impl RedisRecords {
 
     /// The record of a turn granted after a wait: `keys` are the held
     /// turn's (the member's when `member` is set); the alias of `asked`
-    /// must still name `member` (`None`: the key moved, begin again).
+    /// must still name `member` (on a Cluster, reached `via` a channel's
+    /// alias: the member must still name the link); `None`: the key moved,
+    /// begin again. With the record, a member's channels on a Cluster.
     pub(super) async fn load_granted(
         &self,
         (asked, member): (&ConvKey, Option<&ConvKey>),
+        via: Option<&ViaAlias>,
         dedupe_id: Option<&str>,
-    ) -> Result<Option<Loaded>, StoreError> {
+    ) -> Result<Option<(Loaded, Vec<String>)>, StoreError> {
         let held = member.unwrap_or(asked);
         let keys = self.conn.keys(held);
         let audited = self.audit > 0 && member.is_none();
+        let expiry = audited.then(|| Expiry {
+            mark: keys.expiry_mark(),
+            stream: self.conn.audit_stream(&keys),
+        });
+        let granted = match via {
+            Some(via) => Granted {
+                alias: keys.links(),
+                member_tag: Some(via.channel_tag.clone()),
+                link_id: Some(via.link_id.clone()),
+                expiry,
+            },
+            None => Granted {
+                alias: self.conn.keys(asked).alias(),
+                member_tag: member.map(|_| keys.tag().to_string()),
+                link_id: None,
+                expiry,
+            },
+        };
         let call = LoadCall {
             snapshot: keys.snapshot(),
             dedupe: keys.dedupe(dedupe_id.unwrap_or("")),
             look_up_dedupe: dedupe_id.is_some(),
-            granted: Some(Granted {
-                alias: self.conn.keys(asked).alias(),
-                member_tag: member.map(|_| keys.tag().to_string()),
-                expiry: audited.then(|| Expiry {
-                    mark: keys.expiry_mark(),
-                    stream: self.conn.audit_stream(&keys),
-                }),
-            }),
+            granted: Some(granted),
         };
         let inv = call.invocation(&self.scripts.of(held).load);
         let reply: Vec<Value> = self.conn.eval(&inv).await?;
@@ -148,7 +174,7 @@ impl RedisRecords {
                 return Ok(None);
             }
         }
-        parse_loaded(&reply).map(Some)
+        granted_read(&reply).map(Some)
     }
 
     /// The turn's commit: refused unless `fence` still holds the lease;
@@ -158,6 +184,18 @@ impl RedisRecords {
         key: &ConvKey,
         fence: u64,
         commit: Commit,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.commit_with_link_id(key, fence, commit, None).await
+    }
+
+    /// [`RedisRecords::commit`]; on a Cluster a link change names its
+    /// link id (`cluster_links.rs`).
+    pub(super) async fn commit_with_link_id(
+        &self,
+        key: &ConvKey,
+        fence: u64,
+        commit: Commit,
+        link_id: Option<String>,
     ) -> Result<CommitOutcome, StoreError> {
         let keys = self.conn.keys(key);
         let (change, data): (&'static str, Bytes) = match &commit.change {
@@ -181,7 +219,7 @@ impl RedisRecords {
             snapshot_json: &data,
             recorded: recorded.as_deref(),
         });
-        self.optional_args(&mut call, (key, &keys), &commit);
+        self.optional_args(&mut call, (key, &keys), &commit, link_id);
         let inv = call.invocation(&self.scripts.of(key).commit);
         let (status, version) = self.run_commit(&inv).await?;
         match status.as_str() {
@@ -199,6 +237,7 @@ impl RedisRecords {
         call: &mut CommitCall,
         (key, keys): (&ConvKey, &ConvKeys),
         commit: &Commit,
+        link_id: Option<String>,
     ) {
         let kind = commit.kind();
         let now = (self.history > 0 || self.audit > 0).then(crate::backend::now_ms);
@@ -222,7 +261,11 @@ impl RedisRecords {
                 LinkChange::Link(_) => "l",
                 LinkChange::Unlink(_) => "u",
             };
-            call.link(op, self.conn.keys(link.channel()).tag().to_string());
+            call.link(
+                op,
+                self.conn.keys(link.channel()).tag().to_string(),
+                link_id,
+            );
         }
     }
 

@@ -35,13 +35,19 @@ pub(super) struct Constants {
     pub prefix: String,
     /// Versions kept per conversation (`store.history`).
     pub history: u32,
-    /// Audit events kept (`audit.max_events`).
+    /// Audit events kept (`audit.max_events`; per slot stream on a Cluster).
     pub audit: u64,
+    /// A Redis Cluster: links keep each side in its own slot.
+    pub cluster: bool,
 }
 
 /// One build of every script.
 pub(super) struct ScriptSet {
     pub acquire: Script,
+    /// A Cluster: a linked channel's request at its member.
+    pub member_acquire: Script,
+    /// A Cluster: a channel's alias, in the channel's slot.
+    pub alias: Script,
     pub load: Script,
     pub commit: Script,
     pub check: Script,
@@ -87,6 +93,11 @@ impl Scripts {
         other.map_or(&self.default, |(_, set)| set)
     }
 
+    /// The lifetime of `key`'s record.
+    pub fn lifetime_of(&self, key: &ConvKey) -> Duration {
+        self.lifetimes.of(key)
+    }
+
     /// The build for scripts that write no record TTL (turns' check,
     /// release, extend): the same in every build.
     pub fn any(&self) -> &ScriptSet {
@@ -100,6 +111,8 @@ impl ScriptSet {
         let build = |parts: &[&str]| Script::new(&fill(&included(parts), c));
         ScriptSet {
             acquire: build(&[include_str!("acquire.lua")]),
+            member_acquire: build(&[include_str!("member_acquire.lua")]),
+            alias: build(&[include_str!("alias.lua")]),
             load: build(&[include_str!("load.lua")]),
             commit: build(&[include_str!("commit.lua")]),
             check: build(&[turn_lib, include_str!("check.lua")]),
@@ -114,12 +127,14 @@ impl ScriptSet {
 }
 
 /// The parts of a script as one text, with the read that comes with a turn
-/// written in where it says `${READ_RECORD}` (acquire.lua, load.lua): one
+/// written in where it says `${READ_RECORD}` (acquire.lua, load.lua), and
+/// the taking of a turn where it says `${TAKE_TURN}`: one
 /// text for both, and no function call on the hot path.
 fn included(parts: &[&str]) -> String {
     parts
         .concat()
         .replace("${READ_RECORD}", include_str!("read_record.lua"))
+        .replace("${TAKE_TURN}", include_str!("take_turn.lua"))
 }
 
 /// `source` with each `${NAME}` replaced by its constant, as a Lua string
@@ -135,6 +150,7 @@ fn fill(source: &str, c: &Constants) -> String {
         .replace("${PREFIX}", &lua_string(&c.prefix))
         .replace("${HISTORY}", &c.history.to_string())
         .replace("${AUDIT}", &c.audit.to_string())
+        .replace("${CLUSTER}", if c.cluster { "1" } else { "0" })
         .replace("${EXPIRY_MARK_MS}", &ms(c.ttl * 2))
 }
 
@@ -173,9 +189,12 @@ mod tests {
             prefix: "sh".into(),
             history: 3,
             audit: 100,
+            cluster: true,
         };
         for source in [
             include_str!("acquire.lua"),
+            include_str!("member_acquire.lua"),
+            include_str!("alias.lua"),
             include_str!("load.lua"),
             include_str!("commit.lua"),
             include_str!("turn_lib.lua"),
@@ -185,6 +204,7 @@ mod tests {
             include_str!("dump.lua"),
             include_str!("restore.lua"),
             include_str!("read_record.lua"),
+            include_str!("take_turn.lua"),
             include_str!("defer.lua"),
             include_str!("adopt.lua"),
         ] {

@@ -92,6 +92,16 @@ impl Shared {
         high * NOTICE_TAGS + self.notice_tag
     }
 
+    /// The token of the turn this process holds on `lease`, if any (a link
+    /// on a Cluster is fenced by the channel's turn: `cluster_links.rs`).
+    pub(super) fn held_token(&self, lease: &str) -> Option<u64> {
+        self.held
+            .lock()
+            .iter()
+            .find(|(_, held)| held.keys.lease == lease)
+            .map(|(token, _)| *token)
+    }
+
     pub(super) fn forget(&self, token: u64) {
         self.waiters.lock().remove(&token);
     }

@@ -26,6 +26,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use super::acquire::{Acquired, AtMember};
+use super::alias::ViaAlias;
 use super::background::{keep_leases_alive, listen_for_handovers, sweep_orphans};
 use super::conn::RedisConn;
 use super::scripts::Scripts;
@@ -105,6 +107,15 @@ impl RedisTurn {
         }
     }
 
+    /// Leaves the turn now (passing it to the next waiter), rather than
+    /// off the request path on drop: for a request that begins again right
+    /// after, which must not find its own old turn in the way.
+    pub(super) async fn leave(mut self) {
+        self.shared.held.lock().remove(&self.token);
+        self.shared.leave(&self.keys, self.token).await;
+        self.released = true;
+    }
+
     /// Resolves once the keep-alive found the lease no longer ours.
     pub(super) async fn lost(&mut self) {
         if let Some(rx) = self.lost.as_mut() {
@@ -175,20 +186,35 @@ impl Drop for QueuePlace {
     }
 }
 
+/// A turn taken by [`RedisTurns::acquire`].
+pub(super) struct Taken {
+    pub(super) turn: RedisTurn,
+    /// The member whose turn it is (a linked channel's request).
+    pub(super) member: Option<ConvKey>,
+    /// The record, when the turn was granted at once.
+    pub(super) prefetched: Option<Loaded>,
+    /// On a Cluster: the channel's alias the member was reached by.
+    pub(super) via: Option<ViaAlias>,
+    /// On a Cluster: the member's linked channels (aliases to slide).
+    pub(super) channels: Vec<String>,
+}
+
 impl RedisTurns {
     /// Waits (at most `wait`) for the conversation's turn (its member's,
     /// for a linked channel: returned). A turn granted at once brings the
     /// record along (one round trip); after a wait the record is read
-    /// separately (it changed meanwhile anyway).
+    /// separately (it changed meanwhile anyway). On a Cluster a linked
+    /// channel's alias is followed to the member's slot (one more round
+    /// trip), and an alias the member disowned is dropped (`cluster_links.rs`).
     pub(super) async fn acquire(
         &self,
         key: &ConvKey,
         wait: Duration,
         dedupe_id: Option<&str>,
-    ) -> Result<(RedisTurn, Option<ConvKey>, Option<Loaded>), TurnError> {
+    ) -> Result<Taken, TurnError> {
         let s = &self.shared;
         let conv_keys = s.conn.keys(key);
-        let keys = LeaseKeys {
+        let own = LeaseKeys {
             lease: conv_keys.lease(),
             queue: conv_keys.queue(),
         };
@@ -203,14 +229,15 @@ impl RedisTurns {
         // seeing the reply: dropping `place` leaves the queue either way.
         let mut place = QueuePlace {
             shared: Arc::clone(s),
-            keys: keys.clone(),
+            keys: own.clone(),
             token,
             held: false,
         };
-        let acquired = s
-            .run_acquire(&keys, token, (key, &conv_keys), dedupe_id)
-            .await?;
-        if let Some(member) = &acquired.member {
+        let (mut acquired, via) = self
+            .follow_to_member(&mut place, (key, &conv_keys), dedupe_id, deadline)
+            .await
+            .map_err(|e| e.unwrap_or(TurnError::WaitExceeded(wait)))?;
+        if let Some(member) = acquired.member.as_ref().filter(|_| via.is_none()) {
             let member_keys = s.conn.keys(member);
             place.keys = LeaseKeys {
                 lease: member_keys.lease(),
@@ -224,8 +251,76 @@ impl RedisTurns {
                 .map_err(|()| TurnError::WaitExceeded(wait))?;
         }
         place.taken();
-        let turn = RedisTurn::holding(s, keys, token);
-        Ok((turn, acquired.member, acquired.prefetched))
+        Ok(Taken {
+            turn: RedisTurn::holding(s, keys, token),
+            member: acquired.member,
+            prefetched: acquired.prefetched.take(),
+            via,
+            channels: std::mem::take(&mut acquired.channels),
+        })
+    }
+
+    /// acquire.lua for `key`; on a Cluster, an alias it points by is
+    /// followed to the member's slot (member_acquire.lua, `place` moved
+    /// there), and an alias the member disowned is dropped and the key
+    /// acquired as its own. `Err(None)`: the deadline passed while aliases
+    /// kept changing.
+    async fn follow_to_member(
+        &self,
+        place: &mut QueuePlace,
+        (key, conv_keys): (&ConvKey, &super::keys::ConvKeys),
+        dedupe_id: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Acquired, Option<ViaAlias>), Option<TurnError>> {
+        let s = &self.shared;
+        let (own, token) = (place.keys.clone(), place.token);
+        let mut disowned: Option<String> = None;
+        loop {
+            if tokio::time::Instant::now() >= deadline && disowned.is_some() {
+                return Err(None);
+            }
+            let acquired = s
+                .run_acquire(
+                    &own,
+                    token,
+                    (key, conv_keys),
+                    dedupe_id,
+                    disowned.as_deref(),
+                )
+                .await?;
+            let Some(alias) = acquired.to_member.clone() else {
+                return Ok((acquired, None));
+            };
+            let (member, via) =
+                ViaAlias::parse(s.conn.prefix(), conv_keys, alias).map_err(|e| Some(e.into()))?;
+            let member_keys = s.conn.keys(&member);
+            place.keys = LeaseKeys {
+                lease: member_keys.lease(),
+                queue: member_keys.queue(),
+            };
+            let at = s
+                .run_member_acquire(&place.keys, token, (&member, &member_keys), &via, dedupe_id)
+                .await?;
+            let (prefetched, channels) = match at {
+                AtMember::Stale => {
+                    place.keys = own.clone();
+                    disowned = Some(via.alias);
+                    continue;
+                }
+                AtMember::Queued => (None, Vec::new()),
+                AtMember::Granted(mut loaded, channels) => {
+                    loaded.member = Some(member.clone());
+                    (Some(*loaded), channels)
+                }
+            };
+            let acquired = Acquired {
+                member: Some(member),
+                prefetched,
+                to_member: None,
+                channels,
+            };
+            return Ok((acquired, Some(via)));
+        }
     }
 
     /// Waits for the hand-over notice, checking by itself every

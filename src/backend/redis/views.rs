@@ -41,13 +41,20 @@ impl RedisRecords {
         let mut get = redis::cmd("GET");
         get.arg(keys.alias());
         let alias: Option<String> = self.conn.query(&get).await?;
-        let mut members = redis::cmd("SMEMBERS");
+        // On a Cluster the link hash maps channel tags to link ids, and
+        // the alias ends with the link id (`cluster_links.rs`).
+        let cluster = self.on_cluster();
+        let mut members = redis::cmd(if cluster { "HKEYS" } else { "SMEMBERS" });
         members.arg(keys.links());
         let tags: Vec<String> = self.conn.query(&members).await?;
         let member = alias
             .as_deref()
             .and_then(|a| a.split_once(' '))
-            .and_then(|(_, tag)| super::keys::conversation_of_tag(prefix, tag));
+            .map(|(_, rest)| match rest.rsplit_once(' ') {
+                Some((tag, _id)) if cluster => tag,
+                _ => rest,
+            })
+            .and_then(|tag| super::keys::conversation_of_tag(prefix, tag));
         let mut channels: Vec<ConvKey> = tags
             .iter()
             .filter_map(|t| super::keys::conversation_of_tag(prefix, t))

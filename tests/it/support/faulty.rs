@@ -101,10 +101,6 @@ impl<B: Backend> Turns for Faulty<B> {
         Ok(adoption.map(|inner| FaultyHeld { inner, faults }))
     }
 
-    fn can_link(&self) -> bool {
-        self.inner.can_link()
-    }
-
     fn stored_name(&self, key: &ConvKey) -> ConvKey {
         self.inner.stored_name(key)
     }

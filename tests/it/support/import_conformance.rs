@@ -102,15 +102,19 @@ pub async fn audit_suite<B: Backend>(b: &B, ns: &str) {
         held.finish(c.clone()).await.unwrap(),
         CommitOutcome::Committed { version: 1 }
     );
-    if b.can_link() {
+    {
+        // As the request path links: under the channel's turn too.
+        let channel = ConvKey::new(ns, "channel");
+        let (channel_turn, _) = b.begin(&channel, WAIT, None).await.unwrap();
         let (held, _) = b.begin(&member, WAIT, None).await.unwrap();
         c.expected_version = Some(1);
         c.change = StateChange::Keep;
-        c.link = Some(Box::new(LinkChange::Link(ConvKey::new(ns, "channel"))));
+        c.link = Some(Box::new(LinkChange::Link(channel)));
         assert!(matches!(
             held.finish(c).await.unwrap(),
             CommitOutcome::Committed { .. }
         ));
+        drop(channel_turn);
     }
     let query = AuditQuery {
         key: Some(member.clone()),
@@ -122,12 +126,7 @@ pub async fn audit_suite<B: Backend>(b: &B, ns: &str) {
         .iter()
         .map(|e| e.event["kind"].as_str().unwrap())
         .collect();
-    let want: &[&str] = if b.can_link() {
-        &["link", "write"]
-    } else {
-        &["write"]
-    };
-    assert_eq!(kinds, want);
+    assert_eq!(kinds, ["link", "write"]);
     let write = &events.last().unwrap().event;
     assert_eq!(
         (write["from_version"].as_u64(), write["to_version"].as_u64()),
@@ -135,7 +134,5 @@ pub async fn audit_suite<B: Backend>(b: &B, ns: &str) {
     );
     assert_eq!(write["request_id"], "r-1");
     assert_eq!(write["changed"], serde_json::json!(["a"]));
-    if b.can_link() {
-        assert_eq!(events[0].event["channel"], format!("{ns}:channel"));
-    }
+    assert_eq!(events[0].event["channel"], format!("{ns}:channel"));
 }
