@@ -5,66 +5,12 @@
 //! test subscriber sees every notice, and `PUBSUB NUMSUB` counts who else
 //! does.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use crate::support;
 
+use support::notices::Observer;
 use support::redis_cluster::RedisCluster;
 use support::sentinel::query;
 use support::{Bot, Config, RedisServer, Statehold};
-
-/// Every notice published while it runs: (channel, token).
-struct Observer {
-    seen: Arc<Mutex<Vec<(String, String)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Observer {
-    /// Subscribed (`PSUBSCRIBE *:turns*`) on the server on `port` before it
-    /// returns. On a Cluster, `PUBLISH` reaches every node's subscribers.
-    fn start(port: u16) -> Observer {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            move || {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-                let mut con = client.get_connection().unwrap();
-                let mut pubsub = con.as_pubsub();
-                pubsub.psubscribe("*:turns*").unwrap();
-                pubsub
-                    .set_read_timeout(Some(Duration::from_millis(50)))
-                    .unwrap();
-                ready_tx.send(()).unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(msg) = pubsub.get_message() {
-                        let token: String = msg.get_payload().unwrap_or_default();
-                        let channel = msg.get_channel_name().to_string();
-                        seen.lock().unwrap().push((channel, token));
-                    }
-                }
-            }
-        });
-        ready.recv().expect("the observer subscribed");
-        Observer {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
 
 /// Double clicks on `chats` conversations, each pair through two different
 /// replicas at once, the bot slow enough that one of each pair waits and
@@ -169,11 +115,8 @@ fn output_per_request(n: usize) -> f64 {
         assert_eq!(sh.update(1, 800 + i as i64, "/start").status, 200);
     }
     let sent = || -> f64 {
-        let info = support::redis_cmd(redis.port, "INFO stats").expect("INFO");
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("total_net_output_bytes")
+        support::redis_info_field(redis.port, "total_net_output_bytes")
+            .expect("total_net_output_bytes") as f64
     };
     let before = sent();
     contend(&replicas, 8);

@@ -13,6 +13,7 @@ pub mod faulty;
 pub mod import_conformance;
 pub mod in_process;
 pub mod link_conformance;
+pub mod notices;
 pub mod recorder;
 pub mod redis_cluster;
 pub mod sentinel;
@@ -56,8 +57,11 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 /// Taken below the kernel's ephemeral range (32768 and up), so that no
 /// outgoing connection of any test can hold it by the time a server binds
 /// it, or binds it again after a restart. Each test process starts at its
-/// own offset (its pid) and walks on, so two test binaries running side by
-/// side seldom try the same port, and a port in use is skipped.
+/// own offset (its pid) and walks on, and holds every port it took for
+/// its whole life ([`reserve_port`]): no other test process, running side
+/// by side, gets it, even while the server on it is down (a killed
+/// primary a Sentinel still watches would otherwise be another test's new
+/// server, which that Sentinel then turns into its replica).
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 10_000;
@@ -67,11 +71,35 @@ pub fn free_port() -> u16 {
     let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
     for _ in 0..SPAN {
         let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port(port) {
             return port;
         }
     }
     panic!("no free port below the ephemeral range")
+}
+
+/// Holds `port` for this test process until it exits: a lock on a file
+/// named after it in the system's temp directory (released by the kernel
+/// when the process ends, however it ends). False if another process
+/// holds it.
+pub fn reserve_port(port: u16) -> bool {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("statehold-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()));
+    match file {
+        Ok(file) if file.try_lock().is_ok() => {
+            HELD.lock().unwrap_or_else(|p| p.into_inner()).push(file);
+            true
+        }
+        _ => false,
+    }
 }
 
 pub fn addr(port: u16) -> SocketAddr {
@@ -716,23 +744,27 @@ impl Statehold {
     /// store fault: a 503 (this replica's breaker still open, or its
     /// recovery settle running) is waited out, bounded by READY_WITHIN.
     pub fn stored_once_reachable(&self, namespace: &str, id: &str) -> Option<Value> {
-        let mut answer = None;
-        wait_until("the admin API reaches the store", || {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
             let r = self.stored_response(namespace, id);
             match r.status {
-                503 => false,
-                200 => {
-                    answer = Some(Some(r.json()));
-                    true
+                503 if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                404 => {
-                    answer = Some(None);
-                    true
-                }
-                other => panic!("admin state API: {other} {}", r.text()),
+                200 => return Some(r.json()),
+                404 => return None,
+                other => panic!(
+                    "admin state API for {namespace}:{id}: {other} {}\nlog tail: {}",
+                    r.text(),
+                    self.logs()
+                        .lines()
+                        .rev()
+                        .take(8)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
             }
-        });
-        answer.flatten()
+        }
     }
 
     fn stored_response(&self, namespace: &str, id: &str) -> Response {
@@ -1018,6 +1050,15 @@ pub fn redis_script_runs(port: u16) -> u64 {
             field("calls=") - field("failed_calls=")
         })
         .sum()
+}
+
+/// One numeric field of a server's `INFO` (`None`: not answering).
+pub fn redis_info_field(port: u16, field: &str) -> Option<u64> {
+    let info = redis_cmd(port, "INFO").ok()?;
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn redis_cmd(port: u16, cmd: &str) -> Result<String, redis::RedisError> {

@@ -16,7 +16,7 @@ pub fn free_node_port() -> u16 {
     let bindable = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     for _ in 0..1000 {
         let port = super::free_port();
-        if bindable(port + 10000) {
+        if bindable(port + 10000) && super::reserve_port(port + 10000) {
             return port;
         }
     }

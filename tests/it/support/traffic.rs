@@ -45,6 +45,13 @@ pub struct Report {
     /// Anything else: wrong status or an answer that shows a lost or
     /// doubled step. Must stay empty.
     pub violations: Mutex<Vec<String>>,
+    /// Send every update twice at once, to two replicas: a redelivery
+    /// racing the original (the fleet test). Both answers, when 200, must
+    /// be the step's.
+    pub racing_duplicates: bool,
+    /// Racing duplicates answered 200 (the step's answer, the bot not run
+    /// twice for it).
+    pub duplicates_answered: AtomicU64,
 }
 
 /// Drives `chats` through `targets` until each reached its `goal(chat)`
@@ -110,7 +117,30 @@ fn deliver(
         first = false;
         *pick = pick.wrapping_add(1);
         let target = targets[*pick % targets.len()];
-        match super::post_json(target, "/telegram", &body, &[]) {
+        let racing = report
+            .racing_duplicates
+            .then(|| targets[(*pick + 1) % targets.len()])
+            .filter(|other| *other != target);
+        let answer = std::thread::scope(|s| {
+            let duplicate = racing.map(|other| {
+                let body = &body;
+                s.spawn(move || super::post_json(other, "/telegram", body, &[]))
+            });
+            let answer = super::post_json(target, "/telegram", &body, &[]);
+            if let Some(Ok(Ok(r))) = duplicate.map(|d| d.join()) {
+                if r.status == 200 {
+                    let got = super::reply_text(&r);
+                    if got != expected_reply(chat, step) {
+                        report.violations.lock().unwrap().push(format!(
+                            "chat {chat} step {step}: the racing duplicate answered {got:?}"
+                        ));
+                    }
+                    report.duplicates_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            answer
+        });
+        match answer {
             Err(_) => {
                 report.no_answer.fetch_add(1, Ordering::Relaxed);
             }
