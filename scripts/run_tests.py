@@ -17,7 +17,7 @@ import time
 
 # Modules of tests/it known to take longest, slowest first: each runs as its
 # own job, started first, so the short ones fill the other slot.
-SLOW_MODULES = ["soak", "sentinel", "cluster", "replicas", "export", "store_down",
+SLOW_MODULES = ["soak", "fleet", "sentinel", "cluster", "replicas", "export", "store_down",
                 "migration", "store_conformance", "deferred", "hostile"]
 PARALLEL = int(os.environ.get("STATEHOLD_TEST_JOBS", "2"))
 

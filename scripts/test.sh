@@ -110,7 +110,8 @@ mkdir -p target/node
   || echo "== npm install failed"
 log="$(mktemp)"
 set +e
-NODE_PATH="$PWD/target/node/node_modules" node --test clients/node/test/*.test.js \
+# A test that hangs fails after 4 minutes instead of holding the run.
+NODE_PATH="$PWD/target/node/node_modules" node --test --test-timeout=240000 clients/node/test/*.test.js \
   examples/express-webchat/test/*.test.js 2>&1 | tee "$log"
 node_status=${PIPESTATUS[0]}
 set -e

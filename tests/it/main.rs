@@ -21,6 +21,7 @@ mod deferred;
 mod deploy;
 mod export;
 mod failures;
+mod fleet;
 mod history;
 mod hostile;
 mod image;

@@ -17,10 +17,10 @@ use crate::support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use support::checks::verify;
 use support::redis_cluster::{key_slot, RedisCluster};
 use support::sentinel::SentinelSet;
-use support::traffic::{drive, update_id, Report};
+use support::traffic::{drive, Report};
 use support::{Bot, Config, RedisServer, Statehold};
 
 const MAX_CONNECTIONS: usize = 48;
@@ -87,26 +87,11 @@ impl Store {
                 "cluster live reshard"
             }
             Store::Cluster(cluster) => {
-                kill_primary_of_slot_0(cluster);
+                cluster.fail_over_slot(0);
                 "cluster primary kill -9"
             }
         }
     }
-}
-
-/// Kills (kill -9) the primary serving slot 0, waits until its replica
-/// took over, and brings it back as a replica, in sync, before a next
-/// fault may kill the promoted one.
-fn kill_primary_of_slot_0(cluster: &mut RedisCluster) {
-    let doomed = cluster.owner(0).expect("slot 0 served");
-    let node = cluster.nodes.iter_mut().find(|n| n.port == doomed.port);
-    node.expect("the primary is ours").proc.kill9();
-    support::wait_until("a replica took over", || {
-        cluster.owner(0).is_some_and(|n| n.port != doomed.port)
-    });
-    let node = cluster.nodes.iter_mut().find(|n| n.port == doomed.port);
-    node.expect("the primary is ours").restart();
-    cluster.wait_agreed();
 }
 
 fn soak_secs(default: u64) -> Duration {
@@ -144,116 +129,6 @@ fn chaos_soak_through_reshards_and_cluster_failovers_loses_nothing() {
     soak(&dir, store, soak_secs(25), move |chat| {
         key_slot(&format!("{{{prefix}:tg:{chat}}}")) < 1000
     });
-}
-
-/// Issue 23, point 4: a fleet of eight replicas on a three-primary
-/// Cluster (a replica each, `min_replica_acks = 1`), one bot behind them.
-/// Conversations spread over every slot type their steps through rotating
-/// replicas, each update sent twice at once to two replicas (a redelivery
-/// racing its original), 32 conversations in flight at any time (100 with
-/// `STATEHOLD_FLEET=full`, README, Testing); meanwhile 500 slots move (a
-/// live reshard; 2,000 in the full run) and then the primary of slot 0 is
-/// killed and its replica promoted, after which no new conversation
-/// starts. Then: every answer the step's, every acknowledged step stored
-/// once and in order, no conversation handled concurrently, and the
-/// hand-over notices each went to one replica.
-#[test]
-fn a_fleet_of_eight_replicas_on_a_cluster_loses_nothing() {
-    let _serial = support::serial(module_path!());
-    let full = std::env::var("STATEHOLD_FLEET").as_deref() == Ok("full");
-    let (in_flight, moved) = if full { (100, 2000) } else { (32, 500) };
-    let dir = support::temp_dir();
-    let mut cluster = RedisCluster::start(dir.path(), 3, 1);
-    let bot = Bot::start(0);
-    let mut base = Config::new(bot.port, dir.path());
-    base.upstream_timeout = "2s";
-    base.store_extra = "lock_lease = \"1s\"\nlock_wait = \"5s\"\nop_timeout = \"500ms\"\n".into();
-    base.redis_cluster = cluster.seeds();
-    // A failover must not take back an acknowledged step.
-    base.store_extra.push_str("min_replica_acks = 1\n");
-    let replicas: Vec<Statehold> = (0..8).map(|_| Statehold::start(base.replica())).collect();
-    let targets: Vec<_> = replicas.iter().map(Statehold::addr).collect();
-    let notices = support::notices::Observer::start(cluster.seeds()[0]);
-    // The killed node's counter starts again at 0: a lower bound.
-    let output = |c: &RedisCluster| -> u64 {
-        c.nodes
-            .iter()
-            .filter_map(|n| support::redis_info_field(n.port, "total_net_output_bytes"))
-            .sum()
-    };
-    let output_before = output(&cluster);
-
-    let chats: Vec<i64> = (1..=100_000).map(|i| 5_000_000 + i * 7919).collect();
-    let goal = |chat: i64| (chat % 4) as usize;
-    let report = Report {
-        racing_duplicates: true,
-        ..Report::default()
-    };
-    let no_new = AtomicBool::new(false);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let progress = std::thread::scope(|s| {
-        let traffic = s.spawn(|| {
-            drive(
-                &targets, &chats, goal, in_flight, deadline, &report, &no_new,
-            )
-        });
-        let acknowledged = || report.acknowledged.load(Ordering::Relaxed);
-        support::wait_until_within("traffic under way", Duration::from_secs(60), || {
-            acknowledged() >= 100
-        });
-        let from = cluster.owner(0).expect("slot 0 served");
-        let to = cluster
-            .view()
-            .into_iter()
-            .find(|n| n.primary && !n.failed && n.id != from.id)
-            .expect("another primary");
-        cluster.reshard(&from, &to, moved);
-        let after_reshard = acknowledged();
-        support::wait_until_within("traffic after the reshard", Duration::from_secs(60), || {
-            acknowledged() >= after_reshard + 100
-        });
-        kill_primary_of_slot_0(&mut cluster);
-        let after_failover = acknowledged();
-        support::wait_until_within(
-            "traffic after the failover",
-            Duration::from_secs(60),
-            || acknowledged() >= after_failover + 100,
-        );
-        no_new.store(true, Ordering::Relaxed);
-        traffic.join().unwrap()
-    });
-    let seen = notices.finish();
-    let (verified, reran) = verify(
-        &progress,
-        goal,
-        &report,
-        &replicas[0],
-        (bot.overlaps(), &bot.handled()),
-    );
-    assert!(verified > 100, "the fleet drove real traffic");
-    let requests = report.acknowledged.load(Ordering::Relaxed)
-        + report.duplicates_answered.load(Ordering::Relaxed);
-    let per_replica: std::collections::BTreeMap<&str, usize> =
-        seen.iter().fold(Default::default(), |mut m, (channel, _)| {
-            *m.entry(channel.as_str()).or_default() += 1;
-            m
-        });
-    for (channel, token) in &seen {
-        assert!(
-            channel.ends_with(&token[token.len().saturating_sub(4)..]),
-            "notice for {token} on {channel}"
-        );
-    }
-    eprintln!(
-        "fleet: 8 replicas, {in_flight} conversations in flight, {verified} conversations verified, {moved} slots moved and a primary failed over meanwhile, {} steps acknowledged, {} racing duplicates answered, {} redeliveries, {reran} updates re-run by the bot after a fault; {} hand-over notices, each on its waiting replica's channel ({} replicas received any: {:?}); Redis output at least {:.0} B per answered request (replication included)",
-        report.acknowledged.load(Ordering::Relaxed),
-        report.duplicates_answered.load(Ordering::Relaxed),
-        report.redeliveries.load(Ordering::Relaxed),
-        seen.len(),
-        per_replica.len(),
-        per_replica.values().collect::<Vec<_>>(),
-        output(&cluster).saturating_sub(output_before) as f64 / requests.max(1) as f64,
-    );
 }
 
 /// Drives conversations (those `pick` accepts) through three replicas on
@@ -361,57 +236,4 @@ fn soak(dir: &tempfile::TempDir, mut store: Store, soak: Duration, pick: impl Fn
         reran,
     );
     assert!(verified > 100, "the soak drove real traffic");
-}
-
-/// The checks every soak ends with: no wrong answer, every started
-/// conversation at its goal with exactly its acknowledged steps stored
-/// (once each, in order), no conversation handled concurrently by the
-/// bot. Returns the conversations verified and the updates the bot ran
-/// more than once (documented: the answer or the commit was lost to a
-/// fault, and the platform redelivered; the stored state shows each
-/// applied once).
-fn verify(
-    progress: &[(i64, usize)],
-    goal: impl Fn(i64) -> usize,
-    report: &Report,
-    reader: &Statehold,
-    (bot_overlaps, bot_runs): (u64, &[serde_json::Value]),
-) -> (usize, usize) {
-    let violations = report.violations.lock().unwrap();
-    assert!(
-        violations.is_empty(),
-        "{} violations: {:#?}",
-        violations.len(),
-        &violations[..violations.len().min(20)]
-    );
-    drop(violations);
-
-    // Every started conversation reached its goal, and its stored state is
-    // exactly its acknowledged steps, once each, in order.
-    let mut verified = 0;
-    for &(chat, done) in progress {
-        let g = goal(chat);
-        assert_eq!(done, g + 1, "chat {chat} finished its steps");
-        let stored = reader.stored_once_reachable("tg", &chat.to_string());
-        if g == 3 {
-            assert_eq!(stored, None, "chat {chat}: a finished flow is cleared");
-        } else {
-            let stored =
-                stored.unwrap_or_else(|| panic!("chat {chat}: acknowledged snapshot lost"));
-            let want: Vec<u64> = (0..=g).map(|step| update_id(chat, step)).collect();
-            assert_eq!(stored["state"]["applied"], json!(want), "chat {chat}");
-        }
-        verified += 1;
-    }
-    assert_eq!(bot_overlaps, 0, "no conversation was handled concurrently");
-
-    // Updates the bot ran more than once (documented: the answer or the
-    // commit was lost to a kill, a freeze or an outage, and the platform
-    // redelivered). The state above shows each applied once.
-    let mut seen = std::collections::HashMap::new();
-    for h in bot_runs {
-        *seen.entry(h["update_id"].to_string()).or_insert(0u32) += 1;
-    }
-    let reran = seen.values().filter(|&&n| n > 1).count();
-    (verified, reran)
 }

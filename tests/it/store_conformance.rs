@@ -106,6 +106,25 @@ async fn redis_cluster_store_conforms() {
     redis_conforms(Topology::Cluster { nodes: &nodes }, &cluster.seeds()).await;
 }
 
+/// The same suite through Sentinel: the primary a Sentinel set names (a
+/// replica beside it), links, the audit trail and hand-overs included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_store_conforms() {
+    let dir = support::temp_dir();
+    let set = support::sentinel::SentinelSet::start(dir.path(), 1);
+    let sentinels: Vec<String> = set
+        .sentinels
+        .iter()
+        .map(|(_, p)| format!("127.0.0.1:{p}"))
+        .collect();
+    let primary = set.primary_port().expect("a primary");
+    let topology = Topology::Sentinel {
+        sentinels: &sentinels,
+        master: support::sentinel::MASTER,
+    };
+    redis_conforms(topology, &[primary]).await;
+}
+
 async fn redis_conforms(topology: Topology<'_>, ports: &[u16]) {
     let conn = |prefix| redis_conn(topology, prefix);
     let long = RedisBackend::new(conn("long"), redis_timings(HOUR));

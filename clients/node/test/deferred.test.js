@@ -36,10 +36,12 @@ test('grammY with an 11 s handler behind webhookCallback keeps its flow across k
   const adminPort = await freePort();
   const env = { STATEHOLD_REPORT_URL: `http://127.0.0.1:${adminPort}` };
   let app = await startApp('grammy_app.js', { env });
-  const proxy = await startStatehold(app.port, { adminPort });
+  let proxy;
   const awaiting = () => proxy.metric('statehold_turns_deferred');
   const sent = async () => (await (await fetch(`http://127.0.0.1:${app.port}/_sent`)).json()).map((m) => m.text);
   try {
+    // Inside the try: if statehold cannot start, the app still goes.
+    proxy = await startStatehold(app.port, { adminPort });
     for (const [i, [text, expected]] of STEPS.entries()) {
       const n = i + 1;
       const r = await postJson(`${proxy.url}/telegram`, update(n, 4242, text));
@@ -59,7 +61,7 @@ test('grammY with an 11 s handler behind webhookCallback keeps its flow across k
     assert.equal(await proxy.metric('statehold_requests_total{route="tg",outcome="upstream_error",code="5xx"}'), 0);
   } finally {
     await app.kill9();
-    await proxy.kill9();
+    if (proxy) await proxy.kill9();
   }
 });
 
@@ -81,10 +83,11 @@ test('Slack Bolt without processBeforeResponse keeps its flow across kill -9', a
   const env = { STATEHOLD_REPORT_URL: `http://127.0.0.1:${adminPort}`, SLACK_SIGNING_SECRET: SIGNING_SECRET };
   let app = await startApp('bolt_app.js', { env });
   const routes = '[[route]]\npath = "/slack/events"\nnamespace = "sl"\npreset = "slack"\n';
-  const proxy = await startStatehold(app.port, { adminPort, routes });
+  let proxy;
   const reports = async (result) => proxy.metric(`statehold_deferred_reports_total{route="sl",result="${result}"}`);
   const sent = async () => (await (await fetch(`http://127.0.0.1:${app.port}/_sent`)).json()).map((m) => m.text);
   try {
+    proxy = await startStatehold(app.port, { adminPort, routes });
     for (const [i, [text, expected]] of STEPS.entries()) {
       const n = i + 1;
       const { body, headers } = slackEvent(n, 'U42', text);
@@ -99,7 +102,7 @@ test('Slack Bolt without processBeforeResponse keeps its flow across kill -9', a
     assert.equal(await proxy.metric('statehold_unreported_total{route="sl"}'), 0);
   } finally {
     await app.kill9();
-    await proxy.kill9();
+    if (proxy) await proxy.kill9();
   }
 });
 

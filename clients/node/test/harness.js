@@ -18,6 +18,14 @@ function stateholdBin() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// Every process a test file started is killed when its tests are done,
+// also those a failed test left behind (else the file's process waits for
+// them and the run never ends).
+const started = [];
+require('node:test').after(() => {
+  for (const child of started) if (child.exitCode === null) child.kill('SIGKILL');
+});
+
 /** An app from test/apps (`script`), or any script by absolute path, which
  * prints `listening on PORT`; `--port` is passed, and `PORT` in its env. */
 async function startApp(script, { port = 0, bodyMode = false, env: extraEnv = {} } = {}) {
@@ -26,6 +34,7 @@ async function startApp(script, { port = 0, bodyMode = false, env: extraEnv = {}
   if (bodyMode) args.push('--body-mode');
   const env = { ...process.env, PORT: String(port), ...extraEnv };
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'], env });
+  started.push(child);
   const line = await new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout });
     rl.once('line', resolve);
@@ -49,6 +58,7 @@ async function startStatehold(upstreamPort, { mode = 'header', routes, adminPort
     + `[admin]\nlisten = "127.0.0.1:${adminPort}"\n`);
   const log = path.join(dir, 'statehold.log');
   const child = spawn(stateholdBin(), ['serve', '--config', config], { stdio: ['ignore', 'ignore', fs.openSync(log, 'a')] });
+  started.push(child);
   const deadline = Date.now() + READY_WITHIN;
   while (Date.now() < deadline) {
     const m = /statehold serving listen=(\S+) admin=(\S+)/.exec(fs.readFileSync(log, 'utf8'));
@@ -72,13 +82,23 @@ async function startStatehold(upstreamPort, { mode = 'header', routes, adminPort
 }
 
 /** A port nothing listens on now (an address an app must know before
- * statehold starts: its admin listener, where late reports go). */
-function freePort() {
+ * statehold starts: its admin listener, where late reports go). Taken
+ * below the kernel's ephemeral range (32768 and up), so that no outgoing
+ * connection can hold it by the time statehold binds it; each test file's
+ * process starts at its own offset (its pid) and walks on. */
+let nextPort = 10000 + (process.pid % 97) * 123;
+async function freePort() {
   const net = require('node:net');
-  return new Promise((resolve) => {
+  const bindable = (port) => new Promise((resolve) => {
     const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+  for (let i = 0; i < 12000; i++) {
+    const port = 10000 + ((nextPort++ - 10000) % 12000);
+    if (await bindable(port)) return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 const tgUpdate = (id, chat, text) => ({ update_id: id, message: { message_id: id, chat: { id: chat, type: 'private' }, from: { id: chat }, text } });

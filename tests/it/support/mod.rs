@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod conformance;
 pub mod deferral_conformance;
 pub mod faulty;

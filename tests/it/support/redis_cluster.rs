@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use super::{redis_cmd, wait_until, RedisServer};
+use super::{redis_cmd, RedisServer};
 
 /// A port whose cluster bus port (port + 10000) is free too.
 pub fn free_node_port() -> u16 {
@@ -66,22 +66,68 @@ impl RedisCluster {
     /// Every live node says the cluster is ok and sees every other node,
     /// and every replica is in sync with its primary (a replica that never
     /// synced is not promoted when its primary dies).
+    ///
+    /// Agreement is the Cluster's own time (failure reports, a promoted
+    /// replica's epoch spreading, a restarted node's full sync): it gets as
+    /// long as a failover, and if it never comes, each node's view says why.
     pub fn wait_agreed(&self) {
         let live: Vec<u16> = self.live_ports();
-        wait_until("cluster agreed", || {
+        let agreed = || {
             live.iter().all(|p| {
                 redis_cmd(*p, "CLUSTER INFO").is_ok_and(|i| {
                     i.contains("cluster_state:ok")
                         && i.contains(&format!("cluster_known_nodes:{}", self.nodes.len()))
                 })
             })
-        });
-        wait_until("replicas in sync", || {
+        };
+        let in_sync = || {
             live.iter().all(|p| {
                 redis_cmd(*p, "INFO replication")
                     .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
             })
-        });
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if agreed() && in_sync() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let views: Vec<String> = live
+            .iter()
+            .map(|p| {
+                let info = redis_cmd(*p, "CLUSTER INFO").unwrap_or_else(|e| e.to_string());
+                let nodes = redis_cmd(*p, "CLUSTER NODES").unwrap_or_else(|e| e.to_string());
+                let role = redis_cmd(*p, "INFO replication").unwrap_or_else(|e| e.to_string());
+                let state: Vec<&str> = info.lines().take(3).collect();
+                let link: Vec<&str> = role
+                    .lines()
+                    .filter(|l| l.starts_with("role") || l.starts_with("master_link"))
+                    .collect();
+                format!("node {p}: {state:?} {link:?}\n{nodes}")
+            })
+            .collect();
+        panic!(
+            "the cluster did not agree within 60 s:\n{}",
+            views.join("\n")
+        );
+    }
+
+    /// Kills (kill -9) the primary serving `slot`, waits until its replica
+    /// took over, and brings it back as a replica, in sync, before a next
+    /// fault may kill the promoted one.
+    pub fn fail_over_slot(&mut self, slot: u16) {
+        let doomed = self.owner(slot).expect("the slot served");
+        let node = self.nodes.iter_mut().find(|n| n.port == doomed.port);
+        node.expect("the primary is ours").proc.kill9();
+        super::wait_until_within(
+            "a replica took over",
+            std::time::Duration::from_secs(60),
+            || self.owner(slot).is_some_and(|n| n.port != doomed.port),
+        );
+        let node = self.nodes.iter_mut().find(|n| n.port == doomed.port);
+        node.expect("the primary is ours").restart();
+        self.wait_agreed();
     }
 
     fn live_ports(&self) -> Vec<u16> {
