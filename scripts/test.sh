@@ -2,9 +2,10 @@
 # The whole test suite, on a fresh Debian machine with only Rust installed.
 # Installs what is missing with apt: redis-server and redis-sentinel (the
 # tests start their own instances on free ports; nothing uses a shared
-# Redis), Python 3 with venv, Node.js with npm, and prometheus (for promtool,
-# which checks deploy/prometheus/alerts.yml). Python packages (the
-# frameworks the client helpers are tested with) go into target/pyenv.
+# Redis), Python 3 with venv, Node.js with npm, prometheus (for promtool,
+# which checks deploy/prometheus/alerts.yml) and chromium (the console's
+# browser test). Python packages (the frameworks the client helpers are
+# tested with, and Playwright) go into target/pyenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-ve
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   SUDO=""

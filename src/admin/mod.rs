@@ -4,12 +4,13 @@
 //! links (`links.rs`), export/import (`export.rs`) and deferred turns' late
 //! reports (`turns.rs`: `POST /v1/turns/<token>`, whose credential is the
 //! turn token); all but the first three and the late reports take the
-//! bearer token.
+//! bearer token. The operator's console is served at `/ui/` (`console.rs`).
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
 
 mod audit;
+mod console;
 mod export;
 mod import_check;
 mod links;
@@ -169,6 +170,9 @@ impl<B: Backend> Admin<B> {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, p) if p == "/ui" || p.starts_with("/ui/") => {
+                console::serve(p, self.token.is_some())
+            }
             (&Method::GET, "/readyz") => self.readyz().await,
             (&Method::GET, "/metrics") => {
                 let mut resp = text(StatusCode::OK, self.svc.metrics.render());

@@ -94,8 +94,20 @@ def free_port():
     raise RuntimeError("no free port below the ephemeral range")
 
 
+class DemoBot(Process):
+    """The demo registration bot (``statehold-demo-bot``), on any port."""
+
+    def __init__(self, tmp):
+        bin_path = Path(statehold_bin()).with_name("statehold-demo-bot")
+        log = Path(tmp) / "demo-bot.log"
+        super().__init__([str(bin_path), "--listen", "127.0.0.1:0"], str(log))
+        wait_until(lambda: re.search(r"listening on 127\.0\.0\.1:(\d+)", self.logs()), "the demo bot")
+        self.port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", self.logs()).group(1))
+
+
 class Statehold(Process):
-    def __init__(self, tmp, upstream_port, mode="header", routes=None, env=None, admin_port=0):
+    def __init__(self, tmp, upstream_port, mode="header", routes=None, env=None, admin_port=0,
+                 store_extra="", extra=""):
         routes = routes or (
             '[[route]]\npath = "/telegram"\nnamespace = "tg"\n'
             'key = "json:/message/chat/id"\ndedupe = "json:/update_id"\n'
@@ -104,9 +116,9 @@ class Statehold(Process):
         config.write_text(
             f'[server]\nlisten = "127.0.0.1:0"\n'
             f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\n'
-            f'[store]\npath = "{Path(tmp) / "statehold.db"}"\n'
+            f'[store]\npath = "{Path(tmp) / "statehold.db"}"\n{store_extra}'
             f'[contract]\nmode = "{mode}"\n{routes}'
-            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n'
+            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n{extra}'
         )
         super().__init__([statehold_bin(), "serve", "--config", str(config)],
                          str(Path(tmp) / "statehold.log"), env=env)
