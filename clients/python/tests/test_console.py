@@ -1,17 +1,21 @@
 """The operator's console (issue 24, first slice) in a real browser:
 Debian's ``chromium`` driven by Playwright (``executable_path``: no browser
-download), against the real statehold binary and the demo bot. Signs in
+download), against the real statehold binary and the demo bot, on the
+embedded store and on a redis-server the test starts with hashed keys and
+sealed values (the operator types the plain key; no raw id reaches Redis). Signs in
 with a wrong then the right token, finds a conversation by its plain key,
 reveals its snapshot, rolls it back through the button, sees the audit
 trail name the rollback and the bot receive the rolled-back state, signs
 out."""
 
 import json
+import os
 import shutil
+import subprocess
 
 import pytest
 
-from harness import DemoBot, Statehold, get, post_json, tg_update
+from harness import DemoBot, Process, Statehold, free_port, get, post_json, tg_update, wait_until
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
@@ -20,21 +24,42 @@ CHAT = 1111111
 STEPS = ["/start", "Ann", "ann@example.com"]
 
 
-@pytest.fixture
-def deployment(tmp_path):
+PRIVATE = (
+    'key_secret_env = "SH_KEY_SECRET"\n'
+    'encryption = { keys = [{ id = "k1", secret_env = "SH_KEY_K1" }] }\n'
+)
+SECRETS = {
+    "SH_KEY_SECRET": "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+    "SH_KEY_K1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+}
+
+
+@pytest.fixture(params=["embedded", "redis-private"])
+def deployment(request, tmp_path):
     bot = DemoBot(tmp_path)
     routes = '[[route]]\npath = "/telegram"\nnamespace = "tg"\npreset = "telegram"\n'
-    proxy = Statehold(tmp_path, bot.port, routes=routes, store_extra="history = 5\n",
+    store, env, redis = "history = 5\n", None, None
+    if request.param == "redis-private":
+        port = free_port()
+        redis = Process(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no"], str(tmp_path / "redis.log"), stdout=subprocess.DEVNULL)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                          text=True).stdout.strip() == "PONG", "redis-server")
+        store += f'backend = "redis"\nurl = "redis://127.0.0.1:{port}/0"\nkey_prefix = "console"\n' + PRIVATE
+        env = dict(os.environ, **SECRETS)
+    proxy = Statehold(tmp_path, bot.port, routes=routes, store_extra=store, env=env,
                       extra='token = "console-token"\n[audit]\nmax_events = 1000\n')
-    yield bot, proxy
+    yield bot, proxy, redis and port
     proxy.kill9()
     bot.kill9()
+    if redis:
+        redis.kill9()
 
 
 def test_the_console_finds_reveals_and_rolls_back_a_conversation(deployment):
     from playwright.sync_api import sync_playwright
 
-    bot, proxy = deployment
+    bot, proxy, redis_port = deployment
     for n, text in enumerate(STEPS, start=1):
         status, _, _ = post_json(proxy.url + "/telegram", tg_update(n, CHAT, text))
         assert status == 200
@@ -74,3 +99,15 @@ def test_the_console_finds_reveals_and_rolls_back_a_conversation(deployment):
     status, _, answer = post_json(proxy.url + "/telegram", tg_update(4, CHAT, "ann@example.com"))
     assert status == 200
     assert answer["text"] == "Which plan: basic or pro?"
+    if redis_port:
+        # The operator typed the plain key; Redis holds only hashed names
+        # and sealed values.
+        dump = subprocess.run(["redis-cli", "-p", str(redis_port), "--no-raw", "keys", "*"],
+                              capture_output=True, text=True).stdout
+        assert dump.strip() and str(CHAT) not in dump, dump
+        cli = ["redis-cli", "-p", str(redis_port), "--no-raw"]
+        for name in subprocess.run(cli[:-1] + ["--scan"], capture_output=True, text=True).stdout.split():
+            kind = subprocess.run(cli + ["type", name], capture_output=True, text=True).stdout.strip()
+            if kind == "hash":
+                values = subprocess.run(cli + ["hgetall", name], capture_output=True, text=True).stdout
+                assert "ann@example.com" not in values, name
