@@ -77,30 +77,26 @@ pub(super) async fn drop_alias(
     Ok(())
 }
 
-/// Slides the aliases of a member's `channels` (tags) to the member's
-/// lifetime, off the request path: one `PEXPIRE` each, in its own slot. A
-/// failure only shortens an alias's life until the member's next read.
-pub(super) fn slide_aliases(conn: &RedisConn, channels: Vec<String>, ttl_ms: u128) {
-    if channels.is_empty() {
-        return;
-    }
-    let conn = conn.clone();
-    tokio::spawn(async move {
-        for tag in channels {
-            let mut cmd = redis::cmd("PEXPIRE");
-            cmd.arg(format!("{tag}:a")).arg(ttl_ms.max(1) as u64);
-            if let Err(e) = conn.query::<i64>(&cmd).await {
-                tracing::debug!(error = %e, "an alias's lifetime was not slid");
-            }
-        }
-    });
-}
-
 impl RedisRecords {
-    /// Slides the aliases of `member`'s linked channels (a Cluster).
+    /// Slides the aliases of `member`'s linked `channels` (tags; only a
+    /// Cluster's reads return any) to the member's lifetime, off the
+    /// request path: one `PEXPIRE` each, in its own slot. A failure only
+    /// shortens an alias's life until the member's next read.
     pub(super) fn slide_aliases(&self, member: &ConvKey, channels: Vec<String>) {
-        let ttl = self.scripts.lifetime_of(member).as_millis();
-        slide_aliases(&self.conn, channels, ttl);
+        if channels.is_empty() {
+            return;
+        }
+        let ttl_ms = self.scripts.lifetime_of(member).as_millis().max(1) as u64;
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            for tag in channels {
+                let mut cmd = redis::cmd("PEXPIRE");
+                cmd.arg(format!("{tag}:a")).arg(ttl_ms);
+                if let Err(e) = conn.query::<i64>(&cmd).await {
+                    tracing::debug!(error = %e, "an alias's lifetime was not slid");
+                }
+            }
+        });
     }
 
     /// A link change on a Cluster, `member`'s turn held as `fence`: a link

@@ -64,10 +64,7 @@ impl RedisTurns {
     pub(super) async fn adopt(&self, token: &TurnToken) -> Result<Adoption<RedisTurn>, StoreError> {
         let s = &self.shared;
         let keys = s.conn.keys(token.key());
-        let lease = LeaseKeys {
-            lease: keys.lease(),
-            queue: keys.queue(),
-        };
+        let lease = LeaseKeys::of(&keys);
         let call = AdoptCall {
             lease: lease.lease.clone(),
             deferral: keys.deferral(),

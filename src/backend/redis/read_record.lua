@@ -6,12 +6,13 @@
 -- the audit stream; `mark` nil: no expiry is noticed here), and gets
 -- `fields` ({version, data, linked}), `recorded`, and `channels`: on a
 -- Cluster, a member's linked channels, whose aliases (in other slots)
--- statehold slides after the read; else empty.
+-- statehold slides after the read; else false.
 local fields = redis.call('HMGET', snapshot, 'v', 'd', 'k')
 if fields[1] or fields[3] then
   redis.call('PEXPIRE', snapshot, ttl)
 end
-local channels = {}
+-- No table for the usual case (an unlinked read): `false` is an empty reply.
+local channels = false
 if fields[3] then
   -- A member: its aliases live as long as it does.
   local tag = string.sub(snapshot, 1, -3)

@@ -143,3 +143,13 @@ pub(super) struct LeaseKeys {
     pub(super) lease: String,
     pub(super) queue: String,
 }
+
+impl LeaseKeys {
+    /// The turn keys of a conversation.
+    pub(super) fn of(keys: &super::keys::ConvKeys) -> LeaseKeys {
+        LeaseKeys {
+            lease: keys.lease(),
+            queue: keys.queue(),
+        }
+    }
+}

@@ -214,10 +214,7 @@ impl RedisTurns {
     ) -> Result<Taken, TurnError> {
         let s = &self.shared;
         let conv_keys = s.conn.keys(key);
-        let own = LeaseKeys {
-            lease: conv_keys.lease(),
-            queue: conv_keys.queue(),
-        };
+        let own = LeaseKeys::of(&conv_keys);
         let token = s.fresh_token();
         let deadline = tokio::time::Instant::now() + wait;
         // Listen before queueing, so a hand-over cannot slip past us.
@@ -237,13 +234,6 @@ impl RedisTurns {
             .follow_to_member(&mut place, (key, &conv_keys), dedupe_id, deadline)
             .await
             .map_err(|e| e.unwrap_or(TurnError::WaitExceeded(wait)))?;
-        if let Some(member) = acquired.member.as_ref().filter(|_| via.is_none()) {
-            let member_keys = s.conn.keys(member);
-            place.keys = LeaseKeys {
-                lease: member_keys.lease(),
-                queue: member_keys.queue(),
-            };
-        }
         let keys = place.keys.clone();
         if acquired.prefetched.is_none() {
             self.wait_for_grant(&keys, token, notice, deadline)
@@ -260,11 +250,13 @@ impl RedisTurns {
         })
     }
 
-    /// acquire.lua for `key`; on a Cluster, an alias it points by is
-    /// followed to the member's slot (member_acquire.lua, `place` moved
-    /// there), and an alias the member disowned is dropped and the key
-    /// acquired as its own. `Err(None)`: the deadline passed while aliases
-    /// kept changing.
+    /// acquire.lua for `key`, `place` moved to wherever the token is
+    /// queued: the key's own turn, or a linked channel's member's (on one
+    /// server resolved by the script itself; on a Cluster, the alias it
+    /// points by is followed to the member's slot by member_acquire.lua,
+    /// and an alias the member disowned is dropped and the key acquired as
+    /// its own). `Err(None)`: the deadline passed while aliases kept
+    /// changing.
     async fn follow_to_member(
         &self,
         place: &mut QueuePlace,
@@ -289,15 +281,15 @@ impl RedisTurns {
                 )
                 .await?;
             let Some(alias) = acquired.to_member.clone() else {
+                if let Some(member) = &acquired.member {
+                    place.keys = LeaseKeys::of(&s.conn.keys(member));
+                }
                 return Ok((acquired, None));
             };
             let (member, via) =
                 ViaAlias::parse(s.conn.prefix(), conv_keys, alias).map_err(|e| Some(e.into()))?;
             let member_keys = s.conn.keys(&member);
-            place.keys = LeaseKeys {
-                lease: member_keys.lease(),
-                queue: member_keys.queue(),
-            };
+            place.keys = LeaseKeys::of(&member_keys);
             let at = s
                 .run_member_acquire(&place.keys, token, (&member, &member_keys), &via, dedupe_id)
                 .await?;
