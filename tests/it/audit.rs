@@ -10,41 +10,8 @@ use crate::support;
 use serde_json::{json, Value};
 use support::recorder::reporting_bot;
 use support::redis_cluster::RedisCluster;
+use support::store::Store;
 use support::{Config, RedisServer, Statehold};
-
-/// Where the trail is kept.
-#[derive(Clone, Copy)]
-enum Store<'a> {
-    Embedded,
-    Redis(&'a RedisServer),
-    /// One stream per hash slot; the feed merges them.
-    Cluster(&'a RedisCluster),
-}
-
-impl Store<'_> {
-    fn configure(self, config: &mut Config) {
-        match self {
-            Store::Embedded => {}
-            Store::Redis(r) => config.redis = Some(r.port),
-            Store::Cluster(c) => config.redis_cluster = c.seeds(),
-        }
-    }
-
-    /// Whether `key` is gone from the store's own view (not through the
-    /// admin API, whose reads slide the TTL); `None` on the embedded store.
-    fn key_gone(self, key: &str) -> Option<bool> {
-        let port = match self {
-            Store::Embedded => return None,
-            Store::Redis(r) => r.port,
-            Store::Cluster(c) => {
-                c.owner(support::redis_cluster::key_slot(key))
-                    .expect("an owner")
-                    .port
-            }
-        };
-        Some(support::redis_cmd(port, &format!("EXISTS {key}")).ok() == Some("int(0)".into()))
-    }
-}
 
 const CHAT: i64 = 31337;
 
@@ -381,10 +348,8 @@ fn the_cluster_feed_gives_every_event_once_in_order_through_a_reshard() {
     for _ in 0..3 {
         assert_eq!(page(&mut since, &mut seen), 7);
     }
-    let view = cluster.view();
-    let primaries: Vec<_> = view.iter().filter(|n| n.primary).collect();
     std::thread::scope(|s| {
-        let moving = s.spawn(|| cluster.reshard(primaries[0], primaries[1], 2000));
+        let moving = s.spawn(|| cluster.move_slots_of(0, 2000));
         let writing = s.spawn(|| write(30..40));
         while !(moving.is_finished() && writing.is_finished()) {
             page(&mut since, &mut seen);

@@ -65,13 +65,7 @@ fn a_fleet_of_eight_replicas_on_a_cluster_loses_nothing() {
         support::wait_until_within("traffic under way", Duration::from_secs(60), || {
             acknowledged() >= 100
         });
-        let from = cluster.owner(0).expect("slot 0 served");
-        let to = cluster
-            .view()
-            .into_iter()
-            .find(|n| n.primary && !n.failed && n.id != from.id)
-            .expect("another primary");
-        cluster.reshard(&from, &to, moved);
+        cluster.move_slots_of(0, moved);
         let after_reshard = acknowledged();
         support::wait_until_within("traffic after the reshard", Duration::from_secs(60), || {
             acknowledged() >= after_reshard + 100

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::recorder::{json_answer, Recorded, Recorder};
 use support::redis_cluster::RedisCluster;
+use support::store::Store;
 use support::{post_json, Config, RedisServer, Response, Statehold};
 
 const WA: &str = "+4930123456";
@@ -134,23 +135,11 @@ fn delivered(sh: &Statehold, path: &str, body: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// Where the replicas keep conversations.
-enum Store<'a> {
-    Embedded,
-    Redis(&'a RedisServer),
-    /// A channel and its member in different slots (`cluster_links.rs`).
-    Cluster(&'a RedisCluster),
-}
-
 fn member_across_channels(store: Store) {
     let dir = support::temp_dir();
     let bot = member_bot();
     let mut config = Config::new(bot.recorder.port, dir.path());
-    match store {
-        Store::Embedded => {}
-        Store::Redis(r) => config.redis = Some(r.port),
-        Store::Cluster(c) => config.redis_cluster = c.seeds(),
-    }
+    store.configure(&mut config);
     config.routes = Some(routes());
     config.extra = "[audit]\nmax_events = 1000\n".into();
     let private = !matches!(store, Store::Embedded);
@@ -372,17 +361,8 @@ fn linked_request_round_trips(store: Store, per_request: u64) {
     let dir = support::temp_dir();
     let bot = member_bot();
     let mut config = Config::new(bot.recorder.port, dir.path());
-    let ports = match store {
-        Store::Embedded => unreachable!("scripts are Redis's"),
-        Store::Redis(r) => {
-            config.redis = Some(r.port);
-            vec![r.port]
-        }
-        Store::Cluster(c) => {
-            config.redis_cluster = c.seeds();
-            c.seeds()
-        }
-    };
+    store.configure(&mut config);
+    let ports = store.ports();
     config.routes = Some(routes());
     let prefix = config.key_prefix();
     let sh = Statehold::start(config);
@@ -396,16 +376,8 @@ fn linked_request_round_trips(store: Store, per_request: u64) {
     // The linking request's release of the channel's own turn lands just
     // after its answer.
     let lease = format!("{{{prefix}:web:{WEB}}}:l");
-    let owner = match store {
-        Store::Cluster(c) => {
-            c.owner(support::redis_cluster::key_slot(&lease))
-                .unwrap()
-                .port
-        }
-        _ => ports[0],
-    };
     support::wait_until("the channel's own turn released", || {
-        support::redis_cmd(owner, &format!("EXISTS {lease}")).ok() == Some("int(0)".into())
+        store.key_gone(&lease) == Some(true)
     });
     let before = commands();
     for i in 0..10 {
@@ -439,12 +411,12 @@ fn links_change_while_both_channels_type(store: Store) {
     const ROUNDS: usize = 6;
     let dir = support::temp_dir();
     let bot = member_bot();
+    assert!(
+        !matches!(store, Store::Embedded),
+        "replicas need a shared store"
+    );
     let mut config = Config::new(bot.recorder.port, dir.path());
-    match store {
-        Store::Embedded => unreachable!("replicas need a shared store"),
-        Store::Redis(r) => config.redis = Some(r.port),
-        Store::Cluster(c) => config.redis_cluster = c.seeds(),
-    }
+    store.configure(&mut config);
     config.routes = Some(routes());
     let replicas = [
         Statehold::start(config.clone()),

@@ -18,6 +18,7 @@ pub mod notices;
 pub mod recorder;
 pub mod redis_cluster;
 pub mod sentinel;
+pub mod store;
 pub mod traffic;
 
 use std::io::{Read, Write};
@@ -196,7 +197,18 @@ pub fn wait_until(what: &str, check: impl FnMut() -> bool) {
 
 /// Polls `check` until it holds or `within` passes: for events whose time
 /// is another program's (a Sentinel's failover, with its own timeouts).
-pub fn wait_until_within(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_until_within(what: &str, within: Duration, check: impl FnMut() -> bool) {
+    wait_until_within_or(what, within, check, String::new)
+}
+
+/// [`wait_until_within`], and if it times out, the panic says what
+/// `explain` finds (the programs' own view of why).
+pub fn wait_until_within_or(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if check() {
@@ -204,7 +216,7 @@ pub fn wait_until_within(what: &str, within: Duration, mut check: impl FnMut() -
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out waiting for {what}\n{}", explain());
 }
 
 // ---------------------------------------------------------------- the bot
@@ -876,13 +888,6 @@ impl RedisServer {
         let in_sync = || {
             redis_cmd(port, "INFO replication").is_ok_and(|i| i.contains("master_link_status:up"))
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if in_sync() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let about = |port: u16, dir: &Path| {
             let info = redis_cmd(port, "INFO replication").unwrap_or_else(|e| e.to_string());
             let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
@@ -890,15 +895,18 @@ impl RedisServer {
             let tail = lines[lines.len().saturating_sub(25)..].join("\n");
             format!("--- redis-server on {port}:\n{info}\n--- its log:\n{tail}")
         };
-        let primary = self.replica_of.map(|p| {
-            let dir = self.dir.with_file_name(format!("redis-{p}"));
-            about(p, &dir)
-        });
-        panic!(
-            "replica on {port} not in sync within 60 s\n{}\n{}",
-            about(port, &self.dir),
-            primary.unwrap_or_default()
-        );
+        let explain = || {
+            let primary = self.replica_of.map(|p| {
+                let dir = self.dir.with_file_name(format!("redis-{p}"));
+                about(p, &dir)
+            });
+            format!(
+                "{}\n{}",
+                about(port, &self.dir),
+                primary.unwrap_or_default()
+            )
+        };
+        wait_until_within_or("replica in sync", Duration::from_secs(60), in_sync, explain);
     }
 
     /// A Redis Cluster node, not yet part of a cluster; AOF on, so a

@@ -86,31 +86,42 @@ impl RedisCluster {
                     .is_ok_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
             })
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if agreed() && in_sync() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let views: Vec<String> = live
-            .iter()
-            .map(|p| {
-                let info = redis_cmd(*p, "CLUSTER INFO").unwrap_or_else(|e| e.to_string());
-                let nodes = redis_cmd(*p, "CLUSTER NODES").unwrap_or_else(|e| e.to_string());
-                let role = redis_cmd(*p, "INFO replication").unwrap_or_else(|e| e.to_string());
-                let state: Vec<&str> = info.lines().take(3).collect();
-                let link: Vec<&str> = role
-                    .lines()
-                    .filter(|l| l.starts_with("role") || l.starts_with("master_link"))
-                    .collect();
-                format!("node {p}: {state:?} {link:?}\n{nodes}")
-            })
-            .collect();
-        panic!(
-            "the cluster did not agree within 60 s:\n{}",
+        let views = || {
+            let views: Vec<String> = live
+                .iter()
+                .map(|p| {
+                    let info = redis_cmd(*p, "CLUSTER INFO").unwrap_or_else(|e| e.to_string());
+                    let nodes = redis_cmd(*p, "CLUSTER NODES").unwrap_or_else(|e| e.to_string());
+                    let role = redis_cmd(*p, "INFO replication").unwrap_or_else(|e| e.to_string());
+                    let state: Vec<&str> = info.lines().take(3).collect();
+                    let link: Vec<&str> = role
+                        .lines()
+                        .filter(|l| l.starts_with("role") || l.starts_with("master_link"))
+                        .collect();
+                    format!("node {p}: {state:?} {link:?}\n{nodes}")
+                })
+                .collect();
             views.join("\n")
+        };
+        super::wait_until_within_or(
+            "the cluster to agree",
+            std::time::Duration::from_secs(60),
+            || agreed() && in_sync(),
+            views,
         );
+    }
+
+    /// Moves `count` slots (the lowest first) from the primary serving
+    /// `slot` to another primary, live; returns that other primary.
+    pub fn move_slots_of(&self, slot: u16, count: u16) -> NodeInfo {
+        let from = self.owner(slot).expect("the slot served");
+        let to = self
+            .view()
+            .into_iter()
+            .find(|n| n.primary && !n.failed && n.id != from.id)
+            .expect("another primary");
+        self.reshard(&from, &to, count);
+        to
     }
 
     /// Kills (kill -9) the primary serving `slot`, waits until its replica
