@@ -153,6 +153,10 @@ fn soak(dir: &tempfile::TempDir, mut store: Store, soak: Duration, pick: impl Fn
 
     let progress = std::thread::scope(|s| {
         let traffic = s.spawn(|| drive(&targets, &chats, goal, 8, deadline, &report, &no_new));
+        let mut faults = |name: &'static str| {
+            report.note(None, name.to_string());
+            faults.push(name);
+        };
         let end = Instant::now() + soak;
         let mut round = 0usize;
         while Instant::now() < end {
@@ -162,16 +166,19 @@ fn soak(dir: &tempfile::TempDir, mut store: Store, soak: Duration, pick: impl Fn
                     bot_overlaps += bot.overlaps();
                     bot_runs.extend(bot.handled());
                     bot.crash_and_restart();
-                    faults.push("bot kill -9");
+                    faults("bot kill -9");
                 }
                 1 => {
                     let r = &mut replicas[round / 5 % 3];
                     r.proc.kill9();
                     std::thread::sleep(Duration::from_millis(300));
                     r.start_again();
-                    faults.push("replica kill -9");
+                    faults("replica kill -9");
                 }
-                2 => faults.push(store.break_once(round / 5)),
+                2 => {
+                    report.note(None, "a store fault begins".to_string());
+                    faults(store.break_once(round / 5));
+                }
                 3 => {
                     let r = &replicas[round / 5 % 3];
                     let idle: Vec<_> = (0..MAX_CONNECTIONS + 4)
@@ -179,14 +186,14 @@ fn soak(dir: &tempfile::TempDir, mut store: Store, soak: Duration, pick: impl Fn
                         .collect();
                     std::thread::sleep(Duration::from_millis(800));
                     drop(idle);
-                    faults.push("connection limit filled");
+                    faults("connection limit filled");
                 }
                 _ => {
                     let r = &replicas[(round / 5 + 1) % 3];
                     support::signal(r.proc.pid(), "STOP");
                     std::thread::sleep(Duration::from_millis(1500));
                     support::signal(r.proc.pid(), "CONT");
-                    faults.push("replica frozen past its lease");
+                    faults("replica frozen past its lease");
                 }
             }
             round += 1;

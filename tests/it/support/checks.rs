@@ -21,11 +21,18 @@ pub fn verify(
     (bot_overlaps, bot_runs): (u64, &[serde_json::Value]),
 ) -> (usize, usize) {
     let violations = report.violations.lock().unwrap();
+    // The conversations a violation names ("chat N step S: ..."), whose
+    // deliveries and the faults around them the failure prints.
+    let named: Vec<i64> = violations
+        .iter()
+        .filter_map(|v| v.strip_prefix("chat ")?.split(' ').next()?.parse().ok())
+        .collect();
     assert!(
         violations.is_empty(),
-        "{} violations: {:#?}",
+        "{} violations: {:#?}\ntimeline:\n{}",
         violations.len(),
-        &violations[..violations.len().min(20)]
+        &violations[..violations.len().min(20)],
+        report.timeline_of(&named)
     );
     drop(violations);
 

@@ -52,6 +52,34 @@ pub struct Report {
     /// Racing duplicates answered 200 (the step's answer, the bot not run
     /// twice for it).
     pub duplicates_answered: AtomicU64,
+    /// Every delivery's outcome and every injected fault, timed: printed
+    /// for the conversations a violation names (`checks::verify`).
+    pub timeline: Mutex<Vec<(Instant, Option<i64>, String)>>,
+}
+
+impl Report {
+    /// Notes an event of conversation `chat` (`None`: a fault).
+    pub fn note(&self, chat: Option<i64>, what: String) {
+        let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        timeline.push((Instant::now(), chat, what));
+    }
+
+    /// The timeline of `chats` and of the faults, in ms from its start.
+    pub fn timeline_of(&self, chats: &[i64]) -> String {
+        let timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(start) = timeline.first().map(|(at, _, _)| *at) else {
+            return String::new();
+        };
+        timeline
+            .iter()
+            .filter(|(_, chat, _)| chat.is_none_or(|c| chats.contains(&c)))
+            .map(|(at, chat, what)| {
+                let who = chat.map_or("fault".to_string(), |c| format!("chat {c}"));
+                format!("{:>7} ms {who}: {what}", (*at - start).as_millis())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// Drives `chats` through `targets` until each reached its `goal(chat)`
@@ -140,6 +168,11 @@ fn deliver(
             }
             answer
         });
+        let seen = match &answer {
+            Ok(r) => format!("{} {:?}", r.status, super::reply_text(r)),
+            Err(_) => "no answer".to_string(),
+        };
+        report.note(Some(chat), format!("step {step} to {target}: {seen}"));
         match answer {
             Err(_) => {
                 report.no_answer.fetch_add(1, Ordering::Relaxed);
