@@ -8,12 +8,11 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::state::{namespace_ok, strict_decode};
+use super::state::key_param;
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::audit::AuditQuery;
 use crate::backend::Backend;
 use crate::backend::Inspect;
-use crate::key::ConvKey;
 
 const MAX_LIMIT: usize = 1000;
 
@@ -22,7 +21,8 @@ impl<B: Backend> Admin<B> {
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
-        let query = match parse(req.uri().query().unwrap_or("")) {
+        let hashed = self.svc.backend.privacy().hashes_keys();
+        let query = match parse(req.uri().query().unwrap_or(""), hashed) {
             Ok(q) => q,
             Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
         };
@@ -42,7 +42,7 @@ impl<B: Backend> Admin<B> {
     }
 }
 
-fn parse(query: &str) -> Result<AuditQuery, &'static str> {
+fn parse(query: &str, hashed: bool) -> Result<AuditQuery, &'static str> {
     let mut q = AuditQuery {
         limit: 100,
         ..AuditQuery::default()
@@ -50,14 +50,7 @@ fn parse(query: &str) -> Result<AuditQuery, &'static str> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
-            "key" => {
-                let text = strict_decode(value).ok_or("key: percent-encoded UTF-8, please")?;
-                let (ns, id) = text
-                    .split_once(':')
-                    .filter(|(ns, id)| namespace_ok(ns) && !id.is_empty())
-                    .ok_or("key is <namespace>:<id>, the namespace as a route's")?;
-                q.key = Some(ConvKey::new(ns, id));
-            }
+            "key" => q.key = Some(key_param(value, hashed)?),
             "since" => {
                 // `17` (embedded), `1733094000000-0` (one Redis stream),
                 // `1733094000000-0-5461` (a Redis Cluster: id and slot).
@@ -96,7 +89,10 @@ mod tests {
     fn feed_positions_of_every_store_and_nothing_else() {
         for ok in ["0", "17", "1733094000000-0", "1733094000000-3-16383"] {
             assert_eq!(
-                parse(&format!("since={ok}")).unwrap().since.as_deref(),
+                parse(&format!("since={ok}"), false)
+                    .unwrap()
+                    .since
+                    .as_deref(),
                 Some(ok)
             );
         }
@@ -109,7 +105,7 @@ mod tests {
             "1-2-x",
             "123456789012345678901",
         ] {
-            assert!(parse(&format!("since={bad}")).is_err(), "{bad}");
+            assert!(parse(&format!("since={bad}"), false).is_err(), "{bad}");
         }
     }
 }

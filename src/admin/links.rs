@@ -31,7 +31,7 @@ impl<B: Backend> Admin<B> {
         };
         if rest
             .split_once('/')
-            .is_some_and(|(ns, _)| !namespace_ok(ns))
+            .is_some_and(|(ns, _)| !namespace_ok(ns, self.svc.backend.privacy().hashes_keys()))
         {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": NAMESPACE_RULE }));
         }

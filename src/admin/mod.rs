@@ -4,13 +4,15 @@
 //! links (`links.rs`), export/import (`export.rs`) and deferred turns' late
 //! reports (`turns.rs`: `POST /v1/turns/<token>`, whose credential is the
 //! turn token); all but the first three and the late reports take the
-//! bearer token. The operator's console is served at `/ui/` (`console.rs`).
+//! bearer token. The operator's console is served at `/ui/` (`console.rs`),
+//! with its own calls under `/v1/console/` (`console_api.rs`).
 //!
 //! State API writes take the conversation's turn like any request, so an
 //! operator's PUT never interleaves with a request in flight.
 
 mod audit;
 mod console;
+mod console_api;
 mod export;
 mod import_check;
 mod links;
@@ -183,6 +185,7 @@ impl<B: Backend> Admin<B> {
                 resp
             }
             (_, p) if p.starts_with("/v1/state/") => self.state_api(req).await,
+            (_, p) if p.starts_with("/v1/console/") => self.console_api(req).await,
             (&Method::POST, p) if p.starts_with("/v1/turns/") => {
                 let token = p["/v1/turns/".len()..].to_string();
                 self.turns_api(req, &token).await

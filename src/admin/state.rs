@@ -44,7 +44,8 @@ impl<B: Backend> Admin<B> {
         if let Some(refusal) = self.refused(&req) {
             return refusal;
         }
-        let (key, target) = match state_path(req.uri().path()) {
+        let hashed = self.svc.backend.privacy().hashes_keys();
+        let (key, target) = match state_path(req.uri().path(), hashed) {
             Ok(found) => found,
             Err((status, error)) => return json_response(status, json!({ "error": error })),
         };
@@ -301,7 +302,7 @@ fn query_u64(query: Option<&str>, name: &str) -> Option<Result<u64, ()>> {
 
 /// `/v1/state/<namespace>/<id>[/history|/rollback]` → the conversation and
 /// what is asked of it, or the answer refusing the path.
-fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str)> {
+fn state_path(path: &str, hashed: bool) -> Result<(ConvKey, Target), (StatusCode, &'static str)> {
     let rest = path.trim_start_matches("/v1/state/");
     let parts: Vec<&str> = rest.split('/').collect();
     let (ns, id, target) = match parts.as_slice() {
@@ -318,7 +319,13 @@ fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str
     if ns.is_empty() || id.is_empty() {
         return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
     }
-    if !namespace_ok(ns) {
+    // A stored key's namespace comes encoded (`tg%23`: a raw `#` ends a
+    // path); the rule is checked on what it decodes to.
+    let ns = match ns.strip_suffix("%23") {
+        Some(route) if hashed => format!("{route}{}", crate::privacy::HASHED_MARK),
+        _ => ns.to_string(),
+    };
+    if !namespace_ok(&ns, hashed) {
         return Err((StatusCode::BAD_REQUEST, NAMESPACE_RULE));
     }
     let Some(id) = strict_decode(id) else {
@@ -327,7 +334,7 @@ fn state_path(path: &str) -> Result<(ConvKey, Target), (StatusCode, &'static str
             "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes",
         ));
     };
-    Ok((ConvKey::new(ns, &id), target))
+    Ok((ConvKey::new(&ns, &id), target))
 }
 
 /// What a namespace in an admin path or key may hold.
@@ -336,9 +343,27 @@ pub(super) const NAMESPACE_RULE: &str =
 
 /// A namespace as the config allows one (`route.namespace`): a `:` would
 /// move the key's split (`web:rb2` + `x` is `web` + `rb2:x`), a `{` or `}`
-/// would name Redis hash tags.
-pub(super) fn namespace_ok(ns: &str) -> bool {
+/// would name Redis hash tags. With `store.key_secret` (`hashed`), also a
+/// stored key's (`<namespace>#`), which no route's can be: the trail, the
+/// links and the console name conversations by their stored keys, and the
+/// store takes such a key as its own stored name, never hashing it again.
+pub(super) fn namespace_ok(ns: &str, hashed: bool) -> bool {
     crate::key::is_namespace(ns)
+        || (hashed
+            && ns
+                .strip_suffix(crate::privacy::HASHED_MARK)
+                .is_some_and(crate::key::is_namespace))
+}
+
+/// A conversation named as the bot sees it (`X-Statehold-Key`,
+/// `<namespace>:<id>`, percent-encoded in a query), or by its stored key.
+pub(super) fn key_param(value: &str, hashed: bool) -> Result<ConvKey, &'static str> {
+    let text = strict_decode(value).ok_or("key: percent-encoded UTF-8, please")?;
+    let (ns, id) = text
+        .split_once(':')
+        .filter(|(ns, id)| namespace_ok(ns, hashed) && !id.is_empty())
+        .ok_or("key is <namespace>:<id>, the namespace as a route's")?;
+    Ok(ConvKey::new(ns, id))
 }
 
 /// `%XX` escapes in a path segment (ids like `+1415…` or `a/b`). Refused:

@@ -33,7 +33,9 @@ pub struct AuditEntry {
     pub event: Value,
 }
 
-/// Which events `GET /v1/audit` asks for.
+/// Which events `GET /v1/audit` asks for; neither a key nor a position:
+/// the newest events of the store, newest first (the console's recent
+/// conversations).
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
     /// Only this stored key's events, newest first.

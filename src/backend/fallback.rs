@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::warn;
 
-use super::audit::{AuditEntry, AuditQuery};
+use super::audit::{AuditEntry, AuditNote, AuditQuery};
 use super::private::{Private, PrivateHeld};
 use super::{
     Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, Links, Loaded, StateChange,
@@ -154,6 +154,15 @@ impl<B: Backend> Inspect for PlaintextFallback<B> {
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.inner.links(key).await
+    }
+
+    async fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &AuditNote,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.note_view(key, note, version).await
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::audit::{AuditEntry, AuditQuery};
+use super::audit::{AuditEntry, AuditNote, AuditQuery};
 use super::sealed::{carrier, open};
 use super::{
     Adoption, Backend, Commit, CommitOutcome, Dumped, Held, Inspect, LinkChange, Links, Loaded,
@@ -169,6 +169,17 @@ impl<B: Backend> Inspect for Private<B> {
 
     async fn links(&self, key: &ConvKey) -> Result<Links, StoreError> {
         self.inner.links(&self.privacy.stored_key(key)).await
+    }
+
+    /// By the stored name, as every event of the trail.
+    async fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &AuditNote,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let stored = self.privacy.stored_key(key);
+        self.inner.note_view(&stored, note, version).await
     }
 }
 

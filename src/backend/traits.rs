@@ -74,6 +74,17 @@ pub trait Inspect: Send + Sync + 'static {
     /// Whose alias `key` is, and which channels are linked to it
     /// ([`super::link`]); outside any turn.
     fn links(&self, key: &ConvKey) -> impl Future<Output = Result<Links, StoreError>> + Send;
+
+    /// Appends a `view` event to the audit trail (nothing with `[audit]`
+    /// off): an operator was shown `key`'s snapshot at `version` (the
+    /// console's reveal and diff). Not a change: no version moves and no
+    /// turn is taken, so it needs none.
+    fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &audit::AuditNote,
+        version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The process's side: health, expiry, shutdown, the key marks and the
@@ -214,6 +225,15 @@ macro_rules! delegate_inspect {
                 key: &$crate::key::ConvKey,
             ) -> Result<$crate::backend::Links, $crate::backend::StoreError> {
                 self.inner.links(key).await
+            }
+
+            async fn note_view(
+                &self,
+                key: &$crate::key::ConvKey,
+                note: &$crate::backend::audit::AuditNote,
+                version: u64,
+            ) -> Result<(), $crate::backend::StoreError> {
+                self.inner.note_view(key, note, version).await
             }
         }
     };

@@ -15,6 +15,7 @@ mod adoption;
 mod audit;
 mod cli;
 mod cluster;
+mod console;
 mod contract;
 mod dedupe;
 mod deferred;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use store::OpenError;
 
-use super::audit::{AuditEntry, AuditQuery};
+use super::audit::{AuditEntry, AuditNote, AuditQuery};
 use super::{
     Adoption, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, Links, Loaded,
     RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
@@ -178,6 +178,15 @@ impl Inspect for EmbeddedBackend {
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.records.audit(query)
+    }
+
+    async fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &AuditNote,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        self.records.note_view(key, note, version).await
     }
 }
 

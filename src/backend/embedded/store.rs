@@ -12,7 +12,7 @@ use super::rows::{
     decode_record, ALIASES, AUDIT, DEDUPE, EXPIRY, HISTORY, MEMBER_LINKS, PURGE_CHUNK, SNAPSHOTS,
 };
 use super::writer::{writer_loop, Job, Limits};
-use crate::backend::audit::{AuditEntry, AuditQuery};
+use crate::backend::audit::{AuditEntry, AuditNote, AuditQuery};
 use crate::backend::{now_ms, Commit, CommitOutcome, ScanPage, StoreError, Version};
 use crate::key::ConvKey;
 
@@ -249,6 +249,25 @@ impl EmbeddedStore {
             }
         }
         Ok(out)
+    }
+
+    /// A `view` event (see [`crate::backend::Inspect::note_view`]),
+    /// through the writer thread like every write.
+    pub async fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &AuditNote,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        if self.limits.audit == 0 {
+            return Ok(());
+        }
+        let event = note.event(key, ("view", None), now_ms(), (version, version));
+        self.submit(|reply| Job::Note {
+            event: event.into_bytes(),
+            reply,
+        })
+        .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

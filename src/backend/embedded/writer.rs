@@ -43,6 +43,11 @@ pub(super) enum Job {
         now: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Append an audit event that changes nothing (a `view`).
+    Note {
+        event: Vec<u8>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Slide a live record's TTL; fire and forget (a lost touch only means
     /// the record expires a little earlier).
     Touch { key: ConvKey, now: u64 },
@@ -96,6 +101,10 @@ fn apply_batch(db: &Database, batch: &[Job], limits: &Limits) -> Result<Vec<Outc
                     key, commit, now, ..
                 } => Outcome::Commit(apply_commit(&mut tables, key, commit, *now, limits)?),
                 Job::Purge { now, .. } => Outcome::Purge(purge(&mut tables, *now, limits)?),
+                Job::Note { event, .. } => {
+                    tables.append_event(event, limits.audit)?;
+                    Outcome::Noted
+                }
                 Job::Touch { key, now } => {
                     touch(&mut tables, key, *now, limits)?;
                     Outcome::Touched
@@ -119,6 +128,9 @@ fn reply(batch: Vec<Job>, outcomes: Vec<Outcome>) {
             (Job::Purge { reply, .. }, Outcome::Purge(n)) => {
                 reply.send(Ok(n)).ok();
             }
+            (Job::Note { reply, .. }, Outcome::Noted) => {
+                reply.send(Ok(())).ok();
+            }
             _ => {}
         }
     }
@@ -128,21 +140,20 @@ fn reply(batch: Vec<Job>, outcomes: Vec<Outcome>) {
 fn fail(batch: Vec<Job>, reason: &str) {
     let err = || StoreError::Unavailable(reason.to_string().into());
     for job in batch {
-        match job {
-            Job::Commit { reply, .. } => {
-                reply.send(Err(err())).ok();
-            }
-            Job::Purge { reply, .. } => {
-                reply.send(Err(err())).ok();
-            }
-            Job::Touch { .. } => {}
-        }
+        // A reply that cannot be delivered: its request was cancelled.
+        let _ = match job {
+            Job::Commit { reply, .. } => reply.send(Err(err())).is_ok(),
+            Job::Purge { reply, .. } => reply.send(Err(err())).is_ok(),
+            Job::Note { reply, .. } => reply.send(Err(err())).is_ok(),
+            Job::Touch { .. } => true,
+        };
     }
 }
 
 enum Outcome {
     Commit(Result<CommitOutcome, StoreError>),
     Purge(u64),
+    Noted,
     Touched,
 }
 

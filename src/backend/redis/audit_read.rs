@@ -57,10 +57,10 @@ fn feed_slot_script() -> &'static redis::Script {
     FEED_SLOT.get_or_init(|| redis::Script::new(include_str!("feed_slot.lua")))
 }
 
-type Rows = Vec<(String, Vec<(String, String)>)>;
+pub(super) type Rows = Vec<(String, Vec<(String, String)>)>;
 
 /// An entry's event (its `e` field).
-fn event_of(fields: Vec<(String, String)>) -> Result<serde_json::Value, StoreError> {
+pub(super) fn event_of(fields: Vec<(String, String)>) -> Result<serde_json::Value, StoreError> {
     let (_, text) = fields
         .into_iter()
         .find(|(f, _)| f == "e")
@@ -69,7 +69,7 @@ fn event_of(fields: Vec<(String, String)>) -> Result<serde_json::Value, StoreErr
 }
 
 /// `ms-seq` of a stream id.
-fn id_parts(id: &str) -> Result<(u64, u64), StoreError> {
+pub(super) fn id_parts(id: &str) -> Result<(u64, u64), StoreError> {
     let (ms, seq) = id.split_once('-').ok_or_else(|| bad_reply("audit id"))?;
     let parse = |s: &str| s.parse::<u64>().map_err(|_| bad_reply("audit id"));
     Ok((parse(ms)?, parse(seq)?))
@@ -77,8 +77,9 @@ fn id_parts(id: &str) -> Result<(u64, u64), StoreError> {
 
 impl RedisRecords {
     /// Audit events: one conversation's, newest first (`XREVRANGE` of its
-    /// stream, filtered by key: bounded by the stream's length), or the
-    /// feed after a position, oldest first.
+    /// stream, filtered by key: bounded by the stream's length), the feed
+    /// after a position, oldest first, or the newest of all
+    /// (`audit_view.rs`).
     pub(super) async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         if self.audit == 0 {
             return Ok(Vec::new());
@@ -110,8 +111,8 @@ impl RedisRecords {
             (None, Some(since)) if streams.per_slot() => {
                 self.cluster_feed(since, query.limit).await
             }
-            (None, since) => {
-                let since = since.as_deref().unwrap_or("0");
+            (None, None) => self.newest(query.limit).await,
+            (None, Some(since)) => {
                 let start = match Position::parse(since)? {
                     None => "-".to_string(),
                     Some(p) => format!("({}-{}", p.ms, p.seq),
@@ -277,7 +278,7 @@ const FEED_ATTEMPTS: u32 = 4;
 
 /// `CLUSTER SLOTS` as each primary's slots (`[[start, end, [host, port,
 /// ..], replicas..], ..]`).
-fn slots_per_primary(map: &redis::Value) -> Result<Vec<Vec<u16>>, StoreError> {
+pub(super) fn slots_per_primary(map: &redis::Value) -> Result<Vec<Vec<u16>>, StoreError> {
     let bad = || bad_reply("CLUSTER SLOTS");
     let redis::Value::Array(ranges) = map else {
         return Err(bad());

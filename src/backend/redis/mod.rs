@@ -29,6 +29,7 @@ mod acquire;
 mod alias;
 mod audit_read;
 mod audit_streams;
+mod audit_view;
 mod background;
 mod breaker;
 mod calls;
@@ -57,7 +58,7 @@ pub use endpoint::{Access, Topology};
 pub use error::ConnError;
 pub use keys::{escape_key_part, ConvKeys};
 
-use super::audit::{AuditEntry, AuditQuery};
+use super::audit::{AuditEntry, AuditNote, AuditQuery};
 use super::{
     Adoption, Commit, CommitOutcome, Dumped, Held, Inspect, Lifecycle, Links, Loaded, Origin,
     RecordedResponse, Retention, ScanPage, StoreError, TurnError, TurnToken, Turns, Version,
@@ -297,6 +298,15 @@ impl Inspect for RedisBackend {
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.records.audit(query).await
+    }
+
+    async fn note_view(
+        &self,
+        key: &ConvKey,
+        note: &AuditNote,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        self.records.note_view(key, note, version).await
     }
 }
 

@@ -1,0 +1,219 @@
+//! The console's own calls (`/v1/console/…`, `admin/console_api.rs`)
+//! against the real binary on the embedded store, one Redis with privacy
+//! on (hashed keys, sealed values) and a Redis Cluster: a conversation's
+//! summary names no value; a reveal and a diff answer the values and each
+//! appends a `view` event to the trail; the recent list names each
+//! conversation once, newest first, and a listed stored key opens the
+//! same conversation (also in the state API, for a rollback); bad input
+//! is a 400 that loses nothing. The browser test
+//! (`clients/python/tests/test_console.py`) drives the page on top.
+
+use crate::support;
+
+use serde_json::{json, Value};
+use support::recorder::reporting_bot;
+use support::redis_cluster::RedisCluster;
+use support::store::Store;
+use support::{Config, RedisServer, Statehold};
+
+const CHAT: i64 = 4242;
+
+fn console_calls(store: Store, private: bool) {
+    let dir = support::temp_dir();
+    let bot = reporting_bot();
+    let mut config = Config::new(bot.port, dir.path());
+    store.configure(&mut config);
+    config.store_extra = "history = 5\n".into();
+    config.extra = "[audit]\nmax_events = 1000\n".into();
+    if private {
+        config.private_at_rest();
+    }
+    let sh = Statehold::start(config);
+    let say = |id: u64, chat: i64, text: &str| {
+        assert_eq!(sh.update(id, chat, text).status, 200);
+    };
+    say(1, CHAT, r#"{"step":"name","name":"Ada"}"#);
+    say(2, CHAT, r#"{"step":"pin","name":"Ada","pin":"4711"}"#);
+    say(3, CHAT + 1, r#"{"step":"name"}"#);
+    let key = format!("tg:{CHAT}");
+
+    // The summary: status, version, lifetime; never a value.
+    let (status, summary) =
+        sh.admin_call("GET", &format!("/v1/console/conversation?key={key}"), "");
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["status"], "stored");
+    assert_eq!(summary["version"], 2);
+    let ttl = summary["ttl_ms"].as_u64().expect("a lifetime left");
+    assert!(ttl > 0 && ttl <= 7 * 24 * 3600 * 1000, "{summary}");
+    assert!(!summary.to_string().contains("Ada") && !summary.to_string().contains("4711"));
+    let stored_key = summary["stored_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        stored_key != key,
+        private,
+        "hashed with store.key_secret only"
+    );
+    let (_, none) = sh.admin_call("GET", "/v1/console/conversation?key=tg:999", "");
+    assert_eq!(none["status"], "none");
+
+    // A reveal answers the values and is audited as a view.
+    let (status, shown) = sh.admin_call("POST", &format!("/v1/console/reveal?key={key}"), "");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["state"]["pin"], "4711");
+    assert_eq!(shown["version"], 2);
+    // A diff: v1 → v2 by member, audited too.
+    let (status, diff) =
+        sh.admin_call("POST", &format!("/v1/console/diff?key={key}&version=2"), "");
+    assert_eq!(status, 200, "{diff}");
+    assert_eq!(diff["from"], 1);
+    assert_eq!(
+        diff["changes"],
+        json!([
+            {"member": "pin", "before": null, "after": "4711"},
+            {"member": "step", "before": "name", "after": "pin"},
+        ])
+    );
+    let (_, trail) = sh.admin_call("GET", &format!("/v1/audit?key={key}&limit=10"), "");
+    let kinds: Vec<(&str, u64, u64)> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let e = &e["event"];
+            let v = |n: &str| e[n].as_u64().unwrap();
+            (
+                e["kind"].as_str().unwrap(),
+                v("from_version"),
+                v("to_version"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("view", 2, 2),
+            ("view", 2, 2),
+            ("write", 1, 2),
+            ("write", 0, 1)
+        ],
+        "{trail}"
+    );
+    assert!(!trail.to_string().contains("4711"), "no value in the trail");
+
+    // Recent conversations: each once, newest first, by stored key.
+    let (status, recent) = sh.admin_call("GET", "/v1/console/recent?limit=5", "");
+    assert_eq!(status, 200, "{recent}");
+    let keys: Vec<&str> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2, "{recent}");
+    assert_eq!(keys[0], stored_key, "the views made it the newest");
+    assert_eq!(recent[0]["kind"], "view");
+    // A listed (stored) key opens the same conversation, and the state
+    // API takes it for a rollback.
+    let listed = stored_key.replace('#', "%23");
+    let (_, by_stored) =
+        sh.admin_call("GET", &format!("/v1/console/conversation?key={listed}"), "");
+    assert_eq!(by_stored["version"], 2, "{listed}: {by_stored}");
+    let (ns, id) = stored_key.split_once(':').unwrap();
+    let ns = ns.replace('#', "%23");
+    let (status, rolled) = sh.admin_call(
+        "POST",
+        &format!("/v1/state/{ns}/{id}/rollback"),
+        r#"{"to": 1}"#,
+    );
+    assert_eq!(status, 200, "{rolled}");
+    assert_eq!(rolled["version"], 3);
+    let r = sh.update(4, CHAT, "KEEP");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sh.stored("tg", &CHAT.to_string()).expect("a snapshot")["state"]["step"],
+        "name",
+        "the bot got the rolled-back state"
+    );
+
+    // Bad input: a clear refusal, nothing lost, nothing audited.
+    for (method, path) in [
+        ("GET", "/v1/console/conversation"),
+        ("GET", "/v1/console/conversation?key=tg"),
+        ("GET", "/v1/console/conversation?key=t%7Bg:1"),
+        ("POST", "/v1/console/diff?key=tg:4242&version=x"),
+        ("GET", "/v1/console/recent?limit=-1"),
+    ] {
+        let (status, body) = sh.admin_call(method, path, "");
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let (status, _) = sh.admin_call(
+        "POST",
+        &format!("/v1/console/diff?key={key}&version=99"),
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _) = sh.admin_call("POST", "/v1/console/reveal?key=tg:999", "");
+    assert_eq!(status, 404);
+    if !private {
+        // Without key_secret a stored-key namespace is no namespace.
+        let (status, _) = sh.admin_call("GET", "/v1/console/conversation?key=tg%23:ab", "");
+        assert_eq!(status, 400);
+    }
+    let (_, after) = sh.admin_call("GET", &format!("/v1/audit?key={key}&limit=10"), "");
+    let views = |t: &Value| {
+        t.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["kind"] == "view")
+            .count()
+    };
+    assert_eq!(views(&after), 2, "refusals audit nothing");
+    let logs = sh.logs();
+    assert!(
+        !logs.contains("4711") && !logs.contains("Ada"),
+        "no value logged"
+    );
+    if private {
+        assert!(!logs.contains(&CHAT.to_string()), "no raw id logged");
+    }
+}
+
+#[test]
+fn console_calls_on_the_embedded_store() {
+    console_calls(Store::Embedded, false);
+}
+
+#[test]
+fn console_calls_on_redis_with_privacy_on() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    console_calls(Store::Redis(&redis), true);
+}
+
+#[test]
+fn console_calls_on_a_redis_cluster() {
+    let dir = support::temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    console_calls(Store::Cluster(&cluster), false);
+}
+
+/// Without a token the console's calls are off, as the state API is;
+/// with a wrong one, refused.
+#[test]
+fn console_calls_need_the_token() {
+    let dir = support::temp_dir();
+    let bot = reporting_bot();
+    let sh = Statehold::start(Config::new(bot.port, dir.path()));
+    let wrong = [("authorization", "Bearer wrong-token")];
+    let r = support::request(
+        sh.admin(),
+        "POST",
+        "/v1/console/reveal?key=tg:1",
+        &wrong,
+        b"",
+    )
+    .expect("admin answers");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = support::request(sh.admin(), "GET", "/v1/console/recent", &[], b"").expect("answers");
+    assert_eq!(r.status, 401);
+}
