@@ -80,8 +80,9 @@ impl<B: Backend> Admin<B> {
         let backend = &self.svc.backend;
         let stored = backend.stored_name(key);
         let read = async {
-            let (loaded, links) = tokio::try_join!(backend.load(key), backend.links(key))?;
+            // The lifetime first: an admin read slides it, as a request does.
             let dumped = backend.dump(&stored).await?;
+            let (loaded, links) = tokio::try_join!(backend.load(key), backend.links(key))?;
             let last_event = match loaded.version {
                 0 => self.last_event(key).await?,
                 _ => None,

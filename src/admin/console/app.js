@@ -1,11 +1,12 @@
 'use strict';
 // The statehold console: signs in with the admin token (kept in this
 // tab's sessionStorage, sent as the bearer header) and reads and acts
-// through the admin API. Values are only ever set as text, never as markup.
+// through the admin API (/v1/console/… for what shows values, each an
+// audited `view`). Values are only ever set as text, never as markup.
 
 const TOKEN = 'statehold-admin-token';
 const $ = (id) => document.getElementById(id);
-let current = null; // { ns, id } of the conversation shown
+let current = null; // the key of the conversation shown, as typed or listed
 
 function token() { return sessionStorage.getItem(TOKEN); }
 
@@ -16,6 +17,8 @@ async function api(path, init = {}) {
   try { body = await r.json(); } catch (e) { body = null; }
   return { status: r.status, body };
 }
+
+const why = (r) => (r.body && r.body.error) || `status ${r.status}`;
 
 function show(view) {
   for (const id of ['sign-in-view', 'find-view', 'conversation-view']) $(id).hidden = true;
@@ -30,11 +33,16 @@ function element(tag, text, attrs = {}) {
   return e;
 }
 
+function button(text, onClick) {
+  const b = element('button', text, { type: 'button' });
+  b.addEventListener('click', onClick);
+  return b;
+}
+
 async function signIn(event) {
   event.preventDefault();
-  const value = $('token').value;
-  sessionStorage.setItem(TOKEN, value);
-  const r = await api('/v1/links/console/sign-in');
+  sessionStorage.setItem(TOKEN, $('token').value);
+  const r = await api('/v1/console/recent?limit=1');
   if (r.status === 401 || r.status === 404) {
     sessionStorage.removeItem(TOKEN);
     $('sign-in-error').textContent = 'Invalid token';
@@ -42,7 +50,7 @@ async function signIn(event) {
   }
   $('token').value = '';
   $('sign-in-error').textContent = '';
-  show(['find-view']);
+  await showFind();
   $('key').focus();
 }
 
@@ -52,51 +60,86 @@ function signOut() {
   show(['sign-in-view']);
 }
 
-function parseKey(text) {
-  const at = text.indexOf(':');
-  if (at <= 0 || at === text.length - 1) return null;
-  return { ns: text.slice(0, at), id: text.slice(at + 1) };
+async function showFind() {
+  show(['find-view']);
+  await loadRecent();
 }
 
-const statePath = (k, rest = '') => `/v1/state/${encodeURIComponent(k.ns)}/${encodeURIComponent(k.id)}${rest}`;
+// A key is `<namespace>:<id>` as in X-Statehold-Key (or a stored key as
+// the trail names it); the server checks it and hashes it if need be.
+const q = (key) => `key=${encodeURIComponent(key)}`;
+function statePath(key, rest = '') {
+  const at = key.indexOf(':');
+  return `/v1/state/${encodeURIComponent(key.slice(0, at))}/${encodeURIComponent(key.slice(at + 1))}${rest}`;
+}
 
 async function find(event) {
   event.preventDefault();
-  const key = parseKey($('key').value.trim());
-  if (!key) { $('find-error').textContent = 'A key is <namespace>:<id>, as in X-Statehold-Key'; return; }
+  const key = $('key').value.trim();
+  const at = key.indexOf(':');
+  if (at <= 0 || at === key.length - 1) {
+    $('find-error').textContent = 'A key is <namespace>:<id>, as in X-Statehold-Key';
+    return;
+  }
   $('find-error').textContent = '';
+  await open(key);
+}
+
+async function open(key) {
   current = key;
   await openConversation();
 }
 
-async function openConversation() {
-  const k = current;
-  $('conversation-title').textContent = `${k.ns}:${k.id}`;
+function lifetime(ms) {
+  if (ms === null || ms === undefined) return '-';
+  const s = Math.floor(ms / 1000);
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d) return `${d} d ${h} h`;
+  if (h) return `${h} h ${m} min`;
+  return m ? `${m} min ${s % 60} s` : `${s} s`;
+}
+
+async function openConversation(message = '') {
+  const key = current;
+  $('conversation-title').textContent = key;
   $('state').hidden = true;
   $('diff').hidden = true;
-  $('action-result').textContent = '';
+  $('action-result').textContent = message;
   show(['find-view', 'conversation-view']);
-  const [state, links] = await Promise.all([api(statePath(k)), api(`/v1/links/${encodeURIComponent(k.ns)}/${encodeURIComponent(k.id)}`)]);
+  const r = await api(`/v1/console/conversation?${q(key)}`);
   const facts = $('facts');
   facts.replaceChildren();
-  const fact = (name, value) => { facts.append(element('dt', name), element('dd', value)); };
-  let status = 'none stored';
-  if (state.status === 200) status = 'stored';
-  else if (state.status === 404 && state.body && state.body.version) status = 'cleared';
-  fact('Status', status);
-  fact('Version', state.body && state.body.version !== undefined ? state.body.version : '-');
-  if (links.status === 200 && links.body) {
-    if (links.body.member) fact('Member', links.body.member);
-    if (links.body.channels && links.body.channels.length) fact('Channels', links.body.channels.join(', '));
+  const fact = (name, value) => {
+    const dd = element('dd');
+    if (value instanceof Node) dd.append(value); else dd.textContent = String(value);
+    facts.append(element('dt', name), dd);
+  };
+  if (r.status !== 200) {
+    fact('Error', why(r));
+    return;
   }
-  await Promise.all([loadHistory(), loadTrail()]);
+  const s = r.body;
+  if (s.stored_key !== s.key) fact('Stored as', s.stored_key);
+  fact('Status', s.status);
+  fact('Version', s.version);
+  fact('Lifetime left', lifetime(s.ttl_ms));
+  fact('Size', `${s.bytes} bytes`);
+  if (s.member) fact('Member', button(s.member, () => open(s.member)));
+  if (s.channels.length) {
+    const list = element('span');
+    for (const c of s.channels) list.append(button(c, () => open(c)));
+    fact('Channels', list);
+  }
+  $('reveal').disabled = s.status !== 'stored';
+  await Promise.all([loadHistory(), loadTrail(), loadRecent()]);
 }
 
 async function reveal() {
-  const r = await api(statePath(current));
+  const r = await api(`/v1/console/reveal?${q(current)}`, { method: 'POST' });
   const pre = $('state');
-  pre.textContent = r.status === 200 ? JSON.stringify(r.body.state, null, 2) : (r.body && r.body.error) || `status ${r.status}`;
+  pre.textContent = r.status === 200 ? JSON.stringify(r.body.state, null, 2) : why(r);
   pre.hidden = false;
+  await loadTrail();
 }
 
 async function loadHistory() {
@@ -107,103 +150,149 @@ async function loadHistory() {
   const newest = r.body.length ? r.body[0].version : 0;
   r.body.forEach((v, i) => {
     const row = element('tr');
-    row.append(element('td', `v${v.version}`), element('td', new Date(v.at).toISOString()), element('td', v.kind), element('td', v.bytes));
+    row.append(element('td', `v${v.version}`), element('td', time(v.at)),
+      element('td', v.kind), element('td', `${v.bytes} B`));
     const actions = element('td');
-    const older = r.body[i + 1];
-    if (older) {
-      const diff = element('button', 'Diff', { type: 'button' });
-      diff.addEventListener('click', () => showDiff(older.version, v.version));
+    if (r.body[i + 1]) {
+      const diff = button('Diff', () => showDiff(v.version));
+      diff.setAttribute('aria-label', `Diff v${r.body[i + 1].version} to v${v.version}`);
       actions.append(diff);
     }
-    if (v.version < newest && v.bytes > 0) {
-      const back = element('button', `Roll back to v${v.version}`, { type: 'button' });
-      back.addEventListener('click', () => rollBack(v.version));
-      actions.append(back);
-    }
+    if (v.version < newest && v.bytes > 0) actions.append(button(`Roll back to v${v.version}`, () => rollBack(v.version)));
     row.append(actions);
     tbody.append(row);
   });
 }
 
-async function versionState(v) {
-  const r = await api(statePath(current, `?version=${v}`));
-  return r.status === 200 ? r.body.state : null;
-}
-
-async function showDiff(from, to) {
-  const [a, b] = await Promise.all([versionState(from), versionState(to)]);
-  const lines = [];
-  const names = new Set([...Object.keys(a || {}), ...Object.keys(b || {})]);
-  for (const name of [...names].sort()) {
-    const before = a && name in a ? JSON.stringify(a[name]) : undefined;
-    const after = b && name in b ? JSON.stringify(b[name]) : undefined;
-    if (before === after) continue;
-    if (before !== undefined) lines.push(`- ${name}: ${before}`);
-    if (after !== undefined) lines.push(`+ ${name}: ${after}`);
-  }
+async function showDiff(version) {
+  const r = await api(`/v1/console/diff?${q(current)}&version=${version}`, { method: 'POST' });
   const pre = $('diff');
-  pre.textContent = `v${from} → v${to}\n${lines.length ? lines.join('\n') : '(no change)'}`;
+  if (r.status !== 200) {
+    pre.textContent = why(r);
+  } else {
+    const lines = [];
+    for (const c of r.body.changes) {
+      if (c.before !== null) lines.push(`- ${c.member}: ${JSON.stringify(c.before)}`);
+      if (c.after !== null) lines.push(`+ ${c.member}: ${JSON.stringify(c.after)}`);
+    }
+    pre.textContent = `v${r.body.from} → v${r.body.to}\n${lines.length ? lines.join('\n') : '(no change)'}`;
+  }
   pre.hidden = false;
+  await loadTrail();
 }
 
 async function rollBack(version) {
-  if (!window.confirm(`Roll back ${current.ns}:${current.id} to v${version}?`)) return;
+  if (!window.confirm(`Roll back ${current} to v${version}?`)) return;
   const r = await api(statePath(current, '/rollback'), {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ to: version }),
   });
-  const message = r.status === 200 ? `Rolled back: now v${r.body.version}` : `Refused: ${(r.body && r.body.error) || r.status}`;
-  await openConversation();
-  $('action-result').textContent = message;
+  await openConversation(r.status === 200 ? `Rolled back: now v${r.body.version}` : `Refused: ${why(r)}`);
 }
 
 async function clearConversation() {
-  if (!window.confirm(`Clear ${current.ns}:${current.id}?`)) return;
+  if (!window.confirm(`Clear ${current}?`)) return;
   const r = await api(statePath(current), { method: 'DELETE' });
-  const message = r.status === 200 ? `Cleared: now v${r.body.version}` : `Refused: ${(r.body && r.body.error) || r.status}`;
-  await openConversation();
-  $('action-result').textContent = message;
+  await openConversation(r.status === 200 ? `Cleared: now v${r.body.version}` : `Refused: ${why(r)}`);
+}
+
+// `2026-12-07 03:50:59 UTC`: to the second, in one zone for every operator.
+const time = (ms) => `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+
+function describe(e) {
+  const when = e.at ? time(e.at) : '';
+  return `${when} ${e.kind} v${e.from_version} → v${e.to_version}${e.request_id ? ` (${e.request_id})` : ''}`;
 }
 
 async function loadTrail() {
   const list = $('trail');
   list.replaceChildren();
-  const key = `${current.ns}:${current.id}`;
-  const r = await api(`/v1/audit?key=${encodeURIComponent(key)}&limit=50`);
-  if (r.status !== 200 || !Array.isArray(r.body)) return;
-  for (const entry of r.body) {
-    const e = entry.event || {};
-    const when = e.at ? new Date(e.at).toISOString() : '';
-    list.append(element('li', `${when} ${e.kind} v${e.from_version} → v${e.to_version}${e.request_id ? ` (${e.request_id})` : ''}`));
+  const r = await api(`/v1/audit?${q(current)}&limit=50`);
+  if (r.status !== 200) { list.append(element('li', why(r))); return; }
+  if (!r.body.length) list.append(element('li', 'No events (the audit trail is off, or nothing changed yet).'));
+  for (const entry of r.body) list.append(element('li', describe(entry.event || {})));
+}
+
+async function loadRecent() {
+  const list = $('recent');
+  list.replaceChildren();
+  const r = await api('/v1/console/recent?limit=20');
+  if (r.status !== 200 || !r.body.length) {
+    list.append(element('li', r.status === 200 ? 'None yet (or the audit trail is off).' : why(r)));
+    return;
+  }
+  for (const c of r.body) {
+    const item = element('li');
+    item.append(button(c.key, () => open(c.key)),
+      element('span', ` ${c.kind} v${c.version}, ${time(c.at)}`));
+    list.append(item);
   }
 }
 
 // At a glance: the store, waiting turns, the spool and requests per second
-// by outcome, from the listener's own /metrics, every 5 s.
+// by outcome over the last five minutes, from the listener's own /metrics,
+// every 5 s; drawn on a canvas, and said in words for screen readers.
+const SAMPLES = 60;
+const COLOURS = ['#1f6feb', '#2da44e', '#d29922', '#cf222e', '#8250df', '#57606a'];
+const series = { at: [], rates: [] };
 let lastCounts = null;
+
+function metricValue(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ').pop()) : null;
+}
+
+function outcomeCounts(text) {
+  const counts = {};
+  for (const line of text.split('\n')) {
+    const m = /^statehold_requests_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$/.exec(line);
+    if (m) counts[m[1]] = (counts[m[1]] || 0) + Number(m[2]);
+  }
+  return counts;
+}
+
+function draw() {
+  $('rates').hidden = false;
+  const canvas = $('chart');
+  const ctx = canvas.getContext('2d');
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  const outcomes = [...new Set(series.rates.flatMap((r) => Object.keys(r)))].sort();
+  const top = Math.max(1, ...series.rates.flatMap((r) => Object.values(r)));
+  const legend = $('legend');
+  legend.replaceChildren();
+  outcomes.forEach((o, i) => {
+    ctx.strokeStyle = COLOURS[i % COLOURS.length];
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    series.rates.forEach((r, n) => {
+      const x = (n / (SAMPLES - 1)) * width;
+      const y = height - ((r[o] || 0) / top) * (height - 4) - 2;
+      if (n) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+    const item = element('li', `${o} ${(series.rates.at(-1)[o] || 0).toFixed(1)}/s`);
+    item.className = `c${i % COLOURS.length}`;
+    legend.append(item);
+  });
+  canvas.setAttribute('aria-label', `Requests per second by outcome, last 5 minutes, peak ${top.toFixed(1)}/s`);
+}
+
 async function glance() {
   try {
     const text = await (await fetch('/metrics', { cache: 'no-store', credentials: 'omit' })).text();
-    const value = (name) => {
-      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-      return line ? Number(line.split(' ').pop()) : null;
-    };
-    const counts = {};
-    for (const line of text.split('\n')) {
-      const m = /^statehold_requests_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$/.exec(line);
-      if (m) counts[m[1]] = (counts[m[1]] || 0) + Number(m[2]);
-    }
+    const counts = outcomeCounts(text);
     const now = Date.now();
-    let rates = '';
     if (lastCounts) {
       const secs = (now - lastCounts.at) / 1000;
-      rates = Object.entries(counts)
-        .map(([o, n]) => [o, (n - (lastCounts.counts[o] || 0)) / secs])
-        .filter(([, r]) => r > 0)
-        .map(([o, r]) => `${o} ${r.toFixed(1)}/s`).join(', ');
+      const rates = {};
+      for (const [o, n] of Object.entries(counts)) rates[o] = Math.max(0, n - (lastCounts.counts[o] || 0)) / secs;
+      series.rates.push(rates);
+      if (series.rates.length > SAMPLES) series.rates.shift();
+      draw();
     }
     lastCounts = { at: now, counts };
-    const up = value('statehold_store_up');
-    $('glance').textContent = `store ${up === 1 ? 'up' : 'down'} · turns waiting ${value('statehold_turns_waiting') ?? 0} · spool ${value('statehold_spool_depth') ?? 0}${rates ? ` · ${rates}` : ''}`;
+    const up = metricValue(text, 'statehold_store_up');
+    $('glance').textContent = `store ${up === 1 ? 'up' : 'down'} · turns waiting ${metricValue(text, 'statehold_turns_waiting') ?? 0} · spool ${metricValue(text, 'statehold_spool_depth') ?? 0}`;
   } catch (e) {
     $('glance').textContent = 'metrics unavailable';
   }
@@ -215,7 +304,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('sign-out').addEventListener('click', signOut);
   $('reveal').addEventListener('click', reveal);
   $('clear').addEventListener('click', clearConversation);
-  show(token() ? ['find-view'] : ['sign-in-view']);
+  if (token()) showFind(); else show(['sign-in-view']);
   glance();
   setInterval(glance, 5000);
 });
