@@ -217,3 +217,69 @@ fn console_calls_need_the_token() {
     let r = support::request(sh.admin(), "GET", "/v1/console/recent", &[], b"").expect("answers");
     assert_eq!(r.status, 401);
 }
+
+/// The summary's status follows the record: `cleared` after a delete,
+/// `expired` once the record's lifetime ran out (the trail says there was
+/// one), `none` for a key never stored; the lifetime left counts down.
+fn status_follows_clear_and_expiry(store: Store) {
+    let dir = support::temp_dir();
+    let bot = reporting_bot();
+    let mut config = Config::new(bot.port, dir.path());
+    store.configure(&mut config);
+    config.store_extra = "ttl = \"1s\"\npurge_interval = \"1s\"\n".into();
+    config.extra = "[audit]\nmax_events = 1000\n".into();
+    let snapshot_key = |chat: i64| format!("{{{}:tg:{chat}}}:s", config.key_prefix());
+    let expiring_key = snapshot_key(CHAT + 1);
+    let sh = Statehold::start(config);
+    let status = |chat: i64| {
+        let (code, s) = sh.admin_call(
+            "GET",
+            &format!("/v1/console/conversation?key=tg:{chat}"),
+            "",
+        );
+        assert_eq!(code, 200, "{s}");
+        s
+    };
+    assert_eq!(sh.update(1, CHAT, r#"{"n":1}"#).status, 200);
+    assert_eq!(sh.update(2, CHAT + 1, r#"{"n":1}"#).status, 200);
+    let fresh = status(CHAT + 1);
+    assert_eq!(fresh["status"], "stored");
+    assert!(fresh["ttl_ms"].as_u64().unwrap() <= 1000, "{fresh}");
+    assert_eq!(
+        sh.admin_call("DELETE", &format!("/v1/state/tg/{CHAT}"), "")
+            .0,
+        200
+    );
+    let cleared = status(CHAT);
+    assert_eq!(
+        (&cleared["status"], &cleared["version"]),
+        (&json!("cleared"), &json!(2))
+    );
+    // Not through the admin API, whose reads slide the lifetime.
+    support::wait_until("the record to expire", || {
+        match store.key_gone(&expiring_key) {
+            Some(gone) => gone,
+            None => {
+                let (_, trail) =
+                    sh.admin_call("GET", &format!("/v1/audit?key=tg:{}&limit=1", CHAT + 1), "");
+                trail[0]["event"]["kind"] == "expire"
+            }
+        }
+    });
+    let expired = status(CHAT + 1);
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert_eq!(expired["ttl_ms"], Value::Null);
+    assert_eq!(status(CHAT + 2)["status"], "none");
+}
+
+#[test]
+fn the_status_follows_a_clear_and_an_expiry_on_the_embedded_store() {
+    status_follows_clear_and_expiry(Store::Embedded);
+}
+
+#[test]
+fn the_status_follows_a_clear_and_an_expiry_on_redis() {
+    let dir = support::temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    status_follows_clear_and_expiry(Store::Redis(&redis));
+}
