@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use super::state::key_param;
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::audit::AuditQuery;
-use crate::backend::Backend;
 use crate::backend::Inspect;
+use crate::backend::{Backend, StoreError};
 
 const MAX_LIMIT: usize = 1000;
 
@@ -33,6 +33,9 @@ impl<B: Backend> Admin<B> {
                     .map(|e| json!({"id": e.id, "event": e.event}))
                     .collect();
                 json_response(StatusCode::OK, Value::Array(listed))
+            }
+            Err(e @ StoreError::Unanswerable(_)) => {
+                json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
             }
             Err(e) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -222,6 +222,10 @@ pub enum StoreError {
     /// it, so it is not acknowledged.
     #[error("written, but only {acked} of {wanted} replicas confirmed it")]
     Unreplicated { acked: u64, wanted: u32 },
+    /// A well-formed question this store cannot answer as asked (another
+    /// store's audit position): the caller's to fix, not an outage.
+    #[error("{0}")]
+    Unanswerable(&'static str),
 }
 
 impl StoreError {

@@ -260,7 +260,7 @@ impl Default for StoreConfig {
             dedupe_window: Duration::from_secs(24 * 3600),
             lock_wait: Duration::from_secs(10),
             purge_interval: Duration::from_secs(60),
-            cache_bytes: 8 * 1_048_576,
+            cache_bytes: 4 * 1_048_576,
             lock_lease: Duration::from_secs(5),
             op_timeout: Duration::from_secs(1),
             breaker_failures: nonzero::BREAKER_FAILURES,

@@ -227,7 +227,11 @@ impl EmbeddedStore {
         };
         let mut out = Vec::new();
         if let Some(since) = &query.since {
-            let after: u64 = since.parse().map_err(|_| damaged())?;
+            let after: u64 = since.parse().map_err(|_| {
+                StoreError::Unanswerable(
+                    "the embedded store's event ids are sequence numbers: since=<n>",
+                )
+            })?;
             for row in audit.range(after.saturating_add(1)..).map_err(db_err)? {
                 let (seq, raw) = row.map_err(db_err)?;
                 out.push(entry(seq.value(), raw.value())?);
