@@ -152,12 +152,31 @@ impl<B: PathStore> Pipeline<B> {
                     spooled,
                 })
             }
-            Err(TurnError::WaitExceeded(_)) => Err(Reject::new(
+            Err(refused) => self.turn_refused(conv, refused),
+        }
+    }
+
+    /// The turn could not be taken: busy, an outage (degraded or 503), a
+    /// recorded answer not yet replicated, or a record that cannot be used.
+    fn turn_refused(&self, conv: &ConvKey, refused: TurnError) -> Result<Turn<B::Held>, Reject> {
+        match refused {
+            TurnError::WaitExceeded(_) => Err(Reject::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Outcome::Busy,
                 "conversation busy: an earlier request is still with the bot",
             )),
-            Err(TurnError::Store(e)) if e.is_outage() => {
+            // A recorded answer whose commit too few replicas confirmed:
+            // replaying it would acknowledge what a failover can take back.
+            TurnError::Store(e @ StoreError::Unreplicated { .. }) => {
+                warn!(key = %conv.display(self.settings.reveal_ids), error = %e,
+                    "recorded answer not replayed: its commit is not yet on enough replicas");
+                Err(Reject::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Unavailable,
+                    "the recorded answer is not yet on enough replicas; redeliver",
+                ))
+            }
+            TurnError::Store(e) if e.is_outage() => {
                 self.svc.health.seen(false);
                 self.svc.metrics.load(LoadResult::Error);
                 self.store_unavailable(conv, &e)?;
@@ -166,7 +185,7 @@ impl<B: PathStore> Pipeline<B> {
             // One conversation's record, not the store: the store stays
             // up, nothing waits for a recovery, nothing passes through to
             // be spooled where it could never be written back.
-            Err(TurnError::Store(e)) => {
+            TurnError::Store(e) => {
                 self.svc.metrics.load(LoadResult::Error);
                 warn!(key = %conv.display(self.settings.reveal_ids), error = %e,
                     "the conversation's record cannot be used (the store is up): answered 500; see docs/operations.md#what-each-failure-looks-like");

@@ -120,6 +120,54 @@ fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
     );
 }
 
+/// The redelivery of an update whose commit too few replicas confirmed is
+/// not answered from that commit's dedupe record until the record is
+/// confirmed: the first delivery got 503 while the record stayed on the
+/// primary alone, and a replay of it would acknowledge a step that a
+/// failover can still take back (how the Sentinel chaos soak lost
+/// acknowledged steps: a redelivery reached a replica still talking to the
+/// old primary). A frozen replica (SIGSTOP: connected, never confirming):
+/// 503 for the delivery and for its redelivery, with a log line; thawed:
+/// the redelivery is answered from the record, the bot not run again.
+#[test]
+fn a_redelivery_is_not_answered_from_an_unconfirmed_dedupe_record() {
+    let _serial = support::serial(module_path!());
+    let dir = support::temp_dir();
+    let primary = RedisServer::start(dir.path(), false);
+    let replica = RedisServer::start_replica(dir.path(), primary.port);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(primary.port);
+    config.store_extra = "min_replica_acks = 1\nop_timeout = \"1s\"\n".into();
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, 8200, "/start")),
+        "Welcome! What's your name?"
+    );
+    support::signal(replica.proc.pid(), "STOP");
+    let first = sh.update(2, 8200, "Ann");
+    assert_eq!(first.status, 503, "{}", first.text());
+    let again = sh.update(2, 8200, "Ann");
+    assert_eq!(again.status, 503, "replayed unconfirmed: {}", again.text());
+    assert!(sh.logs().contains("recorded answer not replayed"));
+    support::signal(replica.proc.pid(), "CONT");
+    let thawed = sh.update(2, 8200, "Ann");
+    assert_eq!(thawed.status, 200, "{}", thawed.text());
+    assert_eq!(
+        support::reply_text(&thawed),
+        "Nice to meet you, Ann. Your email?"
+    );
+    assert_eq!(
+        sh.metric("statehold_dedupe_hits_total"),
+        1.0,
+        "answered from the record"
+    );
+    assert_eq!(
+        support::reply_text(&sh.update(3, 8200, "ann@example.com")),
+        "Which plan: basic or pro?"
+    );
+}
+
 /// Passwords on both sides, read from the environment: the primary's
 /// (`requirepass`; `store.password_env`) and the Sentinel's own
 /// (`requirepass` in sentinel.conf; `store.sentinel_password_env`). With a

@@ -255,6 +255,11 @@ impl Turns for RedisBackend {
                 }
             };
             let key = member.unwrap_or_else(|| key.clone());
+            if loaded.duplicate.is_some() {
+                // A replay acknowledges what its commit wrote: only once
+                // replicated (the turn passes on when dropped here).
+                self.records.confirm_replicated(&key).await?;
+            }
             self.records.slide_aliases(&key, channels);
             let held = RedisHeld {
                 key,

@@ -336,6 +336,37 @@ impl RedisRecords {
         Ok((status, version))
     }
 
+    /// Before a recorded answer is replayed, with `min_replica_acks`: the
+    /// same confirmation its commit needed. That commit's `WAIT` may have
+    /// fallen short (its request got 503), leaving the dedupe record on
+    /// the primary alone; answering a redelivery from it would acknowledge
+    /// a write that a failover can still take back (the Sentinel chaos
+    /// soak lost steps that way). `WAIT` on the connection that just took
+    /// the turn (a write after the record's, in one replication stream);
+    /// too few confirmations is [`StoreError::Unreplicated`].
+    pub(super) async fn confirm_replicated(&self, key: &ConvKey) -> Result<(), StoreError> {
+        if self.min_replica_acks == 0 {
+            return Ok(());
+        }
+        let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(self.min_replica_acks).arg(wait_ms);
+        let acked: i64 = if self.conn.is_cluster() {
+            let slot = super::audit_streams::slot_of(self.conn.keys(key).tag());
+            self.conn.query_slot(&cmd, slot).await?
+        } else {
+            self.conn.query(&cmd).await?
+        };
+        let acked = u64::try_from(acked).unwrap_or(0);
+        if acked < u64::from(self.min_replica_acks) {
+            return Err(StoreError::Unreplicated {
+                acked,
+                wanted: self.min_replica_acks,
+            });
+        }
+        Ok(())
+    }
+
     pub(super) fn on_cluster(&self) -> bool {
         self.conn.is_cluster()
     }
