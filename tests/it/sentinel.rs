@@ -82,6 +82,38 @@ fn failover(acks: u32) -> usize {
     violations.len()
 }
 
+/// A primary with one replica, a bot and a statehold with
+/// `min_replica_acks = 1`, whose conversation `chat` took its first step.
+struct OneReplica {
+    dir: tempfile::TempDir,
+    primary: RedisServer,
+    replica: RedisServer,
+    bot: Bot,
+    sh: Statehold,
+}
+
+fn one_replica(op_timeout: &str, chat: i64) -> OneReplica {
+    let dir = support::temp_dir();
+    let primary = RedisServer::start(dir.path(), false);
+    let replica = RedisServer::start_replica(dir.path(), primary.port);
+    let bot = Bot::start(0);
+    let mut config = Config::new(bot.port, dir.path());
+    config.redis = Some(primary.port);
+    config.store_extra = format!("min_replica_acks = 1\nop_timeout = \"{op_timeout}\"\n");
+    let sh = Statehold::start(config);
+    assert_eq!(
+        support::reply_text(&sh.update(1, chat, "/start")),
+        "Welcome! What's your name?"
+    );
+    OneReplica {
+        dir,
+        primary,
+        replica,
+        bot,
+        sh,
+    }
+}
+
 /// `store.min_replica_acks = 1`: a commit no replica confirmed is not
 /// acknowledged (503, the platform redelivers), instead of an answer a
 /// failover could take back. Replica down: 503; replica back: the
@@ -89,18 +121,13 @@ fn failover(acks: u32) -> usize {
 #[test]
 fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
     let _serial = support::serial(module_path!());
-    let dir = support::temp_dir();
-    let primary = RedisServer::start(dir.path(), false);
-    let mut replica = RedisServer::start_replica(dir.path(), primary.port);
-    let bot = Bot::start(0);
-    let mut config = Config::new(bot.port, dir.path());
-    config.redis = Some(primary.port);
-    config.store_extra = "min_replica_acks = 1\nop_timeout = \"2s\"\n".into();
-    let sh = Statehold::start(config);
-    assert_eq!(
-        support::reply_text(&sh.update(1, 8100, "/start")),
-        "Welcome! What's your name?"
-    );
+    let OneReplica {
+        dir,
+        primary,
+        mut replica,
+        bot: _bot,
+        sh,
+    } = one_replica("2s", 8100);
 
     replica.proc.kill9();
     let r = sh.update(2, 8100, "Ann");
@@ -132,18 +159,13 @@ fn min_replica_acks_refuses_to_acknowledge_an_unreplicated_write() {
 #[test]
 fn a_redelivery_is_not_answered_from_an_unconfirmed_dedupe_record() {
     let _serial = support::serial(module_path!());
-    let dir = support::temp_dir();
-    let primary = RedisServer::start(dir.path(), false);
-    let replica = RedisServer::start_replica(dir.path(), primary.port);
-    let bot = Bot::start(0);
-    let mut config = Config::new(bot.port, dir.path());
-    config.redis = Some(primary.port);
-    config.store_extra = "min_replica_acks = 1\nop_timeout = \"1s\"\n".into();
-    let sh = Statehold::start(config);
-    assert_eq!(
-        support::reply_text(&sh.update(1, 8200, "/start")),
-        "Welcome! What's your name?"
-    );
+    let OneReplica {
+        dir: _dir,
+        primary: _primary,
+        replica,
+        bot: _bot,
+        sh,
+    } = one_replica("1s", 8200);
     support::signal(replica.proc.pid(), "STOP");
     let first = sh.update(2, 8200, "Ann");
     assert_eq!(first.status, 503, "{}", first.text());
