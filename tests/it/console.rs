@@ -16,7 +16,8 @@ use support::redis_cluster::RedisCluster;
 use support::store::Store;
 use support::{Config, RedisServer, Statehold};
 
-const CHAT: i64 = 4242;
+// Long enough never to turn up in a port number or a timestamp of the log.
+const CHAT: i64 = 8_305_551_234;
 
 fn console_calls(store: Store, private: bool) {
     let dir = support::temp_dir();
@@ -32,8 +33,12 @@ fn console_calls(store: Store, private: bool) {
     let say = |id: u64, chat: i64, text: &str| {
         assert_eq!(sh.update(id, chat, text).status, 200);
     };
-    say(1, CHAT, r#"{"step":"name","name":"Ada"}"#);
-    say(2, CHAT, r#"{"step":"pin","name":"Ada","pin":"4711"}"#);
+    say(1, CHAT, r#"{"step":"name","name":"Ada-secret-name"}"#);
+    say(
+        2,
+        CHAT,
+        r#"{"step":"pin","name":"Ada-secret-name","pin":"pin-4711-secret"}"#,
+    );
     say(3, CHAT + 1, r#"{"step":"name"}"#);
     let key = format!("tg:{CHAT}");
 
@@ -45,7 +50,10 @@ fn console_calls(store: Store, private: bool) {
     assert_eq!(summary["version"], 2);
     let ttl = summary["ttl_ms"].as_u64().expect("a lifetime left");
     assert!(ttl > 0 && ttl <= 7 * 24 * 3600 * 1000, "{summary}");
-    assert!(!summary.to_string().contains("Ada") && !summary.to_string().contains("4711"));
+    assert!(
+        !summary.to_string().contains("Ada-secret-name")
+            && !summary.to_string().contains("pin-4711-secret")
+    );
     let stored_key = summary["stored_key"].as_str().unwrap().to_string();
     assert_eq!(
         stored_key != key,
@@ -58,7 +66,7 @@ fn console_calls(store: Store, private: bool) {
     // A reveal answers the values and is audited as a view.
     let (status, shown) = sh.admin_call("POST", &format!("/v1/console/reveal?key={key}"), "");
     assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["state"]["pin"], "4711");
+    assert_eq!(shown["state"]["pin"], "pin-4711-secret");
     assert_eq!(shown["version"], 2);
     // A diff: v1 → v2 by member, audited too.
     let (status, diff) =
@@ -68,7 +76,7 @@ fn console_calls(store: Store, private: bool) {
     assert_eq!(
         diff["changes"],
         json!([
-            {"member": "pin", "before": null, "after": "4711"},
+            {"member": "pin", "before": null, "after": "pin-4711-secret"},
             {"member": "step", "before": "name", "after": "pin"},
         ])
     );
@@ -97,7 +105,10 @@ fn console_calls(store: Store, private: bool) {
         ],
         "{trail}"
     );
-    assert!(!trail.to_string().contains("4711"), "no value in the trail");
+    assert!(
+        !trail.to_string().contains("pin-4711-secret"),
+        "no value in the trail"
+    );
 
     // Recent conversations: each once, newest first, by stored key.
     let (status, recent) = sh.admin_call("GET", "/v1/console/recent?limit=5", "");
@@ -170,7 +181,7 @@ fn console_calls(store: Store, private: bool) {
     assert_eq!(views(&after), 2, "refusals audit nothing");
     let logs = sh.logs();
     assert!(
-        !logs.contains("4711") && !logs.contains("Ada"),
+        !logs.contains("pin-4711-secret") && !logs.contains("Ada-secret-name"),
         "no value logged"
     );
     if private {
