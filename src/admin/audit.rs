@@ -50,9 +50,14 @@ fn parse(query: &str, hashed: bool) -> Result<AuditQuery, &'static str> {
         limit: 100,
         ..AuditQuery::default()
     };
+    let mut seen = std::collections::HashSet::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
+            // Given twice, which one was meant? Refused, not last-wins.
+            "key" | "since" | "limit" if !seen.insert(name) => {
+                return Err("each of key, since and limit at most once")
+            }
             "key" => q.key = Some(key_param(value, hashed)?),
             "since" => {
                 // `17` (embedded), `1733094000000-0` (one Redis stream),
@@ -99,6 +104,7 @@ mod tests {
                 Some(ok)
             );
         }
+        assert!(parse("since=1&since=2", false).is_err(), "given twice");
         for bad in [
             "x",
             "1-",

@@ -40,6 +40,23 @@ impl<B: Backend> Admin<B> {
             return refusal;
         }
         let query = req.uri().query().unwrap_or("");
+        // One of each: a repeated or unknown parameter is ambiguous (which
+        // one would a proxy in front of us have checked?), refused.
+        let mut names: Vec<&str> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').map_or(kv, |(name, _)| name))
+            .collect();
+        let given = names.len();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != given
+            || names
+                .iter()
+                .any(|n| !["key", "version", "limit"].contains(n))
+        {
+            return refused("each of key, version and limit at most once, and nothing else");
+        }
         let param = |name: &str| {
             query
                 .split('&')

@@ -152,6 +152,8 @@ fn console_calls(store: Store, private: bool) {
         ("GET", "/v1/console/conversation?key=t%7Bg:1"),
         ("POST", "/v1/console/diff?key=tg:4242&version=x"),
         ("GET", "/v1/console/recent?limit=-1"),
+        ("GET", "/v1/console/conversation?key=tg:1&key=tg:2"),
+        ("POST", "/v1/console/reveal?key=tg:1&keys=tg:2"),
     ] {
         let (status, body) = sh.admin_call(method, path, "");
         assert_eq!(status, 400, "{path}: {body}");
