@@ -6,7 +6,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::state::{namespace_ok, strict_decode, NAMESPACE_RULE};
+use super::state::{path_namespace, strict_decode, NAMESPACE_RULE};
 use super::{json_response, Admin, AdminResponse};
 use crate::backend::Backend;
 use crate::backend::{Inspect, Turns};
@@ -18,29 +18,25 @@ impl<B: Backend> Admin<B> {
             return refusal;
         }
         let rest = req.uri().path().trim_start_matches("/v1/links/");
-        let key = match rest.split_once('/') {
-            Some((ns, id)) if !ns.is_empty() && !id.is_empty() && !id.contains('/') => {
-                strict_decode(id).map(|id| ConvKey::new(ns, &id))
-            }
-            _ => {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "use /v1/links/<namespace>/<id> (a '/' in the id as %2F)"}),
-                )
-            }
-        };
-        if rest
+        let Some((ns, id)) = rest
             .split_once('/')
-            .is_some_and(|(ns, _)| !namespace_ok(ns, self.svc.backend.privacy().hashes_keys()))
-        {
+            .filter(|(ns, id)| !ns.is_empty() && !id.is_empty() && !id.contains('/'))
+        else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "use /v1/links/<namespace>/<id> (a '/' in the id as %2F)"}),
+            );
+        };
+        let Some(ns) = path_namespace(ns, self.svc.backend.privacy().hashes_keys()) else {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": NAMESPACE_RULE }));
-        }
-        let Some(key) = key else {
+        };
+        let Some(id) = strict_decode(id) else {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
             );
         };
+        let key = ConvKey::new(&ns, &id);
         let backend = &self.svc.backend;
         match backend.links(&key).await {
             Ok(links) => json_response(

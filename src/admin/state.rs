@@ -319,15 +319,9 @@ fn state_path(path: &str, hashed: bool) -> Result<(ConvKey, Target), (StatusCode
     if ns.is_empty() || id.is_empty() {
         return Err((StatusCode::NOT_FOUND, "use /v1/state/<namespace>/<id>"));
     }
-    // A stored key's namespace comes encoded (`tg%23`: a raw `#` ends a
-    // path); the rule is checked on what it decodes to.
-    let ns = match ns.strip_suffix("%23") {
-        Some(route) if hashed => format!("{route}{}", crate::privacy::HASHED_MARK),
-        _ => ns.to_string(),
-    };
-    if !namespace_ok(&ns, hashed) {
+    let Some(ns) = path_namespace(ns, hashed) else {
         return Err((StatusCode::BAD_REQUEST, NAMESPACE_RULE));
-    }
+    };
     let Some(id) = strict_decode(id) else {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -353,6 +347,17 @@ pub(super) fn namespace_ok(ns: &str, hashed: bool) -> bool {
             && ns
                 .strip_suffix(crate::privacy::HASHED_MARK)
                 .is_some_and(crate::key::is_namespace))
+}
+
+/// A namespace as a path segment gives it: a stored key's comes encoded
+/// (`tg%23`: a raw `#` ends a path), and the rule is checked on what it
+/// decodes to. `None`: not a namespace.
+pub(super) fn path_namespace(segment: &str, hashed: bool) -> Option<String> {
+    let ns = match segment.strip_suffix("%23") {
+        Some(route) if hashed => format!("{route}{}", crate::privacy::HASHED_MARK),
+        _ => segment.to_string(),
+    };
+    namespace_ok(&ns, hashed).then_some(ns)
 }
 
 /// A conversation named as the bot sees it (`X-Statehold-Key`,

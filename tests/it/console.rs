@@ -130,6 +130,9 @@ fn console_calls(store: Store, private: bool) {
     assert_eq!(by_stored["version"], 2, "{listed}: {by_stored}");
     let (ns, id) = stored_key.split_once(':').unwrap();
     let ns = ns.replace('#', "%23");
+    let (status, links) = sh.admin_call("GET", &format!("/v1/links/{ns}/{id}"), "");
+    assert_eq!(status, 200, "{links}");
+    assert_eq!(links["key"], stored_key.as_str());
     let (status, rolled) = sh.admin_call(
         "POST",
         &format!("/v1/state/{ns}/{id}/rollback"),
