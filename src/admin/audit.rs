@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::state::key_param;
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, unavailable, Admin, AdminResponse};
 use crate::backend::audit::AuditQuery;
 use crate::backend::Inspect;
 use crate::backend::{Backend, StoreError};
@@ -24,7 +24,7 @@ impl<B: Backend> Admin<B> {
         let hashed = self.svc.backend.privacy().hashes_keys();
         let query = match parse(req.uri().query().unwrap_or(""), hashed) {
             Ok(q) => q,
-            Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
+            Err(why) => return bad_request(why),
         };
         match self.svc.backend.audit(&query).await {
             Ok(entries) => {
@@ -34,13 +34,8 @@ impl<B: Backend> Admin<B> {
                     .collect();
                 json_response(StatusCode::OK, Value::Array(listed))
             }
-            Err(e @ StoreError::Unanswerable(_)) => {
-                json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
-            }
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": e.to_string()}),
-            ),
+            Err(StoreError::Unanswerable(why)) => bad_request(why),
+            Err(e) => unavailable(&e),
         }
     }
 }

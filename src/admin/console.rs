@@ -25,17 +25,17 @@ const NO_TOKEN: &str = include_str!("console/no_token.html");
 /// `GET /ui/…`: a file of the console (`with_token`: `admin.token` is set),
 /// or 404.
 pub(super) fn serve(path: &str, with_token: bool) -> AdminResponse {
-    let (body, kind) = match path {
-        "/ui" | "/ui/" | "/ui/index.html" if with_token => (INDEX, "text/html; charset=utf-8"),
-        "/ui" | "/ui/" | "/ui/index.html" => (NO_TOKEN, "text/html; charset=utf-8"),
-        "/ui/app.js" if with_token => (APP, "text/javascript; charset=utf-8"),
-        "/ui/style.css" => (STYLE, "text/css; charset=utf-8"),
-        _ => ("not found\n", "text/plain; charset=utf-8"),
-    };
-    let status = if body == "not found\n" {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::OK
+    const HTML: &str = "text/html; charset=utf-8";
+    let (status, body, kind) = match path {
+        "/ui" | "/ui/" | "/ui/index.html" if with_token => (StatusCode::OK, INDEX, HTML),
+        "/ui" | "/ui/" | "/ui/index.html" => (StatusCode::OK, NO_TOKEN, HTML),
+        "/ui/app.js" if with_token => (StatusCode::OK, APP, "text/javascript; charset=utf-8"),
+        "/ui/style.css" => (StatusCode::OK, STYLE, "text/css; charset=utf-8"),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found\n",
+            "text/plain; charset=utf-8",
+        ),
     };
     let mut resp = text(status, body);
     let headers = resp.headers_mut();

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use tracing::info;
 
 use super::state::key_param;
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, unavailable, Admin, AdminResponse};
 use crate::backend::audit::{AuditNote, AuditQuery};
 use crate::backend::{Backend, Inspect, StoreError, Turns};
 use crate::key::ConvKey;
@@ -55,7 +55,7 @@ impl<B: Backend> Admin<B> {
                 .iter()
                 .any(|n| !["key", "version", "limit"].contains(n))
         {
-            return refused("each of key, version and limit at most once, and nothing else");
+            return bad_request("each of key, version and limit at most once, and nothing else");
         }
         let param = |name: &str| {
             query
@@ -68,22 +68,22 @@ impl<B: Backend> Admin<B> {
             let limit = match number("limit") {
                 None => 20,
                 Some(Ok(n)) => (n as usize).clamp(1, MAX_RECENT),
-                Some(Err(())) => return refused("limit is a whole number"),
+                Some(Err(())) => return bad_request("limit is a whole number"),
             };
             return self.recent(limit).await;
         }
         let hashed = self.svc.backend.privacy().hashes_keys();
         let key = match param("key").map(|v| key_param(v, hashed)) {
             Some(Ok(key)) => key,
-            Some(Err(why)) => return refused(why),
-            None => return refused("give key=<namespace>:<id>, as in X-Statehold-Key"),
+            Some(Err(why)) => return bad_request(why),
+            None => return bad_request("give key=<namespace>:<id>, as in X-Statehold-Key"),
         };
         match (req.method(), path) {
             (&Method::GET, "/v1/console/conversation") => self.summary(&key).await,
             (&Method::POST, "/v1/console/reveal") => self.reveal(&key).await,
             (&Method::POST, "/v1/console/diff") => match number("version") {
                 Some(Ok(v)) => self.diff(&key, v).await,
-                _ => refused("give version=<a kept version>"),
+                _ => bad_request("give version=<a kept version>"),
             },
             _ => json_response(
                 StatusCode::NOT_FOUND,
@@ -211,10 +211,10 @@ impl<B: Backend> Admin<B> {
     /// The `view` event of a reveal or a diff, and its log line (the key
     /// masked, as in every line).
     async fn viewed(&self, key: &ConvKey, version: u64, bytes: usize) -> Result<(), StoreError> {
-        let stored = self.svc.backend.stored_name(key);
+        // The route: the namespace, a stored key's without its mark.
         let note = AuditNote {
             bytes,
-            ..AuditNote::bare(&stored)
+            ..AuditNote::bare(key)
         };
         self.svc.backend.note_view(key, &note, version).await?;
         info!(key = %key.display(false), version, "snapshot shown in the console");
@@ -251,15 +251,4 @@ impl<B: Backend> Admin<B> {
             .collect();
         json_response(StatusCode::OK, Value::Array(listed))
     }
-}
-
-fn refused(why: &str) -> AdminResponse {
-    json_response(StatusCode::BAD_REQUEST, json!({ "error": why }))
-}
-
-fn unavailable(e: &StoreError) -> AdminResponse {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"error": e.to_string()}),
-    )
 }

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, unavailable, Admin, AdminResponse};
 use crate::backend::audit::AuditNote;
 use crate::backend::{Backend, Commit, CommitOutcome, Dumped, Held, Origin, StoreError};
 use crate::contract::{encode_state, StateChange};
@@ -202,15 +202,4 @@ fn line(key: &ConvKey, d: &Dumped) -> Value {
         "ttl_ms": d.ttl_ms,
         "state": d.state.as_deref().map(encode_state),
     })
-}
-
-fn bad_request(error: &str) -> AdminResponse {
-    json_response(StatusCode::BAD_REQUEST, json!({ "error": error }))
-}
-
-fn unavailable(e: &StoreError) -> AdminResponse {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"error": e.to_string()}),
-    )
 }

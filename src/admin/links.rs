@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::state::{path_namespace, strict_decode, NAMESPACE_RULE};
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, unavailable, Admin, AdminResponse};
 use crate::backend::Backend;
 use crate::backend::{Inspect, Turns};
 use crate::key::ConvKey;
@@ -28,12 +28,11 @@ impl<B: Backend> Admin<B> {
             );
         };
         let Some(ns) = path_namespace(ns, self.svc.backend.privacy().hashes_keys()) else {
-            return json_response(StatusCode::BAD_REQUEST, json!({ "error": NAMESPACE_RULE }));
+            return bad_request(NAMESPACE_RULE);
         };
         let Some(id) = strict_decode(id) else {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes"}),
+            return bad_request(
+                "the id must be percent-encoded UTF-8 without control characters, at most 256 bytes",
             );
         };
         let key = ConvKey::new(&ns, &id);
@@ -47,10 +46,7 @@ impl<B: Backend> Admin<B> {
                     "channels": links.channels.iter().map(ConvKey::as_str).collect::<Vec<_>>(),
                 }),
             ),
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": e.to_string()}),
-            ),
+            Err(e) => unavailable(&e),
         }
     }
 }

@@ -354,6 +354,19 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> AdminResponse {
     resp
 }
 
+/// 400 with the reason, as every admin refusal of bad input words it.
+fn bad_request(why: &str) -> AdminResponse {
+    json_response(StatusCode::BAD_REQUEST, json!({ "error": why }))
+}
+
+/// 503 with the store's error: an outage or a refusal, never bad input.
+fn unavailable(e: &impl std::fmt::Display) -> AdminResponse {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": e.to_string()}),
+    )
+}
+
 fn json_response(status: StatusCode, body: serde_json::Value) -> AdminResponse {
     let mut resp = text(status, body.to_string());
     resp.headers_mut()

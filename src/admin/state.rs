@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tracing::info;
 
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, unavailable, Admin, AdminResponse};
 use crate::backend::{Backend, Commit, CommitOutcome, Held, Origin, StoreError, Version};
 use crate::backend::{Inspect, Turns};
 use crate::contract::StateChange;
@@ -179,10 +179,7 @@ impl<B: Backend> Admin<B> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "the conversation moved on"}),
             ),
-            Err(NoRollback::Store(e)) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": e.to_string() }),
-            ),
+            Err(NoRollback::Store(e)) => unavailable(&e),
         }
     }
 
@@ -228,12 +225,7 @@ impl<B: Backend> Admin<B> {
         let (held, old) = match backend.begin(key, self.lock_wait, None).await {
             Ok((_, loaded)) if loaded.member.is_some() => return linked_channel(),
             Ok((held, loaded)) => (held, loaded.state),
-            Err(e) => {
-                return json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": e.to_string()}),
-                )
-            }
+            Err(e) => return unavailable(&e),
         };
         let commit = Commit {
             expected_version: None,
@@ -275,17 +267,6 @@ fn linked_channel() -> AdminResponse {
         StatusCode::CONFLICT,
         json!({"error": "the key is a linked channel: write its member's key (GET /v1/links/<namespace>/<id>)"}),
     )
-}
-
-fn unavailable(e: &StoreError) -> AdminResponse {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"error": e.to_string()}),
-    )
-}
-
-fn bad_request(error: &str) -> AdminResponse {
-    json_response(StatusCode::BAD_REQUEST, json!({ "error": error }))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{json_response, Admin, AdminResponse};
+use super::{bad_request, json_response, Admin, AdminResponse};
 use crate::backend::Backend;
 use crate::pipeline::LateReport;
 
@@ -32,7 +32,7 @@ impl<B: Backend> Admin<B> {
         };
         let report = match LateReport::parse(&body, self.max_state_bytes) {
             Ok(report) => report,
-            Err(why) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": why })),
+            Err(why) => return bad_request(why),
         };
         let answer = self.late_reports.late_report(token, report).await;
         json_response(answer.status, answer.body)
