@@ -166,24 +166,14 @@ impl RedisRecords {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let streams = self.conn.audit_streams();
-        let mut slots_cmd = redis::cmd("CLUSTER");
-        slots_cmd.arg("SLOTS");
-        let map: redis::Value = self.conn.query(&slots_cmd).await?;
-        let reads = slots_per_primary(&map)?.into_iter().map(|slots| {
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(include_str!("feed.lua")).arg(0).arg(limit);
-            for slot in &slots {
-                cmd.arg(streams.of_slot(*slot))
-                    .arg(Position::start_in(after, *slot));
-            }
-            async move {
-                let first = slots.first().copied().unwrap_or(0);
-                let reply: Vec<redis::Value> = self.conn.query_slot(&cmd, first).await?;
-                Ok::<_, StoreError>((slots, reply))
-            }
-        });
+        let replies = self
+            .on_each_primary(include_str!("feed.lua"), limit, |slot, cmd| {
+                cmd.arg(streams.of_slot(slot))
+                    .arg(Position::start_in(after, slot));
+            })
+            .await?;
         let mut page = Page::default();
-        for (slots, reply) in futures_util::future::try_join_all(reads).await? {
+        for (slots, reply) in replies {
             page.add_node(&slots, reply)?;
         }
         // Slots on the move: each on its own, where the client's redirects
@@ -273,12 +263,43 @@ impl Page {
     }
 }
 
+impl RedisRecords {
+    /// Runs `script` (`EVAL`, no declared keys: it reads the streams of
+    /// its node's slots with `allow-cross-slot-keys`) on every primary at
+    /// once, its arguments `count` and then `args(slot)` for each slot that
+    /// primary serves; each primary's slots and reply.
+    pub(super) async fn on_each_primary(
+        &self,
+        script: &'static str,
+        count: usize,
+        args: impl Fn(u16, &mut redis::Cmd),
+    ) -> Result<Vec<(Vec<u16>, Vec<redis::Value>)>, StoreError> {
+        let mut slots_cmd = redis::cmd("CLUSTER");
+        slots_cmd.arg("SLOTS");
+        let map: redis::Value = self.conn.query(&slots_cmd).await?;
+        let args = &args;
+        let reads = slots_per_primary(&map)?.into_iter().map(|slots| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(script).arg(0).arg(count);
+            for slot in &slots {
+                args(*slot, &mut cmd);
+            }
+            async move {
+                let first = slots.first().copied().unwrap_or(0);
+                let reply: Vec<redis::Value> = self.conn.query_slot(&cmd, first).await?;
+                Ok::<_, StoreError>((slots, reply))
+            }
+        });
+        futures_util::future::try_join_all(reads).await
+    }
+}
+
 /// Times a Cluster feed page is read again after a slot moved under it.
 const FEED_ATTEMPTS: u32 = 4;
 
 /// `CLUSTER SLOTS` as each primary's slots (`[[start, end, [host, port,
 /// ..], replicas..], ..]`).
-pub(super) fn slots_per_primary(map: &redis::Value) -> Result<Vec<Vec<u16>>, StoreError> {
+fn slots_per_primary(map: &redis::Value) -> Result<Vec<Vec<u16>>, StoreError> {
     let bad = || bad_reply("CLUSTER SLOTS");
     let redis::Value::Array(ranges) = map else {
         return Err(bad());

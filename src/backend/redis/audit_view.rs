@@ -4,7 +4,7 @@
 //! store, newest first (the console's recent conversations): one
 //! `XREVRANGE` on one server, `recent.lua` on each primary of a Cluster.
 
-use super::audit_read::{event_of, id_parts, slots_per_primary, Rows};
+use super::audit_read::{event_of, id_parts, Rows};
 use super::records::{bad_reply, RedisRecords};
 use crate::backend::audit::{AuditEntry, AuditNote};
 use crate::backend::{now_ms, StoreError};
@@ -56,18 +56,13 @@ impl RedisRecords {
                 found.push((ms, seq, None, fields));
             }
         } else {
-            let mut slots_cmd = redis::cmd("CLUSTER");
-            slots_cmd.arg("SLOTS");
-            let map: redis::Value = self.conn.query(&slots_cmd).await?;
-            for slots in slots_per_primary(&map)? {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(include_str!("recent.lua")).arg(0).arg(limit);
-                for slot in &slots {
-                    cmd.arg(streams.of_slot(*slot));
-                }
-                let first = slots.first().copied().unwrap_or(0);
-                let reply: Vec<redis::Value> = self.conn.query_slot(&cmd, first).await?;
-                let bad = || bad_reply("recent audit events");
+            let replies = self
+                .on_each_primary(include_str!("recent.lua"), limit, |slot, cmd| {
+                    cmd.arg(streams.of_slot(slot));
+                })
+                .await?;
+            let bad = || bad_reply("recent audit events");
+            for (slots, reply) in replies {
                 let mut reply = reply.into_iter();
                 while let (Some(number), Some(rows)) = (reply.next(), reply.next()) {
                     let slot = super::records::u64_of(&number)

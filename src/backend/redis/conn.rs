@@ -253,6 +253,26 @@ impl RedisConn {
         .await
     }
 
+    /// Runs a command and then `WAIT replicas wait_ms` in one round trip,
+    /// like [`RedisConn::eval_and_wait`] for a plain command (no script
+    /// cache to miss, so one `WAIT` at most).
+    pub async fn query_and_wait<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        replicas: u32,
+        wait_ms: u64,
+    ) -> Result<(T, i64), OpError> {
+        self.with_retry(|mut conn| async move {
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd.clone())
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(wait_ms);
+            pipe.query_async(&mut conn).await
+        })
+        .await
+    }
+
     /// Runs a command within the operation timeout.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, OpError> {
         self.with_retry(|mut conn| async move { cmd.query_async(&mut conn).await })

@@ -255,10 +255,17 @@ impl Turns for RedisBackend {
                 }
             };
             let key = member.unwrap_or_else(|| key.clone());
-            if loaded.duplicate.is_some() {
-                // A replay acknowledges what its commit wrote: only once
-                // replicated (the turn passes on when dropped here).
-                self.records.confirm_replicated(&key).await?;
+            // A recorded answer replayed acknowledges what its commit wrote,
+            // and that commit's `WAIT` may have fallen short (its request
+            // got 503, the dedupe record stayed on the primary alone): so
+            // with `min_replica_acks` the replay waits for the same
+            // confirmation, or is `Unreplicated` (the turn passes on when
+            // dropped here). The Sentinel chaos soak lost steps without it.
+            if let (Some(_), Some((replicas, wait_ms))) =
+                (&loaded.duplicate, self.records.confirmation())
+            {
+                let acked = turn.extend_and_wait(replicas, wait_ms).await?;
+                self.records.enough_acks(acked)?;
             }
             self.records.slide_aliases(&key, channels);
             let held = RedisHeld {

@@ -320,43 +320,23 @@ impl RedisRecords {
         if self.min_replica_acks == 0 {
             return Ok(self.conn.eval(inv).await?);
         }
-        // Within half the op deadline.
-        let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
         let ((status, version), acked): ((String, u64), i64) = self
             .conn
-            .eval_and_wait(inv, self.min_replica_acks, wait_ms)
+            .eval_and_wait(inv, self.min_replica_acks, self.wait_ms())
             .await?;
-        let acked = u64::try_from(acked).unwrap_or(0);
-        if status == "ok" && acked < u64::from(self.min_replica_acks) {
-            return Err(StoreError::Unreplicated {
-                acked,
-                wanted: self.min_replica_acks,
-            });
+        if status == "ok" {
+            self.enough_acks(acked)?;
         }
         Ok((status, version))
     }
 
-    /// Before a recorded answer is replayed, with `min_replica_acks`: the
-    /// same confirmation its commit needed. That commit's `WAIT` may have
-    /// fallen short (its request got 503), leaving the dedupe record on
-    /// the primary alone; answering a redelivery from it would acknowledge
-    /// a write that a failover can still take back (the Sentinel chaos
-    /// soak lost steps that way). `WAIT` on the connection that just took
-    /// the turn (a write after the record's, in one replication stream);
-    /// too few confirmations is [`StoreError::Unreplicated`].
-    pub(super) async fn confirm_replicated(&self, key: &ConvKey) -> Result<(), StoreError> {
-        if self.min_replica_acks == 0 {
-            return Ok(());
-        }
-        let wait_ms = (self.conn.op_timeout().as_millis() as u64 / 2).max(1);
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(self.min_replica_acks).arg(wait_ms);
-        let acked: i64 = if self.conn.is_cluster() {
-            let slot = super::audit_streams::slot_of(self.conn.keys(key).tag());
-            self.conn.query_slot(&cmd, slot).await?
-        } else {
-            self.conn.query(&cmd).await?
-        };
+    /// How long a `WAIT` may take: within half the op deadline.
+    fn wait_ms(&self) -> u64 {
+        (self.conn.op_timeout().as_millis() as u64 / 2).max(1)
+    }
+
+    /// A `WAIT`'s count against `min_replica_acks`.
+    pub(super) fn enough_acks(&self, acked: i64) -> Result<(), StoreError> {
         let acked = u64::try_from(acked).unwrap_or(0);
         if acked < u64::from(self.min_replica_acks) {
             return Err(StoreError::Unreplicated {
@@ -365,6 +345,12 @@ impl RedisRecords {
             });
         }
         Ok(())
+    }
+
+    /// With `min_replica_acks`: how many replicas must confirm a write,
+    /// and how long a `WAIT` for them may take.
+    pub(super) fn confirmation(&self) -> Option<(u32, u64)> {
+        (self.min_replica_acks > 0).then(|| (self.min_replica_acks, self.wait_ms()))
     }
 
     pub(super) fn on_cluster(&self) -> bool {

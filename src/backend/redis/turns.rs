@@ -107,6 +107,31 @@ impl RedisTurn {
         }
     }
 
+    /// Extends the lease and `WAIT`s for `replicas`, in one round trip on
+    /// one connection: the extension is a write after everything this
+    /// turn read, so the count covers the record read with it, even on a
+    /// connection opened since (where `WAIT` alone would count nothing
+    /// this client wrote). A plain `PEXPIRE` (the turn was taken a moment
+    /// ago; `extend.lua`'s token check is the keep-alive's): no script
+    /// cache to miss, which would cost a second `WAIT`. A lease found gone
+    /// counts no replica.
+    pub(super) async fn extend_and_wait(
+        &self,
+        replicas: u32,
+        wait_ms: u64,
+    ) -> Result<i64, crate::backend::StoreError> {
+        let mut extend = redis::cmd("PEXPIRE");
+        extend
+            .arg(&self.keys.lease)
+            .arg(self.shared.lease.as_millis() as u64);
+        let (extended, acked): (i64, i64) = self
+            .shared
+            .conn
+            .query_and_wait(&extend, replicas, wait_ms)
+            .await?;
+        Ok(if extended == 1 { acked } else { 0 })
+    }
+
     /// Leaves the turn now (passing it to the next waiter), rather than
     /// off the request path on drop: for a request that begins again right
     /// after, which must not find its own old turn in the way.
