@@ -123,16 +123,12 @@ fn the_trail_of_a_scripted_flow_is_exact_on_the_embedded_store() {
 
 #[test]
 fn the_trail_of_a_scripted_flow_is_exact_on_redis() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    scripted_flow(Store::Redis(&redis));
+    support::store::with_redis(scripted_flow);
 }
 
 #[test]
 fn the_trail_of_a_scripted_flow_is_exact_on_a_redis_cluster() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    scripted_flow(Store::Cluster(&cluster));
+    support::store::with_cluster(scripted_flow);
 }
 
 /// Redis killed (kill -9, AOF always) and restarted while a flow goes on:
@@ -192,13 +188,7 @@ fn expiry_is_audited(store: Store) {
     let sh = Statehold::start(config);
     assert_eq!(sh.update(1, CHAT, r#"{"n":1}"#).status, 200);
     assert_eq!(sh.update(2, CHAT, r#"{"n":2}"#).status, 200);
-    // Not through the admin API: its reads slide the TTL.
-    support::wait_until("the record to expire", || {
-        match store.key_gone(&snapshot_key) {
-            Some(gone) => gone,
-            None => events(&sh, &format!("key=tg:{CHAT}&limit=1"))[0]["event"]["kind"] == "expire",
-        }
-    });
+    store.wait_expired(&sh, &snapshot_key, CHAT);
     assert_eq!(sh.update(3, CHAT, r#"{"n":3}"#).status, 200);
     let all = events(&sh, &format!("key=tg:{CHAT}&limit=50"));
     let expired = all
@@ -244,16 +234,12 @@ fn an_expiry_is_audited_on_the_embedded_store() {
 
 #[test]
 fn an_expiry_is_audited_on_redis() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    expiry_is_audited(Store::Redis(&redis));
+    support::store::with_redis(expiry_is_audited);
 }
 
 #[test]
 fn an_expiry_is_audited_on_a_redis_cluster() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    expiry_is_audited(Store::Cluster(&cluster));
+    support::store::with_cluster(expiry_is_audited);
 }
 
 /// With privacy on, nothing in an audit event names a user (issue 20,

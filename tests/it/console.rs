@@ -12,9 +12,8 @@ use crate::support;
 
 use serde_json::{json, Value};
 use support::recorder::reporting_bot;
-use support::redis_cluster::RedisCluster;
 use support::store::Store;
-use support::{Config, RedisServer, Statehold};
+use support::{Config, Statehold};
 
 // Long enough never to turn up in a port number or a timestamp of the log.
 const CHAT: i64 = 8_305_551_234;
@@ -201,16 +200,12 @@ fn console_calls_on_the_embedded_store() {
 
 #[test]
 fn console_calls_on_redis_with_privacy_on() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    console_calls(Store::Redis(&redis), true);
+    support::store::with_redis(|store| console_calls(store, true));
 }
 
 #[test]
 fn console_calls_on_a_redis_cluster() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    console_calls(Store::Cluster(&cluster), false);
+    support::store::with_cluster(|store| console_calls(store, false));
 }
 
 /// Without a token the console's calls are off, as the state API is;
@@ -271,17 +266,7 @@ fn status_follows_clear_and_expiry(store: Store) {
         (&cleared["status"], &cleared["version"]),
         (&json!("cleared"), &json!(2))
     );
-    // Not through the admin API, whose reads slide the lifetime.
-    support::wait_until("the record to expire", || {
-        match store.key_gone(&expiring_key) {
-            Some(gone) => gone,
-            None => {
-                let (_, trail) =
-                    sh.admin_call("GET", &format!("/v1/audit?key=tg:{}&limit=1", CHAT + 1), "");
-                trail[0]["event"]["kind"] == "expire"
-            }
-        }
-    });
+    store.wait_expired(&sh, &expiring_key, CHAT + 1);
     let expired = status(CHAT + 1);
     assert_eq!(expired["status"], "expired", "{expired}");
     assert_eq!(expired["ttl_ms"], Value::Null);
@@ -295,7 +280,5 @@ fn the_status_follows_a_clear_and_an_expiry_on_the_embedded_store() {
 
 #[test]
 fn the_status_follows_a_clear_and_an_expiry_on_redis() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    status_follows_clear_and_expiry(Store::Redis(&redis));
+    support::store::with_redis(status_follows_clear_and_expiry);
 }

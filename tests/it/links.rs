@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::recorder::{json_answer, Recorded, Recorder};
-use support::redis_cluster::RedisCluster;
 use support::store::Store;
-use support::{post_json, Config, RedisServer, Response, Statehold};
+use support::{post_json, Config, Response, Statehold};
 
 const WA: &str = "+4930123456";
 const WEB: &str = "sess-9";
@@ -325,25 +324,19 @@ fn a_member_across_channels_embedded() {
 
 #[test]
 fn a_member_across_channels_on_redis_with_two_replicas() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    member_across_channels(Store::Redis(&redis));
+    support::store::with_redis(member_across_channels);
 }
 
 #[test]
 fn a_member_across_channels_on_a_redis_cluster_with_two_replicas() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    member_across_channels(Store::Cluster(&cluster));
+    support::store::with_cluster(member_across_channels);
 }
 
 /// A linked channel's alias is resolved inside the turn's script: a
 /// request through it costs the same two round trips as any other.
 #[test]
 fn a_linked_request_costs_two_round_trips() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    linked_request_round_trips(Store::Redis(&redis), 2);
+    support::store::with_redis(|store| linked_request_round_trips(store, 2));
 }
 
 /// On a Cluster the alias points to the member's slot: one more script
@@ -352,9 +345,7 @@ fn a_linked_request_costs_two_round_trips() {
 /// path.
 #[test]
 fn a_linked_request_on_a_cluster_costs_three_round_trips() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    linked_request_round_trips(Store::Cluster(&cluster), 3);
+    support::store::with_cluster(|store| linked_request_round_trips(store, 3));
 }
 
 fn linked_request_round_trips(store: Store, per_request: u64) {
@@ -510,14 +501,10 @@ fn links_change_while_both_channels_type(store: Store) {
 
 #[test]
 fn links_change_while_both_channels_type_on_redis() {
-    let dir = support::temp_dir();
-    let redis = RedisServer::start(dir.path(), false);
-    links_change_while_both_channels_type(Store::Redis(&redis));
+    support::store::with_redis(links_change_while_both_channels_type);
 }
 
 #[test]
 fn links_change_while_both_channels_type_on_a_redis_cluster() {
-    let dir = support::temp_dir();
-    let cluster = RedisCluster::start(dir.path(), 3, 0);
-    links_change_while_both_channels_type(Store::Cluster(&cluster));
+    support::store::with_cluster(links_change_while_both_channels_type);
 }

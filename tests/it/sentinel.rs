@@ -101,9 +101,14 @@ fn one_replica(op_timeout: &str, chat: i64) -> OneReplica {
     config.redis = Some(primary.port);
     config.store_extra = format!("min_replica_acks = 1\nop_timeout = \"{op_timeout}\"\n");
     let sh = Statehold::start(config);
+    let r = sh.update(1, chat, "/start");
     assert_eq!(
-        support::reply_text(&sh.update(1, chat, "/start")),
-        "Welcome! What's your name?"
+        support::reply_text(&r),
+        "Welcome! What's your name?",
+        "{} {}\n{}",
+        r.status,
+        r.text(),
+        sh.logs()
     );
     OneReplica {
         dir,
@@ -171,7 +176,11 @@ fn a_redelivery_is_not_answered_from_an_unconfirmed_dedupe_record() {
     assert_eq!(first.status, 503, "{}", first.text());
     let again = sh.update(2, 8200, "Ann");
     assert_eq!(again.status, 503, "replayed unconfirmed: {}", again.text());
-    assert!(sh.logs().contains("recorded answer not replayed"));
+    assert!(
+        sh.logs().contains("recorded answer not replayed"),
+        "{}",
+        sh.logs()
+    );
     support::signal(replica.proc.pid(), "CONT");
     let thawed = sh.update(2, 8200, "Ann");
     assert_eq!(thawed.status, 200, "{}", thawed.text());

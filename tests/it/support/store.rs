@@ -2,7 +2,23 @@
 //! embedded store, one Redis and a Redis Cluster.
 
 use super::redis_cluster::{key_slot, RedisCluster};
-use super::{redis_cmd, Config, RedisServer};
+use super::{redis_cmd, temp_dir, wait_until, Config, RedisServer, Statehold};
+
+/// Runs `scenario` on a redis-server of its own (no persistence), stopped
+/// after it.
+pub fn with_redis(scenario: impl FnOnce(Store)) {
+    let dir = temp_dir();
+    let redis = RedisServer::start(dir.path(), false);
+    scenario(Store::Redis(&redis));
+}
+
+/// Runs `scenario` on a Redis Cluster of its own: three primaries, no
+/// replicas.
+pub fn with_cluster(scenario: impl FnOnce(Store)) {
+    let dir = temp_dir();
+    let cluster = RedisCluster::start(dir.path(), 3, 0);
+    scenario(Store::Cluster(&cluster));
+}
 
 #[derive(Clone, Copy)]
 pub enum Store<'a> {
@@ -44,5 +60,19 @@ impl Store<'_> {
     pub fn key_gone(self, key: &str) -> Option<bool> {
         let port = self.port_of(key)?;
         Some(redis_cmd(port, &format!("EXISTS {key}")).ok() == Some("int(0)".into()))
+    }
+
+    /// Waits until `chat`'s record expired: its snapshot key (`stored`)
+    /// gone from Redis, or on the embedded store an `expire` event in its
+    /// trail. Not through the admin state API, whose reads slide the TTL.
+    pub fn wait_expired(self, sh: &Statehold, stored: &str, chat: i64) {
+        wait_until("the record to expire", || match self.key_gone(stored) {
+            Some(gone) => gone,
+            None => {
+                let (_, trail) =
+                    sh.admin_call("GET", &format!("/v1/audit?key=tg:{chat}&limit=1"), "");
+                trail[0]["event"]["kind"] == "expire"
+            }
+        });
     }
 }
