@@ -58,6 +58,12 @@ fn main() {
     // at RATE requests/s (to profile a process under it, e.g. `perf record
     // -p PID`).
     if args.first().map(String::as_str) == Some("drive") {
+        // Update ids from the clock: a second `drive` against the same
+        // statehold must not be answered from the first one's dedupe records.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        UPDATE_ID.store(micros, Ordering::Relaxed);
         let url = args.get(1).expect("drive URL SECS");
         let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
         if let Some(rate) = args.get(3).and_then(|s| s.parse::<u64>().ok()) {
@@ -651,6 +657,31 @@ http {{
     wait_for_port(deferring_bot, "deferring bot")?;
     let _deferring_bot = bot;
 
+    // The protocol's floor (examples/floor.rs): a bare hyper proxy, and the
+    // same with the two Redis round trips a stateful request must make.
+    let floor_bin = exe.with_file_name("floor");
+    let (mut floors, mut floor_procs) = (Vec::new(), Vec::new());
+    for trips in ["0", "2"] {
+        let port = free_port();
+        let p = spawn(
+            &format!("floor-{trips}"),
+            Command::new(&floor_bin).args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://127.0.0.1:{bot_port}"),
+                "--redis",
+                &format!("127.0.0.1:{redis_port}"),
+                "--redis-trips",
+                trips,
+            ]),
+            &dir.join(format!("floor-{trips}.log")),
+        )?;
+        wait_for_port(port, "floor")?;
+        floors.push((port, p.child.id()));
+        floor_procs.push(p);
+    }
+
     let mut targets = vec![
         Target {
             name: "direct (no proxy)".to_string(),
@@ -662,6 +693,18 @@ http {{
             name: "nginx passthrough".to_string(),
             url: format!("http://127.0.0.1:{nginx_port}/telegram"),
             pids: family(nginx_pid),
+            redis: None,
+        },
+        Target {
+            name: "floor, bare hyper proxy".to_string(),
+            url: format!("http://127.0.0.1:{}/telegram", floors[0].0),
+            pids: vec![floors[0].1],
+            redis: None,
+        },
+        Target {
+            name: "floor, bare proxy + 2 Redis round trips".to_string(),
+            url: format!("http://127.0.0.1:{}/telegram", floors[1].0),
+            pids: vec![floors[1].1],
             redis: None,
         },
         Target {
@@ -904,7 +947,22 @@ http {{
         let pass = at("statehold, unmatched path", before)?;
         let emb = at("statehold, embedded store", before)?;
         let red = at("statehold, redis + dedupe + turns", before)?;
+        // The floor is the same processes for both builds.
+        let bare = at("floor, bare hyper proxy", false)?;
+        let trips = at("floor, bare proxy + 2 Redis round trips", false)?;
         Some(vec![
+            format!(
+                "{:.2}x / {:.2}x / {:.2}x ({:.0} / {:.0} µs; {:.1} / {:.1} µs; {:.2} / {:.2})",
+                cpu_us(trips) / cpu_us(bare),
+                sat_work[trips].0 / sat_work[bare].0,
+                sw(trips) / sw(bare),
+                cpu_us(trips),
+                cpu_us(bare),
+                sat_work[trips].0,
+                sat_work[bare].0,
+                sw(trips),
+                sw(bare)
+            ),
             format!(
                 "{:.2}x ({:.0} / {:.0} µs)",
                 cpu_us(red) / cpu_us(pass),
@@ -938,6 +996,7 @@ http {{
         ])
     };
     let goals = [
+        "the protocol's floor, bare proxy + 2 Redis round trips / bare proxy: CPU at 1000 rps / at saturation / switches at 1000 rps (no target: what any implementation pays)",
         "stateful (Redis) CPU per request / passthrough's, at 1000 rps: at most 1.5x",
         "the same at saturation: at most 1.5x",
         "context switches per request, Redis / embedded vs passthrough, at 1000 rps: at most 1.5x",

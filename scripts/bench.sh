@@ -13,5 +13,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked --bin statehold --example loadbench
+cargo build --release --locked --bin statehold --example loadbench --example floor
 exec target/release/examples/loadbench "$@"
