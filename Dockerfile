@@ -29,7 +29,7 @@ RUN mkdir -p src benches demo-bot/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && echo 'fn main() {}' > benches/hot_paths.rs \
  && echo 'fn main() {}' > demo-bot/src/main.rs \
- && cargo build --release --locked --bin statehold \
+ && cargo build --profile dist --locked --bin statehold \
  && rm -rf src benches demo-bot/src
 COPY src ./src
 COPY benches ./benches
@@ -38,12 +38,12 @@ ARG STATEHOLD_COMMIT=unknown
 # The sources are older than the placeholder build: touch them so that
 # cargo rebuilds statehold itself (and build.rs reads the commit).
 RUN touch src/main.rs src/lib.rs build.rs \
- && cargo build --release --locked --bin statehold \
- && strip target/release/statehold \
+ && cargo build --profile dist --locked --bin statehold \
+ && strip target/dist/statehold \
  && mkdir -p /data
 
 FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
-COPY --from=build /src/target/release/statehold /usr/local/bin/statehold
+COPY --from=build /src/target/dist/statehold /usr/local/bin/statehold
 COPY --from=build --chown=65532:65532 /data /var/lib/statehold/data
 COPY config.toml /etc/statehold/config.toml
 USER 65532:65532

@@ -3,9 +3,11 @@
 //! same protocol pays before its own work. With `--redis-trips 0` it is a
 //! bare hyper passthrough; with `2` it adds the two Redis round trips of a
 //! stateful request (take the turn with the read, commit with the release),
-//! as bare `GET` and `SET` on pooled connections, no client library.
+//! as bare `GET` and `SET` on pooled connections, no client library, or
+//! with `--redis-rs` through redis-rs's `ConnectionManager` (what statehold
+//! uses), which isolates the client library's own cost.
 //!
-//!   floor --listen ADDR --upstream URL [--redis ADDR] [--redis-trips N]
+//!   floor --listen ADDR --upstream URL [--redis ADDR] [--redis-trips N] [--redis-rs]
 //!
 //! `scripts/bench.sh` runs both beside statehold, in the same rounds, and
 //! prints their ratios as the first line of its targets table.
@@ -32,6 +34,7 @@ struct Floor {
     redis: Option<SocketAddr>,
     trips: usize,
     idle: Mutex<Vec<TcpStream>>,
+    client: Option<redis::aio::ConnectionManager>,
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -48,13 +51,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let library = args.iter().any(|a| a == "--redis-rs");
     runtime.block_on(async move {
+        let client = match (library, redis) {
+            (true, Some(addr)) => {
+                let client = redis::Client::open(format!("redis://{addr}/0"))?;
+                Some(redis::aio::ConnectionManager::new(client).await?)
+            }
+            _ => None,
+        };
         let floor = Arc::new(Floor {
             upstream: Client::builder(TokioExecutor::new()).build_http(),
             base,
             redis,
             trips,
             idle: Mutex::new(Vec::new()),
+            client,
         });
         let listener = TcpListener::bind(listen).await?;
         loop {
@@ -78,23 +90,43 @@ async fn serve(
     let uri = format!("{}{}", floor.base, req.uri().path());
     let body = req.into_body().collect().await?.to_bytes();
     if floor.trips >= 1 {
-        floor
-            .round_trip(b"*2\r\n$3\r\nGET\r\n$5\r\nfloor\r\n")
-            .await?;
+        floor.read().await?;
     }
     let forward = Request::post(uri).body(Full::new(body))?;
     let answer = floor.upstream.request(forward).await?;
     let (parts, body) = answer.into_parts();
     let body = body.collect().await?.to_bytes();
     if floor.trips >= 2 {
-        floor
-            .round_trip(b"*3\r\n$3\r\nSET\r\n$5\r\nfloor\r\n$1\r\n1\r\n")
-            .await?;
+        floor.write().await?;
     }
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
 impl Floor {
+    async fn read(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(client) = &self.client {
+            let mut client = client.clone();
+            let get = redis::cmd("GET").arg("floor").clone();
+            get.query_async::<Option<String>>(&mut client).await?;
+            return Ok(());
+        }
+        Ok(self
+            .round_trip(b"*2\r\n$3\r\nGET\r\n$5\r\nfloor\r\n")
+            .await?)
+    }
+
+    async fn write(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(client) = &self.client {
+            let mut client = client.clone();
+            let set = redis::cmd("SET").arg("floor").arg(1).clone();
+            set.query_async::<()>(&mut client).await?;
+            return Ok(());
+        }
+        Ok(self
+            .round_trip(b"*3\r\n$3\r\nSET\r\n$5\r\nfloor\r\n$1\r\n1\r\n")
+            .await?)
+    }
+
     /// One command and its whole reply (`+OK`, `$-1` or a short bulk string).
     async fn round_trip(&self, command: &[u8]) -> std::io::Result<()> {
         let idle = self.idle.lock().map(|mut idle| idle.pop()).ok().flatten();

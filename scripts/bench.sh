@@ -13,5 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked --bin statehold --example loadbench --example floor
+# statehold as it ships (the `dist` profile, as the image builds it); the
+# generator, the bot and the floor in plain release.
+cargo build --profile dist --locked --bin statehold
+cargo build --release --locked --example loadbench --example floor
+export STATEHOLD_BIN="${STATEHOLD_BIN:-$PWD/target/dist/statehold}"
 exec target/release/examples/loadbench "$@"

@@ -55,7 +55,7 @@ set -e
 background_log="$(mktemp)"
 (
   set +e
-  nice -n 19 cargo build --release --locked --bin statehold
+  nice -n 19 cargo build --profile dist --locked --bin statehold
   echo "image build status $?"
   nice -n 19 ./scripts/fuzz.sh build
   echo "fuzz build status $?"
@@ -125,7 +125,7 @@ if [ "$node_status" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then failed=$((failed + 1));
 # The exact binary the Dockerfile builds (tests/it/image.rs checks the
 # recipe), and the fuzz targets over its dependencies: what of the
 # background build is left.
-phase "the image's binary (cargo build --release --locked --bin statehold) and the fuzz build, the rest"
+phase "the image's binary (cargo build --profile dist --locked --bin statehold) and the fuzz build, the rest"
 wait "$background" || true
 cat "$background_log"
 image_status=$(awk '/^image build status/ { print $4 }' "$background_log")

@@ -4,7 +4,7 @@
 //! HEALTHCHECK, a `.dockerignore` that keeps every build output out of the
 //! context, the builder new enough for the crates' `rust-version`, and the
 //! shipped config valid with the image's environment. CI also builds the
-//! exact binary the Dockerfile builds (`cargo build --release --locked
+//! exact binary the Dockerfile builds (`cargo build --profile dist --locked
 //! --bin statehold`, in `scripts/test.sh`).
 
 use crate::support;
@@ -90,7 +90,7 @@ fn the_image_is_pinned_cached_unprivileged_and_trusts_public_cas() {
         "dependencies build before the sources are copied"
     );
     let release = all.iter().rposition(|i| i.contains("cargo build")).unwrap();
-    assert!(all[release].contains("cargo build --release --locked --bin statehold"));
+    assert!(all[release].contains("cargo build --profile dist --locked --bin statehold"));
 
     // A numeric user (runAsNonRoot needs one) that is not root, last.
     let user = all
