@@ -4,8 +4,9 @@
 //! HEALTHCHECK, a `.dockerignore` that keeps every build output out of the
 //! context, the builder new enough for the crates' `rust-version`, and the
 //! shipped config valid with the image's environment. CI also builds the
-//! exact binary the Dockerfile builds (`cargo build --profile dist --locked
-//! --bin statehold`, in `scripts/test.sh`).
+//! image's code (`cargo build --release --locked --bin statehold`, in
+//! `scripts/test.sh`; the image's `dist` profile is the same code with fat
+//! LTO, too slow a link for CI's budget).
 
 use crate::support;
 

@@ -361,16 +361,40 @@ fn a_dead_store_delays_each_request_by_op_timeout_at_most() {
     config.store_extra = "on_unavailable = \"passthrough\"\nop_timeout = \"500ms\"\n".into();
     let sh = Statehold::start(config);
     assert_eq!(sh.update(1, 500, "/start").status, 200);
+    // The same burst with the store up first: what this machine takes
+    // anyway right now (CI runs builds beside the tests), so the bound is
+    // on what the outage adds, not on the machine's load.
+    let live = burst(&sh, 600);
     redis.proc.kill9();
+    let dead = burst(&sh, 700);
+    let p99 = |took: &[std::time::Duration]| took[took.len() * 99 / 100 - 1];
+    eprintln!(
+        "50 at once: store up p50 {:?} p99 {:?}; store dead (degraded) p50 {:?} p99 {:?}",
+        live[live.len() / 2],
+        p99(&live),
+        dead[dead.len() / 2],
+        p99(&dead)
+    );
+    let bound = p99(&live) + std::time::Duration::from_millis(500 + 100);
+    assert!(
+        p99(&dead) <= bound,
+        "p99 of degraded answers {:?} over the live burst's p99 + op_timeout (500ms) + 100ms = {bound:?}; all: {dead:?}",
+        p99(&dead)
+    );
+}
+
+/// 50 requests at once, each from its own conversation (`first` on), each
+/// answered 200: how long each took, sorted.
+fn burst(sh: &Statehold, first: i64) -> Vec<std::time::Duration> {
     let start = std::sync::Barrier::new(50);
     let mut took: Vec<std::time::Duration> = std::thread::scope(|s| {
-        let (sh, start) = (&sh, &start);
+        let start = &start;
         let clients: Vec<_> = (0..50i64)
             .map(|i| {
                 s.spawn(move || {
                     start.wait();
                     let began = std::time::Instant::now();
-                    let r = sh.update(10 + i as u64, 600 + i, "hello");
+                    let r = sh.update((first + i) as u64, first + i, "hello");
                     assert_eq!(r.status, 200, "{}", r.text());
                     began.elapsed()
                 })
@@ -379,15 +403,7 @@ fn a_dead_store_delays_each_request_by_op_timeout_at_most() {
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
     took.sort();
-    let p99 = took[took.len() * 99 / 100 - 1];
-    eprintln!(
-        "degraded answers, 50 at once: p50 {:?}, p99 {p99:?}",
-        took[took.len() / 2]
-    );
-    assert!(
-        p99 <= std::time::Duration::from_millis(600),
-        "p99 of degraded answers {p99:?} (op_timeout 500ms); all: {took:?}"
-    );
+    took
 }
 
 /// Outage defect 1, across replicas: steps typed through replica A during
