@@ -104,11 +104,16 @@ async function openConversation(message = '') {
   $('conversation-title').textContent = key;
   $('state').hidden = true;
   $('diff').hidden = true;
-  $('action-result').textContent = message;
-  show(['find-view', 'conversation-view']);
-  const r = await api(`/v1/console/conversation?${q(key)}`);
+  // Nothing of the previous view stays beside the new one: facts, history
+  // and trail go now; the message comes with the new facts.
   const facts = $('facts');
   facts.replaceChildren();
+  $('history').tBodies[0].replaceChildren();
+  $('trail').replaceChildren();
+  $('action-result').textContent = '';
+  show(['find-view', 'conversation-view']);
+  const r = await api(`/v1/console/conversation?${q(key)}`);
+  $('action-result').textContent = message;
   const fact = (name, value) => {
     const dd = element('dd');
     if (value instanceof Node) dd.append(value); else dd.textContent = String(value);
