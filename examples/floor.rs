@@ -5,11 +5,13 @@
 //! stateful request (take the turn with the read, commit with the release),
 //! as bare `GET` and `SET` on pooled connections, no client library, or
 //! with `--redis-rs` through redis-rs's `ConnectionManager` (what statehold
-//! uses), which isolates the client library's own cost.
+//! uses), which isolates the client library's own cost. With `1` it makes
+//! only the `SET` after the bot's answer: the one wait that no design which
+//! acknowledges an answer only once its snapshot is stored can avoid.
 //!
 //!   floor --listen ADDR --upstream URL [--redis ADDR] [--redis-trips N] [--redis-rs]
 //!
-//! `scripts/bench.sh` runs both beside statehold, in the same rounds, and
+//! `scripts/bench.sh` runs all three beside statehold, in the same rounds, and
 //! prints their ratios as the first line of its targets table.
 
 use std::net::SocketAddr;
@@ -89,14 +91,14 @@ async fn serve(
 ) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let uri = format!("{}{}", floor.base, req.uri().path());
     let body = req.into_body().collect().await?.to_bytes();
-    if floor.trips >= 1 {
+    if floor.trips >= 2 {
         floor.read().await?;
     }
     let forward = Request::post(uri).body(Full::new(body))?;
     let answer = floor.upstream.request(forward).await?;
     let (parts, body) = answer.into_parts();
     let body = body.collect().await?.to_bytes();
-    if floor.trips >= 2 {
+    if floor.trips >= 1 {
         floor.write().await?;
     }
     Ok(Response::from_parts(parts, Full::new(body)))
